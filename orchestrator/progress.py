@@ -1,0 +1,152 @@
+"""What `ablate run` shows while it runs: a live rich table on a terminal, one line per event
+otherwise (logs, CI, `--quiet`). Fed by the runner's Ray callback; knows nothing of Ray."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from workloads.base import RESULT_STATUSES
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def describe(cell: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in cell.items())
+
+
+@dataclass
+class Running:
+    cell: dict[str, Any]
+    epochs: int | None
+    epoch: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+
+
+class Progress:
+    """Counts and ETA of a run. Subclasses decide how to show them."""
+
+    def __init__(self, console: Console, total: int, skipped: int, epochs: dict[str, int | None]):
+        self.console, self.total, self.skipped = console, total, skipped
+        self.epochs = epochs  # trial_id -> epochs it trains, where known, for the ETA
+        self.running: dict[str, Running] = {}
+        self.counts = {s: 0 for s in (*RESULT_STATUSES, "failed")}
+        known = list(epochs.values())
+        self.epochs_left = None if None in known else sum(known)
+        self.epochs_trained = 0
+        self.started = time.monotonic()
+
+    # -- events --------------------------------------------------------------------------------
+    def trial_started(self, trial_id: str, cell: dict[str, Any]) -> None:
+        self.running[trial_id] = Running(cell, self.epochs.get(trial_id))
+        self.show(trial_id, "started", describe(cell))
+
+    def trial_result(self, trial_id: str, metrics: dict[str, Any]) -> None:
+        run = self.running.get(trial_id)
+        if run and "epoch" in metrics:
+            # A resumed trial's first epoch follows its checkpoint: it advances the trial by
+            # several epochs, but only one was trained in this run.
+            self.epochs_trained += metrics["epoch"] - run.epoch if run.epoch else 1
+            if self.epochs_left is not None:
+                self.epochs_left -= metrics["epoch"] - run.epoch
+            run.epoch, run.metrics = metrics["epoch"], metrics
+
+    def trial_retrying(self, trial_id: str) -> None:
+        if trial_id in self.running:
+            self.running[trial_id].retries += 1
+        self.show(trial_id, "retrying", "after a failure, from its last checkpoint")
+
+    def trial_finished(self, trial_id: str, status: str, detail: str) -> None:
+        run = self.running.pop(trial_id, None)
+        if run and run.epochs and self.epochs_left is not None:
+            self.epochs_left -= max(0, run.epochs - run.epoch)  # stopped early: those epochs never come
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self.show(trial_id, status, detail)
+
+    # -- numbers -------------------------------------------------------------------------------
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def eta(self) -> float | None:
+        elapsed = time.monotonic() - self.started
+        if self.epochs_left is not None and self.epochs_trained:
+            return elapsed * max(0, self.epochs_left) / self.epochs_trained
+        if self.done:
+            return elapsed * (self.total - self.done) / self.done
+        return None
+
+    def counts_line(self) -> str:
+        pending = self.total - self.done - len(self.running)
+        parts = [f"{self.done}/{self.total} done", f"{len(self.running)} running", f"{pending} pending"]
+        parts += [f"{n} {s}" for s, n in self.counts.items() if n and s != "completed"]
+        if self.skipped:
+            parts.append(f"{self.skipped} already done")
+        return ", ".join(parts) + f" | elapsed {duration(time.monotonic() - self.started)}, ETA {duration(self.eta())}"
+
+    # -- display -------------------------------------------------------------------------------
+    def show(self, trial_id: str, event: str, detail: str) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class PlainProgress(Progress):
+    """One line per event: for logs, pipes and `--quiet`."""
+
+    def show(self, trial_id, event, detail):
+        self.console.print(f"[{self.done}/{self.total}] {trial_id} {event}: {detail}", highlight=False,
+                           markup=False, soft_wrap=True)
+
+
+class LiveProgress(Progress):
+    """A table of running trials under a line of counts, redrawn in place."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.live = Live(console=self.console, get_renderable=self.render, refresh_per_second=2,
+                         transient=True)
+
+    def __enter__(self):
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.stop()
+        return False
+
+    def show(self, trial_id, event, detail):
+        if event != "started":  # finished trials scroll above the live table
+            style = {"completed": "green", "failed": "bold red", "retrying": "yellow"}.get(event, "magenta")
+            self.console.print(Text.assemble((f"{event:>11} ", style), f"{trial_id} {detail}"), soft_wrap=True)
+
+    def render(self):
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("trial", "cell", "epoch", "train_loss", "val_error", "img/s"):
+            table.add_column(column, justify="left" if column in ("trial", "cell") else "right")
+        for trial_id, run in list(self.running.items())[:20]:
+            m = run.metrics
+            table.add_row(trial_id, describe(run.cell) + (f" (retry {run.retries})" if run.retries else ""),
+                          f"{run.epoch}/{run.epochs or '?'}", _num(m.get("train_loss")), _num(m.get("val_error")),
+                          _num(m.get("images_per_second"), ".0f"))
+        return Group(Text(self.counts_line(), style="bold"), table)
+
+
+def _num(value, fmt=".4f") -> str:
+    return "-" if value is None else format(value, fmt)

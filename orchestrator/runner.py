@@ -1,0 +1,213 @@
+"""`ablate run`: a grid's unfinished trials as one Ray Tune experiment. The only module that imports Ray.
+
+Ray Tune schedules, places and retries trials; the run's own record in storage (store.py) says
+what is done. Every `ablate run` is a new Tune experiment over the trials that have no result
+yet, so a grid that grew, a driver that was killed, or `--retry-failed` all come down to the
+same thing: run what is missing. Ray's own `Tuner.restore` replays a fixed spec and can lose
+state after SIGKILL (../shared/RAY_NOTES.md); trials here find their checkpoints by trial id.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+
+from orchestrator.errors import RunError
+from orchestrator.grid import Grid, Resources
+from orchestrator.progress import Progress, describe
+from orchestrator.store import RunDir, StoredSession, environment, now, trial_schema
+from workloads.base import RESULT_STATUSES
+
+# Tune's own CSV/JSON/TensorBoard loggers and console reporter: the run's Parquet files and our
+# display replace them.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+
+@dataclass
+class RunSummary:
+    run: RunDir
+    counts: dict[str, int]  # status -> trials, over the whole grid
+    ran: int  # trials this invocation started
+    skipped: int  # trials that already had a result
+    unfinished: int  # trials without a row after this invocation (interrupted, or not retried)
+    failed_earlier: int  # failed trials left alone because --retry-failed was not given
+
+    @property
+    def exit_code(self) -> int:
+        if self.counts.get("failed") or self.unfinished:
+            return 1
+        return 0
+
+
+def _trainable(tune_config, run_uri, workload_name, grid_name):
+    """One trial, inside a Ray worker. Writes its own result row when it has one."""
+    import workloads
+
+    run, workload = RunDir(run_uri), workloads.get(workload_name)
+    trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
+    session = StoredSession(run, trial_id, on_report=tune.report)
+    attempt = session.start()
+    try:
+        result = workload.train(workload.config(**config), session)
+        if result.get("status", "completed") not in RESULT_STATUSES:
+            raise ValueError(f"workload returned status {result.get('status')!r} "
+                             f"(expected one of {', '.join(RESULT_STATUSES)})")
+    except BaseException:
+        session.log("failed:\n" + traceback.format_exc())
+        raise
+    row = {"status": "completed", **result, "attempts": attempt, "started_at": session.progress["started_at"],
+           "finished_at": now(), "log": run.log_path(trial_id), "grid": grid_name, "workload": workload.name,
+           **environment()}
+    if workload.params is not None and row.get("params") is None:
+        row["params"] = workload.params(workload.config(**config))
+    row["started_at"] = datetime.fromisoformat(row["started_at"])
+    run.record(trial_schema(workload.config), trial_id, config, row, session.epochs)
+    session.log(f"finished: {row['status']}")
+    tune.report({"final": True, "status": row["status"], "test_error": row.get("test_error"),
+                 "val_error": row.get("val_error")})
+
+
+class _Events(tune.Callback):
+    """Driver-side: feeds the display, and records trials that ran out of retries."""
+
+    def __init__(self, grid: Grid, run: RunDir, progress: Progress):
+        self.grid, self.run, self.progress = grid, run, progress
+        self.cells = {t.trial_id: t.cell for t in grid.trials}
+
+    def __getstate__(self):
+        # Tune pickles its callbacks with the experiment for Tuner.restore, which ablate does not
+        # use (runs resume from the run's own record); the live display cannot be pickled.
+        return {}
+
+    @staticmethod
+    def _id(trial) -> str:
+        return trial.config["trial"]["trial_id"]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.progress.trial_started(self._id(trial), self.cells[self._id(trial)])
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not result.get("final"):
+            self.progress.trial_result(self._id(trial), result)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.progress.trial_retrying(self._id(trial))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        status = result.get("status", "completed")
+        score = result.get("test_error") if result.get("test_error") is not None else result.get("val_error")
+        detail = describe(self.cells[self._id(trial)])
+        self.progress.trial_finished(self._id(trial), status,
+                                     detail + ("" if score is None else f" -> {score:.4f}"))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        trial_id = self._id(trial)
+        message = _last_line(trial.get_error() or "") or "the trial failed"
+        config = trial.config["trial"]["config"]
+        progress = self.run.progress(trial_id)
+        started = progress.get("started_at")
+        self.run.record(trial_schema(self.grid.workload.config), trial_id, config, {
+            "status": "failed", "error": message, "attempts": progress.get("attempt"),
+            "epochs_completed": progress.get("epoch"), "log": self.run.log_path(trial_id),
+            "started_at": datetime.fromisoformat(started) if started else None, "finished_at": now(),
+            "grid": self.grid.name, "workload": self.grid.workload.name, **environment()})
+        self.progress.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def connect(address: str | None, data_dir: str | None = None) -> None:
+    """Join the cluster at `address`, or start a local Ray sized to this machine."""
+    if ray.is_initialized():  # a caller (a test, a notebook) brought its own
+        return
+    env = {"ABLATE_DATA": data_dir} if data_dir else {}
+    try:
+        if address:
+            ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False)
+        else:
+            os.environ.pop("RAY_ADDRESS", None)
+            if data_dir:
+                os.environ["ABLATE_DATA"] = data_dir
+            # address="local": never join a stale cluster left in /tmp/ray by accident.
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {_last_line(str(e))}") from None
+
+
+def check_resources(resources: Resources) -> None:
+    """Refuse up front what no node can ever give, instead of leaving trials PENDING forever."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    total_gpus = sum(n.get("GPU", 0) for n in nodes)
+    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    if resources.gpus and not total_gpus:
+        raise RunError(f"each trial asks for {resources.gpus:g} GPU but the Ray cluster has no GPU; "
+                       "use --gpus 0 (or resources.gpus: 0) to train on CPUs")
+    if resources.cpus > most_cpus:
+        raise RunError(f"each trial asks for {resources.cpus:g} CPUs but the largest Ray node has "
+                       f"{most_cpus:g}; use --cpus {max(1, int(most_cpus))} or fewer")
+    if resources.gpus > 1 and not any(n.get("GPU", 0) >= resources.gpus for n in nodes):
+        raise RunError(f"each trial asks for {resources.gpus:g} GPUs but no Ray node has that many")
+
+
+def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None = None,
+             resources: Resources | None = None, retry_failed: bool = False, fail_fast: bool = False,
+             data_dir: str | None = None) -> RunSummary:
+    """Run every trial of `grid` that has no result in `run` yet."""
+    resources = resources or grid.resources
+    finished = run.finished()
+    todo = [t for t in grid.trials if finished.get(t.trial_id) not in (*RESULT_STATUSES, "failed")
+            or (retry_failed and finished[t.trial_id] == "failed")]
+    failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
+    skipped = len(grid.trials) - len(todo) - failed_earlier
+    run.write_bytes(run.child("grid.yaml"), grid.path.read_bytes())
+
+    if todo:
+        connect(address, data_dir)
+        check_resources(resources)
+        epochs = {t.trial_id: t.config.get("epochs") for t in todo}
+        with progress_factory(len(todo), skipped, epochs) as progress:
+            _fit(grid, run, todo, resources, progress, fail_fast)
+
+    finished = run.finished()
+    statuses = [finished.get(t.trial_id) for t in grid.trials]
+    counts = {s: statuses.count(s) for s in (*RESULT_STATUSES, "failed") if statuses.count(s)}
+    return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),
+                      failed_earlier=failed_earlier)
+
+
+def _fit(grid, run, todo, resources, progress, fail_fast) -> None:
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, run_uri=run.uri, workload_name=grid.workload_ref, grid_name=grid.name),
+        {"cpu": resources.cpus, "gpu": resources.gpus})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([{"trial_id": t.trial_id, "config": t.config} for t in todo])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, reuse_actors=True,
+                                    trial_dirname_creator=lambda trial: trial.config["trial"]["trial_id"],
+                                    trial_name_creator=lambda trial: trial.config["trial"]["trial_id"]),
+        run_config=tune.RunConfig(
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=run.uri + "/ray", verbose=0,
+            failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
+            callbacks=[_Events(grid, run, progress)]),
+    )
+    # Tune logs every trial error with its traceback and warns about the result files its disabled
+    # loggers did not write; the display and each trial's log say what happened instead.
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.CRITICAL)
+    try:
+        tuner.fit()
+    finally:
+        tune_logger.setLevel(level)

@@ -1,0 +1,34 @@
+"""Registered workloads: the experiments a grid file can name.
+
+Builtin ones are listed by import path so that `ablate --help` does not import torch.
+A grid may also name any `module:object` that is a `workloads.base.Workload`.
+"""
+from __future__ import annotations
+
+import importlib
+
+from workloads.base import Workload
+
+REGISTRY = {
+    "allcnn": "workloads.allcnn:WORKLOAD",
+}
+
+
+class UnknownWorkload(LookupError):
+    pass
+
+
+def get(name: str) -> Workload:
+    """The workload registered as `name`, or the one at import path `module:object`."""
+    path = REGISTRY.get(name, name)
+    if ":" not in path:
+        raise UnknownWorkload(f"unknown workload '{name}' (known: {', '.join(REGISTRY)}; "
+                              "or an import path module:object)")
+    module_name, _, attr = path.partition(":")
+    try:
+        workload = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise UnknownWorkload(f"cannot import workload '{name}': {e}") from None
+    if not isinstance(workload, Workload):
+        raise UnknownWorkload(f"'{name}' is a {type(workload).__name__}, not a workloads.base.Workload")
+    return workload

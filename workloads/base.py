@@ -1,0 +1,75 @@
+"""The workload interface: what the orchestrator needs to run one trial of an experiment.
+
+A workload is a `Workload` object. Its `config` is a dataclass whose fields are the parameters a
+grid file may set (every field needs a default, a type annotation from int, float, str, bool or
+list[int]/list[float]/list[str], and a `seed: int` field). A field whose values are a closed set
+names them in its metadata: `field(default="C", metadata={"choices": ("A", "B", "C")})`.
+
+`train(config, session)` runs one trial and returns its final metrics. It reports each epoch to
+the session, hands it a checkpoint when it wants one, and asks it for the last checkpoint when it
+starts, so a retried trial continues where it stopped. It never imports Ray: the orchestrator
+passes a session backed by storage and Ray; tests pass a `MemorySession`.
+
+    from dataclasses import dataclass
+    from workloads.base import Workload
+
+    @dataclass
+    class Config:
+        lr: float = 0.1
+        seed: int = 0
+
+    def train(config, session):
+        for epoch in range(3):
+            session.report({"epoch": epoch + 1, "loss": 1.0 / (epoch + 1)})
+        return {"status": "completed", "val_error": 0.5, "test_error": 0.5}
+
+    WORKLOAD = Workload(name="toy", config=Config, train=train)
+
+A grid file then says `workload: mypackage.toy:WORKLOAD`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+# What `train` may return as `status`. Every one is a result; a trial that raises is a failure.
+RESULT_STATUSES = ("completed", "diverged", "no_progress")
+
+
+class Session(Protocol):
+    """What a training function talks to while it runs."""
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
+        """Record one epoch's metrics; `checkpoint`, if given, is the state to resume from."""
+
+    def restore(self) -> dict[str, Any] | None:
+        """The last checkpoint handed to `report`, or None for a fresh start."""
+
+
+@dataclass
+class MemorySession:
+    """A session that keeps everything in memory: for tests and for running without Ray."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None
+
+    def report(self, metrics, checkpoint=None):
+        self.epochs.append(dict(metrics))
+        if checkpoint is not None:
+            # A deep copy, as if it went to disk: later steps must not change a saved checkpoint.
+            self.checkpoint = copy.deepcopy(checkpoint)
+
+    def restore(self):
+        return copy.deepcopy(self.checkpoint)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    config: type  # a dataclass: the parameters a grid may set, with their defaults
+    train: Callable[[Any, Session], dict[str, Any]]
+    # Optional: {"images": training images seen, "flops": training FLOPs or None}, for `ablate plan`.
+    cost: Callable[[Any], dict[str, Any]] | None = None
+    # Optional: model parameter count for a config, recorded with each result.
+    params: Callable[[Any], int] | None = None
