@@ -138,6 +138,8 @@ def connect(address: str | None, data_dir: str | None = None) -> None:
             ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False)
         else:
             os.environ.pop("RAY_ADDRESS", None)
+            # Workers inherit the environment: a user's workload module in this directory imports there too.
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
             if data_dir:
                 os.environ["ABLATE_DATA"] = data_dir
             # address="local": never join a stale cluster left in /tmp/ray by accident.

@@ -6,6 +6,8 @@ A grid may also name any `module:object` that is a `workloads.base.Workload`.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from workloads.base import Workload
 
@@ -25,6 +27,9 @@ def get(name: str) -> Workload:
         raise UnknownWorkload(f"unknown workload '{name}' (known: {', '.join(REGISTRY)}; "
                               "or an import path module:object)")
     module_name, _, attr = path.partition(":")
+    # As `python -m` does: a user's module in the current directory imports.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         workload = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:

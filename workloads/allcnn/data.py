@@ -136,7 +136,7 @@ def synthetic(classes: int, train_size: int, test_size: int, seed: int = 0) -> d
 
     def draw(n):
         y = torch.randint(0, classes, (n,), generator=g)
-        x = 128 + 60 * patterns[y] + 40 * torch.randn(n, 3, 32, 32, generator=g)
+        x = 128 + 60 * patterns[y] + 25 * torch.randn(n, 3, 32, 32, generator=g)
         return x.clamp(0, 255).to(torch.uint8).numpy(), y.numpy()
 
     x_train, y_train = draw(train_size)

@@ -103,17 +103,16 @@ def count_params(net: nn.Module) -> int:
 
 
 def train_flops_per_image(model: str, variant: str, classes: int = 10, width: float = 1.0) -> float:
-    """FLOPs of one training step per image: forward multiply-adds x 2 x 3 (forward + backward)."""
-    net, macs = build(model, variant, classes, width), 0
+    """FLOPs of one training step per image, as torch.utils.flop_counter counts them: 2 per
+    multiply-add, forward, input gradient and weight gradient; the first conv has no input gradient."""
+    net, macs = build(model, variant, classes, width), []
 
     def count(module, inputs, output):
-        nonlocal macs
-        k = module.weight[0].numel()  # (c_in / groups) * kh * kw
-        macs += output.numel() * k
+        macs.append(output.numel() * module.weight[0].numel())  # weight[0]: c_in * kh * kw
 
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             m.register_forward_hook(count)
     with torch.no_grad():
         net(torch.zeros(1, 3, 32, 32))
-    return 6.0 * macs
+    return 6.0 * sum(macs) - 2.0 * macs[0]

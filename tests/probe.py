@@ -1,0 +1,61 @@
+"""A tiny workload for the runner's tests: trains nothing, but behaves like a trial.
+
+It sleeps per epoch, checkpoints, and can fail on purpose (`fail`): `once` raises at its second
+epoch the first time only, `always` raises every time, `kill_once` kills its own worker process.
+Every start is appended to `<marker_dir>/executions.log` as `key start_epoch pid node time`, and
+every finished epoch to `<marker_dir>/epochs.log`, so tests can see what ran, where and when.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workloads.base import Workload
+
+
+@dataclass
+class Config:
+    lr: float = 0.1
+    seed: int = 0
+    epochs: int = 3
+    sleep: float = 0.0
+    fail: str = field(default="never", metadata={"choices": ("never", "once", "always", "kill_once")})
+    marker_dir: str = field(default="", metadata={"identity": False})
+
+
+def _node() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "-"
+    except Exception:
+        return "-"
+
+
+def train(config: Config, session) -> dict:
+    key = f"lr{config.lr}-seed{config.seed}-{config.fail}"
+    markers = Path(config.marker_dir)
+    state = session.restore() or {"epoch": 0}
+    with open(markers / "executions.log", "a") as f:
+        f.write(f"{key} {state['epoch']} {os.getpid()} {_node()} {time.time()}\n")
+    for epoch in range(state["epoch"], config.epochs):
+        time.sleep(config.sleep)
+        first_time = not (markers / f"{key}.failed").exists()
+        if epoch == 1 and config.fail in ("once", "kill_once") and first_time:
+            (markers / f"{key}.failed").touch()
+            if config.fail == "kill_once":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("injected failure")
+        if epoch == 1 and config.fail == "always":
+            raise RuntimeError("this trial always fails")
+        state = {"epoch": epoch + 1}
+        with open(markers / "epochs.log", "a") as f:
+            f.write(f"{key} {epoch + 1} {time.time()}\n")
+        session.report({"epoch": epoch + 1, "val_error": 1 / (epoch + 2)}, checkpoint=state)
+    return {"status": "completed", "val_error": 1 / (config.epochs + 1), "test_error": config.lr}
+
+
+WORKLOAD = Workload(name="probe", config=Config, train=train)

@@ -1,0 +1,171 @@
+"""CIFAR archives, downloads, splits, preprocessing and augmentation."""
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from tests.cifar_archives import Server, make_archive
+from workloads.allcnn import data
+from workloads.allcnn.data import SOURCES, DataError, augment, fit_zca, prepare
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """Official-format archives served from localhost; SOURCES point at them with their MD5s."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    with Server(folder) as server:
+        for name, source in SOURCES.items():
+            md5 = make_archive(folder / source.filename, name)
+            monkeypatch.setitem(SOURCES, name, dataclasses.replace(source, url=f"{server.url}/{source.filename}", md5=md5))
+        yield server
+
+
+def test_download_checks_the_checksum_and_caches(mirror, data_dir):
+    splits = prepare("cifar10", val_size=20)
+    assert mirror.requests == 1
+    assert (data_dir / "cifar-10-python.tar.gz").exists()
+    assert splits.x_train.shape == (5 * 40 - 20, 3, 32, 32) and splits.x_val.shape == (20, 3, 32, 32)
+    assert splits.x_test.shape == (30, 3, 32, 32) and splits.classes == 10
+    assert splits.x_train.dtype == torch.float32 and splits.y_train.dtype == torch.int64
+    prepare("cifar10", val_size=20)
+    assert mirror.requests == 1  # the second trial reads the cache
+
+
+def test_cifar100_uses_fine_labels(mirror, data_dir):
+    splits = prepare("cifar100", val_size=10)
+    assert splits.classes == 100 and len(splits.y_train) == 40 - 10
+    assert int(splits.y_train.max()) >= 20  # fine labels, not the 20 coarse ones
+
+
+def test_archive_put_in_place_by_hand_needs_no_network(tmp_path, data_dir, monkeypatch):
+    data_dir.mkdir()
+    md5 = make_archive(data_dir / "cifar-10-python.tar.gz")
+    monkeypatch.setitem(SOURCES, "cifar10", dataclasses.replace(SOURCES["cifar10"], url="http://127.0.0.1:9/x/cifar-10-python.tar.gz", md5=md5))
+    assert len(prepare("cifar10", val_size=0).y_train) == 200
+
+
+def test_corrupted_download_is_a_clear_error(mirror, data_dir, tmp_path):
+    served = tmp_path / "mirror" / "cifar-10-python.tar.gz"
+    served.write_bytes(served.read_bytes()[: served.stat().st_size // 2])  # a download cut in half
+    with pytest.raises(DataError, match=r"cifar-10-python.tar.gz: checksum mismatch \(md5 [0-9a-f]{32}, expected [0-9a-f]{32}\): "
+                                        r"the archive is corrupted or incomplete; delete it and run again"):
+        prepare("cifar10")
+    assert mirror.requests == 1
+    assert not (data_dir / "cifar10.npz").exists()  # no silently bad dataset
+
+
+def test_archive_with_the_right_checksum_but_wrong_content(tmp_path, data_dir, monkeypatch):
+    data_dir.mkdir()
+    archive = data_dir / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"not a tar file at all")
+    import hashlib
+
+    monkeypatch.setitem(SOURCES, "cifar10", dataclasses.replace(SOURCES["cifar10"], md5=hashlib.md5(archive.read_bytes()).hexdigest()))
+    with pytest.raises(DataError, match="not a readable cifar-10-batches-py archive"):
+        prepare("cifar10")
+
+
+def test_offline_with_nothing_cached_says_what_is_missing_and_where(data_dir, monkeypatch):
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setitem(SOURCES, "cifar10", dataclasses.replace(SOURCES["cifar10"], url=f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"))
+    with pytest.raises(DataError) as e:
+        prepare("cifar10")
+    message = str(e.value)
+    assert message.startswith(f"cifar-10-python.tar.gz is not in {data_dir} and downloading http://127.0.0.1:{port}/")
+    assert message.endswith(f"download it by hand and put it in {data_dir}")
+    assert not list(data_dir.glob("*.part"))
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.flatten(1)}
+
+
+def test_validation_split_is_disjoint_from_train_and_test(mirror, data_dir):
+    splits = prepare("cifar10", val_size=50, preprocessing="channel")
+    train, val, test = _rows(splits.x_train), _rows(splits.x_val), _rows(splits.x_test)
+    assert len(val) == 50 and len(train) == 150
+    assert not val & train and not val & test and not train & test
+
+
+def test_validation_split_is_seeded():
+    a_train, a_val = data.split(1000, 100, seed=0)
+    b_train, b_val = data.split(1000, 100, seed=0)
+    _, c_val = data.split(1000, 100, seed=1)
+    assert np.array_equal(a_val, b_val) and not np.array_equal(a_val, c_val)
+    assert sorted([*a_train, *a_val]) == list(range(1000))
+
+
+def test_validation_split_must_fit():
+    with pytest.raises(DataError, match="val_size 1000 must be at least 0 and below the training set size 1000"):
+        data.split(1000, 1000, seed=0)
+
+
+def test_synthetic_data_is_deterministic_and_class_dependent():
+    a, b = data.synthetic(10, 500, 100), data.synthetic(10, 500, 100)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    x, y = a["x_train"].astype(np.float32), a["y_train"]
+    means = np.stack([x[y == c].mean(0) for c in range(10)])
+    # Images of one class share a pattern: class means differ far more than noise would make them.
+    assert np.abs(means[0] - means[1]).mean() > 10
+
+
+def test_channel_normalization_uses_training_statistics(data_dir):
+    splits = prepare("synthetic", train_size=600, val_size=100, test_size=100)
+    assert splits.x_train.mean(dim=(0, 2, 3)).abs().max() < 1e-4
+    assert (splits.x_train.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3
+
+
+def test_zca_whitens_correlated_data():
+    g = torch.Generator().manual_seed(0)
+    mix = torch.randn(8, 8, generator=g)
+    x = torch.randn(20000, 8, generator=g) @ mix * 10
+    mean, w = fit_zca(x, bias=1e-6)
+    white = (x - mean) @ w
+    assert torch.allclose(white.T @ white / len(x), torch.eye(8), atol=0.05)
+    assert torch.allclose(w, w.T, atol=1e-4)  # ZCA: the symmetric whitening, closest to the input
+
+
+def test_zca_preprocessing_is_fitted_once_and_cached(data_dir):
+    splits = prepare("synthetic", train_size=300, val_size=50, test_size=50, preprocessing="zca")
+    assert splits.x_train.shape == (250, 3, 32, 32) and torch.isfinite(splits.x_train).all()
+    cached = list(data_dir.glob("zca-*.pt"))
+    assert len(cached) == 1
+    again = prepare("synthetic", train_size=300, val_size=50, test_size=50, preprocessing="zca")
+    assert torch.equal(splits.x_val, again.x_val)
+
+
+def test_augmentation_flips_about_half_and_keeps_shapes():
+    x = torch.arange(32.0).expand(1000, 3, 32, 32).clone()
+    out = augment(x, flip=True, translate=0, generator=torch.Generator().manual_seed(0))
+    flipped = (out[:, 0, 0, 0] == 31).float().mean().item()
+    assert out.shape == x.shape and 0.45 < flipped < 0.55
+    assert torch.equal(torch.sort(out, dim=3).values, torch.sort(x, dim=3).values)  # pixels moved, not changed
+
+
+def test_augmentation_translates_by_up_to_r_pixels():
+    r, x = 5, torch.ones(2000, 3, 32, 32)
+    out = augment(x, flip=False, translate=r, generator=torch.Generator().manual_seed(0))
+    zero_rows = (out[:, 0].sum(dim=2) == 0).sum(dim=1)
+    zero_cols = (out[:, 0].sum(dim=1) == 0).sum(dim=1)
+    assert out.shape == x.shape
+    assert zero_rows.max() == r and zero_cols.max() == r  # never more than r pixels
+    assert set(zero_rows.tolist()) == set(range(r + 1))  # every shift happens
+    # Shifts are uniform over -r..r: no empty row for 1 in 2r+1 images, k empty rows for 2 in 2r+1.
+    assert abs((zero_rows == 0).float().mean() - 1 / (2 * r + 1)) < 0.03
+    assert abs((zero_rows == 3).float().mean() - 2 / (2 * r + 1)) < 0.03
+    kept = out.sum(dim=(1, 2, 3)) / x[0].sum()
+    assert kept.min() >= (32 - r) ** 2 / 32**2
+
+
+def test_augmentation_is_reproducible_from_the_generator():
+    x = torch.randn(16, 3, 32, 32)
+    a = augment(x, True, 4, torch.Generator().manual_seed(3))
+    b = augment(x, True, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
