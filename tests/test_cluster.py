@@ -1,0 +1,65 @@
+"""Several Ray nodes on one machine (ray.cluster_utils.Cluster): trials spread, and a lost node
+is survived by resuming its trial from the checkpoint on another node."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from orchestrator.grid import load_grid
+from orchestrator.runner import run_grid
+from orchestrator.store import RunDir
+from tests.runs import executions, probe_grid, quiet, trials
+
+
+@pytest.fixture
+def cluster():
+    """A head without CPUs (like a cluster's head node) and two worker nodes of one CPU each."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster, workers
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_trials_spread_over_nodes_and_a_lost_node_is_survived(tmp_path, cluster):
+    cluster, workers = cluster
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 6, "sleep": 0.5},
+                      resources={"cpus": 1}, max_failures=2)
+    epochs_log = tmp_path / "markers" / "epochs.log"
+    killed = {}
+
+    def kill_a_node_mid_trial():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            lines = epochs_log.read_text().splitlines() if epochs_log.exists() else []
+            done = [line.split()[0] for line in lines if int(line.split()[1]) >= 2]
+            if done:
+                key = done[0]
+                node_id = next(node for k, _, node in executions(tmp_path) if k == key)
+                node = next(w for w in workers if w.node_id == node_id)
+                cluster.remove_node(node, allow_graceful=False)
+                killed.update(key=key, node=node_id)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_node_mid_trial)
+    killer.start()
+    grid = load_grid(path)
+    summary = run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+    killer.join()
+
+    assert killed, "no trial reached epoch 2"
+    assert summary.counts == {"completed": 2}
+    runs = executions(tmp_path)
+    first_nodes = {node for _, epoch, node in runs if epoch == 0}
+    assert len(first_nodes) == 2  # the two trials started on different nodes
+    again = [(epoch, node) for key, epoch, node in runs if key == killed["key"]][1:]
+    assert again and again[0][0] >= 2 and again[0][1] != killed["node"]  # resumed elsewhere, from its checkpoint
+    rows = trials(tmp_path / "runs" / "probe")
+    assert sorted(rows["attempts"]) == [1, 2]

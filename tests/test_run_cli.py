@@ -1,0 +1,99 @@
+"""`ablate run` as a real process: the smoke grid end to end, and a driver killed with SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import duckdb
+import pandas as pd
+import polars as pl
+
+from tests.conftest import ROOT, ablate
+from tests.runs import executions, probe_grid, trials
+
+
+def test_smoke_grid_end_to_end(tmp_path, data_dir):
+    result = ablate("run", "grids/smoke.yaml", "--storage", tmp_path / "runs", timeout=600)
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "smoke"
+    assert "smoke: 12 completed (12 run now, 0 already done)" in result.stdout
+    assert f"results: {run_dir / 'trials.parquet'} and {run_dir / 'epochs.parquet'}" in result.stdout
+
+    rows = trials(run_dir)
+    assert len(rows) == 12 and rows["trial_id"].is_unique and (rows["status"] == "completed").all()
+    assert set(zip(rows["model"], rows["variant"])) == {(m, v) for m in "ABC" for v in ("base", "strided", "convpool", "all")}
+    for column in ("trial_id", "status", "model", "variant", "dataset", "augmentation", "lr", "seed", "val_error",
+                   "test_error", "params", "epochs_completed", "train_seconds", "images_per_second", "attempts",
+                   "error", "started_at", "finished_at", "ablate_version", "torch_version", "ray_version", "host"):
+        assert column in rows.columns, column
+    assert (rows["dataset"] == "synthetic").all() and rows["test_error"].between(0, 1).all()
+    assert (rows["started_at"] <= rows["finished_at"]).all() and rows["params"].gt(0).all()
+
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert len(epochs) == 12 * 3 and set(epochs["trial_id"]) == set(rows["trial_id"])
+    # Every tool a user might reach for reads the same results.
+    assert pl.read_parquet(run_dir / "trials.parquet" / "*.parquet").height == 12
+    assert duckdb.sql(f"select count(*) from read_parquet('{run_dir}/epochs.parquet/*.parquet')").fetchall() == [(36,)]
+
+    again = ablate("run", "grids/smoke.yaml", "--storage", tmp_path / "runs")
+    assert again.returncode == 0 and "smoke: 12 completed (0 run now, 12 already done)" in again.stdout
+
+
+def test_gpus_on_a_machine_without_gpus_is_refused_up_front(tmp_path):
+    result = ablate("run", "grids/smoke.yaml", "--storage", tmp_path / "runs", "--trials-per-gpu", "4")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: each trial asks for 0.25 GPU but the Ray cluster has no GPU; use --gpus 0 "
+        "(or resources.gpus: 0) to train on CPUs")
+
+
+def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}, fixed={"epochs": 4, "sleep": 0.4},
+                      resources={"cpus": 1})
+    storage = tmp_path / "runs"
+    results = storage / "probe" / "trials.parquet"
+    exe = os.path.join(os.path.dirname(sys.executable), "ablate")
+    driver = subprocess.Popen([exe, "run", str(path), "--storage", str(storage)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = storage / "probe"
+
+    def checkpointed_unfinished():
+        """trial_id -> last checkpointed epoch, for trials without a result row."""
+        done = {p.stem for p in results.glob("*.parquet")} if results.exists() else set()
+        out = {}
+        for progress in run_dir.glob("trials/*/progress.json"):
+            trial_id = progress.parent.name
+            epoch = json.loads(progress.read_text() or "{}").get("epoch", 0)
+            if trial_id not in done and epoch >= 1:
+                out[trial_id] = epoch
+        return out
+
+    # Kill when some trials are finished and others are half-way through.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done_before = {p.stem for p in results.glob("*.parquet")} if results.exists() else set()
+        if len(done_before) >= 2 and (midway := checkpointed_unfinished()):
+            break
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert 2 <= len(done_before) < 6 and midway
+
+    result = ablate("run", path, "--storage", storage)
+    assert result.returncode == 0, result.stderr
+    rows = trials(run_dir)
+    assert len(rows) == 6 and rows["trial_id"].is_unique and (rows["status"] == "completed").all()
+    key = {row.trial_id: f"lr{row.lr}-seed0-never" for row in rows.itertuples()}
+    started = Counter(k for k, _, _ in executions(tmp_path))
+    for trial_id in done_before:  # finished before the kill: never ran again
+        assert started[key[trial_id]] == 1
+    restarts = {k: epoch for k, epoch, _ in executions(tmp_path)}  # the last start of each trial
+    for trial_id, epoch in midway.items():  # cut off half-way: resumed from its checkpoint
+        assert restarts[key[trial_id]] >= epoch
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert len(epochs) == 6 * 4 and not epochs.duplicated(["trial_id", "epoch"]).any()

@@ -1,0 +1,123 @@
+"""`ablate run` on a real local Ray (2 CPUs, one logical GPU): packing, retries, failures, resume."""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator.errors import RunError
+from orchestrator.grid import Resources, load_grid
+from orchestrator.runner import run_grid
+from orchestrator.store import RunDir
+from tests.runs import executions, probe_grid, quiet, starts, trials
+
+pytestmark = pytest.mark.usefixtures("local_ray")
+
+
+def run(path: Path, storage: Path, output=None, **kwargs):
+    grid = load_grid(path)
+    return run_grid(grid, RunDir.for_grid(str(storage), grid.name), quiet(output), **kwargs)
+
+
+def test_four_trials_packed_on_one_gpu_run_at_once(tmp_path):
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 2, "sleep": 1.0},
+                      resources={"cpus": 0.25, "trials_per_gpu": 4})
+    summary = run(path, tmp_path / "runs")
+    assert summary.counts == {"completed": 4} and summary.exit_code == 0
+    log = (tmp_path / "markers" / "executions.log").read_text().splitlines()
+    began = [float(line.split()[-1]) for line in log]
+    ended = [float(line.split()[-1]) for line in (tmp_path / "markers" / "epochs.log").read_text().splitlines()
+             if line.split()[1] == "2"]
+    assert len(began) == len(ended) == 4
+    assert max(began) < min(ended)  # all four were training at the same moment
+
+
+def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
+    path = probe_grid(tmp_path, axes={"fail": ["once"]}, fixed={"epochs": 3}, max_failures=1)
+    summary = run(path, tmp_path / "runs")
+    assert summary.counts == {"completed": 1}
+    assert [epoch for _, epoch, _ in executions(tmp_path)] == [0, 1]  # the retry began after epoch 1
+    row = trials(tmp_path / "runs" / "probe").iloc[0]
+    assert row["status"] == "completed" and row["attempts"] == 2 and row["epochs_completed"] is not None
+    epochs = pd.read_parquet(tmp_path / "runs" / "probe" / "epochs.parquet")
+    assert epochs["epoch"].tolist() == [1, 2, 3]  # each epoch once, though two attempts ran
+
+
+def test_a_killed_worker_process_is_retried(tmp_path):
+    path = probe_grid(tmp_path, axes={"fail": ["kill_once"]}, fixed={"epochs": 3}, max_failures=2)
+    summary = run(path, tmp_path / "runs")
+    assert summary.counts == {"completed": 1}
+    assert [epoch for _, epoch, _ in executions(tmp_path)] == [0, 1]
+
+
+def test_a_trial_that_always_fails_is_recorded_and_the_rest_go_on(tmp_path):
+    path = probe_grid(tmp_path, axes={"fail": ["never", "always"], "lr": [0.1, 0.2]}, max_failures=1)
+    output = io.StringIO()
+    summary = run(path, tmp_path / "runs", output)
+    assert summary.counts == {"completed": 2, "failed": 2} and summary.exit_code == 1
+    rows = trials(tmp_path / "runs" / "probe").set_index("fail")
+    failed = rows.loc["always"]
+    assert (failed["status"] == "failed").all() and (failed["attempts"] == 2).all()
+    assert (failed["error"] == "RuntimeError: this trial always fails").all()
+    log = Path(failed["log"].iloc[0]).read_text()
+    assert "Traceback" in log and "attempt 2" in log
+    assert (rows.loc["never"]["status"] == "completed").all()
+    assert rows.loc["never"]["error"].isna().all()
+    assert "failed: RuntimeError: this trial always fails (log: " in output.getvalue()
+
+
+def test_failed_trials_wait_for_retry_failed(tmp_path):
+    path = probe_grid(tmp_path, axes={"fail": ["once"]}, max_failures=0)
+    storage = tmp_path / "runs"
+    assert run(path, storage).counts == {"failed": 1}
+    again = run(path, storage)
+    assert (again.ran, again.failed_earlier, again.exit_code) == (0, 1, 1)
+    retried = run(path, storage, retry_failed=True)
+    assert retried.counts == {"completed": 1} and retried.exit_code == 0
+    assert len(trials(storage / "probe")) == 1  # replaced, not added
+
+
+def test_a_grid_grown_by_one_seed_runs_only_the_new_trials(tmp_path):
+    storage = tmp_path / "runs"
+    first = run(probe_grid(tmp_path, seeds=[0]), storage)
+    assert first.counts == {"completed": 2} and starts(tmp_path) == {"lr0.1-seed0-never": 1, "lr0.2-seed0-never": 1}
+    second = run(probe_grid(tmp_path, seeds=[0, 1]), storage)
+    assert (second.ran, second.skipped) == (2, 2)
+    assert starts(tmp_path) == {"lr0.1-seed0-never": 1, "lr0.2-seed0-never": 1,
+                                "lr0.1-seed1-never": 1, "lr0.2-seed1-never": 1}
+    assert len(trials(storage / "probe")) == 4
+
+
+def test_a_finished_grid_run_again_runs_nothing(tmp_path):
+    storage, path = tmp_path / "runs", probe_grid(tmp_path)
+    run(path, storage)
+    again = run(path, storage)
+    assert (again.ran, again.skipped, again.exit_code) == (0, 2, 0)
+    assert sum(starts(tmp_path).values()) == 2
+
+
+def test_resources_no_node_can_give_are_refused_up_front(tmp_path):
+    path = probe_grid(tmp_path)
+    with pytest.raises(RunError, match=r"each trial asks for 64 CPUs but the largest Ray node has 2; use --cpus 2 or fewer"):
+        run(path, tmp_path / "runs", resources=Resources(cpus=64))
+    with pytest.raises(RunError, match="each trial asks for 2 GPUs but no Ray node has that many"):
+        run(path, tmp_path / "runs", resources=Resources(cpus=1, gpus=2))
+    assert executions(tmp_path) == []
+
+
+def test_results_are_written_as_trials_finish(tmp_path):
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3]}, fixed={"epochs": 1, "sleep": 0.5},
+                      resources={"cpus": 2})  # one at a time
+    seen = []
+
+    class Watching(io.StringIO):
+        def write(self, text):
+            if " completed" in text:
+                seen.append(len(RunDir(str(tmp_path / "runs" / "probe")).finished()))
+            return super().write(text)
+
+    run(path, tmp_path / "runs", Watching())
+    assert seen == [1, 2, 3]
