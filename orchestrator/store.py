@@ -15,6 +15,7 @@ polars and duckdb read the folders as datasets.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import socket
@@ -51,6 +52,7 @@ def _arrow_type(t) -> pa.DataType:
     return _ARROW.get(t, pa.string())
 
 
+@functools.lru_cache(maxsize=None)
 def trial_schema(config_type: type) -> pa.Schema:
     """Columns of trials.parquet: id, status, every config parameter, then the result."""
     hints = typing.get_type_hints(config_type)
@@ -68,6 +70,7 @@ def _version(package: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=None)  # package metadata lookups cost ~10 ms each
 def environment() -> dict[str, str | None]:
     return {"host": socket.gethostname(), "ablate_version": _version("ablate"),
             "torch_version": _version("torch"), "ray_version": _version("ray")}

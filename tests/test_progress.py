@@ -1,0 +1,63 @@
+"""What `ablate run` shows: counts, ETA, the live table and plain lines."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from rich.console import Console
+
+from orchestrator.progress import LiveProgress, PlainProgress, duration
+
+
+def console(terminal=False):
+    return Console(file=io.StringIO(), width=160, force_terminal=terminal)
+
+
+def test_plain_progress_prints_one_line_per_event():
+    out = console()
+    p = PlainProgress(out, total=2, skipped=1, epochs={"a": 10, "b": 10})
+    p.trial_started("a", {"model": "C", "lr": 0.1})
+    p.trial_result("a", {"epoch": 1, "val_error": 0.5})
+    p.trial_retrying("a")
+    p.trial_finished("a", "completed", "model=C lr=0.1 -> 0.1000")
+    text = out.file.getvalue().splitlines()
+    assert text == ["[0/2] a started: model=C lr=0.1", "[0/2] a retrying: after a failure, from its last checkpoint",
+                    "[1/2] a completed: model=C lr=0.1 -> 0.1000"]
+    assert p.counts_line().startswith("1/2 done, 0 running, 1 pending, 1 already done | elapsed 0:00, ETA ")
+
+
+def test_eta_counts_the_epochs_left():
+    p = PlainProgress(console(), total=2, skipped=0, epochs={"a": 10, "b": 10})
+    p.started -= 100  # 100 s ago
+    p.trial_started("a", {})
+    for epoch in range(1, 6):
+        p.trial_result("a", {"epoch": epoch})
+    assert p.eta() == pytest.approx(100 * 15 / 5, rel=1e-3)  # 5 epochs took 100 s; 15 are left
+    p.trial_finished("a", "diverged", "")  # stopped early: its last 5 epochs will never run
+    assert p.eta() == pytest.approx(100 * 10 / 5, rel=1e-3)
+    assert "1 diverged" in p.counts_line()
+
+
+def test_a_resumed_trial_counts_one_epoch_of_work_not_its_whole_history():
+    p = PlainProgress(console(), total=1, skipped=0, epochs={"a": 10})
+    p.started -= 10
+    p.trial_started("a", {})
+    p.trial_result("a", {"epoch": 6})  # resumed after epoch 5
+    assert p.epochs_trained == 1 and p.epochs_left == 4
+
+
+def test_live_table_shows_running_trials_with_epoch_and_metrics():
+    out = console(terminal=True)
+    p = LiveProgress(out, total=3, skipped=0, epochs={"a": 350, "b": 350, "c": 350})
+    p.trial_started("a", {"model": "C", "variant": "all"})
+    p.trial_result("a", {"epoch": 12, "train_loss": 1.25, "val_error": 0.4321, "images_per_second": 61234.0})
+    render = console()
+    render.print(p.render())
+    text = render.file.getvalue()
+    assert "0/3 done, 1 running, 2 pending" in text
+    assert "model=C variant=all" in text and "12/350" in text and "0.4321" in text and "61234" in text
+
+
+def test_duration_format():
+    assert [duration(s) for s in (None, 59, 61, 3600 * 26 + 5)] == ["-", "0:59", "1:01", "26:00:05"]
