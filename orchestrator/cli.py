@@ -2,6 +2,9 @@
 
     ablate plan grids/paper.yaml        what will run, how many trials, how much compute
     ablate run grids/smoke.yaml         run the grid's trials with Ray Tune (local, or --address)
+    ablate summarize runs/smoke         the results as the paper's tables
+    ablate status runs/smoke            where a run stands
+    ablate plot runs/smoke -o smoke.png validation curves and a bar chart
     ablate models                       the registered networks and their parameter counts
 """
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -148,6 +152,149 @@ def run(grid_file: GridPath,
     console.print(f"results: {run_dir.display('trials.parquet')} and {run_dir.display('epochs.parquet')}",
                   soft_wrap=True)
     raise typer.Exit(summary.exit_code)
+
+
+RunArg = Annotated[str, typer.Argument(
+    help="A run directory (<storage>/<grid name>, local or s3://...), or a grid file (then --storage applies).",
+    show_default=False)]
+
+
+def _open_run(run: str, storage: str):
+    """The run a RUN argument names: a grid file's run under `storage`, or a run directory."""
+    from orchestrator.errors import ResultsError
+    from orchestrator.grid import load_grid
+    from orchestrator.store import RunDir, resolve_storage
+
+    if run.endswith((".yaml", ".yml")) and Path(run).is_file():
+        return RunDir.for_grid(storage, load_grid(run).name)
+    if "://" not in run and not Path(run).is_dir():
+        raise ResultsError(f"{run}: no such run directory (expected <storage>/<grid name> or a grid file)")
+    return RunDir(resolve_storage(run))
+
+
+def _workload_of(run_dir):
+    """The run's workload, for its default layout and published numbers; None if not importable."""
+    import yaml
+
+    import workloads
+
+    data = run_dir.read_bytes(run_dir.child("grid.yaml"))
+    try:
+        spec = yaml.safe_load(data) if data else {}
+        return workloads.get((spec or {}).get("workload", "allcnn"))
+    except (workloads.UnknownWorkload, yaml.YAMLError):
+        return None
+
+
+class Format(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    latex = "latex"
+    csv = "csv"
+    json = "json"
+
+
+class Select(str, Enum):
+    best = "best"
+    all = "all"
+
+
+@command
+def summarize(run: RunArg, storage: Storage = "./runs",
+              rows: Annotated[Optional[str], typer.Option(help="Column whose values are the rows.")] = None,
+              cols: Annotated[Optional[str], typer.Option(help="Column whose values are the columns.")] = None,
+              tables: Annotated[Optional[str], typer.Option(
+                  help="Comma-separated columns that split the results into one table per value.")] = None,
+              metric: Annotated[str, typer.Option(help="The value shown in each cell.")] = "test_error",
+              where: Annotated[Optional[list[str]], typer.Option(
+                  help="Keep trials with column=value (or column!=value); repeat to combine.")] = None,
+              select: Annotated[Select, typer.Option(
+                  help="best: per cell, the values of the other axes (e.g. lr) with the best validation "
+                       "error; all: pool every trial of the cell.")] = Select.best,
+              format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+              output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None):
+    """Tables of results: by default the paper's layout, one table per dataset and augmentation.
+
+    Each cell is the metric as mean ± std over seeds (n), the learning rate chosen for it on
+    validation data, the parameter count, and the published number with our difference.
+    """
+    from orchestrator import formats, report
+
+    run_dir = _open_run(run, storage)
+    results = report.where(report.load(run_dir), where or [])
+    if results.trials.empty:
+        raise AblateError(f"{run_dir.display()}: no trial matches --where {' '.join(where or [])}")
+    workload = _workload_of(run_dir)
+    layout = report.layout_for(results, workload.layout if workload else None, rows=rows, cols=cols,
+                               tables=None if tables is None else [t for t in tables.split(",") if t],
+                               metric=metric, select=select.value)
+    summary = report.summarize(results, layout, workload.references if workload else ())
+    if format is Format.table:
+        target = Console(file=open(output, "w"), width=200) if output else console
+        for table in summary:
+            target.print(formats.to_rich(table))
+        if output:
+            target.file.close()
+    else:
+        text = {"markdown": formats.to_markdown, "latex": formats.to_latex, "csv": formats.to_csv,
+                "json": formats.to_json}[format.value](summary)
+        if output:
+            output.write_text(text)
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if output:
+        err.print(f"wrote {output}")
+
+
+@command
+def status(run: RunArg, storage: Storage = "./runs"):
+    """Where a run stands: trials by status, running trials with their epoch, compute used, ETA.
+
+    Reads what is on disk, so it works while `ablate run` is running, and after.
+    """
+    from orchestrator.progress import duration
+    from orchestrator.status import status as run_status
+    from orchestrator.store import now
+
+    run_dir = _open_run(run, storage)
+    table = run_dir.read_dataset("trials.parquet")
+    trials = table.to_pandas() if table is not None else None
+    finished = {} if trials is None else dict(zip(trials["trial_id"], trials["status"]))
+    s = run_status(run_dir, finished, trials)
+    if not s.counts and not s.planned:
+        raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")
+    total = f" of {s.planned}" if s.planned else ""
+    console.print(f"{run_dir.display()}: {len(finished)} finished{total}: "
+                  + ", ".join(f"{n} {k}" for k, n in s.counts.items()), soft_wrap=True)
+    console.print(f"compute used: {s.used_hours:.2f} {s.unit}-hours; ETA: {duration(s.eta_seconds)}")
+    if s.active:
+        out = Table(box=None, header_style="bold")
+        for column in ("trial", "state", "epoch", "val_error", "updated"):
+            out.add_column(column)
+        for a in s.active:
+            out.add_row(a.trial_id, "stopped" if a.stopped else "running", f"{a.epoch}/{a.epochs or '?'}",
+                        f"{a.metrics['val_error']:.4f}" if isinstance(a.metrics.get("val_error"), float) else "-",
+                        f"{duration((now() - a.updated).total_seconds())} ago")
+        console.print(out)
+    if s.counts.get("stopped"):
+        console.print("stopped trials resume from their checkpoints at the next `ablate run`")
+
+
+@command
+def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", help="A .png or .svg file.")],
+         storage: Storage = "./runs",
+         where: Annotated[Optional[list[str]], typer.Option(help="Keep trials with column=value; repeat to combine.")] = None):
+    """Plot validation error per epoch for each cell, grouped as in the tables, and a bar chart of the main table."""
+    from orchestrator import plots, report
+
+    run_dir = _open_run(run, storage)
+    results = report.where(report.load(run_dir), where or [])
+    if results.trials.empty:
+        raise AblateError(f"{run_dir.display()}: no trial matches --where {' '.join(where or [])}")
+    workload = _workload_of(run_dir)
+    layout = report.layout_for(results, workload.layout if workload else None)
+    plots.plot(results, report.summarize(results, layout, workload.references if workload else ()), output)
+    console.print(f"wrote {output}")
 
 
 @command

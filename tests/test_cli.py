@@ -56,7 +56,7 @@ def test_plan_shows_axes_trials_and_compute():
     assert "0.25, 0.1, 0.05, 0.01" in out
     # 192 trials x 350 epochs x 45,000 training images (5,000 held out), whole batches of 128.
     assert "training images: 3.02 Gimages" in out
-    assert "compute: 3.78 EFLOP" in out
+    assert "compute: 3.75 EFLOP" in out
     assert "0.25 GPU" in out
 
 

@@ -73,3 +73,9 @@ class Workload:
     cost: Callable[[Any], dict[str, Any]] | None = None
     # Optional: model parameter count for a config, recorded with each result.
     params: Callable[[Any], int] | None = None
+    # Optional: published numbers to compare with, each a dict of parameter values plus the
+    # metric, e.g. {"model": "C", "variant": "all", "dataset": "cifar10", "test_error": 0.0908}.
+    references: tuple[dict[str, Any], ...] = ()
+    # Optional: how `ablate summarize` lays out its tables by default, e.g.
+    # {"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]}.
+    layout: dict[str, Any] | None = None

@@ -81,4 +81,16 @@ def _train(config, session):
     return train(config, session)
 
 
-WORKLOAD = Workload(name="allcnn", config=Config, train=_train, cost=cost, params=params)
+# Test errors published in the paper (../shared/PAPER.md): Table 3 (CIFAR-10, no augmentation),
+# Table 4 (CIFAR-10 with augmentation, CIFAR-100).
+_TABLE_3 = {"A": (12.47, 13.46, 10.21, 10.30), "B": (10.20, 10.98, 9.33, 9.10), "C": (9.74, 10.19, 9.31, 9.08)}
+REFERENCES = tuple(
+    [{"dataset": "cifar10", "augmentation": "none", "model": m, "variant": v, "test_error": e / 100}
+     for m, errors in _TABLE_3.items() for v, e in zip(VARIANTS, errors)]
+    + [{"dataset": "cifar10", "augmentation": "standard", "model": "C", "variant": "all", "test_error": 0.0725},
+       {"dataset": "cifar100", "augmentation": "none", "model": "C", "variant": "all", "test_error": 0.3371}])
+
+WORKLOAD = Workload(name="allcnn", config=Config, train=_train, cost=cost, params=params,
+                    references=REFERENCES,
+                    # The paper's tables: networks as rows, downsampling variants as columns.
+                    layout={"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]})

@@ -1,0 +1,84 @@
+"""`ablate plot`: validation curves of every cell, grouped as in the summary tables, and a bar
+chart of the main table. PNG or SVG, by the output's suffix."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow.dataset as ds  # noqa: E402
+
+from orchestrator.errors import ResultsError  # noqa: E402
+from orchestrator.formats import percent, title  # noqa: E402
+from orchestrator.report import Results, Table  # noqa: E402
+
+SUFFIXES = (".png", ".svg")
+
+
+def _cell_trials(results: Results, table: Table, r, c) -> list[str]:
+    """Ids of the trials behind a cell's value: its table and cell, and the chosen reduced values."""
+    t = results.trials[results.trials["status"] == "completed"]
+    point = {**table.key, table.layout.rows: r, **({table.layout.cols: c} if table.layout.cols else {}),
+             **table.cells[(r, c)].chosen}
+    for name, value in point.items():
+        t = t[t[name] == value]
+    return list(t["trial_id"])
+
+
+def plot(results: Results, tables: list[Table], output: Path) -> None:
+    if output.suffix.lower() not in SUFFIXES:
+        raise ResultsError(f"{output}: the plot is written as PNG or SVG; use a .png or .svg name")
+    curve_metric = tables[0].layout.by
+    wanted = [(table, key, _cell_trials(results, table, *key)) for table in tables for key in table.cells]
+    all_ids = sorted({i for _, _, ids in wanted for i in ids})
+    epochs = None
+    if all_ids:
+        dataset = ds.dataset(results.run.child("epochs.parquet"), filesystem=results.run.fs, format="parquet")
+        epochs = dataset.to_table(filter=ds.field("trial_id").isin(all_ids),
+                                  columns=["trial_id", "epoch", curve_metric]).to_pandas()
+
+    n = len(tables)
+    fig, axes = plt.subplots(n + 1, 1, figsize=(10, 3.6 * (n + 1)), squeeze=False)
+    scale = 100 if percent(curve_metric) else 1
+    for ax, table in zip(axes[:, 0], tables):
+        for key in table.cells:
+            ids = next(i for t, k, i in wanted if t is table and k == key)
+            if epochs is None or not ids:
+                continue
+            curve = epochs[epochs["trial_id"].isin(ids)].groupby("epoch")[curve_metric].mean()
+            label = " ".join(str(k) for k in key if k is not None)
+            ax.plot(curve.index, curve.values * scale, label=label, linewidth=1.2)
+        ax.set_title(title(table), fontsize=9, loc="left")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(curve_metric + (" %" if scale == 100 else ""))
+        if ax.lines:
+            ax.legend(fontsize=7, ncol=4)
+    _bars(axes[-1, 0], tables[0])
+    fig.tight_layout()
+    fig.savefig(output)
+    plt.close(fig)
+
+
+def _bars(ax, table: Table) -> None:
+    metric = table.layout.metric
+    scale = 100 if percent(metric) else 1
+    width = 0.8 / len(table.cols)
+    x = np.arange(len(table.rows))
+    for i, c in enumerate(table.cols):
+        cells = [table.cells[(r, c)] for r in table.rows]
+        means = [(cell.mean or 0) * scale for cell in cells]
+        errors = [(cell.std or 0) * scale for cell in cells]
+        ax.bar(x + i * width, means, width, yerr=errors, label=str(c) if c is not None else metric, capsize=2)
+        refs = [(j, cell.reference * scale) for j, cell in enumerate(cells) if cell.reference is not None]
+        if refs:
+            ax.scatter([x[j] + i * width for j, _ in refs], [v for _, v in refs], marker="_", s=200, color="black",
+                       label="paper" if i == 0 else None, zorder=3)
+    ax.set_xticks(x + width * (len(table.cols) - 1) / 2, [str(r) for r in table.rows])
+    ax.set_xlabel(table.layout.rows)
+    ax.set_ylabel(metric + (" %" if scale == 100 else ""))
+    ax.set_title(title(table), fontsize=9, loc="left")
+    ax.legend(fontsize=7, ncol=5)

@@ -1,0 +1,198 @@
+"""Tables from a run's Parquet results: the paper's layout, or any rows x columns of any grid.
+
+    results = load(RunDir("runs/paper"))
+    for table in summarize(results, layout_for(results)):
+        print(table.key, table.cells[("C", "all")].mean)
+
+Reads Parquet only, never Ray. Each cell is one (rows, cols) combination inside one table;
+the remaining axes that vary (the learning rate, say) are reduced either by choosing the group
+with the best validation error (`select="best"`: the paper reports the best learning rate per
+network, and choosing it on test data would flatter every cell) or by pooling all (`"all"`).
+Seeds are what the mean, std and n are taken over.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from orchestrator.errors import ResultsError
+from orchestrator.store import RESULT_COLUMNS, RunDir
+from workloads.base import RESULT_STATUSES
+
+NOT_CONFIG = {"trial_id", "status", *(name for name, _ in RESULT_COLUMNS)}
+
+
+@dataclass
+class Results:
+    trials: pd.DataFrame
+    axes: dict[str, list]  # the grid's axes in the file's order, where the run has its grid.yaml
+    run: RunDir
+
+    @property
+    def config_columns(self) -> list[str]:
+        return [c for c in self.trials.columns if c not in NOT_CONFIG]
+
+    def varying(self) -> list[str]:
+        """Config columns with more than one value, in the grid's axis order first."""
+        varying = [c for c in self.config_columns if self.trials[c].nunique(dropna=False) > 1]
+        return sorted(varying, key=lambda c: list(self.axes).index(c) if c in self.axes else len(self.axes))
+
+    def values(self, column: str) -> list:
+        present = list(self.trials[column].dropna().unique())
+        order = [v for v in self.axes.get(column, []) if v in present]
+        return order + sorted((v for v in present if v not in order), key=str)
+
+
+@dataclass
+class Layout:
+    rows: str
+    cols: str | None = None
+    tables: list[str] = field(default_factory=list)
+    metric: str = "test_error"
+    select: str = "best"  # best | all
+    by: str = "val_error"  # what "best" minimizes: validation data, never test
+
+
+@dataclass
+class Cell:
+    status: str  # completed (has a value), failed, diverged, no_progress, pending, missing
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    chosen: dict[str, Any] = field(default_factory=dict)  # values of the reduced axes picked by `best`
+    params: int | None = None
+    reference: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)  # statuses of every trial in the cell
+
+    @property
+    def difference(self) -> float | None:
+        return None if self.mean is None or self.reference is None else self.mean - self.reference
+
+
+@dataclass
+class Table:
+    key: dict[str, Any]  # the table's coordinates, e.g. {"dataset": "cifar10", "augmentation": "none"}
+    rows: list
+    cols: list
+    cells: dict[tuple, Cell]
+    layout: Layout
+    reduced: list[str]
+    synthetic: bool = False
+
+
+def _hashable(value):
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return tuple(value) if isinstance(value, list) else value
+
+
+def load(run: RunDir) -> Results:
+    table = run.read_dataset("trials.parquet")
+    if table is None:
+        raise ResultsError(f"{run.display()}: no results yet (no {run.display('trials.parquet')})")
+    trials = table.to_pandas()
+    for column in trials.columns:
+        if trials[column].dtype == object:
+            trials[column] = trials[column].map(_hashable)
+    grid = run.read_bytes(run.child("grid.yaml"))
+    axes = (yaml.safe_load(grid) or {}).get("axes") or {} if grid else {}
+    return Results(trials.sort_values("trial_id", ignore_index=True), axes, run)
+
+
+def layout_for(results: Results, workload_layout: dict | None = None, **overrides) -> Layout:
+    """The workload's own layout where it has one, else the first two varying axes."""
+    varying = [c for c in results.varying() if c != "seed"]
+    base = dict(workload_layout or {})
+    if not base:
+        base = {"rows": varying[0] if varying else "seed", "cols": varying[1] if len(varying) > 1 else None}
+    base["tables"] = [t for t in base.get("tables", []) if t in varying]
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    layout = Layout(**base)
+    columns = list(results.trials.columns)
+    for name in [layout.rows, layout.cols, *layout.tables, layout.metric, layout.by]:
+        if name is not None and name not in columns:
+            raise ResultsError(f"unknown column '{name}' (columns: {', '.join(columns)})")
+    if layout.select not in ("best", "all"):
+        raise ResultsError(f"--select must be best or all, got '{layout.select}'")
+    return layout
+
+
+def where(results: Results, conditions: list[str]) -> Results:
+    """Keep the trials matching every `column=value` / `column!=value` condition."""
+    trials = results.trials
+    for condition in conditions:
+        negate = "!=" in condition
+        column, sep, value = condition.partition("!=" if negate else "=")
+        if not sep or not column:
+            raise ResultsError(f"--where '{condition}': expected column=value or column!=value")
+        if column not in trials.columns:
+            raise ResultsError(f"--where '{condition}': unknown column '{column}' (columns: {', '.join(trials.columns)})")
+        match = trials[column].astype(str) == value
+        trials = trials[~match if negate else match]
+    return Results(trials, results.axes, results.run)
+
+
+def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = ()) -> list[Table]:
+    trials = results.trials
+    shape = [layout.rows, layout.cols, *layout.tables, "seed"]
+    reduced = [c for c in results.varying() if c not in shape]
+    rows = results.values(layout.rows)
+    cols = results.values(layout.cols) if layout.cols else [None]
+    keys = [()]
+    for name in layout.tables:
+        keys = [(*k, v) for k in keys for v in results.values(name)]
+
+    out = []
+    for key in keys:
+        coords = dict(zip(layout.tables, key))
+        part = trials
+        for name, value in coords.items():
+            part = part[part[name] == value]
+        if part.empty:
+            continue
+        cells = {}
+        for r in rows:
+            for c in cols:
+                cell_trials = part[(part[layout.rows] == r) & ((part[layout.cols] == c) if layout.cols else True)]
+                point = {**coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
+                cells[(r, c)] = _cell(cell_trials, layout, reduced, _reference(references, point, layout.metric))
+        synthetic = "dataset" in part.columns and (part["dataset"] == "synthetic").any()
+        out.append(Table(coords, rows, cols, cells, layout, reduced, bool(synthetic)))
+    return out
+
+
+def _reference(references, point: dict, metric: str) -> float | None:
+    for ref in references:
+        if metric in ref and all(point.get(k) == v for k, v in ref.items() if k != metric):
+            if all(k in point for k in ref if k != metric):
+                return ref[metric]
+    return None
+
+
+def _cell(trials: pd.DataFrame, layout: Layout, reduced: list[str], reference) -> Cell:
+    if trials.empty:
+        return Cell("missing", reference=reference)
+    counts = trials["status"].value_counts().to_dict()
+    ok = trials[(trials["status"] == "completed") & trials[layout.metric].notna()]
+    chosen: dict[str, Any] = {}
+    if layout.select == "best" and reduced and not ok.empty:
+        scores = ok.groupby(reduced, dropna=False)[layout.by].mean()
+        best = scores.idxmin() if scores.notna().any() else scores.index[0]
+        best = best if isinstance(best, tuple) else (best,)
+        chosen = dict(zip(reduced, best))
+        for name, value in chosen.items():
+            ok = ok[ok[name] == value]
+    if ok.empty:
+        # No value to show: say why, the most telling status first.
+        for status in ("failed", "diverged", "no_progress", *RESULT_STATUSES):
+            if counts.get(status):
+                return Cell(status, counts=counts, reference=reference)
+        return Cell("pending", counts=counts, reference=reference)
+    values = ok[layout.metric].astype(float)
+    params = ok["params"].dropna() if "params" in ok else pd.Series(dtype=float)
+    return Cell("completed", mean=float(values.mean()), std=float(values.std()) if len(values) > 1 else None,
+                n=len(values), chosen=chosen, params=int(params.iloc[0]) if len(params) else None,
+                reference=reference, counts=counts)

@@ -1,0 +1,115 @@
+"""`ablate status`: where a run stands, from what is on disk, while it runs or after.
+
+Finished trials come from trials.parquet; running ones from their progress.json (a trial whose
+progress has not moved for a long while belongs to a run that was stopped); pending ones are
+the grid's trials with neither.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from orchestrator.errors import AblateError
+from orchestrator.grid import Grid, load_grid
+from orchestrator.store import RunDir, now
+from workloads.base import RESULT_STATUSES
+
+# A trial counts as running while its progress moved within max(this, 3 epochs).
+STALE_AFTER = timedelta(minutes=10)
+
+
+@dataclass
+class Active:
+    trial_id: str
+    epoch: int
+    epochs: int | None
+    metrics: dict[str, Any]
+    updated: datetime
+    stopped: bool  # no progress for a long while: its run was interrupted
+
+
+@dataclass
+class Status:
+    counts: dict[str, int]  # finished trials by status, plus running / stopped / pending
+    active: list[Active] = field(default_factory=list)
+    planned: int | None = None
+    used_hours: float = 0.0
+    unit: str = "CPU"
+    eta_seconds: float | None = None
+
+
+def saved_grid(run: RunDir) -> Grid | None:
+    """The grid as last run, if its workload can still be loaded here."""
+    data = run.read_bytes(run.child("grid.yaml"))
+    if data is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grid.yaml"
+        path.write_bytes(data)
+        try:
+            return load_grid(path)
+        except AblateError:
+            return None
+
+
+def progress_files(run: RunDir) -> dict[str, dict]:
+    selector = pafs.FileSelector(run.child("trials"), allow_not_found=True, recursive=True)
+    out = {}
+    for info in run.fs.get_file_info(selector):
+        if info.base_name == "progress.json":
+            data = run.read_bytes(info.path)
+            if data:
+                out[info.path.rsplit("/", 2)[-2]] = json.loads(data)
+    return out
+
+
+def status(run: RunDir, finished: dict[str, str], trials) -> Status:
+    grid = saved_grid(run)
+    planned = {t.trial_id: t for t in grid.trials} if grid else {}
+    counts: dict[str, int] = {}
+    for s in finished.values():
+        counts[s] = counts.get(s, 0) + 1
+
+    epoch_seconds = [p["metrics"]["seconds"] for p in progress_files(run).values()
+                     if isinstance(p.get("metrics", {}).get("seconds"), (int, float))]
+    typical = statistics.median(epoch_seconds) if epoch_seconds else 0.0
+    stale = max(STALE_AFTER, timedelta(seconds=3 * typical))
+    active = []
+    for trial_id, progress in sorted(progress_files(run).items()):
+        if trial_id in finished or "updated_at" not in progress:
+            continue
+        updated = datetime.fromisoformat(progress["updated_at"])
+        epochs = planned[trial_id].config.get("epochs") if trial_id in planned else None
+        active.append(Active(trial_id, progress.get("epoch", 0), epochs, progress.get("metrics", {}), updated,
+                             stopped=now() - updated > stale))
+    running = [a for a in active if not a.stopped]
+    counts["running"] = len(running)
+    counts["stopped"] = len(active) - len(running)
+    if planned:
+        counts["pending"] = sum(1 for t in planned if t not in finished) - len(active)
+
+    gpus = grid.resources.gpus if grid else 0
+    seconds = float(trials["train_seconds"].fillna(0).sum()) if trials is not None else 0.0
+    seconds += sum(a.epoch * a.metrics.get("seconds", 0) for a in active)
+    result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
+                    used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
+                    unit="GPU" if gpus else "CPU")
+    if planned and typical and running:
+        epochs_left = sum(t.config.get("epochs", 0) for i, t in planned.items() if i not in finished)
+        epochs_left -= sum(a.epoch for a in active)
+        result.eta_seconds = max(0, epochs_left) * typical / len(running)
+    return result
+
+
+def finished_ids(trials) -> dict[str, str]:
+    return {} if trials is None else dict(zip(trials["trial_id"], trials["status"]))
+
+
+__all__ = ["RESULT_STATUSES", "Status", "status", "finished_ids"]
