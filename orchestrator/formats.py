@@ -6,6 +6,7 @@ import io
 import json
 import math
 
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from orchestrator.report import Cell, Table
@@ -42,7 +43,8 @@ def cell_parts(cell: Cell, metric: str) -> list[str]:
     """The lines of one cell: value, what was chosen, the published number."""
     if cell.status != "completed":
         total = sum(cell.counts.values())
-        return [cell.status + (f" ({cell.counts.get(cell.status, total)}/{total})" if total else "")]
+        lines = [cell.status + (f" ({cell.counts.get(cell.status, total)}/{total})" if total else "")]
+        return lines + ([f"paper {_num(cell.reference, metric)}"] if cell.reference is not None else [])
     value = _num(cell.mean, metric) + (f" ± {_num(cell.std, metric)}" if cell.std is not None else "")
     lines = [f"{value} (n={cell.n})"]
     extra = [f"{k} {v}" for k, v in cell.chosen.items()] + ([_params(cell.params)] if cell.params else [])
@@ -68,8 +70,13 @@ def to_rich(table: Table) -> RichTable:
         out.add_column(str(c) if c is not None else table.layout.metric, justify="right")
     for r in table.rows:
         cells = [table.cells[(r, c)] for c in table.cols]
-        out.add_row(str(r), *(f"[{STYLE[x.status]}]{cell_parts(x, table.layout.metric)[0]}[/]" if x.status in STYLE
-                              else "\n".join(cell_parts(x, table.layout.metric)) for x in cells))
+        texts = []
+        for cell in cells:
+            lines = [escape(line) for line in cell_parts(cell, table.layout.metric)]
+            if cell.status in STYLE:
+                lines[0] = f"[{STYLE[cell.status]}]{lines[0]}[/]"
+            texts.append("\n".join(lines))
+        out.add_row(escape(str(r)), *texts)
     return out
 
 
@@ -114,12 +121,17 @@ def records(tables: list[Table]) -> list[dict]:
             record = {**table.key, table.layout.rows: r}
             if table.layout.cols:
                 record[table.layout.cols] = c
-            record.update({"metric": table.layout.metric, "status": cell.status, "mean": cell.mean, "std": cell.std,
-                           "n": cell.n, **{f"chosen_{k}": v for k, v in cell.chosen.items()}, "params": cell.params,
-                           "reference": cell.reference, "difference": cell.difference,
+            chosen = {f"chosen_{k}": cell.chosen.get(k) for k in table.reduced} if table.layout.select == "best" else {}
+            record.update({"metric": table.layout.metric, "status": cell.status, "mean": _round(cell.mean),
+                           "std": _round(cell.std), "n": cell.n, **chosen, "params": cell.params,
+                           "reference": _round(cell.reference), "difference": _round(cell.difference),
                            "synthetic": table.synthetic})
             out.append(record)
     return out
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def _plain(value):

@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 
 from orchestrator.errors import ResultsError  # noqa: E402
@@ -52,7 +53,11 @@ def plot(results: Results, tables: list[Table], output: Path) -> None:
             curve = epochs[epochs["trial_id"].isin(ids)].groupby("epoch")[curve_metric].mean()
             label = " ".join(str(k) for k in key if k is not None)
             ax.plot(curve.index, curve.values * scale, label=label, linewidth=1.2)
-        ax.set_title(title(table), fontsize=9, loc="left")
+        where = ", ".join(f"{k}={v}" for k, v in table.key.items())
+        chosen = f"; {', '.join(table.reduced)} as chosen for the table" if table.reduced else ""
+        ax.set_title(f"{where + ': ' if where else ''}{curve_metric} per epoch, mean over seeds{chosen}",
+                     fontsize=9, loc="left")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(curve_metric + (" %" if scale == 100 else ""))
         if ax.lines:
@@ -73,6 +78,9 @@ def _bars(ax, table: Table) -> None:
         means = [(cell.mean or 0) * scale for cell in cells]
         errors = [(cell.std or 0) * scale for cell in cells]
         ax.bar(x + i * width, means, width, yerr=errors, label=str(c) if c is not None else metric, capsize=2)
+        for j, cell in enumerate(cells):
+            if cell.status != "completed":  # no bar: say why
+                ax.text(x[j] + i * width, 0, cell.status, rotation=90, ha="center", va="bottom", fontsize=7)
         refs = [(j, cell.reference * scale) for j, cell in enumerate(cells) if cell.reference is not None]
         if refs:
             ax.scatter([x[j] + i * width for j, _ in refs], [v for _, v in refs], marker="_", s=200, color="black",

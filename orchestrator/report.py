@@ -108,7 +108,7 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
     base = dict(workload_layout or {})
     if not base:
         base = {"rows": varying[0] if varying else "seed", "cols": varying[1] if len(varying) > 1 else None}
-    base["tables"] = [t for t in base.get("tables", []) if t in varying]
+    base["tables"] = [t for t in base.get("tables", []) if t in results.trials.columns]
     base.update({k: v for k, v in overrides.items() if v is not None})
     layout = Layout(**base)
     columns = list(results.trials.columns)
@@ -153,11 +153,13 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
             part = part[part[name] == value]
         if part.empty:
             continue
+        # What every trial of this table shares (e.g. dataset=cifar10) places it against references.
+        shared = {k: part[k].iloc[0] for k in results.config_columns if part[k].nunique(dropna=False) == 1}
         cells = {}
         for r in rows:
             for c in cols:
                 cell_trials = part[(part[layout.rows] == r) & ((part[layout.cols] == c) if layout.cols else True)]
-                point = {**coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
+                point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
                 cells[(r, c)] = _cell(cell_trials, layout, reduced, _reference(references, point, layout.metric))
         synthetic = "dataset" in part.columns and (part["dataset"] == "synthetic").any()
         out.append(Table(coords, rows, cols, cells, layout, reduced, bool(synthetic)))
@@ -166,9 +168,8 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
 
 def _reference(references, point: dict, metric: str) -> float | None:
     for ref in references:
-        if metric in ref and all(point.get(k) == v for k, v in ref.items() if k != metric):
-            if all(k in point for k in ref if k != metric):
-                return ref[metric]
+        if metric in ref and all(k in point and point[k] == v for k, v in ref.items() if k != metric):
+            return ref[metric]
     return None
 
 

@@ -93,7 +93,8 @@ def status(run: RunDir, finished: dict[str, str], trials) -> Status:
     counts["running"] = len(running)
     counts["stopped"] = len(active) - len(running)
     if planned:
-        counts["pending"] = sum(1 for t in planned if t not in finished) - len(active)
+        started = {a.trial_id for a in active}
+        counts["pending"] = sum(1 for t in planned if t not in finished and t not in started)
 
     gpus = grid.resources.gpus if grid else 0
     seconds = float(trials["train_seconds"].fillna(0).sum()) if trials is not None else 0.0

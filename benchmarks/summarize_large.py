@@ -1,0 +1,91 @@
+"""Time `ablate summarize`, `status` and `plot` on a large results set, laid out as `ablate run` writes it.
+
+Generates (once, into --dir) 10,000 All-CNN trials of 350 epochs: 3.5 million epoch rows, one
+Parquet file per trial as the runner writes them. Then times each command `--repeats` times in
+a fresh process, as a user runs it, and prints the median.
+
+    python benchmarks/summarize_large.py --trials 10000 --epochs 350 --repeats 3
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.grid import trial_id  # noqa: E402
+from orchestrator.store import RunDir, trial_schema  # noqa: E402
+from workloads.allcnn import Config  # noqa: E402
+
+
+def generate(run: RunDir, trials: int, epochs: int) -> None:
+    seeds = -(-trials // 192)
+    cells = itertools.product("ABC", ("base", "strided", "convpool", "all"), ("cifar10", "cifar100"),
+                              ("none", "standard"), (0.25, 0.1, 0.05, 0.01), range(seeds))
+    run.write_bytes(run.child("grid.yaml"), (
+        "name: large\nworkload: allcnn\naxes:\n  model: [A, B, C]\n  variant: [base, strided, convpool, all]\n"
+        "  dataset: [cifar10, cifar100]\n  augmentation: [none, standard]\n  lr: [0.25, 0.1, 0.05, 0.01]\n"
+        f"repeats: {seeds}\n").encode())
+    schema, rng = trial_schema(Config), np.random.default_rng(0)
+    t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    epoch_numbers = pa.array(np.arange(1, epochs + 1), pa.int64())
+    for i, (model, variant, dataset, aug, lr, seed) in enumerate(itertools.islice(cells, trials)):
+        config = dataclasses.asdict(Config(model=model, variant=variant, dataset=dataset, augmentation=aug, lr=lr,
+                                           seed=seed))
+        tid = trial_id("allcnn", config, set(config) - {"data_dir", "checkpoint_every"})
+        curve = 0.1 + 0.8 * np.exp(-np.arange(epochs) / 50) + rng.normal(0, 0.005, epochs)
+        run.write_table(run.child("epochs.parquet", f"{tid}.parquet"), pa.table({
+            "trial_id": pa.array([tid] * epochs), "epoch": epoch_numbers, "train_loss": curve * 2,
+            "train_error": curve - 0.02, "val_error": curve, "lr": np.full(epochs, lr),
+            "images_per_second": np.full(epochs, 60000.0), "seconds": np.full(epochs, 0.75)}))
+        run.record(schema, tid, config, {
+            "status": "completed", "val_error": float(curve[-1]), "test_error": float(curve[-1] + 0.01),
+            "params": 1369738, "epochs_completed": epochs, "train_seconds": 0.75 * epochs, "attempts": 1,
+            "started_at": t0 + timedelta(minutes=i), "finished_at": t0 + timedelta(minutes=i + 5),
+            "grid": "large", "workload": "allcnn"})
+
+
+def timed(args: list[str]) -> float:
+    exe = Path(sys.executable).parent / "ablate"
+    start = time.perf_counter()
+    subprocess.run([str(exe), *args], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=10_000)
+    p.add_argument("--epochs", type=int, default=350)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dir", default="/tmp/ablate-bench/large")
+    a = p.parse_args()
+    run = RunDir(a.dir)
+    if not os.path.isdir(os.path.join(a.dir, "trials.parquet")):
+        start = time.perf_counter()
+        generate(run, a.trials, a.epochs)
+        print(f"generated {a.trials} trials x {a.epochs} epochs in {time.perf_counter() - start:.0f} s")
+    commands = {"ablate --help (start-up)": ["--help"],
+                "summarize": ["summarize", a.dir],
+                "summarize --format csv": ["summarize", a.dir, "--format", "csv"],
+                "status": ["status", a.dir],
+                "plot": ["plot", a.dir, "--output", os.path.join(a.dir, "..", "large.png")]}
+    print(f"{a.trials} trials x {a.epochs} epochs, median of {a.repeats} runs, each a new process")
+    for name, args in commands.items():
+        times = [timed(args) for _ in range(a.repeats)]
+        print(f"  {name:28} {statistics.median(times):6.2f} s   runs: {', '.join(f'{t:.2f}' for t in times)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""`ablate summarize`, `status` and `plot` against Parquet results the tests write."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.grid import load_grid
+from orchestrator.report import Layout, load, summarize, where
+from orchestrator.store import RunDir, now
+from tests.results_fixture import write_fixture
+from workloads.allcnn import REFERENCES
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    write_fixture(tmp_path / "fixture")
+    return tmp_path / "fixture"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("fmt, suffix", [("markdown", "md"), ("latex", "tex"), ("csv", "csv"), ("json", "json")])
+def test_exports_match_golden_files(run_dir, tmp_path, fmt, suffix):
+    result = invoke("summarize", run_dir, "--format", fmt)
+    assert result.exit_code == 0
+    assert result.stdout.rstrip("\n") == (GOLDEN / f"summary.{suffix}").read_text().rstrip("\n")
+    out = tmp_path / f"out.{suffix}"
+    assert invoke("summarize", run_dir, "--format", fmt, "--output", out).exit_code == 0
+    assert out.read_text().rstrip("\n") == (GOLDEN / f"summary.{suffix}").read_text().rstrip("\n")
+
+
+def cells(run_dir, **layout):
+    results = load(RunDir(str(run_dir)))
+    (table,) = summarize(results, Layout(rows="model", cols="variant", **layout), REFERENCES)
+    return table.cells
+
+
+def test_learning_rate_is_chosen_on_validation_never_on_test(run_dir):
+    a_base = cells(run_dir)[("A", "base")]
+    # lr 0.01 has the lower test error (10.0) but the worse validation error: 0.1 is chosen.
+    assert a_base.chosen == {"lr": 0.1}
+    assert a_base.mean == pytest.approx(0.125) and a_base.n == 2
+    assert a_base.std == pytest.approx(0.00707107, rel=1e-4)
+
+
+def test_a_diverged_learning_rate_leaves_the_others(run_dir):
+    a_all = cells(run_dir)[("A", "all")]
+    assert a_all.chosen == {"lr": 0.01} and a_all.mean == pytest.approx(0.105)
+    assert a_all.counts == {"completed": 2, "diverged": 2}
+
+
+def test_failed_and_missing_cells_are_shown_as_such(run_dir):
+    c = cells(run_dir)
+    assert c[("C", "base")].status == "failed" and c[("C", "base")].mean is None
+    assert c[("C", "all")].status == "missing"
+
+
+def test_paper_numbers_and_difference(run_dir):
+    c = cells(run_dir)
+    assert c[("A", "base")].reference == pytest.approx(0.1247)
+    assert c[("A", "base")].difference == pytest.approx(0.0003)
+    table = invoke("summarize", run_dir).stdout
+    assert "paper 12.47 (+0.03)" in table and "failed (2/2)" in table and "missing" in table
+
+
+def test_select_all_pools_every_learning_rate(run_dir):
+    a_base = cells(run_dir, select="all")[("A", "base")]
+    assert a_base.n == 4 and a_base.mean == pytest.approx((0.13 + 0.12 + 0.10 + 0.10) / 4) and a_base.chosen == {}
+
+
+def test_generic_rows_cols_metric_and_where(run_dir):
+    result = invoke("summarize", run_dir, "--rows", "lr", "--cols", "model", "--metric", "val_error",
+                    "--where", "variant=base", "--tables", "", "--format", "json")
+    assert result.exit_code == 0
+    records = {(r["lr"], r["model"]): r for r in json.loads(result.stdout)}
+    assert records[(0.1, "A")]["mean"] == pytest.approx(0.21) and records[(0.1, "A")]["n"] == 2
+    assert records[(0.01, "C")]["status"] == "failed"
+
+
+def test_where_can_exclude(run_dir):
+    results = where(load(RunDir(str(run_dir))), ["model!=A"])
+    assert set(results.trials["model"]) == {"C"}
+
+
+def test_synthetic_results_are_labelled(tmp_path):
+    run = write_fixture(tmp_path / "fixture")
+    table = run.read_dataset("trials.parquet").to_pandas()
+    table["dataset"] = "synthetic"
+    import pyarrow as pa
+
+    for name in list(Path(run.child("trials.parquet")).glob("*.parquet")):
+        name.unlink()
+    run.write_table(run.child("trials.parquet", "all.parquet"), pa.Table.from_pandas(table, preserve_index=False))
+    assert "(SYNTHETIC DATA)" in invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+
+
+def test_a_grid_file_names_its_run_under_storage(run_dir, tmp_path):
+    grid = tmp_path / "fixture.yaml"
+    grid.write_text((run_dir / "grid.yaml").read_text())
+    result = invoke("summarize", grid, "--storage", tmp_path, "--format", "csv")
+    assert result.exit_code == 0 and result.stdout == (GOLDEN / "summary.csv").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--where", "colour=red"], "--where 'colour=red': unknown column 'colour' (columns: "),
+    (["--where", "model"], "--where 'model': expected column=value or column!=value"),
+    (["--where", "model=Z"], ": no trial matches --where model=Z"),
+    (["--rows", "colour"], "unknown column 'colour' (columns: "),
+])
+def test_bad_options_are_one_line_errors(run_dir, args, message):
+    result = invoke("summarize", run_dir, *args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_missing_empty_and_unreadable_runs(tmp_path):
+    result = invoke("summarize", tmp_path / "nope")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {tmp_path / 'nope'}: no such run directory (expected <storage>/<grid name> or a grid file)\n"
+    (tmp_path / "empty").mkdir()
+    result = invoke("summarize", tmp_path / "empty")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {tmp_path / 'empty'}: no results yet (no {tmp_path / 'empty' / 'trials.parquet'})\n"
+    (tmp_path / "bad" / "trials.parquet").mkdir(parents=True)
+    (tmp_path / "bad" / "trials.parquet" / "x.parquet").write_bytes(b"not parquet")
+    for command in ("summarize", "status", "plot"):
+        result = invoke(command, tmp_path / "bad", *(["-o", tmp_path / "p.png"] if command == "plot" else []))
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"error: {tmp_path / 'bad' / 'trials.parquet'}: unreadable Parquet (")
+
+
+def test_status_of_a_half_finished_run(run_dir):
+    run = RunDir(str(run_dir))
+    finished = run.finished()
+    first, second = [t.trial_id for t in load_grid(run_dir / "grid.yaml").trials if t.trial_id not in finished][:2]
+    fresh, stale = now(), now() - timedelta(hours=2)
+    run.write_progress(first, {"attempt": 1, "epoch": 2, "metrics": {"val_error": 0.5, "seconds": 60.0},
+                                        "updated_at": fresh.isoformat()})
+    run.write_progress(second, {"attempt": 1, "epoch": 1, "metrics": {"val_error": 0.7, "seconds": 60.0},
+                                        "updated_at": stale.isoformat()})
+    result = invoke("status", run_dir)
+    assert result.exit_code == 0
+    out = result.stdout
+    assert f"{run_dir}: 10 finished of 16: 2 diverged, 6 completed, 2 failed, 1 running, 1 stopped, 4 pending" in out
+    assert f"{first}  running  2/350  0.5000" in out
+    assert f"{second}  stopped  1/350  0.7000" in out
+    assert "compute used: 10.05 CPU-hours" in out  # 10 finished trials x 1 h + 3 epochs x 60 s
+    assert "ETA: " in out and "ETA: -" not in out
+    assert "stopped trials resume from their checkpoints" in out
+
+
+@pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])
+def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
+    out = tmp_path / f"plot.{suffix}"
+    result = invoke("plot", run_dir, "--output", out)
+    assert result.exit_code == 0
+    assert out.read_bytes().startswith(magic)
+    if suffix == "png":
+        import matplotlib.image
+
+        height, width, _ = matplotlib.image.imread(out).shape
+        assert (width, height) == (1000, 720)  # one curve panel per table, plus the bar chart
+    else:
+        assert "val_error per epoch" in out.read_text()
+
+
+def test_plot_refuses_other_formats(run_dir, tmp_path):
+    result = invoke("plot", run_dir, "--output", tmp_path / "plot.pdf")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {tmp_path / 'plot.pdf'}: the plot is written as PNG or SVG; use a .png or .svg name\n"
