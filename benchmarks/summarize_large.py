@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.grid import trial_id  # noqa: E402
-from orchestrator.store import RunDir, trial_schema  # noqa: E402
+from orchestrator.records import Publisher, record, trial_schema  # noqa: E402
+from orchestrator.store import RunDir  # noqa: E402
 from workloads.allcnn import Config  # noqa: E402
 
 
@@ -46,15 +47,16 @@ def generate(run: RunDir, trials: int, epochs: int) -> None:
                                            seed=seed))
         tid = trial_id("allcnn", config, set(config) - {"data_dir", "checkpoint_every"})
         curve = 0.1 + 0.8 * np.exp(-np.arange(epochs) / 50) + rng.normal(0, 0.005, epochs)
-        run.write_table(run.child("epochs.parquet", f"{tid}.parquet"), pa.table({
+        run.write_table(run.child("records", f"{tid}.epochs.parquet"), pa.table({
             "trial_id": pa.array([tid] * epochs), "epoch": epoch_numbers, "train_loss": curve * 2,
             "train_error": curve - 0.02, "val_error": curve, "lr": np.full(epochs, lr),
             "images_per_second": np.full(epochs, 60000.0), "seconds": np.full(epochs, 0.75)}))
-        run.record(schema, tid, config, {
+        record(run, schema, tid, config, {
             "status": "completed", "val_error": float(curve[-1]), "test_error": float(curve[-1] + 0.01),
             "params": 1369738, "epochs_completed": epochs, "train_seconds": 0.75 * epochs, "attempts": 1,
             "started_at": t0 + timedelta(minutes=i), "finished_at": t0 + timedelta(minutes=i + 5),
             "grid": "large", "workload": "allcnn"})
+    Publisher(run).catch_up()  # what the driver does as trials finish
 
 
 def timed(args: list[str]) -> float:
@@ -72,7 +74,7 @@ def main():
     p.add_argument("--dir", default="/tmp/ablate-bench/large")
     a = p.parse_args()
     run = RunDir(a.dir)
-    if not os.path.isdir(os.path.join(a.dir, "trials.parquet")):
+    if not os.path.isfile(os.path.join(a.dir, "trials.parquet")):
         start = time.perf_counter()
         generate(run, a.trials, a.epochs)
         print(f"generated {a.trials} trials x {a.epochs} epochs in {time.perf_counter() - start:.0f} s")

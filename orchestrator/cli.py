@@ -256,8 +256,10 @@ def status(run: RunArg, storage: Storage = "./runs"):
     from orchestrator.status import status as run_status
     from orchestrator.store import now
 
+    from orchestrator.records import trials as finished_trials
+
     run_dir = _open_run(run, storage)
-    table = run_dir.read_dataset("trials.parquet")
+    table = finished_trials(run_dir)
     trials = table.to_pandas() if table is not None else None
     finished = {} if trials is None else dict(zip(trials["trial_id"], trials["status"]))
     s = run_status(run_dir, finished, trials)

@@ -11,8 +11,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-import pyarrow.dataset as ds  # noqa: E402
 
+from orchestrator import records  # noqa: E402
 from orchestrator.errors import ResultsError  # noqa: E402
 from orchestrator.formats import percent, title  # noqa: E402
 from orchestrator.report import Results, Table  # noqa: E402
@@ -36,11 +36,8 @@ def plot(results: Results, tables: list[Table], output: Path) -> None:
     curve_metric = tables[0].layout.by
     wanted = [(table, key, _cell_trials(results, table, *key)) for table in tables for key in table.cells]
     all_ids = sorted({i for _, _, ids in wanted for i in ids})
-    epochs = None
-    if all_ids:
-        dataset = ds.dataset(results.run.child("epochs.parquet"), filesystem=results.run.fs, format="parquet")
-        epochs = dataset.to_table(filter=ds.field("trial_id").isin(all_ids),
-                                  columns=["trial_id", "epoch", curve_metric]).to_pandas()
+    table = records.epochs(results.run, all_ids) if all_ids else None
+    epochs = table.select(["trial_id", "epoch", curve_metric]).to_pandas() if table is not None else None
 
     n = len(tables)
     fig, axes = plt.subplots(n + 1, 1, figsize=(10, 3.6 * (n + 1)), squeeze=False)

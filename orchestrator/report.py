@@ -19,7 +19,9 @@ import pandas as pd
 import yaml
 
 from orchestrator.errors import ResultsError
-from orchestrator.store import RESULT_COLUMNS, RunDir
+from orchestrator import records
+from orchestrator.records import RESULT_COLUMNS
+from orchestrator.store import RunDir
 from workloads.base import RESULT_STATUSES
 
 NOT_CONFIG = {"trial_id", "status", *(name for name, _ in RESULT_COLUMNS)}
@@ -90,7 +92,7 @@ def _hashable(value):
 
 
 def load(run: RunDir) -> Results:
-    table = run.read_dataset("trials.parquet")
+    table = records.trials(run)
     if table is None:
         raise ResultsError(f"{run.display()}: no results yet (no {run.display('trials.parquet')})")
     trials = table.to_pandas()

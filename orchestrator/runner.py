@@ -18,7 +18,9 @@ from datetime import datetime
 from orchestrator.errors import RunError
 from orchestrator.grid import Grid, Resources
 from orchestrator.progress import Progress, describe
-from orchestrator.store import RunDir, StoredSession, environment, now, trial_schema
+from orchestrator import records
+from orchestrator.records import Publisher, trial_schema
+from orchestrator.store import RunDir, StoredSession, environment, now
 from workloads.base import RESULT_STATUSES
 
 # Tune's own CSV/JSON/TensorBoard loggers and console reporter: the run's Parquet files and our
@@ -69,7 +71,7 @@ def _trainable(tune_config, run_uri, workload_name, grid_name):
     if workload.params is not None and row.get("params") is None:
         row["params"] = workload.params(workload.config(**config))
     row["started_at"] = datetime.fromisoformat(row["started_at"])
-    run.record(trial_schema(workload.config), trial_id, config, row, session.epochs)
+    records.record(run, trial_schema(workload.config), trial_id, config, row, session.epochs)
     session.log(f"finished: {row['status']}")
     tune.report({"final": True, "status": row["status"], "test_error": row.get("test_error"),
                  "val_error": row.get("val_error")})
@@ -78,8 +80,8 @@ def _trainable(tune_config, run_uri, workload_name, grid_name):
 class _Events(tune.Callback):
     """Driver-side: feeds the display, and records trials that ran out of retries."""
 
-    def __init__(self, grid: Grid, run: RunDir, progress: Progress):
-        self.grid, self.run, self.progress = grid, run, progress
+    def __init__(self, grid: Grid, run: RunDir, progress: Progress, publisher: Publisher):
+        self.grid, self.run, self.progress, self.publisher = grid, run, progress, publisher
         self.cells = {t.trial_id: t.cell for t in grid.trials}
 
     def __getstate__(self):
@@ -102,6 +104,7 @@ class _Events(tune.Callback):
         self.progress.trial_retrying(self._id(trial))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.publisher.publish([self._id(trial)])
         result = trial.last_result or {}
         status = result.get("status", "completed")
         score = result.get("test_error") if result.get("test_error") is not None else result.get("val_error")
@@ -115,11 +118,12 @@ class _Events(tune.Callback):
         config = trial.config["trial"]["config"]
         progress = self.run.progress(trial_id)
         started = progress.get("started_at")
-        self.run.record(trial_schema(self.grid.workload.config), trial_id, config, {
+        records.record(self.run, trial_schema(self.grid.workload.config), trial_id, config, {
             "status": "failed", "error": message, "attempts": progress.get("attempt"),
             "epochs_completed": progress.get("epoch"), "log": self.run.log_path(trial_id),
             "started_at": datetime.fromisoformat(started) if started else None, "finished_at": now(),
             "grid": self.grid.name, "workload": self.grid.workload.name, **environment()})
+        self.publisher.publish([trial_id])
         self.progress.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
 
 
@@ -168,7 +172,9 @@ def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None =
              data_dir: str | None = None) -> RunSummary:
     """Run every trial of `grid` that has no result in `run` yet."""
     resources = resources or grid.resources
-    finished = run.finished()
+    publisher = Publisher(run)
+    publisher.catch_up()  # what a killed driver left unpublished
+    finished = records.finished(run)
     todo = [t for t in grid.trials if finished.get(t.trial_id) not in (*RESULT_STATUSES, "failed")
             or (retry_failed and finished[t.trial_id] == "failed")]
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
@@ -179,17 +185,20 @@ def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None =
         connect(address, data_dir)
         check_resources(resources)
         epochs = {t.trial_id: t.config.get("epochs") for t in todo}
-        with progress_factory(len(todo), skipped, epochs) as progress:
-            _fit(grid, run, todo, resources, progress, fail_fast)
+        try:
+            with progress_factory(len(todo), skipped, epochs) as progress:
+                _fit(grid, run, todo, resources, progress, fail_fast, publisher)
+        finally:
+            publisher.catch_up()
 
-    finished = run.finished()
+    finished = records.finished(run)
     statuses = [finished.get(t.trial_id) for t in grid.trials]
     counts = {s: statuses.count(s) for s in (*RESULT_STATUSES, "failed") if statuses.count(s)}
     return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),
                       failed_earlier=failed_earlier)
 
 
-def _fit(grid, run, todo, resources, progress, fail_fast) -> None:
+def _fit(grid, run, todo, resources, progress, fail_fast, publisher) -> None:
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, run_uri=run.uri, workload_name=grid.workload_ref, grid_name=grid.name),
         {"cpu": resources.cpus, "gpu": resources.gpus})
@@ -202,7 +211,7 @@ def _fit(grid, run, todo, resources, progress, fail_fast) -> None:
         run_config=tune.RunConfig(
             name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=run.uri + "/ray", verbose=0,
             failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
-            callbacks=[_Events(grid, run, progress)]),
+            callbacks=[_Events(grid, run, progress, publisher)]),
     )
     # Tune logs every trial error with its traceback and warns about the result files its disabled
     # loggers did not write; the display and each trial's log say what happened instead.

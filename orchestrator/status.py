@@ -19,7 +19,6 @@ import pyarrow.fs as pafs
 from orchestrator.errors import AblateError
 from orchestrator.grid import Grid, load_grid
 from orchestrator.store import RunDir, now
-from workloads.base import RESULT_STATUSES
 
 # A trial counts as running while its progress moved within max(this, 3 epochs).
 STALE_AFTER = timedelta(minutes=10)
@@ -109,8 +108,3 @@ def status(run: RunDir, finished: dict[str, str], trials) -> Status:
     return result
 
 
-def finished_ids(trials) -> dict[str, str]:
-    return {} if trials is None else dict(zip(trials["trial_id"], trials["status"]))
-
-
-__all__ = ["RESULT_STATUSES", "Status", "status", "finished_ids"]

@@ -1,17 +1,16 @@
 """Where a run lives: `<storage>/<grid name>/`, on a local path, NFS or `s3://...`.
 
-    <run>/trials.parquet/<trial_id>.parquet   one row per finished trial (the record of what is done)
-    <run>/epochs.parquet/<trial_id>.parquet   one row per epoch of that trial
+    <run>/trials.parquet                      one row per finished trial
+    <run>/epochs.parquet                      one row per epoch of every finished trial
+    <run>/records/<trial_id>.parquet          each trial's row as it finished (see records.py)
     <run>/trials/<trial_id>/checkpoint.pt     the latest training state, to resume from
     <run>/trials/<trial_id>/progress.json     attempt, start time and latest epoch of a running trial
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
+    <run>/grid.yaml                           the grid file as last run
     <run>/ray/                                Ray Tune's own experiment folders
 
-One file per trial, named by trial id, makes the record idempotent: a trial that runs again
-replaces its row instead of adding one, so no trial is ever recorded twice. Files are written
-under a temporary dot-name and then renamed (an S3 put is atomic by itself), and readers skip
-dot-names, so nobody reads a half-written file. `pandas.read_parquet(<run>/trials.parquet)`,
-polars and duckdb read the folders as datasets.
+Every file is written whole under a temporary dot-name and then renamed (an S3 put is atomic by
+itself), so nobody ever reads half a file.
 """
 from __future__ import annotations
 
@@ -19,48 +18,17 @@ import functools
 import io
 import json
 import socket
-import typing
 import uuid
-from dataclasses import fields
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from orchestrator.errors import ResultsError, RunError
-
-
-RESULT_COLUMNS = [
-    ("val_error", pa.float64()), ("test_error", pa.float64()), ("params", pa.int64()),
-    ("epochs_completed", pa.int64()), ("train_seconds", pa.float64()), ("images_per_second", pa.float64()),
-    ("attempts", pa.int64()), ("error", pa.string()), ("log", pa.string()),
-    ("started_at", pa.timestamp("ms", tz="UTC")), ("finished_at", pa.timestamp("ms", tz="UTC")),
-    ("grid", pa.string()), ("workload", pa.string()), ("trained_on", pa.string()), ("host", pa.string()),
-    ("ablate_version", pa.string()), ("torch_version", pa.string()), ("ray_version", pa.string()),
-]
-_ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
-
-
-def _arrow_type(t) -> pa.DataType:
-    if typing.get_origin(t) is list:
-        return pa.list_(_arrow_type(typing.get_args(t)[0]))
-    return _ARROW.get(t, pa.string())
-
-
-@functools.lru_cache(maxsize=None)
-def trial_schema(config_type: type) -> pa.Schema:
-    """Columns of trials.parquet: id, status, every config parameter, then the result."""
-    hints = typing.get_type_hints(config_type)
-    config = [(f.name, _arrow_type(hints[f.name])) for f in fields(config_type)]
-    reserved = {"trial_id", "status", *(name for name, _ in RESULT_COLUMNS)}
-    if clash := reserved.intersection(hints):
-        raise ValueError(f"{config_type.__name__}: parameter names {sorted(clash)} are taken by result columns")
-    return pa.schema([("trial_id", pa.string()), ("status", pa.string()), *config, *RESULT_COLUMNS])
 
 
 def _version(package: str) -> str | None:
@@ -140,18 +108,19 @@ class RunDir:
         pq.write_table(table, sink)
         self.write_bytes(path, sink.getvalue().to_pybytes())
 
-    def read_dataset(self, name: str) -> pa.Table | None:
-        """All parts of `trials.parquet` or `epochs.parquet`, or None where there are none."""
-        path = self.child(name)
+    def read_table(self, path: str) -> pa.Table | None:
+        """One Parquet file, or None where there is none."""
+        data = self.read_bytes(path)
+        if data is None:
+            return None
         try:
-            info = self.fs.get_file_info(path)
-            if info.type == pafs.FileType.NotFound:
-                return None
-            parts = ds.dataset(path, filesystem=self.fs, format="parquet",
-                               exclude_invalid_files=False)
-            return parts.to_table() if parts.files else None
+            return pq.read_table(pa.BufferReader(data))
         except (pa.ArrowInvalid, OSError) as e:
-            raise ResultsError(f"{self.display(name)}: unreadable Parquet ({e})") from None
+            shown = path if self.local else f"{self.uri.split('://')[0]}://{path}"
+            raise ResultsError(f"{shown}: unreadable Parquet ({e})") from None
+
+    def list_dir(self, path: str) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
 
     # -- trial records -------------------------------------------------------------------------
     def trial_file(self, trial_id: str, name: str) -> str:
@@ -166,39 +135,6 @@ class RunDir:
 
     def write_progress(self, trial_id: str, progress: dict[str, Any]) -> None:
         self.write_bytes(self.trial_file(trial_id, "progress.json"), json.dumps(progress).encode())
-
-    def finished(self) -> dict[str, str]:
-        """trial_id -> status of every trial with a row."""
-        table = self.read_dataset("trials.parquet")
-        if table is None:
-            return {}
-        return dict(zip(table["trial_id"].to_pylist(), table["status"].to_pylist()))
-
-    def record(self, schema: pa.Schema, trial_id: str, config: dict[str, Any], result: dict[str, Any],
-               epochs: list[dict[str, Any]] | None = None) -> None:
-        """Write a finished trial: its epochs first, then its row, which marks it done."""
-        if epochs is not None:
-            self.write_table(self.child("epochs.parquet", f"{trial_id}.parquet"), epoch_table(trial_id, epochs))
-        row = {**config, **result, "trial_id": trial_id}
-        self.write_table(self.child("trials.parquet", f"{trial_id}.parquet"),
-                         pa.Table.from_pylist([{k: row.get(k) for k in schema.names}], schema=schema))
-
-
-def epoch_table(trial_id: str, epochs: list[dict[str, Any]]) -> pa.Table:
-    """One row per epoch: `epoch` as an integer, numeric metrics as float64, anything else as text,
-    so that the parts of every trial share one schema."""
-    keys = list(dict.fromkeys(k for row in epochs for k in row))
-    columns = {"trial_id": pa.array([trial_id] * len(epochs), pa.string())}
-    for key in keys:
-        values = [row.get(key) for row in epochs]
-        numeric = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
-        if key == "epoch":
-            columns[key] = pa.array(values, pa.int64())
-        elif numeric:
-            columns[key] = pa.array([None if v is None else float(v) for v in values], pa.float64())
-        else:
-            columns[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    return pa.table(columns)
 
 
 class StoredSession:

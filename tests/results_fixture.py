@@ -6,7 +6,8 @@ import dataclasses
 from datetime import datetime, timedelta, timezone
 
 from orchestrator.grid import trial_id
-from orchestrator.store import RunDir, trial_schema
+from orchestrator.records import Publisher, record, trial_schema
+from orchestrator.store import RunDir
 from workloads.allcnn import Config
 
 GRID = """\
@@ -50,7 +51,7 @@ def write_fixture(path) -> RunDir:
         config = dataclasses.asdict(Config(model=model, variant=variant, lr=lr, seed=seed, dataset="cifar10"))
         tid = trial_id("allcnn", config, set(config) - {"data_dir", "checkpoint_every"})
         epochs = [{"epoch": e, "val_error": (val or 0.9) + 0.1 / e, "train_loss": 1.0 / e} for e in (1, 2, 3)]
-        run.record(schema, tid, config, {
+        record(run, schema, tid, config, {
             "status": status, "val_error": val, "test_error": test, "params": 839242 if model == "A" else 1369738,
             "epochs_completed": 3 if status == "completed" else 1, "train_seconds": 3600.0, "attempts": 1,
             "error": "RuntimeError: CUDA out of memory" if status == "failed" else None,
@@ -58,4 +59,5 @@ def write_fixture(path) -> RunDir:
             "grid": "fixture", "workload": "allcnn", "trained_on": "NVIDIA H100", "host": "node-1",
             "ablate_version": "0.1.0", "torch_version": "2.14.1", "ray_version": "2.60.0"},
             epochs if status != "failed" else None)
+    Publisher(run).catch_up()  # as the driver does
     return run

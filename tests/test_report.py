@@ -5,9 +5,11 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+from orchestrator import records
 from orchestrator.cli import app
 from orchestrator.grid import load_grid
 from orchestrator.report import Layout, load, summarize, where
@@ -93,14 +95,20 @@ def test_where_can_exclude(run_dir):
 
 def test_synthetic_results_are_labelled(tmp_path):
     run = write_fixture(tmp_path / "fixture")
-    table = run.read_dataset("trials.parquet").to_pandas()
-    table["dataset"] = "synthetic"
-    import pyarrow as pa
-
-    for name in list(Path(run.child("trials.parquet")).glob("*.parquet")):
-        name.unlink()
-    run.write_table(run.child("trials.parquet", "all.parquet"), pa.Table.from_pandas(table, preserve_index=False))
+    table = run.read_table(run.child("trials.parquet"))
+    table = table.set_column(table.schema.get_field_index("dataset"), "dataset",
+                             pa.array(["synthetic"] * table.num_rows))
+    run.write_table(run.child("trials.parquet"), table)
     assert "(SYNTHETIC DATA)" in invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+
+
+def test_records_not_yet_published_are_included(tmp_path):
+    # A driver killed after a trial wrote its record but before trials.parquet was rewritten.
+    run = write_fixture(tmp_path / "fixture")
+    table = run.read_table(run.child("trials.parquet"))
+    run.write_table(run.child("trials.parquet"), table.slice(0, table.num_rows - 3))
+    assert len(load(run).trials) == table.num_rows
+    assert invoke("summarize", tmp_path / "fixture", "-f", "csv").stdout == (GOLDEN / "summary.csv").read_text()
 
 
 def test_a_grid_file_names_its_run_under_storage(run_dir, tmp_path):
@@ -130,8 +138,8 @@ def test_missing_empty_and_unreadable_runs(tmp_path):
     result = invoke("summarize", tmp_path / "empty")
     assert result.exit_code == 1
     assert result.stderr == f"error: {tmp_path / 'empty'}: no results yet (no {tmp_path / 'empty' / 'trials.parquet'})\n"
-    (tmp_path / "bad" / "trials.parquet").mkdir(parents=True)
-    (tmp_path / "bad" / "trials.parquet" / "x.parquet").write_bytes(b"not parquet")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "trials.parquet").write_bytes(b"not parquet")
     for command in ("summarize", "status", "plot"):
         result = invoke(command, tmp_path / "bad", *(["-o", tmp_path / "p.png"] if command == "plot" else []))
         assert result.exit_code == 1
@@ -140,7 +148,7 @@ def test_missing_empty_and_unreadable_runs(tmp_path):
 
 def test_status_of_a_half_finished_run(run_dir):
     run = RunDir(str(run_dir))
-    finished = run.finished()
+    finished = records.finished(run)
     first, second = [t.trial_id for t in load_grid(run_dir / "grid.yaml").trials if t.trial_id not in finished][:2]
     fresh, stale = now(), now() - timedelta(hours=2)
     run.write_progress(first, {"attempt": 1, "epoch": 2, "metrics": {"val_error": 0.5, "seconds": 60.0},

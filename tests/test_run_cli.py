@@ -37,8 +37,8 @@ def test_smoke_grid_end_to_end(tmp_path, data_dir):
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
     assert len(epochs) == 12 * 3 and set(epochs["trial_id"]) == set(rows["trial_id"])
     # Every tool a user might reach for reads the same results.
-    assert pl.read_parquet(run_dir / "trials.parquet" / "*.parquet").height == 12
-    assert duckdb.sql(f"select count(*) from read_parquet('{run_dir}/epochs.parquet/*.parquet')").fetchall() == [(36,)]
+    assert pl.read_parquet(run_dir / "trials.parquet").height == 12
+    assert duckdb.sql(f"select count(*) from read_parquet('{run_dir}/epochs.parquet')").fetchall() == [(36,)]
 
     again = ablate("run", "grids/smoke.yaml", "--storage", tmp_path / "runs")
     assert again.returncode == 0 and "smoke: 12 completed (0 run now, 12 already done)" in again.stdout
@@ -56,15 +56,18 @@ def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}, fixed={"epochs": 4, "sleep": 0.4},
                       resources={"cpus": 1})
     storage = tmp_path / "runs"
-    results = storage / "probe" / "trials.parquet"
+    records = storage / "probe" / "records"  # each finished trial's record, written as it finishes
     exe = os.path.join(os.path.dirname(sys.executable), "ablate")
     driver = subprocess.Popen([exe, "run", str(path), "--storage", str(storage)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = storage / "probe"
 
+    def finished_ids():
+        return {p.name.split(".")[0] for p in records.glob("*.parquet") if not p.name.endswith(".epochs.parquet")}
+
     def checkpointed_unfinished():
         """trial_id -> last checkpointed epoch, for trials without a result row."""
-        done = {p.stem for p in results.glob("*.parquet")} if results.exists() else set()
+        done = finished_ids()
         out = {}
         for progress in run_dir.glob("trials/*/progress.json"):
             trial_id = progress.parent.name
@@ -76,7 +79,7 @@ def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
     # Kill when some trials are finished and others are half-way through.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        done_before = {p.stem for p in results.glob("*.parquet")} if results.exists() else set()
+        done_before = finished_ids()
         if len(done_before) >= 2 and (midway := checkpointed_unfinished()):
             break
         time.sleep(0.05)

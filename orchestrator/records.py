@@ -1,0 +1,170 @@
+"""The record of finished trials, and the two Parquet files users read.
+
+Whoever finishes a trial writes its record: the worker for a result, the driver for a trial that
+ran out of retries. A record is `records/<trial_id>.parquet` (one row) and, for results,
+`records/<trial_id>.epochs.parquet`. Records are the truth about what is done; one file per
+trial id means a trial that runs again replaces its record and is never recorded twice.
+
+The driver publishes records into `trials.parquet` and `epochs.parquet`, single files rewritten
+whole and renamed into place: a reader sees every finished trial exactly once, and reading ten
+thousand trials is one file, not ten thousand. Trials are published as each finishes; epochs,
+the big file, at most every EPOCHS_EVERY seconds and when the run ends. A driver killed between
+a record and its publication loses nothing: readers merge unpublished records in, and the next
+`ablate run` publishes them.
+"""
+from __future__ import annotations
+
+import functools
+import time
+import typing
+from dataclasses import fields
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from orchestrator.store import RunDir
+
+RESULT_COLUMNS = [
+    ("val_error", pa.float64()), ("test_error", pa.float64()), ("params", pa.int64()),
+    ("epochs_completed", pa.int64()), ("train_seconds", pa.float64()), ("images_per_second", pa.float64()),
+    ("attempts", pa.int64()), ("error", pa.string()), ("log", pa.string()),
+    ("started_at", pa.timestamp("ms", tz="UTC")), ("finished_at", pa.timestamp("ms", tz="UTC")),
+    ("grid", pa.string()), ("workload", pa.string()), ("trained_on", pa.string()), ("host", pa.string()),
+    ("ablate_version", pa.string()), ("torch_version", pa.string()), ("ray_version", pa.string()),
+]
+_ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
+EPOCHS_EVERY = 30.0  # seconds between rewrites of epochs.parquet during a run
+
+
+def _arrow_type(t) -> pa.DataType:
+    if typing.get_origin(t) is list:
+        return pa.list_(_arrow_type(typing.get_args(t)[0]))
+    return _ARROW.get(t, pa.string())
+
+
+@functools.lru_cache(maxsize=None)
+def trial_schema(config_type: type) -> pa.Schema:
+    """Columns of trials.parquet: id, status, every config parameter, then the result."""
+    hints = typing.get_type_hints(config_type)
+    config = [(f.name, _arrow_type(hints[f.name])) for f in fields(config_type)]
+    reserved = {"trial_id", "status", *(name for name, _ in RESULT_COLUMNS)}
+    if clash := reserved.intersection(hints):
+        raise ValueError(f"{config_type.__name__}: parameter names {sorted(clash)} are taken by result columns")
+    return pa.schema([("trial_id", pa.string()), ("status", pa.string()), *config, *RESULT_COLUMNS])
+
+
+def epoch_table(trial_id: str, epochs: list[dict[str, Any]]) -> pa.Table:
+    """One row per epoch: `epoch` as an integer, numeric metrics as float64, anything else as
+    text, so that the epochs of every trial share one schema."""
+    keys = list(dict.fromkeys(k for row in epochs for k in row))
+    columns = {"trial_id": pa.array([trial_id] * len(epochs), pa.string())}
+    for key in keys:
+        values = [row.get(key) for row in epochs]
+        numeric = all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)
+        if key == "epoch":
+            columns[key] = pa.array(values, pa.int64())
+        elif numeric:
+            columns[key] = pa.array([None if v is None else float(v) for v in values], pa.float64())
+        else:
+            columns[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return pa.table(columns)
+
+
+def record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str, Any], result: dict[str, Any],
+           epochs: list[dict[str, Any]] | None = None) -> None:
+    """Write a finished trial's record: its epochs first, then its row, which marks it done."""
+    if epochs is not None:
+        run.write_table(run.child("records", f"{trial_id}.epochs.parquet"), epoch_table(trial_id, epochs))
+    row = {**config, **result, "trial_id": trial_id}
+    run.write_table(run.child("records", f"{trial_id}.parquet"),
+                    pa.Table.from_pylist([{k: row.get(k) for k in schema.names}], schema=schema))
+
+
+def _record_ids(run: RunDir) -> set[str]:
+    return {info.base_name.removesuffix(".parquet") for info in run.list_dir(run.child("records"))
+            if info.base_name.endswith(".parquet") and not info.base_name.endswith(".epochs.parquet")}
+
+
+def _without(table: pa.Table | None, ids) -> pa.Table | None:
+    if table is None or not ids:
+        return table
+    return table.filter(pc.invert(pc.is_in(table["trial_id"], pa.array(sorted(ids), pa.string()))))
+
+
+def _concat(tables: list[pa.Table | None]) -> pa.Table | None:
+    tables = [t for t in tables if t is not None]
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def unpublished(run: RunDir, published: pa.Table | None) -> list[str]:
+    """Records not in `published` yet, and records of published failures (a retry may have
+    replaced them)."""
+    status = dict(zip(published["trial_id"].to_pylist(), published["status"].to_pylist())) if published else {}
+    return sorted(i for i in _record_ids(run) if status.get(i, "failed") == "failed")
+
+
+def _merge(run: RunDir, published: pa.Table | None, ids: list[str]) -> pa.Table | None:
+    rows = [run.read_table(run.child("records", f"{i}.parquet")) for i in ids]
+    return _concat([_without(published, ids), *rows])
+
+
+def trials(run: RunDir) -> pa.Table | None:
+    """Every finished trial: trials.parquet, with records not published yet merged in."""
+    published = run.read_table(run.child("trials.parquet"))
+    return _merge(run, published, unpublished(run, published))
+
+
+def finished(run: RunDir) -> dict[str, str]:
+    """trial_id -> status of every finished trial."""
+    table = trials(run)
+    return {} if table is None else dict(zip(table["trial_id"].to_pylist(), table["status"].to_pylist()))
+
+
+def epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
+    """The epochs of the trials `ids`: from epochs.parquet, or their records if not published yet."""
+    path = run.child("epochs.parquet")
+    published = None
+    if run.fs.get_file_info(path).is_file:
+        published = pq.read_table(path, filesystem=run.fs, filters=[("trial_id", "in", ids)])
+    have = set(published["trial_id"].to_pylist()) if published is not None else set()
+    missing = [run.read_table(run.child("records", f"{i}.epochs.parquet")) for i in ids if i not in have]
+    return _concat([published, *missing])
+
+
+class Publisher:
+    """Keeps trials.parquet and epochs.parquet up to date with the records. Driver only."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.trials = run.read_table(run.child("trials.parquet"))
+        self.epochs = run.read_table(run.child("epochs.parquet"))
+        self.pending: list[str] = []  # trials whose epochs are not in epochs.parquet yet
+        self.last_epochs = time.monotonic()
+
+    def publish(self, ids: list[str]) -> None:
+        """Put the records of `ids` in trials.parquet now, and their epochs soon."""
+        if not ids:
+            return
+        self.trials = _merge(self.run, self.trials, ids)
+        self.run.write_table(self.run.child("trials.parquet"), self.trials)
+        self.pending += ids
+        if time.monotonic() - self.last_epochs > EPOCHS_EVERY:
+            self.flush_epochs()
+
+    def flush_epochs(self) -> None:
+        ids, self.pending = sorted(set(self.pending)), []
+        new = [self.run.read_table(self.run.child("records", f"{i}.epochs.parquet")) for i in ids]
+        if any(t is not None for t in new):
+            self.epochs = _concat([_without(self.epochs, ids), *new])
+            self.run.write_table(self.run.child("epochs.parquet"), self.epochs)
+        self.last_epochs = time.monotonic()
+
+    def catch_up(self) -> None:
+        """Publish whatever a killed driver left unpublished, epochs included."""
+        self.publish(unpublished(self.run, self.trials))
+        have = set(self.epochs["trial_id"].to_pylist()) if self.epochs is not None else set()
+        done = self.trials.filter(pc.field("status") != "failed") if self.trials is not None else None
+        self.pending += [i for i in (done["trial_id"].to_pylist() if done is not None else []) if i not in have]
+        self.flush_epochs()
