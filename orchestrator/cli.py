@@ -321,3 +321,7 @@ def models(json_output: Annotated[bool, typer.Option("--json", help="Print a JSO
 
 def main() -> None:  # pragma: no cover - the console script
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

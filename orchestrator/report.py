@@ -157,10 +157,11 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
             continue
         # What every trial of this table shares (e.g. dataset=cifar10) places it against references.
         shared = {k: part[k].iloc[0] for k in results.config_columns if part[k].nunique(dropna=False) == 1}
+        by_cell = dict(iter(part.groupby([layout.rows, layout.cols] if layout.cols else [layout.rows], sort=False)))
         cells = {}
         for r in rows:
             for c in cols:
-                cell_trials = part[(part[layout.rows] == r) & ((part[layout.cols] == c) if layout.cols else True)]
+                cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.iloc[:0])
                 point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
                 cells[(r, c)] = _cell(cell_trials, layout, reduced, _reference(references, point, layout.metric))
         synthetic = "dataset" in part.columns and (part["dataset"] == "synthetic").any()

@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from workloads.allcnn.data import DATASETS, PREPROCESSING, num_classes
-from workloads.allcnn.models import MODELS, VARIANTS
+from workloads.allcnn.paper import CLASSES, MODELS, REFERENCES, VARIANTS
 from workloads.base import Workload
+
+# Kept free of torch: grids are validated and results summarized without importing it.
+DATASETS = tuple(CLASSES)
+PREPROCESSING = ("channel", "zca")
 
 
 def choices(default, options):
@@ -65,13 +68,13 @@ def _params(model, variant, classes, width):
 
 
 def params(config: Config) -> int:
-    return _params(config.model, config.variant, num_classes(config.dataset), config.width)
+    return _params(config.model, config.variant, CLASSES[config.dataset], config.width)
 
 
 def cost(config: Config) -> dict:
     train_images = (config.train_size or 50_000) - config.val_size
     images = config.epochs * (train_images // config.batch_size) * config.batch_size
-    flops = images * _flops_per_image(config.model, config.variant, num_classes(config.dataset), config.width)
+    flops = images * _flops_per_image(config.model, config.variant, CLASSES[config.dataset], config.width)
     return {"images": images, "flops": flops}
 
 
@@ -80,15 +83,6 @@ def _train(config, session):
 
     return train(config, session)
 
-
-# Test errors published in the paper (../shared/PAPER.md): Table 3 (CIFAR-10, no augmentation),
-# Table 4 (CIFAR-10 with augmentation, CIFAR-100).
-_TABLE_3 = {"A": (12.47, 13.46, 10.21, 10.30), "B": (10.20, 10.98, 9.33, 9.10), "C": (9.74, 10.19, 9.31, 9.08)}
-REFERENCES = tuple(
-    [{"dataset": "cifar10", "augmentation": "none", "model": m, "variant": v, "test_error": e / 100}
-     for m, errors in _TABLE_3.items() for v, e in zip(VARIANTS, errors)]
-    + [{"dataset": "cifar10", "augmentation": "standard", "model": "C", "variant": "all", "test_error": 0.0725},
-       {"dataset": "cifar100", "augmentation": "none", "model": "C", "variant": "all", "test_error": 0.3371}])
 
 WORKLOAD = Workload(name="allcnn", config=Config, train=_train, cost=cost, params=params,
                     references=REFERENCES,

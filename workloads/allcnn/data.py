@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-DATASETS = ("cifar10", "cifar100", "synthetic")
+from workloads.allcnn.paper import CLASSES
+
+DATASETS = tuple(CLASSES)
 PREPROCESSING = ("channel", "zca")
 
 
@@ -56,10 +58,6 @@ SOURCES = {
                        "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python",
                        ("train",), "test", b"fine_labels", 100),
 }
-
-
-def num_classes(dataset: str) -> int:
-    return SOURCES[dataset].classes if dataset in SOURCES else 10
 
 
 def data_dir(override: str = "") -> Path:
@@ -233,7 +231,7 @@ def prepare(dataset: str, *, val_size: int = 5000, train_size: int = 0, test_siz
     y_all = torch.from_numpy(arrays["y_train"])
     return Splits(x_train.contiguous(), y_all[train_idx], x_val.contiguous(), y_all[val_idx],
                   x_test.contiguous(), torch.from_numpy(arrays["y_test"]),
-                  num_classes(dataset))
+                  CLASSES[dataset])
 
 
 def augment(x: torch.Tensor, flip: bool, translate: int, generator: torch.Generator) -> torch.Tensor:

@@ -13,29 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-MODELS = ("A", "B", "C")
-VARIANTS = ("base", "strided", "convpool", "all")
-
-# Paper Table 1: each of the two stages of a base network as (kernel size, width index) convs;
-# width index 0 is 96 channels, 1 is 192. Every stage is followed by a downsampling point.
-STAGES = {
-    "A": [[(5, 0)], [(5, 1)]],
-    "B": [[(5, 0), (1, 0)], [(5, 1), (1, 1)]],
-    "C": [[(3, 0), (3, 0)], [(3, 1), (3, 1)]],
-}
-WIDTHS = (96, 192)
-
-# Paper Table 2: what each variant does at a downsampling point.
-#   pool:        3x3 max-pool, stride 2 (padding 1: 32 -> 16 -> 8)
-#   stride_last: the stage's last conv gets stride 2 instead of the pool
-#   extra_conv:  an extra 3x3 conv of the same width, stride 1 or 2, before the pool (if any)
-DOWNSAMPLING = {
-    "base": {"pool": True, "stride_last": False, "extra_conv": None},
-    "strided": {"pool": False, "stride_last": True, "extra_conv": None},
-    "convpool": {"pool": True, "stride_last": False, "extra_conv": 1},
-    "all": {"pool": False, "stride_last": False, "extra_conv": 2},
-}
-
+from workloads.allcnn.paper import DOWNSAMPLING, MODELS, STAGES, VARIANTS, WIDTHS
 
 def channels(width: float) -> tuple[int, int]:
     """Channel counts of the two stages for a width multiplier (1.0 = the paper's 96/192)."""
