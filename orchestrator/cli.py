@@ -138,7 +138,8 @@ def run(grid_file: GridPath,
     console.print(f"{grid.name}: {len(grid.trials)} trials; results in {run_dir.display()}", soft_wrap=True)
     try:
         summary = run_grid(grid, run_dir, progress, address=address, resources=resources,
-                           retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir)
+                           retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
+                           notify=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
     except KeyboardInterrupt:
         err.print(f"interrupted: finished trials are saved in {run_dir.display()}; "
                   f"run the same command again to resume")

@@ -20,7 +20,7 @@ from orchestrator.grid import Grid, Resources
 from orchestrator.progress import Progress, describe
 from orchestrator import records
 from orchestrator.records import Publisher, trial_schema
-from orchestrator.store import RunDir, StoredSession, environment, now
+from orchestrator.store import RunDir, StoredSession, environment, join_uri, now
 from workloads.base import RESULT_STATUSES
 
 # Tune's own CSV/JSON/TensorBoard loggers and console reporter: the run's Parquet files and our
@@ -152,24 +152,31 @@ def connect(address: str | None, data_dir: str | None = None) -> None:
         raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {_last_line(str(e))}") from None
 
 
-def check_resources(resources: Resources) -> None:
-    """Refuse up front what no node can ever give, instead of leaving trials PENDING forever."""
+def check_resources(resources: Resources, autoscaling: bool = False) -> list[str]:
+    """Refuse up front what no node can give, instead of leaving trials PENDING forever.
+
+    On a cluster that was joined (`--address`) an autoscaler may still add the nodes that are
+    missing, so there the problems come back as notes to show instead of errors.
+    """
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    total_gpus = sum(n.get("GPU", 0) for n in nodes)
     most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
-    if resources.gpus and not total_gpus:
-        raise RunError(f"each trial asks for {resources.gpus:g} GPU but the Ray cluster has no GPU; "
-                       "use --gpus 0 (or resources.gpus: 0) to train on CPUs")
+    problems = []
+    if resources.gpus and not sum(n.get("GPU", 0) for n in nodes):
+        problems.append(f"each trial asks for {resources.gpus:g} GPU but the Ray cluster has no GPU; "
+                        "use --gpus 0 (or resources.gpus: 0) to train on CPUs")
+    elif resources.gpus > 1 and not any(n.get("GPU", 0) >= resources.gpus for n in nodes):
+        problems.append(f"each trial asks for {resources.gpus:g} GPUs but no Ray node has that many")
     if resources.cpus > most_cpus:
-        raise RunError(f"each trial asks for {resources.cpus:g} CPUs but the largest Ray node has "
-                       f"{most_cpus:g}; use --cpus {max(1, int(most_cpus))} or fewer")
-    if resources.gpus > 1 and not any(n.get("GPU", 0) >= resources.gpus for n in nodes):
-        raise RunError(f"each trial asks for {resources.gpus:g} GPUs but no Ray node has that many")
+        problems.append(f"each trial asks for {resources.cpus:g} CPUs but the largest Ray node has "
+                        f"{most_cpus:g}; use --cpus {max(1, int(most_cpus))} or fewer")
+    if problems and not autoscaling:
+        raise RunError(problems[0])
+    return [p.split(";")[0] + ": trials wait until the cluster's autoscaler adds such a node" for p in problems]
 
 
 def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None = None,
              resources: Resources | None = None, retry_failed: bool = False, fail_fast: bool = False,
-             data_dir: str | None = None) -> RunSummary:
+             data_dir: str | None = None, notify=lambda message: None) -> RunSummary:
     """Run every trial of `grid` that has no result in `run` yet."""
     resources = resources or grid.resources
     publisher = Publisher(run)
@@ -183,7 +190,8 @@ def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None =
 
     if todo:
         connect(address, data_dir)
-        check_resources(resources)
+        for note in check_resources(resources, autoscaling=address is not None):
+            notify(note)
         epochs = {t.trial_id: t.config.get("epochs") for t in todo}
         try:
             with progress_factory(len(todo), skipped, epochs) as progress:
@@ -209,7 +217,7 @@ def _fit(grid, run, todo, resources, progress, fail_fast, publisher) -> None:
                                     trial_dirname_creator=lambda trial: trial.config["trial"]["trial_id"],
                                     trial_name_creator=lambda trial: trial.config["trial"]["trial_id"]),
         run_config=tune.RunConfig(
-            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=run.uri + "/ray", verbose=0,
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=join_uri(run.uri, "ray"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
             callbacks=[_Events(grid, run, progress, publisher)]),
     )

@@ -48,6 +48,12 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def join_uri(uri: str, *parts: str) -> str:
+    """`uri` with path parts appended, keeping a query such as `?endpoint_override=...` at the end."""
+    base, sep, query = uri.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query
+
+
 def resolve_storage(storage: str) -> str:
     """A storage URI with local paths made absolute (Ray and workers need absolute paths)."""
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
@@ -57,7 +63,7 @@ class RunDir:
     """The files of one grid's run, in any storage pyarrow can open."""
 
     def __init__(self, uri: str):
-        self.uri = uri.rstrip("/")
+        self.uri = join_uri(uri)
         try:
             self.fs, self.path = pafs.FileSystem.from_uri(self.uri)
         except (pa.ArrowInvalid, OSError) as e:
@@ -66,23 +72,23 @@ class RunDir:
 
     @classmethod
     def for_grid(cls, storage: str, grid_name: str) -> "RunDir":
-        return cls(f"{resolve_storage(storage).rstrip('/')}/{grid_name}")
+        return cls(join_uri(resolve_storage(storage), grid_name))
 
     def child(self, *parts: str) -> str:
         return "/".join([self.path, *parts])
 
     def display(self, *parts: str) -> str:
         """A path to show a user: a local path, or the storage URI."""
-        return "/".join([self.uri, *parts]) if not self.local else self.child(*parts)
+        return self.child(*parts) if self.local else join_uri(self.uri.partition("?")[0], *parts)
 
     # -- files ---------------------------------------------------------------------------------
     def write_bytes(self, path: str, data: bytes) -> None:
-        parent = path.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
-        if not self.local:  # an object store's put is atomic
+        if not self.local:  # an object store's put is atomic, and has no folders to create
             with self.fs.open_output_stream(path) as f:
                 f.write(data)
             return
+        parent = path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)
@@ -116,7 +122,7 @@ class RunDir:
         try:
             return pq.read_table(pa.BufferReader(data))
         except (pa.ArrowInvalid, OSError) as e:
-            shown = path if self.local else f"{self.uri.split('://')[0]}://{path}"
+            shown = path if self.local else f"{self.uri.partition('://')[0]}://{path}"
             raise ResultsError(f"{shown}: unreadable Parquet ({e})") from None
 
     def list_dir(self, path: str) -> list[pafs.FileInfo]:

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.errors import RunError
 from orchestrator.grid import Resources, load_grid
-from orchestrator.runner import run_grid
+from orchestrator.runner import check_resources, run_grid
 from orchestrator.store import RunDir
 from tests.runs import executions, probe_grid, quiet, starts, trials
 
@@ -121,3 +121,13 @@ def test_results_are_written_as_trials_finish(tmp_path):
 
     run(path, tmp_path / "runs", Watching())
     assert seen == [1, 2, 3]
+
+
+def test_on_a_joined_cluster_missing_nodes_are_a_note_not_an_error():
+    # With --address an autoscaler may still add the node; the user is told, the run waits.
+    notes = check_resources(Resources(cpus=64, gpus=2), autoscaling=True)
+    assert notes == ["each trial asks for 2 GPUs but no Ray node has that many: trials wait until the "
+                     "cluster's autoscaler adds such a node",
+                     "each trial asks for 64 CPUs but the largest Ray node has 2: trials wait until the "
+                     "cluster's autoscaler adds such a node"]
+    assert check_resources(Resources(cpus=1, gpus=0.25), autoscaling=False) == []
