@@ -5,6 +5,7 @@
     ablate summarize runs/smoke         the results as the paper's tables
     ablate status runs/smoke            where a run stands
     ablate plot runs/smoke -o smoke.png validation curves and a bar chart
+    ablate visualize runs/smoke --trial ID -o units.png   guided backpropagation
     ablate models                       the registered networks and their parameter counts
 """
 from __future__ import annotations
@@ -298,6 +299,53 @@ def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", hel
     layout = report.layout_for(results, workload.layout if workload else None)
     plots.plot(results, report.summarize(results, layout, workload.references if workload else ()), output)
     console.print(f"wrote {output}")
+
+
+@command
+def visualize(run: RunArg,
+              trial: Annotated[str, typer.Option(help="The trial_id of a trained trial.", show_default=False)],
+              output: Annotated[Path, typer.Option("--output", "-o", help="The picture to write (.png).")],
+              storage: Storage = "./runs",
+              layer: Annotated[Optional[str], typer.Option(
+                  help="convN or poolN; default: the last downsampling layer.")] = None,
+              units: Annotated[int, typer.Option(help="How many of the layer's most active units.")] = 6,
+              images: Annotated[int, typer.Option(help="Test images searched for the top activations.")] = 500,
+              methods: Annotated[str, typer.Option(help="Comma-separated: guided, gradient, deconvnet.")]
+              = "guided,gradient,deconvnet"):
+    """Guided backpropagation (paper section 3.3): what the units of a trained All-CNN network respond to.
+
+    For the layer's most active units over a sample of test images, shows the input patch each
+    responds to and its reconstruction by guided backpropagation, beside the plain gradient and
+    the deconvnet rule.
+    """
+    from dataclasses import fields
+
+    import pyarrow.compute as pc
+
+    from orchestrator.records import trials as finished_trials
+
+    run_dir = _open_run(run, storage)
+    table = finished_trials(run_dir)
+    rows = table.filter(pc.field("trial_id") == trial).to_pylist() if table is not None else []
+    if not rows:
+        known = table["trial_id"].to_pylist()[:5] if table is not None else []
+        raise AblateError(f"{run_dir.display()}: unknown trial '{trial}'"
+                          + (f" (for example: {', '.join(known)})" if known else " (the run has no finished trials)"))
+    workload = _workload_of(run_dir)
+    if workload is None or workload.name != "allcnn":
+        raise AblateError(f"{run_dir.display()}: visualize works on the allcnn workload's networks")
+    checkpoint = run_dir.read_bytes(run_dir.trial_file(trial, "checkpoint.pt"))
+    if checkpoint is None:
+        raise AblateError(f"{run_dir.display()}: trial '{trial}' ({rows[0]['status']}) has no checkpoint to load")
+    from workloads.allcnn.visualize import visualize_checkpoint
+
+    config = workload.config(**{f.name: rows[0][f.name] for f in fields(workload.config)})
+    try:
+        drawn = visualize_checkpoint(config, checkpoint, output, layer, units, images,
+                                     tuple(m.strip() for m in methods.split(",") if m.strip()))
+    except ValueError as e:
+        raise AblateError(f"{run_dir.display()}: trial '{trial}': {e}") from None
+    console.print(f"wrote {output}: layer {drawn['layer']}, units {', '.join(map(str, drawn['units']))}")
 
 
 @command

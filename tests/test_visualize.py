@@ -1,0 +1,109 @@
+"""Guided backpropagation: the ReLU rules, and `ablate visualize` on a trained trial."""
+from __future__ import annotations
+
+import matplotlib.image
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.records import Publisher, record, trial_schema
+from orchestrator.store import RunDir, StoredSession
+from workloads.allcnn import Config
+from workloads.allcnn.models import build
+from workloads.allcnn.train import train
+from workloads.allcnn.visualize import RuleReLU, layers, reconstruct, top_units, with_rule_relus
+
+
+@pytest.mark.parametrize("rule, expected", [
+    ("gradient", [0.0, -1.0, 2.0, 0.0]),   # where the forward input was positive
+    ("deconvnet", [1.0, 0.0, 2.0, 3.0]),   # where the arriving gradient is positive
+    ("guided", [0.0, 0.0, 2.0, 0.0]),      # both
+])
+def test_relu_backward_rules_by_hand(rule, expected):
+    x = torch.tensor([-1.0, 2.0, 3.0, -4.0], requires_grad=True)
+    y = RuleReLU(rule)(x)
+    assert y.tolist() == [0.0, 2.0, 3.0, 0.0]  # the forward pass is a ReLU under every rule
+    y.backward(torch.tensor([1.0, -1.0, 2.0, 3.0]))
+    assert x.grad.tolist() == expected
+
+
+def test_the_three_methods_differ_on_a_network():
+    torch.manual_seed(0)
+    net = with_rule_relus(build("C", "all", width=0.25)).eval()
+    index = layers(net)["conv4"]
+    images = torch.randn(8, 3, 32, 32)
+    (unit,) = top_units(net, index, images, 1)
+    maps = {rule: reconstruct(net, index, images[unit[1]], unit, rule) for rule in ("guided", "gradient", "deconvnet")}
+    assert not torch.allclose(maps["guided"], maps["gradient"])
+    assert not torch.allclose(maps["guided"], maps["deconvnet"])
+    assert not torch.allclose(maps["gradient"], maps["deconvnet"])
+    # The plain gradient is the true derivative: it matches autograd through ordinary ReLUs.
+    plain = build("C", "all", width=0.25).eval()
+    plain.load_state_dict(net.state_dict())
+    image = images[unit[1]][None].clone().requires_grad_(True)
+    channel, _, y, x, _ = unit
+    plain[: index + 1](image)[0, channel, y, x].backward()
+    assert torch.allclose(image.grad[0], maps["gradient"], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run with one trained All-CNN-C trial, stored as `ablate run` stores it."""
+    import os
+
+    root = tmp_path_factory.mktemp("vis")
+    saved_data = os.environ.get("ABLATE_DATA")
+    os.environ["ABLATE_DATA"] = str(root / "data")
+    run = RunDir(str(root / "run"))
+    run.write_bytes(run.child("grid.yaml"), b"name: run\nworkload: allcnn\n")
+    config = Config(model="C", variant="all", dataset="synthetic", width=0.125, epochs=1, batch_size=32,
+                    train_size=300, val_size=50, test_size=100, device="cpu")
+    session = StoredSession(run, "t1")
+    session.start()
+    result = train(config, session)
+    record(run, trial_schema(Config), "t1", vars(config), result, session.epochs)
+    Publisher(run).catch_up()
+    yield root / "run"
+    if saved_data is None:
+        os.environ.pop("ABLATE_DATA", None)
+    else:
+        os.environ["ABLATE_DATA"] = saved_data
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["visualize", *map(str, args)])
+
+
+@pytest.mark.parametrize("units, methods, size", [(6, "guided,gradient,deconvnet", (480, 760)), (2, "guided", (240, 280))])
+def test_visualize_writes_one_row_per_unit_and_a_column_per_method(trained, tmp_path, units, methods, size):
+    out = tmp_path / "units.png"
+    result = invoke(trained, "--trial", "t1", "--output", out, "--units", units, "--methods", methods)
+    assert result.exit_code == 0, result.stderr
+    assert "layer conv6" in result.stdout  # All-CNN-C: the strided conv that replaced the second pool
+    height, width, _ = matplotlib.image.imread(out).shape
+    assert (width, height) == size
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trial", "nope"], "unknown trial 'nope' (for example: t1)"),
+    (["--trial", "t1", "--layer", "conv99"], "trial 't1': unknown layer 'conv99' (layers: conv1, conv2, conv3, conv4, "
+                                             "conv5, conv6, conv7, conv8, conv9)"),
+    (["--trial", "t1", "--methods", "guided,magic"], "trial 't1': unknown method 'magic' (methods: guided, gradient, deconvnet)"),
+])
+def test_visualize_errors(trained, tmp_path, args, message):
+    result = invoke(trained, *args, "--output", tmp_path / "x.png")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {trained}: {message}\n"
+
+
+def test_a_trial_without_checkpoint(trained, tmp_path):
+    checkpoint = trained / "trials" / "t1" / "checkpoint.pt"
+    saved = checkpoint.read_bytes()
+    checkpoint.unlink()
+    try:
+        result = invoke(trained, "--trial", "t1", "--output", tmp_path / "x.png")
+        assert result.exit_code == 1
+        assert result.stderr == f"error: {trained}: trial 't1' (completed) has no checkpoint to load\n"
+    finally:
+        checkpoint.write_bytes(saved)
