@@ -188,6 +188,19 @@ def _workload_of(run_dir):
         return None
 
 
+def _tables(run: str, storage: str, where: list[str] | None, **layout):
+    """A run's results laid out as tables: the workload's default layout, with `layout` overrides."""
+    from orchestrator import report
+
+    run_dir = _open_run(run, storage)
+    results = report.where(report.load(run_dir), where or [])
+    if results.trials.empty:
+        raise AblateError(f"{run_dir.display()}: no trial matches --where {' '.join(where or [])}")
+    workload = _workload_of(run_dir)
+    chosen = report.layout_for(results, workload.layout if workload else None, **layout)
+    return results, report.summarize(results, chosen, workload.references if workload else ())
+
+
 class Format(str, Enum):
     table = "table"
     markdown = "markdown"
@@ -220,17 +233,10 @@ def summarize(run: RunArg, storage: Storage = "./runs",
     Each cell is the metric as mean ± std over seeds (n), the learning rate chosen for it on
     validation data, the parameter count, and the published number with our difference.
     """
-    from orchestrator import formats, report
+    from orchestrator import formats
 
-    run_dir = _open_run(run, storage)
-    results = report.where(report.load(run_dir), where or [])
-    if results.trials.empty:
-        raise AblateError(f"{run_dir.display()}: no trial matches --where {' '.join(where or [])}")
-    workload = _workload_of(run_dir)
-    layout = report.layout_for(results, workload.layout if workload else None, rows=rows, cols=cols,
-                               tables=None if tables is None else [t for t in tables.split(",") if t],
-                               metric=metric, select=select.value)
-    summary = report.summarize(results, layout, workload.references if workload else ())
+    _, summary = _tables(run, storage, where, rows=rows, cols=cols, metric=metric, select=select.value,
+                         tables=None if tables is None else [t for t in tables.split(",") if t])
     if format is Format.table:
         target = Console(file=open(output, "w"), width=200) if output else console
         for table in summary:
@@ -255,10 +261,9 @@ def status(run: RunArg, storage: Storage = "./runs"):
     Reads what is on disk, so it works while `ablate run` is running, and after.
     """
     from orchestrator.progress import duration
+    from orchestrator.records import trials as finished_trials
     from orchestrator.status import status as run_status
     from orchestrator.store import now
-
-    from orchestrator.records import trials as finished_trials
 
     run_dir = _open_run(run, storage)
     table = finished_trials(run_dir)
@@ -289,15 +294,9 @@ def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", hel
          storage: Storage = "./runs",
          where: Annotated[Optional[list[str]], typer.Option(help="Keep trials with column=value; repeat to combine.")] = None):
     """Plot validation error per epoch for each cell, grouped as in the tables, and a bar chart of the main table."""
-    from orchestrator import plots, report
+    from orchestrator import plots
 
-    run_dir = _open_run(run, storage)
-    results = report.where(report.load(run_dir), where or [])
-    if results.trials.empty:
-        raise AblateError(f"{run_dir.display()}: no trial matches --where {' '.join(where or [])}")
-    workload = _workload_of(run_dir)
-    layout = report.layout_for(results, workload.layout if workload else None)
-    plots.plot(results, report.summarize(results, layout, workload.references if workload else ()), output)
+    plots.plot(*_tables(run, storage, where), output)
     console.print(f"wrote {output}")
 
 

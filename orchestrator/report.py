@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from orchestrator.errors import ResultsError
 from orchestrator import records
+from orchestrator.errors import ResultsError
 from orchestrator.records import RESULT_COLUMNS
 from orchestrator.store import RunDir
 from workloads.base import RESULT_STATUSES

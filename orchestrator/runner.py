@@ -15,10 +15,10 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime
 
+from orchestrator import records
 from orchestrator.errors import RunError
 from orchestrator.grid import Grid, Resources
 from orchestrator.progress import Progress, describe
-from orchestrator import records
 from orchestrator.records import Publisher, trial_schema
 from orchestrator.store import RunDir, StoredSession, environment, join_uri, now
 from workloads.base import RESULT_STATUSES
@@ -49,28 +49,33 @@ class RunSummary:
         return 0
 
 
+def _provenance(run: RunDir, trial_id: str, progress: dict, grid_name: str, workload_name: str) -> dict:
+    """What a trial's row says about its attempts, times, log and software, whatever its result."""
+    started = progress.get("started_at")
+    return {"attempts": progress.get("attempt"), "started_at": datetime.fromisoformat(started) if started else None,
+            "finished_at": now(), "log": run.log_path(trial_id), "grid": grid_name, "workload": workload_name,
+            **environment()}
+
+
 def _trainable(tune_config, run_uri, workload_name, grid_name):
-    """One trial, inside a Ray worker. Writes its own result row when it has one."""
+    """One trial, inside a Ray worker. Writes its own record when it has a result."""
     import workloads
 
     run, workload = RunDir(run_uri), workloads.get(workload_name)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
+    trial_config = workload.config(**config)
     session = StoredSession(run, trial_id, on_report=tune.report)
-    attempt = session.start()
+    session.start()
     try:
-        result = workload.train(workload.config(**config), session)
+        result = workload.train(trial_config, session)
         if result.get("status", "completed") not in RESULT_STATUSES:
             raise ValueError(f"workload returned status {result.get('status')!r} "
                              f"(expected one of {', '.join(RESULT_STATUSES)})")
     except BaseException:
         session.log("failed:\n" + traceback.format_exc())
         raise
-    row = {"status": "completed", **result, "attempts": attempt, "started_at": session.progress["started_at"],
-           "finished_at": now(), "log": run.log_path(trial_id), "grid": grid_name, "workload": workload.name,
-           **environment()}
-    if workload.params is not None and row.get("params") is None:
-        row["params"] = workload.params(workload.config(**config))
-    row["started_at"] = datetime.fromisoformat(row["started_at"])
+    row = {"status": "completed", "params": workload.params(trial_config) if workload.params else None,
+           **result, **_provenance(run, trial_id, session.progress, grid_name, workload.name)}
     records.record(run, trial_schema(workload.config), trial_id, config, row, session.epochs)
     session.log(f"finished: {row['status']}")
     tune.report({"final": True, "status": row["status"], "test_error": row.get("test_error"),
@@ -115,14 +120,10 @@ class _Events(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
         message = _last_line(trial.get_error() or "") or "the trial failed"
-        config = trial.config["trial"]["config"]
         progress = self.run.progress(trial_id)
-        started = progress.get("started_at")
-        records.record(self.run, trial_schema(self.grid.workload.config), trial_id, config, {
-            "status": "failed", "error": message, "attempts": progress.get("attempt"),
-            "epochs_completed": progress.get("epoch"), "log": self.run.log_path(trial_id),
-            "started_at": datetime.fromisoformat(started) if started else None, "finished_at": now(),
-            "grid": self.grid.name, "workload": self.grid.workload.name, **environment()})
+        records.record(self.run, trial_schema(self.grid.workload.config), trial_id, trial.config["trial"]["config"], {
+            "status": "failed", "error": message, "epochs_completed": progress.get("epoch"),
+            **_provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)})
         self.publisher.publish([trial_id])
         self.progress.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 
 import pytest
-
 from rich.console import Console
 
 from orchestrator.progress import LiveProgress, PlainProgress, duration

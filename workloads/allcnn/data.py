@@ -12,7 +12,6 @@ paper's GCN + ZCA whitening) is fitted on the training split alone.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import tarfile

@@ -15,6 +15,7 @@ from torch import nn
 
 from workloads.allcnn.paper import DOWNSAMPLING, MODELS, STAGES, VARIANTS, WIDTHS
 
+
 def channels(width: float) -> tuple[int, int]:
     """Channel counts of the two stages for a width multiplier (1.0 = the paper's 96/192)."""
     return tuple(max(1, round(w * width)) for w in WIDTHS)
