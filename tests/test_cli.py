@@ -10,7 +10,7 @@ from orchestrator.cli import app
 from tests.conftest import ROOT, ablate
 
 GRIDS = sorted((ROOT / "grids").glob("*.yaml")) + [ROOT / "examples" / "toy.yaml"]
-COMMANDS = ["plan", "run", "models"]
+COMMANDS = ["plan", "run", "summarize", "status", "plot", "visualize", "models"]
 
 
 def test_help_lists_every_command():

@@ -35,10 +35,10 @@ def test_smoke_grid_end_to_end(tmp_path, data_dir):
     assert (rows["started_at"] <= rows["finished_at"]).all() and rows["params"].gt(0).all()
 
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
-    assert len(epochs) == 12 * 3 and set(epochs["trial_id"]) == set(rows["trial_id"])
+    assert len(epochs) == 12 * 4 and set(epochs["trial_id"]) == set(rows["trial_id"])
     # Every tool a user might reach for reads the same results.
     assert pl.read_parquet(run_dir / "trials.parquet").height == 12
-    assert duckdb.sql(f"select count(*) from read_parquet('{run_dir}/epochs.parquet')").fetchall() == [(36,)]
+    assert duckdb.sql(f"select count(*) from read_parquet('{run_dir}/epochs.parquet')").fetchall() == [(48,)]
 
     again = ablate("run", "grids/smoke.yaml", "--storage", tmp_path / "runs")
     assert again.returncode == 0 and "smoke: 12 completed (0 run now, 12 already done)" in again.stdout
@@ -100,3 +100,32 @@ def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
         assert restarts[key[trial_id]] >= epoch
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
     assert len(epochs) == 6 * 4 and not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4, 0.5]}, fixed={"epochs": 3, "sleep": 0.4},
+                      resources={"cpus": 1})
+    storage = tmp_path / "runs"
+    records = storage / "probe" / "records"
+    exe = os.path.join(os.path.dirname(sys.executable), "ablate")
+    driver = subprocess.Popen([exe, "run", str(path), "--storage", str(storage)], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (records.exists() and any(records.glob("*.epochs.parquet"))):
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 1
+    assert "trials unfinished: run the same command again to resume them" in out
+    assert "Traceback" not in out
+    done = {p.name.split(".")[0] for p in records.glob("*.epochs.parquet")}
+    started_before = Counter(k for k, _, _ in executions(tmp_path))
+
+    result = ablate("run", path, "--storage", storage)
+    assert result.returncode == 0, result.stderr
+    rows = trials(storage / "probe")
+    assert len(rows) == 5 and rows["trial_id"].is_unique
+    started = Counter(k for k, _, _ in executions(tmp_path))
+    for row in rows[rows["trial_id"].isin(done)].itertuples():  # finished before Ctrl-C: not run again
+        key = f"lr{row.lr}-seed0-never"
+        assert started[key] == started_before[key] == 1

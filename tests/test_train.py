@@ -123,3 +123,15 @@ def test_checkpoint_frequency_is_configurable(data_dir):
     session.saved = []
     train(Config(**SMALL, model="A", variant="base", epochs=5, checkpoint_every=2), session)
     assert session.saved == [2, 4, 5]  # and always the last epoch
+
+
+@pytest.mark.parametrize("fast_path", [{"channels_last": False}, {"compile": "default"}], ids=["channels_last", "compile"])
+def test_each_fast_path_can_be_switched_and_trains_the_same(data_dir, fast_path):
+    # Dropout off: a compiled graph draws its dropout masks from another random stream.
+    base = dict(SMALL, model="A", variant="all", epochs=2, lr=0.01, dropout_input=0.0, dropout_hidden=0.0)
+    reference, other = MemorySession(), MemorySession()
+    train(Config(**base), reference)
+    train(Config(**base, **fast_path), other)
+    assert [e["train_loss"] for e in other.epochs] == pytest.approx([e["train_loss"] for e in reference.epochs], rel=1e-3)
+    a, b = reference.checkpoint["model"], other.checkpoint["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-3) for k in a)
