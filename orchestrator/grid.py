@@ -31,8 +31,6 @@ TOP_KEYS = ("name", "description", "workload", "axes", "fixed", "seeds", "repeat
             "include", "resources", "max_failures")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
 DEFAULT_WORKLOAD = "allcnn"
-# Fields a workload marks {"identity": False} (where data lives, how often to checkpoint) do not
-# change what a trial computes, so they are left out of its id.
 
 
 @dataclass(frozen=True)
@@ -73,6 +71,9 @@ class Grid:
 
 
 def trial_id(workload: str, config: dict[str, Any], identity: set[str]) -> str:
+    """A hash of the resolved config. Only the `identity` fields count: fields a workload marks
+    {"identity": False} (where data lives, how often to checkpoint) do not change what a trial
+    computes."""
     canonical = json.dumps({"workload": workload, "config": {k: config[k] for k in sorted(identity)}},
                            sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
