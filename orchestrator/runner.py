@@ -21,7 +21,7 @@ from orchestrator.grid import Grid, Resources
 from orchestrator.progress import Progress, describe
 from orchestrator.records import Publisher, trial_schema
 from orchestrator.store import RunDir, StoredSession, environment, join_uri, now
-from workloads.base import RESULT_STATUSES
+from workloads.base import RESULT_STATUSES, WorkloadError
 
 # Tune's own CSV/JSON/TensorBoard loggers and console reporter: the run's Parquet files and our
 # display replace them.
@@ -145,8 +145,6 @@ def connect(address: str | None, data_dir: str | None = None) -> None:
             os.environ.pop("RAY_ADDRESS", None)
             # Workers inherit the environment: a user's workload module in this directory imports there too.
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
-            if data_dir:
-                os.environ["ABLATE_DATA"] = data_dir
             # address="local": never join a stale cluster left in /tmp/ray by accident.
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
@@ -190,6 +188,10 @@ def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None =
     run.write_bytes(run.child("grid.yaml"), grid.path.read_bytes())
 
     if todo:
+        if address is None:
+            if data_dir:  # read by the preparation below and by the local workers
+                os.environ["ABLATE_DATA"] = data_dir
+            _prepare(grid, todo)
         connect(address, data_dir)
         for note in check_resources(resources, autoscaling=address is not None):
             notify(note)
@@ -205,6 +207,17 @@ def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None =
     counts = {s: statuses.count(s) for s in (*RESULT_STATUSES, "failed") if statuses.count(s)}
     return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),
                       failed_earlier=failed_earlier)
+
+
+def _prepare(grid: Grid, todo) -> None:
+    """Fetch what the trials share once, here, so that a dataset that cannot be had is one error
+    now instead of every trial failing."""
+    if grid.workload.prepare is None:
+        return
+    try:
+        grid.workload.prepare([grid.workload.config(**t.config) for t in todo])
+    except WorkloadError as e:
+        raise RunError(str(e)) from None
 
 
 def _fit(grid, run, todo, resources, progress, fail_fast, publisher) -> None:

@@ -130,3 +130,20 @@ def test_on_a_joined_cluster_missing_nodes_are_a_note_not_an_error():
                      "each trial asks for 64 CPUs but the largest Ray node has 2: trials wait until the "
                      "cluster's autoscaler adds such a node"]
     assert check_resources(Resources(cpus=1, gpus=0.25), autoscaling=False) == []
+
+
+def test_a_dataset_that_cannot_be_had_is_one_error_before_any_trial(tmp_path, data_dir, monkeypatch):
+    import dataclasses
+    import socket
+
+    from workloads.allcnn.data import SOURCES
+
+    with socket.socket() as s:  # a port where nothing listens: offline
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/cifar-10-python.tar.gz"
+    monkeypatch.setitem(SOURCES, "cifar10", dataclasses.replace(SOURCES["cifar10"], url=url))
+    path = tmp_path / "g.yaml"
+    path.write_text("name: g\naxes:\n  lr: [0.1, 0.01]\nfixed:\n  dataset: cifar10\n  epochs: 1\n")
+    with pytest.raises(RunError, match=rf"^cifar-10-python.tar.gz is not in {data_dir} and downloading {url} failed"):
+        run(path, tmp_path / "runs")
+    assert not (tmp_path / "runs" / "g" / "trials").exists()  # no trial started

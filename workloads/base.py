@@ -37,6 +37,11 @@ from typing import Any, Callable, Protocol
 RESULT_STATUSES = ("completed", "diverged", "no_progress")
 
 
+class WorkloadError(Exception):
+    """Something a user can fix outside the code (a dataset missing offline, a corrupted
+    download): shown as one line, not a traceback."""
+
+
 class Session(Protocol):
     """What a training function talks to while it runs."""
 
@@ -73,6 +78,9 @@ class Workload:
     cost: Callable[[Any], dict[str, Any]] | None = None
     # Optional: model parameter count for a config, recorded with each result.
     params: Callable[[Any], int] | None = None
+    # Optional: called once on the driver before a local run with every trial's config, to fetch
+    # what trials share (datasets) once, and to fail once, up front, if it cannot be had.
+    prepare: Callable[[list[Any]], None] | None = None
     # Optional: published numbers to compare with, each a dict of parameter values plus the
     # metric, e.g. {"model": "C", "variant": "all", "dataset": "cifar10", "test_error": 0.0908}.
     references: tuple[dict[str, Any], ...] = ()

@@ -78,13 +78,21 @@ def cost(config: Config) -> dict:
     return {"images": images, "flops": flops}
 
 
+def prepare(configs: list[Config]) -> None:
+    """Download each CIFAR dataset the trials use, once, before they start."""
+    from workloads.allcnn.data import SOURCES, data_dir, load_cifar
+
+    for dataset, root in sorted({(c.dataset, c.data_dir) for c in configs if c.dataset in SOURCES}):
+        load_cifar(dataset, data_dir(root))
+
+
 def _train(config, session):
     from workloads.allcnn.train import train
 
     return train(config, session)
 
 
-WORKLOAD = Workload(name="allcnn", config=Config, train=_train, cost=cost, params=params,
+WORKLOAD = Workload(name="allcnn", config=Config, train=_train, cost=cost, params=params, prepare=prepare,
                     references=REFERENCES,
                     # The paper's tables: networks as rows, downsampling variants as columns.
                     layout={"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]})

@@ -24,12 +24,13 @@ import torch
 from filelock import FileLock
 
 from workloads.allcnn.paper import CLASSES
+from workloads.base import WorkloadError
 
 DATASETS = tuple(CLASSES)
 PREPROCESSING = ("channel", "zca")
 
 
-class DataError(Exception):
+class DataError(WorkloadError):
     """A dataset that cannot be had: missing offline, corrupted, unreadable."""
 
 
