@@ -261,6 +261,7 @@ def status(run: RunArg, storage: Storage = "./runs"):
     Reads what is on disk, so it works while `ablate run` is running, and after.
     """
     from orchestrator.progress import duration
+    from orchestrator.records import statuses
     from orchestrator.records import trials as finished_trials
     from orchestrator.status import status as run_status
     from orchestrator.store import now
@@ -268,7 +269,7 @@ def status(run: RunArg, storage: Storage = "./runs"):
     run_dir = _open_run(run, storage)
     table = finished_trials(run_dir)
     trials = table.to_pandas() if table is not None else None
-    finished = {} if trials is None else dict(zip(trials["trial_id"], trials["status"]))
+    finished = statuses(table)
     s = run_status(run_dir, finished, trials)
     if not s.counts and not s.planned:
         raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")

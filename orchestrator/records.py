@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from orchestrator.errors import ResultsError
 from orchestrator.store import RunDir
 
 RESULT_COLUMNS = [
@@ -98,10 +99,15 @@ def _concat(tables: list[pa.Table | None]) -> pa.Table | None:
     return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 
+def statuses(table: pa.Table | None) -> dict[str, str]:
+    """trial_id -> status of every row of a trials table."""
+    return {} if table is None else dict(zip(table["trial_id"].to_pylist(), table["status"].to_pylist()))
+
+
 def unpublished(run: RunDir, published: pa.Table | None) -> list[str]:
     """Records not in `published` yet, and records of published failures (a retry may have
     replaced them)."""
-    status = dict(zip(published["trial_id"].to_pylist(), published["status"].to_pylist())) if published else {}
+    status = statuses(published)
     return sorted(i for i in _record_ids(run) if status.get(i, "failed") == "failed")
 
 
@@ -118,8 +124,7 @@ def trials(run: RunDir) -> pa.Table | None:
 
 def finished(run: RunDir) -> dict[str, str]:
     """trial_id -> status of every finished trial."""
-    table = trials(run)
-    return {} if table is None else dict(zip(table["trial_id"].to_pylist(), table["status"].to_pylist()))
+    return statuses(trials(run))
 
 
 def epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
@@ -127,7 +132,10 @@ def epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
     path = run.child("epochs.parquet")
     published = None
     if run.fs.get_file_info(path).is_file:
-        published = pq.read_table(path, filesystem=run.fs, filters=[("trial_id", "in", ids)])
+        try:
+            published = pq.read_table(path, filesystem=run.fs, filters=[("trial_id", "in", ids)])
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ResultsError(f"{run.display('epochs.parquet')}: unreadable Parquet ({e})") from None
     have = set(published["trial_id"].to_pylist()) if published is not None else set()
     missing = [run.read_table(run.child("records", f"{i}.epochs.parquet")) for i in ids if i not in have]
     return _concat([published, *missing])

@@ -179,8 +179,8 @@ def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None =
     """Run every trial of `grid` that has no result in `run` yet."""
     resources = resources or grid.resources
     publisher = Publisher(run)
-    publisher.catch_up()  # what a killed driver left unpublished
-    finished = records.finished(run)
+    publisher.catch_up()  # what a killed driver left unpublished: now every record is in publisher.trials
+    finished = records.statuses(publisher.trials)
     todo = [t for t in grid.trials if finished.get(t.trial_id) not in (*RESULT_STATUSES, "failed")
             or (retry_failed and finished[t.trial_id] == "failed")]
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
@@ -202,7 +202,7 @@ def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None =
         finally:
             publisher.catch_up()
 
-    finished = records.finished(run)
+    finished = records.statuses(publisher.trials)
     statuses = [finished.get(t.trial_id) for t in grid.trials]
     counts = {s: statuses.count(s) for s in (*RESULT_STATUSES, "failed") if statuses.count(s)}
     return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),

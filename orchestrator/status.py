@@ -76,12 +76,13 @@ def status(run: RunDir, finished: dict[str, str], trials) -> Status:
     for s in finished.values():
         counts[s] = counts.get(s, 0) + 1
 
-    epoch_seconds = [p["metrics"]["seconds"] for p in progress_files(run).values()
+    progress_by_trial = progress_files(run)
+    epoch_seconds = [p["metrics"]["seconds"] for p in progress_by_trial.values()
                      if isinstance(p.get("metrics", {}).get("seconds"), (int, float))]
     typical = statistics.median(epoch_seconds) if epoch_seconds else 0.0
     stale = max(STALE_AFTER, timedelta(seconds=3 * typical))
     active = []
-    for trial_id, progress in sorted(progress_files(run).items()):
+    for trial_id, progress in sorted(progress_by_trial.items()):
         if trial_id in finished or "updated_at" not in progress:
             continue
         updated = datetime.fromisoformat(progress["updated_at"])

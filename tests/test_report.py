@@ -185,3 +185,11 @@ def test_plot_refuses_other_formats(run_dir, tmp_path):
     result = invoke("plot", run_dir, "--output", tmp_path / "plot.pdf")
     assert result.exit_code == 1
     assert result.stderr == f"error: {tmp_path / 'plot.pdf'}: the plot is written as PNG or SVG; use a .png or .svg name\n"
+
+
+def test_plot_with_unreadable_epochs_is_one_line(run_dir, tmp_path):
+    (run_dir / "epochs.parquet").write_bytes(b"not parquet")
+    result = invoke("plot", run_dir, "--output", tmp_path / "p.png")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {run_dir / 'epochs.parquet'}: unreadable Parquet (")
+    assert result.stderr.count("\n") == 1
