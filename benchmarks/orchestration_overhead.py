@@ -10,6 +10,7 @@ either is timed; each side is run `--repeats` times and the median is reported.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import statistics
@@ -25,8 +26,10 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
-import orchestrator.runner  # noqa: E402,F401  (its Tune settings apply to both sides)
+from orchestrator.runner import TUNE_ENVIRONMENT  # noqa: E402
 from workloads.base import Workload  # noqa: E402
+
+os.environ.update(TUNE_ENVIRONMENT)  # the Tune settings ablate runs with, for both sides
 
 
 @dataclass
@@ -65,8 +68,8 @@ def bare_tune(n: int, storage: str) -> float:
 def ablate_run(n: int, storage: str) -> float:
     from rich.console import Console
 
+    from orchestrator.display import PlainDisplay
     from orchestrator.grid import load_grid
-    from orchestrator.progress import PlainProgress
     from orchestrator.runner import run_grid
     from orchestrator.store import RunDir
 
@@ -77,7 +80,7 @@ def ablate_run(n: int, storage: str) -> float:
     console = Console(file=io.StringIO())
     start = time.perf_counter()
     summary = run_grid(grid, RunDir.for_grid(storage, "noop"),
-                       lambda total, skipped, epochs: PlainProgress(console, total, skipped, epochs))
+                       functools.partial(PlainDisplay, console))
     assert summary.counts == {"completed": n}, summary.counts
     return time.perf_counter() - start
 

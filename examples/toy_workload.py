@@ -22,4 +22,5 @@ def train(config, session):
     return {"status": "completed", "val_error": (w - 3.0) ** 2, "test_error": (w - 3.0) ** 2}
 
 
-WORKLOAD = Workload(name="toy", config=Config, train=train)
+# `epochs`: how many reports a trial makes, for the progress display and ETAs.
+WORKLOAD = Workload(name="toy", config=Config, train=train, epochs=lambda config: config.steps)

@@ -5,13 +5,16 @@
     ablate summarize runs/smoke         the results as the paper's tables
     ablate status runs/smoke            where a run stands
     ablate plot runs/smoke -o smoke.png validation curves and a bar chart
-    ablate visualize runs/smoke --trial ID -o units.png   guided backpropagation
-    ablate models                       the registered networks and their parameter counts
+    ablate models                       a workload's networks and their parameter counts
+
+Registered workloads add their own commands on trained trials (the All-CNN study's `visualize`).
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -21,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import workloads
 from orchestrator.errors import AblateError
 
 app = typer.Typer(help="Run ablation grids of deep-learning experiments: one YAML grid becomes a "
@@ -33,7 +37,15 @@ GridPath = Annotated[Path, typer.Argument(help="A grid file (YAML), e.g. grids/p
 Storage = Annotated[str, typer.Option(help="Where runs live: a local path, an NFS path or s3://bucket/prefix.")]
 
 
-def command(fn):
+@app.callback()
+def main_options():
+    # As `python -m` does: a workload module of the user's (`workload: mine:WORKLOAD`) imports
+    # from the working directory. Done once, here, for the whole command.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def command(fn, name: str | None = None):
     """Register a command; library errors become one `error: ...` line and their exit code."""
 
     @functools.wraps(fn)
@@ -44,7 +56,7 @@ def command(fn):
             err.print(f"error: {e}", markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
-    return app.command()(wrapper)
+    return app.command(name)(wrapper)
 
 
 def _si(value: float | None, unit: str) -> str:
@@ -110,9 +122,9 @@ def run(grid_file: GridPath,
     """
     from dataclasses import replace
 
+    from orchestrator.display import LiveDisplay, PlainDisplay
     from orchestrator.errors import RunError
     from orchestrator.grid import load_grid
-    from orchestrator.progress import LiveProgress, PlainProgress
     from orchestrator.runner import run_grid
     from orchestrator.store import RunDir
 
@@ -133,12 +145,12 @@ def run(grid_file: GridPath,
     live = console.is_terminal and not quiet
     run_dir = RunDir.for_grid(storage, grid.name)
 
-    def progress(total, skipped, epochs):
-        return (LiveProgress if live else PlainProgress)(console, total, skipped, epochs)
+    def display(total, skipped, planned_epochs, metrics):
+        return (LiveDisplay if live else PlainDisplay)(console, total, skipped, planned_epochs, metrics)
 
     console.print(f"{grid.name}: {len(grid.trials)} trials; results in {run_dir.display()}", soft_wrap=True)
     try:
-        summary = run_grid(grid, run_dir, progress, address=address, resources=resources,
+        summary = run_grid(grid, run_dir, display, address=address, resources=resources,
                            retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
                            notify=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
     except KeyboardInterrupt:
@@ -174,20 +186,6 @@ def _open_run(run: str, storage: str):
     return RunDir(resolve_storage(run))
 
 
-def _workload_of(run_dir):
-    """The run's workload, for its default layout and published numbers; None if not importable."""
-    import yaml
-
-    import workloads
-
-    data = run_dir.read_bytes(run_dir.child("grid.yaml"))
-    try:
-        spec = yaml.safe_load(data) if data else {}
-        return workloads.get((spec or {}).get("workload", "allcnn"))
-    except (workloads.UnknownWorkload, yaml.YAMLError):
-        return None
-
-
 def _tables(run: str, storage: str, where: list[str] | None, **layout):
     """A run's results laid out as tables: the workload's default layout, with `layout` overrides."""
     from orchestrator import report
@@ -196,7 +194,7 @@ def _tables(run: str, storage: str, where: list[str] | None, **layout):
     results = report.where(report.load(run_dir), where or [])
     if results.trials.empty:
         raise AblateError(f"{run_dir.display()}: no trial matches --where {' '.join(where or [])}")
-    workload = _workload_of(run_dir)
+    workload = results.workload
     chosen = report.layout_for(results, workload.layout if workload else None, **layout)
     return results, report.summarize(results, chosen, workload.references if workload else ())
 
@@ -260,17 +258,16 @@ def status(run: RunArg, storage: Storage = "./runs"):
 
     Reads what is on disk, so it works while `ablate run` is running, and after.
     """
-    from orchestrator.progress import duration
-    from orchestrator.records import statuses
-    from orchestrator.records import trials as finished_trials
-    from orchestrator.status import status as run_status
+    from orchestrator.display import duration
+    from orchestrator.records import read_trials, statuses
+    from orchestrator.status import read_status
     from orchestrator.store import now
 
     run_dir = _open_run(run, storage)
-    table = finished_trials(run_dir)
+    table = read_trials(run_dir)
     trials = table.to_pandas() if table is not None else None
     finished = statuses(table)
-    s = run_status(run_dir, finished, trials)
+    s = read_status(run_dir, finished, trials)
     if not s.counts and not s.planned:
         raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")
     total = f" of {s.planned}" if s.planned else ""
@@ -302,70 +299,87 @@ def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", hel
 
 
 @command
-def visualize(run: RunArg,
-              trial: Annotated[str, typer.Option(help="The trial_id of a trained trial.", show_default=False)],
-              output: Annotated[Path, typer.Option("--output", "-o", help="The picture to write (.png).")],
-              storage: Storage = "./runs",
-              layer: Annotated[Optional[str], typer.Option(
-                  help="convN or poolN; default: the last downsampling layer.")] = None,
-              units: Annotated[int, typer.Option(help="How many of the layer's most active units.")] = 6,
-              images: Annotated[int, typer.Option(help="Test images searched for the top activations.")] = 500,
-              methods: Annotated[str, typer.Option(help="Comma-separated: guided, gradient, deconvnet.")]
-              = "guided,gradient,deconvnet"):
-    """Guided backpropagation (paper section 3.3): what the units of a trained All-CNN network respond to.
+def models(workload: Annotated[str, typer.Argument(help="A registered workload or module:object.")]
+           = workloads.DEFAULT,
+           json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False):
+    """List a workload's networks with their parameter counts (All-CNN: paper Tables 1 and 2)."""
+    found = _workload(workload)
+    if found.models is None:
+        raise AblateError(f"workload '{found.name}' has no table of models")
+    rows = found.models()
+    if json_output:
+        print(json.dumps(rows))
+        return
+    table = Table(title=f"Models of workload '{found.name}'", title_justify="left")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for column in columns:
+        table.add_column(column, justify="right" if isinstance(rows[0].get(column), int) else "left")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in (row.get(c, "") for c in columns)))
+    console.print(table)
 
-    For the layer's most active units over a sample of test images, shows the input patch each
-    responds to and its reconstruction by guided backpropagation, beside the plain gradient and
-    the deconvnet rule.
-    """
-    from dataclasses import fields
 
+def _workload(name: str):
+    try:
+        return workloads.get(name)
+    except workloads.UnknownWorkload as e:
+        raise AblateError(str(e)) from None
+
+
+def _trial_command(name: str, workload_name: str, fn):
+    """`ablate NAME RUN --trial ID --output FILE [the command's own options]` for a registered
+    workload's TrialCommand (workloads/base.py): the run, trial and checkpoint are found here,
+    and the workload's function does the rest."""
+
+    def trial_command(run: RunArg,
+                      trial: Annotated[str, typer.Option(help="The trial_id of a trained trial.", show_default=False)],
+                      output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+                      storage: Storage = "./runs", **options):
+        run_dir = _open_run(run, storage)
+        config, state = _trained_trial(run_dir, trial, workload_name, name)
+        try:
+            console.print(fn(config, state, output, **options))
+        except ValueError as e:
+            raise AblateError(f"{run_dir.display()}: trial '{trial}': {e}") from None
+
+    # Typer reads a command's options from its signature: the common ones above, then the workload's.
+    common = list(inspect.signature(trial_command, eval_str=True).parameters.values())[:-1]
+    own = list(inspect.signature(fn, eval_str=True).parameters.values())[3:]
+    trial_command.__signature__ = inspect.Signature(common + [p.replace(kind=p.KEYWORD_ONLY) for p in own])
+    trial_command.__doc__ = inspect.getdoc(fn)
+    trial_command.__name__ = name
+    command(trial_command, name)
+
+
+def _trained_trial(run_dir, trial: str, workload_name: str, command_name: str):
+    """The config object and final checkpoint state of a finished trial of `workload_name`."""
     import pyarrow.compute as pc
 
-    from orchestrator.records import trials as finished_trials
+    from orchestrator.grid import saved_grid
+    from orchestrator.records import read_trials
 
-    run_dir = _open_run(run, storage)
-    table = finished_trials(run_dir)
+    table = read_trials(run_dir)
     rows = table.filter(pc.field("trial_id") == trial).to_pylist() if table is not None else []
     if not rows:
         known = table["trial_id"].to_pylist()[:5] if table is not None else []
         raise AblateError(f"{run_dir.display()}: unknown trial '{trial}'"
                           + (f" (for example: {', '.join(known)})" if known else " (the run has no finished trials)"))
-    workload = _workload_of(run_dir)
-    if workload is None or workload.name != "allcnn":
-        raise AblateError(f"{run_dir.display()}: visualize works on the allcnn workload's networks")
-    checkpoint = run_dir.read_bytes(run_dir.trial_file(trial, "checkpoint.pt"))
-    if checkpoint is None:
+    grid = saved_grid(run_dir)
+    if grid is None or grid.workload.name != workload_name:
+        ran = f"workload '{grid.workload.name}'" if grid else "a workload that cannot be loaded here"
+        raise AblateError(f"{run_dir.display()}: {command_name} is a command of workload '{workload_name}'; "
+                          f"this run is of {ran}")
+    saved = run_dir.checkpoint(trial)
+    if saved is None:
         raise AblateError(f"{run_dir.display()}: trial '{trial}' ({rows[0]['status']}) has no checkpoint to load")
-    from workloads.allcnn.visualize import visualize_checkpoint
-
-    config = workload.config(**{f.name: rows[0][f.name] for f in fields(workload.config)})
-    try:
-        drawn = visualize_checkpoint(config, checkpoint, output, layer, units, images,
-                                     tuple(m.strip() for m in methods.split(",") if m.strip()))
-    except ValueError as e:
-        raise AblateError(f"{run_dir.display()}: trial '{trial}': {e}") from None
-    console.print(f"wrote {output}: layer {drawn['layer']}, units {', '.join(map(str, drawn['units']))}")
+    workload = grid.workload
+    config = workload.config(**{f: rows[0][f] for f in workload.config.__dataclass_fields__})
+    return config, saved["state"]
 
 
-@command
-def models(json_output: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False):
-    """List the All-CNN study's networks (paper Tables 1 and 2) with their parameter counts."""
-    from workloads.allcnn.models import MODELS, VARIANTS, build, count_params
-
-    rows = [{"model": m, "variant": v, "classes": k, "params": count_params(build(m, v, k))}
-            for k in (10, 100) for m in MODELS for v in VARIANTS]
-    if json_output:
-        print(json.dumps(rows))
-        return
-    table = Table(title="All-CNN networks (Springenberg et al. 2015)", title_justify="left")
-    for column in ("model", "variant", "params, 10 classes", "params, 100 classes"):
-        table.add_column(column, justify="right" if "params" in column else "left")
-    by_key = {(r["model"], r["variant"], r["classes"]): r["params"] for r in rows}
-    for m in MODELS:
-        for v in VARIANTS:
-            table.add_row(m, v, f"{by_key[m, v, 10]:,}", f"{by_key[m, v, 100]:,}")
-    console.print(table)
+for _name in workloads.REGISTRY:
+    for _command_name, _fn in workloads.get(_name).commands.items():
+        _trial_command(_command_name, _name, _fn)
 
 
 def main() -> None:  # pragma: no cover - the console script

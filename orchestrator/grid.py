@@ -30,7 +30,7 @@ from workloads.base import Workload
 TOP_KEYS = ("name", "description", "workload", "axes", "fixed", "seeds", "repeats", "exclude",
             "include", "resources", "max_failures")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
-DEFAULT_WORKLOAD = "allcnn"
+GRID_FILE = "grid.yaml"  # a run's copy of its grid file, as last run
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ class Grid:
     max_failures: int = 1
     description: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
+
+    def planned_epochs(self, trial: Trial) -> int | None:
+        """How many epochs the trial trains, where its workload says."""
+        return self.workload.epochs(self.workload.config(**trial.config)) if self.workload.epochs else None
 
     def cost(self) -> dict[str, float | None]:
         """Training images and FLOPs of the whole grid, as far as the workload can say."""
@@ -137,9 +141,10 @@ def _number(path, key, value, *, integer=False, minimum=0.0, strict=False):
     return value
 
 
-def read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, data: bytes | None = None) -> dict:
+    """The grid file at `path` as a mapping; `data`, where given, is its content."""
     try:
-        text = path.read_text()
+        text = path.read_text() if data is None else data.decode()
     except OSError as e:
         raise GridError(path, "", f"cannot read the grid file ({e.strerror or e})") from None
     try:
@@ -153,9 +158,10 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
-def load_grid(path: str | Path) -> Grid:
+def load_grid(path: str | Path, content: bytes | None = None) -> Grid:
+    """The grid file at `path` (or `content`, named by `path` in errors), validated and expanded."""
     path = Path(path)
-    data = read_yaml(path)
+    data = read_yaml(path, content)
     for key in data:
         if key not in TOP_KEYS:
             raise GridError(path, str(key), f"unknown key (allowed: {', '.join(TOP_KEYS)})")
@@ -164,7 +170,7 @@ def load_grid(path: str | Path) -> Grid:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise GridError(path, "name", f"expected a name of letters, digits, '_', '.' or '-' "
                                       f"(it names the results folder), got {_fmt(name)}")
-    workload_name = data.get("workload", DEFAULT_WORKLOAD)
+    workload_name = data.get("workload", workloads.DEFAULT)
     if not isinstance(workload_name, str):
         raise GridError(path, "workload", f"expected a registered name or module:object, got {_fmt(workload_name)}")
     try:
@@ -280,3 +286,15 @@ def _resources(path, data) -> Resources:
         _number(path, "resources.max_concurrent", max_concurrent, integer=True, minimum=1)
     return Resources(cpus=_number(path, "resources.cpus", data.get("cpus", 1), strict=True),
                      gpus=gpus, max_concurrent=max_concurrent)
+
+
+def saved_grid(run) -> Grid | None:
+    """The grid a run (store.RunDir) was last run with, from its grid.yaml; None where there is
+    none or it no longer loads here (its workload cannot be imported, say)."""
+    content = run.read_bytes(run.child(GRID_FILE))
+    if content is None:
+        return None
+    try:
+        return load_grid(run.display(GRID_FILE), content)
+    except GridError:
+        return None

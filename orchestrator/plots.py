@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # not pyplot: files only, no display backend, no global state
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only, no display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from orchestrator import records  # noqa: E402
-from orchestrator.errors import ResultsError  # noqa: E402
-from orchestrator.formats import percent, title  # noqa: E402
-from orchestrator.report import Results, Table  # noqa: E402
+from orchestrator import records
+from orchestrator.errors import ResultsError
+from orchestrator.formats import percent, title
+from orchestrator.report import Results, Table
 
 SUFFIXES = (".png", ".svg")
 
@@ -36,11 +32,12 @@ def plot(results: Results, tables: list[Table], output: Path) -> None:
     curve_metric = tables[0].layout.by
     wanted = [(table, key, _cell_trials(results, table, *key)) for table in tables for key in table.cells]
     all_ids = sorted({i for _, _, ids in wanted for i in ids})
-    table = records.epochs(results.run, all_ids) if all_ids else None
+    table = records.read_epochs(results.run, all_ids) if all_ids else None
     epochs = table.select(["trial_id", "epoch", curve_metric]).to_pandas() if table is not None else None
 
     n = len(tables)
-    fig, axes = plt.subplots(n + 1, 1, figsize=(10, 3.6 * (n + 1)), squeeze=False)
+    fig = Figure(figsize=(10, 3.6 * (n + 1)))
+    axes = fig.subplots(n + 1, 1, squeeze=False)
     scale = 100 if percent(curve_metric) else 1
     for ax, table in zip(axes[:, 0], tables):
         for key in table.cells:
@@ -62,7 +59,6 @@ def plot(results: Results, tables: list[Table], output: Path) -> None:
     _bars(axes[-1, 0], tables[0])
     fig.tight_layout()
     fig.savefig(output)
-    plt.close(fig)
 
 
 def _bars(ax, table: Table) -> None:

@@ -26,10 +26,19 @@ import pyarrow.parquet as pq
 
 from orchestrator.errors import ResultsError
 from orchestrator.store import RunDir
+from workloads.base import RESULT_STATUSES
+
+# Every status a row can have: the workload's results, a trial a Tune scheduler stopped early
+# (a result too: it is not run again), and a trial that ran out of retries.
+STOPPED = "stopped"
+STATUSES = (*RESULT_STATUSES, STOPPED, "failed")
 
 RESULT_COLUMNS = [
     ("val_error", pa.float64()), ("test_error", pa.float64()), ("params", pa.int64()),
     ("epochs_completed", pa.int64()), ("train_seconds", pa.float64()), ("images_per_second", pa.float64()),
+    # What the trial's data was (workloads/base.py): sizes, a hash of its content, whether it was real.
+    ("train_examples", pa.int64()), ("test_examples", pa.int64()), ("data_fingerprint", pa.string()),
+    ("synthetic_data", pa.bool_()),
     ("attempts", pa.int64()), ("error", pa.string()), ("log", pa.string()),
     ("started_at", pa.timestamp("ms", tz="UTC")), ("finished_at", pa.timestamp("ms", tz="UTC")),
     ("grid", pa.string()), ("workload", pa.string()), ("trained_on", pa.string()), ("host", pa.string()),
@@ -83,6 +92,12 @@ def record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str, Any]
                     pa.Table.from_pylist([{k: row.get(k) for k in schema.names}], schema=schema))
 
 
+def read_record(run: RunDir, trial_id: str) -> dict[str, Any] | None:
+    """A finished trial's row, from its record; None if it has none."""
+    table = run.read_table(run.child("records", f"{trial_id}.parquet"))
+    return table.to_pylist()[0] if table is not None else None
+
+
 def _record_ids(run: RunDir) -> set[str]:
     return {info.base_name.removesuffix(".parquet") for info in run.list_dir(run.child("records"))
             if info.base_name.endswith(".parquet") and not info.base_name.endswith(".epochs.parquet")}
@@ -116,18 +131,13 @@ def _merge(run: RunDir, published: pa.Table | None, ids: list[str]) -> pa.Table 
     return _concat([_without(published, ids), *rows])
 
 
-def trials(run: RunDir) -> pa.Table | None:
+def read_trials(run: RunDir) -> pa.Table | None:
     """Every finished trial: trials.parquet, with records not published yet merged in."""
     published = run.read_table(run.child("trials.parquet"))
     return _merge(run, published, unpublished(run, published))
 
 
-def finished(run: RunDir) -> dict[str, str]:
-    """trial_id -> status of every finished trial."""
-    return statuses(trials(run))
-
-
-def epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
+def read_epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
     """The epochs of the trials `ids`: from epochs.parquet, or their records if not published yet."""
     path = run.child("epochs.parquet")
     published = None

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from orchestrator import records
 from orchestrator.errors import ResultsError
-from orchestrator.records import RESULT_COLUMNS
+from orchestrator.grid import Grid, saved_grid
+from orchestrator.records import RESULT_COLUMNS, STATUSES
 from orchestrator.store import RunDir
-from workloads.base import RESULT_STATUSES
+from workloads.base import Workload
 
 NOT_CONFIG = {"trial_id", "status", *(name for name, _ in RESULT_COLUMNS)}
 
@@ -30,8 +30,17 @@ NOT_CONFIG = {"trial_id", "status", *(name for name, _ in RESULT_COLUMNS)}
 @dataclass
 class Results:
     trials: pd.DataFrame
-    axes: dict[str, list]  # the grid's axes in the file's order, where the run has its grid.yaml
     run: RunDir
+    grid: Grid | None  # the grid as last run, where it still loads here
+
+    @property
+    def axes(self) -> dict[str, list]:
+        """The grid's axes in the file's order; empty without the grid."""
+        return self.grid.axes if self.grid else {}
+
+    @property
+    def workload(self) -> Workload | None:
+        return self.grid.workload if self.grid else None
 
     @property
     def config_columns(self) -> list[str]:
@@ -92,16 +101,14 @@ def _hashable(value):
 
 
 def load(run: RunDir) -> Results:
-    table = records.trials(run)
+    table = records.read_trials(run)
     if table is None:
         raise ResultsError(f"{run.display()}: no results yet (no {run.display('trials.parquet')})")
     trials = table.to_pandas()
     for column in trials.columns:
         if trials[column].dtype == object:
             trials[column] = trials[column].map(_hashable)
-    grid = run.read_bytes(run.child("grid.yaml"))
-    axes = (yaml.safe_load(grid) or {}).get("axes") or {} if grid else {}
-    return Results(trials.sort_values("trial_id", ignore_index=True), axes, run)
+    return Results(trials.sort_values("trial_id", ignore_index=True), run, saved_grid(run))
 
 
 def layout_for(results: Results, workload_layout: dict | None = None, **overrides) -> Layout:
@@ -134,7 +141,7 @@ def where(results: Results, conditions: list[str]) -> Results:
             raise ResultsError(f"--where '{condition}': unknown column '{column}' (columns: {', '.join(trials.columns)})")
         match = trials[column].astype(str) == value
         trials = trials[~match if negate else match]
-    return Results(trials, results.axes, results.run)
+    return Results(trials, results.run, results.grid)
 
 
 def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = ()) -> list[Table]:
@@ -164,7 +171,7 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
                 cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.iloc[:0])
                 point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
                 cells[(r, c)] = _cell(cell_trials, layout, reduced, _reference(references, point, layout.metric))
-        synthetic = "dataset" in part.columns and (part["dataset"] == "synthetic").any()
+        synthetic = "synthetic_data" in part.columns and part["synthetic_data"].eq(True).any()
         out.append(Table(coords, rows, cols, cells, layout, reduced, bool(synthetic)))
     return out
 
@@ -191,7 +198,7 @@ def _cell(trials: pd.DataFrame, layout: Layout, reduced: list[str], reference) -
             ok = ok[ok[name] == value]
     if ok.empty:
         # No value to show: say why, the most telling status first.
-        for status in ("failed", "diverged", "no_progress", *RESULT_STATUSES):
+        for status in ("failed", "diverged", "no_progress", *STATUSES):
             if counts.get(status):
                 return Cell(status, counts=counts, reference=reference)
         return Cell("pending", counts=counts, reference=reference)

@@ -8,6 +8,7 @@ state after SIGKILL (../shared/RAY_NOTES.md); trials here find their checkpoints
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -15,22 +16,22 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime
 
+import ray
+from ray import tune
+
 from orchestrator import records
+from orchestrator.display import Display, describe
 from orchestrator.errors import RunError
-from orchestrator.grid import Grid, Resources
-from orchestrator.progress import Progress, describe
-from orchestrator.records import Publisher, trial_schema
+from orchestrator.grid import GRID_FILE, Grid, Resources
+from orchestrator.records import STATUSES, STOPPED, Publisher, trial_schema
 from orchestrator.store import RunDir, StoredSession, environment, join_uri, now
 from workloads.base import RESULT_STATUSES, WorkloadError
 
-# Tune's own CSV/JSON/TensorBoard loggers and console reporter: the run's Parquet files and our
-# display replace them.
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "10")
-
-import ray  # noqa: E402
-from ray import tune  # noqa: E402
+# Settings Tune reads only from the environment, set while `fit` runs and restored after: Tune's
+# own CSV/JSON/TensorBoard loggers and console reporter are off (the run's Parquet files and our
+# display replace them), and experiment snapshots, which ablate does not resume from, are rare.
+TUNE_ENVIRONMENT = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
+                    "TUNE_GLOBAL_CHECKPOINT_S": "10"}
 
 
 @dataclass
@@ -71,23 +72,28 @@ def _trainable(tune_config, run_uri, workload_name, grid_name):
         if result.get("status", "completed") not in RESULT_STATUSES:
             raise ValueError(f"workload returned status {result.get('status')!r} "
                              f"(expected one of {', '.join(RESULT_STATUSES)})")
+    except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped
+        session.log("stopped early by the scheduler")
+        raise
     except BaseException:
         session.log("failed:\n" + traceback.format_exc())
         raise
+    # What the session saw, unless the workload says better.
     row = {"status": "completed", "params": workload.params(trial_config) if workload.params else None,
+           "epochs_completed": len(session.epochs), "train_seconds": session.progress.get("train_seconds"),
            **result, **_provenance(run, trial_id, session.progress, grid_name, workload.name)}
     records.record(run, trial_schema(workload.config), trial_id, config, row, session.epochs)
     session.log(f"finished: {row['status']}")
-    tune.report({"final": True, "status": row["status"], "test_error": row.get("test_error"),
-                 "val_error": row.get("val_error")})
 
 
 class _Events(tune.Callback):
-    """Driver-side: feeds the display, and records trials that ran out of retries."""
+    """Driver-side: feeds the display, and records trials that ran out of retries or that a
+    scheduler stopped early (their workers never return a result)."""
 
-    def __init__(self, grid: Grid, run: RunDir, progress: Progress, publisher: Publisher):
-        self.grid, self.run, self.progress, self.publisher = grid, run, progress, publisher
+    def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher):
+        self.grid, self.run, self.display, self.publisher = grid, run, display, publisher
         self.cells = {t.trial_id: t.cell for t in grid.trials}
+        self.schema = trial_schema(grid.workload.config)
 
     def __getstate__(self):
         # Tune pickles its callbacks with the experiment for Tuner.restore, which ablate does not
@@ -99,33 +105,62 @@ class _Events(tune.Callback):
         return trial.config["trial"]["trial_id"]
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.progress.trial_started(self._id(trial), self.cells[self._id(trial)])
+        self.display.trial_started(self._id(trial), self.cells[self._id(trial)])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if not result.get("final"):
-            self.progress.trial_result(self._id(trial), result)
+        self.display.trial_result(self._id(trial), result)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.progress.trial_retrying(self._id(trial))
+        self.display.trial_retrying(self._id(trial))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.publisher.publish([self._id(trial)])
-        result = trial.last_result or {}
-        status = result.get("status", "completed")
-        score = result.get("test_error") if result.get("test_error") is not None else result.get("val_error")
-        detail = describe(self.cells[self._id(trial)])
-        self.progress.trial_finished(self._id(trial), status,
-                                     detail + ("" if score is None else f" -> {score:.4f}"))
+        trial_id = self._id(trial)
+        row = records.read_record(self.run, trial_id)
+        if row is None:  # its worker wrote no result: a scheduler (or a stopper) ended it before `train` returned
+            self._record_stopped(trial_id, trial.config["trial"]["config"], trial.last_result or {})
+            row = records.read_record(self.run, trial_id)
+        self.publisher.publish([trial_id])
+        score = row["test_error"] if row["test_error"] is not None else row["val_error"]
+        detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
+        self.display.trial_finished(trial_id, row["status"], detail)
+
+    def _record_stopped(self, trial_id: str, config: dict, last: dict) -> None:
+        """A truthful row for a trial stopped early: where it got to, and its epochs up to its
+        last checkpoint. Stopped is final: the next `ablate run` does not run it again."""
+        epoch = last.get("epoch")
+        saved = self.run.checkpoint(trial_id)
+        epochs = [e for e in saved["epochs"] if epoch is None or e.get("epoch", 0) <= epoch] if saved else None
+        progress = self.run.progress(trial_id)
+        records.record(self.run, self.schema, trial_id, config, {
+            "status": STOPPED, "val_error": last.get("val_error"), "epochs_completed": epoch,
+            "train_seconds": progress.get("train_seconds"),
+            **_provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)}, epochs)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
         message = _last_line(trial.get_error() or "") or "the trial failed"
         progress = self.run.progress(trial_id)
-        records.record(self.run, trial_schema(self.grid.workload.config), trial_id, trial.config["trial"]["config"], {
+        records.record(self.run, self.schema, trial_id, trial.config["trial"]["config"], {
             "status": "failed", "error": message, "epochs_completed": progress.get("epoch"),
             **_provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)})
         self.publisher.publish([trial_id])
-        self.progress.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
+        self.display.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """os.environ with `values` set, as it was again afterwards: for settings that Ray and
+    workloads read only from the environment."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _last_line(text: str) -> str:
@@ -133,20 +168,19 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def connect(address: str | None, data_dir: str | None = None) -> None:
-    """Join the cluster at `address`, or start a local Ray sized to this machine."""
+def connect(address: str | None, env: dict[str, str] | None = None) -> None:
+    """Join the cluster at `address`, or start a local Ray sized to this machine. `env` is set
+    in every worker's environment."""
     if ray.is_initialized():  # a caller (a test, a notebook) brought its own
         return
-    env = {"ABLATE_DATA": data_dir} if data_dir else {}
+    env = dict(env or {})
+    if address is None:
+        # Workers import a user's workload module from the working directory, as the driver does.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
     try:
-        if address:
-            ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False)
-        else:
-            os.environ.pop("RAY_ADDRESS", None)
-            # Workers inherit the environment: a user's workload module in this directory imports there too.
-            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
-            # address="local": never join a stale cluster left in /tmp/ray by accident.
-            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        # address="local": never join a stale cluster left in /tmp/ray by accident.
+        ray.init(address=address or "local", runtime_env={"env_vars": env} if env else None, log_to_driver=False,
+                 **({} if address else {"include_dashboard": False}))
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {_last_line(str(e))}") from None
 
@@ -173,38 +207,44 @@ def check_resources(resources: Resources, autoscaling: bool = False) -> list[str
     return [p.split(";")[0] + ": trials wait until the cluster's autoscaler adds such a node" for p in problems]
 
 
-def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None = None,
+def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = None,
              resources: Resources | None = None, retry_failed: bool = False, fail_fast: bool = False,
-             data_dir: str | None = None, notify=lambda message: None) -> RunSummary:
-    """Run every trial of `grid` that has no result in `run` yet."""
+             data_dir: str | None = None, scheduler=None, notify=lambda message: None) -> RunSummary:
+    """Run every trial of `grid` that has no result in `run` yet.
+
+    `display_factory(total, skipped, planned_epochs, metrics)` makes the display. `scheduler`, a
+    Tune TrialScheduler, may stop trials early: they are recorded as `stopped` with what they
+    reached, and not run again. Its own end (ASHA's `max_t`) must lie beyond a trial's last
+    epoch, or it stops every trial before `train` returns its final result.
+    """
     resources = resources or grid.resources
     publisher = Publisher(run)
     publisher.catch_up()  # what a killed driver left unpublished: now every record is in publisher.trials
     finished = records.statuses(publisher.trials)
-    todo = [t for t in grid.trials if finished.get(t.trial_id) not in (*RESULT_STATUSES, "failed")
+    todo = [t for t in grid.trials if finished.get(t.trial_id) not in STATUSES
             or (retry_failed and finished[t.trial_id] == "failed")]
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
     skipped = len(grid.trials) - len(todo) - failed_earlier
-    run.write_bytes(run.child("grid.yaml"), grid.path.read_bytes())
+    run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
 
     if todo:
+        env = {"ABLATE_DATA": data_dir} if data_dir else {}  # the dataset cache, for workloads that have one
         if address is None:
-            if data_dir:  # read by the preparation below and by the local workers
-                os.environ["ABLATE_DATA"] = data_dir
-            _prepare(grid, todo)
-        connect(address, data_dir)
+            with _environment(env):
+                _prepare(grid, todo)
+        connect(address, env)
         for note in check_resources(resources, autoscaling=address is not None):
             notify(note)
-        epochs = {t.trial_id: t.config.get("epochs") for t in todo}
+        planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
         try:
-            with progress_factory(len(todo), skipped, epochs) as progress:
-                _fit(grid, run, todo, resources, progress, fail_fast, publisher)
+            with display_factory(len(todo), skipped, planned, grid.workload.metrics) as display:
+                _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler)
         finally:
             publisher.catch_up()
 
     finished = records.statuses(publisher.trials)
     statuses = [finished.get(t.trial_id) for t in grid.trials]
-    counts = {s: statuses.count(s) for s in (*RESULT_STATUSES, "failed") if statuses.count(s)}
+    counts = {s: statuses.count(s) for s in STATUSES if statuses.count(s)}
     return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),
                       failed_earlier=failed_earlier)
 
@@ -220,20 +260,25 @@ def _prepare(grid: Grid, todo) -> None:
         raise RunError(str(e)) from None
 
 
-def _fit(grid, run, todo, resources, progress, fail_fast, publisher) -> None:
+def tune_config(resources: Resources, scheduler=None) -> tune.TuneConfig:
+    """How Tune schedules the trials: one trial per grid cell and seed, named by its trial id."""
+    return tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, reuse_actors=True, scheduler=scheduler,
+                           trial_dirname_creator=lambda trial: trial.config["trial"]["trial_id"],
+                           trial_name_creator=lambda trial: trial.config["trial"]["trial_id"])
+
+
+def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler) -> None:
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, run_uri=run.uri, workload_name=grid.workload_ref, grid_name=grid.name),
         {"cpu": resources.cpus, "gpu": resources.gpus})
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search([{"trial_id": t.trial_id, "config": t.config} for t in todo])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent, reuse_actors=True,
-                                    trial_dirname_creator=lambda trial: trial.config["trial"]["trial_id"],
-                                    trial_name_creator=lambda trial: trial.config["trial"]["trial_id"]),
+        tune_config=tune_config(resources, scheduler),
         run_config=tune.RunConfig(
             name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=join_uri(run.uri, "ray"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
-            callbacks=[_Events(grid, run, progress, publisher)]),
+            callbacks=[_Events(grid, run, display, publisher)]),
     )
     # Tune logs every trial error with its traceback and warns about the result files its disabled
     # loggers did not write; the display and each trial's log say what happened instead.
@@ -241,6 +286,7 @@ def _fit(grid, run, todo, resources, progress, fail_fast, publisher) -> None:
     level = tune_logger.level
     tune_logger.setLevel(logging.CRITICAL)
     try:
-        tuner.fit()
+        with _environment({k: os.environ.get(k, v) for k, v in TUNE_ENVIRONMENT.items()}):  # a user's own win
+            tuner.fit()
     finally:
         tune_logger.setLevel(level)

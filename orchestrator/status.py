@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
-from orchestrator.errors import AblateError
-from orchestrator.grid import Grid, load_grid
+from orchestrator.grid import saved_grid
 from orchestrator.store import RunDir, now
 
 # A trial counts as running while its progress moved within max(this, 3 epochs).
@@ -30,6 +27,7 @@ class Active:
     epoch: int
     epochs: int | None
     metrics: dict[str, Any]
+    train_seconds: float  # wall time of its epochs so far, every attempt
     updated: datetime
     stopped: bool  # no progress for a long while: its run was interrupted
 
@@ -44,20 +42,6 @@ class Status:
     eta_seconds: float | None = None
 
 
-def saved_grid(run: RunDir) -> Grid | None:
-    """The grid as last run, if its workload can still be loaded here."""
-    data = run.read_bytes(run.child("grid.yaml"))
-    if data is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "grid.yaml"
-        path.write_bytes(data)
-        try:
-            return load_grid(path)
-        except AblateError:
-            return None
-
-
 def progress_files(run: RunDir) -> dict[str, dict]:
     selector = pafs.FileSelector(run.child("trials"), allow_not_found=True, recursive=True)
     out = {}
@@ -69,7 +53,7 @@ def progress_files(run: RunDir) -> dict[str, dict]:
     return out
 
 
-def status(run: RunDir, finished: dict[str, str], trials) -> Status:
+def read_status(run: RunDir, finished: dict[str, str], trials) -> Status:
     grid = saved_grid(run)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
     counts: dict[str, int] = {}
@@ -77,8 +61,7 @@ def status(run: RunDir, finished: dict[str, str], trials) -> Status:
         counts[s] = counts.get(s, 0) + 1
 
     progress_by_trial = progress_files(run)
-    epoch_seconds = [p["metrics"]["seconds"] for p in progress_by_trial.values()
-                     if isinstance(p.get("metrics", {}).get("seconds"), (int, float))]
+    epoch_seconds = [p["seconds"] for p in progress_by_trial.values() if "seconds" in p]
     typical = statistics.median(epoch_seconds) if epoch_seconds else 0.0
     stale = max(STALE_AFTER, timedelta(seconds=3 * typical))
     active = []
@@ -86,9 +69,9 @@ def status(run: RunDir, finished: dict[str, str], trials) -> Status:
         if trial_id in finished or "updated_at" not in progress:
             continue
         updated = datetime.fromisoformat(progress["updated_at"])
-        epochs = planned[trial_id].config.get("epochs") if trial_id in planned else None
-        active.append(Active(trial_id, progress.get("epoch", 0), epochs, progress.get("metrics", {}), updated,
-                             stopped=now() - updated > stale))
+        epochs = grid.planned_epochs(planned[trial_id]) if trial_id in planned else None
+        active.append(Active(trial_id, progress.get("epoch", 0), epochs, progress.get("metrics", {}),
+                             progress.get("train_seconds", 0.0), updated, stopped=now() - updated > stale))
     running = [a for a in active if not a.stopped]
     counts["running"] = len(running)
     counts["stopped"] = len(active) - len(running)
@@ -98,12 +81,12 @@ def status(run: RunDir, finished: dict[str, str], trials) -> Status:
 
     gpus = grid.resources.gpus if grid else 0
     seconds = float(trials["train_seconds"].fillna(0).sum()) if trials is not None else 0.0
-    seconds += sum(a.epoch * a.metrics.get("seconds", 0) for a in active)
+    seconds += sum(a.train_seconds for a in active)
     result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
                     unit="GPU" if gpus else "CPU")
     if planned and typical and running:
-        epochs_left = sum(t.config.get("epochs", 0) for i, t in planned.items() if i not in finished)
+        epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)
         epochs_left -= sum(a.epoch for a in active)
         result.eta_seconds = max(0, epochs_left) * typical / len(running)
     return result

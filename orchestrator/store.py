@@ -4,7 +4,7 @@
     <run>/epochs.parquet                      one row per epoch of every finished trial
     <run>/records/<trial_id>.parquet          each trial's row as it finished (see records.py)
     <run>/trials/<trial_id>/checkpoint.pt     the latest training state, to resume from
-    <run>/trials/<trial_id>/progress.json     attempt, start time and latest epoch of a running trial
+    <run>/trials/<trial_id>/progress.json     attempt, start time, latest epoch and its seconds
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
     <run>/grid.yaml                           the grid file as last run
     <run>/ray/                                Ray Tune's own experiment folders
@@ -18,6 +18,7 @@ import functools
 import io
 import json
 import socket
+import time
 import uuid
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -142,6 +143,16 @@ class RunDir:
     def write_progress(self, trial_id: str, progress: dict[str, Any]) -> None:
         self.write_bytes(self.trial_file(trial_id, "progress.json"), json.dumps(progress).encode())
 
+    def checkpoint(self, trial_id: str) -> dict[str, Any] | None:
+        """A trial's last checkpoint as its session saved it: {"state": what the workload handed
+        to report, "epochs": every epoch's metrics up to it}; None if it has none."""
+        data = self.read_bytes(self.trial_file(trial_id, "checkpoint.pt"))
+        if data is None:
+            return None
+        import torch
+
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
 
 class StoredSession:
     """The session a trial trains with under `ablate run`: checkpoints, epochs and progress go to
@@ -152,6 +163,7 @@ class StoredSession:
         self.epochs: list[dict[str, Any]] = []
         self.checkpoint_path = run.trial_file(trial_id, "checkpoint.pt")
         self.progress = run.progress(trial_id)
+        self.epoch_began = time.monotonic()
 
     def start(self) -> int:
         """Count this attempt; returns its number (1 for the first)."""
@@ -159,23 +171,24 @@ class StoredSession:
         self.progress = {**self.progress, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started}
         self.run.write_progress(self.trial_id, self.progress)
         self.log(f"attempt {self.progress['attempt']} on {socket.gethostname()}")
+        self.epoch_began = time.monotonic()
         return self.progress["attempt"]
 
     def log(self, line: str) -> None:
         self.run.append_text(self.run.trial_file(self.trial_id, "trial.log"), f"{now():%Y-%m-%d %H:%M:%S} {line}\n")
 
     def restore(self):
-        import torch
-
-        data = self.run.read_bytes(self.checkpoint_path)
-        if data is None:
+        saved = self.run.checkpoint(self.trial_id)
+        if saved is None:
             return None
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
         self.epochs = saved["epochs"]
         self.log(f"resumed from the checkpoint after epoch {len(self.epochs)}")
         return saved["state"]
 
     def report(self, metrics, checkpoint=None):
+        # Epochs are timed here, not by the workload: `ablate status` needs their length for
+        # compute used and ETAs whatever the workload reports.
+        seconds, self.epoch_began = time.monotonic() - self.epoch_began, time.monotonic()
         self.epochs.append(dict(metrics))
         if checkpoint is not None:
             import torch
@@ -183,7 +196,8 @@ class StoredSession:
             buffer = io.BytesIO()
             torch.save({"state": checkpoint, "epochs": self.epochs}, buffer)
             self.run.write_bytes(self.checkpoint_path, buffer.getvalue())
-        self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics),
+        self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics), "seconds": seconds,
+                         "train_seconds": self.progress.get("train_seconds", 0.0) + seconds,
                          "updated_at": now().isoformat()}
         self.run.write_progress(self.trial_id, self.progress)
         self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))

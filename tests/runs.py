@@ -1,6 +1,7 @@
-"""Helpers for tests that run grids: probe grid files, quiet progress, reading results."""
+"""Helpers for tests that run grids: probe grid files, a quiet display, reading results."""
 from __future__ import annotations
 
+import functools
 import io
 from collections import Counter
 from pathlib import Path
@@ -9,7 +10,7 @@ import pandas as pd
 import yaml
 from rich.console import Console
 
-from orchestrator.progress import PlainProgress
+from orchestrator.display import PlainDisplay
 
 
 def probe_grid(tmp_path: Path, name="probe", axes=None, fixed=None, **top) -> Path:
@@ -24,9 +25,9 @@ def probe_grid(tmp_path: Path, name="probe", axes=None, fixed=None, **top) -> Pa
 
 
 def quiet(output: io.StringIO | None = None):
-    """A progress factory that writes plain lines into `output`."""
+    """A display factory that writes plain lines into `output`."""
     console = Console(file=output or io.StringIO(), width=200)
-    return lambda total, skipped, epochs: PlainProgress(console, total, skipped, epochs)
+    return functools.partial(PlainDisplay, console)
 
 
 def executions(tmp_path: Path) -> list[tuple[str, int, str]]:

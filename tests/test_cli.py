@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -10,14 +13,15 @@ from orchestrator.cli import app
 from tests.conftest import ROOT, ablate
 
 GRIDS = sorted((ROOT / "grids").glob("*.yaml")) + [ROOT / "examples" / "toy.yaml"]
-COMMANDS = ["plan", "run", "summarize", "status", "plot", "visualize", "models"]
+COMMANDS = ["plan", "run", "summarize", "status", "plot", "models", "visualize"]
 
 
 def test_help_lists_every_command():
     result = ablate("--help")
     assert result.returncode == 0
-    for command in COMMANDS:
-        assert command in result.stdout
+    # The rows of the Commands panel, "│ plan       Show what ...", not words of the description.
+    commands = result.stdout[result.stdout.index("Commands"):]
+    assert re.findall(r"^│ ([a-z]+) {2,}\S", commands, re.M) == COMMANDS
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -72,4 +76,26 @@ def test_models_json_has_the_paper_parameter_counts():
 def test_models_table():
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0
+    assert "Models of workload 'allcnn'" in result.stdout
     assert "1,369,738" in result.stdout and "839,242" in result.stdout
+
+
+def test_models_of_a_workload_without_a_table_is_one_line():
+    result = CliRunner().invoke(app, ["models", "tests.probe:WORKLOAD"])
+    assert result.exit_code == 1
+    assert result.stderr == "error: workload 'probe' has no table of models\n"
+    result = CliRunner().invoke(app, ["models", "nope"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unknown workload 'nope' (known: allcnn; ")
+
+
+def test_importing_ablate_changes_no_process_wide_state(tmp_path):
+    # Environment variables, matplotlib's backend, the import path: a library must not touch them
+    # (`-P`: the working directory is not on sys.path to begin with; the repository is, by PYTHONPATH).
+    code = ("import os, sys; env = dict(os.environ); "
+            "import orchestrator.cli, orchestrator.runner, orchestrator.plots, workloads; "
+            "import matplotlib; workloads.get('tests.probe:WORKLOAD'); "
+            "print(dict(os.environ) == env, os.getcwd() not in sys.path, matplotlib.rcParams._get_backend_or_none())")
+    result = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ["True", "True", "None"], result.stderr

@@ -93,11 +93,12 @@ def test_where_can_exclude(run_dir):
     assert set(results.trials["model"]) == {"C"}
 
 
-def test_synthetic_results_are_labelled(tmp_path):
+def test_results_the_workload_marks_as_synthetic_data_are_labelled(tmp_path):
     run = write_fixture(tmp_path / "fixture")
+    assert "SYNTHETIC" not in invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
     table = run.read_table(run.child("trials.parquet"))
-    table = table.set_column(table.schema.get_field_index("dataset"), "dataset",
-                             pa.array(["synthetic"] * table.num_rows))
+    table = table.set_column(table.schema.get_field_index("synthetic_data"), "synthetic_data",
+                             pa.array([True] * table.num_rows))
     run.write_table(run.child("trials.parquet"), table)
     assert "(SYNTHETIC DATA)" in invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
 
@@ -148,13 +149,13 @@ def test_missing_empty_and_unreadable_runs(tmp_path):
 
 def test_status_of_a_half_finished_run(run_dir):
     run = RunDir(str(run_dir))
-    finished = records.finished(run)
+    finished = records.statuses(records.read_trials(run))
     first, second = [t.trial_id for t in load_grid(run_dir / "grid.yaml").trials if t.trial_id not in finished][:2]
     fresh, stale = now(), now() - timedelta(hours=2)
-    run.write_progress(first, {"attempt": 1, "epoch": 2, "metrics": {"val_error": 0.5, "seconds": 60.0},
-                                        "updated_at": fresh.isoformat()})
-    run.write_progress(second, {"attempt": 1, "epoch": 1, "metrics": {"val_error": 0.7, "seconds": 60.0},
-                                        "updated_at": stale.isoformat()})
+    run.write_progress(first, {"attempt": 1, "epoch": 2, "metrics": {"val_error": 0.5}, "seconds": 60.0,
+                               "train_seconds": 120.0, "updated_at": fresh.isoformat()})
+    run.write_progress(second, {"attempt": 1, "epoch": 1, "metrics": {"val_error": 0.7}, "seconds": 60.0,
+                                "train_seconds": 60.0, "updated_at": stale.isoformat()})
     result = invoke("status", run_dir)
     assert result.exit_code == 0
     out = result.stdout

@@ -44,6 +44,18 @@ def test_smoke_grid_end_to_end(tmp_path, data_dir):
     assert again.returncode == 0 and "smoke: 12 completed (0 run now, 12 already done)" in again.stdout
 
 
+def test_a_workload_module_in_the_working_directory_runs_on_local_workers(tmp_path):
+    # As a user would: their own module beside their grid, nothing on PYTHONPATH. The driver
+    # imports it from the working directory, and the Ray workers are told to do the same.
+    (tmp_path / "mywork.py").write_text((ROOT / "examples" / "toy_workload.py").read_text())
+    (tmp_path / "mine.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\naxes:\n  lr: [0.1, 0.5]\n")
+    result = ablate("run", "mine.yaml", "--quiet", cwd=tmp_path, env={"PYTHONPATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert "mine: 2 completed (2 run now, 0 already done)" in result.stdout
+    rows = pd.read_parquet(tmp_path / "runs" / "mine" / "trials.parquet")
+    assert sorted(rows["lr"]) == [0.1, 0.5] and (rows["epochs_completed"] == 20).all()
+
+
 def test_gpus_on_a_machine_without_gpus_is_refused_up_front(tmp_path):
     result = ablate("run", "grids/smoke.yaml", "--storage", tmp_path / "runs", "--trials-per-gpu", "4")
     assert result.returncode == 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -96,6 +97,42 @@ def test_a_finished_grid_run_again_runs_nothing(tmp_path):
     again = run(path, storage)
     assert (again.ran, again.skipped, again.exit_code) == (0, 2, 0)
     assert sum(starts(tmp_path).values()) == 2
+
+
+def test_a_trial_a_scheduler_stops_early_is_recorded_as_stopped_and_not_run_again(tmp_path):
+    from ray.tune.schedulers import ASHAScheduler
+
+    # One trial at a time, best first: at ASHA's first rung (epoch 1) each later trial is worse
+    # than the ones before it, and is stopped there. max_t beyond the last epoch: see run_grid.
+    storage = tmp_path / "runs"
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3]}, fixed={"epochs": 3},
+                      resources={"cpus": 1, "max_concurrent": 1})
+    scheduler = ASHAScheduler(metric="val_error", mode="min", max_t=10, grace_period=1, reduction_factor=2)
+    output = io.StringIO()
+    summary = run(path, storage, output, scheduler=scheduler)
+    assert summary.counts == {"completed": 1, "stopped": 2} and summary.exit_code == 0
+    rows = trials(storage / "probe").set_index("lr")
+    assert rows.loc[0.1, "status"] == "completed" and rows.loc[0.1, "epochs_completed"] == 3
+    for lr in (0.2, 0.3):  # where it got to, truthfully: one epoch, its validation error then
+        assert rows.loc[lr, "status"] == "stopped" and rows.loc[lr, "epochs_completed"] == 1
+        assert rows.loc[lr, "val_error"] == pytest.approx(lr + 1 / 2)
+        assert pd.isna(rows.loc[lr, "test_error"]) and pd.isna(rows.loc[lr, "error"])
+    epochs = pd.read_parquet(storage / "probe" / "epochs.parquet")
+    assert epochs.groupby("trial_id")["epoch"].max().sort_values().tolist() == [1, 1, 3]
+    assert "stopped: lr=0.2" in output.getvalue()
+
+    again = run(path, storage)  # no scheduler now: stopped is a result, not unfinished work
+    assert (again.ran, again.skipped, again.exit_code) == (0, 3, 0)
+    assert sum(starts(tmp_path).values()) == 3
+
+
+def test_a_run_leaves_the_drivers_environment_as_it_found_it(tmp_path):
+    # A notebook or a test that runs a grid keeps its own settings: --data-dir and Tune's
+    # settings reach Ray and the workers, not the rest of the process.
+    before = dict(os.environ)
+    summary = run(probe_grid(tmp_path), tmp_path / "runs", data_dir=str(tmp_path / "data"))
+    assert summary.counts == {"completed": 2}
+    assert dict(os.environ) == before
 
 
 def test_resources_no_node_can_give_are_refused_up_front(tmp_path):

@@ -107,3 +107,15 @@ def test_a_trial_without_checkpoint(trained, tmp_path):
         assert result.stderr == f"error: {trained}: trial 't1' (completed) has no checkpoint to load\n"
     finally:
         checkpoint.write_bytes(saved)
+
+
+def test_visualize_refuses_a_run_of_another_workload(tmp_path):
+    from tests.probe import Config as ProbeConfig
+
+    run = RunDir(str(tmp_path / "probe"))
+    run.write_bytes(run.child("grid.yaml"), b"name: probe\nworkload: tests.probe:WORKLOAD\n")
+    record(run, trial_schema(ProbeConfig), "p1", vars(ProbeConfig()), {"status": "completed"})
+    result = invoke(tmp_path / "probe", "--trial", "p1", "--output", tmp_path / "x.png")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {tmp_path / 'probe'}: visualize is a command of workload 'allcnn'; "
+                             "this run is of workload 'probe'\n")

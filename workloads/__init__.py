@@ -1,19 +1,19 @@
 """Registered workloads: the experiments a grid file can name.
 
 Builtin ones are listed by import path so that `ablate --help` does not import torch.
-A grid may also name any `module:object` that is a `workloads.base.Workload`.
+A grid may also name any `module:object` that is a `workloads.base.Workload`, importable from
+`sys.path` (the `ablate` command puts the working directory there, as `python -m` does).
 """
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 
 from workloads.base import Workload
 
 REGISTRY = {
     "allcnn": "workloads.allcnn:WORKLOAD",
 }
+DEFAULT = "allcnn"  # what a grid file without a `workload` key runs
 
 
 class UnknownWorkload(LookupError):
@@ -27,9 +27,6 @@ def get(name: str) -> Workload:
         raise UnknownWorkload(f"unknown workload '{name}' (known: {', '.join(REGISTRY)}; "
                               "or an import path module:object)")
     module_name, _, attr = path.partition(":")
-    # As `python -m` does: a user's module in the current directory imports.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
         workload = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:

@@ -26,6 +26,22 @@ passes a session backed by storage and Ray; tests pass a `MemorySession`.
     WORKLOAD = Workload(name="toy", config=Config, train=train)
 
 A grid file then says `workload: mypackage.toy:WORKLOAD`.
+
+What the orchestrator reads, and nothing else:
+
+- An epoch is one `session.report` call; its metrics dict should carry `epoch` (1, 2, ...).
+  `Workload.epochs(config)` says how many a trial makes, for progress and ETAs; without it the
+  display shows epochs without a total. The orchestrator times epochs itself.
+- `Workload.metrics` names the reported metrics the live display and `ablate status` show.
+- `train` returns `status` (one of RESULT_STATUSES), `val_error` (what choosing among settings,
+  e.g. a learning rate, minimizes: validation data, never test) and `test_error` (the number a
+  table reports), and may return the other result columns of orchestrator/records.py:
+  `params`, `epochs_completed`, `train_seconds`, `images_per_second`, `trained_on`, and what
+  its data was: `train_examples`, `test_examples`, `data_fingerprint` (a hash of the data a
+  trial saw, so that a subset or another copy shows) and `synthetic_data`.
+- Optional extras: `cost` and `prepare` for `ablate plan` and `ablate run`, `references` and
+  `layout` for `ablate summarize`, `models` for `ablate models`, and `commands`: further
+  `ablate` commands on trained trials (the All-CNN study's `visualize`), see TrialCommand.
 """
 from __future__ import annotations
 
@@ -69,11 +85,24 @@ class MemorySession:
         return copy.deepcopy(self.checkpoint)
 
 
+# A command on a trained trial: `ablate NAME RUN --trial ID --output FILE [options]` calls
+# `command(config, state, output, **options)` with the trial's config object, the state of its
+# last checkpoint (what `train` handed to `session.report`) and the output path, and prints the
+# line it returns. Its docstring is the command's help; its keyword-only parameters are the
+# options, typed as Typer reads them (`units: Annotated[int, typer.Option(help=...)] = 6`). A
+# ValueError is a mistake the user can fix: shown as one line.
+TrialCommand = Callable[..., str]
+
+
 @dataclass(frozen=True)
 class Workload:
     name: str
     config: type  # a dataclass: the parameters a grid may set, with their defaults
     train: Callable[[Any, Session], dict[str, Any]]
+    # Optional: how many epochs (`session.report` calls) a trial of this config makes.
+    epochs: Callable[[Any], int] | None = None
+    # The reported metrics to show while trials run, in order.
+    metrics: tuple[str, ...] = ("val_error",)
     # Optional: {"images": training images seen, "flops": training FLOPs or None}, for `ablate plan`.
     cost: Callable[[Any], dict[str, Any]] | None = None
     # Optional: model parameter count for a config, recorded with each result.
@@ -87,3 +116,7 @@ class Workload:
     # Optional: how `ablate summarize` lays out its tables by default, e.g.
     # {"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]}.
     layout: dict[str, Any] | None = None
+    # Optional: the rows `ablate models` prints, one dict per network, e.g. with its parameter count.
+    models: Callable[[], list[dict[str, Any]]] | None = None
+    # Optional: extra `ablate` commands on trained trials, by name (see TrialCommand).
+    commands: dict[str, TrialCommand] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from workloads.allcnn import commands
 from workloads.allcnn.paper import CLASSES, MODELS, REFERENCES, VARIANTS
 from workloads.base import Workload
 
@@ -86,13 +87,23 @@ def prepare(configs: list[Config]) -> None:
         load_cifar(dataset, data_dir(root))
 
 
+def models() -> list[dict]:
+    """Every network of paper Tables 1 and 2, with its parameter count for 10 and 100 classes."""
+    from workloads.allcnn.models import build, count_params
+
+    return [{"model": m, "variant": v, "classes": k, "params": count_params(build(m, v, k))}
+            for k in (10, 100) for m in MODELS for v in VARIANTS]
+
+
 def _train(config, session):
     from workloads.allcnn.train import train
 
     return train(config, session)
 
 
-WORKLOAD = Workload(name="allcnn", config=Config, train=_train, cost=cost, params=params, prepare=prepare,
-                    references=REFERENCES,
+WORKLOAD = Workload(name="allcnn", config=Config, train=_train, epochs=lambda config: config.epochs,
+                    metrics=("train_loss", "val_error", "images_per_second"),
+                    cost=cost, params=params, prepare=prepare, references=REFERENCES,
                     # The paper's tables: networks as rows, downsampling variants as columns.
-                    layout={"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]})
+                    layout={"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]},
+                    models=models, commands={"visualize": commands.visualize})

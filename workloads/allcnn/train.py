@@ -146,4 +146,7 @@ def train(config, session) -> dict:
     return {"status": status, "val_error": final_val, "test_error": test_error,
             "params": count_params(net), "epochs_completed": epoch, "train_seconds": train_seconds,
             "images_per_second": epoch * steps * batch / train_seconds if train_seconds else None,
-            "trained_on": torch.cuda.get_device_name(device) if cuda else "cpu"}
+            "trained_on": torch.cuda.get_device_name(device) if cuda else "cpu",
+            # The training set is what remains after the validation split.
+            "train_examples": len(data.y_train), "test_examples": len(data.y_test),
+            "data_fingerprint": data.fingerprint, "synthetic_data": data.synthetic}

@@ -12,7 +12,6 @@ Max-pooling passes the gradient back through its argmax ("switches") under every
 """
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from pathlib import Path
 
@@ -105,15 +104,12 @@ def reconstruct(net: nn.Sequential, index: int, image: torch.Tensor, unit, rule:
 
 
 def figure(image_rows: list[list[torch.Tensor]], columns: list[str], row_labels: list[str], output: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no display backend, no global figure state
 
     rows = len(image_rows)
     # 120 x 120 pixels a tile at 100 dpi: the output is (columns x 120) x (rows x 120 + 40) pixels.
-    fig, axes = plt.subplots(rows, len(columns), figsize=(1.2 * len(columns), 1.2 * rows + 0.4), dpi=100,
-                             squeeze=False)
+    fig = Figure(figsize=(1.2 * len(columns), 1.2 * rows + 0.4), dpi=100)
+    axes = fig.subplots(rows, len(columns), squeeze=False)
     for r, tiles in enumerate(image_rows):
         for c, tile in enumerate(tiles):
             ax = axes[r, c]
@@ -126,7 +122,6 @@ def figure(image_rows: list[list[torch.Tensor]], columns: list[str], row_labels:
                 ax.set_ylabel(row_labels[r], fontsize=7)
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.01, top=1 - 0.4 / (1.2 * rows + 0.4), wspace=0.05, hspace=0.1)
     fig.savefig(output, dpi=100)
-    plt.close(fig)
 
 
 def _show_image(x: torch.Tensor) -> torch.Tensor:
@@ -171,9 +166,10 @@ def visualize(net: nn.Sequential, images: torch.Tensor, output: Path, layer: str
     return {"layer": layer, "units": [u[0] for u in chosen], "methods": list(methods)}
 
 
-def visualize_checkpoint(config, checkpoint: bytes, output: Path, layer: str | None = None, units: int = 6,
-                         images: int = 500, methods: tuple[str, ...] = METHODS) -> dict:
-    """Load a trial's final weights and visualize its units on `images` test images."""
+def visualize_state(config, state: dict, output: Path, layer: str | None = None, units: int = 6,
+                    images: int = 500, methods: tuple[str, ...] = METHODS) -> dict:
+    """Load a trial's final weights (its checkpoint `state`) and visualize its units on `images`
+    test images."""
     from workloads.allcnn.data import prepare
     from workloads.allcnn.models import build
 
@@ -181,6 +177,5 @@ def visualize_checkpoint(config, checkpoint: bytes, output: Path, layer: str | N
                    test_size=config.test_size, preprocessing=config.preprocessing, split_seed=config.split_seed,
                    root=config.data_dir)
     net = build(config.model, config.variant, data.classes, config.width)
-    state = torch.load(io.BytesIO(checkpoint), map_location="cpu", weights_only=False)["state"]
     net.load_state_dict(state["model"])
     return visualize(net, data.x_test[:images], output, layer, units, methods)

@@ -6,16 +6,16 @@ import io
 import pytest
 from rich.console import Console
 
-from orchestrator.progress import LiveProgress, PlainProgress, duration
+from orchestrator.display import LiveDisplay, PlainDisplay, duration
 
 
 def console(terminal=False):
     return Console(file=io.StringIO(), width=160, force_terminal=terminal)
 
 
-def test_plain_progress_prints_one_line_per_event():
+def test_plain_display_prints_one_line_per_event():
     out = console()
-    p = PlainProgress(out, total=2, skipped=1, epochs={"a": 10, "b": 10})
+    p = PlainDisplay(out, total=2, skipped=1, planned_epochs={"a": 10, "b": 10})
     p.trial_started("a", {"model": "C", "lr": 0.1})
     p.trial_result("a", {"epoch": 1, "val_error": 0.5})
     p.trial_retrying("a")
@@ -27,7 +27,7 @@ def test_plain_progress_prints_one_line_per_event():
 
 
 def test_eta_counts_the_epochs_left():
-    p = PlainProgress(console(), total=2, skipped=0, epochs={"a": 10, "b": 10})
+    p = PlainDisplay(console(), total=2, skipped=0, planned_epochs={"a": 10, "b": 10})
     p.started -= 100  # 100 s ago
     p.trial_started("a", {})
     for epoch in range(1, 6):
@@ -39,7 +39,7 @@ def test_eta_counts_the_epochs_left():
 
 
 def test_a_resumed_trial_counts_one_epoch_of_work_not_its_whole_history():
-    p = PlainProgress(console(), total=1, skipped=0, epochs={"a": 10})
+    p = PlainDisplay(console(), total=1, skipped=0, planned_epochs={"a": 10})
     p.started -= 10
     p.trial_started("a", {})
     p.trial_result("a", {"epoch": 6})  # resumed after epoch 5
@@ -48,7 +48,8 @@ def test_a_resumed_trial_counts_one_epoch_of_work_not_its_whole_history():
 
 def test_live_table_shows_running_trials_with_epoch_and_metrics():
     out = console(terminal=True)
-    p = LiveProgress(out, total=3, skipped=0, epochs={"a": 350, "b": 350, "c": 350})
+    p = LiveDisplay(out, total=3, skipped=0, planned_epochs={"a": 350, "b": 350, "c": 350},
+                    metrics=("train_loss", "val_error", "images_per_second"))
     p.trial_started("a", {"model": "C", "variant": "all"})
     p.trial_result("a", {"epoch": 12, "train_loss": 1.25, "val_error": 0.4321, "images_per_second": 61234.0})
     render = console()
@@ -56,6 +57,18 @@ def test_live_table_shows_running_trials_with_epoch_and_metrics():
     text = render.file.getvalue()
     assert "0/3 done, 1 running, 2 pending" in text
     assert "model=C variant=all" in text and "12/350" in text and "0.4321" in text and "61234" in text
+    assert "images_per_second" in text  # the columns are the workload's metrics
+
+
+def test_live_table_shows_only_the_metrics_the_workload_names():
+    p = LiveDisplay(console(terminal=True), total=1, skipped=0, planned_epochs={"a": None}, metrics=("accuracy",))
+    p.trial_started("a", {"lr": 0.1})
+    p.trial_result("a", {"epoch": 3, "accuracy": 0.875, "train_loss": 9.5})
+    render = console()
+    render.print(p.render())
+    text = render.file.getvalue()
+    assert "accuracy" in text and "0.8750" in text and "3/?" in text
+    assert "train_loss" not in text and "9.5" not in text
 
 
 def test_duration_format():

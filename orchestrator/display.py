@@ -1,5 +1,6 @@
 """What `ablate run` shows while it runs: a live rich table on a terminal, one line per event
-otherwise (logs, CI, `--quiet`). Fed by the runner's Ray callback; knows nothing of Ray."""
+otherwise (logs, CI, `--quiet`). Fed by the runner's Ray callback; knows nothing of Ray. The
+columns are the metrics the workload names (workloads/base.py, `Workload.metrics`)."""
 from __future__ import annotations
 
 import time
@@ -11,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from workloads.base import RESULT_STATUSES
+from orchestrator.records import STATUSES
 
 
 def duration(seconds: float | None) -> str:
@@ -29,28 +30,30 @@ def describe(cell: dict[str, Any]) -> str:
 @dataclass
 class Running:
     cell: dict[str, Any]
-    epochs: int | None
+    planned: int | None  # epochs it will train, where known
     epoch: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
     retries: int = 0
 
 
-class Progress:
+class Display:
     """Counts and ETA of a run. Subclasses decide how to show them."""
 
-    def __init__(self, console: Console, total: int, skipped: int, epochs: dict[str, int | None]):
+    def __init__(self, console: Console, total: int, skipped: int, planned_epochs: dict[str, int | None],
+                 metrics: tuple[str, ...] = ("val_error",)):
         self.console, self.total, self.skipped = console, total, skipped
-        self.epochs = epochs  # trial_id -> epochs it trains, where known, for the ETA
+        self.planned_epochs = planned_epochs  # trial_id -> epochs it trains, where known, for the ETA
+        self.metrics = metrics  # the workload's metrics to show for running trials
         self.running: dict[str, Running] = {}
-        self.counts = {s: 0 for s in (*RESULT_STATUSES, "failed")}
-        known = list(epochs.values())
+        self.counts = {s: 0 for s in STATUSES}
+        known = list(planned_epochs.values())
         self.epochs_left = None if None in known else sum(known)
         self.epochs_trained = 0
         self.started = time.monotonic()
 
     # -- events --------------------------------------------------------------------------------
     def trial_started(self, trial_id: str, cell: dict[str, Any]) -> None:
-        self.running[trial_id] = Running(cell, self.epochs.get(trial_id))
+        self.running[trial_id] = Running(cell, self.planned_epochs.get(trial_id))
         self.show(trial_id, "started", describe(cell))
 
     def trial_result(self, trial_id: str, metrics: dict[str, Any]) -> None:
@@ -70,8 +73,8 @@ class Progress:
 
     def trial_finished(self, trial_id: str, status: str, detail: str) -> None:
         run = self.running.pop(trial_id, None)
-        if run and run.epochs and self.epochs_left is not None:
-            self.epochs_left -= max(0, run.epochs - run.epoch)  # stopped early: those epochs never come
+        if run and run.planned and self.epochs_left is not None:
+            self.epochs_left -= max(0, run.planned - run.epoch)  # stopped early: those epochs never come
         self.counts[status] = self.counts.get(status, 0) + 1
         self.show(trial_id, status, detail)
 
@@ -107,7 +110,7 @@ class Progress:
         return False
 
 
-class PlainProgress(Progress):
+class PlainDisplay(Display):
     """One line per event: for logs, pipes and `--quiet`."""
 
     def show(self, trial_id, event, detail):
@@ -115,7 +118,7 @@ class PlainProgress(Progress):
                            markup=False, soft_wrap=True)
 
 
-class LiveProgress(Progress):
+class LiveDisplay(Display):
     """A table of running trials under a line of counts, redrawn in place."""
 
     def __init__(self, *args, **kwargs):
@@ -138,15 +141,16 @@ class LiveProgress(Progress):
 
     def render(self):
         table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("trial", "cell", "epoch", "train_loss", "val_error", "img/s"):
+        for column in ("trial", "cell", "epoch", *self.metrics):
             table.add_column(column, justify="left" if column in ("trial", "cell") else "right")
         for trial_id, run in list(self.running.items())[:20]:
-            m = run.metrics
             table.add_row(trial_id, describe(run.cell) + (f" (retry {run.retries})" if run.retries else ""),
-                          f"{run.epoch}/{run.epochs or '?'}", _num(m.get("train_loss")), _num(m.get("val_error")),
-                          _num(m.get("images_per_second"), ".0f"))
+                          f"{run.epoch}/{run.planned or '?'}", *(number(run.metrics.get(m)) for m in self.metrics))
         return Group(Text(self.counts_line(), style="bold"), table)
 
 
-def _num(value, fmt=".4f") -> str:
-    return "-" if value is None else format(value, fmt)
+def number(value) -> str:
+    """A metric for a narrow column: 4 decimals for errors and losses, whole numbers for rates."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-" if value is None else str(value)
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4f}"

@@ -1,0 +1,28 @@
+"""The All-CNN study's own `ablate` commands (workloads/base.py, TrialCommand). Kept free of
+torch so that `ablate --help` lists them without importing it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def visualize(config, state: dict, output: Path, *,
+              layer: Annotated[Optional[str], typer.Option(
+                  help="convN or poolN; default: the last downsampling layer.")] = None,
+              units: Annotated[int, typer.Option(help="How many of the layer's most active units.")] = 6,
+              images: Annotated[int, typer.Option(help="Test images searched for the top activations.")] = 500,
+              methods: Annotated[str, typer.Option(help="Comma-separated: guided, gradient, deconvnet.")]
+              = "guided,gradient,deconvnet") -> str:
+    """Guided backpropagation (paper section 3.3): what the units of a trained All-CNN network respond to.
+
+    For the layer's most active units over a sample of test images, shows the input patch each
+    responds to and its reconstruction by guided backpropagation, beside the plain gradient and
+    the deconvnet rule.
+    """
+    from workloads.allcnn.visualize import visualize_state
+
+    drawn = visualize_state(config, state, output, layer, units, images,
+                            tuple(m.strip() for m in methods.split(",") if m.strip()))
+    return f"wrote {output}: layer {drawn['layer']}, units {', '.join(map(str, drawn['units']))}"
