@@ -285,3 +285,10 @@ def test_run_options_are_checked_by_the_grid_rules(tmp_path, option, value, mess
 def test_run_options_gpus_and_trials_per_gpu_exclude_each_other(tmp_path):
     result = CliRunner().invoke(app, ["run", str(write(tmp_path, BASE)), "--gpus", "0.5", "--trials-per-gpu", "2"])
     assert (result.exit_code, result.stderr) == (2, "error: --trials-per-gpu: give either --gpus or --trials-per-gpu, not both\n")
+
+
+def test_a_users_workload_declares_its_own_constraints(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # examples.toy_workload imports from the repository root
+    path = write(tmp_path, "name: toy\nworkload: examples.toy_workload:WORKLOAD\naxes:\n  lr: [0.5, 1.5]\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert (result.exit_code, result.stderr) == (2, f"error: {path}: axes.lr[1]: expected a finite float > 0 and < 1, got 1.5\n")
