@@ -3,14 +3,17 @@
 Run it with `ablate run examples/toy.yaml` (from the repository root, so that `examples` imports).
 """
 from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge, Interval
 
 from workloads.base import Workload
 
 
 @dataclass
 class Config:
-    lr: float = 0.1
-    steps: int = 20
+    lr: Annotated[float, Interval(gt=0, lt=1)] = 0.1  # at 1 and above, w oscillates or diverges instead of settling at 3
+    steps: Annotated[int, Ge(1)] = 20
     seed: int = 0
 
 

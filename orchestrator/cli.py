@@ -23,6 +23,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import workloads
 from orchestrator.errors import AblateError
@@ -86,14 +87,14 @@ def plan(grid_file: GridPath,
     table.add_column("values")
     table.add_column("count", justify="right")
     for axis, values in grid.axes.items():
-        table.add_row(axis, ", ".join(map(str, values)), str(len(values)))
+        table.add_row(axis, Text(", ".join(map(str, values))), str(len(values)))  # Text: a value is not markup
     seeds = sorted({t.config["seed"] for t in grid.trials})
     table.add_row("seed", ", ".join(map(str, seeds)), str(len(seeds)))
     console.print(table)
     if grid.description:
-        console.print(grid.description)
+        console.print(grid.description, markup=False)
     if grid.fixed:
-        console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.fixed.items()), soft_wrap=True)
+        console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.fixed.items()), soft_wrap=True, markup=False)
     r = grid.resources
     console.print(f"trials: {len(grid.trials)}   training images: {_si(cost['images'], 'images')}   "
                   f"compute: {_si(cost['flops'], 'FLOP')}")
@@ -120,27 +121,16 @@ def run(grid_file: GridPath,
     Trials with a result are skipped, unfinished ones resume from their last checkpoint, and
     results go to STORAGE/<grid name>/ as Parquet (trials.parquet, epochs.parquet).
     """
-    from dataclasses import replace
-
     from orchestrator.display import LiveDisplay, PlainDisplay
-    from orchestrator.errors import RunError
-    from orchestrator.grid import load_grid
+    from orchestrator.grid import load_grid, resources as checked_resources
     from orchestrator.runner import run_grid
     from orchestrator.store import RunDir
 
     grid = load_grid(grid_file)
-    resources = grid.resources
-    if gpus is not None and trials_per_gpu is not None:
-        raise RunError("give either --gpus or --trials-per-gpu, not both")
-    for name, value in (("cpus", cpus), ("gpus", gpus), ("max_concurrent", max_concurrent)):
-        if value is not None:
-            if value < 0 or (name != "gpus" and value <= 0):
-                raise RunError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
-            resources = replace(resources, **{name: value})
-    if trials_per_gpu is not None:
-        if trials_per_gpu < 1:
-            raise RunError(f"--trials-per-gpu must be at least 1, got {trials_per_gpu}")
-        resources = replace(resources, gpus=1 / trials_per_gpu)
+    # The grid file's rules for `resources`, applied to the options: one owner, the same errors.
+    options = {"cpus": cpus, "gpus": gpus, "trials_per_gpu": trials_per_gpu, "max_concurrent": max_concurrent}
+    resources = checked_resources({k: v for k, v in options.items() if v is not None},
+                                  lambda name: "--" + name.replace("_", "-"), base=grid.resources)
 
     live = console.is_terminal and not quiet
     run_dir = RunDir.for_grid(storage, grid.name)

@@ -9,13 +9,19 @@ class AblateError(Exception):
 
 
 class GridError(AblateError):
-    """A grid file that cannot be used: `file: key.path: what was expected`."""
+    """A grid that cannot be used: `file: key.path: what was expected`. Without a file, the key
+    is a command-line option overriding the grid (`--gpus: ...`)."""
 
     exit_code = 2
 
     def __init__(self, file, key: str, message: str):
         self.file, self.key = file, key
-        super().__init__(f"{file}: {key + ': ' if key else ''}{message}")
+        text = f"{file}: " if file is not None else ""
+        text += f"{key}: {message}" if key else message
+        # Keys and values come from the file: a newline or escape code in them must not break the one line.
+        if not text.isprintable():
+            text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+        super().__init__(text)
 
 
 class RunError(AblateError):

@@ -12,6 +12,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from annotated_types import Ge
 
 from workloads.base import Workload
 
@@ -20,8 +23,8 @@ from workloads.base import Workload
 class Config:
     lr: float = 0.1
     seed: int = 0
-    epochs: int = 3
-    sleep: float = 0.0
+    epochs: Annotated[int, Ge(1)] = 3
+    sleep: Annotated[float, Ge(0)] = 0.0
     fail: str = field(default="never", metadata={"choices": ("never", "once", "always", "kill_once")})
     marker_dir: str = field(default="", metadata={"identity": False})
 

@@ -22,6 +22,7 @@ axes:
 fixed:
   dataset: synthetic
   epochs: 2
+  lr_milestones: [1]
 """
 
 
@@ -73,6 +74,7 @@ def test_trial_ids_do_not_depend_on_the_order_of_keys_or_axes(tmp_path):
     a = write(tmp_path, BASE, "a.yaml")
     b = write(tmp_path, """\
         fixed:
+          lr_milestones: [1]
           epochs: 2
           dataset: synthetic
         axes:
@@ -86,17 +88,20 @@ def test_trial_ids_do_not_depend_on_the_order_of_keys_or_axes(tmp_path):
 
 def test_trial_ids_are_the_same_for_a_default_written_out(tmp_path):
     a = write(tmp_path, BASE, "a.yaml")
-    b = write(tmp_path, BASE + "  batch_size: 128\n  lr_milestones: [200, 250, 300]\n", "b.yaml")
+    b = write(tmp_path, BASE + "  batch_size: 128\n  momentum: 0.9\n", "b.yaml")
     assert ids(a) == ids(b)
 
 
 def _changed(value):
+    """Another value the parameter's constraints allow."""
     if isinstance(value, bool):
         return not value
-    if isinstance(value, (int, float)):
-        return value + 1
+    if isinstance(value, int):
+        return value * 2 or 10_000
+    if isinstance(value, float):
+        return value / 2
     if isinstance(value, list):
-        return value + [999]
+        return value[:-1]
     return value
 
 
@@ -107,7 +112,7 @@ def test_trial_id_changes_with_every_value_that_changes_the_trial(tmp_path, fiel
     choices = field.metadata.get("choices")
     value = next(c for c in choices if c != default) if choices else _changed(default)
     if isinstance(value, str) and not choices:
-        value = value + "x"
+        value = "cpu" if field.name == "device" else value + "x"  # device names are a closed form
     other = write(tmp_path, f"name: t\nfixed:\n  {field.name}: {json.dumps(value)}\n", "b.yaml")
     same = field.metadata.get("identity", True) is False  # where data lives, how often to checkpoint
     assert (ids(base) == ids(other)) == same
@@ -123,11 +128,11 @@ def test_expansion_is_deterministic(tmp_path):
 
 
 ERRORS = [
-    ("name: [unclosed\n", "not valid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>'"),
+    ("name: [unclosed\n", "not valid YAML at line 2, column 1: did not find expected ',' or ']'"),
     ("- a\n- b\n", "expected a YAML mapping with keys name, description, workload, axes, fixed, seeds, repeats, "
-                   "exclude, include, resources, max_failures"),
+                   "exclude, include, resources, max_failures, max_trials"),
     (BASE + "colour: red\n", "colour: unknown key (allowed: name, description, workload, axes, fixed, seeds, "
-                             "repeats, exclude, include, resources, max_failures)"),
+                             "repeats, exclude, include, resources, max_failures, max_trials)"),
     ("axes: {model: [A]}\n", "name: expected a name of letters, digits, '_', '.' or '-' (it names the results folder), got null"),
     ("name: t\nworkload: nope\n", "workload: unknown workload 'nope' (known: allcnn; or an import path module:object)"),
     ("name: t\naxes:\n  model: [A, B, D]\n", "axes.model[2]: unknown model 'D' (known: A, B, C)"),
@@ -154,6 +159,53 @@ ERRORS = [
     (BASE + "resources:\n  gpu: 1\n", "resources.gpu: unknown key (allowed: cpus, gpus, trials_per_gpu, max_concurrent)"),
     (BASE + "resources:\n  trials_per_gpu: 0\n", "resources.trials_per_gpu: expected an integer >= 1, got 0"),
     (BASE + "max_failures: -1\n", "max_failures: expected an integer >= 0, got -1"),
+    (BASE + "exclude: 5\n", "exclude: expected a list, got 5"),
+    # The file itself: duplicate keys, nesting, aliases that multiply.
+    (BASE + "  lr_gamma: 0.5\n  lr_gamma: 0.2\n", "refused at line 10, column 3: duplicate key 'lr_gamma' (first given at line 9)"),
+    ("name: t\nname: u\n", "refused at line 2, column 1: duplicate key 'name' (first given at line 1)"),
+    ("name: t\nfixed: {lr_milestones: " + "[" * 30 + "]" * 30 + "}\n",
+     "refused at line 2, column 42: lists and mappings nested deeper than 20 levels"),
+    ("name: t\nfixed: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+     "refused at line 2, column 81: lists and mappings nested deeper than 20 levels"),
+    ("name: t\nfixed: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML at line 2, column 1007: exceeded maximum nesting depth"),
+    ("name: t\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
+     + "".join(f"{b}: &{b} [{', '.join(['*' + a] * 10)}]\n" for a, b in zip("abcdef", "bcdefg")),
+     "refused at line 6, column 4: more than 100,000 values (an alias counts its anchor's values each time it is used)"),
+    ("name: t\nfixed: {lr: 2024-13-01}\n", "not valid YAML at line 2, column 13: month must be in 1..12"),
+    # Values the workload's constraints refuse (workloads/allcnn/__init__.py), with the grid key they came from.
+    ("name: t\naxes:\n  lr: [0.1, .nan]\n", "axes.lr[1]: expected a finite float > 0, got nan"),
+    ("name: t\nfixed:\n  lr: .inf\n", "fixed.lr: expected a finite float > 0, got inf"),
+    ("name: t\nfixed:\n  lr: -0.1\n", "fixed.lr: expected a finite float > 0, got -0.1"),
+    ("name: t\nfixed:\n  epochs: -5\n", "fixed.epochs: expected an integer >= 1, got -5"),
+    ("name: t\nfixed:\n  epochs: 100000000000000000000\n", "fixed.epochs: expected an integer that fits in 64 bits, got 100000000000000000000"),
+    ("name: t\nfixed:\n  batch_size: 0\n", "fixed.batch_size: expected an integer >= 1, got 0"),
+    ("name: t\nfixed:\n  width: -1.0\n", "fixed.width: expected a finite float > 0 and <= 16, got -1.0"),
+    ("name: t\nfixed:\n  dropout_hidden: 2.0\n", "fixed.dropout_hidden: expected a finite float >= 0 and < 1, got 2.0"),
+    ("name: t\nfixed:\n  device: quantum\n",
+     "fixed.device: expected a string naming a device: auto, cpu, cuda, cuda:N or mps, got 'quantum'"),
+    ("name: t\nfixed:\n  split_seed: -1\n", "fixed.split_seed: expected an integer >= 0, got -1"),
+    ("name: t\nfixed:\n  lr_milestones: [300, 200]\n", "fixed.lr_milestones: expected a list in increasing order, got [300, 200]"),
+    ("name: t\nfixed:\n  lr_milestones: [0, 200]\n", "fixed.lr_milestones[0]: expected an integer >= 1, got 0"),
+    (BASE + "include:\n  - {model: C, lr: -0.5}\n", "include[0].lr: expected a finite float > 0, got -0.5"),
+    (BASE + "exclude:\n  - {model: A, lr: [0.1, .nan]}\n", "exclude[0].lr[1]: expected a finite float > 0, got nan"),
+    # Rules across parameters: the parameter to blame, and the trial it failed in.
+    ("name: t\naxes:\n  dataset: [cifar10]\nfixed:\n  val_size: 60000\n",
+     "val_size: expected fewer than the 50,000 training images of cifar10, got 60000 (in the trial dataset='cifar10', seed=0)"),
+    ("name: t\nfixed:\n  train_size: 60000\n",
+     "train_size: expected at most the 50,000 training images of cifar10, got 60000 (in the trial seed=0)"),
+    ("name: t\naxes:\n  epochs: [400, 250]\n",
+     "lr_milestones: expected milestones below epochs (250), got [200, 250, 300] (in the trial epochs=250, seed=0)"),
+    (BASE.replace("  epochs: 2\n", "  epochs: 2\n  train_size: 1000\n  val_size: 200\n  batch_size: 900\n"),
+     "batch_size: expected at most the 800 training images left after val_size, got 900 (in the trial model='A', lr=0.1, seed=0)"),
+    # Trials are counted before they are expanded.
+    (BASE + "repeats: 100000000\n", "the grid expands to 400,000,000 trials, more than max_trials (100,000); "
+                                    "set max_trials: N at the top of the grid to run that many"),
+    (BASE + "max_trials: 3\nexclude:\n  - {model: A, lr: 0.1}\n", "the grid expands to 4 trials before exclusions, "
+     "more than max_trials (3); set max_trials: N at the top of the grid to run that many"),
+    (BASE + "max_trials: 0\n", "max_trials: expected an integer >= 1, got 0"),
+    # Whatever a file holds, the error stays one line.
+    (BASE + "\"col\\nour\": red\n", "col\\nour: unknown key (allowed: name, description, workload, axes, fixed, seeds, "
+                                     "repeats, exclude, include, resources, max_failures, max_trials)"),
 ]
 
 
@@ -183,3 +235,60 @@ def test_errors_are_typed_for_library_users(tmp_path):
     with pytest.raises(GridError) as e:
         load_grid(write(tmp_path, "name: t\naxes:\n  model: [D]\n"))
     assert e.value.key == "axes.model[0]"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ("name: café\n".encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset 9); save the grid file as UTF-8"),
+    ("name: t\n".encode("utf-16"), "not UTF-8 text (byte 0xff at offset 0); save the grid file as UTF-8"),
+    (bytes(range(256)), "not UTF-8 text (byte 0x80 at offset 128); save the grid file as UTF-8"),
+    (b"name: t\x00\n", "not valid YAML at offset 7: control characters are not allowed"),
+    (b"# " + b"x" * (1 << 20) + b"\nname: t\n", "larger than 1 MiB; a grid file is a few kilobytes of YAML"),
+], ids=["latin-1", "utf-16", "binary", "nul", "too large"])
+def test_a_file_that_is_not_a_grid_is_one_line(tmp_path, raw, message):
+    path = tmp_path / "grid.yaml"
+    path.write_bytes(raw)
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {path}: {message}\n"
+
+
+def test_max_trials_lets_a_large_grid_through_on_purpose(tmp_path):
+    assert len(load_grid(write(tmp_path, BASE + "repeats: 30000\nmax_trials: 120000\n")).trials) == 120_000
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path):
+    grid = load_grid(write(tmp_path, BASE + "include:\n  - &c {model: C, lr: 0.5}\n  - {<<: *c, lr: 0.25}\n"))
+    assert {(t.config["model"], t.config["lr"]) for t in grid.trials} >= {("C", 0.5), ("C", 0.25)}
+
+
+RESOURCE_ERRORS = [  # (option, value, message): the grid's `resources` and `ablate run`'s options share them
+    ("gpus", "1.5", "expected a fraction up to 1 or a whole number, got 1.5"),
+    ("gpus", "-0.5", "expected a number >= 0, got -0.5"),
+    ("cpus", "-0.5", "expected a number > 0, got -0.5"),
+    ("trials_per_gpu", "0", "expected an integer >= 1, got 0"),
+    ("max_concurrent", "0", "expected an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("option, value, message", RESOURCE_ERRORS, ids=[r[0] + "=" + r[1] for r in RESOURCE_ERRORS])
+def test_run_options_are_checked_by_the_grid_rules(tmp_path, option, value, message):
+    in_file = write(tmp_path, BASE + f"resources:\n  {option}: {value}\n", "in-file.yaml")
+    result = CliRunner().invoke(app, ["plan", str(in_file)])
+    assert (result.exit_code, result.stderr) == (2, f"error: {in_file}: resources.{option}: {message}\n")
+
+    flag = "--" + option.replace("_", "-")
+    result = CliRunner().invoke(app, ["run", str(write(tmp_path, BASE)), "--storage", str(tmp_path / "runs"), flag, value])
+    assert (result.exit_code, result.stderr) == (2, f"error: {flag}: {message}\n")
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
+
+
+def test_run_options_gpus_and_trials_per_gpu_exclude_each_other(tmp_path):
+    result = CliRunner().invoke(app, ["run", str(write(tmp_path, BASE)), "--gpus", "0.5", "--trials-per-gpu", "2"])
+    assert (result.exit_code, result.stderr) == (2, "error: --trials-per-gpu: give either --gpus or --trials-per-gpu, not both\n")
+
+
+def test_a_users_workload_declares_its_own_constraints(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # examples.toy_workload imports from the repository root
+    path = write(tmp_path, "name: toy\nworkload: examples.toy_workload:WORKLOAD\naxes:\n  lr: [0.5, 1.5]\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert (result.exit_code, result.stderr) == (2, f"error: {path}: axes.lr[1]: expected a finite float > 0 and < 1, got 1.5\n")

@@ -5,21 +5,37 @@ grid file may set (every field needs a default, a type annotation from int, floa
 list[int]/list[float]/list[str], and a `seed: int` field). A field whose values are a closed set
 names them in its metadata: `field(default="C", metadata={"choices": ("A", "B", "C")})`.
 
+What a value must be is declared on its field with `typing.Annotated` and annotated-types
+constraints, and checked for every trial when a grid is loaded, so a bad value is one line from
+`ablate plan` (`fixed.lr: expected a finite float > 0, got -1.0`), not a failure in every trial:
+
+    lr: Annotated[float, Gt(0)] = 0.1
+    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.5
+    milestones: Annotated[list[Annotated[int, Ge(1)]], Predicate(increasing)] = ...
+
+Gt, Ge, Lt, Le, Interval, MultipleOf, MinLen, MaxLen, Len and Predicate are understood; a
+predicate's docstring says what it expects ("in increasing order"). Floats must be finite and
+ints fit in 64 bits whatever a field declares. Rules across parameters go in `check(config)`,
+which raises `ValueError("param: what was expected, got value")` naming the parameter to blame.
+
 `train(config, session)` runs one trial and returns its final metrics. It reports each epoch to
 the session, hands it a checkpoint when it wants one, and asks it for the last checkpoint when it
 starts, so a retried trial continues where it stopped. It never imports Ray: the orchestrator
 passes a session backed by storage and Ray; tests pass a `MemorySession`.
 
     from dataclasses import dataclass
+    from typing import Annotated
+    from annotated_types import Ge, Gt
     from workloads.base import Workload
 
     @dataclass
     class Config:
-        lr: float = 0.1
+        lr: Annotated[float, Gt(0)] = 0.1
+        epochs: Annotated[int, Ge(1)] = 3
         seed: int = 0
 
     def train(config, session):
-        for epoch in range(3):
+        for epoch in range(config.epochs):
             session.report({"epoch": epoch + 1, "loss": 1.0 / (epoch + 1)})
         return {"status": "completed", "val_error": 0.5, "test_error": 0.5}
 
@@ -110,6 +126,9 @@ class Workload:
     # Optional: called once on the driver before a local run with every trial's config, to fetch
     # what trials share (datasets) once, and to fail once, up front, if it cannot be had.
     prepare: Callable[[list[Any]], None] | None = None
+    # Optional: checks across parameters on one trial's config, run when a grid is loaded; raises
+    # ValueError("param: what was expected, got value"), e.g. a milestone past the last epoch.
+    check: Callable[[Any], None] | None = None
     # Optional: published numbers to compare with, each a dict of parameter values plus the
     # metric, e.g. {"model": "C", "variant": "all", "dataset": "cifar10", "test_error": 0.0908}.
     references: tuple[dict[str, Any], ...] = ()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from workloads.allcnn.paper import CLASSES
+from workloads.allcnn.paper import CLASSES, SIZES
 from workloads.base import WorkloadError
 
 DATASETS = tuple(CLASSES)
@@ -206,7 +206,7 @@ def prepare(dataset: str, *, val_size: int = 5000, train_size: int = 0, test_siz
     for synthetic data); a smaller number takes a seeded subset, for cheap runs.
     """
     if dataset == "synthetic":
-        arrays = synthetic(10, train_size or 50_000, test_size or 10_000)
+        arrays = synthetic(10, train_size or SIZES[dataset][0], test_size or SIZES[dataset][1])
     elif dataset in SOURCES:
         arrays = load_cifar(dataset, data_dir(root))
     else:
