@@ -102,6 +102,8 @@ def run(grid_file: GridPath,
         retry_failed: Annotated[bool, typer.Option(help="Run failed trials again.")] = False,
         fail_fast: Annotated[bool, typer.Option(help="Stop the whole grid at the first failed trial.")] = False,
         data_dir: Annotated[Optional[str], typer.Option(help="Dataset cache (default: $ABLATE_DATA or ~/.cache/ablate/data).")] = None,
+        wait: Annotated[bool, typer.Option(help="If another `ablate run` is running this grid in this storage, "
+                                           "wait for it to end (or its heartbeat to stop), then run.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One line per event instead of a live table.")] = False):
     """Run a grid's trials with Ray Tune; run it again to resume or to run what was added.
 
@@ -139,7 +141,7 @@ def run(grid_file: GridPath,
     console.print(f"{grid.name}: {len(grid.trials)} trials; results in {run_dir.display()}", soft_wrap=True)
     try:
         summary = run_grid(grid, run_dir, progress, address=address, resources=resources,
-                           retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
+                           retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir, wait=wait,
                            notify=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
     except KeyboardInterrupt:
         err.print(f"interrupted: finished trials are saved in {run_dir.display()}; "

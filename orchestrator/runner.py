@@ -18,6 +18,7 @@ from datetime import datetime
 from orchestrator import records
 from orchestrator.errors import RunError
 from orchestrator.grid import Grid, Resources
+from orchestrator.lock import DriverLock
 from orchestrator.progress import Progress, describe
 from orchestrator.records import Publisher, trial_schema
 from orchestrator.store import RunDir, StoredSession, environment, join_uri, now
@@ -175,8 +176,20 @@ def check_resources(resources: Resources, autoscaling: bool = False) -> list[str
 
 def run_grid(grid: Grid, run: RunDir, progress_factory, *, address: str | None = None,
              resources: Resources | None = None, retry_failed: bool = False, fail_fast: bool = False,
-             data_dir: str | None = None, notify=lambda message: None) -> RunSummary:
-    """Run every trial of `grid` that has no result in `run` yet."""
+             data_dir: str | None = None, wait: bool = False, notify=lambda message: None) -> RunSummary:
+    """Run every trial of `grid` that has no result in `run` yet, as the run's only driver.
+
+    The run is taken (lock.py) before anything is read or written, even when every trial turns out
+    to be done: what is done is only known once no other driver is adding to it. A live driver of
+    the run is a RunLocked error, or with `wait` waited for.
+    """
+    with DriverLock(run).acquire(wait=wait, notify=notify):
+        return _run_unfinished(grid, run, progress_factory, address=address, resources=resources,
+                               retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir, notify=notify)
+
+
+def _run_unfinished(grid, run, progress_factory, *, address, resources, retry_failed, fail_fast, data_dir,
+                    notify) -> RunSummary:
     resources = resources or grid.resources
     publisher = Publisher(run)
     publisher.catch_up()  # what a killed driver left unpublished: now every record is in publisher.trials
