@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.errors import AblateError
+from workloads.base import WorkloadError
 
 app = typer.Typer(help="Run ablation grids of deep-learning experiments: one YAML grid becomes a "
                   "reproducible study. Plan it, run it as Ray Tune trials, read the results from Parquet.",
@@ -34,15 +35,19 @@ Storage = Annotated[str, typer.Option(help="Where runs live: a local path, an NF
 
 
 def command(fn):
-    """Register a command; library errors become one `error: ...` line and their exit code."""
+    """Register a command; library errors become one `error: ...` line and their exit code.
+
+    A workload's own errors (a dataset missing offline, a corrupted download) are for the user to
+    fix as much as ours, wherever they are raised: one line and exit code 1 too.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except AblateError as e:
+        except (AblateError, WorkloadError) as e:
             err.print(f"error: {e}", markup=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
+            raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
     return app.command()(wrapper)
 
