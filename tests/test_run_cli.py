@@ -137,3 +137,11 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     for row in rows[rows["trial_id"].isin(done)].itertuples():  # finished before Ctrl-C: not run again
         key = f"lr{row.lr}-seed0-never"
         assert started[key] == started_before[key] == 1
+
+
+def test_storage_that_cannot_be_written_is_one_line(tmp_path):
+    path = probe_grid(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    result = ablate("run", path, "--storage", tmp_path / "a-file" / "runs")
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path / 'a-file' / 'runs' / 'probe'}: cannot write there (Not a directory)\n"
