@@ -22,7 +22,8 @@ How a lock is taken, so that of drivers racing for it exactly one wins:
   object, created with `If-None-Match: *` (fails if it exists) and beaten, released and taken over
   with `If-Match: <the ETag last read>` (fails if anyone wrote in between). Each beat changes the
   body (a counter), hence the ETag, so a contender that read a stale lock cannot replace one that
-  has since beaten. pyarrow's S3 filesystem cannot send these headers; boto3 can.
+  has since beaten. pyarrow's S3 filesystem cannot send these headers; boto3 can. An
+  S3-compatible store that ignores them (check yours) cannot give this guarantee.
 - **A local path or NFS**: the lock is a folder of generations `lock/1`, `lock/2`, ...; the
   highest is the hold. The first driver creates `lock/1`; whoever finds generation n released or
   stale creates n+1, with `link(2)` of a file it has already written: an exclusive create that is
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import _thread
 import email.utils
+import errno
 import json
 import os
 import socket
@@ -175,6 +177,10 @@ class DriverLock:
 
 
 # -- a local path or NFS: generations created with link(2) ------------------------------------------
+# A file another client removed is ESTALE on NFS where it would be ENOENT on a local disk.
+_GONE = (errno.ENOENT, errno.ESTALE)
+
+
 class _FileStore:
     def __init__(self, run: RunDir, token: str):
         self.run, self.folder = run, os.path.join(run.path, "lock")
@@ -198,8 +204,10 @@ class _FileStore:
                 # open + fstat, not stat: NFS's close-to-open consistency refreshes the mtime on open
                 with open(self._generation(n), "rb") as f:
                     data, mtime = f.read(), os.fstat(f.fileno()).st_mtime
-            except FileNotFoundError:  # the winner of a newer generation removed it just now: look again
-                continue
+            except OSError as e:
+                if e.errno not in _GONE:
+                    raise
+                continue  # the winner of a newer generation removed it just now: look again
             return _holder(data, storage_now - mtime, released=mtime == 0), n
 
     def create(self, record: bytes, replacing: int | None) -> int | None:
@@ -226,8 +234,10 @@ class _FileStore:
     def beat(self, n: int, record: bytes) -> int | None:
         try:
             os.utime(self._generation(n))
-        except FileNotFoundError:  # a newer generation's winner removed ours
-            return None
+        except OSError as e:
+            if e.errno in _GONE:  # a newer generation's winner removed ours
+                return None
+            raise
         return None if os.path.exists(self._generation(n + 1)) else n
 
     def release(self, n: int, record: bytes) -> None:
