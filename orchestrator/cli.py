@@ -27,6 +27,7 @@ from rich.text import Text
 
 import workloads
 from orchestrator.errors import AblateError
+from workloads.base import WorkloadError
 
 app = typer.Typer(help="Run ablation grids of deep-learning experiments: one YAML grid becomes a "
                   "reproducible study. Plan it, run it as Ray Tune trials, read the results from Parquet.",
@@ -47,15 +48,19 @@ def main_options():
 
 
 def command(fn, name: str | None = None):
-    """Register a command; library errors become one `error: ...` line and their exit code."""
+    """Register a command; library errors become one `error: ...` line and their exit code.
+
+    A workload's own errors (a dataset missing offline, a corrupted download) are for the user to
+    fix as much as ours, wherever they are raised: one line and exit code 1 too.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except AblateError as e:
+        except (AblateError, WorkloadError) as e:
             err.print(f"error: {e}", markup=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
+            raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
     return app.command(name)(wrapper)
 
@@ -115,6 +120,8 @@ def run(grid_file: GridPath,
         retry_failed: Annotated[bool, typer.Option(help="Run failed trials again.")] = False,
         fail_fast: Annotated[bool, typer.Option(help="Stop the whole grid at the first failed trial.")] = False,
         data_dir: Annotated[Optional[str], typer.Option(help="Dataset cache (default: $ABLATE_DATA or ~/.cache/ablate/data).")] = None,
+        wait: Annotated[bool, typer.Option(help="If another `ablate run` is running this grid in this storage, "
+                                           "wait for it to end (or its heartbeat to stop), then run.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One line per event instead of a live table.")] = False):
     """Run a grid's trials with Ray Tune; run it again to resume or to run what was added.
 
@@ -141,7 +148,7 @@ def run(grid_file: GridPath,
     console.print(f"{grid.name}: {len(grid.trials)} trials; results in {run_dir.display()}", soft_wrap=True)
     try:
         summary = run_grid(grid, run_dir, display, address=address, resources=resources,
-                           retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
+                           retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir, wait=wait,
                            notify=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
     except KeyboardInterrupt:
         err.print(f"interrupted: finished trials are saved in {run_dir.display()}; "

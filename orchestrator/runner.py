@@ -23,6 +23,7 @@ from orchestrator import records
 from orchestrator.display import Display, describe
 from orchestrator.errors import RunError
 from orchestrator.grid import GRID_FILE, Grid, Resources
+from orchestrator.lock import DriverLock
 from orchestrator.records import STATUSES, STOPPED, Publisher, trial_schema
 from orchestrator.store import RunDir, StoredSession, environment, join_uri, now
 from workloads.base import RESULT_STATUSES, WorkloadError
@@ -209,14 +210,27 @@ def check_resources(resources: Resources, autoscaling: bool = False) -> list[str
 
 def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = None,
              resources: Resources | None = None, retry_failed: bool = False, fail_fast: bool = False,
-             data_dir: str | None = None, scheduler=None, notify=lambda message: None) -> RunSummary:
-    """Run every trial of `grid` that has no result in `run` yet.
+             data_dir: str | None = None, scheduler=None, wait: bool = False,
+             notify=lambda message: None) -> RunSummary:
+    """Run every trial of `grid` that has no result in `run` yet, as the run's only driver.
+
+    The run is taken (lock.py) before anything is read or written, even when every trial turns out
+    to be done: what is done is only known once no other driver is adding to it. A live driver of
+    the run is a RunLocked error, or with `wait` waited for.
 
     `display_factory(total, skipped, planned_epochs, metrics)` makes the display. `scheduler`, a
     Tune TrialScheduler, may stop trials early: they are recorded as `stopped` with what they
     reached, and not run again. Its own end (ASHA's `max_t`) must lie beyond a trial's last
     epoch, or it stops every trial before `train` returns its final result.
     """
+    with DriverLock(run).acquire(wait=wait, notify=notify):
+        return _run_unfinished(grid, run, display_factory, address=address, resources=resources,
+                               retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
+                               scheduler=scheduler, notify=notify)
+
+
+def _run_unfinished(grid, run, display_factory, *, address, resources, retry_failed, fail_fast, data_dir,
+                    scheduler, notify) -> RunSummary:
     resources = resources or grid.resources
     publisher = Publisher(run)
     publisher.catch_up()  # what a killed driver left unpublished: now every record is in publisher.trials

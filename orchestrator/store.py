@@ -7,6 +7,7 @@
     <run>/trials/<trial_id>/progress.json     attempt, start time, latest epoch and its seconds
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
     <run>/grid.yaml                           the grid file as last run
+    <run>/lock                                the driver that runs it now (see lock.py)
     <run>/ray/                                Ray Tune's own experiment folders
 
 Every file is written whole under a temporary dot-name and then renamed (an S3 put is atomic by

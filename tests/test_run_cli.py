@@ -12,7 +12,10 @@ from collections import Counter
 import duckdb
 import pandas as pd
 import polars as pl
+import pytest
 
+from orchestrator.lock import DriverLock, RunLocked
+from orchestrator.store import RunDir
 from tests.conftest import ROOT, ablate
 from tests.runs import executions, probe_grid, trials
 
@@ -70,8 +73,9 @@ def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
     storage = tmp_path / "runs"
     records = storage / "probe" / "records"  # each finished trial's record, written as it finishes
     exe = os.path.join(os.path.dirname(sys.executable), "ablate")
+    lock_times = {"ABLATE_LOCK_HEARTBEAT_S": "0.2", "ABLATE_LOCK_STALE_S": "4"}  # instead of 5 s and 30 s
     driver = subprocess.Popen([exe, "run", str(path), "--storage", str(storage)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env={**os.environ, **lock_times}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = storage / "probe"
 
     def finished_ids():
@@ -99,7 +103,11 @@ def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
     driver.wait()
     assert 2 <= len(done_before) < 6 and midway
 
-    result = ablate("run", path, "--storage", storage)
+    # The dead driver's hold is still fresh: another driver is refused until it is 4 s stale ...
+    with pytest.raises(RunLocked, match=rf"is being run by pid {driver.pid} on "):
+        DriverLock(RunDir(str(run_dir)), stale_s=4).acquire()
+    # ... and `--wait` takes the run over then, and finishes it.
+    result = ablate("run", path, "--storage", storage, "--wait", env=lock_times)
     assert result.returncode == 0, result.stderr
     rows = trials(run_dir)
     assert len(rows) == 6 and rows["trial_id"].is_unique and (rows["status"] == "completed").all()
@@ -141,3 +149,11 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     for row in rows[rows["trial_id"].isin(done)].itertuples():  # finished before Ctrl-C: not run again
         key = f"lr{row.lr}-seed0-never"
         assert started[key] == started_before[key] == 1
+
+
+def test_storage_that_cannot_be_written_is_one_line(tmp_path):
+    path = probe_grid(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    result = ablate("run", path, "--storage", tmp_path / "a-file" / "runs")
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path / 'a-file' / 'runs' / 'probe'}: cannot write there (Not a directory)\n"

@@ -58,3 +58,25 @@ def test_run_status_and_summarize_on_s3(tmp_path, s3):
 
     again = ablate("run", path, "--storage", storage, "--quiet")
     assert again.returncode == 0 and "(0 run now, 4 already done)" in again.stdout
+
+
+def test_a_bucket_that_does_not_exist_is_one_line(tmp_path, s3):
+    _, query = s3
+    path = probe_grid(tmp_path)
+    result = ablate("run", path, "--storage", f"s3://no-such-bucket/studies?{query}")
+    assert result.returncode == 1
+    assert result.stderr == "error: s3://no-such-bucket/studies/probe: no such bucket 'no-such-bucket'\n"
+    assert "0 run now" not in result.stdout
+
+
+def test_a_bucket_that_refuses_access_is_one_line(tmp_path, s3, monkeypatch):
+    import moto.settings
+
+    _, query = s3
+    path = probe_grid(tmp_path)
+    # moto checks credentials against its IAM from the first request on: "testing" is no key it knows.
+    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    result = ablate("run", path, "--storage", f"s3://results/studies?{query}")
+    assert result.returncode == 1
+    assert result.stderr == ("error: s3://results/studies/probe: access denied (InvalidAccessKeyId: The AWS Access "
+                             "Key Id you provided does not exist in our records.)\n")

@@ -119,3 +119,30 @@ def test_visualize_refuses_a_run_of_another_workload(tmp_path):
     assert result.exit_code == 1
     assert result.stderr == (f"error: {tmp_path / 'probe'}: visualize is a command of workload 'allcnn'; "
                              "this run is of workload 'probe'\n")
+
+
+def test_a_dataset_that_cannot_be_loaded_is_one_line(trained, tmp_path, monkeypatch):
+    """A workload's own error (here a corrupted CIFAR-10 archive, as after an interrupted download)
+    is one `error:` line, not a traceback."""
+    import hashlib
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workloads.allcnn.data import SOURCES
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    table = pq.read_table(run / "trials.parquet")
+    column = table.schema.get_field_index("dataset")
+    pq.write_table(table.set_column(column, "dataset", pa.array(["cifar10"] * len(table))), run / "trials.parquet")
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(b"half a download")
+    monkeypatch.setenv("ABLATE_DATA", str(archive.parent))
+    result = invoke(run, "--trial", "t1", "--output", tmp_path / "x.png")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {archive}: checksum mismatch (md5 {hashlib.md5(b'half a download').hexdigest()}, "
+                             f"expected {SOURCES['cifar10'].md5}): the archive is corrupted or incomplete; "
+                             "delete it and run again\n")

@@ -1,0 +1,311 @@
+"""One driver per run: `ablate run` holds `<run>/lock` while it runs, so that a second `ablate run`
+of the same grid and storage (another terminal, a teammate, a Ray job submitted twice) starts no
+trial and says who holds the run instead of training every trial a second time.
+
+    with DriverLock(run).acquire(wait=False):   # RunLocked names the holder if a live driver has it
+        ...                                     # run the trials
+
+The holder writes who it is (host, pid, since when) and beats every HEARTBEAT_S seconds (5). A
+hold without a beat for STALE_S seconds (30) is taken over, so a driver killed with SIGKILL (or a
+lost node) does not lock the run: "SIGKILL, then run again" works once its beat is 30 s old, and
+`--wait` waits for that. 30 s is far longer than Ray takes to stop a dead driver's trials (a job's
+workers die with its driver), so the dead driver's trials are gone before anyone takes over.
+`ABLATE_LOCK_HEARTBEAT_S` and `ABLATE_LOCK_STALE_S` change both times (tests shorten them).
+
+Ages are measured with the storage's own clock, never by comparing two hosts' clocks: on S3 the
+server's `Date` against the lock's `LastModified`; on a filesystem the mtime of a file this driver
+has just touched against the lock's mtime (an NFS server stamps both).
+
+How a lock is taken, so that of drivers racing for it exactly one wins:
+
+- **S3** has no rename and no exclusive create, but conditional writes (2024): the lock is one
+  object, created with `If-None-Match: *` (fails if it exists) and beaten, released and taken over
+  with `If-Match: <the ETag last read>` (fails if anyone wrote in between). Each beat changes the
+  body (a counter), hence the ETag, so a contender that read a stale lock cannot replace one that
+  has since beaten. pyarrow's S3 filesystem cannot send these headers; boto3 can. An
+  S3-compatible store that ignores them (check yours) cannot give this guarantee.
+- **A local path or NFS**: the lock is a folder of generations `lock/1`, `lock/2`, ...; the
+  highest is the hold. The first driver creates `lock/1`; whoever finds generation n released or
+  stale creates n+1, with `link(2)` of a file it has already written: an exclusive create that is
+  atomic on NFS too (and shows the holder's record complete, never half-written). Two contenders
+  for a stale n both try n+1 and one gets EEXIST. Generation names are never reused, which is why
+  this is safer than "rename the stale lock away, then create anew": a contender that judged the
+  lock stale a moment too late would rename away the lock the winner has just created, and both
+  would hold the run. OS file locks (fcntl/flock) were not chosen: on NFSv3 they depend on lockd
+  (often mounted `nolock`), and S3 needs the protocol above anyway; one takeover rule for both.
+
+A holder that misses beats for STALE_S (a suspended laptop, a storage outage) can have its run
+taken over while it still lives. Each beat checks that the lock is still its own; when it is not,
+the holder stops its trials as Ctrl-C would and exits with an error naming the new holder.
+"""
+from __future__ import annotations
+
+import _thread
+import email.utils
+import errno
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import parse_qs
+
+from orchestrator.errors import RunError
+from orchestrator.store import RunDir, now
+
+HEARTBEAT_S = float(os.environ.get("ABLATE_LOCK_HEARTBEAT_S", "5"))
+STALE_S = float(os.environ.get("ABLATE_LOCK_STALE_S", "30"))
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a run, from the lock's record."""
+
+    host: str
+    pid: int
+    since: datetime
+    age: float  # seconds since the holder's last beat, by the storage's clock
+    released: bool
+
+    def __str__(self) -> str:
+        return (f"pid {self.pid} on {self.host} since {self.since:%Y-%m-%d %H:%M:%S} UTC "
+                f"(heartbeat {self.age:.0f} s ago)")
+
+
+class RunLocked(RunError):
+    """Another live driver runs this run directory."""
+
+    def __init__(self, run: RunDir, holder: Holder, stale_s: float):
+        self.holder = holder
+        super().__init__(f"{run.display()} is being run by {holder}; run again with --wait to wait for it "
+                         f"(a driver without a heartbeat for {stale_s:g} s is taken over)")
+
+
+def _holder(data: bytes, age: float, released: bool = False) -> Holder:
+    record = json.loads(data)
+    return Holder(record["host"], record["pid"], datetime.fromisoformat(record["since"]), age,
+                  released or record["released"])
+
+
+class DriverLock:
+    """The hold of one driver on one run directory; a context manager once acquired."""
+
+    def __init__(self, run: RunDir, *, heartbeat_s: float | None = None, stale_s: float | None = None,
+                 on_lost=None):
+        self.run = run
+        self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
+        self.stale_s = STALE_S if stale_s is None else stale_s
+        # Stopping the trials of a driver that lost its hold: what Ctrl-C does (Tune stops cleanly).
+        self.on_lost = on_lost or _thread.interrupt_main
+        self.token, self.since = uuid.uuid4().hex, now()  # since: when it was taken
+        self.store = _FileStore(run, self.token) if run.local else _S3Store(run)
+        self.lost = False
+        self._version = None
+        self._stop = threading.Event()
+        self._beating = threading.Thread(target=self._beat, name="ablate-lock-heartbeat", daemon=True)
+
+    def acquire(self, wait: bool = False, notify=lambda message: None) -> "DriverLock":
+        """Take the run, or raise RunLocked naming its live holder (with `wait`: wait until it is free)."""
+        told = False
+        try:
+            while True:
+                holder, version = self.store.read()
+                if holder is None or holder.released or holder.age > self.stale_s:
+                    self.since = now()
+                    self._version = self.store.create(self._record(), replacing=version)
+                    if self._version is not None:
+                        break
+                    continue  # another driver won the race: read who it is
+                if not wait:
+                    raise RunLocked(self.run, holder, self.stale_s)
+                if not told:
+                    notify(f"{self.run.display()} is being run by {holder}; waiting for it")
+                    told = True
+                time.sleep(self.heartbeat_s)
+        except OSError as e:  # the first write to a run's storage: where it cannot be written, say so
+            raise RunError(f"{self.run.display()}: cannot write there ({e.strerror or e})") from None
+        finally:
+            self.store.close()
+        self._beating.start()
+        return self
+
+    def holder(self) -> Holder | None:
+        try:
+            return self.store.read()[0]
+        finally:
+            self.store.close()
+
+    def _record(self, beats: int = 0, released: bool = False) -> bytes:
+        return json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "since": self.since.isoformat(), "beats": beats, "released": released}).encode()
+
+    def _beat(self) -> None:
+        beats = 0
+        while not self._stop.wait(self.heartbeat_s):
+            beats += 1  # a new body each beat, hence a new ETag on S3 (see the module docstring)
+            try:
+                version = self.store.beat(self._version, self._record(beats))
+            except Exception:  # a storage hiccup: beat again; a long outage ends as a takeover, seen below
+                continue
+            if version is None:
+                self.lost = True
+                self.on_lost()
+                return
+            self._version = version
+
+    def release(self) -> None:
+        self._stop.set()
+        self._beating.join()
+        if not self.lost:
+            try:
+                self.store.release(self._version, self._record(released=True))
+            except Exception:  # storage gone: the hold goes stale after STALE_S instead
+                pass
+
+    def __enter__(self) -> "DriverLock":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        self.release()
+        if self.lost and (kind is None or issubclass(kind, KeyboardInterrupt)):
+            holder = self.holder()
+            raise RunError(f"{self.run.display()}: taken over by {holder or 'another driver'} after this driver's "
+                           f"heartbeat had stopped for {self.stale_s:g} s; stopped its trials") from None
+
+
+# -- a local path or NFS: generations created with link(2) ------------------------------------------
+# A file another client removed is ESTALE on NFS where it would be ENOENT on a local disk.
+_GONE = (errno.ENOENT, errno.ESTALE)
+
+
+class _FileStore:
+    def __init__(self, run: RunDir, token: str):
+        self.run, self.folder = run, os.path.join(run.path, "lock")
+        self.draft = os.path.join(self.folder, f".{token}")  # our record before it is linked, and our clock
+
+    def _generation(self, n: int) -> str:
+        return os.path.join(self.folder, str(n))
+
+    def read(self) -> tuple[Holder | None, int | None]:
+        """The holder and generation of the hold, or (None, None) where nobody ever held the run."""
+        os.makedirs(self.folder, exist_ok=True)
+        with open(self.draft, "ab"):  # touched now: its mtime is the storage's "now"
+            os.utime(self.draft)
+        storage_now = os.stat(self.draft).st_mtime
+        while True:
+            generations = [int(name) for name in os.listdir(self.folder) if name.isdigit()]
+            if not generations:
+                return None, None
+            n = max(generations)
+            try:
+                # open + fstat, not stat: NFS's close-to-open consistency refreshes the mtime on open
+                with open(self._generation(n), "rb") as f:
+                    data, mtime = f.read(), os.fstat(f.fileno()).st_mtime
+            except OSError as e:
+                if e.errno not in _GONE:
+                    raise
+                continue  # the winner of a newer generation removed it just now: look again
+            return _holder(data, storage_now - mtime, released=mtime == 0), n
+
+    def create(self, record: bytes, replacing: int | None) -> int | None:
+        """Link our record as the next generation; None where another driver got there first."""
+        with open(self.draft, "wb") as f:
+            f.write(record)
+            f.flush()
+            os.fsync(f.fileno())
+        n = (replacing or 0) + 1
+        try:
+            os.link(self.draft, self._generation(n))
+        except FileExistsError:
+            # On NFS a retransmitted link can report EEXIST for a link that succeeded: link(2)'s advice
+            # is to check the link count of the file that was linked.
+            if os.stat(self.draft).st_nlink != 2:
+                return None
+        for old in range(1, n):  # names are never reused, so old generations can simply go
+            try:
+                os.unlink(self._generation(old))
+            except FileNotFoundError:
+                pass
+        return n
+
+    def beat(self, n: int, record: bytes) -> int | None:
+        try:
+            os.utime(self._generation(n))
+        except OSError as e:
+            if e.errno in _GONE:  # a newer generation's winner removed ours
+                return None
+            raise
+        return None if os.path.exists(self._generation(n + 1)) else n
+
+    def release(self, n: int, record: bytes) -> None:
+        if not os.path.exists(self._generation(n + 1)):
+            os.utime(self._generation(n), (0, 0))  # mtime 0: released, free to the next driver at once
+
+    def close(self) -> None:
+        try:
+            os.unlink(self.draft)
+        except OSError:
+            pass
+
+
+# -- S3: one object, written only with conditional PUTs ---------------------------------------------
+class _S3Store:
+    def __init__(self, run: RunDir):
+        import boto3
+
+        base, _, query = run.uri.partition("?")
+        options = {k: v[-1] for k, v in parse_qs(query).items()}
+        endpoint = options.get("endpoint_override")
+        if endpoint and "://" not in endpoint:  # pyarrow's form: host:port, with scheme= apart
+            endpoint = f"{options.get('scheme', 'https')}://{endpoint}"
+        self.run = run
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name=options.get("region"))
+        self.bucket, _, prefix = base.partition("://")[2].partition("/")
+        self.key = "/".join(p for p in (prefix.strip("/"), "lock") if p)
+
+    def _call(self, method, **kwargs):
+        """One S3 request; None where its condition failed (someone else wrote first)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return getattr(self.client, method)(Bucket=self.bucket, Key=self.key, **kwargs)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            # 412: the condition failed; 409: a concurrent conditional write won; NoSuchKey: gone
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or status in (409, 412):
+                return None
+            if code == "NoSuchBucket":
+                raise RunError(f"{self.run.display()}: no such bucket '{self.bucket}'") from None
+            if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise RunError(f"{self.run.display()}: access denied "
+                               f"({code}: {e.response.get('Error', {}).get('Message', '')})") from None
+            raise RunError(f"{self.run.display()}: {e}") from None
+        except BotoCoreError as e:  # no credentials, no route to the endpoint, ...
+            raise RunError(f"{self.run.display()}: {e}") from None
+
+    def read(self) -> tuple[Holder | None, str | None]:
+        response = self._call("get_object")
+        if response is None:
+            return None, None
+        storage_now = email.utils.parsedate_to_datetime(response["ResponseMetadata"]["HTTPHeaders"]["date"])
+        age = (storage_now - response["LastModified"].astimezone(timezone.utc)).total_seconds()
+        return _holder(response["Body"].read(), age), response["ETag"]
+
+    def create(self, record: bytes, replacing: str | None) -> str | None:
+        condition = {"IfMatch": replacing} if replacing else {"IfNoneMatch": "*"}
+        response = self._call("put_object", Body=record, **condition)
+        return response and response["ETag"]
+
+    def beat(self, etag: str, record: bytes) -> str | None:
+        response = self._call("put_object", Body=record, IfMatch=etag)
+        return response and response["ETag"]
+
+    def release(self, etag: str, record: bytes) -> None:
+        self._call("put_object", Body=record, IfMatch=etag)
+
+    def close(self) -> None:
+        pass

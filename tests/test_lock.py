@@ -1,0 +1,180 @@
+"""One driver per run (orchestrator/lock.py): two `ablate run` of one grid at once, and drivers
+racing to take over a hold whose heartbeat stopped, on a local path and on S3 (moto's server).
+
+The SIGKILL-then-run-again case is in test_run_cli.py, with the other driver kills.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+
+import boto3
+import pytest
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+
+from orchestrator.errors import RunError
+from orchestrator.lock import DriverLock, RunLocked
+from orchestrator.store import RunDir
+from tests.conftest import ROOT
+from tests.runs import probe_grid, starts, trials
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def wait_for(condition, timeout=30.0, every=0.02):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {condition.__name__}"
+        time.sleep(every)
+    return value
+
+
+@pytest.fixture
+def s3_run(monkeypatch):
+    """A run directory on a moto S3 server that handles one request at a time.
+
+    moto checks a PUT's If-None-Match / If-Match and then writes, without a lock between the two,
+    so its usual threaded server can let two racing conditional writes both through; S3 itself
+    does not. Served one request at a time, moto's conditional writes are atomic as S3's are.
+    """
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=False,
+                         request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_port}"
+    bucket = f"results-{uuid.uuid4().hex[:8]}"  # moto's buckets outlive a server: one per test
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    yield RunDir(f"s3://{bucket}/studies/probe?endpoint_override={endpoint}&region=us-east-1")
+    server.shutdown()
+    thread.join()
+
+
+@pytest.fixture
+def local_run(tmp_path):
+    return RunDir(str(tmp_path / "runs" / "probe"))
+
+
+@pytest.fixture(params=["local", "s3"])
+def run(request):
+    return request.getfixturevalue(f"{request.param}_run")
+
+
+def make_stale(run: RunDir, lock: DriverLock) -> None:
+    """Stop `lock`'s heartbeat without releasing it, as SIGKILL would, and wait until it is stale."""
+    lock._stop.set()
+    lock._beating.join()
+    if run.local:  # a filesystem's mtime can be set back: no need to wait
+        generation = os.path.join(run.path, "lock", str(lock._version))
+        os.utime(generation, (time.time() - 60, time.time() - 60))
+    else:  # S3 stamps LastModified itself (1 s resolution): wait for the hold to age
+        wait_for(lambda: lock.holder().age > 1, timeout=10, every=0.2)
+
+
+def test_a_held_run_is_refused_naming_its_holder_and_free_once_released(run):
+    with DriverLock(run, heartbeat_s=60, stale_s=30).acquire():
+        with pytest.raises(RunLocked) as refused:
+            DriverLock(run, heartbeat_s=60, stale_s=30).acquire()
+    assert re.fullmatch(
+        rf"{re.escape(run.display())} is being run by pid {os.getpid()} on {re.escape(socket.gethostname())} "
+        r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(heartbeat \d s ago\); run again with --wait to wait for it "
+        r"\(a driver without a heartbeat for 30 s is taken over\)", str(refused.value))
+    with DriverLock(run, heartbeat_s=60, stale_s=30).acquire():  # released on leaving the block: free at once
+        pass
+
+
+@pytest.mark.parametrize("leaving", [KeyboardInterrupt, ValueError])
+def test_ctrl_c_and_errors_release_the_run(local_run, leaving):
+    with pytest.raises(leaving):
+        with DriverLock(local_run, heartbeat_s=60, stale_s=30).acquire():
+            raise leaving()
+    with DriverLock(local_run, heartbeat_s=60, stale_s=30).acquire():
+        pass
+
+
+def test_two_takeovers_of_the_same_stale_hold_one_wins(run):
+    """Both contenders judged the hold stale before either acted: the second's write must fail."""
+    dead = DriverLock(run, heartbeat_s=60, stale_s=1).acquire()
+    make_stale(run, dead)
+    first, second = (DriverLock(run, heartbeat_s=60, stale_s=1) for _ in range(2))
+    (holder, version), (_, same_version) = first.store.read(), second.store.read()
+    assert holder.pid == os.getpid() and holder.age > 1 and version == same_version
+    assert first.store.create(first._record(), replacing=version) is not None
+    assert second.store.create(second._record(), replacing=version) is None
+    with pytest.raises(RunLocked):  # and the second, looking again, finds the first's fresh hold
+        second.acquire()
+
+
+@pytest.mark.parametrize("contenders", [4])
+def test_contenders_racing_for_a_stale_hold_one_wins(run, contenders):
+    dead = DriverLock(run, heartbeat_s=60, stale_s=1).acquire()
+    make_stale(run, dead)
+    start = threading.Barrier(contenders)
+    outcomes = []
+
+    def contend():
+        lock = DriverLock(run, heartbeat_s=60, stale_s=1)
+        start.wait()
+        try:
+            outcomes.append(lock.acquire())
+        except RunLocked:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=contend) for _ in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    winners = [o for o in outcomes if o != "refused"]
+    assert len(outcomes) == contenders and len(winners) == 1
+    winners[0].release()
+
+
+def test_a_driver_whose_hold_was_taken_over_stops(local_run):
+    lost = threading.Event()
+    paused = DriverLock(local_run, heartbeat_s=0.05, stale_s=1, on_lost=lost.set).acquire()
+    # The driver's beats stop reaching the storage for longer than the stale time (a suspended
+    # laptop): seen from outside, its hold is stale, and another driver takes the run.
+    generation = os.path.join(local_run.path, "lock", str(paused._version))
+    os.utime(generation, (time.time() - 60, time.time() - 60))
+    successor = DriverLock(local_run, heartbeat_s=60, stale_s=1).acquire()
+    wait_for(lost.is_set, timeout=10)
+    with pytest.raises(RunError, match=rf"^{re.escape(local_run.display())}: taken over by pid {os.getpid()} .* "
+                                       r"after this driver's heartbeat had stopped for 1 s; stopped its trials$"):
+        with paused:
+            pass
+    successor.release()
+
+
+def test_two_ablate_runs_of_one_grid_at_once_train_every_trial_once(tmp_path):
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 3, "sleep": 0.5},
+                      resources={"cpus": 1})
+    storage = tmp_path / "runs"
+    exe = os.path.join(os.path.dirname(sys.executable), "ablate")
+    drivers = [subprocess.Popen([exe, "run", str(path), "--storage", str(storage), "--quiet"], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        outputs = [driver.communicate(timeout=180) for driver in drivers]
+    finally:
+        for driver in drivers:
+            if driver.poll() is None:
+                driver.kill()
+    by_code = {driver.returncode: (driver, out, err) for driver, (out, err) in zip(drivers, outputs)}
+    assert sorted(by_code) == [0, 1], outputs
+    winner, _, _ = by_code[0]
+    _, out, err = by_code[1]
+    assert err.strip().startswith(f"error: {storage / 'probe'} is being run by pid {winner.pid} on "
+                                  f"{socket.gethostname()} since "), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err
+    assert starts(tmp_path) == Counter({f"lr{lr}-seed0-never": 1 for lr in (0.1, 0.2, 0.3, 0.4)})
+    rows = trials(storage / "probe")
+    assert len(rows) == 4 and rows["trial_id"].is_unique and (rows["attempts"] == 1).all()
