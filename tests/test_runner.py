@@ -180,7 +180,7 @@ def test_a_dataset_that_cannot_be_had_is_one_error_before_any_trial(tmp_path, da
         url = f"http://127.0.0.1:{s.getsockname()[1]}/cifar-10-python.tar.gz"
     monkeypatch.setitem(SOURCES, "cifar10", dataclasses.replace(SOURCES["cifar10"], url=url))
     path = tmp_path / "g.yaml"
-    path.write_text("name: g\naxes:\n  lr: [0.1, 0.01]\nfixed:\n  dataset: cifar10\n  epochs: 1\n")
+    path.write_text("name: g\naxes:\n  lr: [0.1, 0.01]\nfixed:\n  dataset: cifar10\n  epochs: 1\n  lr_milestones: []\n")
     with pytest.raises(RunError, match=rf"^cifar-10-python.tar.gz is not in {data_dir} and downloading {url} failed"):
         run(path, tmp_path / "runs")
     assert not (tmp_path / "runs" / "g" / "trials").exists()  # no trial started
