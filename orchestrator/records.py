@@ -7,13 +7,15 @@ trial id means a trial that runs again replaces its record and is never recorded
 
 The driver publishes records into `trials.parquet` and `epochs.parquet`, single files rewritten
 whole and renamed into place: a reader sees every finished trial exactly once, and reading ten
-thousand trials is one file, not ten thousand. Trials are published as each finishes; epochs,
-the big file, at most every EPOCHS_EVERY seconds and when the run ends. A driver killed between
-a record and its publication loses nothing: readers merge unpublished records in, and the next
-`ablate run` publishes them.
+thousand trials is one file, not ten thousand. Each file is rewritten as trials finish, paced so
+that rewriting takes at most 1/REWRITE_PACE of the driver's time (a growing file rewritten after
+every one of 10,000 short trials would make the driver, not the trials, set the pace), and when
+the run ends. A driver killed between a record and its publication loses nothing: readers merge
+unpublished records in, and the next `ablate run` publishes them.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import typing
@@ -45,7 +47,7 @@ RESULT_COLUMNS = [
     ("ablate_version", pa.string()), ("torch_version", pa.string()), ("ray_version", pa.string()),
 ]
 _ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
-EPOCHS_EVERY = 30.0  # seconds between rewrites of epochs.parquet during a run
+REWRITE_PACE = 20  # a published file is rewritten once 20x its last write time has passed (see _Pace)
 
 
 def _arrow_type(t) -> pa.DataType:
@@ -90,12 +92,6 @@ def record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str, Any]
     row = {**config, **result, "trial_id": trial_id}
     run.write_table(run.child("records", f"{trial_id}.parquet"),
                     pa.Table.from_pylist([{k: row.get(k) for k in schema.names}], schema=schema))
-
-
-def read_record(run: RunDir, trial_id: str) -> dict[str, Any] | None:
-    """A finished trial's row, from its record; None if it has none."""
-    table = run.read_table(run.child("records", f"{trial_id}.parquet"))
-    return table.to_pylist()[0] if table is not None else None
 
 
 def _record_ids(run: RunDir) -> set[str]:
@@ -151,38 +147,73 @@ def read_epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
     return _concat([published, *missing])
 
 
+class _Pace:
+    """When a file that is rewritten whole is due again: once the time since it was last written
+    is REWRITE_PACE times what writing it took. The driver then spends at most 1/REWRITE_PACE of
+    its time rewriting, however many trials came before: a file of 100 rows is rewritten as each
+    trial finishes, one of 10,000 short trials every few of them."""
+
+    def __init__(self):
+        self.written, self.cost = time.monotonic(), 0.0
+
+    def due(self) -> bool:
+        return time.monotonic() - self.written >= REWRITE_PACE * self.cost
+
+    @contextlib.contextmanager
+    def writing(self):
+        start = time.monotonic()
+        yield
+        self.written = time.monotonic()
+        self.cost = self.written - start
+
+
 class Publisher:
     """Keeps trials.parquet and epochs.parquet up to date with the records. Driver only."""
 
     def __init__(self, run: RunDir):
         self.run = run
-        self.trials = run.read_table(run.child("trials.parquet"))
+        self.trials = run.read_table(run.child("trials.parquet"))  # as last written
         self.epochs = run.read_table(run.child("epochs.parquet"))
-        self.pending: list[str] = []  # trials whose epochs are not in epochs.parquet yet
-        self.last_epochs = time.monotonic()
+        self.new_trials: dict[str, pa.Table] = {}  # records not in trials.parquet yet
+        self.new_epochs: list[str] = []  # trials whose epochs are not in epochs.parquet yet
+        self.trials_pace, self.epochs_pace = _Pace(), _Pace()
 
-    def publish(self, ids: list[str]) -> None:
-        """Put the records of `ids` in trials.parquet now, and their epochs soon."""
-        if not ids:
-            return
-        self.trials = _merge(self.run, self.trials, ids)
-        self.run.write_table(self.run.child("trials.parquet"), self.trials)
-        self.pending += ids
-        if time.monotonic() - self.last_epochs > EPOCHS_EVERY:
-            self.flush_epochs()
+    def publish(self, trial_id: str) -> dict[str, Any] | None:
+        """Put a finished trial's record in trials.parquet and its epochs in epochs.parquet, each
+        when due; returns its row, or None if it has no record."""
+        row = self._record(trial_id)
+        if row is None:
+            return None
+        self.new_trials[trial_id] = row
+        self.new_epochs.append(trial_id)
+        self.flush(force=False)
+        return row.to_pylist()[0]
 
-    def flush_epochs(self) -> None:
-        ids, self.pending = sorted(set(self.pending)), []
-        new = [self.run.read_table(self.run.child("records", f"{i}.epochs.parquet")) for i in ids]
-        if any(t is not None for t in new):
-            self.epochs = _concat([_without(self.epochs, ids), *new])
-            self.run.write_table(self.run.child("epochs.parquet"), self.epochs)
-        self.last_epochs = time.monotonic()
+    def _record(self, trial_id: str) -> pa.Table | None:
+        return self.run.read_table(self.run.child("records", f"{trial_id}.parquet"))
+
+    def flush(self, force: bool = True) -> None:
+        """Write what is not in the files yet: now, or (force=False) where the pace allows."""
+        if self.new_trials and (force or self.trials_pace.due()):
+            with self.trials_pace.writing():
+                self.trials = _concat([_without(self.trials, self.new_trials), *self.new_trials.values()])
+                self.run.write_table(self.run.child("trials.parquet"), self.trials)
+            self.new_trials = {}
+        if self.new_epochs and (force or self.epochs_pace.due()):
+            with self.epochs_pace.writing():
+                ids, self.new_epochs = sorted(set(self.new_epochs)), []
+                new = [self.run.read_table(self.run.child("records", f"{i}.epochs.parquet")) for i in ids]
+                if any(t is not None for t in new):
+                    self.epochs = _concat([_without(self.epochs, ids), *new])
+                    self.run.write_table(self.run.child("epochs.parquet"), self.epochs)
 
     def catch_up(self) -> None:
-        """Publish whatever a killed driver left unpublished, epochs included."""
-        self.publish(unpublished(self.run, self.trials))
+        """Publish whatever is not published yet (what a killed driver left, too), and write both
+        files now."""
+        for trial_id in unpublished(self.run, self.trials):
+            self.new_trials[trial_id] = self._record(trial_id)
+        self.flush()
         have = set(self.epochs["trial_id"].to_pylist()) if self.epochs is not None else set()
         done = self.trials.filter(pc.field("status") != "failed") if self.trials is not None else None
-        self.pending += [i for i in (done["trial_id"].to_pylist() if done is not None else []) if i not in have]
-        self.flush_epochs()
+        self.new_epochs += [i for i in (done["trial_id"].to_pylist() if done is not None else []) if i not in have]
+        self.flush()
