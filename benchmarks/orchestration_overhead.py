@@ -1,11 +1,14 @@
-"""Per-trial overhead of `ablate run` against a bare Ray Tune script, on the same Ray instance.
+"""Per-trial overhead of `ablate run` against a bare Ray Tune script, on the same Ray instance,
+and how long a user waits for the first trial and for the command to end.
 
-Both run N trials of a workload that does no work (three reported epochs, a checkpoint at each),
-so the wall time per trial is what orchestration costs: scheduling, actor start-up, checkpoints,
-progress, and for ablate also the Parquet records and the trial log. Ray starts once, before
-either is timed; each side is run `--repeats` times and the median is reported.
+Both sides run N trials of a workload that does no work (three reported epochs, a checkpoint at
+each), so the wall time per trial is what orchestration costs: scheduling, actor start-up,
+checkpoints, progress, and for ablate also the Parquet records and the trial log. Ray starts
+once, before either is timed; each N is run `--repeats` times per side and the median reported.
+Then `ablate run` of a one-trial grid as a real process: from the command to the trial's first
+line of code (Ray's start included), and from the trial's last line to the command's exit.
 
-    python benchmarks/orchestration_overhead.py --trials 40 --repeats 3
+    python benchmarks/orchestration_overhead.py --trials 30 300 1000 3000 --repeats 1
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import functools
 import io
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,12 +41,19 @@ class Config:
     lr: float = 0.1
     seed: int = 0
     epochs: int = 3
+    marker: str = ""  # a file to append the times the trial starts and ends to
 
 
 def train(config, session):
+    if config.marker:
+        with open(config.marker, "a") as f:
+            f.write(f"{time.time()}\n")
     state = session.restore() or {"epoch": 0}
     for epoch in range(state["epoch"], config.epochs):
         session.report({"epoch": epoch + 1, "val_error": 0.5}, checkpoint={"epoch": epoch + 1})
+    if config.marker:
+        with open(config.marker, "a") as f:
+            f.write(f"{time.time()}\n")
     return {"status": "completed", "val_error": 0.5, "test_error": 0.5}
 
 
@@ -85,10 +96,25 @@ def ablate_run(n: int, storage: str) -> float:
     return time.perf_counter() - start
 
 
+def latency(storage: str) -> tuple[float, float]:
+    """(command to first line of the trial, last line of the trial to the command's exit), s."""
+    marker = Path(storage) / "marker"
+    grid_file = Path(storage) / "one.yaml"
+    grid_file.write_text(f"name: one\nworkload: benchmarks.orchestration_overhead:WORKLOAD\n"
+                         f"fixed:\n  marker: {marker}\n")
+    exe = Path(sys.executable).parent / "ablate"
+    start = time.time()
+    subprocess.run([str(exe), "run", str(grid_file), "--storage", storage, "--quiet"], cwd=ROOT, check=True,
+                   capture_output=True)
+    end = time.time()
+    began, finished = map(float, marker.read_text().split())
+    return began - start, end - finished
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=int, default=40)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--trials", type=int, nargs="+", default=[30, 300, 1000])
+    p.add_argument("--repeats", type=int, default=1)
     a = p.parse_args()
     import logging
 
@@ -97,17 +123,26 @@ def main():
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # the bare side's missing-result warnings
     os.chdir(ROOT)
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    times = {"bare Ray Tune": [], "ablate run": []}
-    for _ in range(a.repeats):
-        for name, fn in (("bare Ray Tune", bare_tune), ("ablate run", ablate_run)):
-            with tempfile.TemporaryDirectory() as storage:
-                times[name].append(fn(a.trials, storage))
     cpus = int(ray.cluster_resources().get("CPU", 0))
-    print(f"{a.trials} no-op trials of 3 epochs, 1 CPU each, on {cpus} CPUs; median of {a.repeats} runs")
-    per = {k: statistics.median(v) / a.trials for k, v in times.items()}
-    for name, values in times.items():
-        print(f"  {name:14} {per[name] * 1000:7.0f} ms per trial   runs (s): {', '.join(f'{t:.1f}' for t in values)}")
-    print(f"  ratio          {per['ablate run'] / per['bare Ray Tune']:7.2f} x")
+    print(f"no-op trials of 3 epochs, 1 CPU each, on {cpus} CPUs; median of {a.repeats} run(s) per N")
+    print(f"  {'trials':>7} {'bare Ray Tune':>14} {'ablate run':>11} {'ratio':>6}   (ms per trial)")
+    for n in a.trials:
+        times = {"bare": [], "ablate": []}
+        for _ in range(a.repeats):
+            for name, fn in (("bare", bare_tune), ("ablate", ablate_run)):
+                with tempfile.TemporaryDirectory() as storage:
+                    times[name].append(fn(n, storage))
+        bare, ablate = (statistics.median(times[k]) / n * 1000 for k in ("bare", "ablate"))
+        print(f"  {n:>7} {bare:>14.0f} {ablate:>11.0f} {ablate / bare:>5.2f}x", flush=True)
+    ray.shutdown()
+
+    waits = []
+    for _ in range(max(3, a.repeats)):
+        with tempfile.TemporaryDirectory() as storage:
+            waits.append(latency(storage))
+    print(f"ablate run of one trial, median of {len(waits)}: first trial starts "
+          f"{statistics.median(w[0] for w in waits):.1f} s after the command; the command ends "
+          f"{statistics.median(w[1] for w in waits):.1f} s after the last trial")
 
 
 if __name__ == "__main__":
