@@ -39,8 +39,10 @@ def main(parent: int, argv: list[str]) -> None:
             os._exit(127)  # what a shell exits with for a command it cannot find
     _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
+        killed_by = os.WTERMSIG(status)
+        if killed_by not in (signal.SIGKILL, signal.SIGSTOP):  # the two whose handling cannot change
+            signal.signal(killed_by, signal.SIG_DFL)
+        os.kill(os.getpid(), killed_by)
     sys.exit(os.waitstatus_to_exitcode(status))
 
 
