@@ -5,8 +5,8 @@ to call it and what its parameters are:
 
     name: digits
     command:
-      run: python digits.py --lr {lr} --hidden {hidden} --epochs {epochs} --seed {seed} --out {trial_dir}
-      workdir: ../examples          # where it runs, relative to the grid file (default: its folder)
+      run: python train.py --lr {lr} --hidden {hidden} --optimizer {optimizer} --epochs {epochs} --seed {seed} --out {trial_dir}
+      workdir: ../code              # where it runs, relative to the grid file (default: its folder)
       parameters:                   # typed and checked like a Python workload's config
         lr: {type: float, default: 0.1, gt: 0}
         hidden: {type: int, default: 64, ge: 1}
@@ -31,33 +31,24 @@ The grid becomes a real `Workload` (the rest of the orchestrator has no special 
 is a dataclass made from the parameters, and its trial ids also depend on the command, which is
 a config field (`command`) that no grid can set. Workers rebuild the workload from its `ref`.
 
-A trial runs the command through launch.py in its own process group, in `workdir`, with
-ABLATE_TRIAL_ID, ABLATE_TRIAL_DIR (a directory kept in the run's storage, see
-StoredSession.files) and the GPUs Ray gave it in CUDA_VISIBLE_DEVICES. Its output goes to the
-trial's log. An output line with the prefix followed by a JSON object, or a match of a pattern
-(named groups are the metrics), with an `epoch` is one epoch (`session.report`); without one it
-adds to the trial's final values. A trial's row takes the last value of each metric (`val_error`,
-`test_error`, `status`...). Exit code 0 with metrics is a result; a non-zero exit, a signal, or
-no metric at all is a failure, retried up to `max_failures` with the same trial directory, so a
-script that keeps its checkpoint there resumes.
+A trial runs the command (command_run.py) in `workdir`, with its trial id and own directory in
+its environment, and reads its metrics from its output: a line with the prefix and a JSON
+object, or a match of a pattern (named groups are the metrics). With an `epoch` it is one epoch;
+without, it adds to the trial's final values (`val_error`, `test_error`, `status`...). Exit code
+0 with metrics is a result; anything else a failure, retried up to `max_failures` with the same
+trial directory, so a script that keeps its checkpoint there resumes.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import keyword
 import math
 import os
-import queue
 import re
 import shlex
 import shutil
-import signal
 import string
-import subprocess
-import sys
-import threading
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +56,10 @@ from typing import Annotated, Any
 
 import annotated_types as at
 
+from orchestrator import command_run
 from orchestrator.errors import GridError
 from orchestrator.params import Parameters, fmt
-from workloads.base import RESULT_STATUSES, Workload, WorkloadError
+from workloads.base import Workload, WorkloadError
 
 KEYS = ("run", "workdir", "parameters", "epochs", "metrics")
 METRIC_KEYS = ("prefix", "patterns", "show")
@@ -78,11 +70,9 @@ TYPES = {"int": int, "float": float, "str": str, "bool": bool,
 BOUNDS = {"gt": at.Gt, "ge": at.Ge, "lt": at.Lt, "le": at.Le, "multiple_of": at.MultipleOf}
 LENGTHS = {"min_len": at.MinLen, "max_len": at.MaxLen}
 PARAMETER_KEYS = ("type", "default", "choices", "identity", *BOUNDS, *LENGTHS)
-PREFIX = "ABLATE "
+PREFIX = command_run.PREFIX
 TRIAL_DIR = "trial_dir"  # the placeholder for the trial's own directory
 SHOWN_TRIAL_DIR = "$ABLATE_TRIAL_DIR"  # how `ablate plan` shows it: the path depends on --storage
-LAUNCHER = str(Path(__file__).with_name("launch.py"))
-TAIL = 5  # lines of output a failure's message quotes
 
 
 @dataclass(frozen=True)
@@ -314,8 +304,12 @@ def build(command: Command) -> Workload:
     def check(c):  # every trial's command line can be written (a format spec suits its value)
         argv(command, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
 
+    def train(c, session):
+        return command_run.train(lambda trial_dir: argv(command, dataclasses.asdict(c), trial_dir), command.workdir,
+                                 command.prefix, command.patterns, session)
+
     return Workload(
-        name="command", config=config, train=lambda c, session: train(command, c, session),
+        name="command", config=config, train=train,
         epochs=(lambda c: getattr(c, command.epochs)) if command.epochs else None,
         metrics=command.show, check=check, prepare=lambda configs: prepare(command, configs),
         command_line=lambda c: command_line(command, dataclasses.asdict(c)))
@@ -374,205 +368,3 @@ def prepare(command: Command, configs: list) -> None:
              else shutil.which(program) is not None)
     if not found:
         raise WorkloadError(f"{program}: the command's program is not found (in {command.workdir} or on PATH)")
-
-
-# -- one trial -------------------------------------------------------------------------------------
-
-class CommandFailed(WorkloadError):
-    """The command ended without a result: a non-zero exit, a signal, or no metric at all."""
-
-
-class _Process:
-    """The command in its own process group, read line by line, killed with everything it
-    started when the trial ends, whichever way it ends."""
-
-    def __init__(self, args: list[str], cwd: str, env: dict[str, str]):
-        self.popen = subprocess.Popen([sys.executable, "-I", "-S", LAUNCHER, str(os.getpid()), *args], cwd=cwd,
-                                      env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
-        # A thread drains the output: `session.report` blocks until Ray asks for the result, and a
-        # script blocked on a full pipe meanwhile would stop training.
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for raw in self.popen.stdout:
-            # A progress bar redraws its line after each "\r": keep what a terminal would show.
-            self.lines.put(raw.decode(errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1])
-        self.lines.put(None)
-
-    def output(self, idle: float = 1.0):
-        """Lines as they come, and None after `idle` seconds without one; ends with the output."""
-        while True:
-            try:
-                line = self.lines.get(timeout=idle)
-            except queue.Empty:
-                if self.popen.poll() is not None:  # it exited, and what it started still holds the output open
-                    self.kill()
-                yield None
-                continue
-            if line is None:
-                return
-            yield line
-
-    def kill(self):
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:  # the whole group has ended
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.kill()
-        self.popen.wait()
-        self.popen.stdout.close()
-
-
-def _value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-class Metrics:
-    """Epochs and final values from a command's output lines.
-
-    A line with the prefix and a JSON object, or a match of a pattern, is a set of metrics. With
-    an `epoch`, it belongs to that epoch: patterns that print one epoch over several lines are
-    merged, and an epoch is complete when every pattern that captures `epoch` has matched for it
-    (a JSON line is complete at once), or when a later epoch begins, or at the end. Without an
-    `epoch`, it adds to the final values (`ABLATE {"test_error": 0.08}` after training).
-    """
-
-    def __init__(self, command: Command, last_epoch: int = 0):
-        self.prefix, self.patterns = command.prefix, [re.compile(p) for p in command.patterns]
-        self.epoch_patterns = {i for i, p in enumerate(self.patterns) if "epoch" in p.groupindex}
-        self.last_epoch = last_epoch  # reported before: a resumed script's repeats are not new epochs
-        self.pending: dict[str, Any] = {}
-        self.matched: set[int] = set()  # the patterns that matched for the pending epoch
-        self.final: dict[str, Any] = {}
-        self.seen = False
-        self.problems: list[str] = []  # lines with the prefix that are not a JSON object
-
-    def feed(self, line: str) -> list[dict[str, Any]]:
-        """The epochs this line completes."""
-        done = []
-        at = line.find(self.prefix)
-        if at >= 0:
-            try:
-                metrics = json.loads(line[at + len(self.prefix):])
-            except ValueError:
-                metrics = None
-            if isinstance(metrics, dict):
-                done += self._add(metrics, complete=True)
-            else:
-                self.problems.append(line)
-        for i, pattern in enumerate(self.patterns):
-            if match := pattern.search(line):
-                groups = {k: _value(v) for k, v in match.groupdict().items() if v is not None}
-                done += self._add(groups, pattern=i)
-        return done
-
-    def _add(self, metrics: dict[str, Any], complete=False, pattern=None) -> list[dict[str, Any]]:
-        if not metrics:
-            return []
-        self.seen = True
-        epoch = metrics.get("epoch")
-        if epoch is None:
-            self.final.update(metrics)
-            return []
-        if not (isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and epoch == int(epoch)):
-            self.problems.append(f"epoch {epoch!r} is not a whole number")
-            return []
-        done = self.end() if self.pending and self.pending["epoch"] != epoch else []
-        self.pending = {**self.pending, **metrics, "epoch": int(epoch)}
-        self.matched.add(pattern)
-        if complete or (self.epoch_patterns and self.epoch_patterns <= self.matched):
-            done += self.end()
-        return done
-
-    def end(self) -> list[dict[str, Any]]:
-        """The pending epoch, unless an earlier attempt reported it already."""
-        row, self.pending, self.matched = self.pending, {}, set()
-        if not row:
-            return []
-        self.final.update({k: v for k, v in row.items() if k != "epoch"})
-        if row["epoch"] <= self.last_epoch:
-            return []
-        self.last_epoch = row["epoch"]
-        return [row]
-
-    def expected(self) -> str:
-        said = f"lines with {self.prefix.strip()!r} and a JSON object"
-        return said + "".join(f", or matching {p.pattern!r}" for p in self.patterns)
-
-
-def _exit(code: int) -> str:
-    if code < 0:
-        return f"the command was killed by {signal.Signals(-code).name}"
-    return f"the command exited with code {code}"
-
-
-def _result(final: dict[str, Any]) -> dict[str, Any]:
-    """A trial's row from the command's last values: what has a column, with the column's type."""
-    row: dict[str, Any] = {"status": "completed"}
-    if final.get("status") in RESULT_STATUSES:
-        row["status"] = final["status"]
-    for key, kind in (("val_error", float), ("test_error", float), ("images_per_second", float), ("params", int),
-                      ("train_examples", int), ("test_examples", int)):
-        value = final.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or value == int(value)):
-            row[key] = kind(value)
-    return row
-
-
-def train(command: Command, config, session) -> dict[str, Any]:
-    """One attempt of a trial: run the command, report its epochs, return its last values."""
-    values = dataclasses.asdict(config)
-    state = session.restore() or {"epoch": 0}
-    metrics = Metrics(command, last_epoch=state["epoch"])
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL)
-    with session.files() as trial_dir:
-        args = argv(command, values, trial_dir)
-        if not os.path.isdir(command.workdir):
-            raise WorkloadError(f"{command.workdir}: the command's working directory does not exist on this node")
-        # CUDA_VISIBLE_DEVICES is already the GPUs Ray assigned to this trial's worker.
-        env = {**os.environ, "ABLATE_TRIAL_ID": session.trial_id, "ABLATE_TRIAL_DIR": trial_dir,
-               "PYTHONUNBUFFERED": "1"}  # a Python script's epochs arrive as it prints them, not at exit
-        session.log(f"running {shlex.join(args)} (in {command.workdir})")
-        log: list[str] = []
-
-        def flush():
-            if log:
-                session.log("\n".join(log))
-                log.clear()
-
-        with _Process(args, command.workdir, env) as process:
-            for line in process.output():
-                if line is None:
-                    flush()
-                    continue
-                log.append(f"| {line}")
-                if line.strip():
-                    tail.append(line.strip())
-                for epoch in metrics.feed(line):
-                    flush()
-                    session.report(epoch, checkpoint={"epoch": epoch["epoch"]})
-            for epoch in metrics.end():
-                flush()
-                session.report(epoch, checkpoint={"epoch": epoch["epoch"]})
-            flush()
-            code = process.popen.wait()
-    for problem in metrics.problems[:3]:
-        session.log(f"not metrics: {problem}")
-    said = f"; its last output: {' | '.join(tail)}" if tail else "; it printed nothing"
-    if code != 0:
-        raise CommandFailed(f"{_exit(code)}{said[:600]}")
-    if not metrics.seen and not state["epoch"]:
-        raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){said[:400]}")
-    return _result(metrics.final)

@@ -22,7 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.command import CommandFailed
+from orchestrator.command_run import CommandFailed
 from orchestrator.grid import load_grid
 from orchestrator.store import RunDir, StoredSession
 from tests.conftest import ROOT, ablate
