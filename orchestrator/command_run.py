@@ -213,6 +213,8 @@ def train(args_for: Callable[[str], list[str]], workdir: str, prefix: str, patte
                     flush()
                     continue
                 log.append(f"| {line}")
+                if len(log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
+                    flush()
                 if line.strip():
                     tail.append(line.strip())
                 for epoch in metrics.feed(line):
