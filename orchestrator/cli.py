@@ -81,9 +81,12 @@ def plan(grid_file: GridPath,
     from orchestrator.grid import load_grid
 
     grid = load_grid(grid_file)
+    command_line = grid.workload.command_line  # a grid over a script: what each trial runs
     if json_output:
-        print(json.dumps({"grid": grid.name, "trials": [{"trial_id": t.trial_id, "config": t.config}
-                                                         for t in grid.trials]}))
+        print(json.dumps({"grid": grid.name, "trials": [
+            {"trial_id": t.trial_id, "config": t.config,
+             **({"command_line": command_line(grid.workload.config(**t.config))} if command_line else {})}
+            for t in grid.trials]}))
         return
     cost = grid.cost()
     title = f"{grid.name}: {len(grid.trials)} trials of workload '{grid.workload.name}'"
@@ -100,6 +103,10 @@ def plan(grid_file: GridPath,
         console.print(grid.description, markup=False)
     if grid.fixed:
         console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.fixed.items()), soft_wrap=True, markup=False)
+    if command_line:
+        console.print("commands:")
+        for t in grid.trials:
+            console.print(f"  {t.trial_id}  {command_line(grid.workload.config(**t.config))}", markup=False, soft_wrap=True)
     r = grid.resources
     console.print(f"trials: {len(grid.trials)}   training images: {_si(cost['images'], 'images')}   "
                   f"compute: {_si(cost['flops'], 'FLOP')}")

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import workloads
+from orchestrator.command import load as load_command
 from orchestrator.errors import GridError
 from orchestrator.gridfile import read_yaml
 from orchestrator.params import INT64, Parameters, fmt
 from workloads.base import Workload
 
-TOP_KEYS = ("name", "description", "workload", "axes", "fixed", "seeds", "repeats", "exclude",
+TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seeds", "repeats", "exclude",
             "include", "resources", "max_failures", "max_trials")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
 GRID_FILE = "grid.yaml"  # a run's copy of its grid file, as last run
@@ -56,7 +57,7 @@ class Grid:
     name: str
     path: Path
     workload: Workload
-    workload_ref: str  # as the file names it: a registered name or module:object
+    workload_ref: str  # as the file names it: a registered name or module:object; or a `command:` (command.ref)
     axes: dict[str, list]
     trials: list[Trial]
     resources: Resources = Resources()
@@ -123,13 +124,18 @@ def load_grid(path: str | Path, content: bytes | None = None) -> Grid:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise GridError(path, "name", f"expected a name of letters, digits, '_', '.' or '-' "
                                       f"(it names the results folder), got {fmt(name)}")
-    workload_name = data.get("workload", workloads.DEFAULT)
-    if not isinstance(workload_name, str):
-        raise GridError(path, "workload", f"expected a registered name or module:object, got {fmt(workload_name)}")
-    try:
-        workload = workloads.get(workload_name)
-    except workloads.UnknownWorkload as e:
-        raise GridError(path, "workload", str(e)) from None
+    if "command" in data:  # a training script (command.py)
+        if "workload" in data:
+            raise GridError(path, "command", "give either 'workload' (Python) or 'command' (a script to run), not both")
+        workload, workload_name = load_command(path, data["command"])
+    else:
+        workload_name = data.get("workload", workloads.DEFAULT)
+        if not isinstance(workload_name, str):
+            raise GridError(path, "workload", f"expected a registered name or module:object, got {fmt(workload_name)}")
+        try:
+            workload = workloads.get(workload_name)
+        except workloads.UnknownWorkload as e:
+            raise GridError(path, "workload", str(e)) from None
     params = Parameters(path, workload)
 
     axes: dict[str, list] = {}

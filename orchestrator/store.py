@@ -6,6 +6,7 @@
     <run>/trials/<trial_id>/checkpoint.pt     the latest training state, to resume from
     <run>/trials/<trial_id>/progress.json     attempt, start time, latest epoch and its seconds
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
+    <run>/trials/<trial_id>/files/            the trial's own files (a command's outputs and checkpoints)
     <run>/grid.yaml                           the grid file as last run
     <run>/lock                                the driver that runs it now (see lock.py)
     <run>/ray/                                Ray Tune's own experiment folders
@@ -15,10 +16,14 @@ itself), so nobody ever reads half a file.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
+import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
@@ -131,8 +136,8 @@ class RunDir:
         return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
 
     # -- trial records -------------------------------------------------------------------------
-    def trial_file(self, trial_id: str, name: str) -> str:
-        return self.child("trials", trial_id, name)
+    def trial_file(self, trial_id: str, *names: str) -> str:
+        return self.child("trials", trial_id, *names)
 
     def log_path(self, trial_id: str) -> str:
         return self.display("trials", trial_id, "trial.log")
@@ -165,6 +170,8 @@ class StoredSession:
         self.checkpoint_path = run.trial_file(trial_id, "checkpoint.pt")
         self.progress = run.progress(trial_id)
         self.epoch_began = time.monotonic()
+        self.local_files: str | None = None  # a local copy of files/ while `files()` is open, on an object store
+        self.sent: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) as last sent to the store
 
     def start(self) -> int:
         """Count this attempt; returns its number (1 for the first)."""
@@ -202,5 +209,50 @@ class StoredSession:
                          "updated_at": now().isoformat()}
         self.run.write_progress(self.trial_id, self.progress)
         self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        if self.local_files is not None:
+            self._send_files()
         if self.on_report is not None:
             self.on_report(metrics)
+
+    @contextlib.contextmanager
+    def files(self):
+        """The trial's own directory, `trials/<trial_id>/files/`. On a local or NFS path that is
+        the directory itself. On an object store it is a local copy: fetched first, and sent back
+        after each epoch reported and at the end, so that a retry on another node, even after
+        this node is lost, finds what the last reported epoch left (a script saves its checkpoint
+        before it prints the epoch)."""
+        stored = self.run.trial_file(self.trial_id, "files")
+        if self.run.local:
+            os.makedirs(stored, exist_ok=True)
+            yield stored
+            return
+        self.local_files = tempfile.mkdtemp(prefix=f"ablate-{self.trial_id}-")
+        try:
+            if self.run.fs.get_file_info(stored).type == pafs.FileType.Directory:
+                pafs.copy_files(stored, self.local_files, source_filesystem=self.run.fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            self.sent = self._local_signatures()
+            yield self.local_files
+        finally:
+            try:
+                self._send_files()
+            finally:
+                shutil.rmtree(self.local_files, ignore_errors=True)
+                self.local_files = None
+
+    def _local_signatures(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for folder, _, names in os.walk(self.local_files):
+            for name in names:
+                stat = os.stat(os.path.join(folder, name))
+                out[os.path.relpath(os.path.join(folder, name), self.local_files)] = (stat.st_size, stat.st_mtime_ns)
+        return out
+
+    def _send_files(self) -> None:
+        """Send what changed since it was last sent (a checkpoint can be large)."""
+        for relative, signature in self._local_signatures().items():
+            if self.sent.get(relative) != signature:
+                pafs.copy_files(os.path.join(self.local_files, relative),
+                                self.run.trial_file(self.trial_id, "files", *relative.split(os.sep)),
+                                source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.run.fs)
+                self.sent[relative] = signature

@@ -129,9 +129,9 @@ def test_expansion_is_deterministic(tmp_path):
 
 ERRORS = [
     ("name: [unclosed\n", "not valid YAML at line 2, column 1: did not find expected ',' or ']'"),
-    ("- a\n- b\n", "expected a YAML mapping with keys name, description, workload, axes, fixed, seeds, repeats, "
+    ("- a\n- b\n", "expected a YAML mapping with keys name, description, workload, command, axes, fixed, seeds, repeats, "
                    "exclude, include, resources, max_failures, max_trials"),
-    (BASE + "colour: red\n", "colour: unknown key (allowed: name, description, workload, axes, fixed, seeds, "
+    (BASE + "colour: red\n", "colour: unknown key (allowed: name, description, workload, command, axes, fixed, seeds, "
                              "repeats, exclude, include, resources, max_failures, max_trials)"),
     ("axes: {model: [A]}\n", "name: expected a name of letters, digits, '_', '.' or '-' (it names the results folder), got null"),
     ("name: t\nworkload: nope\n", "workload: unknown workload 'nope' (known: allcnn; or an import path module:object)"),
@@ -204,7 +204,7 @@ ERRORS = [
      "more than max_trials (3); set max_trials: N at the top of the grid to run that many"),
     (BASE + "max_trials: 0\n", "max_trials: expected an integer >= 1, got 0"),
     # Whatever a file holds, the error stays one line.
-    (BASE + "\"col\\nour\": red\n", "col\\nour: unknown key (allowed: name, description, workload, axes, fixed, seeds, "
+    (BASE + "\"col\\nour\": red\n", "col\\nour: unknown key (allowed: name, description, workload, command, axes, fixed, seeds, "
                                      "repeats, exclude, include, resources, max_failures, max_trials)"),
 ]
 

@@ -20,7 +20,8 @@ which raises `ValueError("param: what was expected, got value")` naming the para
 
 `train(config, session)` runs one trial and returns its final metrics. It reports each epoch to
 the session, hands it a checkpoint when it wants one, and asks it for the last checkpoint when it
-starts, so a retried trial continues where it stopped. It never imports Ray: the orchestrator
+starts, so a retried trial continues where it stopped. The session also has the trial's id, its
+log, and `files()`, a directory of the trial's own that a retry on any node finds again. It never imports Ray: the orchestrator
 passes a session backed by storage and Ray; tests pass a `MemorySession`.
 
     from dataclasses import dataclass
@@ -41,7 +42,8 @@ passes a session backed by storage and Ray; tests pass a `MemorySession`.
 
     WORKLOAD = Workload(name="toy", config=Config, train=train)
 
-A grid file then says `workload: mypackage.toy:WORKLOAD`.
+A grid file then says `workload: mypackage.toy:WORKLOAD`. (A training script needs no Python
+workload: a grid's `command:` section makes one, orchestrator/command.py.)
 
 What the orchestrator reads, and nothing else:
 
@@ -61,9 +63,11 @@ What the orchestrator reads, and nothing else:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ContextManager, Protocol
 
 # What `train` may return as `status`. Every one is a result; a trial that raises is a failure.
 RESULT_STATUSES = ("completed", "diverged", "no_progress")
@@ -77,11 +81,21 @@ class WorkloadError(Exception):
 class Session(Protocol):
     """What a training function talks to while it runs."""
 
+    trial_id: str
+
     def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
         """Record one epoch's metrics; `checkpoint`, if given, is the state to resume from."""
 
     def restore(self) -> dict[str, Any] | None:
         """The last checkpoint handed to `report`, or None for a fresh start."""
+
+    def log(self, text: str) -> None:
+        """Add to the trial's log (trials/<trial_id>/trial.log under `ablate run`)."""
+
+    def files(self) -> ContextManager[str]:
+        """A local directory for the trial's own files (outputs, a script's own checkpoints), as
+        a context manager. What one attempt leaves there, the next finds, whatever node it runs
+        on: under `ablate run` it is kept in the run's storage."""
 
 
 @dataclass
@@ -90,6 +104,9 @@ class MemorySession:
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: dict[str, Any] | None = None
+    trial_id: str = "trial"
+    lines: list[str] = field(default_factory=list)
+    directory: str | None = None  # made on first use, kept for the session's life (a retry finds it)
 
     def report(self, metrics, checkpoint=None):
         self.epochs.append(dict(metrics))
@@ -99,6 +116,15 @@ class MemorySession:
 
     def restore(self):
         return copy.deepcopy(self.checkpoint)
+
+    def log(self, text):
+        self.lines.extend(text.splitlines())
+
+    @contextlib.contextmanager
+    def files(self):
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix=f"ablate-{self.trial_id}-")
+        yield self.directory
 
 
 # A command on a trained trial: `ablate NAME RUN --trial ID --output FILE [options]` calls
@@ -139,3 +165,6 @@ class Workload:
     models: Callable[[], list[dict[str, Any]]] | None = None
     # Optional: extra `ablate` commands on trained trials, by name (see TrialCommand).
     commands: dict[str, TrialCommand] = field(default_factory=dict)
+    # Optional: the command line a trial of this config runs, shown by `ablate plan` (a grid's
+    # `command:`, orchestrator/command.py).
+    command_line: Callable[[Any], str] | None = None

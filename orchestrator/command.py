@@ -1,0 +1,370 @@
+"""Any training script as a workload: a grid's `command:` section.
+
+A researcher's script runs unchanged (`python train.py --lr 0.1 --seed 0`); the grid says how
+to call it and what its parameters are:
+
+    name: digits
+    command:
+      run: python train.py --lr {lr} --hidden {hidden} --optimizer {optimizer} --epochs {epochs} --seed {seed} --out {trial_dir}
+      workdir: ../code              # where it runs, relative to the grid file (default: its folder)
+      parameters:                   # typed and checked like a Python workload's config
+        lr: {type: float, default: 0.1, gt: 0}
+        hidden: {type: int, default: 64, ge: 1}
+        optimizer: {type: str, default: sgd, choices: [sgd, adam]}
+        epochs: 10                  # shorthand: the default, its type taken from it
+      epochs: epochs                # the parameter that says how many epochs a trial reports
+      metrics:                      # optional
+        prefix: "ABLATE "           # the default: `ABLATE {"epoch": 1, "val_error": 0.3}` lines
+        patterns: ['Epoch (?P<epoch>\\d+) .* val error (?P<val_error>[\\d.]+)']
+        show: [train_loss, val_error]   # the live table's columns
+    axes:
+      lr: [0.1, 0.01]
+
+Each argument of `run` (split as a shell would, or given as a list) may hold `{parameter}`
+placeholders with an optional format spec (`{lr:.0e}`); `{{` is a literal brace. A list
+parameter that is a whole argument becomes one argument per item (argparse's nargs="+"),
+elsewhere its items joined by commas; booleans are `true`/`false`. `{trial_dir}` is the trial's
+own directory. Every declared parameter must appear: one the command never sees would only
+change trial ids. `seed` is declared by default (an int, 0).
+
+The grid becomes a real `Workload` (the rest of the orchestrator has no special case): its config
+is a dataclass made from the parameters, and its trial ids also depend on the command, which is
+a config field (`command`) that no grid can set. Workers rebuild the workload from its `ref`.
+
+A trial runs the command (command_run.py) in `workdir`, with its trial id and own directory in
+its environment, and reads its metrics from its output: a line with the prefix and a JSON
+object, or a match of a pattern (named groups are the metrics). With an `epoch` it is one epoch;
+without, it adds to the trial's final values (`val_error`, `test_error`, `status`...). Exit code
+0 with metrics is a result; anything else a failure, retried up to `max_failures` with the same
+trial directory, so a script that keeps its checkpoint there resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import keyword
+import math
+import os
+import re
+import shlex
+import shutil
+import string
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import annotated_types as at
+
+from orchestrator import command_run
+from orchestrator.errors import GridError
+from orchestrator.params import Parameters, fmt
+from workloads.base import Workload, WorkloadError
+
+KEYS = ("run", "workdir", "parameters", "epochs", "metrics")
+METRIC_KEYS = ("prefix", "patterns", "show")
+TYPES = {"int": int, "float": float, "str": str, "bool": bool,
+         "list[int]": list[int], "list[float]": list[float], "list[str]": list[str]}
+# annotated-types constraints by the names a grid gives them. On a list the bounds (gt...
+# multiple_of) hold for every item, the lengths for the list.
+BOUNDS = {"gt": at.Gt, "ge": at.Ge, "lt": at.Lt, "le": at.Le, "multiple_of": at.MultipleOf}
+LENGTHS = {"min_len": at.MinLen, "max_len": at.MaxLen}
+PARAMETER_KEYS = ("type", "default", "choices", "identity", *BOUNDS, *LENGTHS)
+PREFIX = command_run.PREFIX
+TRIAL_DIR = "trial_dir"  # the placeholder for the trial's own directory
+SHOWN_TRIAL_DIR = "$ABLATE_TRIAL_DIR"  # how `ablate plan` shows it: the path depends on --storage
+
+
+@dataclass(frozen=True)
+class Command:
+    """A grid's `command:` section, checked. Plain data: the workload is rebuilt from it."""
+
+    run: tuple[str, ...]  # the arguments, with placeholders
+    workdir: str  # absolute
+    parameters: dict[str, dict[str, Any]]  # name -> {"type": "float", "default": ..., constraints}
+    epochs: str | None = None
+    prefix: str = PREFIX
+    patterns: tuple[str, ...] = ()
+    show: tuple[str, ...] = ("val_error",)
+
+    @property
+    def template(self) -> str:
+        """`run` as one line, quoted only where an argument has a space or a quote (not a brace)."""
+        return " ".join(arg if re.fullmatch(r"[^\s'\"\\]+", arg) else shlex.quote(arg) for arg in self.run)
+
+
+# -- the grid's section ----------------------------------------------------------------------------
+
+def load(path: Path, section) -> tuple[Workload, str]:
+    """The workload a grid's `command:` section describes, and the ref that rebuilds it (for
+    Grid.workload_ref). GridError on anything wrong, with the key."""
+    def fail(key, message):
+        raise GridError(path, f"command.{key}" if key else "command", message)
+
+    if not isinstance(section, dict):
+        fail("", f"expected a mapping with keys {', '.join(KEYS)}, got {fmt(section)}")
+    for key in section:
+        if key not in KEYS:
+            fail(str(key), f"unknown key (allowed: {', '.join(KEYS)})")
+    run = _run(fail, section.get("run"))
+    workdir = section.get("workdir", ".")
+    if not isinstance(workdir, str) or not workdir:
+        fail("workdir", f"expected a directory, relative to the grid file, got {fmt(workdir)}")
+    parameters = _parameters(fail, section.get("parameters") or {})
+    metrics = section.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        fail("metrics", f"expected a mapping with keys {', '.join(METRIC_KEYS)}, got {fmt(metrics)}")
+    for key in metrics:
+        if key not in METRIC_KEYS:
+            fail(f"metrics.{key}", f"unknown key (allowed: {', '.join(METRIC_KEYS)})")
+    prefix = metrics.get("prefix", PREFIX)
+    if not isinstance(prefix, str) or not prefix.strip():
+        fail("metrics.prefix", f"expected the text before each JSON line of metrics, got {fmt(prefix)}")
+    patterns = _strings(fail, "metrics.patterns", metrics.get("patterns", []))
+    for i, pattern in enumerate(patterns):
+        try:
+            groups = re.compile(pattern).groupindex
+        except re.error as e:
+            fail(f"metrics.patterns[{i}]", f"not a regular expression ({e})")
+        if not groups:
+            fail(f"metrics.patterns[{i}]", "has no named group; (?P<val_error>[0-9.]+) makes a metric val_error")
+    show = _strings(fail, "metrics.show", metrics.get("show", ["val_error"]))
+    epochs = section.get("epochs")
+    if epochs is not None and (not isinstance(epochs, str) or parameters.get(epochs, {}).get("type") != "int"):
+        ints = [n for n, p in parameters.items() if p["type"] == "int"]
+        fail("epochs", f"expected the name of an int parameter (one of: {', '.join(ints) or 'none'}), got {fmt(epochs)}")
+
+    _placeholders(fail, run, parameters)
+    command = Command(run=run, workdir=os.path.abspath(os.path.join(os.path.dirname(path), os.path.expanduser(workdir))),
+                      parameters=parameters, epochs=epochs, prefix=prefix, patterns=tuple(patterns), show=tuple(show))
+    # Defaults and choices are values the grid gives: checked as such, and made the declared type
+    # (a float's default `1` is 1.0, or trial ids would depend on how it was written).
+    params = Parameters(path, build(command))
+    for name, p in parameters.items():
+        key = f"command.parameters.{name}"
+        if "choices" in p:
+            p["choices"] = [params.value(f"{key}.choices[{i}]", name, c) for i, c in enumerate(p["choices"])]
+        p["default"] = params.value(f"{key}.default", name, p["default"])
+    return build(command), ref(command)
+
+
+def _run(fail, run) -> tuple[str, ...]:
+    if isinstance(run, str):
+        try:
+            run = shlex.split(run)
+        except ValueError as e:  # an unclosed quote
+            fail("run", f"cannot split into arguments as a shell would ({e})")
+    elif isinstance(run, list):
+        for i, arg in enumerate(run):
+            if not isinstance(arg, (str, int, float)) or isinstance(arg, bool):
+                fail(f"run[{i}]", f"expected an argument (text), got {fmt(arg)}")
+        run = [str(arg) for arg in run]
+    else:
+        fail("run", f"expected the command line to run, e.g. 'python train.py --lr {{lr}}', got {fmt(run)}")
+    if not run:
+        fail("run", "expected a command line, got nothing")
+    return tuple(run)
+
+
+def _strings(fail, key, value) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        fail(key, f"expected a list of strings, got {fmt(value)}")
+    return value
+
+
+def _inferred(value) -> str | None:
+    """The type of a shorthand parameter (`epochs: 10`), from its default."""
+    for name in ("bool", "int", "float", "str"):
+        if type(value) is TYPES[name]:
+            return name
+    if isinstance(value, list) and value:
+        kinds = {_inferred(v) for v in value}
+        kinds = {"float"} if kinds == {"int", "float"} else kinds
+        if len(kinds) == 1 and (kind := kinds.pop()) in ("int", "float", "str"):
+            return f"list[{kind}]"
+    return None
+
+
+def _parameters(fail, given) -> dict[str, dict[str, Any]]:
+    if not isinstance(given, dict):
+        fail("parameters", f"expected a mapping of name: {{type, default, ...}} or name: default, got {fmt(given)}")
+    from orchestrator.records import RESULT_COLUMNS  # here: `ablate plan` need not import pyarrow
+
+    reserved = {"trial_id", "status", "command", TRIAL_DIR, *(name for name, _ in RESULT_COLUMNS)}
+    out = {}
+    for name, spec in given.items():
+        key = f"parameters.{name}"
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or name.startswith("_"):
+            fail(key, "expected a name of letters, digits and '_' (it is a placeholder and a column)")
+        if name in reserved:
+            fail(key, f"'{name}' is taken (by a result column or the command itself); name it otherwise")
+        if not isinstance(spec, dict):  # the shorthand: the default alone
+            kind = _inferred(spec)
+            if kind is None:
+                fail(key, f"expected a default (a number, text, a boolean or a list of one kind) or "
+                          f"{{type, default, ...}}, got {fmt(spec)}")
+            spec = {"type": kind, "default": spec}
+        for k in spec:
+            if k not in PARAMETER_KEYS:
+                fail(f"{key}.{k}", f"unknown key (allowed: {', '.join(PARAMETER_KEYS)})")
+        if spec.get("type") not in TYPES:
+            fail(f"{key}.type", f"expected one of {', '.join(TYPES)}, got {fmt(spec.get('type'))}")
+        if "default" not in spec:
+            fail(key, "needs a default (the value of trials that do not set it)")
+        list_type = spec["type"].startswith("list")
+        for k in (*BOUNDS, *LENGTHS):
+            v = spec.get(k)
+            if v is None:
+                continue
+            if k in LENGTHS and spec["type"] not in ("str", "list[int]", "list[float]", "list[str]"):
+                fail(f"{key}.{k}", f"applies to a str or a list, not {spec['type']}")
+            if k in BOUNDS and spec["type"] in ("str", "bool", "list[str]"):
+                fail(f"{key}.{k}", f"applies to numbers, not {spec['type']}")
+            number = (int,) if k in LENGTHS else (int, float)
+            if not isinstance(v, number) or isinstance(v, bool) or not math.isfinite(v) or (k == "multiple_of" and v <= 0):
+                fail(f"{key}.{k}", f"expected {'an integer' if k in LENGTHS else 'a finite number'}"
+                                   f"{' > 0' if k == 'multiple_of' else ''}, got {fmt(v)}")
+        if "choices" in spec:
+            if list_type or spec["type"] == "bool":
+                fail(f"{key}.choices", f"applies to int, float and str parameters, not {spec['type']}")
+            if not isinstance(spec["choices"], list) or not spec["choices"]:
+                fail(f"{key}.choices", f"expected a non-empty list of values, got {fmt(spec['choices'])}")
+        if not isinstance(spec.get("identity", True), bool):
+            fail(f"{key}.identity", f"expected true or false (false: the value does not change what a trial "
+                                    f"computes, e.g. a data path), got {fmt(spec['identity'])}")
+        out[name] = dict(spec)
+    if "seed" not in out:
+        out["seed"] = {"type": "int", "default": 0, "implicit": True}
+    elif out["seed"]["type"] != "int":
+        fail("parameters.seed.type", f"expected int (seeds are integers), got {fmt(out['seed']['type'])}")
+    return out
+
+
+def _fields(arg: str) -> list[tuple[str, str | None, str | None]]:
+    """(literal text, placeholder, format spec) parts of one argument."""
+    return [(literal, name, spec) for literal, name, spec, _ in string.Formatter().parse(arg)]
+
+
+def _placeholders(fail, run, parameters) -> None:
+    used = set()
+    for i, arg in enumerate(run):
+        try:
+            parts = _fields(arg)
+            conversions = [c for *_, c in string.Formatter().parse(arg) if c]
+        except ValueError as e:  # a lone brace
+            fail("run", f"{e} in {arg!r} (a literal brace is written {{{{ or }}}})")
+        if conversions:
+            fail("run", f"{arg!r}: conversions (!r, !s) are not supported; give a format spec ({{lr:.0e}})")
+        for _, name, spec in parts:
+            if name is None:
+                continue
+            if name not in parameters and name != TRIAL_DIR:
+                fail("run", f"unknown placeholder {{{name}}} (parameters: {', '.join(parameters)}; or {{{TRIAL_DIR}}})")
+            if spec and "{" in spec:
+                fail("run", f"{arg!r}: a format spec cannot hold a placeholder")
+            used.add(name)
+    for name, p in parameters.items():
+        if name not in used and not p.get("implicit"):
+            fail(f"parameters.{name}", f"not used in command.run; a parameter the command never sees would only "
+                                       f"change trial ids (add {{{name}}} to the command line)")
+
+
+# -- the workload ----------------------------------------------------------------------------------
+
+def _annotation(spec: dict[str, Any]):
+    kind = TYPES[spec["type"]]
+    bounds = [BOUNDS[k](spec[k]) for k in BOUNDS if spec.get(k) is not None]
+    lengths = [LENGTHS[k](spec[k]) for k in LENGTHS if spec.get(k) is not None]
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        kind = list[Annotated[(item, *bounds)]] if bounds else kind
+        bounds = []
+    constraints = bounds + lengths
+    return Annotated[(kind, *constraints)] if constraints else kind
+
+
+def build(command: Command) -> Workload:
+    """The workload that runs `command`: a config dataclass of its parameters, and a `train` that
+    runs the command once per trial attempt."""
+    fields = []
+    for name, spec in command.parameters.items():
+        default = spec["default"]
+        metadata = {"identity": spec.get("identity", True)}
+        if "choices" in spec:
+            metadata["choices"] = tuple(spec["choices"])
+        value = (dataclasses.field(default_factory=lambda d=default: list(d), metadata=metadata) if isinstance(default, list)
+                 else dataclasses.field(default=default, metadata=metadata))
+        fields.append((name, _annotation(spec), value))
+    # The command is part of every trial's identity: another command line is another trial. A
+    # field with its one value as the only choice: a grid that sets it gets the usual error.
+    fields.append(("command", str, dataclasses.field(default=command.template,
+                                                     metadata={"choices": (command.template,)})))
+    config = dataclasses.make_dataclass("CommandConfig", fields)
+
+    def check(c):  # every trial's command line can be written (a format spec suits its value)
+        argv(command, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
+
+    def train(c, session):
+        return command_run.train(lambda trial_dir: argv(command, dataclasses.asdict(c), trial_dir), command.workdir,
+                                 command.prefix, command.patterns, session)
+
+    return Workload(
+        name="command", config=config, train=train,
+        epochs=(lambda c: getattr(c, command.epochs)) if command.epochs else None,
+        metrics=command.show, check=check, prepare=lambda configs: prepare(command, configs),
+        command_line=lambda c: command_line(command, dataclasses.asdict(c)))
+
+
+def ref(command: Command) -> str:
+    """What a Ray worker rebuilds the workload from (`workloads.get` reads it): the checked section."""
+    return "command:" + json.dumps(dataclasses.asdict(command), separators=(",", ":"))
+
+
+def from_ref(text: str) -> Workload:
+    data = json.loads(text.removeprefix("command:"))
+    return build(Command(**{**data, "run": tuple(data["run"]), "patterns": tuple(data["patterns"]),
+                            "show": tuple(data["show"])}))
+
+
+def _text(value, spec: str | None = None) -> str:
+    if spec:
+        return format(value, spec)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(map(_text, value))
+    return str(value)
+
+
+def argv(command: Command, values: dict[str, Any], trial_dir: str) -> list[str]:
+    """The arguments one trial runs: the placeholders of `run` filled in."""
+    values = {**values, TRIAL_DIR: trial_dir}
+    out = []
+    for arg in command.run:
+        parts = _fields(arg)
+        if len(parts) == 1 and parts[0][0] == "" and isinstance(values.get(parts[0][1]), list) and not parts[0][2]:
+            out.extend(map(_text, values[parts[0][1]]))  # `{milestones}` alone: one argument per item
+            continue
+        try:
+            out.append("".join(literal + (_text(values[name], spec) if name is not None else "")
+                               for literal, name, spec in parts))
+        except (ValueError, TypeError) as e:  # a format spec that does not suit the value: {lr:d}
+            raise ValueError(f"command.run: cannot write {arg!r} ({e})") from None
+    return out
+
+
+def command_line(command: Command, values: dict[str, Any]) -> str:
+    """One trial's command line as a shell would take it, the trial directory as $ABLATE_TRIAL_DIR."""
+    marker = "ABLATE_TRIAL_DIR_MARKER"
+    return shlex.join(argv(command, values, marker)).replace(marker, SHOWN_TRIAL_DIR)
+
+
+def prepare(command: Command, configs: list) -> None:
+    """Before a local run: one error now rather than every trial failing."""
+    if not os.path.isdir(command.workdir):
+        raise WorkloadError(f"{command.workdir}: the command's working directory does not exist")
+    program = argv(command, dataclasses.asdict(configs[0]), "")[0]
+    found = (os.access(os.path.join(command.workdir, program), os.X_OK) if os.sep in program
+             else shutil.which(program) is not None)
+    if not found:
+        raise WorkloadError(f"{program}: the command's program is not found (in {command.workdir} or on PATH)")

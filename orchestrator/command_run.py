@@ -1,0 +1,235 @@
+"""One trial of a command (a grid's `command:`, command.py): the process, its output, its metrics.
+
+    result = train(args_for, workdir, "ABLATE ", patterns, session)
+
+The command runs through launch.py, the leader of its own process group, which dies with the Ray
+worker running the trial and takes the group with it; the trial kills the group too when it
+ends, whichever way (a failure, a stop by Tune, a script that exits leaving a helper behind).
+Its environment has ABLATE_TRIAL_ID, ABLATE_TRIAL_DIR (the session's `files()`: a directory kept
+in the run's storage) and the GPUs Ray gave the worker in CUDA_VISIBLE_DEVICES. Its output, stdout
+and stderr, goes to the trial's log.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workloads.base import RESULT_STATUSES, WorkloadError
+
+PREFIX = "ABLATE "  # what a line of metrics starts with, unless a grid says otherwise
+LAUNCHER = str(Path(__file__).with_name("launch.py"))
+TAIL = 5  # lines of output a failure's message quotes
+
+
+
+class CommandFailed(WorkloadError):
+    """The command ended without a result: a non-zero exit, a signal, or no metric at all."""
+
+
+class _Process:
+    """The command in its own process group, read line by line, killed with everything it
+    started when the trial ends, whichever way it ends."""
+
+    def __init__(self, args: list[str], cwd: str, env: dict[str, str]):
+        self.popen = subprocess.Popen([sys.executable, "-I", "-S", LAUNCHER, str(os.getpid()), *args], cwd=cwd,
+                                      env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        # A thread drains the output: `session.report` blocks until Ray asks for the result, and a
+        # script blocked on a full pipe meanwhile would stop training.
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for raw in self.popen.stdout:
+            # A progress bar redraws its line after each "\r": keep what a terminal would show.
+            self.lines.put(raw.decode(errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1])
+        self.lines.put(None)
+
+    def output(self, idle: float = 1.0):
+        """Lines as they come, and None after `idle` seconds without one; ends with the output."""
+        while True:
+            try:
+                line = self.lines.get(timeout=idle)
+            except queue.Empty:
+                if self.popen.poll() is not None:  # it exited, and what it started still holds the output open
+                    self.kill()
+                yield None
+                continue
+            if line is None:
+                return
+            yield line
+
+    def kill(self):
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the whole group has ended
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+        self.popen.wait()
+        self.popen.stdout.close()
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+class Metrics:
+    """Epochs and final values from a command's output lines.
+
+    A line with the prefix and a JSON object, or a match of a pattern, is a set of metrics. With
+    an `epoch`, it belongs to that epoch: patterns that print one epoch over several lines are
+    merged, and an epoch is complete when every pattern that captures `epoch` has matched for it
+    (a JSON line is complete at once), or when a later epoch begins, or at the end. Without an
+    `epoch`, it adds to the final values (`ABLATE {"test_error": 0.08}` after training).
+    """
+
+    def __init__(self, prefix: str = PREFIX, patterns=(), last_epoch: int = 0):
+        self.prefix, self.patterns = prefix, [re.compile(p) for p in patterns]
+        self.epoch_patterns = {i for i, p in enumerate(self.patterns) if "epoch" in p.groupindex}
+        self.last_epoch = last_epoch  # reported before: a resumed script's repeats are not new epochs
+        self.pending: dict[str, Any] = {}
+        self.matched: set[int] = set()  # the patterns that matched for the pending epoch
+        self.final: dict[str, Any] = {}
+        self.seen = False
+        self.problems: list[str] = []  # lines with the prefix that are not a JSON object
+
+    def feed(self, line: str) -> list[dict[str, Any]]:
+        """The epochs this line completes."""
+        done = []
+        at = line.find(self.prefix)
+        if at >= 0:
+            try:
+                metrics = json.loads(line[at + len(self.prefix):])
+            except ValueError:
+                metrics = None
+            if isinstance(metrics, dict):
+                done += self._add(metrics, complete=True)
+            else:
+                self.problems.append(line)
+        for i, pattern in enumerate(self.patterns):
+            if match := pattern.search(line):
+                groups = {k: _value(v) for k, v in match.groupdict().items() if v is not None}
+                done += self._add(groups, pattern=i)
+        return done
+
+    def _add(self, metrics: dict[str, Any], complete=False, pattern=None) -> list[dict[str, Any]]:
+        if not metrics:
+            return []
+        self.seen = True
+        epoch = metrics.get("epoch")
+        if epoch is None:
+            self.final.update(metrics)
+            return []
+        if not (isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and epoch == int(epoch)):
+            self.problems.append(f"epoch {epoch!r} is not a whole number")
+            return []
+        done = self.end() if self.pending and self.pending["epoch"] != epoch else []
+        self.pending = {**self.pending, **metrics, "epoch": int(epoch)}
+        self.matched.add(pattern)
+        if complete or (self.epoch_patterns and self.epoch_patterns <= self.matched):
+            done += self.end()
+        return done
+
+    def end(self) -> list[dict[str, Any]]:
+        """The pending epoch, unless an earlier attempt reported it already."""
+        row, self.pending, self.matched = self.pending, {}, set()
+        if not row:
+            return []
+        self.final.update({k: v for k, v in row.items() if k != "epoch"})
+        if row["epoch"] <= self.last_epoch:
+            return []
+        self.last_epoch = row["epoch"]
+        return [row]
+
+    def expected(self) -> str:
+        said = f"lines with {self.prefix.strip()!r} and a JSON object"
+        return said + "".join(f", or matching {p.pattern!r}" for p in self.patterns)
+
+
+def _exit(code: int) -> str:
+    if code < 0:
+        return f"the command was killed by {signal.Signals(-code).name}"
+    return f"the command exited with code {code}"
+
+
+def _result(final: dict[str, Any]) -> dict[str, Any]:
+    """A trial's row from the command's last values: what has a column, with the column's type."""
+    row: dict[str, Any] = {"status": "completed"}
+    if final.get("status") in RESULT_STATUSES:
+        row["status"] = final["status"]
+    for key, kind in (("val_error", float), ("test_error", float), ("images_per_second", float), ("params", int),
+                      ("train_examples", int), ("test_examples", int)):
+        value = final.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or value == int(value)):
+            row[key] = kind(value)
+    return row
+
+
+def train(args_for: Callable[[str], list[str]], workdir: str, prefix: str, patterns, session) -> dict[str, Any]:
+    """One attempt of a trial: run the command `args_for(trial_dir)` in `workdir`, report its
+    epochs, return its last values; CommandFailed if it ends without a result."""
+    state = session.restore() or {"epoch": 0}
+    metrics = Metrics(prefix, patterns, last_epoch=state["epoch"])
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL)
+    with session.files() as trial_dir:
+        args = args_for(trial_dir)
+        if not os.path.isdir(workdir):
+            raise WorkloadError(f"{workdir}: the command's working directory does not exist on this node")
+        # CUDA_VISIBLE_DEVICES is already the GPUs Ray assigned to this trial's worker.
+        env = {**os.environ, "ABLATE_TRIAL_ID": session.trial_id, "ABLATE_TRIAL_DIR": trial_dir,
+               "PYTHONUNBUFFERED": "1"}  # a Python script's epochs arrive as it prints them, not at exit
+        session.log(f"running {shlex.join(args)} (in {workdir})")
+        log: list[str] = []
+
+        def flush():
+            if log:
+                session.log("\n".join(log))
+                log.clear()
+
+        with _Process(args, workdir, env) as process:
+            for line in process.output():
+                if line is None:
+                    flush()
+                    continue
+                log.append(f"| {line}")
+                if len(log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
+                    flush()
+                if line.strip():
+                    tail.append(line.strip())
+                for epoch in metrics.feed(line):
+                    flush()
+                    session.report(epoch, checkpoint={"epoch": epoch["epoch"]})
+            for epoch in metrics.end():
+                flush()
+                session.report(epoch, checkpoint={"epoch": epoch["epoch"]})
+            flush()
+            code = process.popen.wait()
+    for problem in metrics.problems[:3]:
+        session.log(f"not metrics: {problem}")
+    said = f"; its last output: {' | '.join(tail)}" if tail else "; it printed nothing"
+    if code != 0:
+        raise CommandFailed(f"{_exit(code)}{said[:600]}")
+    if not metrics.seen and not state["epoch"]:
+        raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){said[:400]}")
+    return _result(metrics.final)

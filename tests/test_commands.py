@@ -1,0 +1,369 @@
+"""Grids over commands (orchestrator/command.py): any training script, run unchanged as trials.
+
+The end-to-end tests run examples/digits.py and small scripts through the real `ablate` CLI on
+local Ray; the rest check the grid format, the metrics read from output, and that no process of
+a script outlives its trial, without Ray.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.command_run import CommandFailed
+from orchestrator.grid import load_grid
+from orchestrator.store import RunDir, StoredSession
+from tests.conftest import ROOT, ablate
+from tests.test_storage_s3 import s3  # noqa: F401 - a fixture
+from workloads.base import MemorySession
+
+# The scripts' `python` is the one running the tests, with torch and scikit-learn.
+PATH = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+# Scripts that stand for what researchers bring. Each takes (and ignores) the same arguments.
+SCRIPTS = {
+    # Prints for humans only: its metrics are read with the grid's regular expressions.
+    "plain.py": """\
+        import os, sys
+        for epoch in range(1, 4):
+            print(f"epoch {epoch}: train loss {1 / epoch:.3f}")
+            print(f"epoch {epoch}: val error {0.5 / epoch:.3f}")
+        print("test error 0.125")
+        with open(os.path.join(os.environ["ABLATE_TRIAL_DIR"], "who.txt"), "w") as f:
+            f.write(os.environ["ABLATE_TRIAL_ID"])
+        """,
+    "fails.py": """\
+        import sys
+        print("loading data")
+        print("ValueError: no such file: data.csv", file=sys.stderr)
+        sys.exit(3)
+        """,
+    "silent.py": """\
+        print("training... done")
+        """,
+}
+PATTERNS = [r"^epoch (?P<epoch>\d+): train loss (?P<train_loss>[\d.]+)",
+            r"^epoch (?P<epoch>\d+): val error (?P<val_error>[\d.]+)",
+            r"^test error (?P<test_error>[\d.]+)"]
+
+
+def script_grid(tmp_path: Path, scripts: dict[str, str], command: dict, name="scripts", **top) -> Path:
+    for file, text in scripts.items():
+        (tmp_path / file).write_text(textwrap.dedent(text))
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "command": command, **top}, sort_keys=False))
+    return path
+
+
+def train_once(path: Path, session=None, **values):
+    """One trial of the grid at `path`, without Ray."""
+    grid = load_grid(path)
+    session = session or MemorySession()
+    config = grid.workload.config(**{**grid.trials[0].config, **values})
+    return grid.workload.train(config, session), session
+
+
+def processes_with(marker: str) -> list[int]:
+    """PIDs of processes whose command line holds `marker`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:  # it ended while we looked
+                pass
+    return pids
+
+
+def none_left(marker: str, within: float = 30.0) -> list[int]:
+    """Waits for every process with `marker` to end; ends those left after `within` seconds (by
+    PID: they are this test's) and returns their PIDs."""
+    deadline = time.monotonic() + within
+    while (left := processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
+# -- the grid format -------------------------------------------------------------------------------
+
+def test_plan_shows_the_command_line_of_every_trial():
+    result = ablate("plan", "examples/script.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "python digits.py --lr 0.3 --hidden 32 --epochs 10 --seed 0 --out $ABLATE_TRIAL_DIR" in result.stdout
+
+    plan = json.loads(ablate("plan", "examples/script.yaml", "--json").stdout)
+    trials = plan["trials"]
+    assert len(trials) == 12 and len({t["trial_id"] for t in trials}) == 12
+    first = trials[0]
+    assert first["command_line"] == "python digits.py --lr 0.3 --hidden 32 --epochs 10 --seed 0 --out $ABLATE_TRIAL_DIR"
+    assert {k: first["config"][k] for k in ("lr", "hidden", "epochs", "seed")} == {"lr": 0.3, "hidden": 32, "epochs": 10, "seed": 0}
+    assert f"{first['trial_id']}  {first['command_line']}" in result.stdout  # the table view names each trial
+
+
+def test_trial_ids_depend_on_the_command(tmp_path):
+    text = (ROOT / "examples" / "script.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(text)
+    (tmp_path / "b.yaml").write_text(text.replace("--out {trial_dir}", "--out {trial_dir} --batch-size 32"))
+    (tmp_path / "c.yaml").write_text(text.replace("  lr: [0.3, 0.1, 0.03]", "  lr: [0.1, 0.03, 0.3]"))
+    ids = {name: {t.trial_id for t in load_grid(tmp_path / f"{name}.yaml").trials} for name in "abc"}
+    assert ids["a"] == ids["c"] and not ids["a"] & ids["b"]
+
+
+def test_values_become_arguments_as_argparse_reads_them(tmp_path):
+    path = script_grid(tmp_path, {}, {
+        "run": "python train.py --milestones {milestones} --tag=run-{tag} --name {name} --amp {amp} --lr {lr:.0e} --out {trial_dir}/x",
+        "parameters": {"milestones": [30, 60], "tag": {"type": "list[str]", "default": ["a", "b"]},
+                       "name": "two words", "amp": True, "lr": 0.001}})
+    grid = load_grid(path)
+    line = grid.workload.command_line(grid.workload.config(**grid.trials[0].config))
+    assert line == ("python train.py --milestones 30 60 --tag=run-a,b --name 'two words' --amp true --lr 1e-03 "
+                    "--out $ABLATE_TRIAL_DIR/x")
+
+
+BAD = [
+    ({"workload": "allcnn", "command": {"run": "python train.py"}}, "command: give either 'workload' (Python) or 'command' (a script to run), not both"),
+    ({"command": {"parameters": {"lr": 0.1}}},
+     "command.run: expected the command line to run, e.g. 'python train.py --lr {lr}', got null"),
+    ({"command": {"run": "python train.py --lr {lr} --wd {wd}", "parameters": {"lr": 0.1}}},
+     "command.run: unknown placeholder {wd} (parameters: lr, seed; or {trial_dir})"),
+    ({"command": {"run": "python train.py --lr {lr", "parameters": {"lr": 0.1}}},
+     "command.run: expected '}' before end of string in '{lr' (a literal brace is written {{ or }})"),
+    ({"command": {"run": "python train.py", "parameters": {"lr": 0.1}}},
+     "command.parameters.lr: not used in command.run; a parameter the command never sees would only change "
+     "trial ids (add {lr} to the command line)"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": {"type": "double", "default": 0.1}}}},
+     "command.parameters.lr.type: expected one of int, float, str, bool, list[int], list[float], list[str], got 'double'"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": {"type": "float", "default": -1, "gt": 0}}}},
+     "command.parameters.lr.default: expected a finite float > 0, got -1.0"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": {"type": "float", "default": 0.1, "gt": 0}}},
+      "axes": {"lr": [0.1, -0.1]}},
+     "axes.lr[1]: expected a finite float > 0, got -0.1"),
+    ({"command": {"run": "python train.py --opt {opt}",
+                  "parameters": {"opt": {"type": "str", "default": "sgd", "choices": ["sgd", "adam"]}}},
+      "axes": {"opt": ["sgd", "rmsprop"]}},
+     "axes.opt[1]: unknown opt 'rmsprop' (known: sgd, adam)"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "fixed": {"wd": 0.1}},
+     "fixed.wd: unknown parameter of workload 'command' (known: lr, seed, command)"),
+    ({"command": {"run": "python train.py --epochs {epochs:d}", "parameters": {"epochs": 0.5}}},
+     "command.run: cannot write '{epochs:d}' (Unknown format code 'd' for object of type 'float') "
+     "(in the trial seed=0)"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr"}},
+     "command.epochs: expected the name of an int parameter (one of: seed), got 'lr'"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "metrics": {"patterns": ["val (?P<val_error"]}}},
+     "command.metrics.patterns[0]: not a regular expression (missing >, unterminated name at position 8)"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "metrics": {"patterns": [r"val ([\d.]+)"]}}},
+     "command.metrics.patterns[0]: has no named group; (?P<val_error>[0-9.]+) makes a metric val_error"),
+    ({"command": {"run": "python train.py --error {val_error}", "parameters": {"val_error": 0.1}}},
+     "command.parameters.val_error: 'val_error' is taken (by a result column or the command itself); name it otherwise"),
+]
+
+
+@pytest.mark.parametrize("grid, message", BAD, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD)])
+def test_a_bad_command_grid_is_one_line(tmp_path, grid, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "bad", **grid}, sort_keys=False))
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {path}: {message}\n"
+
+
+# -- a trial, without Ray --------------------------------------------------------------------------
+
+def test_metrics_from_regular_expressions(tmp_path):
+    path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "plain.py", "{seed}"],
+                                            "metrics": {"patterns": PATTERNS}})
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": e, "train_loss": round(1 / e, 3), "val_error": round(0.5 / e, 3)} for e in (1, 2, 3)]
+    assert result == {"status": "completed", "val_error": 0.167, "test_error": 0.125}
+    assert "| test error 0.125" in session.lines  # the output is in the trial's log
+
+
+def test_a_failing_script_says_its_exit_code_and_last_lines(tmp_path):
+    path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "fails.py", "{seed}"]})
+    with pytest.raises(CommandFailed, match=r"^the command exited with code 3; its last output: loading data \| "
+                                            r"ValueError: no such file: data.csv$"):
+        train_once(path)
+
+
+def test_a_killed_script_says_by_which_signal(tmp_path):
+    script = """\
+        import os, signal
+        print('ABLATE {"epoch": 1, "val_error": 0.5}', flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    path = script_grid(tmp_path, {"killed.py": script}, {"run": [sys.executable, "killed.py", "{seed}"]})
+    with pytest.raises(CommandFailed, match=r'^the command was killed by SIGKILL; its last output: ABLATE {"epoch": 1'):
+        train_once(path)
+
+
+def test_a_script_that_prints_no_metric_says_what_was_expected(tmp_path):
+    path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "silent.py", "{seed}"],
+                                            "metrics": {"patterns": [r"^acc (?P<accuracy>\S+)"]}})
+    with pytest.raises(CommandFailed) as e:
+        train_once(path)
+    assert str(e.value) == ("the command printed no metric (expected lines with 'ABLATE' and a JSON object, or matching "
+                            "'^acc (?P<accuracy>\\\\S+)'); its last output: training... done")
+
+
+def test_a_resumed_script_reports_only_epochs_not_reported_before(tmp_path):
+    # An attempt that reported epochs 1-2 was lost; the script's own checkpoint was at epoch 1.
+    script = """\
+        for epoch in range(2, 5):
+            print('ABLATE {"epoch": %d, "val_error": %f}' % (epoch, 1 / epoch))
+        """
+    path = script_grid(tmp_path, {"resumes.py": script}, {"run": [sys.executable, "resumes.py", "{seed}"]})
+    session = MemorySession(epochs=[{"epoch": 1}, {"epoch": 2}], checkpoint={"epoch": 2})
+    result, _ = train_once(path, session)
+    assert [e["epoch"] for e in session.epochs] == [1, 2, 3, 4] and result["val_error"] == 0.25
+
+
+class StoppedSession(MemorySession):
+    """Raises at the first epoch, as Ray Tune's report does in a trial it stops."""
+
+    def report(self, metrics, checkpoint=None):
+        raise SystemExit(0)
+
+
+def test_no_process_of_a_script_outlives_its_trial(tmp_path):
+    # The script starts a helper (a data-loading worker, say) and trains until stopped.
+    script = """\
+        import subprocess, sys, time
+        helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]])
+        for epoch in range(1, 10_000):
+            print('ABLATE {"epoch": %d}' % epoch, flush=True)
+            time.sleep(0.1)
+        """
+    marker = f"marker-{tmp_path.name}"
+    path = script_grid(tmp_path, {"forever.py": script}, {"run": [sys.executable, "forever.py", marker + "-{seed}"]})
+    try:
+        with pytest.raises(SystemExit):
+            train_once(path, StoppedSession())
+    finally:
+        left = none_left(marker, within=10)
+    assert not left, "processes of a stopped trial were still running"
+
+    # A script that exits leaving a process behind: that one is ended with the trial too.
+    script = """\
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]])
+        print('ABLATE {"val_error": 0.5}')
+        """
+    path = script_grid(tmp_path, {"leaves.py": script}, {"run": [sys.executable, "leaves.py", marker + "-{seed}"]})
+    try:
+        result, _ = train_once(path)
+    finally:
+        left = none_left(marker, within=10)
+    assert result["val_error"] == 0.5 and not left
+
+
+def test_trial_files_on_s3_reach_the_next_attempt(s3):  # noqa: F811 - the fixture
+    _, query = s3
+    run = RunDir(f"s3://results/runs/files?{query}")
+    first = StoredSession(run, "t1")
+    with first.files() as directory:
+        Path(directory, "checkpoint.pt").write_bytes(b"epoch 1")
+        first.report({"epoch": 1})  # sent now: the node may be lost before the attempt ends
+        assert run.read_bytes(run.trial_file("t1", "files", "checkpoint.pt")) == b"epoch 1"
+        Path(directory, "logs").mkdir()
+        Path(directory, "logs", "last.txt").write_text("bye")
+    with StoredSession(run, "t1").files() as directory:
+        assert Path(directory, "checkpoint.pt").read_bytes() == b"epoch 1"
+        assert Path(directory, "logs", "last.txt").read_text() == "bye"
+
+
+# -- through `ablate run`, on local Ray ------------------------------------------------------------
+
+def test_a_grid_over_scripts_end_to_end(tmp_path):
+    shutil.copy(ROOT / "examples" / "digits.py", tmp_path)
+    path = script_grid(tmp_path, SCRIPTS, {
+        "run": "python {script} --lr {lr} --epochs {epochs} --seed {seed} --out {trial_dir} --crash-once-at-epoch {crash_at}",
+        "parameters": {"script": "digits.py", "lr": {"type": "float", "default": 0.1, "gt": 0},
+                       "epochs": {"type": "int", "default": 3, "ge": 1}, "crash_at": {"type": "int", "default": 0, "ge": 0}},
+        "epochs": "epochs",
+        "metrics": {"patterns": PATTERNS}},
+        axes={"script": ["digits.py", "plain.py", "fails.py", "silent.py"]},
+        fixed={"crash_at": 2},  # digits.py SIGKILLs itself once at epoch 2; the others ignore it
+        resources={"cpus": 1}, max_failures=1)
+    storage = tmp_path / "runs"
+    result = ablate("run", path, "--storage", storage, "--quiet", env=PATH)
+    assert result.returncode == 1, result.stderr
+    assert "scripts: 2 completed, 2 failed (4 run now, 0 already done)" in result.stdout
+
+    run_dir = storage / "scripts"
+    rows = pd.read_parquet(run_dir / "trials.parquet")
+    by = {row.script: row for row in rows.itertuples()}
+    digits, plain, fails, silent = by["digits.py"], by["plain.py"], by["fails.py"], by["silent.py"]
+    assert digits.status == "completed" and digits.epochs_completed == 3
+    assert 0 < digits.val_error < 0.5 and 0 < digits.test_error < 0.5  # it learned
+    # Killed at epoch 2, retried, and resumed from the checkpoint it saved in its trial directory.
+    assert digits.attempts == 2
+    log = (run_dir / "trials" / digits.trial_id / "trial.log").read_text()
+    assert "the command was killed by SIGKILL" in log and "resuming after epoch 1" in log
+    assert (plain.status, plain.val_error, plain.test_error) == ("completed", 0.167, 0.125)
+    assert (run_dir / "trials" / plain.trial_id / "files" / "who.txt").read_text() == plain.trial_id
+
+    assert fails.status == silent.status == "failed" and fails.attempts == silent.attempts == 2
+    assert fails.error.endswith("the command exited with code 3; its last output: loading data | "
+                                "ValueError: no such file: data.csv")
+    assert "the command printed no metric (expected lines with 'ABLATE' and a JSON object" in silent.error
+    assert "ValueError: no such file: data.csv" in (run_dir / "trials" / fails.trial_id / "trial.log").read_text()
+
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert sorted(epochs[epochs["trial_id"] == digits.trial_id]["epoch"]) == [1, 2, 3]  # each once, across the retry
+    assert list(epochs[epochs["trial_id"] == plain.trial_id]["val_error"]) == [0.5, 0.25, 0.167]
+
+    summary = ablate("summarize", run_dir, "--rows", "script", "-f", "csv")
+    assert summary.returncode == 0, summary.stderr
+    assert "digits.py" in summary.stdout and "plain.py" in summary.stdout
+    status = ablate("status", run_dir)
+    assert status.returncode == 0 and "4 finished of 4: 2 completed, 2 failed" in status.stdout
+
+
+def test_ctrl_c_leaves_no_process_of_the_script(tmp_path):
+    script = """\
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]])
+        for epoch in range(1, 10_000):
+            print('ABLATE {"epoch": %d, "val_error": 0.5}' % epoch, flush=True)
+            time.sleep(0.2)
+        """
+    marker = f"marker-{tmp_path.name}"
+    path = script_grid(tmp_path, {"forever.py": script}, {"run": ["python", "forever.py", marker + "-{seed}"]},
+                       seeds=[0, 1], resources={"cpus": 1})
+    storage = tmp_path / "runs"
+    driver = subprocess.Popen([str(Path(sys.executable).parent / "ablate"), "run", str(path), "--storage", str(storage)],
+                              cwd=ROOT, env={**os.environ, **PATH}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+                len(processes_with(marker)) >= 4 and any(storage.glob("scripts/trials/*/progress.json"))):
+            time.sleep(0.1)
+        assert len(processes_with(marker)) >= 4, "the scripts never started"  # two trials, each with its helper
+        driver.send_signal(signal.SIGINT)
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        left = none_left(marker)
+    assert driver.returncode == 1, out
+    assert "trials unfinished: run the same command again to resume them" in out
+    assert not left, "processes of the script outlived `ablate run`"
