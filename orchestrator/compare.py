@@ -58,8 +58,11 @@ def baseline(results: Results, text: str) -> tuple[str, Any]:
     axis, sep, value = text.partition("=")
     if not sep or not axis:
         raise ResultsError(f"--baseline '{text}': expected axis=value, e.g. variant=base")
+    axes = ", ".join(a for a in results.varying() if a != "seed")
+    if axis == "seed":
+        raise ResultsError(f"--baseline '{text}': differences are paired by seed; compare another axis (axes: {axes})")
     if axis not in results.config_columns:
-        raise ResultsError(f"--baseline '{text}': unknown axis '{axis}' (axes: {', '.join(results.varying())})")
+        raise ResultsError(f"--baseline '{text}': unknown axis '{axis}' (axes: {axes})")
     values = results.values(axis)
     for v in values:
         if str(v) == value:
