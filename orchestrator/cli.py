@@ -276,7 +276,8 @@ def summarize(run: RunArg, storage: Storage = "./runs",
 
 def compare_values(run: RunArg, storage: Storage = "./runs",
                    baseline: Annotated[str, typer.Option(
-                       help="The axis to compare and its reference value, e.g. variant=base.", show_default=False)] = ...,
+                       help="The axis to compare and its reference value, e.g. variant=base.",
+                       show_default=False)] = ...,
                    metric: Annotated[str, typer.Option(help="The value compared.")] = "test_error",
                    where: Where = None, select: SelectOption = Select.best,
                    format: FormatOption = Format.table, output: Output = None):
@@ -296,7 +297,7 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
     differences = compare.compare(results, layout, axis, base)
     if not differences:
         raise AblateError(f"--baseline {baseline}: {axis} has no other value to compare with")
-    _write([formats.comparison_sheet(differences, layout.by)], formats.comparison_records(differences), format, output)
+    _write([formats.comparison_sheet(differences, layout)], formats.comparison_records(differences), format, output)
 
 
 command(compare_values, "compare")  # `compare` is the library module the command calls

@@ -149,7 +149,8 @@ def _check(claim: dict, d: Difference) -> ClaimCheck:
         missing = [f"{v}: {cell.status}" for v, cell in zip((d.baseline_value, d.value), sides)
                    if cell.status != "completed"]
         return ClaimCheck(claim, d, "not enough seeds", "; ".join(missing) or f"n={d.n}", differs)
-    # direction "lower": compared minus baseline is below +tolerance ("no worse", for an error).
+    # "lower" claims compared - baseline < +tolerance (for an error: no worse), "higher" claims
+    # compared - baseline > -tolerance; turned around, "higher" reads as "lower".
     sign = 1 if claim["direction"] == "lower" else -1
     low, high = sorted((sign * d.interval[0], sign * d.interval[1]))
     tolerance = claim.get("tolerance", 0.0)

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from orchestrator.compare import ClaimCheck, Difference
-from orchestrator.report import Cell, Table
+from orchestrator.report import Cell, Layout, Table
 
 FORMATS = ("table", "markdown", "latex", "csv", "json")
 
@@ -93,9 +93,10 @@ STYLE = {"failed": "bold red", "diverged": "yellow", "no_progress": "yellow", "m
 
 
 def table_sheet(table: Table) -> Sheet:
+    metric = table.layout.metric
     cells = [[table.cells[(r, c)] for c in table.cols] for r in table.rows]
-    return Sheet(title(table), [table.layout.rows] + [str(c) if c is not None else table.layout.metric for c in table.cols],
-                 [[[str(r)]] + [cell_parts(cell, table.layout.metric) for cell in row] for r, row in zip(table.rows, cells)],
+    return Sheet(title(table), [table.layout.rows] + [str(c) if c is not None else metric for c in table.cols],
+                 [[[str(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
                  [[None] + [STYLE.get(cell.status) for cell in row] for row in cells])
 
 
@@ -133,7 +134,7 @@ SEEDS_SAY = {"lower": "lower than {base}", "higher": "higher than {base}",
              "inconclusive": "interval includes 0", "n too small": "n too small"}
 
 
-def comparison_sheet(differences: list[Difference], by: str) -> Sheet:
+def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
     d0 = differences[0]
     metric = d0.metric
     # Axes with one value in every row go to the title, as the summary tables' do.
@@ -146,7 +147,9 @@ def comparison_sheet(differences: list[Difference], by: str) -> Sheet:
         rows.append([[str(d.coords[a])] for a in cell_axes] + [[str(d.value)]] + shown)
         styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
     title = (f"{metric}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={d0.baseline_value}, "
-             f"paired by seed; 95% t-interval of the mean difference; each side chosen by best {by}")
+             f"paired by seed; 95% t-interval of the mean difference; "
+             + (f"the other axes chosen for each side by best {layout.by}" if layout.select == "best"
+                else "the other axes pooled and paired too"))
     return Sheet((f"{_where(shared)}: " if shared else "") + title,
                  [*cell_axes, d0.axis, str(d0.baseline_value), "value", "difference", "seeds say"], rows, styles)
 

@@ -94,7 +94,8 @@ def test_compare_command_in_every_format(tmp_path):
                       "baseline_mean": 0.12, "status": "completed", "mean": 0.115, "difference": -0.005,
                       "ci_low": -0.005473, "ci_high": -0.004527, "n": 5, "verdict": "lower"}
     csv = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "csv").stdout
-    assert csv.splitlines()[1] == "cifar10,none,C,all,test_error,base,completed,0.12,completed,0.115,-0.005,-0.005473,-0.004527,5,lower"
+    assert csv.splitlines()[1] == ("cifar10,none,C,all,test_error,base,completed,0.12,completed,0.115,"
+                                   "-0.005,-0.005473,-0.004527,5,lower")
 
 
 def test_each_side_keeps_its_learning_rate_chosen_on_validation(tmp_path):

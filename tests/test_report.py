@@ -93,6 +93,22 @@ def test_a_quarter_width_run_shows_the_paper_number_without_a_difference_and_say
     assert record["differs"] == "width 0.25; epochs 40; lr_milestones [20, 30]; 3,000 training examples"
 
 
+def test_every_published_number_states_a_protocol_the_workload_can_run():
+    # A misspelt parameter would make every cell "not recorded": each must be a Config field, and
+    # the workload's defaults with the paper's preprocessing must be the protocol itself.
+    from dataclasses import asdict
+
+    from workloads.allcnn import CLAIMS, Config, check
+    from workloads.allcnn.paper import PROTOCOL
+
+    for stated in (*REFERENCES, *CLAIMS):
+        config = Config(**{"dataset": stated.get("dataset", "cifar10"), **stated["protocol"]})
+        check(config)
+        assert {k: v for k, v in asdict(config).items() if k in stated["protocol"]} == stated["protocol"]
+        assert set(stated["data"]) <= {name for name, _ in records.RESULT_COLUMNS}
+    assert {k: v for k, v in asdict(Config(preprocessing="zca")).items() if k in PROTOCOL} == PROTOCOL
+
+
 @pytest.mark.parametrize("data, differs", [
     ({**FULL_DATA, "synthetic_data": True}, ["synthetic data"]),
     ({**FULL_DATA, "test_examples": 2_000}, ["2,000 test examples"]),
