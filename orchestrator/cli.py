@@ -3,6 +3,7 @@
     ablate plan grids/paper.yaml        what will run, how many trials, how much compute
     ablate run grids/smoke.yaml         run the grid's trials with Ray Tune (local, or --address)
     ablate summarize runs/smoke         the results as the paper's tables
+    ablate compare runs/smoke --baseline variant=base   each variant against base, paired by seed
     ablate status runs/smoke            where a run stands
     ablate plot runs/smoke -o smoke.png validation curves and a bar chart
     ablate models                       a workload's networks and their parameter counts
@@ -190,14 +191,21 @@ def _open_run(run: str, storage: str):
     return RunDir(resolve_storage(run))
 
 
-def _tables(run: str, storage: str, where: list[str] | None, **layout):
-    """A run's results laid out as tables: the workload's default layout, with `layout` overrides."""
+def _results(run: str, storage: str, where: list[str] | None):
     from orchestrator import report
 
     run_dir = _open_run(run, storage)
     results = report.where(report.load(run_dir), where or [])
     if results.trials.empty:
         raise AblateError(f"{run_dir.display()}: no trial matches --where {' '.join(where or [])}")
+    return results
+
+
+def _tables(run: str, storage: str, where: list[str] | None, **layout):
+    """A run's results laid out as tables: the workload's default layout, with `layout` overrides."""
+    from orchestrator import report
+
+    results = _results(run, storage, where)
     workload = results.workload
     chosen = report.layout_for(results, workload.layout if workload else None, **layout)
     return results, report.summarize(results, chosen, workload.references if workload else ())
@@ -216,6 +224,36 @@ class Select(str, Enum):
     all = "all"
 
 
+def _write(sheets, rows, format: Format, output: Path | None):
+    """Sheets to the terminal or as markdown/LaTeX, rows as CSV/JSON; to `output` if given."""
+    from orchestrator import formats
+
+    if format is Format.table:
+        target = Console(file=open(output, "w"), width=200) if output else console
+        for sheet in sheets:
+            target.print(formats.to_rich(sheet))
+        if output:
+            target.file.close()
+    else:
+        text = {"markdown": lambda: formats.to_markdown(sheets), "latex": lambda: formats.to_latex(sheets),
+                "csv": lambda: formats.to_csv(rows), "json": lambda: formats.to_json(rows)}[format.value]()
+        if output:
+            output.write_text(text)
+        else:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if output:
+        err.print(f"wrote {output}")
+
+
+Where = Annotated[Optional[list[str]], typer.Option(
+    help="Keep trials with column=value (or column!=value); repeat to combine.")]
+SelectOption = Annotated[Select, typer.Option(
+    help="best: per cell, the values of the other axes (e.g. lr) with the best validation "
+         "error; all: pool every trial of the cell.")]
+FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")]
+
+
 @command
 def summarize(run: RunArg, storage: Storage = "./runs",
               rows: Annotated[Optional[str], typer.Option(help="Column whose values are the rows.")] = None,
@@ -223,37 +261,53 @@ def summarize(run: RunArg, storage: Storage = "./runs",
               tables: Annotated[Optional[str], typer.Option(
                   help="Comma-separated columns that split the results into one table per value.")] = None,
               metric: Annotated[str, typer.Option(help="The value shown in each cell.")] = "test_error",
-              where: Annotated[Optional[list[str]], typer.Option(
-                  help="Keep trials with column=value (or column!=value); repeat to combine.")] = None,
-              select: Annotated[Select, typer.Option(
-                  help="best: per cell, the values of the other axes (e.g. lr) with the best validation "
-                       "error; all: pool every trial of the cell.")] = Select.best,
-              format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
-              output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")] = None):
+              where: Where = None, select: SelectOption = Select.best,
+              format: FormatOption = Format.table, output: Output = None):
     """Tables of results: by default the paper's layout, one table per dataset and augmentation.
 
-    Each cell is the metric as mean ± std over seeds (n), the learning rate chosen for it on
-    validation data, the parameter count, and the published number with our difference.
+    Each cell is the metric as mean ± std over seeds (n) with its 95% t-interval, the learning
+    rate chosen for it on validation data, the parameter count, and the published number: with
+    our difference where the cell ran the published protocol on the published data, else with
+    what differs. Under the tables, the study's claims, checked on paired seeds.
     """
-    from orchestrator import formats
+    from orchestrator import compare, formats, report
 
-    _, summary = _tables(run, storage, where, rows=rows, cols=cols, metric=metric, select=select.value,
-                         tables=None if tables is None else [t for t in tables.split(",") if t])
-    if format is Format.table:
-        target = Console(file=open(output, "w"), width=200) if output else console
-        for table in summary:
-            target.print(formats.to_rich(table))
-        if output:
-            target.file.close()
-    else:
-        text = {"markdown": formats.to_markdown, "latex": formats.to_latex, "csv": formats.to_csv,
-                "json": formats.to_json}[format.value](summary)
-        if output:
-            output.write_text(text)
-        else:
-            sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    if output:
-        err.print(f"wrote {output}")
+    results, summary = _tables(run, storage, where, rows=rows, cols=cols, metric=metric, select=select.value,
+                               tables=None if tables is None else [t for t in tables.split(",") if t])
+    workload = results.workload
+    checks = compare.check_claims(results, report.layout_for(results, workload.layout), workload.claims) \
+        if workload and workload.claims else []
+    sheets = [formats.table_sheet(table) for table in summary] + ([formats.claims_sheet(checks)] if checks else [])
+    _write(sheets, formats.records(summary, checks), format, output)
+
+
+def compare_values(run: RunArg, storage: Storage = "./runs",
+                   baseline: Annotated[str, typer.Option(
+                       help="The axis to compare and its reference value, e.g. variant=base.",
+                       show_default=False)] = ...,
+                   metric: Annotated[str, typer.Option(help="The value compared.")] = "test_error",
+                   where: Where = None, select: SelectOption = Select.best,
+                   format: FormatOption = Format.table, output: Output = None):
+    """Each value of an axis against a baseline value, in every cell of the layout, paired by seed.
+
+    In each cell (e.g. dataset, augmentation, model) the mean over seeds of (value - baseline),
+    taking the two runs of each seed together, with its 95% t-interval: "lower" or "higher" when
+    the interval excludes 0, "interval includes 0" when the seeds cannot tell, "n too small"
+    with fewer than two paired seeds. Each side's learning rate is chosen on validation data.
+    """
+    from orchestrator import compare, formats, report
+
+    results = _results(run, storage, where)
+    workload = results.workload
+    layout = report.layout_for(results, workload.layout if workload else None, metric=metric, select=select.value)
+    axis, base = compare.baseline(results, baseline)
+    differences = compare.compare(results, layout, axis, base)
+    if not differences:
+        raise AblateError(f"--baseline {baseline}: {axis} has no other value to compare with")
+    _write([formats.comparison_sheet(differences, layout)], formats.comparison_records(differences), format, output)
+
+
+command(compare_values, "compare")  # `compare` is the library module the command calls
 
 
 @command

@@ -1,15 +1,22 @@
-"""Summary tables as text: rich tables for the terminal, markdown, LaTeX, CSV and JSON."""
+"""Results as text: rich tables for the terminal, markdown, LaTeX, CSV and JSON.
+
+Three things are rendered: the summary tables (report.py), the study's claims checked under them
+and the paired comparisons of `ablate compare` (compare.py). Each becomes a Sheet, a titled grid
+of cells of lines, for the terminal, markdown and LaTeX, and flat records for CSV and JSON.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
+from dataclasses import dataclass, field
 
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from orchestrator.report import Cell, Table
+from orchestrator.compare import ClaimCheck, Difference
+from orchestrator.report import Cell, Layout, Table
 
 FORMATS = ("table", "markdown", "latex", "csv", "json")
 
@@ -30,104 +37,224 @@ def _params(n: int | None) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
+def _signed(value: float, metric: str) -> str:
+    return ("+" if value >= 0 else "-") + _num(abs(value), metric)
+
+
+def _interval(interval: tuple[float, float] | None, metric: str, signed: bool = False) -> str:
+    if interval is None:
+        return "95% CI: n too small"
+    shown = (lambda v: _signed(v, metric)) if signed else (lambda v: _num(v, metric))
+    return f"95% CI [{shown(interval[0])}, {shown(interval[1])}]"
+
+
+def _where(coords: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in coords.items())
+
+
+@dataclass
+class Sheet:
+    """A titled grid of text: a header, and rows of cells, each a list of lines."""
+    title: str
+    header: list[str]
+    rows: list[list[list[str]]]
+    styles: list[list[str | None]] = field(default_factory=list)  # per cell, for the terminal
+
+
+# --- the summary tables ------------------------------------------------------------------------
+
 def title(table: Table) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in table.key.items())
     metric = table.layout.metric + (" %" if percent(table.layout.metric) else "")
-    what = f"{metric}, mean ± std over seeds"
+    what = f"{metric}, mean ± std over seeds (n) and its 95% t-interval"
     if table.layout.select == "best" and table.reduced:
         what += f"; {', '.join(table.reduced)} chosen by best {table.layout.by}"
+    where = _where(table.key)
     return (f"{where}: " if where else "") + what + (" (SYNTHETIC DATA)" if table.synthetic else "")
 
 
 def cell_parts(cell: Cell, metric: str) -> list[str]:
-    """The lines of one cell: value, what was chosen, the published number."""
+    """The lines of one cell: value, interval, what was chosen, the published number."""
     if cell.status != "completed":
         total = sum(cell.counts.values())
         lines = [cell.status + (f" ({cell.counts.get(cell.status, total)}/{total})" if total else "")]
         return lines + ([f"paper {_num(cell.reference, metric)}"] if cell.reference is not None else [])
     value = _num(cell.mean, metric) + (f" ± {_num(cell.std, metric)}" if cell.std is not None else "")
-    lines = [f"{value} (n={cell.n})"]
+    lines = [f"{value} (n={cell.n})", _interval(cell.interval, metric)]
     extra = [f"{k} {v}" for k, v in cell.chosen.items()] + ([_params(cell.params)] if cell.params else [])
     if extra:
         lines.append(", ".join(extra))
     if cell.reference is not None:
-        lines.append(f"paper {_num(cell.reference, metric)} ({_signed(cell.difference, metric)})")
+        versus = _signed(cell.difference, metric) if cell.comparable else "not comparable: " + ", ".join(cell.differs)
+        lines.append(f"paper {_num(cell.reference, metric)} ({versus})")
     return lines
-
-
-def _signed(value: float, metric: str) -> str:
-    text = _num(abs(value), metric)
-    return ("+" if value >= 0 else "-") + text
 
 
 STYLE = {"failed": "bold red", "diverged": "yellow", "no_progress": "yellow", "missing": "dim", "pending": "dim"}
 
 
-def to_rich(table: Table) -> RichTable:
-    out = RichTable(title=title(table), title_justify="left", show_lines=True)
-    out.add_column(table.layout.rows, style="bold")
-    for c in table.cols:
-        out.add_column(str(c) if c is not None else table.layout.metric, justify="right")
-    for r in table.rows:
-        cells = [table.cells[(r, c)] for c in table.cols]
+def table_sheet(table: Table) -> Sheet:
+    metric = table.layout.metric
+    cells = [[table.cells[(r, c)] for c in table.cols] for r in table.rows]
+    return Sheet(title(table), [table.layout.rows] + [str(c) if c is not None else metric for c in table.cols],
+                 [[[str(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
+                 [[None] + [STYLE.get(cell.status) for cell in row] for row in cells])
+
+
+# --- the study's claims ------------------------------------------------------------------------
+
+VERDICT_STYLE = {"holds": "green", "fails": "bold red", "not enough seeds": "yellow"}
+
+
+def claims_sheet(checks: list[ClaimCheck]) -> Sheet:
+    metric = checks[0].difference.metric
+    rows, styles = [], []
+    for check in checks:
+        claim, d = check.claim, check.difference
+        bound = _signed(claim.get("tolerance", 0.0) * (1 if claim["direction"] == "lower" else -1), metric)
+        rule = f"{d.value} - {d.baseline_value} {'<' if claim['direction'] == 'lower' else '>'} {bound}"
+        verdict = [check.verdict + (f" ({check.reason})" if check.reason else "")]
+        if check.differs:
+            verdict.append("not the published protocol: " + ", ".join(check.differs))
+        rows.append([[claim["claim"], rule], [_where(d.coords)], _difference_lines(d), verdict])
+        styles.append([None, None, None, VERDICT_STYLE[check.verdict]])
+    title = (f"The study's claims on these results: {metric}{' %' if percent(metric) else ''}, "
+             f"paired by seed, 95% t-interval of the mean difference")
+    return Sheet(title, ["claim", "cell", "difference", "seeds say"], rows, styles)
+
+
+def _difference_lines(d: Difference) -> list[str]:
+    if d.mean is None:
+        return [f"- (n={d.n})"]
+    return [f"{_signed(d.mean, d.metric)} (n={d.n})", _interval(d.interval, d.metric, signed=True)]
+
+
+# --- `ablate compare` --------------------------------------------------------------------------
+
+SEEDS_SAY = {"lower": "lower than {base}", "higher": "higher than {base}",
+             "inconclusive": "interval includes 0", "n too small": "n too small"}
+
+
+def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
+    d0 = differences[0]
+    metric = d0.metric
+    # Axes with one value in every row go to the title, as the summary tables' do.
+    shared = {a: v for a, v in d0.coords.items() if all(d.coords[a] == v for d in differences)}
+    cell_axes = [a for a in d0.coords if a not in shared]
+    rows, styles = [], []
+    for d in differences:
+        shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d),
+                 [SEEDS_SAY[d.verdict].format(base=d.baseline_value)]]
+        rows.append([[str(d.coords[a])] for a in cell_axes] + [[str(d.value)]] + shown)
+        styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
+    title = (f"{metric}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={d0.baseline_value}, "
+             f"paired by seed; 95% t-interval of the mean difference; "
+             + (f"the other axes chosen for each side by best {layout.by}" if layout.select == "best"
+                else "the other axes pooled and paired too"))
+    return Sheet((f"{_where(shared)}: " if shared else "") + title,
+                 [*cell_axes, d0.axis, str(d0.baseline_value), "value", "difference", "seeds say"], rows, styles)
+
+
+def _mean_lines(cell: Cell, metric: str) -> list[str]:
+    if cell.status != "completed":
+        return [cell.status]
+    return [f"{_num(cell.mean, metric)} (n={cell.n})"] + [f"{k} {v}" for k, v in cell.chosen.items()]
+
+
+# --- sheets as text ----------------------------------------------------------------------------
+
+def to_rich(sheet: Sheet) -> RichTable:
+    out = RichTable(title=escape(sheet.title), title_justify="left", show_lines=True)
+    for i, name in enumerate(sheet.header):
+        out.add_column(escape(name), style="bold" if i == 0 else None, justify="left" if i == 0 else "right")
+    for i, row in enumerate(sheet.rows):
         texts = []
-        for cell in cells:
-            lines = [escape(line) for line in cell_parts(cell, table.layout.metric)]
-            if cell.status in STYLE:
-                lines[0] = f"[{STYLE[cell.status]}]{lines[0]}[/]"
+        for j, lines in enumerate(row):
+            lines = [escape(line) for line in lines]
+            style = sheet.styles[i][j] if sheet.styles else None
+            if style:
+                lines[0] = f"[{style}]{lines[0]}[/]"
             texts.append("\n".join(lines))
-        out.add_row(escape(str(r)), *texts)
+        out.add_row(*texts)
     return out
 
 
-def to_markdown(tables: list[Table]) -> str:
+def to_markdown(sheets: list[Sheet]) -> str:
     out = []
-    for table in tables:
-        header = [table.layout.rows] + [str(c) if c is not None else table.layout.metric for c in table.cols]
-        out += [f"**{title(table)}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for r in table.rows:
-            out.append("| " + " | ".join([str(r)] + ["<br>".join(cell_parts(table.cells[(r, c)], table.layout.metric))
-                                                     for c in table.cols]) + " |")
+    for sheet in sheets:
+        out += [f"**{sheet.title}**", "", "| " + " | ".join(sheet.header) + " |", "|" + "---|" * len(sheet.header)]
+        out += ["| " + " | ".join("<br>".join(lines) for lines in row) + " |" for row in sheet.rows]
         out.append("")
     return "\n".join(out)
 
 
 def _tex(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("±", r"$\pm$")):
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("±", r"$\pm$"),
+                 ("<", "$<$"), (">", "$>$")):
         text = text.replace(a, b)
     return text
 
 
-def to_latex(tables: list[Table]) -> str:
+def _stack(lines: list[str]) -> str:
+    return r"\shortstack{" + r" \\ ".join(_tex(line) for line in lines) + "}"
+
+
+def to_latex(sheets: list[Sheet]) -> str:
     out = []
-    for table in tables:
-        cols = [str(c) if c is not None else table.layout.metric for c in table.cols]
-        out += [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(title(table))}}}",
-                r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule",
-                " & ".join(_tex(h) for h in [table.layout.rows, *cols]) + r" \\", r"\midrule"]
-        for r in table.rows:
-            cells = [r"\shortstack{" + r" \\ ".join(_tex(p) for p in cell_parts(table.cells[(r, c)], table.layout.metric)) + "}"
-                     for c in table.cols]
-            out.append(" & ".join([_tex(str(r)), *cells]) + r" \\")
+    for sheet in sheets:
+        out += [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(sheet.title)}}}",
+                r"\begin{tabular}{l" + "c" * (len(sheet.header) - 1) + "}", r"\toprule",
+                " & ".join(_tex(h) for h in sheet.header) + r" \\", r"\midrule"]
+        for first, *cells in sheet.rows:
+            head = _tex(first[0]) if len(first) == 1 else _stack(first)  # a row label stays plain text
+            out.append(" & ".join([head, *map(_stack, cells)]) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(out)
 
 
-def records(tables: list[Table]) -> list[dict]:
-    """One flat record per cell: for CSV, JSON and scripts."""
+# --- records, for CSV, JSON and scripts ----------------------------------------------------------
+
+def records(tables: list[Table], claims: list[ClaimCheck] = ()) -> list[dict]:
+    """One flat record per cell (kind "cell"), then one per claim checked in a cell ("claim")."""
     out = []
     for table in tables:
         for (r, c), cell in table.cells.items():
-            record = {**table.key, table.layout.rows: r}
+            record = {"kind": "cell", **table.key, table.layout.rows: r}
             if table.layout.cols:
                 record[table.layout.cols] = c
             chosen = {f"chosen_{k}": cell.chosen.get(k) for k in table.reduced} if table.layout.select == "best" else {}
+            low, high = cell.interval or (None, None)
             record.update({"metric": table.layout.metric, "status": cell.status, "mean": _round(cell.mean),
-                           "std": _round(cell.std), "n": cell.n, **chosen, "params": cell.params,
-                           "reference": _round(cell.reference), "difference": _round(cell.difference),
-                           "synthetic": table.synthetic})
+                           "std": _round(cell.std), "n": cell.n, "ci_low": _round(low), "ci_high": _round(high),
+                           **chosen, "params": cell.params, "reference": _round(cell.reference),
+                           "comparable": cell.comparable, "differs": "; ".join(cell.differs) or None,
+                           "difference": _round(cell.difference), "synthetic": table.synthetic})
             out.append(record)
+    for check in claims:
+        d = check.difference
+        out.append({"kind": "claim", **d.coords, d.axis: d.value, "metric": d.metric, "claim": check.claim["claim"],
+                    "baseline": d.baseline_value, "direction": check.claim["direction"],
+                    "tolerance": check.claim.get("tolerance", 0.0), **_difference_record(d),
+                    "verdict": check.verdict, "reason": check.reason or None,
+                    "comparable": check.comparable, "differs": "; ".join(check.differs) or None})
     return out
+
+
+def comparison_records(differences: list[Difference]) -> list[dict]:
+    """One flat record per cell and compared value: both sides, their paired difference."""
+    out = []
+    for d in differences:
+        chosen = {f"chosen_{k}": v for k, v in d.compared.chosen.items()}
+        chosen |= {f"baseline_chosen_{k}": v for k, v in d.baseline.chosen.items()}
+        out.append({**d.coords, d.axis: d.value, "metric": d.metric, "baseline": d.baseline_value,
+                    "baseline_status": d.baseline.status, "baseline_mean": _round(d.baseline.mean),
+                    "status": d.compared.status, "mean": _round(d.compared.mean), **_difference_record(d),
+                    "verdict": d.verdict, **chosen})
+    return out
+
+
+def _difference_record(d: Difference) -> dict:
+    low, high = d.interval or (None, None)
+    return {"difference": _round(d.mean), "ci_low": _round(low), "ci_high": _round(high), "n": d.n}
 
 
 def _round(value: float | None) -> float | None:
@@ -140,12 +267,11 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def to_json(tables: list[Table]) -> str:
-    return json.dumps([{k: _plain(v) for k, v in r.items()} for r in records(tables)], indent=1)
+def to_json(rows: list[dict]) -> str:
+    return json.dumps([{k: _plain(v) for k, v in r.items()} for r in rows], indent=1)
 
 
-def to_csv(tables: list[Table]) -> str:
-    rows = records(tables)
+def to_csv(rows: list[dict]) -> str:
     columns = list(dict.fromkeys(k for r in rows for k in r))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n")

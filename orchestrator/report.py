@@ -8,7 +8,11 @@ Reads Parquet only, never Ray. Each cell is one (rows, cols) combination inside 
 the remaining axes that vary (the learning rate, say) are reduced either by choosing the group
 with the best validation error (`select="best"`: the paper reports the best learning rate per
 network, and choosing it on test data would flatter every cell) or by pooling all (`"all"`).
-Seeds are what the mean, std and n are taken over.
+Seeds are what the mean, std, n and the 95% interval (orchestrator/stats.py) are taken over.
+
+A published number (a workload's `references`) states the protocol and data it was measured
+under; a cell gets a difference to it only when every trial behind its value ran that protocol
+on that data (`comparable`), else the cell names what differs.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator import records
+from orchestrator import records, stats
 from orchestrator.errors import ResultsError
 from orchestrator.grid import Grid, saved_grid
 from orchestrator.records import RESULT_COLUMNS, STATUSES
@@ -73,14 +77,26 @@ class Cell:
     mean: float | None = None
     std: float | None = None
     n: int = 0
+    interval: tuple[float, float] | None = None  # 95% t-interval of the mean; None: n too small
     chosen: dict[str, Any] = field(default_factory=dict)  # values of the reduced axes picked by `best`
     params: int | None = None
     reference: float | None = None
+    # Whether the trials behind the value ran the reference's protocol on its data; None
+    # without a reference or a value. `differs` names what did not, e.g. ["width 0.25"].
+    comparable: bool | None = None
+    differs: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # statuses of every trial in the cell
+    # The metric of each trial behind the value, by seed (and the pooled axes under select=all):
+    # what a difference between two cells is paired on.
+    values: dict[tuple, float] = field(default_factory=dict)
+    trials: pd.DataFrame | None = field(default=None, repr=False, compare=False)  # those trials
 
     @property
     def difference(self) -> float | None:
-        return None if self.mean is None or self.reference is None else self.mean - self.reference
+        """Our mean minus the published number: only for a like-for-like comparison."""
+        if self.mean is None or self.reference is None or not self.comparable:
+            return None
+        return self.mean - self.reference
 
 
 @dataclass
@@ -170,22 +186,84 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
             for c in cols:
                 cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.iloc[:0])
                 point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
-                cells[(r, c)] = _cell(cell_trials, layout, reduced, _reference(references, point, layout.metric))
+                cells[(r, c)] = _compared(cell_of(cell_trials, layout, reduced),
+                                          _reference(references, point, layout.metric), layout.metric)
         synthetic = "synthetic_data" in part.columns and part["synthetic_data"].eq(True).any()
         out.append(Table(coords, rows, cols, cells, layout, reduced, bool(synthetic)))
     return out
 
 
-def _reference(references, point: dict, metric: str) -> float | None:
+# Keys of a reference that are not coordinates of its cell (workloads/base.py).
+REFERENCE_KEYS = ("protocol", "data")
+
+
+def _reference(references, point: dict, metric: str) -> dict | None:
     for ref in references:
-        if metric in ref and all(k in point and point[k] == v for k, v in ref.items() if k != metric):
-            return ref[metric]
+        where = {k: v for k, v in ref.items() if k != metric and k not in REFERENCE_KEYS}
+        if metric in ref and all(k in point and point[k] == _hashable(v) for k, v in where.items()):
+            return ref
     return None
 
 
-def _cell(trials: pd.DataFrame, layout: Layout, reduced: list[str], reference) -> Cell:
+def _compared(cell: Cell, reference: dict | None, metric: str) -> Cell:
+    if reference is None:
+        return cell
+    cell.reference = reference[metric]
+    if cell.trials is not None:
+        cell.differs = differences(cell.trials, reference.get("protocol", {}), reference.get("data", {}))
+        cell.comparable = not cell.differs
+    return cell
+
+
+def differences(trials: pd.DataFrame, protocol: dict, data: dict) -> list[str]:
+    """What these trials ran that differs from the protocol and data a published number states,
+    e.g. ["width 0.25", "epochs 40", "3,000 training examples"]; empty when like for like.
+
+    `protocol` holds parameter values, `data` result columns on what the data was (records.py).
+    Synthetic data is never like for like, whatever the reference states."""
+    out = []
+    for name, expected in {**protocol, **data}.items():
+        seen = _seen(trials, name)
+        if seen != [_hashable(expected)]:
+            out.append(_what_differs(name, seen))
+    if "synthetic_data" not in data and True in (_seen(trials, "synthetic_data") or []):
+        out.append("synthetic data")
+    return out
+
+
+# How the columns that say what a trial's data was (records.RESULT_COLUMNS) read in a sentence.
+_DATA_NAMES = {"train_examples": "training examples", "test_examples": "test examples"}
+
+
+def _what_differs(name: str, seen: list | None) -> str:
+    if name == "synthetic_data" and seen and True in seen:
+        return "synthetic data"
+    if seen is None or None in seen:
+        return ("real data" if name == "synthetic_data" else _DATA_NAMES.get(name, name)) + " not recorded"
+    shown = " / ".join(map(_shown, seen))
+    return f"{shown} {_DATA_NAMES[name]}" if name in _DATA_NAMES else f"{name} {shown}"
+
+
+def _seen(trials: pd.DataFrame, column: str) -> list | None:
+    """The distinct values of a column over trials (a missing value as None); None if no column."""
+    if column not in trials.columns:
+        return None
+    values = (v.item() if hasattr(v, "item") else v for v in trials[column])
+    return list(dict.fromkeys(None if v is None or v != v else _hashable(v) for v in values))
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(_shown, value)) + "]"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() \
+            and abs(value) >= 1000:
+        return f"{int(value):,}"  # counts: 4,000 images
+    return str(value)
+
+
+def cell_of(trials: pd.DataFrame, layout: Layout, reduced: list[str]) -> Cell:
     if trials.empty:
-        return Cell("missing", reference=reference)
+        return Cell("missing")
     counts = trials["status"].value_counts().to_dict()
     ok = trials[(trials["status"] == "completed") & trials[layout.metric].notna()]
     chosen: dict[str, Any] = {}
@@ -200,10 +278,13 @@ def _cell(trials: pd.DataFrame, layout: Layout, reduced: list[str], reference) -
         # No value to show: say why, the most telling status first.
         for status in ("failed", "diverged", "no_progress", *STATUSES):
             if counts.get(status):
-                return Cell(status, counts=counts, reference=reference)
-        return Cell("pending", counts=counts, reference=reference)
+                return Cell(status, counts=counts)
+        return Cell("pending", counts=counts)
     values = ok[layout.metric].astype(float)
     params = ok["params"].dropna() if "params" in ok else pd.Series(dtype=float)
+    # Under select=all a seed has one trial per pooled value (each lr): those are paired too.
+    pooled = [name for name in reduced if name not in chosen]
+    by_seed = {tuple(key): float(v) for key, v in zip(ok[["seed", *pooled]].itertuples(index=False), values)}
     return Cell("completed", mean=float(values.mean()), std=float(values.std()) if len(values) > 1 else None,
-                n=len(values), chosen=chosen, params=int(params.iloc[0]) if len(params) else None,
-                reference=reference, counts=counts)
+                n=len(values), interval=stats.interval(list(values)), chosen=chosen,
+                params=int(params.iloc[0]) if len(params) else None, counts=counts, values=by_seed, trials=ok)

@@ -1,8 +1,14 @@
 """A small results set written the way `ablate run` writes it, with every case a table must show:
-a learning rate that wins on validation but not on test, diverged, failed and missing cells."""
+a learning rate that wins on validation but not on test, diverged, failed and missing cells.
+
+By default its trials ran the paper's protocol on the whole of real CIFAR-10, as their rows say;
+`write_fixture(path, fixed=QUARTER_WIDTH, data=SUBSET)` writes the issue's run instead (model C
+at quarter width for 40 epochs on a 4,000-image subset), and `trials=` other results.
+"""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime, timedelta, timezone
 
 from orchestrator.grid import trial_id
@@ -10,17 +16,16 @@ from orchestrator.records import Publisher, record, trial_schema
 from orchestrator.store import RunDir
 from workloads.allcnn import Config
 
-GRID = """\
-name: fixture
-workload: allcnn
-axes:
-  model: [A, C]
-  variant: [base, all]
-  lr: [0.1, 0.01]
-seeds: [0, 1]
-fixed:
-  dataset: cifar10
-"""
+# The paper's protocol (workloads/allcnn/paper.py): the workload's defaults but for preprocessing.
+PAPER_PROTOCOL = {"dataset": "cifar10", "preprocessing": "zca"}
+# What such a trial records about its data: real CIFAR-10, 50,000 training images less the
+# 5,000 of the validation split, the whole test set.
+FULL_DATA = {"train_examples": 45_000, "test_examples": 10_000, "data_fingerprint": "c1f4a2b7d9e03a65",
+             "synthetic_data": False}
+# The issue's run: quarter width, 40 epochs, a 4,000-image subset (3,000 after the validation split).
+QUARTER_WIDTH = {**PAPER_PROTOCOL, "width": 0.25, "epochs": 40, "lr_milestones": [20, 30],
+                 "train_size": 4000, "val_size": 1000}
+SUBSET = {**FULL_DATA, "train_examples": 3_000, "data_fingerprint": "07b2e95c1d4f8a30"}
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -43,12 +48,20 @@ TRIALS = {
 }
 
 
-def write_fixture(path) -> RunDir:
+def grid_text(trials: dict, fixed: dict) -> str:
+    """The grid file of these trials: their models, variants and learning rates as axes."""
+    model, variant, lr, seed = (list(dict.fromkeys(key[i] for key in trials)) for i in range(4))
+    return "\n".join(["name: fixture", "workload: allcnn", "axes:", f"  model: {json.dumps(model)}",
+                      f"  variant: {json.dumps(variant)}", f"  lr: {json.dumps(lr)}", f"seeds: {json.dumps(seed)}",
+                      "fixed:", *(f"  {k}: {json.dumps(v)}" for k, v in fixed.items()), ""])
+
+
+def write_fixture(path, trials: dict = TRIALS, fixed: dict = PAPER_PROTOCOL, data: dict = FULL_DATA) -> RunDir:
     run = RunDir(str(path))
-    run.write_bytes(run.child("grid.yaml"), GRID.encode())
+    run.write_bytes(run.child("grid.yaml"), grid_text(trials, fixed).encode())
     schema = trial_schema(Config)
-    for i, ((model, variant, lr, seed), (status, val, test)) in enumerate(sorted(TRIALS.items())):
-        config = dataclasses.asdict(Config(model=model, variant=variant, lr=lr, seed=seed, dataset="cifar10"))
+    for i, ((model, variant, lr, seed), (status, val, test)) in enumerate(sorted(trials.items())):
+        config = dataclasses.asdict(Config(model=model, variant=variant, lr=lr, seed=seed, **fixed))
         tid = trial_id("allcnn", config, set(config) - {"data_dir", "checkpoint_every"})
         epochs = [{"epoch": e, "val_error": (val or 0.9) + 0.1 / e, "train_loss": 1.0 / e} for e in (1, 2, 3)]
         record(run, schema, tid, config, {
@@ -57,7 +70,8 @@ def write_fixture(path) -> RunDir:
             "error": "RuntimeError: CUDA out of memory" if status == "failed" else None,
             "started_at": T0 + timedelta(hours=i), "finished_at": T0 + timedelta(hours=i + 1),
             "grid": "fixture", "workload": "allcnn", "trained_on": "NVIDIA H100", "host": "node-1",
-            "ablate_version": "0.1.0", "torch_version": "2.14.1", "ray_version": "2.60.0"},
+            "ablate_version": "0.1.0", "torch_version": "2.14.1", "ray_version": "2.60.0",
+            **(data if status != "failed" else {})},
             epochs if status != "failed" else None)
     Publisher(run).catch_up()  # as the driver does
     return run

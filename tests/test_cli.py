@@ -13,7 +13,7 @@ from orchestrator.cli import app
 from tests.conftest import ROOT, ablate
 
 GRIDS = sorted((ROOT / "grids").glob("*.yaml")) + [ROOT / "examples" / "toy.yaml"]
-COMMANDS = ["plan", "run", "summarize", "status", "plot", "models", "visualize"]
+COMMANDS = ["plan", "run", "summarize", "compare", "status", "plot", "models", "visualize"]
 
 
 def test_help_lists_every_command():

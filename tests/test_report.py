@@ -14,7 +14,7 @@ from orchestrator.cli import app
 from orchestrator.grid import load_grid
 from orchestrator.report import Layout, load, summarize, where
 from orchestrator.store import RunDir, now
-from tests.results_fixture import write_fixture
+from tests.results_fixture import FULL_DATA, QUARTER_WIDTH, SUBSET, write_fixture
 from workloads.allcnn import REFERENCES
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -66,12 +66,76 @@ def test_failed_and_missing_cells_are_shown_as_such(run_dir):
     assert c[("C", "all")].status == "missing"
 
 
-def test_paper_numbers_and_difference(run_dir):
+def test_a_run_under_the_papers_protocol_shows_its_difference_to_the_paper(run_dir):
+    # The fixture's rows say: width 1.0, 350 epochs, the paper's schedule, ZCA, real CIFAR-10 in full.
     c = cells(run_dir)
     assert c[("A", "base")].reference == pytest.approx(0.1247)
+    assert c[("A", "base")].comparable is True and c[("A", "base")].differs == []
     assert c[("A", "base")].difference == pytest.approx(0.0003)
     table = invoke("summarize", run_dir).stdout
     assert "paper 12.47 (+0.03)" in table and "failed (2/2)" in table and "missing" in table
+
+
+def test_a_quarter_width_run_shows_the_paper_number_without_a_difference_and_says_why(tmp_path):
+    # The issue: quarter width, 40 epochs, a 4,000-image subset, set against the paper's full protocol.
+    write_fixture(tmp_path / "fixture", fixed=QUARTER_WIDTH, data=SUBSET)
+    a_base = cells(tmp_path / "fixture")[("A", "base")]
+    assert a_base.reference == pytest.approx(0.1247) and a_base.difference is None
+    assert a_base.comparable is False
+    assert a_base.differs == ["width 0.25", "epochs 40", "lr_milestones [20, 30]", "3,000 training examples"]
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert ("paper 12.47 (not comparable: width 0.25, epochs 40, lr_milestones [20, 30], "
+            "3,000 training examples)") in markdown
+    assert "(+0.03)" not in markdown
+    assert markdown.rstrip("\n") == (GOLDEN / "summary-quarter-width.md").read_text().rstrip("\n")
+    (record, *_) = json.loads(invoke("summarize", tmp_path / "fixture", "-f", "json").stdout)
+    assert record["comparable"] is False and record["difference"] is None and record["reference"] == 0.1247
+    assert record["differs"] == "width 0.25; epochs 40; lr_milestones [20, 30]; 3,000 training examples"
+
+
+def test_every_published_number_states_a_protocol_the_workload_can_run():
+    # A misspelt parameter would make every cell "not recorded": each must be a Config field, and
+    # the workload's defaults with the paper's preprocessing must be the protocol itself.
+    from dataclasses import asdict
+
+    from workloads.allcnn import CLAIMS, Config, check
+    from workloads.allcnn.paper import PROTOCOL
+
+    for stated in (*REFERENCES, *CLAIMS):
+        config = Config(**{"dataset": stated.get("dataset", "cifar10"), **stated["protocol"]})
+        check(config)
+        assert {k: v for k, v in asdict(config).items() if k in stated["protocol"]} == stated["protocol"]
+        assert set(stated["data"]) <= {name for name, _ in records.RESULT_COLUMNS}
+    assert {k: v for k, v in asdict(Config(preprocessing="zca")).items() if k in PROTOCOL} == PROTOCOL
+
+
+@pytest.mark.parametrize("data, differs", [
+    ({**FULL_DATA, "synthetic_data": True}, ["synthetic data"]),
+    ({**FULL_DATA, "test_examples": 2_000}, ["2,000 test examples"]),
+    # Results from before trials recorded their data: nothing says the data was the paper's.
+    ({}, ["real data not recorded", "training examples not recorded", "test examples not recorded"]),
+])
+def test_other_or_unrecorded_data_is_not_compared_with_the_paper(tmp_path, data, differs):
+    write_fixture(tmp_path / "fixture", data=data)
+    a_base = cells(tmp_path / "fixture")[("A", "base")]
+    assert a_base.comparable is False and a_base.differs == differs and a_base.difference is None
+
+
+def test_intervals_over_seeds_match_a_hand_computation(tmp_path):
+    trials = {("C", "all", 0.01, seed): ("completed", 0.2, error) for seed, error in enumerate([0.10, 0.12, 0.14])}
+    trials[("C", "base", 0.01, 0)] = ("completed", 0.2, 0.15)
+    write_fixture(tmp_path / "fixture", trials=trials)
+    c = cells(tmp_path / "fixture")
+    # mean 0.12, std 0.02, n 3: 0.12 ± t(0.975, 2) · 0.02 / √3 = 0.12 ± 4.302653 · 0.011547 = 0.12 ± 0.049683
+    assert c[("C", "all")].interval == pytest.approx((0.070317, 0.169683), abs=1e-6)
+    assert c[("C", "base")].n == 1 and c[("C", "base")].interval is None
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "12.00 ± 2.00 (n=3)<br>95% CI [7.03, 16.97]" in markdown
+    assert "15.00 (n=1)<br>95% CI: n too small" in markdown
+    records = {r["variant"]: r for r in json.loads(invoke("summarize", tmp_path / "fixture", "-f", "json").stdout)
+               if r["kind"] == "cell"}
+    assert (records["all"]["ci_low"], records["all"]["ci_high"]) == (0.070317, 0.169683)
+    assert records["base"]["ci_low"] is None and records["base"]["ci_high"] is None
 
 
 def test_select_all_pools_every_learning_rate(run_dir):
@@ -159,7 +223,7 @@ def test_status_of_a_half_finished_run(run_dir):
     result = invoke("status", run_dir)
     assert result.exit_code == 0
     out = result.stdout
-    assert f"{run_dir}: 10 finished of 16: 2 diverged, 6 completed, 2 failed, 1 running, 1 stopped, 4 pending" in out
+    assert f"{run_dir}: 10 finished of 16: 6 completed, 2 diverged, 2 failed, 1 running, 1 stopped, 4 pending" in out
     assert f"{first}  running  2/350  0.5000" in out
     assert f"{second}  stopped  1/350  0.7000" in out
     assert "compute used: 10.05 CPU-hours" in out  # 10 finished trials x 1 h + 3 epochs x 60 s

@@ -57,8 +57,8 @@ What the orchestrator reads, and nothing else:
   `params`, `epochs_completed`, `train_seconds`, `images_per_second`, `trained_on`, and what
   its data was: `train_examples`, `test_examples`, `data_fingerprint` (a hash of the data a
   trial saw, so that a subset or another copy shows) and `synthetic_data`.
-- Optional extras: `cost` and `prepare` for `ablate plan` and `ablate run`, `references` and
-  `layout` for `ablate summarize`, `models` for `ablate models`, and `commands`: further
+- Optional extras: `cost` and `prepare` for `ablate plan` and `ablate run`, `references`,
+  `claims` and `layout` for `ablate summarize` and `ablate compare`, `models` for `ablate models`, and `commands`: further
   `ablate` commands on trained trials (the All-CNN study's `visualize`), see TrialCommand.
 """
 from __future__ import annotations
@@ -155,9 +155,18 @@ class Workload:
     # Optional: checks across parameters on one trial's config, run when a grid is loaded; raises
     # ValueError("param: what was expected, got value"), e.g. a milestone past the last epoch.
     check: Callable[[Any], None] | None = None
-    # Optional: published numbers to compare with, each a dict of parameter values plus the
-    # metric, e.g. {"model": "C", "variant": "all", "dataset": "cifar10", "test_error": 0.0908}.
+    # Optional: published numbers to compare with, each a dict of the cell's parameter values plus
+    # the metric, e.g. {"model": "C", "variant": "all", "dataset": "cifar10", "test_error": 0.0908},
+    # and what the number was measured under: "protocol" ({parameter: value}) and "data" ({result
+    # column: value}, e.g. {"synthetic_data": False, "test_examples": 10000}). `ablate summarize`
+    # shows a difference only for cells whose trials all match both; otherwise it names what differs.
     references: tuple[dict[str, Any], ...] = ()
+    # Optional: the study's qualitative claims, checked by `ablate summarize` on paired seeds, e.g.
+    # {"claim": "All-CNN no worse than base", "metric": "test_error", "axis": "variant",
+    #  "baseline": "base", "compared": "all", "direction": "lower", "tolerance": 0.005,
+    #  "cells": [{"model": "C"}], "protocol": {...}, "data": {...}}: in each cell, compared minus
+    # baseline is below +tolerance ("lower"; "higher": above -tolerance). protocol and data as above.
+    claims: tuple[dict[str, Any], ...] = ()
     # Optional: how `ablate summarize` lays out its tables by default, e.g.
     # {"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]}.
     layout: dict[str, Any] | None = None

@@ -13,7 +13,7 @@ from typing import Annotated
 from annotated_types import Ge, Gt, Interval, Predicate
 
 from workloads.allcnn import commands
-from workloads.allcnn.paper import CLASSES, MODELS, REFERENCES, SIZES, VARIANTS
+from workloads.allcnn.paper import CLAIMS, CLASSES, MODELS, REFERENCES, SIZES, VARIANTS
 from workloads.base import Workload
 
 # Kept free of torch: grids are validated and results summarized without importing it.
@@ -152,7 +152,7 @@ def _train(config, session):
 
 WORKLOAD = Workload(name="allcnn", config=Config, train=_train, epochs=lambda config: config.epochs,
                     metrics=("train_loss", "val_error", "images_per_second"), check=check,
-                    cost=cost, params=params, prepare=prepare, references=REFERENCES,
+                    cost=cost, params=params, prepare=prepare, references=REFERENCES, claims=CLAIMS,
                     # The paper's tables: networks as rows, downsampling variants as columns.
                     layout={"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]},
                     models=models, commands={"visualize": commands.visualize})

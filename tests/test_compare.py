@@ -1,0 +1,165 @@
+"""`ablate compare` (differences paired by seed), the study's claims under `ablate summarize`, and
+the t-interval they rest on."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator import stats
+from orchestrator.cli import app
+from orchestrator.compare import check_claims, compare
+from orchestrator.report import Layout, load
+from orchestrator.store import RunDir
+from tests.results_fixture import QUARTER_WIDTH, SUBSET, write_fixture
+from workloads.allcnn import CLAIMS
+
+LAYOUT = Layout(rows="model", cols="variant", tables=["dataset", "augmentation"])
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def results_of(tmp_path, trials, **kwargs):
+    write_fixture(tmp_path / "fixture", trials=trials, **kwargs)
+    return load(RunDir(str(tmp_path / "fixture")))
+
+
+@pytest.mark.parametrize("df, t", [(1, 12.706205), (2, 4.302653), (4, 2.776445), (9, 2.262157), (29, 2.045230)])
+def test_t_quantiles_are_the_published_table(df, t):
+    assert stats.t_quantile(df) == pytest.approx(t, abs=1e-6)
+
+
+# Seed-to-seed spread (1.6 points) swamps the half-point gain of "all", but every seed gains it.
+BASE = [0.10, 0.12, 0.14, 0.11, 0.13]
+GAIN = [-0.005, -0.0045, -0.0055, -0.0052, -0.0048]
+PAIRED = {**{("C", "base", 0.01, s): ("completed", 0.2, e) for s, e in enumerate(BASE)},
+          **{("C", "all", 0.01, s): ("completed", 0.2, e + g) for s, (e, g) in enumerate(zip(BASE, GAIN))}}
+
+
+def test_differences_are_paired_by_seed(tmp_path):
+    (d,) = compare(results_of(tmp_path, PAIRED), LAYOUT, "variant", "base")
+    # By hand: the gains average -0.005 with std 0.00038079 (squares sum to 5.8e-7, over 4);
+    # -0.005 ± t(0.975, 4) · 0.00038079 / √5 = -0.005 ± 2.776445 · 0.00017029 = -0.005 ± 0.00047281.
+    assert d.n == 5 and d.mean == pytest.approx(-0.005)
+    assert d.interval == pytest.approx((-0.0054728, -0.0045272), abs=1e-7)
+    assert d.verdict == "lower"
+    # Unpaired, the same numbers show nothing: the difference of means ± t(0.975, 8) · its standard error.
+    all_ = [e + g for e, g in zip(BASE, GAIN)]
+    se = math.sqrt(_variance(BASE) / 5 + _variance(all_) / 5)
+    assert abs(d.mean) < stats.t_quantile(8) * se
+
+
+def _variance(values):
+    mean = sum(values) / len(values)
+    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
+def test_seeds_run_on_one_side_only_are_left_out(tmp_path):
+    trials = {k: v for k, v in PAIRED.items() if not (k[1] == "base" and k[3] >= 3)}
+    (d,) = compare(results_of(tmp_path, trials), LAYOUT, "variant", "base")
+    assert d.n == 3 and d.compared.n == 5 and d.baseline.n == 3
+
+
+def test_an_interval_that_includes_zero_and_a_single_seed_are_said_as_such(tmp_path):
+    trials = {("C", "base", 0.01, 0): ("completed", 0.2, 0.10), ("C", "base", 0.01, 1): ("completed", 0.2, 0.12),
+              ("C", "all", 0.01, 0): ("completed", 0.2, 0.11), ("C", "all", 0.01, 1): ("completed", 0.2, 0.10),
+              ("A", "base", 0.01, 0): ("completed", 0.2, 0.10), ("A", "all", 0.01, 0): ("completed", 0.2, 0.05)}
+    by_model = {d.coords["model"]: d for d in compare(results_of(tmp_path, trials), LAYOUT, "variant", "base")}
+    assert by_model["C"].verdict == "inconclusive" and by_model["C"].interval[0] < 0 < by_model["C"].interval[1]
+    assert by_model["A"].verdict == "n too small" and by_model["A"].mean == pytest.approx(-0.05)
+    markdown = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "markdown").stdout
+    assert "| A | all | 10.00 (n=1) | 5.00 (n=1) | -5.00 (n=1)<br>95% CI: n too small | n too small |" in markdown
+    assert "interval includes 0 |" in markdown
+
+
+def test_compare_command_in_every_format(tmp_path):
+    write_fixture(tmp_path / "fixture", trials=PAIRED)
+    table = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base")
+    assert table.exit_code == 0
+    assert "lower than base" in table.stdout and "paired by seed" in table.stdout
+    markdown = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "markdown").stdout
+    # What every row shares (one dataset, augmentation and model here) goes to the title.
+    assert markdown.startswith("**dataset=cifar10, augmentation=none, model=C: test_error %: each variant minus "
+                               "variant=base, paired by seed")
+    assert "| all | 12.00 (n=5) | 11.50 (n=5) | -0.50 (n=5)<br>95% CI [-0.55, -0.45] | lower than base |" in markdown
+    assert r"\caption{dataset=cifar10" in invoke("compare", tmp_path / "fixture", "--baseline", "variant=base",
+                                                 "-f", "latex").stdout
+    (record,) = json.loads(invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "json").stdout)
+    assert record == {"dataset": "cifar10", "augmentation": "none", "model": "C", "variant": "all",
+                      "metric": "test_error", "baseline": "base", "baseline_status": "completed",
+                      "baseline_mean": 0.12, "status": "completed", "mean": 0.115, "difference": -0.005,
+                      "ci_low": -0.005473, "ci_high": -0.004527, "n": 5, "verdict": "lower"}
+    csv = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "csv").stdout
+    assert csv.splitlines()[1] == ("cifar10,none,C,all,test_error,base,completed,0.12,completed,0.115,"
+                                   "-0.005,-0.005473,-0.004527,5,lower")
+
+
+def test_each_side_keeps_its_learning_rate_chosen_on_validation(tmp_path):
+    write_fixture(tmp_path / "fixture")  # A-base: lr 0.1 wins on validation, lr 0.01 on test
+    records = json.loads(invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "json").stdout)
+    a = next(r for r in records if r["model"] == "A")
+    assert (a["baseline_chosen_lr"], a["chosen_lr"]) == (0.1, 0.01)
+    assert a["baseline_mean"] == 0.125 and a["mean"] == 0.105 and a["difference"] == pytest.approx(-0.02)
+
+
+@pytest.mark.parametrize("baseline, message", [
+    ("variant", "error: --baseline 'variant': expected axis=value, e.g. variant=base\n"),
+    ("colour=red", "error: --baseline 'colour=red': unknown axis 'colour' (axes: variant)\n"),
+    ("seed=0", "error: --baseline 'seed=0': differences are paired by seed; compare another axis (axes: variant)\n"),
+    ("variant=strided", "error: --baseline 'variant=strided': no trial has variant=strided (values: base, all)\n"),
+])
+def test_bad_baselines_are_one_line_errors(tmp_path, baseline, message):
+    write_fixture(tmp_path / "fixture", trials=PAIRED)
+    result = invoke("compare", tmp_path / "fixture", "--baseline", baseline)
+    assert result.exit_code == 1 and result.stderr == message
+
+
+# The paper's claims (workloads/allcnn/paper.py): All-CNN no worse than base for B and C, and no
+# worse than ConvPool, each within half a point. Three seeds per cell, all under the paper's protocol.
+def _seeds(model, variant, errors):
+    return {(model, variant, 0.01, s): ("completed", 0.2, e) for s, e in enumerate(errors)}
+
+
+CLAIMED = {**_seeds("B", "base", [0.100, 0.110, 0.105]),
+           **_seeds("B", "all", [0.090, 0.099, 0.096]),  # 1 point better: holds
+           **_seeds("B", "convpool", [0.088, 0.091, 0.091]),  # all - convpool = +0.2, +0.8, +0.5: can't tell yet
+           **_seeds("C", "base", [0.100, 0.110, 0.105]),
+           **_seeds("C", "all", [0.120, 0.131, 0.124]),  # 2 points worse: fails
+           **_seeds("C", "convpool", [0.123, 0.133, 0.128])}  # all 0.3 better: holds
+
+
+def test_claims_hold_fail_or_need_more_seeds(tmp_path):
+    checks = check_claims(results_of(tmp_path, CLAIMED), LAYOUT, CLAIMS)
+    verdicts = {(c.claim["baseline"], c.difference.coords["model"]): c.verdict for c in checks}
+    # Model A is not in these results: its ConvPool claim is not asked.
+    assert verdicts == {("base", "B"): "holds", ("base", "C"): "fails",
+                        ("convpool", "B"): "not enough seeds", ("convpool", "C"): "holds"}
+    assert all(c.comparable for c in checks)
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    claims = markdown[markdown.index("**The study's claims"):]
+    assert ("| All-CNN no worse than the base network<br>all - base < +0.50 | "
+            "dataset=cifar10, augmentation=none, model=C | +2.00 (n=3)<br>95% CI [+1.75, +2.25] | fails |") in claims
+    assert "| not enough seeds (the interval reaches both sides of the tolerance) |" in claims
+    records = [r for r in json.loads(invoke("summarize", tmp_path / "fixture", "-f", "json").stdout)
+               if r["kind"] == "claim"]
+    assert [(r["model"], r["baseline"], r["verdict"]) for r in records] == [
+        ("B", "base", "holds"), ("C", "base", "fails"), ("B", "convpool", "not enough seeds"),
+        ("C", "convpool", "holds")]
+
+
+def test_a_claim_with_one_seed_has_not_enough_seeds(tmp_path):
+    trials = {k: v for k, v in CLAIMED.items() if k[3] == 0}
+    checks = check_claims(results_of(tmp_path, trials), LAYOUT, CLAIMS)
+    assert {(c.verdict, c.reason) for c in checks} == {("not enough seeds", "n=1")}
+
+
+def test_claims_checked_off_the_published_protocol_say_so(tmp_path):
+    checks = check_claims(results_of(tmp_path, CLAIMED, fixed=QUARTER_WIDTH, data=SUBSET), LAYOUT, CLAIMS)
+    assert checks and all(c.comparable is False for c in checks)
+    assert checks[0].differs == ["width 0.25", "epochs 40", "lr_milestones [20, 30]", "3,000 training examples"]
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "holds<br>not the published protocol: width 0.25, epochs 40" in markdown
