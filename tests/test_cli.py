@@ -92,9 +92,10 @@ def test_models_of_a_workload_without_a_table_is_one_line():
 def test_importing_ablate_changes_no_process_wide_state(tmp_path):
     # Environment variables, matplotlib's backend, the import path: a library must not touch them
     # (`-P`: the working directory is not on sys.path to begin with; the repository is, by PYTHONPATH).
-    code = ("import os, sys; env = dict(os.environ); "
+    # Ray and matplotlib are imported first: what they do on import is theirs, not ablate's.
+    code = ("import os, sys, ray, matplotlib; env = dict(os.environ); "
             "import orchestrator.cli, orchestrator.runner, orchestrator.plots, workloads; "
-            "import matplotlib; workloads.get('tests.probe:WORKLOAD'); "
+            "workloads.get('tests.probe:WORKLOAD'); "
             "print(dict(os.environ) == env, os.getcwd() not in sys.path, matplotlib.rcParams._get_backend_or_none())")
     result = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
