@@ -60,7 +60,8 @@ def _signed(value: float, metric: str) -> str:
     return ("+" if value >= 0 else "-") + text
 
 
-STYLE = {"failed": "bold red", "diverged": "yellow", "no_progress": "yellow", "missing": "dim", "pending": "dim"}
+STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no_progress": "yellow", "missing": "dim",
+         "pending": "dim"}
 
 
 def to_rich(table: Table) -> RichTable:

@@ -52,7 +52,8 @@ What the orchestrator reads, and nothing else:
 - `train` returns `status` (one of RESULT_STATUSES), `val_error` (what choosing among settings,
   e.g. a learning rate, minimizes: validation data, never test) and `test_error` (the number a
   table reports), and may return the other result columns of orchestrator/records.py:
-  `params`, `epochs_completed`, `train_seconds`, `images_per_second`, `trained_on`, and what
+  `params`, `epochs_completed`, `train_seconds`, `images_per_second`, `trained_on`,
+  `status_reason` (what showed a status other than completed), `restarts`, and what
   its data was: `train_examples`, `test_examples`, `data_fingerprint` (a hash of the data a
   trial saw, so that a subset or another copy shows) and `synthetic_data`.
 - Optional extras: `cost` and `prepare` for `ablate plan` and `ablate run`, `references` and
@@ -66,7 +67,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 # What `train` may return as `status`. Every one is a result; a trial that raises is a failure.
-RESULT_STATUSES = ("completed", "diverged", "no_progress")
+# dead_start: the network stopped passing any gradient early on (All-CNN: every class output 0
+# after the final ReLU), a property of the network at that setting, not a bug.
+RESULT_STATUSES = ("completed", "diverged", "no_progress", "dead_start")
 
 
 class WorkloadError(Exception):
@@ -83,6 +86,9 @@ class Session(Protocol):
     def restore(self) -> dict[str, Any] | None:
         """The last checkpoint handed to `report`, or None for a fresh start."""
 
+    def log(self, line: str) -> None:
+        """Add a line to the trial's log: what a reader of the log should know (a restart, why it stopped)."""
+
 
 @dataclass
 class MemorySession:
@@ -90,6 +96,10 @@ class MemorySession:
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: dict[str, Any] | None = None
+    lines: list[str] = field(default_factory=list)
+
+    def log(self, line):
+        self.lines.append(line)
 
     def report(self, metrics, checkpoint=None):
         self.epochs.append(dict(metrics))
