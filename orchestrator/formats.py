@@ -89,7 +89,8 @@ def cell_parts(cell: Cell, metric: str) -> list[str]:
     return lines
 
 
-STYLE = {"failed": "bold red", "diverged": "yellow", "no_progress": "yellow", "missing": "dim", "pending": "dim"}
+STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no_progress": "yellow", "missing": "dim",
+         "pending": "dim"}
 
 
 def table_sheet(table: Table) -> Sheet:

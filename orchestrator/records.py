@@ -41,6 +41,8 @@ RESULT_COLUMNS = [
     # What the trial's data was (workloads/base.py): sizes, a hash of its content, whether it was real.
     ("train_examples", pa.int64()), ("test_examples", pa.int64()), ("data_fingerprint", pa.string()),
     ("synthetic_data", pa.bool_()),
+    # Why a result is not `completed`, in words, and how often the workload started the trial over.
+    ("status_reason", pa.string()), ("restarts", pa.int64()),
     ("attempts", pa.int64()), ("error", pa.string()), ("log", pa.string()),
     ("started_at", pa.timestamp("ms", tz="UTC")), ("finished_at", pa.timestamp("ms", tz="UTC")),
     ("grid", pa.string()), ("workload", pa.string()), ("trained_on", pa.string()), ("host", pa.string()),

@@ -73,7 +73,7 @@ class Layout:
 
 @dataclass
 class Cell:
-    status: str  # completed (has a value), failed, diverged, no_progress, pending, missing
+    status: str  # completed (has a value), failed, diverged, dead_start, no_progress, pending, missing
     mean: float | None = None
     std: float | None = None
     n: int = 0
@@ -276,7 +276,7 @@ def cell_of(trials: pd.DataFrame, layout: Layout, reduced: list[str]) -> Cell:
             ok = ok[ok[name] == value]
     if ok.empty:
         # No value to show: say why, the most telling status first.
-        for status in ("failed", "diverged", "no_progress", *STATUSES):
+        for status in ("failed", "diverged", "dead_start", "no_progress", *STATUSES):
             if counts.get(status):
                 return Cell(status, counts=counts)
         return Cell("pending", counts=counts)

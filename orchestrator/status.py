@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from orchestrator.grid import saved_grid
+from orchestrator.records import STATUSES
 from orchestrator.store import RunDir, now
 
 # A trial counts as running while its progress moved within max(this, 3 epochs).
@@ -56,9 +58,10 @@ def progress_files(run: RunDir) -> dict[str, dict]:
 def read_status(run: RunDir, finished: dict[str, str], trials) -> Status:
     grid = saved_grid(run)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
-    counts: dict[str, int] = {}
-    for s in finished.values():
-        counts[s] = counts.get(s, 0) + 1
+    # In the order of STATUSES, not of trial ids (hashes): the line reads the same from run to run.
+    tally = Counter(finished.values())
+    order = {s: i for i, s in enumerate(STATUSES)}
+    counts: dict[str, int] = {s: tally[s] for s in sorted(tally, key=lambda s: order.get(s, len(order)))}
 
     progress_by_trial = progress_files(run)
     epoch_seconds = [p["seconds"] for p in progress_by_trial.values() if "seconds" in p]

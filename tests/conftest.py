@@ -37,6 +37,20 @@ def data_dir(tmp_path, monkeypatch):
     return path
 
 
+# Real CIFAR-10 images (../shared/data/README.md): beside the repository checkout here and in CI.
+REAL_IMAGES = ROOT.parent / "shared" / "data" / "cifar10-subset.npz"
+
+
+@pytest.fixture
+def real_images(data_dir):
+    """A dataset cache holding only cifar10-subset.npz (a link to the shared copy)."""
+    if not REAL_IMAGES.is_file():
+        pytest.fail(f"{REAL_IMAGES} is missing: the tests on real images need it beside the repository")
+    data_dir.mkdir(exist_ok=True)
+    (data_dir / REAL_IMAGES.name).symlink_to(REAL_IMAGES)
+    return data_dir
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A real local Ray: 2 CPUs and one logical GPU, so fractional-GPU packing can be tested."""

@@ -83,6 +83,32 @@ def test_offline_with_nothing_cached_says_what_is_missing_and_where(data_dir, mo
     assert not list(data_dir.glob("*.part"))
 
 
+def test_the_real_cifar10_subset_loads_as_what_it_is(real_images):
+    splits = prepare("cifar10-subset", val_size=1000)
+    assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (4085, 1000, 1017)
+    assert splits.classes == 10 and set(splits.y_test.tolist()) == set(range(10))
+    assert splits.synthetic is False
+    # The fingerprint is of the file's images and labels, whatever the split: rows tell the subset apart.
+    assert splits.fingerprint == prepare("cifar10-subset", val_size=0).fingerprint
+
+
+def test_the_real_subset_missing_is_one_line_saying_where_to_put_it(data_dir):
+    with pytest.raises(DataError) as e:
+        prepare("cifar10-subset")
+    assert str(e.value) == (f"cifar10-subset.npz is not in {data_dir} and is never downloaded: copy it there (the "
+                            "project keeps it in shared/data/ beside the repository) or set ABLATE_DATA to the "
+                            "folder that holds it")
+
+
+def test_a_file_that_is_not_the_subset_is_refused(data_dir):
+    data_dir.mkdir()
+    np.savez(data_dir / "cifar10-subset.npz", x_train=np.zeros((4, 32, 32, 3), np.uint8), y_train=np.zeros(4, np.int64),
+             x_test=np.zeros((2, 3, 32, 32), np.uint8), y_test=np.zeros(2, np.int64))
+    with pytest.raises(DataError, match=r"cifar10-subset.npz: x_train is uint8 \(4, 32, 32, 3\), expected uint8 "
+                                        r"\(N, 3, 32, 32\)"):
+        prepare("cifar10-subset", val_size=0)
+
+
 def _rows(x: torch.Tensor) -> set[bytes]:
     return {row.numpy().tobytes() for row in x.flatten(1)}
 

@@ -136,7 +136,7 @@ ERRORS = [
     ("axes: {model: [A]}\n", "name: expected a name of letters, digits, '_', '.' or '-' (it names the results folder), got null"),
     ("name: t\nworkload: nope\n", "workload: unknown workload 'nope' (known: allcnn; or an import path module:object)"),
     ("name: t\naxes:\n  model: [A, B, D]\n", "axes.model[2]: unknown model 'D' (known: A, B, C)"),
-    ("name: t\nfixed:\n  dataset: cifar11\n", "fixed.dataset: unknown dataset 'cifar11' (known: cifar10, cifar100, synthetic)"),
+    ("name: t\nfixed:\n  dataset: cifar11\n", "fixed.dataset: unknown dataset 'cifar11' (known: cifar10, cifar100, cifar10-subset, synthetic)"),
     ("name: t\nfixed:\n  epochs: ten\n", "fixed.epochs: expected int, got 'ten'"),
     ("name: t\nfixed:\n  compile: off\n", "fixed.compile: expected str, got false (YAML reads a bare false as a boolean: quote the word)"),
     ("name: t\naxes:\n  lr: []\n", "axes.lr: expected a non-empty list of values, got []"),
@@ -146,7 +146,8 @@ ERRORS = [
                                           "dataset, augmentation, lr, seed, epochs, lr_milestones, lr_gamma, momentum, "
                                           "weight_decay, batch_size, init, dropout_input, dropout_hidden, width, translate, "
                                           "preprocessing, val_size, split_seed, train_size, test_size, data_dir, "
-                                          "no_progress_epochs, checkpoint_every, device, precision, channels_last, compile)"),
+                                          "no_progress_epochs, dead_start_restarts, checkpoint_every, device, precision, "
+                                          "channels_last, compile)"),
     ("name: t\naxes:\n  seed: [1, 2]\n", "axes.seed: seeds are set by the top-level 'seeds' or 'repeats' key"),
     ("name: t\naxes:\n  lr: [0.1]\nfixed:\n  lr: 0.2\n", "fixed.lr: is also an axis; give it in one place"),
     (BASE + "exclude:\n  - {model: B}\n", "exclude[0]: matches no trial of the axes"),

@@ -71,6 +71,48 @@ def trained(tmp_path_factory):
         os.environ["ABLATE_DATA"] = saved_data
 
 
+@pytest.fixture
+def trained_on_photos(real_images, tmp_path):
+    """A run with one All-CNN-C trial trained for a few CPU epochs on real CIFAR-10 images."""
+    run = RunDir(str(tmp_path / "photos"))
+    run.write_bytes(run.child("grid.yaml"), b"name: photos\nworkload: allcnn\n")
+    config = Config(model="C", variant="all", dataset="cifar10-subset", width=0.25, epochs=2, lr=0.02,
+                    lr_milestones=[], batch_size=32, train_size=1200, val_size=200, test_size=200,
+                    dropout_input=0.0, dropout_hidden=0.0, device="cpu")
+    session = StoredSession(run, "photo")
+    session.start()
+    result = train(config, session)
+    record(run, trial_schema(Config), "photo", vars(config), result, session.epochs)
+    Publisher(run).catch_up()
+    return tmp_path / "photos", result
+
+
+def test_visualize_shows_what_units_respond_to_in_real_photos(trained_on_photos, tmp_path):
+    from workloads.allcnn.data import prepare
+
+    run, result = trained_on_photos
+    assert result["status"] == "completed" and result["synthetic_data"] is False
+    out = tmp_path / "photos.png"
+    shown = invoke(run, "--trial", "photo", "--output", out, "--units", 4, "--images", 200)
+    assert shown.exit_code == 0, shown.stderr
+    assert " ".join(shown.stdout.split()).startswith(f"wrote {out}: layer conv6, units ")
+    assert matplotlib.image.imread(out).shape[:2] == (4 * 120 + 40, 4 * 120)
+
+    # Each unit is drawn on the real test photo where it peaks, and guided backpropagation
+    # reconstructs a pattern within the unit's receptive field: 19 x 19 pixels for conv6 of
+    # All-CNN-C (three 3x3 convs per stride-2 step), not the whole 32 x 32 photo.
+    state = RunDir(str(run)).checkpoint("photo")["state"]
+    net = build("C", "all", 10, 0.25)
+    net.load_state_dict(state["model"])
+    photos = prepare("cifar10-subset", val_size=200, train_size=1200, test_size=200).x_test
+    guided = with_rule_relus(net).eval()
+    index = layers(guided)["conv6"]
+    for unit in top_units(guided, index, photos, 4):
+        grad = reconstruct(guided, index, photos[unit[1]], unit, "guided").abs().sum(0)
+        assert unit[4] > 0 and grad.max() > 0
+        assert (grad > 0).sum() <= 19 * 19
+
+
 def invoke(*args):
     return CliRunner().invoke(app, ["visualize", *map(str, args)])
 

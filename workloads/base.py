@@ -54,7 +54,8 @@ What the orchestrator reads, and nothing else:
 - `train` returns `status` (one of RESULT_STATUSES), `val_error` (what choosing among settings,
   e.g. a learning rate, minimizes: validation data, never test) and `test_error` (the number a
   table reports), and may return the other result columns of orchestrator/records.py:
-  `params`, `epochs_completed`, `train_seconds`, `images_per_second`, `trained_on`, and what
+  `params`, `epochs_completed`, `train_seconds`, `images_per_second`, `trained_on`,
+  `status_reason` (what showed a status other than completed), `restarts`, and what
   its data was: `train_examples`, `test_examples`, `data_fingerprint` (a hash of the data a
   trial saw, so that a subset or another copy shows) and `synthetic_data`.
 - Optional extras: `cost` and `prepare` for `ablate plan` and `ablate run`, `references`,
@@ -70,7 +71,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Protocol
 
 # What `train` may return as `status`. Every one is a result; a trial that raises is a failure.
-RESULT_STATUSES = ("completed", "diverged", "no_progress")
+# dead_start: the network stopped passing any gradient early on (All-CNN: every class output 0
+# after the final ReLU), a property of the network at that setting, not a bug.
+RESULT_STATUSES = ("completed", "diverged", "no_progress", "dead_start")
 
 
 class WorkloadError(Exception):

@@ -67,6 +67,9 @@ class Config:
     test_size: Annotated[int, Ge(0)] = 0  # 0: the whole test set
     data_dir: str = field(default="", metadata={"identity": False})  # "": $ABLATE_DATA or ~/.cache/ablate/data
     no_progress_epochs: Annotated[int, Ge(0)] = 20  # stop as no_progress if train accuracy stays near chance this long; 0: never
+    # A dead start (an epoch in which every class output was 0, so no gradient flowed: train.py) is
+    # started over from fresh weights up to this many times, from seeds derived from `seed`; 0: stop as dead_start.
+    dead_start_restarts: Annotated[int, Ge(0)] = 0
     checkpoint_every: Annotated[int, Ge(1)] = field(default=1, metadata={"identity": False})  # epochs between checkpoints
     device: Annotated[str, Predicate(device_name)] = "auto"  # auto: cuda if available, else cpu
     precision: str = choices("auto", ("auto", "bf16", "fp32"))  # auto: bf16 autocast on CUDA
@@ -129,11 +132,14 @@ def cost(config: Config) -> dict:
 
 
 def prepare(configs: list[Config]) -> None:
-    """Download each CIFAR dataset the trials use, once, before they start."""
-    from workloads.allcnn.data import SOURCES, data_dir, load_cifar
+    """Download each CIFAR dataset the trials use, once, before they start; find the local ones."""
+    from workloads.allcnn.data import LOCAL, SOURCES, data_dir, load_cifar, load_local
 
-    for dataset, root in sorted({(c.dataset, c.data_dir) for c in configs if c.dataset in SOURCES}):
-        load_cifar(dataset, data_dir(root))
+    for dataset, root in sorted({(c.dataset, c.data_dir) for c in configs}):
+        if dataset in SOURCES:
+            load_cifar(dataset, data_dir(root))
+        elif dataset in LOCAL:
+            load_local(dataset, data_dir(root))
 
 
 def models() -> list[dict]:

@@ -1,9 +1,13 @@
-"""Datasets for the All-CNN study: CIFAR-10/100 from the official archives, and synthetic data.
+"""Datasets for the All-CNN study: CIFAR-10/100 from the official archives, a subset of real
+CIFAR-10 images, and synthetic data.
 
 CIFAR is downloaded once into the data directory (`ABLATE_DATA`, default ~/.cache/ablate/data),
 checked against the archive's published MD5, decoded from the official python-format batches and
-cached as one .npz. `synthetic` is CIFAR-shaped, deterministic and learnable: for smoke runs,
-benchmarks and machines without internet.
+cached as one .npz. `cifar10-subset` is 5,085 training and 1,017 test images of the real CIFAR-10
+(`cifar10-subset.npz`, ../shared/data/README.md), read from the data directory and never
+downloaded: real photos for tests, demos and `visualize` on a CPU, not the paper's dataset.
+`synthetic` is CIFAR-shaped, deterministic and learnable: for smoke runs, benchmarks and
+machines without internet.
 
 Splits: a seeded validation split is held out of the training set to choose the learning rate;
 the test set is only for the final number. Preprocessing (per-channel normalization, or the
@@ -59,6 +63,12 @@ SOURCES = {
                        "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python",
                        ("train",), "test", b"fine_labels", 100),
 }
+
+
+# Datasets that exist only as a file a user puts in the data directory: name -> file name.
+LOCAL = {"cifar10-subset": "cifar10-subset.npz"}
+_LOCAL_ARRAYS = {"x_train": (np.uint8, (3, 32, 32)), "y_train": (np.int64, ()),
+                 "x_test": (np.uint8, (3, 32, 32)), "y_test": (np.int64, ())}
 
 
 def data_dir(override: str = "") -> Path:
@@ -124,6 +134,25 @@ def load_cifar(name: str, root: Path) -> dict[str, np.ndarray]:
             tmp.rename(cache)
     with np.load(cache) as f:
         return {k: f[k] for k in f.files}
+
+
+def load_local(name: str, root: Path) -> dict[str, np.ndarray]:
+    """The arrays of a dataset that is only ever a local file (LOCAL), checked for the layout
+    of the official batches: uint8 images (N, 3, 32, 32) and int64 labels."""
+    path = root / LOCAL[name]
+    if not path.is_file():
+        raise DataError(f"{LOCAL[name]} is not in {root} and is never downloaded: copy it there (the project "
+                        "keeps it in shared/data/ beside the repository) or set ABLATE_DATA to the folder that holds it")
+    try:
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in _LOCAL_ARRAYS}
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{path}: not a readable {name} file ({e})") from None
+    for key, (dtype, shape) in _LOCAL_ARRAYS.items():
+        if arrays[key].dtype != dtype or arrays[key].shape[1:] != shape:
+            raise DataError(f"{path}: {key} is {arrays[key].dtype} {arrays[key].shape}, expected {np.dtype(dtype)} "
+                            f"(N{''.join(f', {d}' for d in shape)})")
+    return arrays
 
 
 def synthetic(classes: int, train_size: int, test_size: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -209,6 +238,8 @@ def prepare(dataset: str, *, val_size: int = 5000, train_size: int = 0, test_siz
         arrays = synthetic(10, train_size or SIZES[dataset][0], test_size or SIZES[dataset][1])
     elif dataset in SOURCES:
         arrays = load_cifar(dataset, data_dir(root))
+    elif dataset in LOCAL:
+        arrays = load_local(dataset, data_dir(root))
     else:
         raise DataError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
     rng = np.random.default_rng(split_seed)

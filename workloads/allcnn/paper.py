@@ -5,9 +5,11 @@ from __future__ import annotations
 
 MODELS = ("A", "B", "C")
 VARIANTS = ("base", "strided", "convpool", "all")
-CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
+CLASSES = {"cifar10": 10, "cifar100": 100, "cifar10-subset": 10, "synthetic": 10}
 # Images in the official training and test sets; synthetic data has the same by default.
-SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "synthetic": (50_000, 10_000)}
+# cifar10-subset: real CIFAR-10 images, about a tenth of each official batch (workloads/allcnn/data.py).
+SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "cifar10-subset": (5_085, 1_017),
+         "synthetic": (50_000, 10_000)}
 
 # Table 1: each of the two stages of a base network as (kernel size, width index) convs;
 # width index 0 is 96 channels, 1 is 192. Every stage is followed by a downsampling point.

@@ -12,6 +12,7 @@ paper's batch of 128 one trial is bound by kernel launches, not by the GPU (benc
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 
@@ -24,6 +25,34 @@ from workloads.allcnn.models import build, count_params, init_weights
 # A trial that never beats this many times chance accuracy has not started learning (PAPER.md:
 # large learning rates without batch norm often leave the loss stuck at ln K).
 CHANCE_MARGIN = 1.5
+
+# Why an epoch in which every class output was 0 ends a start for good (a dead start):
+# - The paper's head ends in a ReLU before the global average (models.py), so a class output is 0
+#   exactly when that ReLU is 0 at every position, and ReLU passes no gradient where its output
+#   is 0. The loss is then ln K whatever the label, and every weight's loss gradient is exactly 0:
+#   not small, 0, in every step of the epoch (tests/test_train.py checks it).
+# - What SGD still does is weight decay and the momentum left from earlier steps: with a zero
+#   gradient, buf <- 0.9 buf + lambda w and w <- w - lr buf, the same linear map for every
+#   weight. The momentum of the last live step has decayed by 0.9^steps (1e-3 after 64 steps), and
+#   decay shrinks every weight alike, by 0.05% a step at lr 0.05; nothing moves a weight towards
+#   making a class output positive again.
+# - Shrinking weights and biases alike is not exactly a rescaling of a ReLU network with biases,
+#   and another epoch draws other dropout masks and translations, so "never" is measured rather
+#   than proved: both dead starts of Model C at lr 0.05 on real CIFAR-10 photos, trained 12 epochs
+#   further, stayed at exactly ln 10 (grids/paper.yaml), as does A-base on synthetic data for 8
+#   (tests/test_train.py). Waiting no_progress_epochs (20) for them is compute thrown away.
+# - A loss that only rounds to ln K (some output still above 0 somewhere) is not a dead start: its
+#   gradient is not 0, and no_progress judges it.
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of a trial's `restart`-th fresh start: its own seed first, then a hash of both.
+    Not seed * 1000 + restart: that gives seed 0's first restart the weights of the trial with
+    seed 1, and two seeds of one cell would be one network twice."""
+    if restart == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}/restart {restart}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # 63 bits: what torch.manual_seed and a Generator take
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,6 +86,20 @@ def error_rate(net, x, y, batch_size=1000, autocast=False) -> float:
     return wrong.item() / max(1, len(y))
 
 
+def _start(config, classes: int, device: torch.device, memory_format, restart: int):
+    """Fresh weights, optimizer, schedule and data order for the trial's `restart`-th start."""
+    seed = restart_seed(config.seed, restart)
+    torch.manual_seed(seed)  # weight init and dropout
+    net = build(config.model, config.variant, classes, config.width, config.dropout_input, config.dropout_hidden)
+    init_weights(net, config.init)
+    net = net.to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, fused=device.type == "cuda" or None)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.lr_milestones, config.lr_gamma)
+    generator = torch.Generator(device).manual_seed(seed)  # data order and augmentation
+    return net, optimizer, schedule, generator
+
+
 def train(config, session) -> dict:
     device = resolve_device(config.device)
     cuda = device.type == "cuda"
@@ -65,21 +108,16 @@ def train(config, session) -> dict:
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     compile_mode = ("reduce-overhead" if cuda else "off") if config.compile == "auto" else config.compile
 
-    torch.manual_seed(config.seed)  # weight init and dropout
     data = prepare(config.dataset, val_size=config.val_size, train_size=config.train_size,
                    test_size=config.test_size, preprocessing=config.preprocessing,
                    split_seed=config.split_seed, root=config.data_dir).to(device)
-    net = build(config.model, config.variant, data.classes, config.width,
-                config.dropout_input, config.dropout_hidden)
-    init_weights(net, config.init)
-    net = net.to(device, memory_format=memory_format)
     data.x_train, data.x_val, data.x_test = (x.contiguous(memory_format=memory_format)
                                              for x in (data.x_train, data.x_val, data.x_test))
-    optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, fused=cuda or None)
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.lr_milestones, config.lr_gamma)
-    generator = torch.Generator(device).manual_seed(config.seed)  # data order and augmentation
-    epoch, best_train_acc, train_seconds, status = 0, 0.0, 0.0, "completed"
+    net, optimizer, schedule, generator = _start(config, data.classes, device, memory_format, restart=0)
+    # epoch counts the epochs of the current start (the schedule's clock); epochs trained by
+    # earlier, dead starts come before it in what is reported.
+    epoch, best_train_acc, train_seconds, status, reason = 0, 0.0, 0.0, "completed", None
+    restart, dead_epochs = 0, 0
 
     if (state := session.restore()) is not None:
         net.load_state_dict(state["model"])
@@ -89,6 +127,7 @@ def train(config, session) -> dict:
         _set_rng_state(state["rng"], device)
         epoch, best_train_acc, train_seconds, status = (state[k] for k in
                                                         ("epoch", "best_train_acc", "train_seconds", "status"))
+        restart, dead_epochs, reason = state.get("restart", 0), state.get("dead_epochs", 0), state.get("reason")
 
     forward = net if compile_mode == "off" else torch.compile(net, mode=compile_mode)
     flip, translate = config.augmentation == "standard", config.translate if config.augmentation == "standard" else 0
@@ -101,6 +140,7 @@ def train(config, session) -> dict:
         order = torch.randperm(n, device=device, generator=generator)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
+        peak = torch.zeros((), device=device)  # the largest class output of the epoch: 0 means dead
         for i in range(steps):
             idx = order[i * batch:(i + 1) * batch]
             x = augment(data.x_train[idx], flip, translate, generator).contiguous(memory_format=memory_format)
@@ -115,37 +155,60 @@ def train(config, session) -> dict:
             optimizer.step()
             loss_sum += loss.detach()
             correct += (logits.detach().argmax(1) == y).sum()
-        train_loss = (loss_sum / steps).item()  # the one host sync of the epoch
+            peak = torch.maximum(peak, logits.detach().abs().amax().float())
+        # The one host sync of the epoch.
+        train_loss, correct_count, peak_output = torch.stack([loss_sum / steps, correct, peak]).tolist()
         seconds = time.perf_counter() - start
         train_seconds += seconds
         lr = optimizer.param_groups[0]["lr"]
         schedule.step()
         epoch += 1
-        train_acc = correct.item() / (steps * batch)
+        train_acc = correct_count / (steps * batch)
         best_train_acc = max(best_train_acc, train_acc)
+        val_error = error_rate(net, data.x_val, data.y_val, autocast=autocast) if len(data.y_val) else None
+        metrics = {"epoch": dead_epochs + epoch, "train_loss": train_loss, "train_error": 1 - train_acc,
+                   "val_error": val_error, "lr": lr, "images_per_second": steps * batch / seconds,
+                   "seconds": seconds, "restart": restart}
+        dead = peak_output == 0.0
         if not math.isfinite(train_loss):
-            status = "diverged"
+            status, reason = "diverged", f"train loss {train_loss} in epoch {epoch}"
+        elif dead:
+            reason = (f"dead start in epoch {epoch}: every class output was 0 in every batch (train loss "
+                      f"{train_loss:.4f} = ln {data.classes}), so no gradient reached any weight")
+            if restart < config.dead_start_restarts:
+                restart += 1
+                session.log(f"{reason}; restart {restart} of {config.dead_start_restarts} from fresh weights "
+                            f"(seed {restart_seed(config.seed, restart)})")
+                net, optimizer, schedule, generator = _start(config, data.classes, device, memory_format, restart)
+                forward = net if compile_mode == "off" else torch.compile(net, mode=compile_mode)
+                dead_epochs, epoch, best_train_acc, reason = dead_epochs + epoch, 0, 0.0, None
+            else:
+                status = "dead_start"
         elif (config.no_progress_epochs and epoch >= config.no_progress_epochs
               and best_train_acc < CHANCE_MARGIN * chance):
-            status = "no_progress"
-        val_error = error_rate(net, data.x_val, data.y_val, autocast=autocast) if len(data.y_val) else None
-        metrics = {"epoch": epoch, "train_loss": train_loss, "train_error": 1 - train_acc,
-                   "val_error": val_error, "lr": lr, "images_per_second": steps * batch / seconds,
-                   "seconds": seconds}
+            status, reason = "no_progress", (f"best train accuracy {best_train_acc:.1%} in {epoch} epochs, "
+                                             f"below {CHANCE_MARGIN} x chance ({chance:.0%})")
+        if status != "completed":
+            session.log(reason)
         last = epoch == config.epochs or status != "completed"
         checkpoint = None
-        if last or (config.checkpoint_every and epoch % config.checkpoint_every == 0):
+        # A restart is always checkpointed: a resumed trial continues the new start, not the dead one.
+        if last or epoch == 0 or (config.checkpoint_every and epoch % config.checkpoint_every == 0):
             checkpoint = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                           "schedule": schedule.state_dict(), "generator": generator.get_state(),
                           "rng": _rng_state(device), "epoch": epoch, "best_train_acc": best_train_acc,
-                          "train_seconds": train_seconds, "status": status}
+                          "train_seconds": train_seconds, "status": status, "reason": reason,
+                          "restart": restart, "dead_epochs": dead_epochs}
         session.report(metrics, checkpoint)
 
     final_val = error_rate(net, data.x_val, data.y_val, autocast=autocast) if len(data.y_val) else None
     test_error = error_rate(net, data.x_test, data.y_test, autocast=autocast) if status == "completed" else None
-    return {"status": status, "val_error": final_val, "test_error": test_error,
-            "params": count_params(net), "epochs_completed": epoch, "train_seconds": train_seconds,
-            "images_per_second": epoch * steps * batch / train_seconds if train_seconds else None,
+    trained = (dead_epochs + epoch) * steps * batch
+    return {"status": status, "status_reason": reason, "restarts": restart, "val_error": final_val,
+            "test_error": test_error, "params": count_params(net),
+            # The epochs of the network the result is from; a restart's dead epochs are in train_seconds.
+            "epochs_completed": epoch, "train_seconds": train_seconds,
+            "images_per_second": trained / train_seconds if train_seconds else None,
             "trained_on": torch.cuda.get_device_name(device) if cuda else "cpu",
             # The training set is what remains after the validation split.
             "train_examples": len(data.y_train), "test_examples": len(data.y_test),
