@@ -21,8 +21,10 @@ import functools
 import io
 import json
 import os
+import pickle
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -155,9 +157,24 @@ class RunDir:
         data = self.read_bytes(self.trial_file(trial_id, "checkpoint.pt"))
         if data is None:
             return None
+        if not data.startswith(b"PK"):  # torch.save writes a zip; a checkpoint without tensors is a pickle
+            return pickle.loads(data)
         import torch
 
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+def _serialize(checkpoint: dict) -> bytes:
+    """torch.save where the workload uses torch (tensors, CUDA ones too, load back on any device);
+    a plain pickle where it does not, so that a trial of a script or of plain Python does not
+    pay torch's import (about 2 s per Ray worker process on these CPUs)."""
+    if "torch" not in sys.modules:  # no tensor can be in a checkpoint of a process without torch
+        return pickle.dumps(checkpoint)
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    return buffer.getvalue()
 
 
 class StoredSession:
@@ -199,11 +216,7 @@ class StoredSession:
         seconds, self.epoch_began = time.monotonic() - self.epoch_began, time.monotonic()
         self.epochs.append(dict(metrics))
         if checkpoint is not None:
-            import torch
-
-            buffer = io.BytesIO()
-            torch.save({"state": checkpoint, "epochs": self.epochs}, buffer)
-            self.run.write_bytes(self.checkpoint_path, buffer.getvalue())
+            self.run.write_bytes(self.checkpoint_path, _serialize({"state": checkpoint, "epochs": self.epochs}))
         self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics), "seconds": seconds,
                          "train_seconds": self.progress.get("train_seconds", 0.0) + seconds,
                          "updated_at": now().isoformat()}
