@@ -266,7 +266,8 @@ def check_storage_shared(run: RunDir, timeout_s: float = 60) -> None:
             for n in nodes}
         blind = [node for node, seen in zip(answers, ray.get(list(answers.values()), timeout=timeout_s)) if not seen]
     finally:
-        run.fs.delete_file(marker)
+        with contextlib.suppress(FileNotFoundError):
+            run.fs.delete_file(marker)
     if blind:
         raise RunError(f"{run.display()} is not seen by Ray node(s) {', '.join(blind)}: on a multi-node cluster "
                        "use s3://bucket/prefix or an NFS path mounted at the same place on every node")

@@ -137,7 +137,6 @@ def test_storage_that_a_node_does_not_see_is_refused(tmp_path, cluster, monkeypa
         check_storage_shared(run)  # one machine: every node sees the path
         # A path on the head's own disk: the file the driver writes never reaches the node.
         monkeypatch.setattr(RunDir, "write_bytes", lambda self, path, data: None)
-        monkeypatch.setattr(run.fs, "delete_file", lambda path: None)
         with pytest.raises(RunError) as error:
             check_storage_shared(run)
     finally:
