@@ -290,3 +290,22 @@ def _is_raylet_of(pid: int, node_id: str) -> bool:
     except OSError:
         return False
     return bool(argv) and argv[0].endswith(b"/raylet") and f"--node_id={node_id}".encode() in argv
+
+
+def main() -> None:  # pragma: no cover - for people, see README "Try it on one machine"
+    """`python -m tests.fake_cluster`: start the cluster, print its address, end it on Ctrl-C."""
+    work_dir = Path(tempfile.mkdtemp(prefix="ablate-fake-cluster-"))
+    cluster = FakeCluster.start(work_dir, watch=False)
+    print(f"fake cluster up: ablate run GRID --address {cluster.address}\n"
+          f"autoscaler log: {cluster.temp_dir}/session_latest/logs/monitor.log; Ctrl-C ends it", flush=True)
+    try:
+        while cluster.check():
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
