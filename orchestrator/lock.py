@@ -268,7 +268,7 @@ class _S3Store:
 
     def _call(self, method, **kwargs):
         """One S3 request; None where its condition failed (someone else wrote first)."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
             return getattr(self.client, method)(Bucket=self.bucket, Key=self.key, **kwargs)
@@ -284,7 +284,10 @@ class _S3Store:
                 raise RunError(f"{self.run.display()}: access denied "
                                f"({code}: {e.response.get('Error', {}).get('Message', '')})") from None
             raise RunError(f"{self.run.display()}: {e}") from None
-        except BotoCoreError as e:  # no credentials, no route to the endpoint, ...
+        except NoCredentialsError:
+            raise RunError(f"{self.run.display()}: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID "
+                           "and AWS_SECRET_ACCESS_KEY, or run on a node whose instance profile gives them)") from None
+        except BotoCoreError as e:  # no route to the endpoint, ...
             raise RunError(f"{self.run.display()}: {e}") from None
 
     def read(self) -> tuple[Holder | None, str | None]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -46,6 +48,7 @@ class RunSummary:
     skipped: int  # trials that already had a result
     unfinished: int  # trials without a row after this invocation (interrupted, or not retried)
     failed_earlier: int  # failed trials left alone because --retry-failed was not given
+    ray_log: str | None = None  # where Ray's own messages went, when Ray was used
 
     @property
     def exit_code(self) -> int:
@@ -171,11 +174,61 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def ray_log_path(run: RunDir) -> str:
+    """Where Ray's own messages of a driver go: beside the run's results when they are on a local
+    path or NFS, else (S3) in this machine's temporary folder."""
+    if run.local:
+        return run.child("driver.log")
+    return os.path.join(tempfile.gettempdir(), f"ablate-{run.path.rstrip('/').rsplit('/', 1)[-1]}-driver.log")
+
+
+@contextlib.contextmanager
+def ray_messages_to(path: str):
+    """Ray's driver-side log lines ("Started a local Ray instance", its token-authentication
+    notice, Tune's warnings) go to `path` instead of the terminal, where ablate's own lines are
+    what a user reads. Ray logs through the "ray" logger, whose handlers it set when imported and
+    keeps with ray.init's default configure_logging=True (which only reformats them)."""
+    ray_logger = logging.getLogger("ray")
+    saved = list(ray_logger.handlers)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
+    ray_logger.handlers[:] = [handler]
+    try:
+        yield path
+    finally:
+        ray_logger.handlers[:] = saved
+        handler.close()
+
+
+def _check_one_instance(address: str | None) -> None:
+    """`--address auto` joins the instance in /tmp/ray's address file, or any running one: with
+    several Ray instances on this machine (a teammate's, a test's, another --temp-dir) that may
+    be the wrong cluster. Refuse, naming them, unless RAY_ADDRESS says which."""
+    if address != "auto" or os.environ.get("RAY_ADDRESS"):
+        return
+    try:  # private API (pinned by ray 2.60): the GCS addresses named by this machine's raylets
+        from ray._private.services import find_gcs_addresses
+
+        find_gcs_addresses.cache_clear()
+        running = sorted(find_gcs_addresses())
+    except Exception:  # moved in another Ray: let ray.init decide, as before
+        return
+    if len(running) > 1:
+        raise RunError(f"--address auto: {len(running)} Ray instances run on this machine ({', '.join(running)}); "
+                       "pass the one to join, e.g. --address " + running[0])
+
+
 def connect(address: str | None, env: dict[str, str] | None = None) -> None:
     """Join the cluster at `address`, or start a local Ray sized to this machine. `env` is set
-    in every worker's environment."""
+    in every worker's environment.
+
+    Token authentication is left as Ray decides it (on by default since 2.59 for a new local
+    instance; RAY_AUTH_MODE of the user's environment otherwise): ablate sets nothing
+    process-wide for it."""
     if ray.is_initialized():  # a caller (a test, a notebook) brought its own
         return
+    _check_one_instance(address)
     env = dict(env or {})
     if address is None:
         # Workers import a user's workload module from the working directory, as the driver does.
@@ -186,6 +239,38 @@ def connect(address: str | None, env: dict[str, str] | None = None) -> None:
                  **({} if address else {"include_dashboard": False}))
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {_last_line(str(e))}") from None
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def check_storage_shared(run: RunDir, timeout_s: float = 60) -> None:
+    """A run on a local path, joined to a cluster: every node that can run trials must see the
+    same files, or trials there would checkpoint where no one else looks (and Tune fails them
+    with a long error). Asked of each node now alive with a file written here; nodes an
+    autoscaler adds later are checked by Tune's own storage check when a trial lands there."""
+    if not run.local:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive") and (n["Resources"].get("CPU") or n["Resources"].get("GPU"))]
+    if not nodes:
+        return
+    marker = run.child(f".storage-check-{uuid.uuid4().hex}")
+    run.write_bytes(marker, b"")
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        answers = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker)
+            for n in nodes}
+        blind = [node for node, seen in zip(answers, ray.get(list(answers.values()), timeout=timeout_s)) if not seen]
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            run.fs.delete_file(marker)
+    if blind:
+        raise RunError(f"{run.display()} is not seen by Ray node(s) {', '.join(blind)}: on a multi-node cluster "
+                       "use s3://bucket/prefix or an NFS path mounted at the same place on every node")
 
 
 def check_resources(resources: Resources, autoscaling: bool = False) -> list[str]:
@@ -243,26 +328,30 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     skipped = len(grid.trials) - len(todo) - failed_earlier
     run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
 
+    ray_log = None
     if todo:
         env = {"ABLATE_DATA": data_dir} if data_dir else {}  # the dataset cache, for workloads that have one
         if address is None:
             with _environment(env):
                 _prepare(grid, todo)
-        connect(address, env)
-        for note in check_resources(resources, autoscaling=address is not None):
-            notify(note)
-        planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
-        try:
-            with display_factory(len(todo), skipped, planned, grid.workload.metrics) as display:
-                _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler)
-        finally:
-            publisher.catch_up()  # every record in both files, whatever the pace left for later
+        with ray_messages_to(ray_log_path(run)) as ray_log:
+            connect(address, env)
+            if address is not None:
+                check_storage_shared(run)
+            for note in check_resources(resources, autoscaling=address is not None):
+                notify(note)
+            planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
+            try:
+                with display_factory(len(todo), skipped, planned, grid.workload.metrics) as display:
+                    _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler)
+            finally:
+                publisher.catch_up()  # every record in both files, whatever the pace left for later
 
     finished = records.statuses(publisher.trials)
     statuses = [finished.get(t.trial_id) for t in grid.trials]
     counts = {s: statuses.count(s) for s in STATUSES if statuses.count(s)}
     return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),
-                      failed_earlier=failed_earlier)
+                      failed_earlier=failed_earlier, ray_log=ray_log)
 
 
 def _prepare(grid: Grid, todo) -> None:

@@ -80,3 +80,19 @@ def test_a_bucket_that_refuses_access_is_one_line(tmp_path, s3, monkeypatch):
     assert result.returncode == 1
     assert result.stderr == ("error: s3://results/studies/probe: access denied (InvalidAccessKeyId: The AWS Access "
                              "Key Id you provided does not exist in our records.)\n")
+
+
+def test_s3_storage_without_credentials_is_one_line_before_ray_starts(tmp_path, monkeypatch):
+    path = probe_grid(tmp_path)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    nowhere = str(tmp_path / "none")  # no ~/.aws files, no instance profile
+    env = {"HOME": str(tmp_path), "AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    # An address where no Ray runs: had ablate gone to Ray first, this would be a connection error.
+    result = ablate("run", path, "--storage", "s3://results/studies?endpoint_override=http://127.0.0.1:9&region=us-east-1",
+                    "--address", "127.0.0.1:9", env=env)
+    assert result.returncode == 1
+    assert result.stderr == ("error: s3://results/studies/probe: no AWS credentials found (set AWS_PROFILE or "
+                             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run on a node whose instance profile "
+                             "gives them)\n")
