@@ -96,6 +96,15 @@ def record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str, Any]
                     pa.Table.from_pylist([{k: row.get(k) for k in schema.names}], schema=schema))
 
 
+def _record(run: RunDir, trial_id: str) -> pa.Table | None:
+    """A finished trial's row, as its record has it; None if it has none."""
+    return run.read_table(run.child("records", f"{trial_id}.parquet"))
+
+
+def _record_epochs(run: RunDir, trial_id: str) -> pa.Table | None:
+    return run.read_table(run.child("records", f"{trial_id}.epochs.parquet"))
+
+
 def _record_ids(run: RunDir) -> set[str]:
     return {info.base_name.removesuffix(".parquet") for info in run.list_dir(run.child("records"))
             if info.base_name.endswith(".parquet") and not info.base_name.endswith(".epochs.parquet")}
@@ -125,7 +134,7 @@ def unpublished(run: RunDir, published: pa.Table | None) -> list[str]:
 
 
 def _merge(run: RunDir, published: pa.Table | None, ids: list[str]) -> pa.Table | None:
-    rows = [run.read_table(run.child("records", f"{i}.parquet")) for i in ids]
+    rows = [_record(run, i) for i in ids]
     return _concat([_without(published, ids), *rows])
 
 
@@ -145,7 +154,7 @@ def read_epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
         except (pa.ArrowInvalid, OSError) as e:
             raise ResultsError(f"{run.display('epochs.parquet')}: unreadable Parquet ({e})") from None
     have = set(published["trial_id"].to_pylist()) if published is not None else set()
-    missing = [run.read_table(run.child("records", f"{i}.epochs.parquet")) for i in ids if i not in have]
+    missing = [_record_epochs(run, i) for i in ids if i not in have]
     return _concat([published, *missing])
 
 
@@ -183,16 +192,13 @@ class Publisher:
     def publish(self, trial_id: str) -> dict[str, Any] | None:
         """Put a finished trial's record in trials.parquet and its epochs in epochs.parquet, each
         when due; returns its row, or None if it has no record."""
-        row = self._record(trial_id)
+        row = _record(self.run, trial_id)
         if row is None:
             return None
         self.new_trials[trial_id] = row
         self.new_epochs.append(trial_id)
         self.flush(force=False)
         return row.to_pylist()[0]
-
-    def _record(self, trial_id: str) -> pa.Table | None:
-        return self.run.read_table(self.run.child("records", f"{trial_id}.parquet"))
 
     def flush(self, force: bool = True) -> None:
         """Write what is not in the files yet: now, or (force=False) where the pace allows."""
@@ -204,7 +210,7 @@ class Publisher:
         if self.new_epochs and (force or self.epochs_pace.due()):
             with self.epochs_pace.writing():
                 ids, self.new_epochs = sorted(set(self.new_epochs)), []
-                new = [self.run.read_table(self.run.child("records", f"{i}.epochs.parquet")) for i in ids]
+                new = [_record_epochs(self.run, i) for i in ids]
                 if any(t is not None for t in new):
                     self.epochs = _concat([_without(self.epochs, ids), *new])
                     self.run.write_table(self.run.child("epochs.parquet"), self.epochs)
@@ -213,7 +219,7 @@ class Publisher:
         """Publish whatever is not published yet (what a killed driver left, too), and write both
         files now."""
         for trial_id in unpublished(self.run, self.trials):
-            self.new_trials[trial_id] = self._record(trial_id)
+            self.new_trials[trial_id] = _record(self.run, trial_id)
         self.flush()
         have = set(self.epochs["trial_id"].to_pylist()) if self.epochs is not None else set()
         done = self.trials.filter(pc.field("status") != "failed") if self.trials is not None else None
