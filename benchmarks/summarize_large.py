@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.grid import trial_id  # noqa: E402
-from orchestrator.records import Publisher, record, trial_schema  # noqa: E402
+from orchestrator.records import RECORD, Publisher, record, trial_schema  # noqa: E402
 from orchestrator.store import RunDir  # noqa: E402
 from workloads.allcnn import Config  # noqa: E402
 
@@ -47,7 +47,7 @@ def generate(run: RunDir, trials: int, epochs: int) -> None:
                                            seed=seed))
         tid = trial_id("allcnn", config, set(config) - {"data_dir", "checkpoint_every"})
         curve = 0.1 + 0.8 * np.exp(-np.arange(epochs) / 50) + rng.normal(0, 0.005, epochs)
-        run.write_table(run.child("records", f"{tid}.epochs.parquet"), pa.table({
+        run.write_table(run.child("records", f"{tid}.epochs{RECORD}"), pa.table({
             "trial_id": pa.array([tid] * epochs), "epoch": epoch_numbers, "train_loss": curve * 2,
             "train_error": curve - 0.02, "val_error": curve, "lr": np.full(epochs, lr),
             "images_per_second": np.full(epochs, 60000.0), "seconds": np.full(epochs, 0.75)}))

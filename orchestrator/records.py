@@ -1,9 +1,12 @@
 """The record of finished trials, and the two Parquet files users read.
 
 Whoever finishes a trial writes its record: the worker for a result, the driver for a trial that
-ran out of retries. A record is `records/<trial_id>.parquet` (one row) and, for results,
-`records/<trial_id>.epochs.parquet`. Records are the truth about what is done; one file per
-trial id means a trial that runs again replaces its record and is never recorded twice.
+ran out of retries. A record is `records/<trial_id>.arrow` (one row) and, for results,
+`records/<trial_id>.epochs.arrow`. Records are the truth about what is done; one file per
+trial id means a trial that runs again replaces its record and is never recorded twice. They are
+Arrow IPC files (pyarrow.feather, pandas.read_feather and polars.read_ipc read them), not Parquet:
+a one-row file of some thirty columns is written in 0.05 ms and read in 0.07 ms, against 0.8 and
+1.1 ms for Parquet, and every trial's record is written once and read once or twice.
 
 The driver publishes records into `trials.parquet` and `epochs.parquet`, single files rewritten
 whole and renamed into place: a reader sees every finished trial exactly once, and reading ten
@@ -49,7 +52,7 @@ RESULT_COLUMNS = [
     ("ablate_version", pa.string()), ("torch_version", pa.string()), ("ray_version", pa.string()),
 ]
 _ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
-REWRITE_PACE = 20  # a published file is rewritten once 20x its last write time has passed (see _Pace)
+REWRITE_PACE = 100  # a published file is rewritten once 100x its last write time has passed (see _Pace)
 
 
 def _arrow_type(t) -> pa.DataType:
@@ -86,34 +89,48 @@ def epoch_table(trial_id: str, epochs: list[dict[str, Any]]) -> pa.Table:
     return pa.table(columns)
 
 
+RECORD = ".arrow"
+OLD_RECORD = ".parquet"  # records of runs written before they were Arrow files: read, never written
+
+
 def record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str, Any], result: dict[str, Any],
            epochs: list[dict[str, Any]] | None = None) -> None:
     """Write a finished trial's record: its epochs first, then its row, which marks it done."""
     if epochs is not None:
-        run.write_table(run.child("records", f"{trial_id}.epochs.parquet"), epoch_table(trial_id, epochs))
+        run.write_table(run.child("records", f"{trial_id}.epochs{RECORD}"), epoch_table(trial_id, epochs))
     row = {**config, **result, "trial_id": trial_id}
-    run.write_table(run.child("records", f"{trial_id}.parquet"),
+    run.write_table(run.child("records", f"{trial_id}{RECORD}"),
                     pa.Table.from_pylist([{k: row.get(k) for k in schema.names}], schema=schema))
+
+
+def _read_record(run: RunDir, name: str) -> pa.Table | None:
+    for suffix in (RECORD, OLD_RECORD):
+        table = run.read_table(run.child("records", name + suffix))
+        if table is not None:
+            return table
+    return None
 
 
 def _record(run: RunDir, trial_id: str) -> pa.Table | None:
     """A finished trial's row, as its record has it; None if it has none."""
-    return run.read_table(run.child("records", f"{trial_id}.parquet"))
+    return _read_record(run, trial_id)
 
 
 def _record_epochs(run: RunDir, trial_id: str) -> pa.Table | None:
-    return run.read_table(run.child("records", f"{trial_id}.epochs.parquet"))
+    return _read_record(run, f"{trial_id}.epochs")
 
 
 def _record_ids(run: RunDir) -> set[str]:
-    return {info.base_name.removesuffix(".parquet") for info in run.list_dir(run.child("records"))
-            if info.base_name.endswith(".parquet") and not info.base_name.endswith(".epochs.parquet")}
+    names = [info.base_name for info in run.list_dir(run.child("records"))]
+    return {name.removesuffix(suffix) for name in names for suffix in (RECORD, OLD_RECORD)
+            if name.endswith(suffix) and not name.endswith(".epochs" + suffix)}
 
 
 def _without(table: pa.Table | None, ids) -> pa.Table | None:
     if table is None or not ids:
         return table
-    return table.filter(pc.invert(pc.is_in(table["trial_id"], pa.array(sorted(ids), pa.string()))))
+    drop = pc.is_in(table["trial_id"], pa.array(sorted(ids), pa.string()))
+    return table.filter(pc.invert(drop)) if pc.any(drop).as_py() else table  # a filter copies every column
 
 
 def _concat(tables: list[pa.Table | None]) -> pa.Table | None:
@@ -189,16 +206,16 @@ class Publisher:
         self.new_epochs: list[str] = []  # trials whose epochs are not in epochs.parquet yet
         self.trials_pace, self.epochs_pace = _Pace(), _Pace()
 
-    def publish(self, trial_id: str) -> dict[str, Any] | None:
+    def publish(self, trial_id: str, columns=("status", "val_error", "test_error")) -> dict[str, Any] | None:
         """Put a finished trial's record in trials.parquet and its epochs in epochs.parquet, each
-        when due; returns its row, or None if it has no record."""
+        when due; returns `columns` of its row, or None if it has no record."""
         row = _record(self.run, trial_id)
         if row is None:
             return None
         self.new_trials[trial_id] = row
         self.new_epochs.append(trial_id)
         self.flush(force=False)
-        return row.to_pylist()[0]
+        return {name: row[name][0].as_py() for name in columns}  # a whole row to Python costs 15x more
 
     def flush(self, force: bool = True) -> None:
         """Write what is not in the files yet: now, or (force=False) where the pace allows."""
