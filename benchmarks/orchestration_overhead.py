@@ -1,12 +1,13 @@
 """Per-trial overhead of `ablate run` against a bare Ray Tune script, on the same Ray instance,
 and how long a user waits for the first trial and for the command to end.
 
-Both sides run N trials of a workload that does no work (three reported epochs, a checkpoint at
-each), so the wall time per trial is what orchestration costs: scheduling, actor start-up,
-checkpoints, progress, and for ablate also the Parquet records and the trial log. Ray starts
-once, before either is timed; each N is run `--repeats` times per side and the median reported.
-Then `ablate run` of a one-trial grid as a real process: from the command to the trial's first
-line of code (Ray's start included), and from the trial's last line to the command's exit.
+Both sides run N trials of a workload that does no work (three reported epochs; ablate's also
+checkpoints each), so the wall time per trial is what orchestration costs: scheduling, actor
+start-up, and for ablate also checkpoints, progress, records, the Parquet files and the trial
+log. Ray starts once, before either is timed; each N is run `--repeats` times per side, in turns,
+and the median reported with the range. Then one trial as a real process, `ablate run` of a
+one-trial grid against a bare Tune script: from the command to the trial's first line of code
+(Ray's start included), and from the trial's last line to the command's exit.
 
     python benchmarks/orchestration_overhead.py --trials 30 300 1000 3000 --repeats 1
 """
@@ -96,19 +97,48 @@ def ablate_run(n: int, storage: str) -> float:
     return time.perf_counter() - start
 
 
-def latency(storage: str) -> tuple[float, float]:
-    """(command to first line of the trial, last line of the trial to the command's exit), s."""
+BARE_SCRIPT = """
+import sys, time
+import ray
+import ray.tune as tune
+
+ray.init(address="local", include_dashboard=False, log_to_driver=False)  # as ablate starts its own
+
+def trainable(config):
+    with open(config["marker"], "a") as f:
+        f.write(f"{time.time()}\\n")
+    for epoch in range(3):
+        tune.report({"epoch": epoch + 1, "val_error": 0.5})
+    with open(config["marker"], "a") as f:
+        f.write(f"{time.time()}\\n")
+
+tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space={"marker": sys.argv[1]},
+           run_config=tune.RunConfig(storage_path=sys.argv[2], verbose=0)).fit()
+"""
+
+
+def latency(storage: str, side: str) -> tuple[float, float]:
+    """(command to first line of the trial, last line of the trial to the command's exit), s, of
+    `ablate run` of a one-trial grid or of a bare Tune script of one trial."""
     marker = Path(storage) / "marker"
-    grid_file = Path(storage) / "one.yaml"
-    grid_file.write_text(f"name: one\nworkload: benchmarks.orchestration_overhead:WORKLOAD\n"
-                         f"fixed:\n  marker: {marker}\n")
-    exe = Path(sys.executable).parent / "ablate"
+    if side == "ablate":
+        grid_file = Path(storage) / "one.yaml"
+        grid_file.write_text(f"name: one\nworkload: benchmarks.orchestration_overhead:WORKLOAD\n"
+                             f"fixed:\n  marker: {marker}\n")
+        command = [str(Path(sys.executable).parent / "ablate"), "run", str(grid_file), "--storage", storage, "--quiet"]
+    else:
+        command = [sys.executable, "-c", BARE_SCRIPT, str(marker), storage]
     start = time.time()
-    subprocess.run([str(exe), "run", str(grid_file), "--storage", storage, "--quiet"], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     end = time.time()
     began, finished = map(float, marker.read_text().split())
     return began - start, end - finished
+
+
+def spread(values: list[float]) -> str:
+    """The median, with the range where there are several."""
+    median = f"{statistics.median(values):.0f}"
+    return median if len(values) == 1 else f"{median} ({min(values):.0f}-{max(values):.0f})"
 
 
 def main():
@@ -124,25 +154,27 @@ def main():
     os.chdir(ROOT)
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     cpus = int(ray.cluster_resources().get("CPU", 0))
-    print(f"no-op trials of 3 epochs, 1 CPU each, on {cpus} CPUs; median of {a.repeats} run(s) per N")
-    print(f"  {'trials':>7} {'bare Ray Tune':>14} {'ablate run':>11} {'ratio':>6}   (ms per trial)")
+    print(f"no-op trials of 3 epochs, 1 CPU each, on {cpus} CPUs; median (and range) of {a.repeats} run(s) per N")
+    print(f"  {'trials':>7} {'bare Ray Tune':>16} {'ablate run':>16} {'ratio':>6}   (ms per trial)")
     for n in a.trials:
         times = {"bare": [], "ablate": []}
         for _ in range(a.repeats):
             for name, fn in (("bare", bare_tune), ("ablate", ablate_run)):
                 with tempfile.TemporaryDirectory() as storage:
-                    times[name].append(fn(n, storage))
-        bare, ablate = (statistics.median(times[k]) / n * 1000 for k in ("bare", "ablate"))
-        print(f"  {n:>7} {bare:>14.0f} {ablate:>11.0f} {ablate / bare:>5.2f}x", flush=True)
+                    times[name].append(fn(n, storage) / n * 1000)
+        ratio = statistics.median(times["ablate"]) / statistics.median(times["bare"])
+        print(f"  {n:>7} {spread(times['bare']):>16} {spread(times['ablate']):>16} {ratio:>5.2f}x", flush=True)
     ray.shutdown()
 
-    waits = []
-    for _ in range(max(3, a.repeats)):
-        with tempfile.TemporaryDirectory() as storage:
-            waits.append(latency(storage))
-    print(f"ablate run of one trial, median of {len(waits)}: first trial starts "
-          f"{statistics.median(w[0] for w in waits):.1f} s after the command; the command ends "
-          f"{statistics.median(w[1] for w in waits):.1f} s after the last trial")
+    print(f"one trial as a command, median of {max(3, a.repeats)} (s): first trial's first line after the "
+          "command / the command's end after the trial's last line")
+    for side, name in (("bare", "bare Tune script"), ("ablate", "ablate run")):
+        waits = []
+        for _ in range(max(3, a.repeats)):
+            with tempfile.TemporaryDirectory() as storage:
+                waits.append(latency(storage, side))
+        print(f"  {name:>16}: {statistics.median(w[0] for w in waits):.1f} / {statistics.median(w[1] for w in waits):.1f}",
+              flush=True)
 
 
 if __name__ == "__main__":
