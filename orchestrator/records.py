@@ -11,7 +11,7 @@ a one-row file of some thirty columns is written in 0.05 ms and read in 0.07 ms,
 The driver publishes records into `trials.parquet` and `epochs.parquet`, single files rewritten
 whole and renamed into place: a reader sees every finished trial exactly once, and reading ten
 thousand trials is one file, not ten thousand. Each file is rewritten as trials finish, paced so
-that rewriting takes at most 1/REWRITE_PACE of the driver's time (a growing file rewritten after
+that rewriting takes about 1/REWRITE_PACE of the driver's time (a growing file rewritten after
 every one of 10,000 short trials would make the driver, not the trials, set the pace), and when
 the run ends. A driver killed between a record and its publication loses nothing: readers merge
 unpublished records in, and the next `ablate run` publishes them.
@@ -52,7 +52,7 @@ RESULT_COLUMNS = [
     ("ablate_version", pa.string()), ("torch_version", pa.string()), ("ray_version", pa.string()),
 ]
 _ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
-REWRITE_PACE = 100  # a published file is rewritten once 100x its last write time has passed (see _Pace)
+REWRITE_PACE = 100  # a published file is rewritten once 100x the time its writing takes has passed (see _Pace)
 
 
 def _arrow_type(t) -> pa.DataType:
@@ -177,22 +177,25 @@ def read_epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
 
 class _Pace:
     """When a file that is rewritten whole is due again: once the time since it was last written
-    is REWRITE_PACE times what writing it took. The driver then spends at most 1/REWRITE_PACE of
-    its time rewriting, however many trials came before: a file of 100 rows is rewritten as each
-    trial finishes, one of 10,000 short trials every few of them."""
+    is REWRITE_PACE times what writing it will take, estimated from the last write per trial in
+    the file. The driver then spends about 1/REWRITE_PACE of its time rewriting it, however many
+    trials came before: a file of 100 trials is rewritten as each trial finishes, one of 10,000
+    short trials every few of them."""
 
-    def __init__(self):
-        self.written, self.cost = time.monotonic(), 0.0
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.written, self.cost_per_trial = clock(), 0.0
 
-    def due(self) -> bool:
-        return time.monotonic() - self.written >= REWRITE_PACE * self.cost
+    def due(self, trials: int) -> bool:
+        """Whether the file, to hold `trials` trials now, is due."""
+        return self.clock() - self.written >= REWRITE_PACE * self.cost_per_trial * trials
 
     @contextlib.contextmanager
-    def writing(self):
-        start = time.monotonic()
+    def writing(self, trials: int):
+        start = self.clock()
         yield
-        self.written = time.monotonic()
-        self.cost = self.written - start
+        self.written = self.clock()
+        self.cost_per_trial = (self.written - start) / max(trials, 1)
 
 
 class Publisher:
@@ -219,13 +222,14 @@ class Publisher:
 
     def flush(self, force: bool = True) -> None:
         """Write what is not in the files yet: now, or (force=False) where the pace allows."""
-        if self.new_trials and (force or self.trials_pace.due()):
-            with self.trials_pace.writing():
+        trials = len(self.new_trials) + (self.trials.num_rows if self.trials is not None else 0)
+        if self.new_trials and (force or self.trials_pace.due(trials)):
+            with self.trials_pace.writing(trials):
                 self.trials = _concat([_without(self.trials, self.new_trials), *self.new_trials.values()])
                 self.run.write_table(self.run.child("trials.parquet"), self.trials)
             self.new_trials = {}
-        if self.new_epochs and (force or self.epochs_pace.due()):
-            with self.epochs_pace.writing():
+        if self.new_epochs and (force or self.epochs_pace.due(trials)):
+            with self.epochs_pace.writing(trials):
                 ids, self.new_epochs = sorted(set(self.new_epochs)), []
                 new = [_record_epochs(self.run, i) for i in ids]
                 if any(t is not None for t in new):

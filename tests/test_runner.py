@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from orchestrator import records
 from orchestrator.errors import RunError
 from orchestrator.grid import Resources, load_grid
 from orchestrator.runner import check_resources, run_grid
@@ -144,7 +145,10 @@ def test_resources_no_node_can_give_are_refused_up_front(tmp_path):
     assert executions(tmp_path) == []
 
 
-def test_results_are_written_as_trials_finish(tmp_path):
+def test_results_are_written_as_trials_finish(tmp_path, monkeypatch):
+    # Trials of half a second: rewriting trials.parquet after each is due at any pace worth having
+    # (tests/test_records.py checks the pace itself), however slow this machine writes today.
+    monkeypatch.setattr(records, "REWRITE_PACE", 1)
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3]}, fixed={"epochs": 1, "sleep": 0.5},
                       resources={"cpus": 2})  # one at a time
     seen = []
