@@ -133,13 +133,10 @@ def cost(config: Config) -> dict:
 
 def prepare(configs: list[Config]) -> None:
     """Download each CIFAR dataset the trials use, once, before they start; find the local ones."""
-    from workloads.allcnn.data import LOCAL, SOURCES, data_dir, load_cifar, load_local
+    from workloads.allcnn.data import load_files
 
     for dataset, root in sorted({(c.dataset, c.data_dir) for c in configs}):
-        if dataset in SOURCES:
-            load_cifar(dataset, data_dir(root))
-        elif dataset in LOCAL:
-            load_local(dataset, data_dir(root))
+        load_files(dataset, root)
 
 
 def models() -> list[dict]:

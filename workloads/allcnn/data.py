@@ -155,6 +155,16 @@ def load_local(name: str, root: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def load_files(dataset: str, root: str = "") -> dict[str, np.ndarray] | None:
+    """The arrays of a dataset kept as files in the data directory (downloaded first where it
+    can be); None for one that is generated (synthetic)."""
+    if dataset in SOURCES:
+        return load_cifar(dataset, data_dir(root))
+    if dataset in LOCAL:
+        return load_local(dataset, data_dir(root))
+    return None
+
+
 def synthetic(classes: int, train_size: int, test_size: int, seed: int = 0) -> dict[str, np.ndarray]:
     """CIFAR-shaped images whose class is a smooth colour pattern under heavy noise: learnable,
     but not in one step. The same arguments always give the same images."""
@@ -236,11 +246,7 @@ def prepare(dataset: str, *, val_size: int = 5000, train_size: int = 0, test_siz
     """
     if dataset == "synthetic":
         arrays = synthetic(10, train_size or SIZES[dataset][0], test_size or SIZES[dataset][1])
-    elif dataset in SOURCES:
-        arrays = load_cifar(dataset, data_dir(root))
-    elif dataset in LOCAL:
-        arrays = load_local(dataset, data_dir(root))
-    else:
+    elif (arrays := load_files(dataset, root)) is None:
         raise DataError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
     rng = np.random.default_rng(split_seed)
     if train_size and train_size < len(arrays["y_train"]):
