@@ -249,13 +249,12 @@ def _placeholders(fail, run, parameters) -> None:
     used = set()
     for i, arg in enumerate(run):
         try:
-            parts = _fields(arg)
-            conversions = [c for *_, c in string.Formatter().parse(arg) if c]
+            parsed = list(string.Formatter().parse(arg))
         except ValueError as e:  # a lone brace
             fail("run", f"{e} in {arg!r} (a literal brace is written {{{{ or }}}})")
-        if conversions:
+        if any(conversion for *_, conversion in parsed):
             fail("run", f"{arg!r}: conversions (!r, !s) are not supported; give a format spec ({{lr:.0e}})")
-        for _, name, spec in parts:
+        for _, name, spec, _ in parsed:
             if name is None:
                 continue
             if name not in parameters and name != TRIAL_DIR:

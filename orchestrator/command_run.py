@@ -32,7 +32,6 @@ LAUNCHER = str(Path(__file__).with_name("launch.py"))
 TAIL = 5  # lines of output a failure's message quotes
 
 
-
 class CommandFailed(WorkloadError):
     """The command ended without a result: a non-zero exit, a signal, or no metric at all."""
 
@@ -207,6 +206,11 @@ def train(args_for: Callable[[str], list[str]], workdir: str, prefix: str, patte
                 session.log("\n".join(log))
                 log.clear()
 
+        def report(epochs):
+            for epoch in epochs:
+                flush()
+                session.report(epoch, checkpoint={"epoch": epoch["epoch"]})
+
         with _Process(args, workdir, env) as process:
             for line in process.output():
                 if line is None:
@@ -217,12 +221,8 @@ def train(args_for: Callable[[str], list[str]], workdir: str, prefix: str, patte
                     flush()
                 if line.strip():
                     tail.append(line.strip())
-                for epoch in metrics.feed(line):
-                    flush()
-                    session.report(epoch, checkpoint={"epoch": epoch["epoch"]})
-            for epoch in metrics.end():
-                flush()
-                session.report(epoch, checkpoint={"epoch": epoch["epoch"]})
+                report(metrics.feed(line))
+            report(metrics.end())
             flush()
             code = process.popen.wait()
     for problem in metrics.problems[:3]:
