@@ -21,8 +21,9 @@ which raises `ValueError("param: what was expected, got value")` naming the para
 `train(config, session)` runs one trial and returns its final metrics. It reports each epoch to
 the session, hands it a checkpoint when it wants one, and asks it for the last checkpoint when it
 starts, so a retried trial continues where it stopped. The session also has the trial's id, its
-log, and `files()`, a directory of the trial's own that a retry on any node finds again. It never imports Ray: the orchestrator
-passes a session backed by storage and Ray; tests pass a `MemorySession`.
+log, and `files()`, a directory of the trial's own that a retry on any node finds again. It never
+imports Ray: the orchestrator passes a session backed by storage and Ray; tests pass a
+`MemorySession`.
 
     from dataclasses import dataclass
     from typing import Annotated
