@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
@@ -64,13 +64,16 @@ def test_an_autoscaled_gpu_cluster_runs_a_grid_and_survives_lost_nodes(tmp_path,
                                    cluster.address, "--storage", str(tmp_path / "runs"), "--quiet"],
                                   stdout=out, stderr=err, cwd=ROOT)
     try:
-        # Once a trial has checkpointed epoch 2, lose every GPU node, as when their machines crash:
-        # their trials can then only go on where the autoscaler brings new nodes up.
-        def two_epochs_in():
+        # Once both GPU nodes run their 4 trials and a trial has checkpointed epoch 2, lose every
+        # GPU node, as when their machines crash: their trials can then only go on where the
+        # autoscaler brings new nodes up. (Both full first: the second node may come up later.)
+        def full_and_two_epochs_in():
             assert cluster.check() and driver.poll() is None, (tmp_path / "err").read_text()
-            return any(e >= 2 for _, e, _ in _markers(tmp_path)[1])
+            starts, epochs = _markers(tmp_path)
+            per_node = Counter(node for _, _, node, _ in starts)
+            return sorted(per_node.values()) == [4, 4] and any(e >= 2 for _, e, _ in epochs)
 
-        wait_until(two_epochs_in, 180, "a trial to reach epoch 2")
+        wait_until(full_and_two_epochs_in, 180, "both GPU nodes to run 4 trials and a trial to reach epoch 2")
         lost = {n["NodeID"] for n in cluster.worker_nodes()}
         epochs_before = _markers(tmp_path)[1]
         for node in lost:
