@@ -1,7 +1,7 @@
 """Time `ablate summarize`, `status` and `plot` on a large results set, laid out as `ablate run` writes it.
 
 Generates (once, into --dir) 10,000 All-CNN trials of 350 epochs: 3.5 million epoch rows, one
-Parquet file per trial as the runner writes them. Then times each command `--repeats` times in
+record per trial as the runner writes them, published. Then times each command `--repeats` times in
 a fresh process, as a user runs it, and prints the median.
 
     python benchmarks/summarize_large.py --trials 10000 --epochs 350 --repeats 3
@@ -20,13 +20,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.grid import trial_id  # noqa: E402
-from orchestrator.records import RECORD, Publisher, record, trial_schema  # noqa: E402
+from orchestrator.records import Publisher, record, trial_schema  # noqa: E402
 from orchestrator.store import RunDir  # noqa: E402
 from workloads.allcnn import Config  # noqa: E402
 
@@ -41,21 +40,18 @@ def generate(run: RunDir, trials: int, epochs: int) -> None:
         f"repeats: {seeds}\n").encode())
     schema, rng = trial_schema(Config), np.random.default_rng(0)
     t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-    epoch_numbers = pa.array(np.arange(1, epochs + 1), pa.int64())
     for i, (model, variant, dataset, aug, lr, seed) in enumerate(itertools.islice(cells, trials)):
         config = dataclasses.asdict(Config(model=model, variant=variant, dataset=dataset, augmentation=aug, lr=lr,
                                            seed=seed))
         tid = trial_id("allcnn", config, set(config) - {"data_dir", "checkpoint_every"})
         curve = 0.1 + 0.8 * np.exp(-np.arange(epochs) / 50) + rng.normal(0, 0.005, epochs)
-        run.write_table(run.child("records", f"{tid}.epochs{RECORD}"), pa.table({
-            "trial_id": pa.array([tid] * epochs), "epoch": epoch_numbers, "train_loss": curve * 2,
-            "train_error": curve - 0.02, "val_error": curve, "lr": np.full(epochs, lr),
-            "images_per_second": np.full(epochs, 60000.0), "seconds": np.full(epochs, 0.75)}))
         record(run, schema, tid, config, {
             "status": "completed", "val_error": float(curve[-1]), "test_error": float(curve[-1] + 0.01),
             "params": 1369738, "epochs_completed": epochs, "train_seconds": 0.75 * epochs, "attempts": 1,
             "started_at": t0 + timedelta(minutes=i), "finished_at": t0 + timedelta(minutes=i + 5),
-            "grid": "large", "workload": "allcnn"})
+            "grid": "large", "workload": "allcnn"},
+            [{"epoch": e + 1, "train_loss": v * 2, "train_error": v - 0.02, "val_error": v, "lr": lr,
+              "images_per_second": 60000.0, "seconds": 0.75} for e, v in enumerate(curve.tolist())])
     Publisher(run).catch_up()  # what the driver does as trials finish
 
 

@@ -2,7 +2,7 @@
 
     <run>/trials.parquet                      one row per finished trial
     <run>/epochs.parquet                      one row per epoch of every finished trial
-    <run>/records/<trial_id>.arrow            each trial's row as it finished (see records.py)
+    <run>/records/<trial_id>.arrow            each trial's row and epochs as it finished (see records.py)
     <run>/trials/<trial_id>/checkpoint.pt     the latest training state, to resume from
     <run>/trials/<trial_id>/progress.json     attempt, start time, latest epoch and its seconds
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure

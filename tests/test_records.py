@@ -1,6 +1,7 @@
 """The record of finished trials: what readers and the next driver find in it."""
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -9,24 +10,41 @@ from orchestrator.store import RunDir
 from workloads.allcnn import Config
 
 
-def test_records_an_older_ablate_wrote_as_parquet_still_count(tmp_path):
-    """Before records were Arrow files they were Parquet: a driver killed before publishing them
-    left them unpublished, and the next driver must still find them (or train them again)."""
+@pytest.mark.parametrize("suffix", [".arrow", ".parquet"])
+def test_records_an_older_ablate_wrote_still_count(tmp_path, suffix):
+    """Older ablates wrote a record as two files, the row and its epochs, as Parquet before Arrow:
+    a driver killed before publishing them left them unpublished, and the next driver must still
+    find them (or train them again)."""
     run = RunDir(str(tmp_path))
     schema = records.trial_schema(Config)
-    records.record(run, schema, "old", {"lr": 0.1}, {"status": "completed", "val_error": 0.2},
-                   [{"epoch": 1, "val_error": 0.3}, {"epoch": 2, "val_error": 0.2}])
-    folder = tmp_path / "records"
-    for name in ("old", "old.epochs"):  # as an older ablate left it
-        arrow = folder / f"{name}.arrow"
-        pq.write_table(run.read_table(str(arrow)), folder / f"{name}.parquet")
-        arrow.unlink()
+    row = pa.Table.from_pylist([{"trial_id": "old", "status": "completed", "lr": 0.1, "val_error": 0.2}], schema)
+    epochs = pa.table({"trial_id": ["old", "old"], "epoch": [1, 2], "val_error": [0.3, 0.2]})
+    run.write_table(run.child("records", f"old{suffix}"), row)
+    run.write_table(run.child("records", f"old.epochs{suffix}"), epochs)
 
     assert records.statuses(records.read_trials(run)) == {"old": "completed"}
+    assert records.read_epochs(run, ["old"])["val_error"].to_pylist() == [0.3, 0.2]
     records.Publisher(run).catch_up()
     published = pq.read_table(tmp_path / "trials.parquet")
     assert published["trial_id"].to_pylist() == ["old"] and published["val_error"].to_pylist() == [0.2]
     assert pq.read_table(tmp_path / "epochs.parquet")["val_error"].to_pylist() == [0.3, 0.2]
+
+
+def test_a_record_is_one_file_that_readers_and_the_publisher_split_into_row_and_epochs(tmp_path):
+    run = RunDir(str(tmp_path))
+    schema = records.trial_schema(Config)
+    records.record(run, schema, "done", {"lr": 0.1}, {"status": "completed", "val_error": 0.2},
+                   [{"epoch": 1, "val_error": 0.3, "note": "warm-up"}, {"epoch": 2, "val_error": 0.2}])
+    records.record(run, schema, "broke", {"lr": 0.2}, {"status": "failed", "error": "out of memory"})
+    assert [p.name for p in sorted((tmp_path / "records").iterdir())] == ["broke.arrow", "done.arrow"]
+
+    assert records.read_trials(run).column_names == schema.names  # no nested epochs among the columns
+    expected = [{"trial_id": "done", "epoch": 1, "val_error": 0.3, "note": "warm-up"},
+                {"trial_id": "done", "epoch": 2, "val_error": 0.2, "note": None}]
+    assert records.read_epochs(run, ["done", "broke"]).to_pylist() == expected
+    records.Publisher(run).catch_up()
+    assert sorted(pq.read_table(tmp_path / "trials.parquet")["trial_id"].to_pylist()) == ["broke", "done"]
+    assert pq.read_table(tmp_path / "epochs.parquet").to_pylist() == expected
 
 
 class Clock:
