@@ -144,8 +144,16 @@ def _without(table: pa.Table | None, ids) -> pa.Table | None:
 
 
 def _concat(tables: list[pa.Table | None]) -> pa.Table | None:
+    """The tables one under another, in one chunk (Parquet writes a table of a thousand one-row
+    chunks 20x slower). Schemas are unified only where they differ (an older run's file, a metric
+    that came later): unifying a thousand equal ones costs 7x more than the concatenation."""
     tables = [t for t in tables if t is not None]
-    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+    if not tables:
+        return None
+    try:
+        return pa.concat_tables(tables).combine_chunks()
+    except pa.ArrowInvalid:
+        return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
 
 
 def statuses(table: pa.Table | None) -> dict[str, str]:
