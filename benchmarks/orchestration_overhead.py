@@ -5,11 +5,16 @@ Both sides run N trials of a workload that does no work (three reported epochs; 
 checkpoints each), so the wall time per trial is what orchestration costs: scheduling, actor
 start-up, and for ablate also checkpoints, progress, records, the Parquet files and the trial
 log. Ray starts once, before either is timed; each N is run `--repeats` times per side, in turns,
-and the median reported with the range. Then one trial as a real process, `ablate run` of a
-one-trial grid against a bare Tune script: from the command to the trial's first line of code
-(Ray's start included), and from the trial's last line to the command's exit.
+and the median reported with the range. Each trial notes when it starts and ends and in which
+process, so every N also says where the time went: before the first trial, per trial while
+trials run, after the last one, and on how many actors Tune ran the trials (Tune reuses an actor
+as soon as a trial ends, so short trials often all run on one, whatever the CPUs; when a second
+actor comes up in time, they share two, and the run is much faster). Then one trial as a real
+process, `ablate run` of a one-trial grid against a bare Tune script: from the command to the
+trial's first line of code (Ray's start included), and from the trial's last line to the
+command's exit.
 
-    python benchmarks/orchestration_overhead.py --trials 30 300 1000 3000 --repeats 1
+    python benchmarks/orchestration_overhead.py --trials 30 300 1000 3000 --repeats 3
 """
 from __future__ import annotations
 
@@ -42,42 +47,43 @@ class Config:
     lr: float = 0.1
     seed: int = 0
     epochs: int = 3
-    marker: str = ""  # a file to append the times the trial starts and ends to
+    marker: str = ""  # a file to note the times the trial starts and ends in
+
+
+def note(marker: str, event: str) -> None:
+    with open(marker, "a") as f:
+        f.write(f"{event} {time.time()} {os.getpid()}\n")
 
 
 def train(config, session):
-    if config.marker:
-        with open(config.marker, "a") as f:
-            f.write(f"{time.time()}\n")
+    note(config.marker, "start")
     state = session.restore() or {"epoch": 0}
     for epoch in range(state["epoch"], config.epochs):
         session.report({"epoch": epoch + 1, "val_error": 0.5}, checkpoint={"epoch": epoch + 1})
-    if config.marker:
-        with open(config.marker, "a") as f:
-            f.write(f"{time.time()}\n")
+    note(config.marker, "end")
     return {"status": "completed", "val_error": 0.5, "test_error": 0.5}
 
 
 WORKLOAD = Workload(name="noop", config=Config, train=train)
 
 
-def bare_tune(n: int, storage: str) -> float:
+def bare_tune(n: int, storage: str, marker: str) -> None:
     import ray.tune as tune
 
     def trainable(config):
+        note(config["marker"], "start")
         for epoch in range(3):
             tune.report({"epoch": epoch + 1, "val_error": 0.5})
+        note(config["marker"], "end")
 
-    start = time.perf_counter()
     tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
-                       param_space={"lr": tune.grid_search([i / n for i in range(n)])},
+                       param_space={"lr": tune.grid_search([i / n for i in range(n)]), "marker": marker},
                        tune_config=tune.TuneConfig(reuse_actors=True),
                        run_config=tune.RunConfig(storage_path=storage, verbose=0))
     tuner.fit()
-    return time.perf_counter() - start
 
 
-def ablate_run(n: int, storage: str) -> float:
+def ablate_run(n: int, storage: str, marker: str) -> None:
     from rich.console import Console
 
     from orchestrator.display import PlainDisplay
@@ -87,14 +93,33 @@ def ablate_run(n: int, storage: str) -> float:
 
     grid_file = Path(storage) / "noop.yaml"
     grid_file.write_text(f"name: noop\nworkload: benchmarks.orchestration_overhead:WORKLOAD\n"
-                         f"axes:\n  lr: [{', '.join(str(i / n) for i in range(n))}]\n")
+                         f"fixed:\n  marker: {marker}\naxes:\n  lr: [{', '.join(str(i / n) for i in range(n))}]\n")
     grid = load_grid(grid_file)
-    console = Console(file=io.StringIO())
-    start = time.perf_counter()
     summary = run_grid(grid, RunDir.for_grid(storage, "noop"),
-                       functools.partial(PlainDisplay, console))
+                       functools.partial(PlainDisplay, Console(file=io.StringIO())))
     assert summary.counts == {"completed": n}, summary.counts
-    return time.perf_counter() - start
+
+
+@dataclass
+class Timing:
+    total_ms: float  # per trial, from the call to its return
+    before_s: float  # from the call to the first trial's start
+    running_ms: float  # per trial, from the first trial's start to the last one's end
+    after_s: float  # from the last trial's end to the return
+    actors: int  # processes the trials ran in
+
+
+def timed(fn, n: int) -> Timing:
+    with tempfile.TemporaryDirectory() as storage:
+        marker = os.path.join(storage, "marker")
+        began = time.time()
+        fn(n, storage, marker)
+        ended = time.time()
+        notes = [line.split() for line in Path(marker).read_text().splitlines()]
+    first = min(float(t) for event, t, _ in notes if event == "start")
+    last = max(float(t) for event, t, _ in notes if event == "end")
+    return Timing((ended - began) / n * 1000, first - began, (last - first) / n * 1000, ended - last,
+                  len({pid for _, _, pid in notes}))
 
 
 BARE_SCRIPT = """
@@ -106,11 +131,11 @@ ray.init(address="local", include_dashboard=False, log_to_driver=False)  # as ab
 
 def trainable(config):
     with open(config["marker"], "a") as f:
-        f.write(f"{time.time()}\\n")
+        f.write(f"start {time.time()} 0\\n")
     for epoch in range(3):
         tune.report({"epoch": epoch + 1, "val_error": 0.5})
     with open(config["marker"], "a") as f:
-        f.write(f"{time.time()}\\n")
+        f.write(f"end {time.time()} 0\\n")
 
 tune.Tuner(tune.with_resources(trainable, {"cpu": 1}), param_space={"marker": sys.argv[1]},
            run_config=tune.RunConfig(storage_path=sys.argv[2], verbose=0)).fit()
@@ -131,14 +156,14 @@ def latency(storage: str, side: str) -> tuple[float, float]:
     start = time.time()
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     end = time.time()
-    began, finished = map(float, marker.read_text().split())
-    return began - start, end - finished
+    (_, began, _), (_, finished, _) = (line.split() for line in marker.read_text().splitlines())
+    return float(began) - start, end - float(finished)
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 0) -> str:
     """The median, with the range where there are several."""
-    median = f"{statistics.median(values):.0f}"
-    return median if len(values) == 1 else f"{median} ({min(values):.0f}-{max(values):.0f})"
+    median = f"{statistics.median(values):.{digits}f}"
+    return median if len(values) == 1 else f"{median} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def main():
@@ -157,13 +182,18 @@ def main():
     print(f"no-op trials of 3 epochs, 1 CPU each, on {cpus} CPUs; median (and range) of {a.repeats} run(s) per N")
     print(f"  {'trials':>7} {'bare Ray Tune':>16} {'ablate run':>16} {'ratio':>6}   (ms per trial)")
     for n in a.trials:
-        times = {"bare": [], "ablate": []}
+        runs = {"bare": [], "ablate": []}
         for _ in range(a.repeats):
             for name, fn in (("bare", bare_tune), ("ablate", ablate_run)):
-                with tempfile.TemporaryDirectory() as storage:
-                    times[name].append(fn(n, storage) / n * 1000)
-        ratio = statistics.median(times["ablate"]) / statistics.median(times["bare"])
-        print(f"  {n:>7} {spread(times['bare']):>16} {spread(times['ablate']):>16} {ratio:>5.2f}x", flush=True)
+                runs[name].append(timed(fn, n))
+        total = {name: [t.total_ms for t in timings] for name, timings in runs.items()}
+        ratio = statistics.median(total["ablate"]) / statistics.median(total["bare"])
+        print(f"  {n:>7} {spread(total['bare']):>16} {spread(total['ablate']):>16} {ratio:>5.2f}x", flush=True)
+        for name, timings in runs.items():
+            print(f"  {'':>7}   {name}: first trial after {spread([t.before_s for t in timings], 1)} s, "
+                  f"{spread([t.running_ms for t in timings])} ms per trial while they run, "
+                  f"end {spread([t.after_s for t in timings], 1)} s after the last; "
+                  f"actors used: {', '.join(str(t.actors) for t in timings)}", flush=True)
     ray.shutdown()
 
     print(f"one trial as a command, median of {max(3, a.repeats)} (s): first trial's first line after the "
