@@ -77,6 +77,7 @@ def _trainable(tune_config, run_uri, workload_name, grid_name):
     session.start()
     try:
         result = workload.train(trial_config, session)
+        session.flush()  # the last epoch's files, before the record that says the trial is done
         if result.get("status", "completed") not in RESULT_STATUSES:
             raise ValueError(f"workload returned status {result.get('status')!r} "
                              f"(expected one of {', '.join(RESULT_STATUSES)})")
@@ -135,13 +136,24 @@ class _Events(tune.Callback):
         """A truthful row for a trial stopped early: where it got to, and its epochs up to its
         last checkpoint. Stopped is final: the next `ablate run` does not run it again."""
         epoch = last.get("epoch")
+        progress = self._progress_after(trial_id, last.get("training_iteration", 0))
         saved = self.run.checkpoint(trial_id)
         epochs = [e for e in saved["epochs"] if epoch is None or e.get("epoch", 0) <= epoch] if saved else None
-        progress = self.run.progress(trial_id)
         records.record(self.run, self.schema, trial_id, config, {
             "status": STOPPED, "val_error": last.get("val_error"), "epochs_completed": epoch,
             "train_seconds": progress.get("train_seconds"),
             **_provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)}, epochs)
+
+    def _progress_after(self, trial_id: str, reports: int, timeout_s: float = 30.0) -> dict:
+        """The trial's progress once its worker has written the files of its `reports`-th report
+        of this attempt: it writes them while Tune carries the result here (store.py), so they
+        can land a little after it. Waits `timeout_s` at most (a worker that died writes no more)."""
+        deadline = time.monotonic() + timeout_s
+        progress = self.run.progress(trial_id)
+        while progress.get("reports", 0) < reports and time.monotonic() < deadline:
+            time.sleep(0.01)
+            progress = self.run.progress(trial_id)
+        return progress
 
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -185,9 +186,20 @@ def _serialize(checkpoint: dict) -> bytes:
     return buffer.getvalue()
 
 
+# Writes a trial's epoch files while the trial goes on (StoredSession.report). One thread, so a
+# trial's files are written in the order they were queued.
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ablate-writer")
+
+
 class StoredSession:
     """The session a trial trains with under `ablate run`: checkpoints, epochs and progress go to
-    the run's storage, so a retried or resumed trial finds them whatever node it lands on."""
+    the run's storage, so a retried or resumed trial finds them whatever node it lands on.
+
+    An epoch's files are written in the background while its result goes to Tune and the next
+    epoch trains: the checkpoint is serialized when reported (later changes to the model do not
+    reach it), and the files are on storage before the next report, a log line, `flush()` or the
+    end of the trial, each of which waits for them and raises what failed in writing them. The
+    driver, which can see a result before its files, waits for them too (runner.py)."""
 
     def __init__(self, run: RunDir, trial_id: str, on_report=None):
         self.run, self.trial_id, self.on_report = run, trial_id, on_report
@@ -195,20 +207,32 @@ class StoredSession:
         self.checkpoint_path = run.trial_file(trial_id, "checkpoint.pt")
         self.progress = run.progress(trial_id)
         self.epoch_began = time.monotonic()
+        self.writing: Future | None = None  # the last epoch's files, while they are written
         self.local_files: str | None = None  # a local copy of files/ while `files()` is open, on an object store
         self.sent: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) as last sent to the store
 
     def start(self) -> int:
         """Count this attempt; returns its number (1 for the first)."""
         started = self.progress.get("started_at") or now().isoformat()
-        self.progress = {**self.progress, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started}
+        self.progress = {**self.progress, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started,
+                         "reports": 0}
         self.run.write_progress(self.trial_id, self.progress)
         self.log(f"attempt {self.progress['attempt']} on {socket.gethostname()}")
         self.epoch_began = time.monotonic()
         return self.progress["attempt"]
 
     def log(self, line: str) -> None:
+        self.flush()  # after the lines of the epochs before it
+        self._append_log(line)
+
+    def _append_log(self, line: str) -> None:
         self.run.append_text(self.run.trial_file(self.trial_id, "trial.log"), f"{now():%Y-%m-%d %H:%M:%S} {line}\n")
+
+    def flush(self) -> None:
+        """Wait until the last epoch's files are written; raise what failed in writing them."""
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            writing.result()
 
     def restore(self):
         saved = self.run.checkpoint(self.trial_id)
@@ -219,21 +243,28 @@ class StoredSession:
         return saved["state"]
 
     def report(self, metrics, checkpoint=None):
+        self.flush()
         # Epochs are timed here, not by the workload: `ablate status` needs their length for
         # compute used and ETAs whatever the workload reports.
         seconds, self.epoch_began = time.monotonic() - self.epoch_began, time.monotonic()
         self.epochs.append(dict(metrics))
-        if checkpoint is not None:
-            self.run.write_bytes(self.checkpoint_path, _serialize({"state": checkpoint, "epochs": self.epochs}))
+        saved = _serialize({"state": checkpoint, "epochs": self.epochs}) if checkpoint is not None else None
         self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics), "seconds": seconds,
                          "train_seconds": self.progress.get("train_seconds", 0.0) + seconds,
+                         "reports": self.progress.get("reports", 0) + 1,  # in this attempt: Tune's training_iteration
                          "updated_at": now().isoformat()}
-        self.run.write_progress(self.trial_id, self.progress)
-        self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        self.writing = _WRITER.submit(self._write_epoch, saved, self.progress, " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         if self.local_files is not None:
             self._send_files()
         if self.on_report is not None:
             self.on_report(metrics)
+
+    def _write_epoch(self, checkpoint: bytes | None, progress: dict[str, Any], line: str) -> None:
+        if checkpoint is not None:  # first: progress that names an epoch means its checkpoint is there
+            self.run.write_bytes(self.checkpoint_path, checkpoint)
+        self.run.write_progress(self.trial_id, progress)
+        self._append_log(line)
 
     @contextlib.contextmanager
     def files(self):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from orchestrator.store import RunDir, StoredSession
@@ -14,7 +15,7 @@ def test_a_workload_without_torch_checkpoints_and_resumes_without_importing_it(t
     # A script or a plain-Python workload should not pay torch's import in every Ray worker.
     code = ("import sys; from orchestrator.store import RunDir, StoredSession; "
             f"s = StoredSession(RunDir({str(tmp_path)!r}), 't'); s.start(); "
-            "s.report({'epoch': 1}, checkpoint={'step': 7}); "
+            "s.report({'epoch': 1}, checkpoint={'step': 7}); s.flush(); "
             f"again = StoredSession(RunDir({str(tmp_path)!r}), 't'); "
             "print(again.restore(), again.epochs, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -25,6 +26,31 @@ def test_a_checkpoint_with_tensors_resumes_with_them(tmp_path):
     session = StoredSession(RunDir(str(tmp_path)), "t")
     session.start()
     session.report({"epoch": 1}, checkpoint={"weights": torch.arange(3.0)})
+    session.flush()
     restored = StoredSession(RunDir(str(tmp_path)), "t").restore()
     assert torch.equal(restored["weights"], torch.arange(3.0))
     assert (tmp_path / "trials" / "t" / "checkpoint.pt").read_bytes()[:2] == b"PK"  # torch.save's zip
+
+
+def test_a_checkpoint_holds_the_state_as_reported_though_training_goes_on_while_it_is_written(tmp_path):
+    session = StoredSession(RunDir(str(tmp_path)), "t")
+    session.start()
+    weights = torch.zeros(3)
+    session.report({"epoch": 1}, checkpoint={"weights": weights})
+    weights.add_(1)  # the next epoch trains in place while epoch 1's files are written
+    session.flush()
+    assert torch.equal(StoredSession(RunDir(str(tmp_path)), "t").restore()["weights"], torch.zeros(3))
+
+
+def test_a_checkpoint_that_cannot_be_written_fails_the_trial_at_its_next_step(tmp_path, monkeypatch):
+    run = RunDir(str(tmp_path))
+    session = StoredSession(run, "t")
+    session.start()
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run, "write_bytes", disk_full)
+    session.report({"epoch": 1}, checkpoint={"step": 1})
+    with pytest.raises(OSError, match="No space left on device"):
+        session.report({"epoch": 2}, checkpoint={"step": 2})

@@ -62,6 +62,7 @@ def trained(tmp_path_factory):
     session = StoredSession(run, "t1")
     session.start()
     result = train(config, session)
+    session.flush()  # as the runner does: the last epoch's checkpoint is written
     record(run, trial_schema(Config), "t1", vars(config), result, session.epochs)
     Publisher(run).catch_up()
     yield root / "run"
@@ -82,6 +83,7 @@ def trained_on_photos(real_images, tmp_path):
     session = StoredSession(run, "photo")
     session.start()
     result = train(config, session)
+    session.flush()
     record(run, trial_schema(Config), "photo", vars(config), result, session.epochs)
     Publisher(run).catch_up()
     return tmp_path / "photos", result
