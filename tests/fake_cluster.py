@@ -44,15 +44,16 @@ IDLE_TIMEOUT_MINUTES = 0.1  # 6 s instead of cluster.yaml's 10 min, so tests see
 TAG = "ABLATE_FAKE_CLUSTER"  # environment variable every process of a fake cluster inherits
 
 
-def wait_until(condition, timeout: float, what: str, every: float = 0.2):
-    """Poll `condition` until it returns something true; fail naming `what` after `timeout` s."""
+def wait_until(condition, timeout: float, what: str, every: float = 0.2, explain=None):
+    """Poll `condition` until it returns something true; fail naming `what` after `timeout` s,
+    with what `explain()` (a log's last lines, say) returns then."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(every)
-    raise TimeoutError(f"waited {timeout:g} s for {what}")
+    raise TimeoutError(f"waited {timeout:g} s for {what}" + (f"\n{explain()}" if explain else ""))
 
 
 def aws_resources(cluster_config: dict) -> dict[str, dict]:
@@ -261,6 +262,12 @@ class FakeCluster:
 
     def worker_nodes(self) -> list[dict]:
         return [n for n in self.nodes() if n["Resources"].get("GPU")]
+
+    def autoscaler_log(self, lines: int = 30) -> str:
+        """The last lines of the head's autoscaler log: why nodes did or did not come or go."""
+        path = Path(self.temp_dir, "session_latest", "logs", "monitor.log")
+        text = path.read_text(errors="replace") if path.exists() else f"(no {path})"
+        return "\n".join([f"last lines of {path}:", *text.splitlines()[-lines:]])
 
     def kill_node(self, node_id: str) -> None:
         """Lose a worker node as a crashed machine would: SIGKILL its raylet and everything below it

@@ -73,7 +73,8 @@ def test_an_autoscaled_gpu_cluster_runs_a_grid_and_survives_lost_nodes(tmp_path,
             per_node = Counter(node for _, _, node, _ in starts)
             return sorted(per_node.values()) == [4, 4] and any(e >= 2 for _, e, _ in epochs)
 
-        wait_until(full_and_two_epochs_in, 180, "both GPU nodes to run 4 trials and a trial to reach epoch 2")
+        wait_until(full_and_two_epochs_in, 180, "both GPU nodes to run 4 trials and a trial to reach epoch 2",
+                   explain=cluster.autoscaler_log)
         lost = {n["NodeID"] for n in cluster.worker_nodes()}
         epochs_before = _markers(tmp_path)[1]
         for node in lost:
@@ -112,7 +113,8 @@ def test_an_autoscaled_gpu_cluster_runs_a_grid_and_survives_lost_nodes(tmp_path,
     assert (rows["attempts"] == 2).all()
 
     # Idle nodes go.
-    wait_until(lambda: cluster.check() and not cluster.worker_nodes(), 120, "idle GPU nodes to be removed")
+    wait_until(lambda: cluster.check() and not cluster.worker_nodes(), 120, "idle GPU nodes to be removed",
+               explain=cluster.autoscaler_log)
 
 
 def test_address_auto_with_several_ray_instances_is_refused(tmp_path, cluster):
@@ -135,7 +137,7 @@ def test_storage_that_a_node_does_not_see_is_refused(tmp_path, cluster, monkeypa
 
     request_resources(bundles=[{"GPU": 1}])  # a GPU node, as waiting trials would bring
     try:
-        node = wait_until(cluster.worker_nodes, 120, "a GPU node")[0]
+        node = wait_until(cluster.worker_nodes, 120, "a GPU node", explain=cluster.autoscaler_log)[0]
         run = RunDir(str(tmp_path / "runs" / "probe"))
         check_storage_shared(run)  # one machine: every node sees the path
         # A path on the head's own disk: the file the driver writes never reaches the node.
