@@ -136,24 +136,13 @@ class _Events(tune.Callback):
         """A truthful row for a trial stopped early: where it got to, and its epochs up to its
         last checkpoint. Stopped is final: the next `ablate run` does not run it again."""
         epoch = last.get("epoch")
-        progress = self._progress_after(trial_id, last.get("training_iteration", 0))
+        progress = _progress_after(self.run, trial_id, last.get("training_iteration", 0))
         saved = self.run.checkpoint(trial_id)
         epochs = [e for e in saved["epochs"] if epoch is None or e.get("epoch", 0) <= epoch] if saved else None
         records.record(self.run, self.schema, trial_id, config, {
             "status": STOPPED, "val_error": last.get("val_error"), "epochs_completed": epoch,
             "train_seconds": progress.get("train_seconds"),
             **_provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)}, epochs)
-
-    def _progress_after(self, trial_id: str, reports: int, timeout_s: float = 30.0) -> dict:
-        """The trial's progress once its worker has written the files of its `reports`-th report
-        of this attempt: it writes them while Tune carries the result here (store.py), so they
-        can land a little after it. Waits `timeout_s` at most (a worker that died writes no more)."""
-        deadline = time.monotonic() + timeout_s
-        progress = self.run.progress(trial_id)
-        while progress.get("reports", 0) < reports and time.monotonic() < deadline:
-            time.sleep(0.01)
-            progress = self.run.progress(trial_id)
-        return progress
 
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
@@ -164,6 +153,18 @@ class _Events(tune.Callback):
             **_provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)})
         self.publisher.publish(trial_id)
         self.display.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
+
+
+def _progress_after(run: RunDir, trial_id: str, reports: int, timeout_s: float = 30.0) -> dict:
+    """A trial's progress once its worker has written the files of its `reports`-th report of
+    this attempt: it writes them while Tune carries the result to the driver (store.py), so they
+    can land a little after it. Waits `timeout_s` at most (a worker that died writes no more)."""
+    deadline = time.monotonic() + timeout_s
+    progress = run.progress(trial_id)
+    while progress.get("reports", 0) < reports and time.monotonic() < deadline:
+        time.sleep(0.01)
+        progress = run.progress(trial_id)
+    return progress
 
 
 @contextlib.contextmanager

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from orchestrator import records
+from orchestrator import records, runner
 from orchestrator.errors import RunError
 from orchestrator.grid import Resources, load_grid
 from orchestrator.runner import check_resources, run_grid
@@ -125,6 +126,21 @@ def test_a_trial_a_scheduler_stops_early_is_recorded_as_stopped_and_not_run_agai
     again = run(path, storage)  # no scheduler now: stopped is a result, not unfinished work
     assert (again.ran, again.skipped, again.exit_code) == (0, 3, 0)
     assert sum(starts(tmp_path).values()) == 3
+
+
+def test_a_stopped_trial_is_recorded_from_its_last_reported_epoch_files_even_when_they_land_after_the_result(tmp_path):
+    """A worker writes an epoch's files while Tune carries its result to the driver, so a trial a
+    scheduler stops on that result may not have them on storage yet: the driver waits for them."""
+    stored = RunDir(str(tmp_path))
+    stored.write_progress("t", {"attempt": 1, "reports": 1, "train_seconds": 1.0})
+    later = threading.Timer(0.3, stored.write_progress, ["t", {"attempt": 1, "reports": 2, "train_seconds": 2.0}])
+    later.start()
+    try:
+        assert runner._progress_after(stored, "t", reports=2)["train_seconds"] == 2.0
+    finally:
+        later.cancel()
+    # A worker that died writes nothing more: the driver takes what is there, after a while.
+    assert runner._progress_after(stored, "t", reports=3, timeout_s=0.2)["reports"] == 2
 
 
 def test_a_run_leaves_the_drivers_environment_as_it_found_it(tmp_path):
