@@ -81,18 +81,20 @@ def _trainable(tune_config, run_uri, workload_name, grid_name):
         if result.get("status", "completed") not in RESULT_STATUSES:
             raise ValueError(f"workload returned status {result.get('status')!r} "
                              f"(expected one of {', '.join(RESULT_STATUSES)})")
+        # What the session saw, unless the workload says better.
+        row = {"status": "completed", "params": workload.params(trial_config) if workload.params else None,
+               "epochs_completed": len(session.epochs), "train_seconds": session.progress.get("train_seconds"),
+               **result, **_provenance(run, trial_id, session.progress, grid_name, workload.name)}
+        records.record(run, trial_schema(workload.config), trial_id, config, row, session.epochs)
+        session.log(f"finished: {row['status']}")
     except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped
         session.log("stopped early by the scheduler")
         raise
     except BaseException:
         session.log("failed:\n" + traceback.format_exc())
         raise
-    # What the session saw, unless the workload says better.
-    row = {"status": "completed", "params": workload.params(trial_config) if workload.params else None,
-           "epochs_completed": len(session.epochs), "train_seconds": session.progress.get("train_seconds"),
-           **result, **_provenance(run, trial_id, session.progress, grid_name, workload.name)}
-    records.record(run, trial_schema(workload.config), trial_id, config, row, session.epochs)
-    session.log(f"finished: {row['status']}")
+    finally:
+        session.close()
 
 
 class _Events(tune.Callback):

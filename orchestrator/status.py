@@ -1,12 +1,11 @@
 """`ablate status`: where a run stands, from what is on disk, while it runs or after.
 
-Finished trials come from trials.parquet; running ones from their progress.json (a trial whose
+Finished trials come from trials.parquet; running ones from their progress files (a trial whose
 progress has not moved for a long while belongs to a run that was stopped); pending ones are
 the grid's trials with neither.
 """
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ import pyarrow.fs as pafs
 
 from orchestrator.grid import saved_grid
 from orchestrator.records import STATUSES
-from orchestrator.store import RunDir, now
+from orchestrator.store import OLD_PROGRESS, PROGRESS, RunDir, now
 
 # A trial counts as running while its progress moved within max(this, 3 epochs).
 STALE_AFTER = timedelta(minutes=10)
@@ -44,15 +43,13 @@ class Status:
     eta_seconds: float | None = None
 
 
-def progress_files(run: RunDir) -> dict[str, dict]:
+def progress_files(run: RunDir, finished) -> dict[str, dict]:
+    """trial_id -> latest progress of every trial not in `finished` that has some."""
     selector = pafs.FileSelector(run.child("trials"), allow_not_found=True, recursive=True)
-    out = {}
-    for info in run.fs.get_file_info(selector):
-        if info.base_name == "progress.json":
-            data = run.read_bytes(info.path)
-            if data:
-                out[info.path.rsplit("/", 2)[-2]] = json.loads(data)
-    return out
+    ids = {info.path.rsplit("/", 2)[-2] for info in run.fs.get_file_info(selector)
+           if info.base_name in (PROGRESS, OLD_PROGRESS)}
+    return {trial_id: progress for trial_id in sorted(ids.difference(finished))
+            if (progress := run.progress(trial_id))}
 
 
 def read_status(run: RunDir, finished: dict[str, str], trials) -> Status:
@@ -63,13 +60,13 @@ def read_status(run: RunDir, finished: dict[str, str], trials) -> Status:
     order = {s: i for i, s in enumerate(STATUSES)}
     counts: dict[str, int] = {s: tally[s] for s in sorted(tally, key=lambda s: order.get(s, len(order)))}
 
-    progress_by_trial = progress_files(run)
+    progress_by_trial = progress_files(run, finished)
     epoch_seconds = [p["seconds"] for p in progress_by_trial.values() if "seconds" in p]
     typical = statistics.median(epoch_seconds) if epoch_seconds else 0.0
     stale = max(STALE_AFTER, timedelta(seconds=3 * typical))
     active = []
     for trial_id, progress in sorted(progress_by_trial.items()):
-        if trial_id in finished or "updated_at" not in progress:
+        if "updated_at" not in progress:
             continue
         updated = datetime.fromisoformat(progress["updated_at"])
         epochs = grid.planned_epochs(planned[trial_id]) if trial_id in planned else None

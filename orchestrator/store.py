@@ -4,7 +4,7 @@
     <run>/epochs.parquet                      one row per epoch of every finished trial
     <run>/records/<trial_id>.arrow            each trial's row and epochs as it finished (see records.py)
     <run>/trials/<trial_id>/checkpoint.pt     the latest training state, to resume from
-    <run>/trials/<trial_id>/progress.json     attempt, start time, latest epoch and its seconds
+    <run>/trials/<trial_id>/progress.jsonl    attempt, start time, latest epoch and its seconds (the last line)
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
     <run>/trials/<trial_id>/files/            the trial's own files (a command's outputs and checkpoints)
     <run>/grid.yaml                           the grid file as last run
@@ -12,7 +12,8 @@
     <run>/ray/                                Ray Tune's own experiment folders
 
 Every file is written whole under a temporary dot-name and then renamed (an S3 put is atomic by
-itself), so nobody ever reads half a file.
+itself), so nobody ever reads half a file; but a trial's log and progress grow by lines while it
+runs (see Lines): a reader takes the lines that end in a newline.
 """
 from __future__ import annotations
 
@@ -111,14 +112,6 @@ class RunDir:
         except FileNotFoundError:
             return None
 
-    def append_text(self, path: str, text: str) -> None:
-        if self.local:
-            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            with self.fs.open_append_stream(path) as f:
-                f.write(text.encode())
-        else:  # object stores cannot append: rewrite the (small) log
-            self.write_bytes(path, (self.read_bytes(path) or b"") + text.encode())
-
     def write_table(self, path: str, table: pa.Table) -> None:
         """A Parquet file, or an Arrow IPC file where `path` ends in `.arrow`."""
         sink = pa.BufferOutputStream()
@@ -154,11 +147,16 @@ class RunDir:
         return self.display("trials", trial_id, "trial.log")
 
     def progress(self, trial_id: str) -> dict[str, Any]:
-        data = self.read_bytes(self.trial_file(trial_id, "progress.json"))
-        return json.loads(data) if data else {}
+        """A trial's latest progress: the last whole line of its progress file; {} if it has none."""
+        data = self.read_bytes(self.trial_file(trial_id, PROGRESS))
+        if data is None:
+            data = self.read_bytes(self.trial_file(trial_id, OLD_PROGRESS))
+            return json.loads(data) if data else {}
+        return read_progress(data)
 
     def write_progress(self, trial_id: str, progress: dict[str, Any]) -> None:
-        self.write_bytes(self.trial_file(trial_id, "progress.json"), json.dumps(progress).encode())
+        """A trial's progress file holding `progress` alone, written whole."""
+        self.write_bytes(self.trial_file(trial_id, PROGRESS), _line(progress))
 
     def checkpoint(self, trial_id: str) -> dict[str, Any] | None:
         """A trial's last checkpoint as its session saved it: {"state": what the workload handed
@@ -171,6 +169,73 @@ class RunDir:
         import torch
 
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
+PROGRESS = "progress.jsonl"
+OLD_PROGRESS = "progress.json"  # older ablates rewrote one JSON object: still read
+PROGRESS_LIMIT = 64 * 1024  # a progress file grown past this starts over with its latest line
+
+
+def _line(progress: dict[str, Any]) -> bytes:
+    return json.dumps(progress).encode() + b"\n"
+
+
+def read_progress(data: bytes) -> dict[str, Any]:
+    """The latest progress in a progress file: its last whole line, one that a newline ends (a
+    line being written has none yet) and that reads as JSON (a line a crash cut short and the next
+    attempt wrote on does not); {} if it has none."""
+    for line in reversed(data.split(b"\n")[:-1]):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}
+
+
+class Lines:
+    """A file that a trial adds lines to while it runs: its log, its progress.
+
+    On a local path or NFS the file stays open and a line is one append: rewriting the file
+    instead costs the filesystem a truncate or a replace (0.4 ms against 2 us on the 2-core ext4
+    VMs this was measured on, most of it freeing the old blocks), several times an epoch. An
+    object store cannot append: there the object is put again, with every line (`latest_only`
+    false, a log) or with the latest alone (a progress file, of which only the last line is read).
+    A local file of latest-only lines starts over, written whole, once it passes `limit` bytes."""
+
+    def __init__(self, run: RunDir, path: str, latest_only: bool = False, limit: int = PROGRESS_LIMIT):
+        self.run, self.path, self.latest_only, self.limit = run, path, latest_only, limit
+        self.file = None  # the open file, on a local path
+        self.held: bytes | None = None  # what the object holds, on an object store
+
+    def add(self, data: bytes) -> None:
+        if not self.run.local:
+            if not self.latest_only:
+                self.held = (self.run.read_bytes(self.path) or b"") if self.held is None else self.held
+                self.held += data
+            self.run.write_bytes(self.path, data if self.latest_only else self.held)
+            return
+        if self.file is not None and self.latest_only and self.file.tell() + len(data) > self.limit:
+            self.close()
+            self.run.write_bytes(self.path, data)
+            return
+        if self.file is None:
+            self.run.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+            self.file = open(self.path, "a+b")
+            if self._ends_mid_line():  # a crash cut the last line short: this one starts a line of its own
+                data = b"\n" + data
+        self.file.write(data)
+        self.file.flush()
+
+    def _ends_mid_line(self) -> bool:
+        if self.file.seek(0, os.SEEK_END) == 0:
+            return False
+        self.file.seek(-1, os.SEEK_END)
+        return self.file.read(1) != b"\n"
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
 def _serialize(checkpoint: dict) -> bytes:
@@ -206,6 +271,8 @@ class StoredSession:
         self.epochs: list[dict[str, Any]] = []
         self.checkpoint_path = run.trial_file(trial_id, "checkpoint.pt")
         self.progress = run.progress(trial_id)
+        self.progress_lines = Lines(run, run.trial_file(trial_id, PROGRESS), latest_only=True)
+        self.log_lines = Lines(run, run.trial_file(trial_id, "trial.log"))
         self.epoch_began = time.monotonic()
         self.writing: Future | None = None  # the last epoch's files, while they are written
         self.local_files: str | None = None  # a local copy of files/ while `files()` is open, on an object store
@@ -216,7 +283,7 @@ class StoredSession:
         started = self.progress.get("started_at") or now().isoformat()
         self.progress = {**self.progress, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started,
                          "reports": 0}
-        self.run.write_progress(self.trial_id, self.progress)
+        self.progress_lines.add(_line(self.progress))
         self.log(f"attempt {self.progress['attempt']} on {socket.gethostname()}")
         self.epoch_began = time.monotonic()
         return self.progress["attempt"]
@@ -226,13 +293,21 @@ class StoredSession:
         self._append_log(line)
 
     def _append_log(self, line: str) -> None:
-        self.run.append_text(self.run.trial_file(self.trial_id, "trial.log"), f"{now():%Y-%m-%d %H:%M:%S} {line}\n")
+        self.log_lines.add(f"{now():%Y-%m-%d %H:%M:%S} {line}\n".encode())
 
     def flush(self) -> None:
         """Wait until the last epoch's files are written; raise what failed in writing them."""
         writing, self.writing = self.writing, None
         if writing is not None:
             writing.result()
+
+    def close(self) -> None:
+        """The end of the attempt: its files written and closed."""
+        try:
+            self.flush()
+        finally:
+            self.progress_lines.close()
+            self.log_lines.close()
 
     def restore(self):
         saved = self.run.checkpoint(self.trial_id)
@@ -263,7 +338,7 @@ class StoredSession:
     def _write_epoch(self, checkpoint: bytes | None, progress: dict[str, Any], line: str) -> None:
         if checkpoint is not None:  # first: progress that names an epoch means its checkpoint is there
             self.run.write_bytes(self.checkpoint_path, checkpoint)
-        self.run.write_progress(self.trial_id, progress)
+        self.progress_lines.add(_line(progress))
         self._append_log(line)
 
     @contextlib.contextmanager

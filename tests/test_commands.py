@@ -355,7 +355,7 @@ def test_ctrl_c_leaves_no_process_of_the_script(tmp_path):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (
-                len(processes_with(marker)) >= 4 and any(storage.glob("scripts/trials/*/progress.json"))):
+                len(processes_with(marker)) >= 4 and any(storage.glob("scripts/trials/*/progress.jsonl"))):
             time.sleep(0.1)
         assert len(processes_with(marker)) >= 4, "the scripts never started"  # two trials, each with its helper
         driver.send_signal(signal.SIGINT)

@@ -1,7 +1,6 @@
 """`ablate run` as a real process: the smoke grid end to end, and a driver killed with SIGKILL."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -85,9 +84,9 @@ def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
         """trial_id -> last checkpointed epoch, for trials without a result row."""
         done = finished_ids()
         out = {}
-        for progress in run_dir.glob("trials/*/progress.json"):
+        for progress in run_dir.glob("trials/*/progress.jsonl"):
             trial_id = progress.parent.name
-            epoch = json.loads(progress.read_text() or "{}").get("epoch", 0)
+            epoch = RunDir(str(run_dir)).progress(trial_id).get("epoch", 0)
             if trial_id not in done and epoch >= 1:
                 out[trial_id] = epoch
         return out

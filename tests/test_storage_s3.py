@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 
 import boto3
 import pandas as pd
@@ -46,6 +47,16 @@ def test_run_status_and_summarize_on_s3(tmp_path, s3):
     trials = pd.read_parquet(io.BytesIO(client.get_object(Bucket="results", Key="studies/probe/trials.parquet")["Body"].read()))
     assert len(trials) == 4 and (trials["status"] == "completed").all()
     assert sorted(trials["attempts"]) == [1, 1, 2, 2]
+    # An object store cannot append: a retried trial's log is put again with every line of both
+    # attempts, its progress with the latest line alone.
+    retried = trials[trials["attempts"] == 2]["trial_id"].iloc[0]
+    text = lambda name: client.get_object(Bucket="results", Key=f"studies/probe/trials/{retried}/{name}")["Body"].read()
+    said = [line.split(" ", 2)[2].split(":")[0] for line in text("trial.log").decode().splitlines() if line[:1].isdigit()]
+    assert said[:2] == ["attempt 1 on " + socket.gethostname(), "epoch=1 val_error=0.6"]
+    assert said[-3:] == ["resumed from the checkpoint after epoch 1", "epoch=2 val_error=0.4333", "finished"]
+    assert said.index("failed") < said.index("attempt 2 on " + socket.gethostname())
+    progress = text("progress.jsonl").decode()
+    assert progress.count("\n") == 1 and json.loads(progress)["attempt"] == 2 and json.loads(progress)["epoch"] == 2
 
     run = f"s3://results/studies/probe?{query}"
     status = ablate("status", run)

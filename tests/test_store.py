@@ -1,19 +1,21 @@
-"""A trial's files in storage: checkpoints of workloads with and without torch."""
+"""A trial's files in storage: checkpoints of workloads with and without torch, its log and progress."""
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from orchestrator.store import RunDir, StoredSession
+from orchestrator.store import PROGRESS_LIMIT, RunDir, StoredSession
 from tests.conftest import ROOT
 
 
 def test_a_workload_without_torch_checkpoints_and_resumes_without_importing_it(tmp_path):
     # A script or a plain-Python workload should not pay torch's import in every Ray worker.
-    code = ("import sys; from orchestrator.store import RunDir, StoredSession; "
+    code = ("import sys; from orchestrator.store import PROGRESS_LIMIT, RunDir, StoredSession; "
             f"s = StoredSession(RunDir({str(tmp_path)!r}), 't'); s.start(); "
             "s.report({'epoch': 1}, checkpoint={'step': 7}); s.flush(); "
             f"again = StoredSession(RunDir({str(tmp_path)!r}), 't'); "
@@ -54,3 +56,49 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_trial_at_its_next_step(tm
     session.report({"epoch": 1}, checkpoint={"step": 1})
     with pytest.raises(OSError, match="No space left on device"):
         session.report({"epoch": 2}, checkpoint={"step": 2})
+
+
+def test_a_trials_log_and_progress_grow_by_lines_and_a_reader_takes_the_last_whole_one(tmp_path):
+    run = RunDir(str(tmp_path))
+    session = StoredSession(run, "t")
+    session.start()
+    for epoch in (1, 2):
+        session.report({"epoch": epoch, "val_error": 0.5})
+    session.log("finished: completed")
+    session.close()
+    log = (tmp_path / "trials" / "t" / "trial.log").read_text().splitlines()
+    assert [line.split(" ", 2)[2] for line in log] == [
+        "attempt 1 on " + socket.gethostname(), "epoch=1 val_error=0.5", "epoch=2 val_error=0.5", "finished: completed"]
+    assert run.progress("t")["epoch"] == 2
+
+    with open(tmp_path / "trials" / "t" / "progress.jsonl", "ab") as f:
+        f.write(b'{"attempt": 1, "epoch": 3, "metr')  # a line being written, or cut short by a crash
+    assert run.progress("t")["epoch"] == 2
+    again = StoredSession(run, "t")  # the next attempt, after that crash
+    assert again.start() == 2
+    again.close()
+    assert run.progress("t")["attempt"] == 2
+
+
+def test_a_progress_file_stays_small_however_many_epochs_a_trial_reports(tmp_path):
+    run = RunDir(str(tmp_path))
+    session = StoredSession(run, "t")
+    session.start()
+    for epoch in range(1, 2001):
+        session.report({"epoch": epoch, "val_error": 0.5})
+    session.close()
+    assert (tmp_path / "trials" / "t" / "progress.jsonl").stat().st_size <= PROGRESS_LIMIT
+    assert run.progress("t")["epoch"] == 2000
+    assert StoredSession(run, "t").start() == 2  # the attempt count survives the start over
+
+
+def test_an_older_ablates_progress_file_is_still_read(tmp_path):
+    """Older ablates rewrote progress.json whole: a trial they left half-way resumes with its
+    attempts and time counted."""
+    (tmp_path / "trials" / "t").mkdir(parents=True)
+    (tmp_path / "trials" / "t" / "progress.json").write_text(json.dumps({"attempt": 2, "train_seconds": 30.0}))
+    session = StoredSession(RunDir(str(tmp_path)), "t")
+    assert session.start() == 3
+    session.report({"epoch": 1})
+    session.close()
+    assert RunDir(str(tmp_path)).progress("t")["train_seconds"] > 30.0
