@@ -2,7 +2,7 @@
 
     <run>/trials.parquet                      one row per finished trial
     <run>/epochs.parquet                      one row per epoch of every finished trial
-    <run>/records/<trial_id>.arrow            each trial's row and epochs as it finished (see records.py)
+    <run>/records/<trial_id>.json             each trial's row and epochs as it finished (see records.py)
     <run>/trials/<trial_id>/checkpoint.pt     the latest training state, to resume from
     <run>/trials/<trial_id>/progress.jsonl    attempt, start time, latest epoch and its seconds (the last line)
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure

@@ -1,6 +1,10 @@
 """The record of finished trials: what readers and the next driver find in it."""
 from __future__ import annotations
 
+import math
+from datetime import datetime, timezone
+
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -30,13 +34,46 @@ def test_records_an_older_ablate_wrote_still_count(tmp_path, suffix):
     assert pq.read_table(tmp_path / "epochs.parquet")["val_error"].to_pylist() == [0.3, 0.2]
 
 
+def test_records_of_the_ablate_before_with_epochs_nested_in_one_arrow_file_still_count(tmp_path):
+    run = RunDir(str(tmp_path))
+    row = pa.Table.from_pylist([{"trial_id": "old", "status": "completed", "lr": 0.1, "val_error": 0.2}],
+                               records.trial_schema(Config))
+    nested = pa.array([[{"epoch": 1, "val_error": 0.3}, {"epoch": 2, "val_error": 0.2}]])
+    run.write_table(run.child("records", "old.arrow"), row.append_column("@epochs", nested))
+
+    assert records.statuses(records.read_trials(run)) == {"old": "completed"}
+    assert records.read_epochs(run, ["old"])["val_error"].to_pylist() == [0.3, 0.2]
+    records.Publisher(run).catch_up()
+    assert pq.read_table(tmp_path / "trials.parquet")["val_error"].to_pylist() == [0.2]
+    assert pq.read_table(tmp_path / "epochs.parquet")["epoch"].to_pylist() == [1, 2]
+
+
+def test_a_record_gives_back_every_value_with_the_type_of_its_column(tmp_path):
+    """Records are JSON; what reads them must come back as the trial had it: times, lists,
+    a loss that became NaN, NumPy numbers a workload returned."""
+    run = RunDir(str(tmp_path))
+    started = datetime(2026, 12, 1, 19, 50, 16, 123000, tzinfo=timezone.utc)
+    records.record(run, records.trial_schema(Config), "t", {"lr": 0.05, "lr_milestones": [2, 4], "channels_last": False},
+                   {"status": "diverged", "val_error": float("nan"), "test_error": np.float32(0.25),
+                    "params": np.int64(1369738), "started_at": started},
+                   [{"epoch": 1, "train_loss": np.float32(2.5)}, {"epoch": 2, "train_loss": float("nan")}])
+    row = records.read_trials(run).to_pylist()[0]
+    assert row["lr"] == 0.05 and row["lr_milestones"] == [2, 4] and row["channels_last"] is False
+    assert math.isnan(row["val_error"]) and row["test_error"] == 0.25 and row["params"] == 1369738
+    assert row["started_at"] == started
+    epochs = records.read_epochs(run, ["t"])
+    assert epochs["train_loss"][0].as_py() == 2.5 and math.isnan(epochs["train_loss"][1].as_py())
+    records.Publisher(run).catch_up()
+    assert pq.read_table(tmp_path / "trials.parquet").schema == records.trial_schema(Config)
+
+
 def test_a_record_is_one_file_that_readers_and_the_publisher_split_into_row_and_epochs(tmp_path):
     run = RunDir(str(tmp_path))
     schema = records.trial_schema(Config)
     records.record(run, schema, "done", {"lr": 0.1}, {"status": "completed", "val_error": 0.2},
                    [{"epoch": 1, "val_error": 0.3, "note": "warm-up"}, {"epoch": 2, "val_error": 0.2}])
     records.record(run, schema, "broke", {"lr": 0.2}, {"status": "failed", "error": "out of memory"})
-    assert [p.name for p in sorted((tmp_path / "records").iterdir())] == ["broke.arrow", "done.arrow"]
+    assert [p.name for p in sorted((tmp_path / "records").iterdir())] == ["broke.json", "done.json"]
 
     assert records.read_trials(run).column_names == schema.names  # no nested epochs among the columns
     expected = [{"trial_id": "done", "epoch": 1, "val_error": 0.3, "note": "warm-up"},

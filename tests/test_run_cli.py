@@ -78,7 +78,7 @@ def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
     run_dir = storage / "probe"
 
     def finished_ids():
-        return {p.name.split(".")[0] for p in records.glob("*.arrow")}
+        return {p.name.split(".")[0] for p in records.glob("*.json")}
 
     def checkpointed_unfinished():
         """trial_id -> last checkpointed epoch, for trials without a result row."""
@@ -130,14 +130,14 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     driver = subprocess.Popen([exe, "run", str(path), "--storage", str(storage)], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (records.exists() and any(records.glob("*.arrow"))):
+    while time.monotonic() < deadline and not (records.exists() and any(records.glob("*.json"))):
         time.sleep(0.05)
     driver.send_signal(signal.SIGINT)
     out, _ = driver.communicate(timeout=120)
     assert driver.returncode == 1
     assert "trials unfinished: run the same command again to resume them" in out
     assert "Traceback" not in out
-    done = {p.name.split(".")[0] for p in records.glob("*.arrow")}
+    done = {p.name.split(".")[0] for p in records.glob("*.json")}
     started_before = Counter(k for k, _, _ in executions(tmp_path))
 
     result = ablate("run", path, "--storage", storage)
