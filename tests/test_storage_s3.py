@@ -49,7 +49,7 @@ def test_run_status_and_summarize_on_s3(tmp_path, s3):
     assert sorted(trials["attempts"]) == [1, 1, 2, 2]
     # An object store cannot append: a retried trial's log is put again with every line of both
     # attempts, its progress with the latest line alone.
-    retried = trials[trials["attempts"] == 2]["trial_id"].iloc[0]
+    retried = trials[(trials["attempts"] == 2) & (trials["lr"] == 0.1)]["trial_id"].iloc[0]
     text = lambda name: client.get_object(Bucket="results", Key=f"studies/probe/trials/{retried}/{name}")["Body"].read()
     said = [line.split(" ", 2)[2].split(":")[0] for line in text("trial.log").decode().splitlines() if line[:1].isdigit()]
     assert said[:2] == ["attempt 1 on " + socket.gethostname(), "epoch=1 val_error=0.6"]
