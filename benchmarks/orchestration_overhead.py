@@ -36,10 +36,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
-from orchestrator.runner import TUNE_ENVIRONMENT  # noqa: E402
 from workloads.base import Workload  # noqa: E402
-
-os.environ.update(TUNE_ENVIRONMENT)  # the Tune settings ablate runs with, for both sides
 
 
 @dataclass
@@ -174,6 +171,12 @@ def main():
     import logging
 
     import ray
+
+    from orchestrator.runner import TUNE_ENVIRONMENT
+
+    # The Tune settings ablate runs with, for both sides. Imported here, not at the top: Ray workers
+    # import this module for its workload, and a workload module of a user's imports no runner.
+    os.environ.update(TUNE_ENVIRONMENT)
 
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # the bare side's missing-result warnings
     os.chdir(ROOT)

@@ -14,10 +14,8 @@ import logging
 import os
 import tempfile
 import time
-import traceback
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 import ray
 from ray import tune
@@ -29,8 +27,9 @@ from orchestrator.errors import RunError
 from orchestrator.grid import GRID_FILE, Grid, Resources
 from orchestrator.lock import DriverLock
 from orchestrator.records import STATUSES, STOPPED, Publisher, trial_schema
-from orchestrator.store import RunDir, StoredSession, environment, join_uri, now
-from workloads.base import RESULT_STATUSES, WorkloadError
+from orchestrator.store import RunDir, join_uri
+from orchestrator.trial import provenance, run_trial
+from workloads.base import WorkloadError
 
 # Settings Tune reads only from the environment, set while `fit` runs and restored after: Tune's
 # own CSV/JSON/TensorBoard loggers and console reporter are off (the run's Parquet files and our
@@ -56,45 +55,6 @@ class RunSummary:
         if self.counts.get("failed") or self.unfinished:
             return 1
         return 0
-
-
-def _provenance(run: RunDir, trial_id: str, progress: dict, grid_name: str, workload_name: str) -> dict:
-    """What a trial's row says about its attempts, times, log and software, whatever its result."""
-    started = progress.get("started_at")
-    return {"attempts": progress.get("attempt"), "started_at": datetime.fromisoformat(started) if started else None,
-            "finished_at": now(), "log": run.log_path(trial_id), "grid": grid_name, "workload": workload_name,
-            **environment()}
-
-
-def _trainable(tune_config, run_uri, workload_name, grid_name):
-    """One trial, inside a Ray worker. Writes its own record when it has a result."""
-    import workloads
-
-    run, workload = RunDir(run_uri), workloads.get(workload_name)
-    trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
-    trial_config = workload.config(**config)
-    session = StoredSession(run, trial_id, on_report=tune.report)
-    session.start()
-    try:
-        result = workload.train(trial_config, session)
-        session.flush()  # the last epoch's files, before the record that says the trial is done
-        if result.get("status", "completed") not in RESULT_STATUSES:
-            raise ValueError(f"workload returned status {result.get('status')!r} "
-                             f"(expected one of {', '.join(RESULT_STATUSES)})")
-        # What the session saw, unless the workload says better.
-        row = {"status": "completed", "params": workload.params(trial_config) if workload.params else None,
-               "epochs_completed": len(session.epochs), "train_seconds": session.progress.get("train_seconds"),
-               **result, **_provenance(run, trial_id, session.progress, grid_name, workload.name)}
-        records.record(run, trial_schema(workload.config), trial_id, config, row, session.epochs)
-        session.log(f"finished: {row['status']}")
-    except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped
-        session.log("stopped early by the scheduler")
-        raise
-    except BaseException:
-        session.log("failed:\n" + traceback.format_exc())
-        raise
-    finally:
-        session.close()
 
 
 class _Events(tune.Callback):
@@ -144,7 +104,7 @@ class _Events(tune.Callback):
         records.record(self.run, self.schema, trial_id, config, {
             "status": STOPPED, "val_error": last.get("val_error"), "epochs_completed": epoch,
             "train_seconds": progress.get("train_seconds"),
-            **_provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)}, epochs)
+            **provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)}, epochs)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
@@ -152,7 +112,7 @@ class _Events(tune.Callback):
         progress = self.run.progress(trial_id)
         records.record(self.run, self.schema, trial_id, trial.config["trial"]["config"], {
             "status": "failed", "error": message, "epochs_completed": progress.get("epoch"),
-            **_provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)})
+            **provenance(self.run, trial_id, progress, self.grid.name, self.grid.workload.name)})
         self.publisher.publish(trial_id)
         self.display.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
 
@@ -425,8 +385,9 @@ def _tune_environment(trials: int) -> dict[str, str]:
 def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler) -> None:
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
     # every trial's start (three round trips, 10% of a short trial's worker time). These are names.
-    bound = functools.partial(_trainable, run_uri=run.uri, workload_name=grid.workload_ref, grid_name=grid.name)
-    bound.__name__ = _trainable.__name__  # Tune names the trainable after it
+    bound = functools.partial(run_trial, run_uri=run.uri, workload_name=grid.workload_ref, grid_name=grid.name,
+                              report=tune.report)
+    bound.__name__ = run_trial.__name__  # Tune names the trainable after it
     trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
     tuner = tune.Tuner(
         trainable,
