@@ -5,6 +5,7 @@ import io
 import os
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -141,6 +142,58 @@ def test_a_stopped_trial_is_recorded_from_its_last_reported_epoch_files_even_whe
         later.cancel()
     # A worker that died writes nothing more: the driver takes what is there, after a while.
     assert runner._progress_after(stored, "t", reports=3, timeout_s=0.2)["reports"] == 2
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def handed(trials: runner._GridTrials, *tune_ids: str) -> list[bool]:
+    """Which of these asks of Tune's for a trial got one."""
+    return [trials.suggest(tune_id) not in (None, runner.Searcher.FINISHED) for tune_id in tune_ids]
+
+
+def test_tune_is_handed_only_the_trials_that_fit_and_a_new_one_as_one_ends():
+    clock = Clock()
+    trials = runner._GridTrials([SimpleNamespace(trial_id=f"t{i}", config={}) for i in range(4)], slots=2, clock=clock)
+    assert handed(trials, "a", "b", "c") == [True, True, False]
+    clock.now = 3.0
+    for tune_id in ("a", "b"):  # both actors up
+        trials.started(tune_id)
+    trials.on_trial_complete("a")
+    assert handed(trials, "c", "d") == [True, False]
+    trials.started("c")
+    trials.on_trial_complete("b")
+    trials.on_trial_complete("c")
+    assert handed(trials, "d") == [True]
+    assert trials.suggest("e") == runner.Searcher.FINISHED  # that was the grid's last
+
+
+def test_trials_shorter_than_an_actors_start_are_handed_out_for_the_actors_up():
+    """Tune gives a waiting trial the actor a finished trial left over its own, still starting, and
+    drops that one: for trials shorter than an actor's start it would start and drop actors all
+    run long, and end waiting for the last. So after that happened once, a trial is handed out
+    only as one ends, until a trial runs for longer than an actor took to start."""
+    clock = Clock()
+    trials = runner._GridTrials([SimpleNamespace(trial_id=f"t{i}", config={}) for i in range(9)], slots=2, clock=clock)
+    assert handed(trials, "a", "b") == [True, True]
+    clock.now = 3.0
+    trials.started("a")  # the first actor is up after 3 s; b's is still starting
+    clock.now = 3.03
+    trials.on_trial_complete("a")  # b takes a's actor, and Tune drops b's own
+    assert handed(trials, "c") == [False]
+    trials.started("b")
+    trials.on_trial_complete("b")
+    assert handed(trials, "c", "d") == [True, False]
+    trials.started("c")
+    clock.now += 2.9  # c has run for less than the 3 s an actor took to start
+    assert handed(trials, "d") == [False]
+    clock.now += 0.2  # now for longer: another actor would be up before it ends
+    assert handed(trials, "d", "e") == [True, False]
 
 
 def test_a_run_leaves_the_drivers_environment_as_it_found_it(tmp_path):
