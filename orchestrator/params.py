@@ -92,6 +92,9 @@ class Parameters:
         self.path, self.workload = path, workload
         self.fields = {f.name: f for f in dataclasses.fields(workload.config)}
         self.types = typing.get_type_hints(workload.config, include_extras=True)
+        if "seed" not in self.fields:  # every trial sets one (`seeds`, `repeats`)
+            self.fail("workload", f"the config of workload '{workload.name}' ({workload.config.__name__}) "
+                                  "has no `seed: int` parameter")
         supported = (at.Gt, at.Ge, at.Lt, at.Le, at.MultipleOf, at.MinLen, at.MaxLen, at.Predicate)
         for name, hint in self.types.items():
             item = self.item_type(name)

@@ -293,3 +293,21 @@ def test_a_users_workload_declares_its_own_constraints(tmp_path, monkeypatch):
     path = write(tmp_path, "name: toy\nworkload: examples.toy_workload:WORKLOAD\naxes:\n  lr: [0.5, 1.5]\n")
     result = CliRunner().invoke(app, ["plan", str(path)])
     assert (result.exit_code, result.stderr) == (2, f"error: {path}: axes.lr[1]: expected a finite float > 0 and < 1, got 1.5\n")
+
+
+def test_a_workload_without_a_seed_parameter_is_one_error(tmp_path, monkeypatch):
+    (tmp_path / "seedless.py").write_text(textwrap.dedent("""
+        from dataclasses import dataclass
+        from workloads.base import Workload
+
+        @dataclass
+        class Config:
+            lr: float = 0.1
+
+        WORKLOAD = Workload(name="seedless", config=Config, train=lambda config, session: {})
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path, "name: s\nworkload: seedless:WORKLOAD\naxes:\n  lr: [0.1, 0.2]\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: {path}: workload: the config of workload 'seedless' (Config) has no `seed: int` parameter\n")
