@@ -206,14 +206,18 @@ def connect(address: str | None, env: dict[str, str] | None = None) -> None:
     if ray.is_initialized():  # a caller (a test, a notebook) brought its own
         return
     _check_one_instance(address)
-    env = dict(env or {})
-    if address is None:
-        # Workers import a user's workload module from the working directory, as the driver does.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
     try:
-        # address="local": never join a stale cluster left in /tmp/ray by accident.
-        ray.init(address=address or "local", runtime_env={"env_vars": env} if env else None, log_to_driver=False,
-                 **({} if address else {"include_dashboard": False}))
+        if address is None:
+            # Workers import a user's workload module from the working directory, as the driver
+            # does. The new Ray's processes, and the workers they start, inherit the environment it
+            # starts in: not a runtime_env, whose job cannot use the workers Ray starts ahead and
+            # waits for a new one at its first trial (2 s on 2 cores, measured).
+            path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+            with _environment({**(env or {}), "PYTHONPATH": path}):
+                # address="local": never join a stale cluster left in /tmp/ray by accident.
+                ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {_last_line(str(e))}") from None
 
@@ -307,7 +311,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
 
     ray_log = None
     if todo:
-        env = {"ABLATE_DATA": data_dir} if data_dir else {}  # the dataset cache, for workloads that have one
+        # The dataset cache, for workloads that have one: workers run elsewhere (in a trial's folder).
+        env = {"ABLATE_DATA": os.path.abspath(data_dir)} if data_dir else {}
         if address is None:
             with _environment(env):
                 _prepare(grid, todo)

@@ -46,16 +46,46 @@ def test_smoke_grid_end_to_end(tmp_path, data_dir):
     assert again.returncode == 0 and "smoke: 12 completed (0 run now, 12 already done)" in again.stdout
 
 
-def test_a_workload_module_in_the_working_directory_runs_on_local_workers(tmp_path):
+WORKLOAD_WITH_DATA = """
+import os
+from dataclasses import dataclass
+
+from workloads.base import Workload
+
+
+@dataclass
+class Config:
+    lr: float = 0.1
+    seed: int = 0
+
+
+def train(config, session):
+    with open(os.path.join(os.environ["ABLATE_DATA"], f"lr{config.lr}"), "w") as f:  # where its dataset would be
+        f.write(str(os.getpid()))
+    session.report({"epoch": 1, "val_error": config.lr})
+    return {"status": "completed", "val_error": config.lr, "test_error": config.lr}
+
+
+WORKLOAD = Workload(name="mine", config=Config, train=train)
+"""
+
+
+def test_a_workload_module_in_the_working_directory_runs_on_local_workers_with_the_data_dir(tmp_path):
     # As a user would: their own module beside their grid, nothing on PYTHONPATH. The driver
-    # imports it from the working directory, and the Ray workers are told to do the same.
-    (tmp_path / "mywork.py").write_text((ROOT / "examples" / "toy_workload.py").read_text())
+    # imports it from the working directory, and the Ray workers are told to do the same, and
+    # where --data-dir is.
+    (tmp_path / "mywork.py").write_text(WORKLOAD_WITH_DATA)
     (tmp_path / "mine.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\naxes:\n  lr: [0.1, 0.5]\n")
-    result = ablate("run", "mine.yaml", "--quiet", cwd=tmp_path, env={"PYTHONPATH": ""})
+    (tmp_path / "data").mkdir()
+    result = ablate("run", "mine.yaml", "--quiet", "--data-dir", "data", cwd=tmp_path,
+                    env={"PYTHONPATH": "", "ABLATE_DATA": ""})
     assert result.returncode == 0, result.stderr
     assert "mine: 2 completed (2 run now, 0 already done)" in result.stdout
     rows = pd.read_parquet(tmp_path / "runs" / "mine" / "trials.parquet")
-    assert sorted(rows["lr"]) == [0.1, 0.5] and (rows["epochs_completed"] == 20).all()
+    assert sorted(rows["lr"]) == [0.1, 0.5]
+    # Written in Ray's workers (each in a trial's own directory): the data dir, relative to where
+    # `ablate run` was started, reached them.
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["lr0.1", "lr0.5"]
 
 
 def test_gpus_on_a_machine_without_gpus_is_refused_up_front(tmp_path):
