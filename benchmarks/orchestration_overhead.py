@@ -165,7 +165,7 @@ def spread(values: list[float], digits: int = 0) -> str:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=int, nargs="+", default=[30, 300, 1000])
+    p.add_argument("--trials", type=int, nargs="*", default=[30, 300, 1000], help="none: one trial as a command only")
     p.add_argument("--repeats", type=int, default=1)
     a = p.parse_args()
     import logging
@@ -199,14 +199,15 @@ def main():
                   f"actors used: {', '.join(str(t.actors) for t in timings)}", flush=True)
     ray.shutdown()
 
-    print(f"one trial as a command, median of {max(3, a.repeats)} (s): first trial's first line after the "
+    print(f"one trial as a command, median (range) of {max(3, a.repeats)} (s): first trial's first line after the "
           "command / the command's end after the trial's last line")
-    for side, name in (("bare", "bare Tune script"), ("ablate", "ablate run")):
-        waits = []
-        for _ in range(max(3, a.repeats)):
+    waits = {"bare": [], "ablate": []}
+    for _ in range(max(3, a.repeats)):  # the two sides in turns, as above
+        for side, side_waits in waits.items():
             with tempfile.TemporaryDirectory() as storage:
-                waits.append(latency(storage, side))
-        print(f"  {name:>16}: {statistics.median(w[0] for w in waits):.1f} / {statistics.median(w[1] for w in waits):.1f}",
+                side_waits.append(latency(storage, side))
+    for side, name in (("bare", "bare Tune script"), ("ablate", "ablate run")):
+        print(f"  {name:>16}: {spread([w[0] for w in waits[side]], 1)} / {spread([w[1] for w in waits[side]], 1)}",
               flush=True)
 
 
