@@ -113,17 +113,13 @@ class RunDir:
             return None
 
     def write_table(self, path: str, table: pa.Table) -> None:
-        """A Parquet file, or an Arrow IPC file where `path` ends in `.arrow`."""
+        """A Parquet file."""
         sink = pa.BufferOutputStream()
-        if path.endswith(".arrow"):
-            with pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
-        else:
-            pq.write_table(table, sink)
+        pq.write_table(table, sink)
         self.write_bytes(path, sink.getvalue().to_pybytes())
 
     def read_table(self, path: str) -> pa.Table | None:
-        """One Parquet or (`.arrow`) Arrow IPC file, or None where there is none."""
+        """One Parquet or (`.arrow`: an older ablate's record) Arrow IPC file, or None where there is none."""
         data = self.read_bytes(path)
         if data is None:
             return None

@@ -6,12 +6,22 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
 from orchestrator import records
 from orchestrator.store import RunDir
 from workloads.allcnn import Config
+
+
+def write_old(path, table: pa.Table) -> None:
+    """A record file as an older ablate wrote it: Arrow IPC (`.arrow`) or Parquet."""
+    path.parent.mkdir(exist_ok=True)
+    if path.suffix == ".arrow":
+        feather.write_feather(table, path)
+    else:
+        pq.write_table(table, path)
 
 
 @pytest.mark.parametrize("suffix", [".arrow", ".parquet"])
@@ -23,8 +33,8 @@ def test_records_an_older_ablate_wrote_still_count(tmp_path, suffix):
     schema = records.trial_schema(Config)
     row = pa.Table.from_pylist([{"trial_id": "old", "status": "completed", "lr": 0.1, "val_error": 0.2}], schema)
     epochs = pa.table({"trial_id": ["old", "old"], "epoch": [1, 2], "val_error": [0.3, 0.2]})
-    run.write_table(run.child("records", f"old{suffix}"), row)
-    run.write_table(run.child("records", f"old.epochs{suffix}"), epochs)
+    write_old(tmp_path / "records" / f"old{suffix}", row)
+    write_old(tmp_path / "records" / f"old.epochs{suffix}", epochs)
 
     assert records.statuses(records.read_trials(run)) == {"old": "completed"}
     assert records.read_epochs(run, ["old"])["val_error"].to_pylist() == [0.3, 0.2]
@@ -39,7 +49,7 @@ def test_records_of_the_ablate_before_with_epochs_nested_in_one_arrow_file_still
     row = pa.Table.from_pylist([{"trial_id": "old", "status": "completed", "lr": 0.1, "val_error": 0.2}],
                                records.trial_schema(Config))
     nested = pa.array([[{"epoch": 1, "val_error": 0.3}, {"epoch": 2, "val_error": 0.2}]])
-    run.write_table(run.child("records", "old.arrow"), row.append_column("@epochs", nested))
+    write_old(tmp_path / "records" / "old.arrow", row.append_column("@epochs", nested))
 
     assert records.statuses(records.read_trials(run)) == {"old": "completed"}
     assert records.read_epochs(run, ["old"])["val_error"].to_pylist() == [0.3, 0.2]
