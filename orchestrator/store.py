@@ -148,7 +148,7 @@ class RunDir:
         if data is None:
             data = self.read_bytes(self.trial_file(trial_id, OLD_PROGRESS))
             return json.loads(data) if data else {}
-        return read_progress(data)
+        return _last_progress(data)
 
     def write_progress(self, trial_id: str, progress: dict[str, Any]) -> None:
         """A trial's progress file holding `progress` alone, written whole."""
@@ -176,7 +176,7 @@ def _line(progress: dict[str, Any]) -> bytes:
     return json.dumps(progress).encode() + b"\n"
 
 
-def read_progress(data: bytes) -> dict[str, Any]:
+def _last_progress(data: bytes) -> dict[str, Any]:
     """The latest progress in a progress file: its last whole line, one that a newline ends (a
     line being written has none yet) and that reads as JSON (a line a crash cut short and the next
     attempt wrote on does not); {} if it has none."""

@@ -60,8 +60,7 @@ class Config:
 
 
 def train(config, session):
-    with open(os.path.join(os.environ["ABLATE_DATA"], f"lr{config.lr}"), "w") as f:  # where its dataset would be
-        f.write(str(os.getpid()))
+    open(os.path.join(os.environ["ABLATE_DATA"], f"lr{config.lr}"), "w").close()  # where its dataset would be
     session.report({"epoch": 1, "val_error": config.lr})
     return {"status": "completed", "val_error": config.lr, "test_error": config.lr}
 
