@@ -109,7 +109,7 @@ class _Events(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
-        message = _last_line(trial.get_error() or "") or "the trial failed"
+        message = _last_line(_error_text(trial)) or "the trial failed"
         progress = self.run.progress(trial_id)
         records.record(self.run, self.schema, trial_id, trial.config["trial"]["config"], {
             "status": "failed", "error": message, "epochs_completed": progress.get("epoch"),
@@ -144,6 +144,16 @@ def _environment(values: dict[str, str]):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _error_text(trial) -> str:
+    """The errors of a trial's attempts, as Tune wrote them on this machine just before calling
+    back. Not `Trial.get_error`: it reads the copy in the run's storage, which Tune makes at its
+    next experiment snapshot, so a trial that failed once had no error yet."""
+    if not trial.error_file or not os.path.exists(trial.error_file):
+        return ""
+    with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+        return f.read()
 
 
 def _last_line(text: str) -> str:

@@ -76,6 +76,7 @@ def test_failed_trials_wait_for_retry_failed(tmp_path):
     path = probe_grid(tmp_path, axes={"fail": ["once"]}, max_failures=0)
     storage = tmp_path / "runs"
     assert run(path, storage).counts == {"failed": 1}
+    assert trials(storage / "probe").iloc[0]["error"] == "RuntimeError: injected failure"  # its one attempt's error
     again = run(path, storage)
     assert (again.ran, again.failed_earlier, again.exit_code) == (0, 1, 1)
     retried = run(path, storage, retry_failed=True)
