@@ -64,14 +64,16 @@ def test_an_autoscaled_gpu_cluster_runs_a_grid_and_survives_lost_nodes(tmp_path,
                                    cluster.address, "--storage", str(tmp_path / "runs"), "--quiet"],
                                   stdout=out, stderr=err, cwd=ROOT)
     try:
-        # Once both GPU nodes run their 4 trials and a trial has checkpointed epoch 2, lose every
-        # GPU node, as when their machines crash: their trials can then only go on where the
-        # autoscaler brings new nodes up. (Both full first: the second node may come up later.)
+        # Once both GPU nodes run their 4 trials, each past an epoch, and a trial has checkpointed
+        # epoch 2, lose every GPU node, as when their machines crash: their trials can then only
+        # go on where the autoscaler brings new nodes up. (Both full first: the second node may
+        # come up later; and a trial that has not finished an epoch yet is not known to run.)
         def full_and_two_epochs_in():
             assert cluster.check() and driver.poll() is None, (tmp_path / "err").read_text()
             starts, epochs = _markers(tmp_path)
             per_node = Counter(node for _, _, node, _ in starts)
-            return sorted(per_node.values()) == [4, 4] and any(e >= 2 for _, e, _ in epochs)
+            training = {key for key, _, _, began in starts if any(k == key and t > began for k, _, t in epochs)}
+            return sorted(per_node.values()) == [4, 4] and len(training) == 8 and any(e >= 2 for _, e, _ in epochs)
 
         wait_until(full_and_two_epochs_in, 180, "both GPU nodes to run 4 trials and a trial to reach epoch 2",
                    explain=cluster.autoscaler_log)
