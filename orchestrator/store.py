@@ -206,7 +206,8 @@ class Lines:
     def add(self, data: bytes) -> None:
         if not self.run.local:
             if not self.latest_only:
-                self.held = (self.run.read_bytes(self.path) or b"") if self.held is None else self.held
+                if self.held is None:  # an earlier attempt's lines
+                    self.held = self.run.read_bytes(self.path) or b""
                 self.held += data
             self.run.write_bytes(self.path, data if self.latest_only else self.held)
             return
