@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.store import RunDir, StoredSession  # noqa: E402
+from orchestrator.run.session import StoredSession  # noqa: E402
+from orchestrator.store.rundir import RunDir  # noqa: E402
 
 EPOCHS = 10
 

@@ -83,10 +83,10 @@ def bare_tune(n: int, storage: str, marker: str) -> None:
 def ablate_run(n: int, storage: str, marker: str) -> None:
     from rich.console import Console
 
-    from orchestrator.display import PlainDisplay
-    from orchestrator.grid import load_grid
-    from orchestrator.runner import run_grid
-    from orchestrator.store import RunDir
+    from orchestrator.plan.grid import load_grid
+    from orchestrator.run.display import PlainDisplay
+    from orchestrator.run.runner import run_grid
+    from orchestrator.store.rundir import RunDir
 
     grid_file = Path(storage) / "noop.yaml"
     grid_file.write_text(f"name: noop\nworkload: benchmarks.orchestration_overhead:WORKLOAD\n"
@@ -172,7 +172,7 @@ def main():
 
     import ray
 
-    from orchestrator.runner import TUNE_ENVIRONMENT
+    from orchestrator.run.settings import TUNE_ENVIRONMENT
 
     # The Tune settings ablate runs with, for both sides. Imported here, not at the top: Ray workers
     # import this module for its workload, and a workload module of a user's imports no runner.

@@ -24,9 +24,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.grid import trial_id  # noqa: E402
-from orchestrator.records import Publisher, record, trial_schema  # noqa: E402
-from orchestrator.store import RunDir  # noqa: E402
+from orchestrator.plan.expand import trial_id  # noqa: E402
+from orchestrator.store.records import Publisher, trial_schema, write_record  # noqa: E402
+from orchestrator.store.rundir import RunDir  # noqa: E402
 from workloads.allcnn import Config  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def generate(run: RunDir, trials: int, epochs: int) -> None:
                                            seed=seed))
         tid = trial_id("allcnn", config, set(config) - {"data_dir", "checkpoint_every"})
         curve = 0.1 + 0.8 * np.exp(-np.arange(epochs) / 50) + rng.normal(0, 0.005, epochs)
-        record(run, schema, tid, config, {
+        write_record(run, schema, tid, config, {
             "status": "completed", "val_error": float(curve[-1]), "test_error": float(curve[-1] + 0.01),
             "params": 1369738, "epochs_completed": epochs, "train_seconds": 0.75 * epochs, "attempts": 1,
             "started_at": t0 + timedelta(minutes=i), "finished_at": t0 + timedelta(minutes=i + 5),

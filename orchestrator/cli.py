@@ -8,7 +8,8 @@
     ablate plot runs/smoke -o smoke.png validation curves and a bar chart
     ablate models                       a workload's networks and their parameter counts
 
-Registered workloads add their own commands on trained trials (the All-CNN study's `visualize`).
+Registered workloads add their own tools on trained trials as commands (the All-CNN study's
+`visualize`).
 """
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 import workloads
 from orchestrator.errors import AblateError
@@ -66,54 +65,22 @@ def command(fn, name: str | None = None):
     return app.command(name)(wrapper)
 
 
-def _si(value: float | None, unit: str) -> str:
-    if value is None:
-        return "unknown"
-    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.2f} {prefix}{unit}"
-    return f"{value:.0f} {unit}"
-
-
 @command
 def plan(grid_file: GridPath,
          json_output: Annotated[bool, typer.Option("--json", help="Print the trials as one JSON object.")] = False):
     """Show what a grid will run: its axes, number of trials and estimated compute."""
-    from orchestrator.grid import load_grid
+    from orchestrator import terminal
+    from orchestrator.plan.grid import load_grid
 
     grid = load_grid(grid_file)
-    command_line = grid.workload.command_line  # a grid over a script: what each trial runs
+    invocation = grid.workload.invocation  # a grid over a script: what each trial runs
     if json_output:
         print(json.dumps({"grid": grid.name, "trials": [
             {"trial_id": t.trial_id, "config": t.config,
-             **({"command_line": command_line(grid.workload.config(**t.config))} if command_line else {})}
+             **({"command_line": invocation(grid.workload.config(**t.config))} if invocation else {})}
             for t in grid.trials]}))
         return
-    cost = grid.cost()
-    title = f"{grid.name}: {len(grid.trials)} trials of workload '{grid.workload.name}'"
-    table = Table(title=title, title_justify="left", show_lines=False)
-    table.add_column("axis", style="bold")
-    table.add_column("values")
-    table.add_column("count", justify="right")
-    for axis, values in grid.axes.items():
-        table.add_row(axis, Text(", ".join(map(str, values))), str(len(values)))  # Text: a value is not markup
-    seeds = sorted({t.config["seed"] for t in grid.trials})
-    table.add_row("seed", ", ".join(map(str, seeds)), str(len(seeds)))
-    console.print(table)
-    if grid.description:
-        console.print(grid.description, markup=False)
-    if grid.fixed:
-        console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.fixed.items()), soft_wrap=True, markup=False)
-    if command_line:
-        console.print("commands:")
-        for t in grid.trials:
-            console.print(f"  {t.trial_id}  {command_line(grid.workload.config(**t.config))}", markup=False, soft_wrap=True)
-    r = grid.resources
-    console.print(f"trials: {len(grid.trials)}   training images: {_si(cost['images'], 'images')}   "
-                  f"compute: {_si(cost['flops'], 'FLOP')}")
-    console.print(f"per trial: {r.cpus:g} CPU, {r.gpus:g} GPU"
-                  + (f", at most {r.max_concurrent} at once" if r.max_concurrent else "")
-                  + f"; retries: {grid.max_failures}")
+    terminal.show_plan(console, grid)
 
 
 @command
@@ -136,10 +103,10 @@ def run(grid_file: GridPath,
     Trials with a result are skipped, unfinished ones resume from their last checkpoint, and
     results go to STORAGE/<grid name>/ as Parquet (trials.parquet, epochs.parquet).
     """
-    from orchestrator.display import LiveDisplay, PlainDisplay
-    from orchestrator.grid import load_grid, resources as checked_resources
-    from orchestrator.runner import run_grid
-    from orchestrator.store import RunDir
+    from orchestrator.plan.grid import load_grid, resources as checked_resources
+    from orchestrator.run.display import LiveDisplay, PlainDisplay
+    from orchestrator.run.runner import run_grid
+    from orchestrator.store.rundir import RunDir
 
     grid = load_grid(grid_file)
     # The grid file's rules for `resources`, applied to the options: one owner, the same errors.
@@ -183,8 +150,8 @@ RunArg = Annotated[str, typer.Argument(
 def _open_run(run: str, storage: str):
     """The run a RUN argument names: a grid file's run under `storage`, or a run directory."""
     from orchestrator.errors import ResultsError
-    from orchestrator.grid import load_grid
-    from orchestrator.store import RunDir, resolve_storage
+    from orchestrator.plan.grid import load_grid
+    from orchestrator.store.rundir import RunDir, resolve_storage
 
     if run.endswith((".yaml", ".yml")) and Path(run).is_file():
         return RunDir.for_grid(storage, load_grid(run).name)
@@ -194,10 +161,10 @@ def _open_run(run: str, storage: str):
 
 
 def _results(run: str, storage: str, where: list[str] | None):
-    from orchestrator import report
+    from orchestrator.results import tables
 
     run_dir = _open_run(run, storage)
-    results = report.where(report.load(run_dir), where or [])
+    results = tables.where(tables.load(run_dir), where or [])
     if results.trials.empty:
         raise AblateError(f"{run_dir.display()}: no trial matches --where {' '.join(where or [])}")
     return results
@@ -205,12 +172,12 @@ def _results(run: str, storage: str, where: list[str] | None):
 
 def _tables(run: str, storage: str, where: list[str] | None, **layout):
     """A run's results laid out as tables: the workload's default layout, with `layout` overrides."""
-    from orchestrator import report
+    from orchestrator.results import tables
 
     results = _results(run, storage, where)
     workload = results.workload
-    chosen = report.layout_for(results, workload.layout if workload else None, **layout)
-    return results, report.summarize(results, chosen, workload.references if workload else ())
+    chosen = tables.layout_for(results, workload.layout if workload else None, **layout)
+    return results, tables.summarize(results, chosen, workload.references if workload else ())
 
 
 class Format(str, Enum):
@@ -228,7 +195,7 @@ class Select(str, Enum):
 
 def _write(sheets, rows, format: Format, output: Path | None):
     """Sheets to the terminal or as markdown/LaTeX, rows as CSV/JSON; to `output` if given."""
-    from orchestrator import formats
+    from orchestrator.results import formats
 
     if format is Format.table:
         target = Console(file=open(output, "w"), width=200) if output else console
@@ -272,15 +239,16 @@ def summarize(run: RunArg, storage: Storage = "./runs",
     our difference where the cell ran the published protocol on the published data, else with
     what differs. Under the tables, the study's claims, checked on paired seeds.
     """
-    from orchestrator import compare, formats, report
+    from orchestrator.results import compare, formats
+    from orchestrator.results.tables import layout_for
 
     results, summary = _tables(run, storage, where, rows=rows, cols=cols, metric=metric, select=select.value,
                                tables=None if tables is None else [t for t in tables.split(",") if t])
     workload = results.workload
-    checks = compare.check_claims(results, report.layout_for(results, workload.layout), workload.claims) \
+    checks = compare.check_claims(results, layout_for(results, workload.layout), workload.claims) \
         if workload and workload.claims else []
     sheets = [formats.table_sheet(table) for table in summary] + ([formats.claims_sheet(checks)] if checks else [])
-    _write(sheets, formats.records(summary, checks), format, output)
+    _write(sheets, formats.table_rows(summary, checks), format, output)
 
 
 def compare_values(run: RunArg, storage: Storage = "./runs",
@@ -297,16 +265,17 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
     the interval excludes 0, "interval includes 0" when the seeds cannot tell, "n too small"
     with fewer than two paired seeds. Each side's learning rate is chosen on validation data.
     """
-    from orchestrator import compare, formats, report
+    from orchestrator.results import compare, formats
+    from orchestrator.results.tables import layout_for
 
     results = _results(run, storage, where)
     workload = results.workload
-    layout = report.layout_for(results, workload.layout if workload else None, metric=metric, select=select.value)
+    layout = layout_for(results, workload.layout if workload else None, metric=metric, select=select.value)
     axis, base = compare.baseline(results, baseline)
     differences = compare.compare(results, layout, axis, base)
     if not differences:
         raise AblateError(f"--baseline {baseline}: {axis} has no other value to compare with")
-    _write([formats.comparison_sheet(differences, layout)], formats.comparison_records(differences), format, output)
+    _write([formats.comparison_sheet(differences, layout)], formats.comparison_rows(differences), format, output)
 
 
 command(compare_values, "compare")  # `compare` is the library module the command calls
@@ -318,33 +287,17 @@ def status(run: RunArg, storage: Storage = "./runs"):
 
     Reads what is on disk, so it works while `ablate run` is running, and after.
     """
-    from orchestrator.display import duration
-    from orchestrator.records import read_trials, statuses
-    from orchestrator.status import read_status
-    from orchestrator.store import now
+    from orchestrator import terminal
+    from orchestrator.results.status import read_status
+    from orchestrator.store.records import read_trials, statuses
 
     run_dir = _open_run(run, storage)
     table = read_trials(run_dir)
-    trials = table.to_pandas() if table is not None else None
     finished = statuses(table)
-    s = read_status(run_dir, finished, trials)
+    s = read_status(run_dir, finished, table.to_pandas() if table is not None else None)
     if not s.counts and not s.planned:
         raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")
-    total = f" of {s.planned}" if s.planned else ""
-    console.print(f"{run_dir.display()}: {len(finished)} finished{total}: "
-                  + ", ".join(f"{n} {k}" for k, n in s.counts.items()), soft_wrap=True)
-    console.print(f"compute used: {s.used_hours:.2f} {s.unit}-hours; ETA: {duration(s.eta_seconds)}")
-    if s.active:
-        out = Table(box=None, header_style="bold")
-        for column in ("trial", "state", "epoch", "val_error", "updated"):
-            out.add_column(column)
-        for a in s.active:
-            out.add_row(a.trial_id, "stopped" if a.stopped else "running", f"{a.epoch}/{a.epochs or '?'}",
-                        f"{a.metrics['val_error']:.4f}" if isinstance(a.metrics.get("val_error"), float) else "-",
-                        f"{duration((now() - a.updated).total_seconds())} ago")
-        console.print(out)
-    if s.counts.get("stopped"):
-        console.print("stopped trials resume from their checkpoints at the next `ablate run`")
+    terminal.show_status(console, run_dir.display(), len(finished), s)
 
 
 @command
@@ -352,7 +305,7 @@ def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", hel
          storage: Storage = "./runs",
          where: Annotated[Optional[list[str]], typer.Option(help="Keep trials with column=value; repeat to combine.")] = None):
     """Plot validation error per epoch for each cell, grouped as in the tables, and a bar chart of the main table."""
-    from orchestrator import plots
+    from orchestrator.results import plots
 
     plots.plot(*_tables(run, storage, where), output)
     console.print(f"wrote {output}")
@@ -370,13 +323,9 @@ def models(workload: Annotated[str, typer.Argument(help="A registered workload o
     if json_output:
         print(json.dumps(rows))
         return
-    table = Table(title=f"Models of workload '{found.name}'", title_justify="left")
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    for column in columns:
-        table.add_column(column, justify="right" if isinstance(rows[0].get(column), int) else "left")
-    for row in rows:
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in (row.get(c, "") for c in columns)))
-    console.print(table)
+    from orchestrator import terminal
+
+    terminal.show_models(console, found.name, rows)
 
 
 def _workload(name: str):
@@ -386,60 +335,36 @@ def _workload(name: str):
         raise AblateError(str(e)) from None
 
 
-def _trial_command(name: str, workload_name: str, fn):
-    """`ablate NAME RUN --trial ID --output FILE [the command's own options]` for a registered
-    workload's TrialCommand (workloads/base.py): the run, trial and checkpoint are found here,
-    and the workload's function does the rest."""
+def _tool_command(name: str, workload_name: str, tool):
+    """`ablate NAME RUN --trial ID --output FILE [the tool's own options]` for a registered
+    workload's tool on trained trials (workloads/base.py, TrialTool): the run, trial and checkpoint
+    are found here, and the tool does the rest."""
 
-    def trial_command(run: RunArg,
-                      trial: Annotated[str, typer.Option(help="The trial_id of a trained trial.", show_default=False)],
-                      output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
-                      storage: Storage = "./runs", **options):
+    def tool_command(run: RunArg,
+                     trial: Annotated[str, typer.Option(help="The trial_id of a trained trial.", show_default=False)],
+                     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")],
+                     storage: Storage = "./runs", **options):
+        from orchestrator.results.trained import trained_trial
+
         run_dir = _open_run(run, storage)
-        config, state = _trained_trial(run_dir, trial, workload_name, name)
+        config, state = trained_trial(run_dir, trial, workload_name, name)
         try:
-            console.print(fn(config, state, output, **options))
+            console.print(tool(config, state, output, **options))
         except ValueError as e:
             raise AblateError(f"{run_dir.display()}: trial '{trial}': {e}") from None
 
-    # Typer reads a command's options from its signature: the common ones above, then the workload's.
-    common = list(inspect.signature(trial_command, eval_str=True).parameters.values())[:-1]
-    own = list(inspect.signature(fn, eval_str=True).parameters.values())[3:]
-    trial_command.__signature__ = inspect.Signature(common + [p.replace(kind=p.KEYWORD_ONLY) for p in own])
-    trial_command.__doc__ = inspect.getdoc(fn)
-    trial_command.__name__ = name
-    command(trial_command, name)
-
-
-def _trained_trial(run_dir, trial: str, workload_name: str, command_name: str):
-    """The config object and final checkpoint state of a finished trial of `workload_name`."""
-    import pyarrow.compute as pc
-
-    from orchestrator.grid import saved_grid
-    from orchestrator.records import read_trials
-
-    table = read_trials(run_dir)
-    rows = table.filter(pc.field("trial_id") == trial).to_pylist() if table is not None else []
-    if not rows:
-        known = table["trial_id"].to_pylist()[:5] if table is not None else []
-        raise AblateError(f"{run_dir.display()}: unknown trial '{trial}'"
-                          + (f" (for example: {', '.join(known)})" if known else " (the run has no finished trials)"))
-    grid = saved_grid(run_dir)
-    if grid is None or grid.workload.name != workload_name:
-        ran = f"workload '{grid.workload.name}'" if grid else "a workload that cannot be loaded here"
-        raise AblateError(f"{run_dir.display()}: {command_name} is a command of workload '{workload_name}'; "
-                          f"this run is of {ran}")
-    saved = run_dir.checkpoint(trial)
-    if saved is None:
-        raise AblateError(f"{run_dir.display()}: trial '{trial}' ({rows[0]['status']}) has no checkpoint to load")
-    workload = grid.workload
-    config = workload.config(**{f: rows[0][f] for f in workload.config.__dataclass_fields__})
-    return config, saved["state"]
+    # Typer reads a command's options from its signature: the common ones above, then the tool's.
+    common = list(inspect.signature(tool_command, eval_str=True).parameters.values())[:-1]
+    own = list(inspect.signature(tool, eval_str=True).parameters.values())[3:]
+    tool_command.__signature__ = inspect.Signature(common + [p.replace(kind=p.KEYWORD_ONLY) for p in own])
+    tool_command.__doc__ = inspect.getdoc(tool)
+    tool_command.__name__ = name
+    command(tool_command, name)
 
 
 for _name in workloads.REGISTRY:
-    for _command_name, _fn in workloads.get(_name).commands.items():
-        _trial_command(_command_name, _name, _fn)
+    for _tool_name, _tool in workloads.get(_name).tools.items():
+        _tool_command(_tool_name, _name, _tool)
 
 
 def main() -> None:  # pragma: no cover - the console script

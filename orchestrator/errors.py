@@ -30,3 +30,9 @@ class RunError(AblateError):
 
 class ResultsError(AblateError):
     """Results that cannot be read: a missing, empty or unreadable run directory."""
+
+
+def last_line(text: str) -> str:
+    """The last line of a multi-line message (a traceback, Ray's errors) that says anything."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -11,9 +11,9 @@ import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
 
-from orchestrator.grid import trial_id
-from orchestrator.records import Publisher, record, trial_schema
-from orchestrator.store import RunDir
+from orchestrator.plan.expand import trial_id
+from orchestrator.store.records import Publisher, trial_schema, write_record
+from orchestrator.store.rundir import RunDir
 from workloads.allcnn import Config
 
 # The paper's protocol (workloads/allcnn/paper.py): the workload's defaults but for preprocessing.
@@ -64,7 +64,7 @@ def write_fixture(path, trials: dict = TRIALS, fixed: dict = PAPER_PROTOCOL, dat
         config = dataclasses.asdict(Config(model=model, variant=variant, lr=lr, seed=seed, **fixed))
         tid = trial_id("allcnn", config, set(config) - {"data_dir", "checkpoint_every"})
         epochs = [{"epoch": e, "val_error": (val or 0.9) + 0.1 / e, "train_loss": 1.0 / e} for e in (1, 2, 3)]
-        record(run, schema, tid, config, {
+        write_record(run, schema, tid, config, {
             "status": status, "val_error": val, "test_error": test, "params": 839242 if model == "A" else 1369738,
             "epochs_completed": 3 if status == "completed" else 1, "train_seconds": 3600.0, "attempts": 1,
             "error": "RuntimeError: CUDA out of memory" if status == "failed" else None,

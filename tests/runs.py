@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 from rich.console import Console
 
-from orchestrator.display import PlainDisplay
+from orchestrator.run.display import PlainDisplay
 
 
 def probe_grid(tmp_path: Path, name="probe", axes=None, fixed=None, **top) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import RunError
-from orchestrator.store import RunDir
+from orchestrator.store.rundir import RunDir
 from tests.conftest import ROOT, ablate
 from tests.fake_cluster import FakeCluster, kill_tree, wait_until
 from tests.runs import probe_grid, trials
@@ -135,7 +135,7 @@ def test_address_auto_with_several_ray_instances_is_refused(tmp_path, cluster):
 def test_storage_that_a_node_does_not_see_is_refused(tmp_path, cluster, monkeypatch):
     from ray.autoscaler.sdk import request_resources
 
-    from orchestrator.runner import check_storage_shared
+    from orchestrator.run.cluster import check_storage_shared
 
     request_resources(bundles=[{"GPU": 1}])  # a GPU node, as waiting trials would bring
     try:

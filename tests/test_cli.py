@@ -94,7 +94,7 @@ def test_importing_ablate_changes_no_process_wide_state(tmp_path):
     # (`-P`: the working directory is not on sys.path to begin with; the repository is, by PYTHONPATH).
     # Ray and matplotlib are imported first: what they do on import is theirs, not ablate's.
     code = ("import os, sys, ray, matplotlib; env = dict(os.environ); "
-            "import orchestrator.cli, orchestrator.runner, orchestrator.plots, workloads; "
+            "import orchestrator.cli, orchestrator.run.runner, orchestrator.results.plots, workloads; "
             "workloads.get('tests.probe:WORKLOAD'); "
             "print(dict(os.environ) == env, os.getcwd() not in sys.path, matplotlib.rcParams._get_backend_or_none())")
     result = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, capture_output=True, text=True,

@@ -9,9 +9,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from orchestrator.grid import load_grid
-from orchestrator.runner import run_grid
-from orchestrator.store import RunDir
+from orchestrator.plan.grid import load_grid
+from orchestrator.run.runner import run_grid
+from orchestrator.store.rundir import RunDir
 from tests.runs import executions, probe_grid, quiet, trials
 
 

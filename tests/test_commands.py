@@ -1,4 +1,4 @@
-"""Grids over commands (orchestrator/command.py): any training script, run unchanged as trials.
+"""Grids over commands (orchestrator/plan/script.py): any training script, run unchanged as trials.
 
 The end-to-end tests run examples/digits.py and small scripts through the real `ablate` CLI on
 local Ray; the rest check the grid format, the metrics read from output, and that no process of
@@ -22,9 +22,10 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.command_run import CommandFailed
-from orchestrator.grid import load_grid
-from orchestrator.store import RunDir, StoredSession
+from orchestrator.plan.grid import load_grid
+from orchestrator.run.session import StoredSession
+from orchestrator.store.rundir import RunDir
+from workloads.script.train import CommandFailed
 from tests.conftest import ROOT, ablate
 from tests.test_storage_s3 import s3  # noqa: F401 - a fixture
 from workloads.base import MemorySession
@@ -133,7 +134,7 @@ def test_values_become_arguments_as_argparse_reads_them(tmp_path):
         "parameters": {"milestones": [30, 60], "tag": {"type": "list[str]", "default": ["a", "b"]},
                        "name": "two words", "amp": True, "lr": 0.001}})
     grid = load_grid(path)
-    line = grid.workload.command_line(grid.workload.config(**grid.trials[0].config))
+    line = grid.workload.invocation(grid.workload.config(**grid.trials[0].config))
     assert line == ("python train.py --milestones 30 60 --tag=run-a,b --name 'two words' --amp true --lr 1e-03 "
                     "--out $ABLATE_TRIAL_DIR/x")
 

@@ -8,11 +8,11 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import stats
 from orchestrator.cli import app
-from orchestrator.compare import check_claims, compare
-from orchestrator.report import Layout, load
-from orchestrator.store import RunDir
+from orchestrator.results import stats
+from orchestrator.results.compare import check_claims, compare
+from orchestrator.results.tables import Layout, load
+from orchestrator.store.rundir import RunDir
 from tests.results_fixture import QUARTER_WIDTH, SUBSET, write_fixture
 from workloads.allcnn import CLAIMS
 

@@ -6,7 +6,7 @@ import io
 import pytest
 from rich.console import Console
 
-from orchestrator.display import LiveDisplay, PlainDisplay, duration
+from orchestrator.run.display import LiveDisplay, PlainDisplay, duration
 
 
 def console(terminal=False):

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.errors import GridError
-from orchestrator.grid import load_grid
+from orchestrator.plan.grid import load_grid
 from tests.conftest import ROOT, ablate
 from workloads.allcnn import Config
 

@@ -1,4 +1,4 @@
-"""One driver per run (orchestrator/lock.py): two `ablate run` of one grid at once, and drivers
+"""One driver per run (orchestrator/run/lock.py): two `ablate run` of one grid at once, and drivers
 racing to take over a hold whose heartbeat stopped, on a local path and on S3 (moto's server).
 
 The SIGKILL-then-run-again case is in test_run_cli.py, with the other driver kills.
@@ -21,8 +21,8 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import make_server
 
 from orchestrator.errors import RunError
-from orchestrator.lock import DriverLock, RunLocked
-from orchestrator.store import RunDir
+from orchestrator.run.lock import DriverLock, RunLocked
+from orchestrator.store.rundir import RunDir
 from tests.conftest import ROOT
 from tests.runs import probe_grid, starts, trials
 

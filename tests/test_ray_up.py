@@ -27,7 +27,7 @@ from ray.autoscaler._private.node_provider_availability_tracker import NodeAvail
 from ray.autoscaler._private.resource_demand_scheduler import (  # noqa: E402
     _default_utilization_scorer, get_nodes_for)
 
-from orchestrator.grid import load_grid  # noqa: E402
+from orchestrator.plan.grid import load_grid  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.fake_cluster import aws_resources  # noqa: E402
 

@@ -10,8 +10,8 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import records
-from orchestrator.store import RunDir
+from orchestrator.store import records
+from orchestrator.store.rundir import RunDir
 from workloads.allcnn import Config
 
 
@@ -63,7 +63,7 @@ def test_a_record_gives_back_every_value_with_the_type_of_its_column(tmp_path):
     a loss that became NaN, NumPy numbers a workload returned."""
     run = RunDir(str(tmp_path))
     started = datetime(2026, 12, 1, 19, 50, 16, 123000, tzinfo=timezone.utc)
-    records.record(run, records.trial_schema(Config), "t", {"lr": 0.05, "lr_milestones": [2, 4], "channels_last": False},
+    records.write_record(run, records.trial_schema(Config), "t", {"lr": 0.05, "lr_milestones": [2, 4], "channels_last": False},
                    {"status": "diverged", "val_error": float("nan"), "test_error": np.float32(0.25),
                     "params": np.int64(1369738), "started_at": started},
                    [{"epoch": 1, "train_loss": np.float32(2.5)}, {"epoch": 2, "train_loss": float("nan")}])
@@ -80,9 +80,9 @@ def test_a_record_gives_back_every_value_with_the_type_of_its_column(tmp_path):
 def test_a_record_is_one_file_that_readers_and_the_publisher_split_into_row_and_epochs(tmp_path):
     run = RunDir(str(tmp_path))
     schema = records.trial_schema(Config)
-    records.record(run, schema, "done", {"lr": 0.1}, {"status": "completed", "val_error": 0.2},
+    records.write_record(run, schema, "done", {"lr": 0.1}, {"status": "completed", "val_error": 0.2},
                    [{"epoch": 1, "val_error": 0.3, "note": "warm-up"}, {"epoch": 2, "val_error": 0.2}])
-    records.record(run, schema, "broke", {"lr": 0.2}, {"status": "failed", "error": "out of memory"})
+    records.write_record(run, schema, "broke", {"lr": 0.2}, {"status": "failed", "error": "out of memory"})
     assert [p.name for p in sorted((tmp_path / "records").iterdir())] == ["broke.json", "done.json"]
 
     assert records.read_trials(run).column_names == schema.names  # no nested epochs among the columns

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import records
 from orchestrator.cli import app
-from orchestrator.grid import load_grid
-from orchestrator.report import Layout, load, summarize, where
-from orchestrator.store import RunDir, now
+from orchestrator.plan.grid import load_grid
+from orchestrator.results.tables import Layout, load, summarize, where
+from orchestrator.store import records
+from orchestrator.store.rundir import RunDir, now
 from tests.results_fixture import FULL_DATA, QUARTER_WIDTH, SUBSET, write_fixture
 from workloads.allcnn import REFERENCES
 

@@ -13,8 +13,8 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from orchestrator.lock import DriverLock, RunLocked
-from orchestrator.store import RunDir
+from orchestrator.run.lock import DriverLock, RunLocked
+from orchestrator.store.rundir import RunDir
 from tests.conftest import ROOT, ablate
 from tests.runs import executions, probe_grid, trials
 

@@ -10,11 +10,13 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from orchestrator import records, runner
 from orchestrator.errors import RunError
-from orchestrator.grid import Resources, load_grid
-from orchestrator.runner import check_resources, run_grid
-from orchestrator.store import RunDir
+from orchestrator.plan.grid import Resources, load_grid
+from orchestrator.run import events, scheduling
+from orchestrator.run.cluster import check_resources
+from orchestrator.run.runner import run_grid
+from orchestrator.store import records
+from orchestrator.store.rundir import RunDir
 from tests.runs import executions, probe_grid, quiet, starts, trials
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -138,11 +140,11 @@ def test_a_stopped_trial_is_recorded_from_its_last_reported_epoch_files_even_whe
     later = threading.Timer(0.3, stored.write_progress, ["t", {"attempt": 1, "reports": 2, "train_seconds": 2.0}])
     later.start()
     try:
-        assert runner._progress_after(stored, "t", reports=2)["train_seconds"] == 2.0
+        assert events.progress_after(stored, "t", reports=2)["train_seconds"] == 2.0
     finally:
         later.cancel()
     # A worker that died writes nothing more: the driver takes what is there, after a while.
-    assert runner._progress_after(stored, "t", reports=3, timeout_s=0.2)["reports"] == 2
+    assert events.progress_after(stored, "t", reports=3, timeout_s=0.2)["reports"] == 2
 
 
 class Clock:
@@ -153,14 +155,14 @@ class Clock:
         return self.now
 
 
-def handed(trials: runner._GridTrials, *tune_ids: str) -> list[bool]:
+def handed(trials: scheduling.GridTrials, *tune_ids: str) -> list[bool]:
     """Which of these asks of Tune's for a trial got one."""
-    return [trials.suggest(tune_id) not in (None, runner.Searcher.FINISHED) for tune_id in tune_ids]
+    return [trials.suggest(tune_id) not in (None, scheduling.Searcher.FINISHED) for tune_id in tune_ids]
 
 
 def test_tune_is_handed_only_the_trials_that_fit_and_a_new_one_as_one_ends():
     clock = Clock()
-    trials = runner._GridTrials([SimpleNamespace(trial_id=f"t{i}", config={}) for i in range(4)], slots=2, clock=clock)
+    trials = scheduling.GridTrials([SimpleNamespace(trial_id=f"t{i}", config={}) for i in range(4)], slots=2, clock=clock)
     assert handed(trials, "a", "b", "c") == [True, True, False]
     clock.now = 3.0
     for tune_id in ("a", "b"):  # both actors up
@@ -171,7 +173,7 @@ def test_tune_is_handed_only_the_trials_that_fit_and_a_new_one_as_one_ends():
     trials.on_trial_complete("b")
     trials.on_trial_complete("c")
     assert handed(trials, "d") == [True]
-    assert trials.suggest("e") == runner.Searcher.FINISHED  # that was the grid's last
+    assert trials.suggest("e") == scheduling.Searcher.FINISHED  # that was the grid's last
 
 
 def test_trials_shorter_than_an_actors_start_are_handed_out_for_the_actors_up():
@@ -180,7 +182,7 @@ def test_trials_shorter_than_an_actors_start_are_handed_out_for_the_actors_up():
     run long, and end waiting for the last. So after that happened once, a trial is handed out
     only as one ends, until a trial runs for longer than an actor took to start."""
     clock = Clock()
-    trials = runner._GridTrials([SimpleNamespace(trial_id=f"t{i}", config={}) for i in range(9)], slots=2, clock=clock)
+    trials = scheduling.GridTrials([SimpleNamespace(trial_id=f"t{i}", config={}) for i in range(9)], slots=2, clock=clock)
     assert handed(trials, "a", "b") == [True, True]
     clock.now = 3.0
     trials.started("a")  # the first actor is up after 3 s; b's is still starting

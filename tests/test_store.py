@@ -9,13 +9,14 @@ import sys
 import pytest
 import torch
 
-from orchestrator.store import PROGRESS_LIMIT, RunDir, StoredSession
+from orchestrator.run.session import StoredSession
+from orchestrator.store.rundir import PROGRESS_LIMIT, RunDir
 from tests.conftest import ROOT
 
 
 def test_a_workload_without_torch_checkpoints_and_resumes_without_importing_it(tmp_path):
     # A script or a plain-Python workload should not pay torch's import in every Ray worker.
-    code = ("import sys; from orchestrator.store import RunDir, StoredSession; "
+    code = ("import sys; from orchestrator.run.session import StoredSession; from orchestrator.store.rundir import RunDir; "
             f"s = StoredSession(RunDir({str(tmp_path)!r}), 't'); s.start(); "
             "s.report({'epoch': 1}, checkpoint={'step': 7}); s.flush(); "
             f"again = StoredSession(RunDir({str(tmp_path)!r}), 't'); "

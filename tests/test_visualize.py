@@ -7,8 +7,9 @@ import torch
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.records import Publisher, record, trial_schema
-from orchestrator.store import RunDir, StoredSession
+from orchestrator.run.session import StoredSession
+from orchestrator.store.records import Publisher, trial_schema, write_record
+from orchestrator.store.rundir import RunDir
 from workloads.allcnn import Config
 from workloads.allcnn.models import build
 from workloads.allcnn.train import train
@@ -63,7 +64,7 @@ def trained(tmp_path_factory):
     session.start()
     result = train(config, session)
     session.flush()  # as the runner does: the last epoch's checkpoint is written
-    record(run, trial_schema(Config), "t1", vars(config), result, session.epochs)
+    write_record(run, trial_schema(Config), "t1", vars(config), result, session.epochs)
     Publisher(run).catch_up()
     yield root / "run"
     if saved_data is None:
@@ -84,7 +85,7 @@ def trained_on_photos(real_images, tmp_path):
     session.start()
     result = train(config, session)
     session.flush()
-    record(run, trial_schema(Config), "photo", vars(config), result, session.epochs)
+    write_record(run, trial_schema(Config), "photo", vars(config), result, session.epochs)
     Publisher(run).catch_up()
     return tmp_path / "photos", result
 
@@ -158,7 +159,7 @@ def test_visualize_refuses_a_run_of_another_workload(tmp_path):
 
     run = RunDir(str(tmp_path / "probe"))
     run.write_bytes(run.child("grid.yaml"), b"name: probe\nworkload: tests.probe:WORKLOAD\n")
-    record(run, trial_schema(ProbeConfig), "p1", vars(ProbeConfig()), {"status": "completed"})
+    write_record(run, trial_schema(ProbeConfig), "p1", vars(ProbeConfig()), {"status": "completed"})
     result = invoke(tmp_path / "probe", "--trial", "p1", "--output", tmp_path / "x.png")
     assert result.exit_code == 1
     assert result.stderr == (f"error: {tmp_path / 'probe'}: visualize is a command of workload 'allcnn'; "

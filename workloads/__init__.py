@@ -21,12 +21,7 @@ class UnknownWorkload(LookupError):
 
 
 def get(name: str) -> Workload:
-    """The workload registered as `name`, or the one at import path `module:object`, or a grid's
-    `command:` as the runner hands it to Ray workers (orchestrator/command.py)."""
-    if name.startswith("command:{"):
-        from orchestrator.command import from_ref
-
-        return from_ref(name)
+    """The workload registered as `name`, or the one at import path `module:object`."""
     path = REGISTRY.get(name, name)
     if ":" not in path:
         raise UnknownWorkload(f"unknown workload '{name}' (known: {', '.join(REGISTRY)}; "

@@ -44,7 +44,7 @@ imports Ray: the orchestrator passes a session backed by storage and Ray; tests 
     WORKLOAD = Workload(name="toy", config=Config, train=train)
 
 A grid file then says `workload: mypackage.toy:WORKLOAD`. (A training script needs no Python
-workload: a grid's `command:` section makes one, orchestrator/command.py.)
+workload: a grid's `command:` section makes one, orchestrator/plan/script.py.)
 
 What the orchestrator reads, and nothing else:
 
@@ -54,14 +54,15 @@ What the orchestrator reads, and nothing else:
 - `Workload.metrics` names the reported metrics the live display and `ablate status` show.
 - `train` returns `status` (one of RESULT_STATUSES), `val_error` (what choosing among settings,
   e.g. a learning rate, minimizes: validation data, never test) and `test_error` (the number a
-  table reports), and may return the other result columns of orchestrator/records.py:
+  table reports), and may return the other result columns of orchestrator/store/columns.py:
   `params`, `epochs_completed`, `train_seconds`, `images_per_second`, `trained_on`,
   `status_reason` (what showed a status other than completed), `restarts`, and what
   its data was: `train_examples`, `test_examples`, `data_fingerprint` (a hash of the data a
   trial saw, so that a subset or another copy shows) and `synthetic_data`.
 - Optional extras: `cost` and `prepare` for `ablate plan` and `ablate run`, `references`,
-  `claims` and `layout` for `ablate summarize` and `ablate compare`, `models` for `ablate models`, and `commands`: further
-  `ablate` commands on trained trials (the All-CNN study's `visualize`), see TrialCommand.
+  `claims` and `layout` for `ablate summarize` and `ablate compare`, `models` for `ablate models`,
+  and `tools`: further `ablate` commands on trained trials (the All-CNN study's `visualize`), see
+  TrialTool.
 """
 from __future__ import annotations
 
@@ -131,13 +132,13 @@ class MemorySession:
         yield self.directory
 
 
-# A command on a trained trial: `ablate NAME RUN --trial ID --output FILE [options]` calls
-# `command(config, state, output, **options)` with the trial's config object, the state of its
-# last checkpoint (what `train` handed to `session.report`) and the output path, and prints the
-# line it returns. Its docstring is the command's help; its keyword-only parameters are the
-# options, typed as Typer reads them (`units: Annotated[int, typer.Option(help=...)] = 6`). A
-# ValueError is a mistake the user can fix: shown as one line.
-TrialCommand = Callable[..., str]
+# A tool on a trained trial, which the CLI offers as `ablate NAME RUN --trial ID --output FILE
+# [options]`: it calls `tool(config, state, output, **options)` with the trial's config object,
+# the state of its last checkpoint (what `train` handed to `session.report`) and the output path,
+# and prints the line it returns. Its docstring is the command's help; its keyword-only
+# parameters are the options, typed as Typer reads them (`units: Annotated[int,
+# typer.Option(help=...)] = 6`). A ValueError is a mistake the user can fix: shown as one line.
+TrialTool = Callable[..., str]
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,8 @@ class Workload:
     layout: dict[str, Any] | None = None
     # Optional: the rows `ablate models` prints, one dict per network, e.g. with its parameter count.
     models: Callable[[], list[dict[str, Any]]] | None = None
-    # Optional: extra `ablate` commands on trained trials, by name (see TrialCommand).
-    commands: dict[str, TrialCommand] = field(default_factory=dict)
+    # Optional: tools on trained trials, each an `ablate` command of that name (see TrialTool).
+    tools: dict[str, TrialTool] = field(default_factory=dict)
     # Optional: the command line a trial of this config runs, shown by `ablate plan` (a grid's
-    # `command:`, orchestrator/command.py).
-    command_line: Callable[[Any], str] | None = None
+    # `command:`, orchestrator/plan/script.py).
+    invocation: Callable[[Any], str] | None = None

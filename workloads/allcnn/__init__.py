@@ -12,14 +12,9 @@ from typing import Annotated
 
 from annotated_types import Ge, Gt, Interval, Predicate
 
-from workloads.allcnn import commands
-from workloads.allcnn.paper import CLAIMS, CLASSES, MODELS, REFERENCES, SIZES, VARIANTS
+from workloads.allcnn import tools
+from workloads.allcnn.paper import CLAIMS, CLASSES, DATASETS, MODELS, PREPROCESSING, REFERENCES, SIZES, VARIANTS
 from workloads.base import Workload
-
-# Kept free of torch: grids are validated and results summarized without importing it.
-DATASETS = tuple(CLASSES)
-PREPROCESSING = ("channel", "zca")
-
 
 def choices(default, options):
     return field(default=default, metadata={"choices": tuple(options)})
@@ -158,4 +153,4 @@ WORKLOAD = Workload(name="allcnn", config=Config, train=_train, epochs=lambda co
                     cost=cost, params=params, prepare=prepare, references=REFERENCES, claims=CLAIMS,
                     # The paper's tables: networks as rows, downsampling variants as columns.
                     layout={"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]},
-                    models=models, commands={"visualize": commands.visualize})
+                    models=models, tools={"visualize": tools.visualize})

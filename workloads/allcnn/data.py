@@ -28,11 +28,8 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from workloads.allcnn.paper import CLASSES, SIZES
+from workloads.allcnn.paper import CLASSES, DATASETS, PREPROCESSING, SIZES
 from workloads.base import WorkloadError
-
-DATASETS = tuple(CLASSES)
-PREPROCESSING = ("channel", "zca")
 
 
 class DataError(WorkloadError):
@@ -276,7 +273,7 @@ def prepare(dataset: str, *, val_size: int = 5000, train_size: int = 0, test_siz
 
 def fingerprint(arrays: dict[str, np.ndarray]) -> str:
     """A short hash of the images and labels a trial trains and tests on: equal for the same
-    data, different for a subset or another copy (about 0.2 s for the whole of CIFAR)."""
+    data, different for a subset or another copy."""
     h = hashlib.blake2b(digest_size=8)
     for key in ("x_train", "y_train", "x_test", "y_test"):
         h.update(np.ascontiguousarray(arrays[key]).data)

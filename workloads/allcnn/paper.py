@@ -10,6 +10,9 @@ CLASSES = {"cifar10": 10, "cifar100": 100, "cifar10-subset": 10, "synthetic": 10
 # cifar10-subset: real CIFAR-10 images, about a tenth of each official batch (workloads/allcnn/data.py).
 SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "cifar10-subset": (5_085, 1_017),
          "synthetic": (50_000, 10_000)}
+DATASETS = tuple(CLASSES)
+# channel: per-channel mean/std; zca: the paper's global contrast normalization + ZCA whitening.
+PREPROCESSING = ("channel", "zca")
 
 # Table 1: each of the two stages of a base network as (kernel size, width index) convs;
 # width index 0 is 96 channels, 1 is 192. Every stage is followed by a downsampling point.

@@ -104,7 +104,7 @@ def train(config, session) -> dict:
     device = resolve_device(config.device)
     cuda = device.type == "cuda"
     autocast = cuda and config.precision in ("auto", "bf16")
-    # channels_last: 1.6x faster convolutions on these 2-core CPUs too (benchmarks/README.md).
+    # channels_last: faster convolutions on CPUs too (benchmarks/README.md).
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     compile_mode = ("reduce-overhead" if cuda else "off") if config.compile == "auto" else config.compile
 

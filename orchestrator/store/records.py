@@ -1,16 +1,17 @@
 """The record of finished trials, and the two Parquet files users read.
 
+    write_record(run, trial_schema(Config), trial_id, config, result, epochs)   # a trial is done
+    read_trials(run)                                                   # every finished trial
+    Publisher(run).publish(trial_id)                                   # into the two files
+
 Whoever finishes a trial writes its record: the worker for a result, the driver for a trial that
-ran out of retries. A record is one file, `records/<trial_id>.json`: the trial's row, the types of
-its columns, and its epochs. Records are the truth about what is done; one file per trial id,
-written whole, means a trial that runs again replaces its record and is never recorded twice, and
-a record is never half there. They are JSON because every trial's record is written once, on the
-trial's way to its end, and read once, on the driver's: a one-row Arrow IPC file of some thirty
-columns took 1.1 ms to build and write and 0.3 ms to read on this project's 2-core VMs, JSON 0.2
-and 0.09 ms; the driver turns the rows of many records into Arrow at once (3 us a row for a
-thousand, 0.2 ms for one alone). Older ablates wrote Arrow IPC records with the epochs nested in
-one more column, and before that Arrow or Parquet rows with the epochs in a file of their own
-(`<trial_id>.epochs.<suffix>`): those are still read.
+ran out of retries or that a scheduler stopped. A record is one file, `records/<trial_id>.json`:
+the trial's row, the types of its columns, and its epochs. Records are the truth about what is
+done; one file per trial id, written whole, means a trial that runs again replaces its record
+and is never recorded twice, and a record is never half there. They are JSON because each is
+written once and read once, where a one-row Arrow file costs more to build than to write
+(benchmarks/README.md); the driver turns the rows of many records into Arrow at once. Records
+that older ablates wrote (Arrow IPC or Parquet) are still read.
 
 The driver publishes records into `trials.parquet` and `epochs.parquet`, single files rewritten
 whole and renamed into place: a reader sees every finished trial exactly once, and reading ten
@@ -36,7 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from orchestrator.errors import ResultsError
-from orchestrator.store import RunDir
+from orchestrator.store import columns
+from orchestrator.store.rundir import RunDir
 from workloads.base import RESULT_STATUSES
 
 # Every status a row can have: the workload's results, a trial a Tune scheduler stopped early
@@ -44,21 +46,19 @@ from workloads.base import RESULT_STATUSES
 STOPPED = "stopped"
 STATUSES = (*RESULT_STATUSES, STOPPED, "failed")
 
-RESULT_COLUMNS = [
-    ("val_error", pa.float64()), ("test_error", pa.float64()), ("params", pa.int64()),
-    ("epochs_completed", pa.int64()), ("train_seconds", pa.float64()), ("images_per_second", pa.float64()),
-    # What the trial's data was (workloads/base.py): sizes, a hash of its content, whether it was real.
-    ("train_examples", pa.int64()), ("test_examples", pa.int64()), ("data_fingerprint", pa.string()),
-    ("synthetic_data", pa.bool_()),
-    # Why a result is not `completed`, in words, and how often the workload started the trial over.
-    ("status_reason", pa.string()), ("restarts", pa.int64()),
-    ("attempts", pa.int64()), ("error", pa.string()), ("log", pa.string()),
-    ("started_at", pa.timestamp("ms", tz="UTC")), ("finished_at", pa.timestamp("ms", tz="UTC")),
-    ("grid", pa.string()), ("workload", pa.string()), ("trained_on", pa.string()), ("host", pa.string()),
-    ("ablate_version", pa.string()), ("torch_version", pa.string()), ("ray_version", pa.string()),
-]
 _ARROW = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_TYPES = {str(t): t for t in (*_ARROW.values(), _TIMESTAMP)}
 REWRITE_PACE = 100  # a published file is rewritten once 100x the time its writing takes has passed (see _Pace)
+
+
+def _arrow_type_named(name: str) -> pa.DataType:
+    if name.startswith("list<item: ") and name.endswith(">"):
+        return pa.list_(_arrow_type_named(name[len("list<item: "):-1]))
+    return _TYPES[name]
+
+
+RESULT_COLUMNS = [(name, _arrow_type_named(kind)) for name, kind in columns.RESULT_COLUMNS]
 
 
 def _arrow_type(t) -> pa.DataType:
@@ -72,8 +72,7 @@ def trial_schema(config_type: type) -> pa.Schema:
     """Columns of trials.parquet: id, status, every config parameter, then the result."""
     hints = typing.get_type_hints(config_type)
     config = [(f.name, _arrow_type(hints[f.name])) for f in fields(config_type)]
-    reserved = {"trial_id", "status", *(name for name, _ in RESULT_COLUMNS)}
-    if clash := reserved.intersection(hints):
+    if clash := columns.RESERVED.intersection(hints):
         raise ValueError(f"{config_type.__name__}: parameter names {sorted(clash)} are taken by result columns")
     return pa.schema([("trial_id", pa.string()), ("status", pa.string()), *config, *RESULT_COLUMNS])
 
@@ -83,8 +82,6 @@ RECORD = ".json"
 # column, and before that Arrow or Parquet with the epochs in a file of their own.
 OLD_RECORDS = (".arrow", ".parquet")
 EPOCHS = "@epochs"  # an older record's column of the trial's epochs (list<struct>)
-_TIMESTAMP = pa.timestamp("ms", tz="UTC")
-_TYPES = {str(t): t for t in (*_ARROW.values(), _TIMESTAMP)}
 
 
 @dataclass
@@ -95,12 +92,12 @@ class Record:
     epochs: list[dict[str, Any]] | None
 
 
-def record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str, Any], result: dict[str, Any],
-           epochs: list[dict[str, Any]] | None = None) -> None:
+def write_record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str, Any], result: dict[str, Any],
+                 epochs: list[dict[str, Any]] | None = None) -> None:
     """Write a finished trial's record: its row, its columns' types and its epochs (None: it has none)."""
     row = {**config, **result, "trial_id": trial_id}
     body = {"row": {name: row.get(name) for name in schema.names}, "types": _type_names(schema), "epochs": epochs}
-    run.write_bytes(run.child("records", trial_id + RECORD), json.dumps(body, default=_plain).encode())
+    run.write_bytes(run.child("records", trial_id + RECORD), json.dumps(body, default=_json_default).encode())
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,19 +105,13 @@ def _type_names(schema: pa.Schema) -> dict[str, str]:
     return {field.name: str(field.type) for field in schema}
 
 
-def _plain(value):
+def _json_default(value):
     """What JSON takes for a value it has no form for: a time as ISO 8601, a NumPy or torch
     scalar as its number, anything else as text."""
     if isinstance(value, datetime):
         return value.isoformat()
     item = getattr(value, "item", None)
     return item() if callable(item) else str(value)
-
-
-def _arrow_type_named(name: str) -> pa.DataType:
-    if name.startswith("list<item: ") and name.endswith(">"):
-        return pa.list_(_arrow_type_named(name[len("list<item: "):-1]))
-    return _TYPES[name]
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,9 +193,9 @@ def _without(table: pa.Table | None, ids) -> pa.Table | None:
 
 
 def _concat(tables: list[pa.Table | None]) -> pa.Table | None:
-    """The tables one under another, in one chunk (Parquet writes a table of a thousand one-row
-    chunks 20x slower). Schemas are unified only where they differ (an older run's file, a metric
-    that came later): unifying a thousand equal ones costs 7x more than the concatenation."""
+    """The tables one under another, in one chunk (Parquet writes a table of many one-row chunks
+    far slower). Schemas are unified only where they differ (an older run's file, a metric that
+    came later): unifying many equal ones costs more than the concatenation itself."""
     tables = [t for t in tables if t is not None]
     if not tables:
         return None

@@ -1,5 +1,5 @@
-"""The All-CNN study's own `ablate` commands (workloads/base.py, TrialCommand). Kept free of
-torch so that `ablate --help` lists them without importing it."""
+"""The All-CNN study's tools on trained trials, each an `ablate` command (workloads/base.py,
+TrialTool). Kept free of torch so that `ablate --help` lists them without importing it."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -31,7 +31,7 @@ The grid becomes a real `Workload` (the rest of the orchestrator has no special 
 is a dataclass made from the parameters, and its trial ids also depend on the command, which is
 a config field (`command`) that no grid can set. Workers rebuild the workload from its `ref`.
 
-A trial runs the command (command_run.py) in `workdir`, with its trial id and own directory in
+A trial runs the command (workloads/script/train.py) in `workdir`, with its trial id and own directory in
 its environment, and reads its metrics from its output: a line with the prefix and a JSON
 object, or a match of a pattern (named groups are the metrics). With an `epoch` it is one epoch;
 without, it adds to the trial's final values (`val_error`, `test_error`, `status`...). Exit code
@@ -56,10 +56,11 @@ from typing import Annotated, Any
 
 import annotated_types as at
 
-from orchestrator import command_run
 from orchestrator.errors import GridError
-from orchestrator.params import Parameters, fmt
+from orchestrator.plan.params import Parameters, fmt
+from orchestrator.store.columns import RESERVED
 from workloads.base import Workload, WorkloadError
+from workloads.script import train as script_train
 
 KEYS = ("run", "workdir", "parameters", "epochs", "metrics")
 METRIC_KEYS = ("prefix", "patterns", "show")
@@ -70,14 +71,15 @@ TYPES = {"int": int, "float": float, "str": str, "bool": bool,
 BOUNDS = {"gt": at.Gt, "ge": at.Ge, "lt": at.Lt, "le": at.Le, "multiple_of": at.MultipleOf}
 LENGTHS = {"min_len": at.MinLen, "max_len": at.MaxLen}
 PARAMETER_KEYS = ("type", "default", "choices", "identity", *BOUNDS, *LENGTHS)
-PREFIX = command_run.PREFIX
+PREFIX = script_train.PREFIX
 TRIAL_DIR = "trial_dir"  # the placeholder for the trial's own directory
 SHOWN_TRIAL_DIR = "$ABLATE_TRIAL_DIR"  # how `ablate plan` shows it: the path depends on --storage
 
 
 @dataclass(frozen=True)
-class Command:
-    """A grid's `command:` section, checked. Plain data: the workload is rebuilt from it."""
+class Script:
+    """A grid's `command:` section, checked: the script to run and its parameters. Plain data: the
+    workload is rebuilt from it."""
 
     run: tuple[str, ...]  # the arguments, with placeholders
     workdir: str  # absolute
@@ -135,17 +137,17 @@ def load(path: Path, section) -> tuple[Workload, str]:
         fail("epochs", f"expected the name of an int parameter (one of: {', '.join(ints) or 'none'}), got {fmt(epochs)}")
 
     _placeholders(fail, run, parameters)
-    command = Command(run=run, workdir=os.path.abspath(os.path.join(os.path.dirname(path), os.path.expanduser(workdir))),
+    script = Script(run=run, workdir=os.path.abspath(os.path.join(os.path.dirname(path), os.path.expanduser(workdir))),
                       parameters=parameters, epochs=epochs, prefix=prefix, patterns=tuple(patterns), show=tuple(show))
     # Defaults and choices are values the grid gives: checked as such, and made the declared type
     # (a float's default `1` is 1.0, or trial ids would depend on how it was written).
-    params = Parameters(path, build(command))
+    params = Parameters(path, build(script))
     for name, p in parameters.items():
         key = f"command.parameters.{name}"
         if "choices" in p:
             p["choices"] = [params.value(f"{key}.choices[{i}]", name, c) for i, c in enumerate(p["choices"])]
         p["default"] = params.value(f"{key}.default", name, p["default"])
-    return build(command), ref(command)
+    return build(script), ref(script)
 
 
 def _run(fail, run) -> tuple[str, ...]:
@@ -188,9 +190,7 @@ def _inferred(value) -> str | None:
 def _parameters(fail, given) -> dict[str, dict[str, Any]]:
     if not isinstance(given, dict):
         fail("parameters", f"expected a mapping of name: {{type, default, ...}} or name: default, got {fmt(given)}")
-    from orchestrator.records import RESULT_COLUMNS  # here: `ablate plan` need not import pyarrow
-
-    reserved = {"trial_id", "status", "command", TRIAL_DIR, *(name for name, _ in RESULT_COLUMNS)}
+    reserved = {*RESERVED, "command", TRIAL_DIR}
     out = {}
     for name, spec in given.items():
         key = f"parameters.{name}"
@@ -282,11 +282,11 @@ def _annotation(spec: dict[str, Any]):
     return Annotated[(kind, *constraints)] if constraints else kind
 
 
-def build(command: Command) -> Workload:
-    """The workload that runs `command`: a config dataclass of its parameters, and a `train` that
-    runs the command once per trial attempt."""
+def build(script: Script) -> Workload:
+    """The workload that runs `script`: a config dataclass of its parameters, and a `train` that
+    runs its command once per trial attempt."""
     fields = []
-    for name, spec in command.parameters.items():
+    for name, spec in script.parameters.items():
         default = spec["default"]
         metadata = {"identity": spec.get("identity", True)}
         if "choices" in spec:
@@ -296,32 +296,32 @@ def build(command: Command) -> Workload:
         fields.append((name, _annotation(spec), value))
     # The command is part of every trial's identity: another command line is another trial. A
     # field with its one value as the only choice: a grid that sets it gets the usual error.
-    fields.append(("command", str, dataclasses.field(default=command.template,
-                                                     metadata={"choices": (command.template,)})))
+    fields.append(("command", str, dataclasses.field(default=script.template,
+                                                     metadata={"choices": (script.template,)})))
     config = dataclasses.make_dataclass("CommandConfig", fields)
 
     def check(c):  # every trial's command line can be written (a format spec suits its value)
-        argv(command, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
+        argv(script, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
 
     def train(c, session):
-        return command_run.train(lambda trial_dir: argv(command, dataclasses.asdict(c), trial_dir), command.workdir,
-                                 command.prefix, command.patterns, session)
+        return script_train.train(lambda trial_dir: argv(script, dataclasses.asdict(c), trial_dir), script.workdir,
+                                  script.prefix, script.patterns, session)
 
     return Workload(
         name="command", config=config, train=train,
-        epochs=(lambda c: getattr(c, command.epochs)) if command.epochs else None,
-        metrics=command.show, check=check, prepare=lambda configs: prepare(command, configs),
-        command_line=lambda c: command_line(command, dataclasses.asdict(c)))
+        epochs=(lambda c: getattr(c, script.epochs)) if script.epochs else None,
+        metrics=script.show, check=check, prepare=lambda configs: prepare(script, configs),
+        invocation=lambda c: command_line(script, dataclasses.asdict(c)))
 
 
-def ref(command: Command) -> str:
+def ref(script: Script) -> str:
     """What a Ray worker rebuilds the workload from (`workloads.get` reads it): the checked section."""
-    return "command:" + json.dumps(dataclasses.asdict(command), separators=(",", ":"))
+    return "command:" + json.dumps(dataclasses.asdict(script), separators=(",", ":"))
 
 
 def from_ref(text: str) -> Workload:
     data = json.loads(text.removeprefix("command:"))
-    return build(Command(**{**data, "run": tuple(data["run"]), "patterns": tuple(data["patterns"]),
+    return build(Script(**{**data, "run": tuple(data["run"]), "patterns": tuple(data["patterns"]),
                             "show": tuple(data["show"])}))
 
 
@@ -335,11 +335,11 @@ def _text(value, spec: str | None = None) -> str:
     return str(value)
 
 
-def argv(command: Command, values: dict[str, Any], trial_dir: str) -> list[str]:
+def argv(script: Script, values: dict[str, Any], trial_dir: str) -> list[str]:
     """The arguments one trial runs: the placeholders of `run` filled in."""
     values = {**values, TRIAL_DIR: trial_dir}
     out = []
-    for arg in command.run:
+    for arg in script.run:
         parts = _fields(arg)
         if len(parts) == 1 and parts[0][0] == "" and isinstance(values.get(parts[0][1]), list) and not parts[0][2]:
             out.extend(map(_text, values[parts[0][1]]))  # `{milestones}` alone: one argument per item
@@ -352,18 +352,18 @@ def argv(command: Command, values: dict[str, Any], trial_dir: str) -> list[str]:
     return out
 
 
-def command_line(command: Command, values: dict[str, Any]) -> str:
+def command_line(script: Script, values: dict[str, Any]) -> str:
     """One trial's command line as a shell would take it, the trial directory as $ABLATE_TRIAL_DIR."""
     marker = "ABLATE_TRIAL_DIR_MARKER"
-    return shlex.join(argv(command, values, marker)).replace(marker, SHOWN_TRIAL_DIR)
+    return shlex.join(argv(script, values, marker)).replace(marker, SHOWN_TRIAL_DIR)
 
 
-def prepare(command: Command, configs: list) -> None:
+def prepare(script: Script, configs: list) -> None:
     """Before a local run: one error now rather than every trial failing."""
-    if not os.path.isdir(command.workdir):
-        raise WorkloadError(f"{command.workdir}: the command's working directory does not exist")
-    program = argv(command, dataclasses.asdict(configs[0]), "")[0]
-    found = (os.access(os.path.join(command.workdir, program), os.X_OK) if os.sep in program
+    if not os.path.isdir(script.workdir):
+        raise WorkloadError(f"{script.workdir}: the command's working directory does not exist")
+    program = argv(script, dataclasses.asdict(configs[0]), "")[0]
+    found = (os.access(os.path.join(script.workdir, program), os.X_OK) if os.sep in program
              else shutil.which(program) is not None)
     if not found:
-        raise WorkloadError(f"{program}: the command's program is not found (in {command.workdir} or on PATH)")
+        raise WorkloadError(f"{program}: the command's program is not found (in {script.workdir} or on PATH)")

@@ -1,20 +1,16 @@
-"""Grid files: load, validate and expand a YAML study into trials with stable ids.
+"""Grid files: a YAML study read, checked and expanded into trials with stable ids.
 
     grid = load_grid("grids/paper.yaml")
     for trial in grid.trials:
         print(trial.trial_id, trial.config["model"], trial.config["lr"])
 
-Nothing in a grid file is executed: it is read with a safe, bounded YAML loader (gridfile.py)
-and every value is checked against the workload's typed, constrained config (params.py). Expansion is a pure function of the file's
-content; a trial's id is a hash of its resolved config, so it does not depend on the order of
-keys or axes, and any changed value gives a new id.
+Nothing in a grid file is executed: it is read with a safe, bounded YAML loader (gridfile.py),
+every value is checked against the workload's typed, constrained config (params.py), and the
+checked spec is expanded by a pure function (expand.py).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -23,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import workloads
-from orchestrator.command import load as load_command
 from orchestrator.errors import GridError
-from orchestrator.gridfile import read_yaml
-from orchestrator.params import INT64, Parameters, fmt
+from orchestrator.plan.expand import Spec, Trial, expand, hashable
+from orchestrator.plan.gridfile import read_yaml
+from orchestrator.plan.params import INT64, Parameters, fmt
+from orchestrator.plan.script import load as load_script
 from workloads.base import Workload
 
 TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seeds", "repeats", "exclude",
@@ -46,18 +43,11 @@ class Resources:
 
 
 @dataclass(frozen=True)
-class Trial:
-    trial_id: str
-    config: dict[str, Any]  # every parameter of the workload, resolved
-    cell: dict[str, Any]  # the values that vary across the grid: axes and seed
-
-
-@dataclass(frozen=True)
 class Grid:
     name: str
     path: Path
     workload: Workload
-    workload_ref: str  # as the file names it: a registered name or module:object; or a `command:` (command.ref)
+    workload_ref: str  # as the file names it: a registered name or module:object; or a `command:` (script.ref)
     axes: dict[str, list]
     trials: list[Trial]
     resources: Resources = Resources()
@@ -79,13 +69,23 @@ class Grid:
                 "flops": None if None in flops else sum(flops)}
 
 
-def trial_id(workload: str, config: dict[str, Any], identity: set[str]) -> str:
-    """A hash of the resolved config. Only the `identity` fields count: fields a workload marks
-    {"identity": False} (where data lives, how often to checkpoint) do not change what a trial
-    computes."""
-    canonical = json.dumps({"workload": workload, "config": {k: config[k] for k in sorted(identity)}},
-                           sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+def load_grid(path: str | Path, content: bytes | None = None) -> Grid:
+    """The grid file at `path` (or `content`, named by `path` in errors), checked and expanded."""
+    path = Path(path)
+    data = _read(path, content)
+    workload, ref = _workload(path, data)
+    params = Parameters(path, workload)
+    spec = _spec(path, data, params)
+    _check_count(spec, _number(path, "max_trials", data.get("max_trials", MAX_TRIALS), integer=True, minimum=1))
+    trials = expand(spec)
+    for trial in trials:
+        params.check_trial(trial.config, trial.cell)
+    if not trials:
+        raise GridError(path, "", "the grid expands to zero trials")
+    return Grid(name=data["name"], path=path, workload=workload, workload_ref=ref, axes=spec.axes, trials=trials,
+                resources=resources(_mapping(path, "resources", data.get("resources") or {}), "resources.{}".format, path),
+                max_failures=_number(path, "max_failures", data.get("max_failures", 1), integer=True),
+                description=str(data.get("description") or ""), fixed=spec.fixed)
 
 
 def _mapping(path, key, value) -> dict:
@@ -110,55 +110,45 @@ def _number(path, key, value, *, integer=False, minimum=0.0, strict=False):
     return value
 
 
-def load_grid(path: str | Path, content: bytes | None = None) -> Grid:
-    """The grid file at `path` (or `content`, named by `path` in errors), validated and expanded."""
-    path = Path(path)
+def _read(path: Path, content: bytes | None) -> dict:
+    """The file's mapping, its top-level keys and name checked."""
     data = read_yaml(path, content)
     if not isinstance(data, dict):
         raise GridError(path, "", f"expected a YAML mapping with keys {', '.join(TOP_KEYS)}")
     for key in data:
         if key not in TOP_KEYS:
             raise GridError(path, str(key), f"unknown key (allowed: {', '.join(TOP_KEYS)})")
-
     name = data.get("name")
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise GridError(path, "name", f"expected a name of letters, digits, '_', '.' or '-' "
                                       f"(it names the results folder), got {fmt(name)}")
-    if "command" in data:  # a training script (command.py)
+    return data
+
+
+def _workload(path: Path, data: dict) -> tuple[Workload, str]:
+    """The workload the grid runs, and the ref that finds it again (Grid.workload_ref)."""
+    if "command" in data:  # a training script (script.py)
         if "workload" in data:
             raise GridError(path, "command", "give either 'workload' (Python) or 'command' (a script to run), not both")
-        workload, workload_name = load_command(path, data["command"])
-    else:
-        workload_name = data.get("workload", workloads.DEFAULT)
-        if not isinstance(workload_name, str):
-            raise GridError(path, "workload", f"expected a registered name or module:object, got {fmt(workload_name)}")
-        try:
-            workload = workloads.get(workload_name)
-        except workloads.UnknownWorkload as e:
-            raise GridError(path, "workload", str(e)) from None
-    params = Parameters(path, workload)
+        return load_script(path, data["command"])
+    ref = data.get("workload", workloads.DEFAULT)
+    if not isinstance(ref, str):
+        raise GridError(path, "workload", f"expected a registered name or module:object, got {fmt(ref)}")
+    try:
+        return workloads.get(ref), ref
+    except workloads.UnknownWorkload as e:
+        raise GridError(path, "workload", str(e)) from None
 
-    axes: dict[str, list] = {}
-    for name_, values in _mapping(path, "axes", data.get("axes") or {}).items():
-        key = f"axes.{name_}"
-        params.param(key, name_)
-        if not isinstance(values, list) or not values:
-            params.fail(key, f"expected a non-empty list of values, got {fmt(values)}")
-        axes[name_], seen = [], set()
-        for i, v in enumerate(values):
-            v = params.value(f"{key}[{i}]", name_, v)
-            if _hashable(v) in seen:
-                params.fail(f"{key}[{i}]", f"duplicate value {fmt(v)}")
-            seen.add(_hashable(v))
-            axes[name_].append(v)
 
+def _spec(path: Path, data: dict, params: Parameters) -> Spec:
+    """What the file says about its trials, every value checked against the workload."""
+    axes = _axes(params, _mapping(path, "axes", data.get("axes") or {}))
     fixed = {}
-    for name_, v in _mapping(path, "fixed", data.get("fixed") or {}).items():
-        params.param(f"fixed.{name_}", name_)
-        if name_ in axes:
-            params.fail(f"fixed.{name_}", "is also an axis; give it in one place")
-        fixed[name_] = params.value(f"fixed.{name_}", name_, v)
-
+    for name, v in _mapping(path, "fixed", data.get("fixed") or {}).items():
+        params.param(f"fixed.{name}", name)
+        if name in axes:
+            params.fail(f"fixed.{name}", "is also an axis; give it in one place")
+        fixed[name] = params.value(f"fixed.{name}", name, v)
     seeds = _seeds(path, data, params)
     excludes = [_rule(params, f"exclude[{i}]", rule, axes, axes_only=True)
                 for i, rule in enumerate(_list(path, "exclude", data.get("exclude") or []))]
@@ -168,46 +158,34 @@ def load_grid(path: str | Path, content: bytes | None = None) -> Grid:
         missing = [a for a in axes if a not in rule]
         if missing:
             params.fail(f"include[{i}]", f"must give every axis; missing {', '.join(missing)}")
+    return Spec(path, params.workload, axes, fixed, seeds, excludes, includes)
 
-    # Counted before anything is expanded: `repeats: 100000000` is refused at once, not after minutes.
-    limit = _number(path, "max_trials", data.get("max_trials", MAX_TRIALS), integer=True, minimum=1)
-    planned = (math.prod(map(len, axes.values())) + sum(math.prod(map(len, r.values())) for r in includes)) * len(seeds)
+
+def _axes(params: Parameters, given: dict) -> dict[str, list]:
+    axes: dict[str, list] = {}
+    for name, values in given.items():
+        key = f"axes.{name}"
+        params.param(key, name)
+        if not isinstance(values, list) or not values:
+            params.fail(key, f"expected a non-empty list of values, got {fmt(values)}")
+        axes[name], seen = [], set()
+        for i, v in enumerate(values):
+            v = params.value(f"{key}[{i}]", name, v)
+            if hashable(v) in seen:
+                params.fail(f"{key}[{i}]", f"duplicate value {fmt(v)}")
+            seen.add(hashable(v))
+            axes[name].append(v)
+    return axes
+
+
+def _check_count(spec: Spec, limit: int) -> None:
+    """Counted before anything is expanded: `repeats: 100000000` is refused at once, not after minutes."""
+    planned = (math.prod(map(len, spec.axes.values()))
+               + sum(math.prod(map(len, r.values())) for r in spec.include)) * len(spec.seeds)
     if planned > limit:
-        raise GridError(path, "", f"the grid expands to {planned:,} trials{' before exclusions' if excludes else ''}, "
-                                  f"more than max_trials ({limit:,}); set max_trials: N at the top of the grid "
-                                  f"to run that many")
-
-    cells = [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
-    for i, rule in enumerate(excludes):
-        kept = [c for c in cells if not all(c[k] in vs for k, vs in rule.items())]
-        if len(kept) == len(cells):
-            params.fail(f"exclude[{i}]", "matches no trial of the axes")
-        cells = kept
-    for rule in includes:
-        cells += [dict(zip(rule, combo)) for combo in itertools.product(*rule.values())]
-
-    defaults = dataclasses.asdict(workload.config())
-    identity = {f.name for f in dataclasses.fields(workload.config) if f.metadata.get("identity", True)}
-    trials, seen = [], set()
-    for cell in cells:
-        for seed in seeds:
-            config = {**defaults, **fixed, **cell, "seed": seed}
-            tid = trial_id(workload.name, config, identity)
-            if tid not in seen:  # an include may repeat a cell of the axes
-                seen.add(tid)
-                params.check_trial(config, {**cell, "seed": seed})
-                trials.append(Trial(tid, config, {**cell, "seed": seed}))
-    if not trials:
-        raise GridError(path, "", "the grid expands to zero trials")
-
-    return Grid(name=name, path=path, workload=workload, workload_ref=workload_name, axes=axes, trials=trials,
-                resources=resources(_mapping(path, "resources", data.get("resources") or {}), "resources.{}".format, path),
-                max_failures=_number(path, "max_failures", data.get("max_failures", 1), integer=True),
-                description=str(data.get("description") or ""), fixed=fixed)
-
-
-def _hashable(value):
-    return tuple(value) if isinstance(value, list) else value
+        raise GridError(spec.path, "", f"the grid expands to {planned:,} trials"
+                                       f"{' before exclusions' if spec.exclude else ''}, more than max_trials "
+                                       f"({limit:,}); set max_trials: N at the top of the grid to run that many")
 
 
 def _seeds(path, data, params: Parameters) -> Sequence[int]:

@@ -1,8 +1,8 @@
 """Results as text: rich tables for the terminal, markdown, LaTeX, CSV and JSON.
 
-Three things are rendered: the summary tables (report.py), the study's claims checked under them
+Three things are rendered: the summary tables (tables.py), the study's claims checked under them
 and the paired comparisons of `ablate compare` (compare.py). Each becomes a Sheet, a titled grid
-of cells of lines, for the terminal, markdown and LaTeX, and flat records for CSV and JSON.
+of cells of lines, for the terminal, markdown and LaTeX, and flat rows for CSV and JSON.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from orchestrator.compare import ClaimCheck, Difference
-from orchestrator.report import Cell, Layout, Table
+from orchestrator.results.compare import ClaimCheck, Difference
+from orchestrator.results.tables import Cell, Layout, Table
 
 FORMATS = ("table", "markdown", "latex", "csv", "json")
 
@@ -212,48 +212,48 @@ def to_latex(sheets: list[Sheet]) -> str:
     return "\n".join(out)
 
 
-# --- records, for CSV, JSON and scripts ----------------------------------------------------------
+# --- flat rows, for CSV, JSON and scripts ----------------------------------------------------------
 
-def records(tables: list[Table], claims: list[ClaimCheck] = ()) -> list[dict]:
-    """One flat record per cell (kind "cell"), then one per claim checked in a cell ("claim")."""
+def table_rows(tables: list[Table], claims: list[ClaimCheck] = ()) -> list[dict]:
+    """One flat row per cell (kind "cell"), then one per claim checked in a cell ("claim")."""
     out = []
     for table in tables:
         for (r, c), cell in table.cells.items():
-            record = {"kind": "cell", **table.key, table.layout.rows: r}
+            row = {"kind": "cell", **table.key, table.layout.rows: r}
             if table.layout.cols:
-                record[table.layout.cols] = c
+                row[table.layout.cols] = c
             chosen = {f"chosen_{k}": cell.chosen.get(k) for k in table.reduced} if table.layout.select == "best" else {}
             low, high = cell.interval or (None, None)
-            record.update({"metric": table.layout.metric, "status": cell.status, "mean": _round(cell.mean),
+            row.update({"metric": table.layout.metric, "status": cell.status, "mean": _round(cell.mean),
                            "std": _round(cell.std), "n": cell.n, "ci_low": _round(low), "ci_high": _round(high),
                            **chosen, "params": cell.params, "reference": _round(cell.reference),
                            "comparable": cell.comparable, "differs": "; ".join(cell.differs) or None,
                            "difference": _round(cell.difference), "synthetic": table.synthetic})
-            out.append(record)
+            out.append(row)
     for check in claims:
         d = check.difference
         out.append({"kind": "claim", **d.coords, d.axis: d.value, "metric": d.metric, "claim": check.claim["claim"],
                     "baseline": d.baseline_value, "direction": check.claim["direction"],
-                    "tolerance": check.claim.get("tolerance", 0.0), **_difference_record(d),
+                    "tolerance": check.claim.get("tolerance", 0.0), **_difference_row(d),
                     "verdict": check.verdict, "reason": check.reason or None,
                     "comparable": check.comparable, "differs": "; ".join(check.differs) or None})
     return out
 
 
-def comparison_records(differences: list[Difference]) -> list[dict]:
-    """One flat record per cell and compared value: both sides, their paired difference."""
+def comparison_rows(differences: list[Difference]) -> list[dict]:
+    """One flat row per cell and compared value: both sides, their paired difference."""
     out = []
     for d in differences:
         chosen = {f"chosen_{k}": v for k, v in d.compared.chosen.items()}
         chosen |= {f"baseline_chosen_{k}": v for k, v in d.baseline.chosen.items()}
         out.append({**d.coords, d.axis: d.value, "metric": d.metric, "baseline": d.baseline_value,
                     "baseline_status": d.baseline.status, "baseline_mean": _round(d.baseline.mean),
-                    "status": d.compared.status, "mean": _round(d.compared.mean), **_difference_record(d),
+                    "status": d.compared.status, "mean": _round(d.compared.mean), **_difference_row(d),
                     "verdict": d.verdict, **chosen})
     return out
 
 
-def _difference_record(d: Difference) -> dict:
+def _difference_row(d: Difference) -> dict:
     low, high = d.interval or (None, None)
     return {"difference": _round(d.mean), "ci_low": _round(low), "ci_high": _round(high), "n": d.n}
 
@@ -263,6 +263,7 @@ def _round(value: float | None) -> float | None:
 
 
 def _plain(value):
+    """A value as CSV and JSON write it: a NumPy scalar as its number, a tuple as a list."""
     if hasattr(value, "item"):
         return value.item()
     return list(value) if isinstance(value, tuple) else value

@@ -8,7 +8,7 @@ Reads Parquet only, never Ray. Each cell is one (rows, cols) combination inside 
 the remaining axes that vary (the learning rate, say) are reduced either by choosing the group
 with the best validation error (`select="best"`: the paper reports the best learning rate per
 network, and choosing it on test data would flatter every cell) or by pooling all (`"all"`).
-Seeds are what the mean, std, n and the 95% interval (orchestrator/stats.py) are taken over.
+Seeds are what the mean, std, n and the 95% interval (stats.py) are taken over.
 
 A published number (a workload's `references`) states the protocol and data it was measured
 under; a cell gets a difference to it only when every trial behind its value ran that protocol
@@ -21,14 +21,15 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator import records, stats
 from orchestrator.errors import ResultsError
-from orchestrator.grid import Grid, saved_grid
-from orchestrator.records import RESULT_COLUMNS, STATUSES
-from orchestrator.store import RunDir
+from orchestrator.plan.expand import hashable
+from orchestrator.plan.grid import Grid, saved_grid
+from orchestrator.results import stats
+from orchestrator.store import records
+from orchestrator.store.columns import RESERVED
+from orchestrator.store.records import STATUSES
+from orchestrator.store.rundir import RunDir
 from workloads.base import Workload
-
-NOT_CONFIG = {"trial_id", "status", *(name for name, _ in RESULT_COLUMNS)}
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Results:
 
     @property
     def config_columns(self) -> list[str]:
-        return [c for c in self.trials.columns if c not in NOT_CONFIG]
+        return [c for c in self.trials.columns if c not in RESERVED]
 
     def varying(self) -> list[str]:
         """Config columns with more than one value, in the grid's axis order first."""
@@ -110,12 +111,6 @@ class Table:
     synthetic: bool = False
 
 
-def _hashable(value):
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    return tuple(value) if isinstance(value, list) else value
-
-
 def load(run: RunDir) -> Results:
     table = records.read_trials(run)
     if table is None:
@@ -123,7 +118,7 @@ def load(run: RunDir) -> Results:
     trials = table.to_pandas()
     for column in trials.columns:
         if trials[column].dtype == object:
-            trials[column] = trials[column].map(_hashable)
+            trials[column] = trials[column].map(hashable)
     return Results(trials.sort_values("trial_id", ignore_index=True), run, saved_grid(run))
 
 
@@ -200,7 +195,7 @@ REFERENCE_KEYS = ("protocol", "data")
 def _reference(references, point: dict, metric: str) -> dict | None:
     for ref in references:
         where = {k: v for k, v in ref.items() if k != metric and k not in REFERENCE_KEYS}
-        if metric in ref and all(k in point and point[k] == _hashable(v) for k, v in where.items()):
+        if metric in ref and all(k in point and point[k] == hashable(v) for k, v in where.items()):
             return ref
     return None
 
@@ -219,19 +214,19 @@ def differences(trials: pd.DataFrame, protocol: dict, data: dict) -> list[str]:
     """What these trials ran that differs from the protocol and data a published number states,
     e.g. ["width 0.25", "epochs 40", "3,000 training examples"]; empty when like for like.
 
-    `protocol` holds parameter values, `data` result columns on what the data was (records.py).
+    `protocol` holds parameter values, `data` result columns on what the data was (store/columns.py).
     Synthetic data is never like for like, whatever the reference states."""
     out = []
     for name, expected in {**protocol, **data}.items():
         seen = _seen(trials, name)
-        if seen != [_hashable(expected)]:
+        if seen != [hashable(expected)]:
             out.append(_what_differs(name, seen))
     if "synthetic_data" not in data and True in (_seen(trials, "synthetic_data") or []):
         out.append("synthetic data")
     return out
 
 
-# How the columns that say what a trial's data was (records.RESULT_COLUMNS) read in a sentence.
+# How the columns that say what a trial's data was (store/columns.py) read in a sentence.
 _DATA_NAMES = {"train_examples": "training examples", "test_examples": "test examples"}
 
 
@@ -249,7 +244,7 @@ def _seen(trials: pd.DataFrame, column: str) -> list | None:
     if column not in trials.columns:
         return None
     values = (v.item() if hasattr(v, "item") else v for v in trials[column])
-    return list(dict.fromkeys(None if v is None or v != v else _hashable(v) for v in values))
+    return list(dict.fromkeys(None if v is None or v != v else hashable(v) for v in values))
 
 
 def _shown(value) -> str:

@@ -10,7 +10,7 @@ the compared one; in each, every value of the compared axis is set against the b
 side's value is chosen as `summarize` chooses it (the best learning rate on validation data),
 then the two are paired by seed: the runs of one seed share what the seed decides (weight-init
 stream, data order, augmentation and dropout draws), and what they share cancels in the
-difference. The interval is the t-interval of the mean paired difference (orchestrator/stats.py).
+difference. The interval is the t-interval of the mean paired difference (stats.py).
 
 A claim (a workload's `claims`, workloads/base.py) says which way such a difference goes, within
 a tolerance, in named cells; `check_claims` says whether the seeds show it holds, fails, or
@@ -23,9 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator import stats
 from orchestrator.errors import ResultsError
-from orchestrator.report import Cell, Layout, Results, cell_of, differences
+from orchestrator.results import stats
+from orchestrator.results.tables import Cell, Layout, Results, cell_of, differences
 
 # What the seeds say about one paired difference.
 VERDICTS = ("lower", "higher", "inconclusive", "n too small")

@@ -1,8 +1,8 @@
 """Runs a trial's command so that it cannot outlive its trial.
 
-    python -I -S orchestrator/launch.py PARENT_PID PROGRAM ARG...
+    python -I -S workloads/script/launch.py PARENT_PID PROGRAM ARG...
 
-command_run.py starts this as the leader of a new process group, from the Ray worker that runs the
+train.py starts this as the leader of a new process group, from the Ray worker that runs the
 trial (PARENT_PID). It asks Linux for a SIGTERM when that worker dies (a killed driver, Ctrl-C,
 a lost node, Ray ending the actor), runs the command as its child in the same group, and on that
 SIGTERM kills the whole group: the command and whatever it started (data-loading workers, the

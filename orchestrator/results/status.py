@@ -14,9 +14,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from orchestrator.grid import saved_grid
-from orchestrator.records import STATUSES
-from orchestrator.store import OLD_PROGRESS, PROGRESS, RunDir, now
+from orchestrator.plan.grid import saved_grid
+from orchestrator.store.records import STATUSES
+from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now
 
 # A trial counts as running while its progress moved within max(this, 3 epochs).
 STALE_AFTER = timedelta(minutes=10)

@@ -54,7 +54,7 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 from orchestrator.errors import RunError
-from orchestrator.store import RunDir, now
+from orchestrator.store.rundir import RunDir, now
 
 HEARTBEAT_S = float(os.environ.get("ABLATE_LOCK_HEARTBEAT_S", "5"))
 STALE_S = float(os.environ.get("ABLATE_LOCK_STALE_S", "30"))

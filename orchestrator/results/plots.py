@@ -8,10 +8,10 @@ import numpy as np
 from matplotlib.figure import Figure  # not pyplot: files only, no display backend, no global state
 from matplotlib.ticker import MaxNLocator
 
-from orchestrator import records
 from orchestrator.errors import ResultsError
-from orchestrator.formats import percent, title
-from orchestrator.report import Results, Table
+from orchestrator.results.formats import percent, title
+from orchestrator.results.tables import Results, Table
+from orchestrator.store import records
 
 SUFFIXES = (".png", ".svg")
 

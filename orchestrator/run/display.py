@@ -1,6 +1,6 @@
 """What `ablate run` shows while it runs: a live rich table on a terminal, one line per event
-otherwise (logs, CI, `--quiet`). Fed by the runner's Ray callback; knows nothing of Ray. The
-columns are the metrics the workload names (workloads/base.py, `Workload.metrics`)."""
+otherwise (logs, CI, `--quiet`). Fed by the driver's Tune callback (events.py); knows nothing of
+Ray. The columns are the metrics the workload names (workloads/base.py, `Workload.metrics`)."""
 from __future__ import annotations
 
 import time
@@ -12,7 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.records import STATUSES
+from orchestrator.store.records import STATUSES
 
 
 def duration(seconds: float | None) -> str:
@@ -114,8 +114,8 @@ class PlainDisplay(Display):
     """One line per event: for logs, pipes and `--quiet`."""
 
     def show(self, trial_id, event, detail):
-        # Plain text, so written as is: rich's rendering took 0.4 ms a line in a busy driver,
-        # one of the larger parts of what the driver does per short trial.
+        # Plain text, so written as is: rich's rendering of a line is a large part of what a
+        # busy driver does per short trial.
         print(f"[{self.done}/{self.total}] {trial_id} {event}: {detail}", file=self.console.file, flush=True)
 
 

@@ -1,4 +1,5 @@
-"""One trial of a command (a grid's `command:`, command.py): the process, its output, its metrics.
+"""One trial of a training script (a grid's `command:`, orchestrator/plan/script.py): the process,
+its output, its metrics.
 
     result = train(args_for, workdir, "ABLATE ", patterns, session)
 

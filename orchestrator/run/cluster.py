@@ -1,0 +1,147 @@
+"""The Ray a run uses: joined or started, its messages kept out of the terminal, and what it
+must offer before any trial starts (one instance to join, the storage every node sees, the
+resources a trial asks for).
+
+    with ray_messages_to(ray_log_path(run)):
+        connect(address, env)
+        check_storage_shared(run); notes = check_resources(resources, autoscaling=True)
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import uuid
+
+import ray
+
+from orchestrator.errors import RunError, last_line
+from orchestrator.plan.grid import Resources
+from orchestrator.run.settings import environment
+from orchestrator.store.rundir import RunDir
+
+
+def ray_log_path(run: RunDir) -> str:
+    """Where Ray's own messages of a driver go: beside the run's results when they are on a local
+    path or NFS, else (S3) in this machine's temporary folder."""
+    if run.local:
+        return run.child("driver.log")
+    return os.path.join(tempfile.gettempdir(), f"ablate-{run.path.rstrip('/').rsplit('/', 1)[-1]}-driver.log")
+
+
+@contextlib.contextmanager
+def ray_messages_to(path: str):
+    """Ray's driver-side log lines ("Started a local Ray instance", its token-authentication
+    notice, Tune's warnings) go to `path` instead of the terminal, where ablate's own lines are
+    what a user reads. Ray logs through the "ray" logger, whose handlers it set when imported and
+    keeps with ray.init's default configure_logging=True (which only reformats them)."""
+    ray_logger = logging.getLogger("ray")
+    saved = list(ray_logger.handlers)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
+    ray_logger.handlers[:] = [handler]
+    try:
+        yield path
+    finally:
+        ray_logger.handlers[:] = saved
+        handler.close()
+
+
+def _check_one_instance(address: str | None) -> None:
+    """`--address auto` joins the instance in /tmp/ray's address file, or any running one: with
+    several Ray instances on this machine (a teammate's, a test's, another --temp-dir) that may
+    be the wrong cluster. Refuse, naming them, unless RAY_ADDRESS says which."""
+    if address != "auto" or os.environ.get("RAY_ADDRESS"):
+        return
+    try:  # private API (pinned by ray 2.60): the GCS addresses named by this machine's raylets
+        from ray._private.services import find_gcs_addresses
+
+        find_gcs_addresses.cache_clear()
+        running = sorted(find_gcs_addresses())
+    except Exception:  # moved in another Ray: let ray.init decide, as before
+        return
+    if len(running) > 1:
+        raise RunError(f"--address auto: {len(running)} Ray instances run on this machine ({', '.join(running)}); "
+                       "pass the one to join, e.g. --address " + running[0])
+
+
+def connect(address: str | None, env: dict[str, str] | None = None) -> None:
+    """Join the cluster at `address`, or start a local Ray sized to this machine. `env` is set
+    in every worker's environment.
+
+    Token authentication is left as Ray decides it (on by default since 2.59 for a new local
+    instance; RAY_AUTH_MODE of the user's environment otherwise): ablate sets nothing
+    process-wide for it."""
+    if ray.is_initialized():  # a caller (a test, a notebook) brought its own
+        return
+    _check_one_instance(address)
+    try:
+        if address is None:
+            # Workers import a user's workload module from the working directory, as the driver
+            # does. The new Ray's processes, and the workers they start, inherit the environment it
+            # starts in: not a runtime_env, whose job cannot use the workers Ray starts ahead and
+            # waits for a new one at its first trial (benchmarks/README.md).
+            path = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+            with environment({**(env or {}), "PYTHONPATH": path}):
+                # address="local": never join a stale cluster left in /tmp/ray by accident.
+                ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {last_line(str(e))}") from None
+
+
+@ray.remote(num_cpus=0)
+def _sees(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def check_storage_shared(run: RunDir, timeout_s: float = 60) -> None:
+    """A run on a local path, joined to a cluster: every node that can run trials must see the
+    same files, or trials there would checkpoint where no one else looks (and Tune fails them
+    with a long error). Asked of each node now alive with a file written here; nodes an
+    autoscaler adds later are checked by Tune's own storage check when a trial lands there."""
+    if not run.local:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive") and (n["Resources"].get("CPU") or n["Resources"].get("GPU"))]
+    if not nodes:
+        return
+    marker = run.child(f".storage-check-{uuid.uuid4().hex}")
+    run.write_bytes(marker, b"")
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        answers = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker)
+            for n in nodes}
+        blind = [node for node, seen in zip(answers, ray.get(list(answers.values()), timeout=timeout_s)) if not seen]
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            run.fs.delete_file(marker)
+    if blind:
+        raise RunError(f"{run.display()} is not seen by Ray node(s) {', '.join(blind)}: on a multi-node cluster "
+                       "use s3://bucket/prefix or an NFS path mounted at the same place on every node")
+
+
+def check_resources(resources: Resources, autoscaling: bool = False) -> list[str]:
+    """Refuse up front what no node can give, instead of leaving trials PENDING forever.
+
+    On a cluster that was joined (`--address`) an autoscaler may still add the nodes that are
+    missing, so there the problems come back as notes to show instead of errors.
+    """
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    problems = []
+    if resources.gpus and not sum(n.get("GPU", 0) for n in nodes):
+        problems.append(f"each trial asks for {resources.gpus:g} GPU but the Ray cluster has no GPU; "
+                        "use --gpus 0 (or resources.gpus: 0) to train on CPUs")
+    elif resources.gpus > 1 and not any(n.get("GPU", 0) >= resources.gpus for n in nodes):
+        problems.append(f"each trial asks for {resources.gpus:g} GPUs but no Ray node has that many")
+    if resources.cpus > most_cpus:
+        problems.append(f"each trial asks for {resources.cpus:g} CPUs but the largest Ray node has "
+                        f"{most_cpus:g}; use --cpus {max(1, int(most_cpus))} or fewer")
+    if problems and not autoscaling:
+        raise RunError(problems[0])
+    return [p.split(";")[0] + ": trials wait until the cluster's autoscaler adds such a node" for p in problems]

@@ -1,0 +1,100 @@
+"""What the driver hears from Tune as trials run: it feeds the display, and records the trials
+whose workers write no record themselves (those that ran out of retries, and those a scheduler
+stopped early).
+
+    callbacks=[Events(grid, run, display, publisher, trials)]
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from ray import tune
+
+from orchestrator.errors import last_line
+from orchestrator.plan.grid import Grid
+from orchestrator.run.display import Display, describe
+from orchestrator.run.scheduling import GridTrials
+from orchestrator.run.trial import write_result
+from orchestrator.store.records import STOPPED, Publisher
+from orchestrator.store.rundir import RunDir
+
+
+class Events(tune.Callback):
+    """Driver-side: feeds the display, and records trials that ran out of retries or that a
+    scheduler stopped early (their workers never return a result)."""
+
+    def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials):
+        self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
+        self.cells = {t.trial_id: t.cell for t in grid.trials}
+
+    def __getstate__(self):
+        # Tune pickles its callbacks with the experiment for Tuner.restore, which ablate does not
+        # use (runs resume from the run's own record); the live display cannot be pickled.
+        return {}
+
+    @staticmethod
+    def _id(trial) -> str:
+        return trial.config["trial"]["trial_id"]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.trials.started(trial.trial_id)
+        self.display.trial_started(self._id(trial), self.cells[self._id(trial)])
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.display.trial_result(self._id(trial), result)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.display.trial_retrying(self._id(trial))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        trial_id = self._id(trial)
+        row = self.publisher.publish(trial_id)
+        if row is None:  # its worker wrote no result: a scheduler (or a stopper) ended it before `train` returned
+            self._record_stopped(trial_id, trial.config["trial"]["config"], trial.last_result or {})
+            row = self.publisher.publish(trial_id)
+        score = row["test_error"] if row["test_error"] is not None else row["val_error"]
+        detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
+        self.display.trial_finished(trial_id, row["status"], detail)
+
+    def _record_stopped(self, trial_id: str, config: dict, last: dict) -> None:
+        """A truthful row for a trial stopped early: where it got to, and its epochs up to its
+        last checkpoint. Stopped is final: the next `ablate run` does not run it again."""
+        epoch = last.get("epoch")
+        progress = progress_after(self.run, trial_id, last.get("training_iteration", 0))
+        saved = self.run.checkpoint(trial_id)
+        epochs = [e for e in saved["epochs"] if epoch is None or e.get("epoch", 0) <= epoch] if saved else None
+        write_result(self.run, self.grid.workload, self.grid.name, trial_id, config, {
+            "status": STOPPED, "val_error": last.get("val_error"), "epochs_completed": epoch,
+            "train_seconds": progress.get("train_seconds")}, progress, epochs)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        trial_id = self._id(trial)
+        message = last_line(_error_text(trial)) or "the trial failed"
+        progress = self.run.progress(trial_id)
+        write_result(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"],
+                     {"status": "failed", "error": message, "epochs_completed": progress.get("epoch")}, progress)
+        self.publisher.publish(trial_id)
+        self.display.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
+
+
+def progress_after(run: RunDir, trial_id: str, reports: int, timeout_s: float = 30.0) -> dict:
+    """A trial's progress once its worker has written the files of its `reports`-th report of
+    this attempt: it writes them while Tune carries the result to the driver (session.py), so they
+    can land a little after it. Waits `timeout_s` at most (a worker that died writes no more)."""
+    deadline = time.monotonic() + timeout_s
+    progress = run.progress(trial_id)
+    while progress.get("reports", 0) < reports and time.monotonic() < deadline:
+        time.sleep(0.01)
+        progress = run.progress(trial_id)
+    return progress
+
+
+def _error_text(trial) -> str:
+    """The errors of a trial's attempts, as Tune wrote them on this machine just before calling
+    back. Not `Trial.get_error`: it reads the copy in the run's storage, which Tune makes at its
+    next experiment snapshot, so a trial that failed once had no error yet."""
+    if not trial.error_file or not os.path.exists(trial.error_file):
+        return ""
+    with open(trial.error_file, encoding="utf-8", errors="replace") as f:
+        return f.read()

@@ -1,0 +1,149 @@
+"""`ablate run`: a grid's unfinished trials as one Ray Tune experiment.
+
+    summary = run_grid(load_grid("grids/smoke.yaml"), RunDir.for_grid("./runs", "smoke"), display_factory)
+
+Ray Tune schedules, places and retries trials; the run's own record in storage says what is
+done (store/records.py). Every `ablate run` is a new Tune experiment over the trials that have
+no result yet, so a grid that grew, a driver that was killed, or `--retry-failed` all come down to the
+same thing: run what is missing. Ray's own `Tuner.restore` replays a fixed spec and can lose
+state after SIGKILL (../shared/RAY_NOTES.md); trials here find their checkpoints by trial id.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import ray
+from ray import tune
+
+from orchestrator.errors import RunError
+from orchestrator.plan.grid import GRID_FILE, Grid, Resources
+from orchestrator.run.cluster import check_resources, check_storage_shared, connect, ray_log_path, ray_messages_to
+from orchestrator.run.events import Events
+from orchestrator.run.lock import DriverLock
+from orchestrator.run.scheduling import GridTrials, slots, tune_config
+from orchestrator.run.settings import environment, tune_environment
+from orchestrator.run.trial import run_trial
+from orchestrator.store import records
+from orchestrator.store.records import STATUSES, Publisher
+from orchestrator.store.rundir import RunDir, join_uri
+from workloads.base import WorkloadError
+
+
+@dataclass
+class RunSummary:
+    run: RunDir
+    counts: dict[str, int]  # status -> trials, over the whole grid
+    ran: int  # trials this invocation started
+    skipped: int  # trials that already had a result
+    unfinished: int  # trials without a row after this invocation (interrupted, or not retried)
+    failed_earlier: int  # failed trials left alone because --retry-failed was not given
+    ray_log: str | None = None  # where Ray's own messages went, when Ray was used
+
+    @property
+    def exit_code(self) -> int:
+        if self.counts.get("failed") or self.unfinished:
+            return 1
+        return 0
+
+
+def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = None,
+             resources: Resources | None = None, retry_failed: bool = False, fail_fast: bool = False,
+             data_dir: str | None = None, scheduler=None, wait: bool = False,
+             notify=lambda message: None) -> RunSummary:
+    """Run every trial of `grid` that has no result in `run` yet, as the run's only driver.
+
+    The run is taken (lock.py) before anything is read or written, even when every trial turns out
+    to be done: what is done is only known once no other driver is adding to it. A live driver of
+    the run is a RunLocked error, or with `wait` waited for.
+
+    `display_factory(total, skipped, planned_epochs, metrics)` makes the display. `scheduler`, a
+    Tune TrialScheduler, may stop trials early: they are recorded as `stopped` with what they
+    reached, and not run again. Its own end (ASHA's `max_t`) must lie beyond a trial's last
+    epoch, or it stops every trial before `train` returns its final result.
+    """
+    with DriverLock(run).acquire(wait=wait, notify=notify):
+        return _run_unfinished(grid, run, display_factory, address=address, resources=resources,
+                               retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
+                               scheduler=scheduler, notify=notify)
+
+
+def _run_unfinished(grid, run, display_factory, *, address, resources, retry_failed, fail_fast, data_dir,
+                    scheduler, notify) -> RunSummary:
+    resources = resources or grid.resources
+    publisher = Publisher(run)
+    publisher.catch_up()  # what a killed driver left unpublished: now every record is in publisher.trials
+    finished = records.statuses(publisher.trials)
+    todo = [t for t in grid.trials if finished.get(t.trial_id) not in STATUSES
+            or (retry_failed and finished[t.trial_id] == "failed")]
+    failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
+    skipped = len(grid.trials) - len(todo) - failed_earlier
+    run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
+
+    ray_log = None
+    if todo:
+        # The dataset cache, for workloads that have one: workers run elsewhere (in a trial's folder).
+        env = {"ABLATE_DATA": os.path.abspath(data_dir)} if data_dir else {}
+        if address is None:
+            with environment(env):
+                _prepare(grid, todo)
+        with ray_messages_to(ray_log_path(run)) as ray_log:
+            connect(address, env)
+            if address is not None:
+                check_storage_shared(run)
+            for note in check_resources(resources, autoscaling=address is not None):
+                notify(note)
+            planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
+            try:
+                with display_factory(len(todo), skipped, planned, grid.workload.metrics) as display:
+                    _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, local=address is None)
+            finally:
+                publisher.catch_up()  # every record in both files, whatever the pace left for later
+
+    finished = records.statuses(publisher.trials)
+    statuses = [finished.get(t.trial_id) for t in grid.trials]
+    counts = {s: statuses.count(s) for s in STATUSES if statuses.count(s)}
+    return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),
+                      failed_earlier=failed_earlier, ray_log=ray_log)
+
+
+def _prepare(grid: Grid, todo) -> None:
+    """Fetch what the trials share once, here, so that a dataset that cannot be had is one error
+    now instead of every trial failing."""
+    if grid.workload.prepare is None:
+        return
+    try:
+        grid.workload.prepare([grid.workload.config(**t.config) for t in todo])
+    except WorkloadError as e:
+        raise RunError(str(e)) from None
+
+
+def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, local) -> None:
+    # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
+    # every trial's start, a large part of a short trial's worker time. These are names.
+    bound = functools.partial(run_trial, run_uri=run.uri, workload_ref=grid.workload_ref, grid_name=grid.name,
+                              report=tune.report)
+    bound.__name__ = run_trial.__name__  # Tune names the trainable after it
+    trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
+    trials = GridTrials(todo, slots(resources) if local else None)  # a joined cluster may grow
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune_config(trials, resources, scheduler),
+        run_config=tune.RunConfig(
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=join_uri(run.uri, "ray"), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
+            callbacks=[Events(grid, run, display, publisher, trials)]),
+    )
+    # Tune logs every trial error with its traceback and warns about the result files its disabled
+    # loggers did not write; the display and each trial's log say what happened instead.
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.CRITICAL)
+    try:
+        with environment(tune_environment(len(todo), ray.cluster_resources().get("CPU", 1))):
+            tuner.fit()
+    finally:
+        tune_logger.setLevel(level)

@@ -1,0 +1,158 @@
+"""The session a trial trains with under `ablate run` (workloads/base.py, Session): its epochs,
+checkpoints, progress and log go to the run's storage, so that a retried or resumed trial finds
+them on whatever node it lands.
+
+    session = StoredSession(run, trial_id, on_report=tune.report)
+    session.start(); result = workload.train(config, session); session.close()
+
+Runs in the trial's Ray worker and knows nothing of Ray: the function each report is passed on
+to (Tune's) is handed in.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from orchestrator.store.checkpoint import serialize
+from orchestrator.store.rundir import CHECKPOINT, PROGRESS, Lines, RunDir, now, progress_line
+
+# Writes a trial's epoch files while the trial goes on (StoredSession.report). One thread, so a
+# trial's files are written in the order they were queued.
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ablate-writer")
+
+
+class StoredSession:
+    """The session a trial trains with under `ablate run`: checkpoints, epochs and progress go to
+    the run's storage, so a retried or resumed trial finds them whatever node it lands on.
+
+    An epoch's files are written in the background while its result goes to Tune and the next
+    epoch trains: the checkpoint is serialized when reported (later changes to the model do not
+    reach it), and the files are on storage before the next report, a log line, `flush()` or the
+    end of the trial, each of which waits for them and raises what failed in writing them. The
+    driver, which can see a result before its files, waits for them too (events.py)."""
+
+    def __init__(self, run: RunDir, trial_id: str, on_report=None):
+        self.run, self.trial_id, self.on_report = run, trial_id, on_report
+        self.epochs: list[dict[str, Any]] = []
+        self.checkpoint_path = run.trial_file(trial_id, CHECKPOINT)
+        self.progress = run.progress(trial_id)
+        self.progress_lines = Lines(run, run.trial_file(trial_id, PROGRESS), latest_only=True)
+        self.log_lines = Lines(run, run.trial_file(trial_id, "trial.log"))
+        self.epoch_began = time.monotonic()
+        self.writing: Future | None = None  # the last epoch's files, while they are written
+        self.local_files: str | None = None  # a local copy of files/ while `files()` is open, on an object store
+        self.sent: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) as last sent to the store
+
+    def start(self) -> int:
+        """Count this attempt; returns its number (1 for the first)."""
+        started = self.progress.get("started_at") or now().isoformat()
+        self.progress = {**self.progress, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started,
+                         "reports": 0}
+        self.progress_lines.add(progress_line(self.progress))
+        self.log(f"attempt {self.progress['attempt']} on {socket.gethostname()}")
+        self.epoch_began = time.monotonic()
+        return self.progress["attempt"]
+
+    def log(self, line: str) -> None:
+        self.flush()  # after the lines of the epochs before it
+        self._append_log(line)
+
+    def _append_log(self, line: str) -> None:
+        self.log_lines.add(f"{now():%Y-%m-%d %H:%M:%S} {line}\n".encode())
+
+    def flush(self) -> None:
+        """Wait until the last epoch's files are written; raise what failed in writing them."""
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            writing.result()
+
+    def close(self) -> None:
+        """The end of the attempt: its files written and closed."""
+        try:
+            self.flush()
+        finally:
+            self.progress_lines.close()
+            self.log_lines.close()
+
+    def restore(self):
+        saved = self.run.checkpoint(self.trial_id)
+        if saved is None:
+            return None
+        self.epochs = saved["epochs"]
+        self.log(f"resumed from the checkpoint after epoch {len(self.epochs)}")
+        return saved["state"]
+
+    def report(self, metrics, checkpoint=None):
+        self.flush()
+        # Epochs are timed here, not by the workload: `ablate status` needs their length for
+        # compute used and ETAs whatever the workload reports.
+        seconds, self.epoch_began = time.monotonic() - self.epoch_began, time.monotonic()
+        self.epochs.append(dict(metrics))
+        saved = serialize({"state": checkpoint, "epochs": self.epochs}) if checkpoint is not None else None
+        self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics), "seconds": seconds,
+                         "train_seconds": self.progress.get("train_seconds", 0.0) + seconds,
+                         "reports": self.progress.get("reports", 0) + 1,  # in this attempt: Tune's training_iteration
+                         "updated_at": now().isoformat()}
+        self.writing = _WRITER.submit(self._write_epoch, saved, self.progress, " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        if self.local_files is not None:
+            self._send_files()
+        if self.on_report is not None:
+            self.on_report(metrics)
+
+    def _write_epoch(self, checkpoint: bytes | None, progress: dict[str, Any], line: str) -> None:
+        if checkpoint is not None:  # first: progress that names an epoch means its checkpoint is there
+            self.run.write_bytes(self.checkpoint_path, checkpoint)
+        self.progress_lines.add(progress_line(progress))
+        self._append_log(line)
+
+    @contextlib.contextmanager
+    def files(self):
+        """The trial's own directory, `trials/<trial_id>/files/`. On a local or NFS path that is
+        the directory itself. On an object store it is a local copy: fetched first, and sent back
+        after each epoch reported and at the end, so that a retry on another node, even after
+        this node is lost, finds what the last reported epoch left (a script saves its checkpoint
+        before it prints the epoch)."""
+        stored = self.run.trial_file(self.trial_id, "files")
+        if self.run.local:
+            os.makedirs(stored, exist_ok=True)
+            yield stored
+            return
+        self.local_files = tempfile.mkdtemp(prefix=f"ablate-{self.trial_id}-")
+        try:
+            if self.run.fs.get_file_info(stored).type == pafs.FileType.Directory:
+                pafs.copy_files(stored, self.local_files, source_filesystem=self.run.fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            self.sent = self._local_signatures()
+            yield self.local_files
+        finally:
+            try:
+                self._send_files()
+            finally:
+                shutil.rmtree(self.local_files, ignore_errors=True)
+                self.local_files = None
+
+    def _local_signatures(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for folder, _, names in os.walk(self.local_files):
+            for name in names:
+                stat = os.stat(os.path.join(folder, name))
+                out[os.path.relpath(os.path.join(folder, name), self.local_files)] = (stat.st_size, stat.st_mtime_ns)
+        return out
+
+    def _send_files(self) -> None:
+        """Send what changed since it was last sent (a checkpoint can be large)."""
+        for relative, signature in self._local_signatures().items():
+            if self.sent.get(relative) != signature:
+                pafs.copy_files(os.path.join(self.local_files, relative),
+                                self.run.trial_file(self.trial_id, "files", *relative.split(os.sep)),
+                                source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.run.fs)
+                self.sent[relative] = signature

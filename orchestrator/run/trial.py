@@ -1,0 +1,88 @@
+"""One trial as it runs in a Ray worker: the workload's training function with a session backed
+by the run's storage, then the record of its result.
+
+    run_trial(tune_config, run_uri=..., workload_ref=..., grid_name=..., report=tune.report)
+
+Knows nothing of Ray: the runner binds the function each epoch is reported to (Tune's). It is apart
+from the driver's modules so that a worker imports what a trial needs and not the display, grid
+reading and lock: every Ray actor Tune starts pays those imports, also those it starts for a trial
+and drops when a reused actor takes the trial instead.
+"""
+from __future__ import annotations
+
+import functools
+import socket
+import traceback
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import workloads
+from orchestrator.run.session import StoredSession
+from orchestrator.store import records
+from orchestrator.store.rundir import RunDir, now
+from workloads.base import RESULT_STATUSES, Workload
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)  # each package metadata lookup reads files
+def software() -> dict[str, str | None]:
+    """This machine and the versions a trial ran with."""
+    return {"host": socket.gethostname(), "ablate_version": _version("ablate"),
+            "torch_version": _version("torch"), "ray_version": _version("ray")}
+
+
+def workload_of(ref: str) -> Workload:
+    """The workload a grid names (Grid.workload_ref): registered, module:object, or a grid's
+    `command:` section as plan/script.py hands it over."""
+    if ref.startswith("command:{"):
+        from orchestrator.plan.script import from_ref
+
+        return from_ref(ref)
+    return workloads.get(ref)
+
+
+def write_result(run: RunDir, workload: Workload, grid_name: str, trial_id: str, config: dict[str, Any],
+                 result: dict[str, Any], progress: dict[str, Any], epochs: list[dict] | None = None) -> None:
+    """Write a finished trial's record: `result` and what every row says about the trial's
+    attempts, times, log and software, whatever its result."""
+    started = progress.get("started_at")
+    row = {**result, "attempts": progress.get("attempt"),
+           "started_at": datetime.fromisoformat(started) if started else None, "finished_at": now(),
+           "log": run.log_path(trial_id), "grid": grid_name, "workload": workload.name, **software()}
+    records.write_record(run, records.trial_schema(workload.config), trial_id, config, row, epochs)
+
+
+def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report) -> None:
+    """The trial `tune_config["trial"]` names; writes its own record when it has a result."""
+    run, workload = RunDir(run_uri), workload_of(workload_ref)
+    trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
+    trial_config = workload.config(**config)
+    session = StoredSession(run, trial_id, on_report=report)
+    session.start()
+    try:
+        result = workload.train(trial_config, session)
+        session.flush()  # the last epoch's files, before the record that says the trial is done
+        if result.get("status", "completed") not in RESULT_STATUSES:
+            raise ValueError(f"workload returned status {result.get('status')!r} "
+                             f"(expected one of {', '.join(RESULT_STATUSES)})")
+        # What the session saw, unless the workload says better.
+        row = {"status": "completed", "params": workload.params(trial_config) if workload.params else None,
+               "epochs_completed": len(session.epochs), "train_seconds": session.progress.get("train_seconds"),
+               **result}
+        write_result(run, workload, grid_name, trial_id, config, row, session.progress, session.epochs)
+        session.log(f"finished: {row['status']}")
+    except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped
+        session.log("stopped early by the scheduler")
+        raise
+    except BaseException:
+        session.log("failed:\n" + traceback.format_exc())
+        raise
+    finally:
+        session.close()

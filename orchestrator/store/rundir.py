@@ -1,0 +1,208 @@
+"""Where a run lives: `<storage>/<grid name>/`, on a local path, NFS or `s3://...`.
+
+    run = RunDir.for_grid("./runs", "smoke")
+    run.read_table(run.child("trials.parquet")); run.progress(trial_id); run.checkpoint(trial_id)
+
+    <run>/trials.parquet                      one row per finished trial
+    <run>/epochs.parquet                      one row per epoch of every finished trial
+    <run>/records/<trial_id>.json             each trial's row and epochs as it finished (records.py)
+    <run>/trials/<trial_id>/checkpoint.pt     the latest training state, to resume from (checkpoint.py)
+    <run>/trials/<trial_id>/progress.jsonl    attempt, start time, latest epoch and its seconds (the last line)
+    <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
+    <run>/trials/<trial_id>/files/            the trial's own files (a script's outputs and checkpoints)
+    <run>/grid.yaml                           the grid file as last run
+    <run>/lock                                the driver that runs it now (run/lock.py)
+    <run>/ray/                                Ray Tune's own experiment folders
+
+Every file is written whole under a temporary dot-name and then renamed (an S3 put is atomic by
+itself), so nobody ever reads half a file; but a trial's log and progress grow by lines while it
+runs (see Lines): a reader takes the lines that end in a newline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from orchestrator.errors import ResultsError, RunError
+from orchestrator.store.checkpoint import deserialize
+
+CHECKPOINT = "checkpoint.pt"
+PROGRESS = "progress.jsonl"
+OLD_PROGRESS = "progress.json"  # older ablates rewrote one JSON object: still read
+PROGRESS_LIMIT = 64 * 1024  # a progress file grown past this starts over with its latest line
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    """`uri` with path parts appended, keeping a query such as `?endpoint_override=...` at the end."""
+    base, sep, query = uri.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query
+
+
+def resolve_storage(storage: str) -> str:
+    """A storage URI with local paths made absolute (Ray and workers need absolute paths)."""
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+class RunDir:
+    """The files of one grid's run, in any storage pyarrow can open."""
+
+    def __init__(self, uri: str):
+        self.uri = join_uri(uri)
+        try:
+            self.fs, self.path = pafs.FileSystem.from_uri(self.uri)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise RunError(f"{uri}: cannot open storage ({e})") from None
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    @classmethod
+    def for_grid(cls, storage: str, grid_name: str) -> "RunDir":
+        return cls(join_uri(resolve_storage(storage), grid_name))
+
+    def child(self, *parts: str) -> str:
+        return "/".join([self.path, *parts])
+
+    def display(self, *parts: str) -> str:
+        """A path to show a user: a local path, or the storage URI."""
+        return self.child(*parts) if self.local else join_uri(self.uri.partition("?")[0], *parts)
+
+    # -- files ---------------------------------------------------------------------------------
+    def write_bytes(self, path: str, data: bytes) -> None:
+        if not self.local:  # an object store's put is atomic, and has no folders to create
+            with self.fs.open_output_stream(path) as f:
+                f.write(data)
+            return
+        parent = path.rsplit("/", 1)[0]
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(data)
+        self.fs.move(tmp, path)
+
+    def read_bytes(self, path: str) -> bytes | None:
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_table(self, path: str, table: pa.Table) -> None:
+        """A Parquet file."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self.write_bytes(path, sink.getvalue().to_pybytes())
+
+    def read_table(self, path: str) -> pa.Table | None:
+        """One Parquet or (`.arrow`: an older ablate's record) Arrow IPC file, or None where there is none."""
+        data = self.read_bytes(path)
+        if data is None:
+            return None
+        arrow = path.endswith(".arrow")
+        try:
+            if arrow:
+                return pa.ipc.open_file(pa.BufferReader(data)).read_all()
+            return pq.ParquetFile(pa.BufferReader(data)).read()  # not read_table: its dataset layer costs more than the read
+        except (pa.ArrowInvalid, OSError) as e:
+            shown = path if self.local else f"{self.uri.partition('://')[0]}://{path}"
+            raise ResultsError(f"{shown}: unreadable {'Arrow' if arrow else 'Parquet'} ({e})") from None
+
+    def list_dir(self, path: str) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+
+    # -- trial records -------------------------------------------------------------------------
+    def trial_file(self, trial_id: str, *names: str) -> str:
+        return self.child("trials", trial_id, *names)
+
+    def log_path(self, trial_id: str) -> str:
+        return self.display("trials", trial_id, "trial.log")
+
+    def progress(self, trial_id: str) -> dict[str, Any]:
+        """A trial's latest progress: the last whole line of its progress file; {} if it has none."""
+        data = self.read_bytes(self.trial_file(trial_id, PROGRESS))
+        if data is None:
+            data = self.read_bytes(self.trial_file(trial_id, OLD_PROGRESS))
+            return json.loads(data) if data else {}
+        return _last_progress(data)
+
+    def write_progress(self, trial_id: str, progress: dict[str, Any]) -> None:
+        """A trial's progress file holding `progress` alone, written whole."""
+        self.write_bytes(self.trial_file(trial_id, PROGRESS), progress_line(progress))
+
+    def checkpoint(self, trial_id: str) -> dict[str, Any] | None:
+        """A trial's last checkpoint as its session saved it: {"state": what the workload handed
+        to report, "epochs": every epoch's metrics up to it}; None if it has none."""
+        data = self.read_bytes(self.trial_file(trial_id, CHECKPOINT))
+        return None if data is None else deserialize(data)
+
+
+def progress_line(progress: dict[str, Any]) -> bytes:
+    return json.dumps(progress).encode() + b"\n"
+
+
+def _last_progress(data: bytes) -> dict[str, Any]:
+    """The latest progress in a progress file: its last whole line, one that a newline ends (a
+    line being written has none yet) and that reads as JSON (a line a crash cut short and the next
+    attempt wrote on does not); {} if it has none."""
+    for line in reversed(data.split(b"\n")[:-1]):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}
+
+
+class Lines:
+    """A file that a trial adds lines to while it runs: its log, its progress.
+
+    On a local path or NFS the file stays open and a line is one append: rewriting the file
+    instead costs the filesystem a truncate or a replace, several times an epoch, far more than an
+    append (benchmarks/README.md). An object store cannot append: there the object is put again, with every line (`latest_only`
+    false, a log) or with the latest alone (a progress file, of which only the last line is read).
+    A local file of latest-only lines starts over, written whole, once it passes `limit` bytes."""
+
+    def __init__(self, run: RunDir, path: str, latest_only: bool = False, limit: int = PROGRESS_LIMIT):
+        self.run, self.path, self.latest_only, self.limit = run, path, latest_only, limit
+        self.file = None  # the open file, on a local path
+        self.held: bytes | None = None  # what the object holds, on an object store
+
+    def add(self, data: bytes) -> None:
+        if not self.run.local:
+            if not self.latest_only:
+                if self.held is None:  # an earlier attempt's lines
+                    self.held = self.run.read_bytes(self.path) or b""
+                self.held += data
+            self.run.write_bytes(self.path, data if self.latest_only else self.held)
+            return
+        if self.file is not None and self.latest_only and self.file.tell() + len(data) > self.limit:
+            self.close()
+            self.run.write_bytes(self.path, data)
+            return
+        if self.file is None:
+            self.run.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
+            self.file = open(self.path, "a+b")
+            if self._ends_mid_line():  # a crash cut the last line short: this one starts a line of its own
+                data = b"\n" + data
+        self.file.write(data)
+        self.file.flush()
+
+    def _ends_mid_line(self) -> bool:
+        if self.file.seek(0, os.SEEK_END) == 0:
+            return False
+        self.file.seek(-1, os.SEEK_END)
+        return self.file.read(1) != b"\n"
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None

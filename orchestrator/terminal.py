@@ -1,0 +1,80 @@
+"""What the `plan`, `status` and `models` commands print on a terminal (cli.py calls these; the
+result tables of `summarize` and `compare` are results/formats.py's)."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.plan.grid import Grid
+from orchestrator.results.status import Status
+from orchestrator.run.display import duration
+from orchestrator.store.rundir import now
+
+
+def si(value: float | None, unit: str) -> str:
+    if value is None:
+        return "unknown"
+    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
+def show_plan(console: Console, grid: Grid) -> None:
+    """The grid's axes, seeds, fixed values, each trial's command line (a script's), compute and resources."""
+    invocation = grid.workload.invocation
+    cost = grid.cost()
+    title = f"{grid.name}: {len(grid.trials)} trials of workload '{grid.workload.name}'"
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("axis", style="bold")
+    table.add_column("values")
+    table.add_column("count", justify="right")
+    for axis, values in grid.axes.items():
+        table.add_row(axis, Text(", ".join(map(str, values))), str(len(values)))  # Text: a value is not markup
+    seeds = sorted({t.config["seed"] for t in grid.trials})
+    table.add_row("seed", ", ".join(map(str, seeds)), str(len(seeds)))
+    console.print(table)
+    if grid.description:
+        console.print(grid.description, markup=False)
+    if grid.fixed:
+        console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in grid.fixed.items()), soft_wrap=True, markup=False)
+    if invocation:
+        console.print("commands:")
+        for t in grid.trials:
+            console.print(f"  {t.trial_id}  {invocation(grid.workload.config(**t.config))}", markup=False, soft_wrap=True)
+    r = grid.resources
+    console.print(f"trials: {len(grid.trials)}   training images: {si(cost['images'], 'images')}   "
+                  f"compute: {si(cost['flops'], 'FLOP')}")
+    console.print(f"per trial: {r.cpus:g} CPU, {r.gpus:g} GPU"
+                  + (f", at most {r.max_concurrent} at once" if r.max_concurrent else "")
+                  + f"; retries: {grid.max_failures}")
+
+
+def show_status(console: Console, where: str, finished: int, s: Status) -> None:
+    """Counts, compute used, ETA, and a table of the trials that run or stopped."""
+    total = f" of {s.planned}" if s.planned else ""
+    console.print(f"{where}: {finished} finished{total}: " + ", ".join(f"{n} {k}" for k, n in s.counts.items()),
+                  soft_wrap=True)
+    console.print(f"compute used: {s.used_hours:.2f} {s.unit}-hours; ETA: {duration(s.eta_seconds)}")
+    if s.active:
+        out = Table(box=None, header_style="bold")
+        for column in ("trial", "state", "epoch", "val_error", "updated"):
+            out.add_column(column)
+        for a in s.active:
+            out.add_row(a.trial_id, "stopped" if a.stopped else "running", f"{a.epoch}/{a.epochs or '?'}",
+                        f"{a.metrics['val_error']:.4f}" if isinstance(a.metrics.get("val_error"), float) else "-",
+                        f"{duration((now() - a.updated).total_seconds())} ago")
+        console.print(out)
+    if s.counts.get("stopped"):
+        console.print("stopped trials resume from their checkpoints at the next `ablate run`")
+
+
+def show_models(console: Console, workload_name: str, rows: list[dict]) -> None:
+    table = Table(title=f"Models of workload '{workload_name}'", title_justify="left")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for column in columns:
+        table.add_column(column, justify="right" if isinstance(rows[0].get(column), int) else "left")
+    for row in rows:
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in (row.get(c, "") for c in columns)))
+    console.print(table)
