@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import boto3
 import pytest
@@ -137,6 +138,54 @@ def test_contenders_racing_for_a_stale_hold_one_wins(run, contenders):
     winners = [o for o in outcomes if o != "refused"]
     assert len(outcomes) == contenders and len(winners) == 1
     winners[0].release()
+
+
+def test_a_contender_delayed_while_others_took_the_run_does_not_take_it(run):
+    """It read the run as free, then stalled while two drivers came and went and a third took the run."""
+    late = DriverLock(run, heartbeat_s=60, stale_s=30)
+    _, nobody = late.store.read()
+    for _ in range(2):
+        DriverLock(run, heartbeat_s=60, stale_s=30).acquire().release()
+    with DriverLock(run, heartbeat_s=60, stale_s=30).acquire() as holder:
+        assert late.store.create(late._record(), replacing=nobody) is None
+        assert holder.store.beat(holder._version, holder._record(1)) is not None  # still its own
+        with pytest.raises(RunLocked):
+            late.acquire()
+
+
+def test_a_link_below_the_highest_generation_is_no_hold(local_run):
+    """Where older generations were removed (by hand, by an older ablate), a delayed contender's link
+    of one of their names succeeds: it has still lost, and leaves no generation behind."""
+    late = DriverLock(local_run, heartbeat_s=60, stale_s=30)
+    _, nobody = late.store.read()
+    for _ in range(2):
+        DriverLock(local_run, heartbeat_s=60, stale_s=30).acquire().release()
+    folder = Path(local_run.path) / "lock"
+    with DriverLock(local_run, heartbeat_s=60, stale_s=30).acquire() as holder:
+        for old in range(1, holder._version):
+            (folder / str(old)).unlink()
+        assert late.store.create(late._record(), replacing=nobody) is None
+        assert [p.name for p in folder.iterdir() if p.name.isdigit()] == [str(holder._version)]
+        assert holder.store.beat(holder._version, holder._record(1)) is not None
+
+
+@pytest.mark.parametrize("found", ["a higher generation", "another driver in its generation"])
+def test_a_driver_whose_generation_is_not_the_hold_stops(local_run, found):
+    """Where generations were removed by hand, generation n+1 need not exist for n to be no longer the
+    hold: a driver holds the run only while its generation is the highest and its own."""
+    lost = threading.Event()
+    holder = DriverLock(local_run, heartbeat_s=0.05, stale_s=30, on_lost=lost.set).acquire()
+    other = DriverLock(local_run, heartbeat_s=60, stale_s=30)
+    folder, n = Path(local_run.path) / "lock", holder._version
+    if found == "a higher generation":
+        (folder / str(n + 2)).write_bytes(other._record())
+    else:
+        (folder / str(n)).unlink()
+        (folder / str(n)).write_bytes(other._record())
+    wait_for(lost.is_set, timeout=10)
+    with pytest.raises(RunError, match=r": taken over by pid \d+ .*; stopped its trials$"):
+        with holder:
+            pass
 
 
 def test_a_driver_whose_hold_was_taken_over_stops(local_run):

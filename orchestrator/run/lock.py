@@ -28,11 +28,16 @@ How a lock is taken, so that of drivers racing for it exactly one wins:
   highest is the hold. The first driver creates `lock/1`; whoever finds generation n released or
   stale creates n+1, with `link(2)` of a file it has already written: an exclusive create that is
   atomic on NFS too (and shows the holder's record complete, never half-written). Two contenders
-  for a stale n both try n+1 and one gets EEXIST. Generation names are never reused, which is why
-  this is safer than "rename the stale lock away, then create anew": a contender that judged the
-  lock stale a moment too late would rename away the lock the winner has just created, and both
-  would hold the run. OS file locks (fcntl/flock) were not chosen: on NFSv3 they depend on lockd
-  (often mounted `nolock`), and S3 needs the protocol above anyway; one takeover rule for both.
+  for a stale n both try n+1 and one gets EEXIST. Generations are never removed (one small file per
+  hold), so a contender that read n and was delayed while others took the run finds n+1 taken too: that is
+  why this is safer than "rename the stale lock away, then create anew", where a contender that
+  judged the lock stale a moment too late would rename away the lock the winner has just created,
+  and both would hold the run. The invariant: a driver holds the run while its generation is the
+  highest one and holds its token. It checks that right after its link (where generations were
+  removed, by hand or by an older ablate, a link can succeed below the hold: it then removes its
+  link and has lost) and at every beat. OS file locks (fcntl/flock) were not chosen: on NFSv3
+  they depend on lockd (often mounted `nolock`), and S3 needs the protocol above anyway; one
+  takeover rule for both.
 
 A holder that misses beats for STALE_S (a suspended laptop, a storage outage) can have its run
 taken over while it still lives. Each beat checks that the lock is still its own; when it is not,
@@ -183,7 +188,7 @@ _GONE = (errno.ENOENT, errno.ESTALE)
 
 class _FileStore:
     def __init__(self, run: RunDir, token: str):
-        self.run, self.folder = run, os.path.join(run.path, "lock")
+        self.run, self.folder, self.token = run, os.path.join(run.path, "lock"), token
         self.draft = os.path.join(self.folder, f".{token}")  # our record before it is linked, and our clock
 
     def _generation(self, n: int) -> str:
@@ -207,7 +212,7 @@ class _FileStore:
             except OSError as e:
                 if e.errno not in _GONE:
                     raise
-                continue  # the winner of a newer generation removed it just now: look again
+                continue  # removed just now: look again
             return _holder(data, storage_now - mtime, released=mtime == 0), n
 
     def create(self, record: bytes, replacing: int | None) -> int | None:
@@ -224,24 +229,41 @@ class _FileStore:
             # is to check the link count of the file that was linked.
             if os.stat(self.draft).st_nlink != 2:
                 return None
-        for old in range(1, n):  # names are never reused, so old generations can simply go
-            try:
-                os.unlink(self._generation(old))
-            except FileNotFoundError:
-                pass
-        return n
+        if self._holds(n):
+            return n
+        try:  # a higher generation exists (see the module docstring): ours must not stay as a hold
+            if os.path.samefile(self.draft, self._generation(n)):
+                os.unlink(self._generation(n))
+        except OSError as e:
+            if e.errno not in _GONE:
+                raise
+        return None
+
+    def _holds(self, n: int) -> bool:
+        """Whether generation n is the hold (the highest) and ours."""
+        if max((int(name) for name in os.listdir(self.folder) if name.isdigit()), default=0) != n:
+            return False
+        try:
+            with open(self._generation(n), "rb") as f:
+                return json.loads(f.read())["token"] == self.token
+        except OSError as e:
+            if e.errno in _GONE:
+                return False
+            raise
 
     def beat(self, n: int, record: bytes) -> int | None:
+        if not self._holds(n):
+            return None
         try:
             os.utime(self._generation(n))
         except OSError as e:
-            if e.errno in _GONE:  # a newer generation's winner removed ours
+            if e.errno in _GONE:
                 return None
             raise
-        return None if os.path.exists(self._generation(n + 1)) else n
+        return n
 
     def release(self, n: int, record: bytes) -> None:
-        if not os.path.exists(self._generation(n + 1)):
+        if self._holds(n):
             os.utime(self._generation(n), (0, 0))  # mtime 0: released, free to the next driver at once
 
     def close(self) -> None:
