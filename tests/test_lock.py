@@ -17,7 +17,9 @@ from collections import Counter
 from pathlib import Path
 
 import boto3
+import botocore.endpoint
 import pytest
+from botocore.exceptions import ReadTimeoutError
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
 
@@ -202,6 +204,36 @@ def test_a_driver_whose_hold_was_taken_over_stops(local_run):
         with paused:
             pass
     successor.release()
+
+
+@pytest.mark.parametrize("lost_response", ["taking the run", "a beat"])
+def test_a_write_whose_response_was_lost_keeps_the_run(s3_run, monkeypatch, lost_response):
+    """botocore retries a PUT whose response was lost; where S3 had carried out the first one, the
+    retry fails its condition (412) because of this driver's own write: not another driver's."""
+    puts, lose = [], threading.Event()
+    send = botocore.endpoint.Endpoint._send
+
+    def send_and_lose_the_response(endpoint, request):
+        response = send(endpoint, request)
+        if request.method == "PUT":
+            puts.append(response.status_code)
+            if lose.is_set():
+                lose.clear()
+                raise ReadTimeoutError(endpoint_url=request.url)
+        return response
+
+    monkeypatch.setattr(botocore.endpoint.Endpoint, "_send", send_and_lose_the_response)
+    lost = threading.Event()
+    lock = DriverLock(s3_run, heartbeat_s=0.05, stale_s=30, on_lost=lost.set)
+    if lost_response == "taking the run":
+        lose.set()
+    with lock.acquire():
+        if lost_response == "a beat":
+            lose.set()
+        wait_for(lambda: 412 in puts and 200 in puts[puts.index(412):])  # beats on after the retry
+        assert not lost.is_set()
+    assert puts.count(412) == 1
+    DriverLock(s3_run, heartbeat_s=60, stale_s=30).acquire().release()  # released: free at once
 
 
 def test_two_ablate_runs_of_one_grid_at_once_train_every_trial_once(tmp_path):

@@ -106,7 +106,7 @@ class DriverLock:
         # Stopping the trials of a driver that lost its hold: what Ctrl-C does (Tune stops cleanly).
         self.on_lost = on_lost or _thread.interrupt_main
         self.token, self.since = uuid.uuid4().hex, now()  # since: when it was taken
-        self.store = _FileStore(run, self.token) if run.local else _S3Store(run)
+        self.store = _FileStore(run, self.token) if run.local else _S3Store(run, self.token)
         self.lost = False
         self._version = None
         self._stop = threading.Event()
@@ -275,7 +275,7 @@ class _FileStore:
 
 # -- S3: one object, written only with conditional PUTs ---------------------------------------------
 class _S3Store:
-    def __init__(self, run: RunDir):
+    def __init__(self, run: RunDir, token: str):
         import boto3
 
         base, _, query = run.uri.partition("?")
@@ -283,7 +283,7 @@ class _S3Store:
         endpoint = options.get("endpoint_override")
         if endpoint and "://" not in endpoint:  # pyarrow's form: host:port, with scheme= apart
             endpoint = f"{options.get('scheme', 'https')}://{endpoint}"
-        self.run = run
+        self.run, self.token = run, token
         self.client = boto3.client("s3", endpoint_url=endpoint, region_name=options.get("region"))
         self.bucket, _, prefix = base.partition("://")[2].partition("/")
         self.key = "/".join(p for p in (prefix.strip("/"), "lock") if p)
@@ -320,14 +320,23 @@ class _S3Store:
         age = (storage_now - response["LastModified"].astimezone(timezone.utc)).total_seconds()
         return _holder(response["Body"].read(), age), response["ETag"]
 
-    def create(self, record: bytes, replacing: str | None) -> str | None:
-        condition = {"IfMatch": replacing} if replacing else {"IfNoneMatch": "*"}
+    def _put(self, record: bytes, **condition) -> str | None:
+        """A conditional PUT of our record: its ETag, or None where another driver wrote first."""
         response = self._call("put_object", Body=record, **condition)
-        return response and response["ETag"]
+        if response is not None:
+            return response["ETag"]
+        # botocore retries a PUT whose response was lost, and where the first one was carried out
+        # the retry fails its condition: the lock holding our token is that first PUT's doing.
+        response = self._call("get_object")
+        if response is not None and json.loads(response["Body"].read())["token"] == self.token:
+            return response["ETag"]
+        return None
+
+    def create(self, record: bytes, replacing: str | None) -> str | None:
+        return self._put(record, **{"IfMatch": replacing} if replacing else {"IfNoneMatch": "*"})
 
     def beat(self, etag: str, record: bytes) -> str | None:
-        response = self._call("put_object", Body=record, IfMatch=etag)
-        return response and response["ETag"]
+        return self._put(record, IfMatch=etag)
 
     def release(self, etag: str, record: bytes) -> None:
         self._call("put_object", Body=record, IfMatch=etag)
