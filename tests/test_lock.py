@@ -5,6 +5,7 @@ The SIGKILL-then-run-again case is in test_run_cli.py, with the other driver kil
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -204,6 +205,23 @@ def test_a_driver_whose_hold_was_taken_over_stops(local_run):
         with paused:
             pass
     successor.release()
+
+
+def test_a_driver_that_cannot_reach_its_storage_stops_before_it_can_be_taken_over(local_run, monkeypatch):
+    """Its beats fail (a partition, expired credentials), so it could not see a takeover: it stops itself."""
+    lost = threading.Event()
+    cut_off = DriverLock(local_run, heartbeat_s=0.05, stale_s=1, on_lost=lost.set).acquire()
+
+    def unreachable(*args):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(cut_off.store, "beat", unreachable)
+    wait_for(lost.is_set, timeout=10)
+    with pytest.raises(RunError, match=rf"^{re.escape(local_run.display())}: this driver could not reach its "
+                                       r"storage for \d+ s and stopped its trials \(a driver without a heartbeat "
+                                       r"for 1 s is taken over\)$"):
+        with cut_off:
+            pass
 
 
 @pytest.mark.parametrize("lost_response", ["taking the run", "a beat"])

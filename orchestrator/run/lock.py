@@ -41,7 +41,11 @@ How a lock is taken, so that of drivers racing for it exactly one wins:
 
 A holder that misses beats for STALE_S (a suspended laptop, a storage outage) can have its run
 taken over while it still lives. Each beat checks that the lock is still its own; when it is not,
-the holder stops its trials as Ctrl-C would and exits with an error naming the new holder.
+the holder stops its trials as Ctrl-C would and exits with an error naming the new holder. A
+holder whose beats have all failed for STALE_S less a beat (a partition, expired credentials)
+cannot see a takeover: it stops its trials the same way, before its hold can be judged stale. It
+finds out when a beat's call fails, so a call that hangs (a hard NFS mount, botocore's own timeouts
+and retries) delays that.
 """
 from __future__ import annotations
 
@@ -108,6 +112,7 @@ class DriverLock:
         self.token, self.since = uuid.uuid4().hex, now()  # since: when it was taken
         self.store = _FileStore(run, self.token) if run.local else _S3Store(run, self.token)
         self.lost = False
+        self.unreachable_s = None  # how long the storage was out of reach, where that stopped the driver
         self._version = None
         self._stop = threading.Event()
         self._beating = threading.Thread(target=self._beat, name="ablate-lock-heartbeat", daemon=True)
@@ -148,18 +153,22 @@ class DriverLock:
                            "since": self.since.isoformat(), "beats": beats, "released": released}).encode()
 
     def _beat(self) -> None:
-        beats = 0
+        beats, beaten = 0, time.monotonic()  # beaten: when the last beat that reached the storage began
         while not self._stop.wait(self.heartbeat_s):
             beats += 1  # a new body each beat, hence a new ETag on S3 (see the module docstring)
+            started = time.monotonic()
             try:
                 version = self.store.beat(self._version, self._record(beats))
-            except Exception:  # a storage hiccup: beat again; a long outage ends as a takeover, seen below
-                continue
+            except Exception:  # a storage hiccup: beat again, unless the hold may go stale before the next beat
+                unreachable = time.monotonic() - beaten
+                if unreachable < self.stale_s - self.heartbeat_s:
+                    continue
+                self.unreachable_s, version = unreachable, None
             if version is None:
                 self.lost = True
                 self.on_lost()
                 return
-            self._version = version
+            self._version, beaten = version, started
 
     def release(self) -> None:
         self._stop.set()
@@ -176,6 +185,10 @@ class DriverLock:
     def __exit__(self, kind, error, tb) -> None:
         self.release()
         if self.lost and (kind is None or issubclass(kind, KeyboardInterrupt)):
+            if self.unreachable_s is not None:
+                raise RunError(f"{self.run.display()}: this driver could not reach its storage for "
+                               f"{self.unreachable_s:.0f} s and stopped its trials (a driver without a heartbeat "
+                               f"for {self.stale_s:g} s is taken over)") from None
             holder = self.holder()
             raise RunError(f"{self.run.display()}: taken over by {holder or 'another driver'} after this driver's "
                            f"heartbeat had stopped for {self.stale_s:g} s; stopped its trials") from None
