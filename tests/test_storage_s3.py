@@ -8,9 +8,14 @@ import socket
 
 import boto3
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
+from orchestrator.store import records
+from orchestrator.store.rundir import RunDir
 from tests.conftest import ablate
 from tests.runs import probe_grid
 
@@ -69,6 +74,32 @@ def test_run_status_and_summarize_on_s3(tmp_path, s3):
 
     again = ablate("run", path, "--storage", storage, "--quiet")
     assert again.returncode == 0 and "(0 run now, 4 already done)" in again.stdout
+
+
+def _epochs(trials: int, val_error: float) -> pa.Table:
+    return pa.table({"trial_id": [f"t{i}" for i in range(trials)], "epoch": [1] * trials,
+                     "val_error": [val_error] * trials})
+
+
+def test_epochs_read_while_the_driver_replaces_them_come_from_one_version(s3, monkeypatch):
+    """`ablate plot` during a run reads epochs.parquet while the driver rewrites it: the new
+    version lands between two of the reader's requests."""
+    client, query = s3
+    run = RunDir(f"s3://results/studies/probe?{query}")
+    run.write_table(run.child("epochs.parquet"), _epochs(1000, 0.5))
+    newer = pa.BufferOutputStream()
+    pq.write_table(_epochs(3000, 0.25), newer)
+    gets, get_object = [], S3Response.get_object
+
+    def replaced_after_the_first_get(self):
+        gets.append(self.path)
+        if len(gets) == 2:
+            client.put_object(Bucket="results", Key="studies/probe/epochs.parquet", Body=newer.getvalue().to_pybytes())
+        return get_object(self)
+
+    monkeypatch.setattr(S3Response, "get_object", replaced_after_the_first_get)
+    assert records.read_epochs(run, ["t1", "t3"]).to_pylist() == [
+        {"trial_id": "t1", "epoch": 1, "val_error": 0.5}, {"trial_id": "t3", "epoch": 1, "val_error": 0.5}]
 
 
 def test_a_bucket_that_does_not_exist_is_one_line(tmp_path, s3):

@@ -34,7 +34,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from orchestrator.errors import ResultsError
 from orchestrator.store import columns
@@ -226,13 +225,11 @@ def read_trials(run: RunDir) -> pa.Table | None:
 
 def read_epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
     """The epochs of the trials `ids`: from epochs.parquet, or their records if not published yet."""
-    path = run.child("epochs.parquet")
-    published = None
-    if run.fs.get_file_info(path).is_file:
-        try:
-            published = pq.read_table(path, filesystem=run.fs, filters=[("trial_id", "in", ids)])
-        except (pa.ArrowInvalid, OSError) as e:
-            raise ResultsError(f"{run.display('epochs.parquet')}: unreadable Parquet ({e})") from None
+    # The file read whole, then filtered: on S3, reading its footer and then its columns are
+    # separate GETs, which can find two versions when the driver replaces the file in between.
+    published = run.read_table(run.child("epochs.parquet"))
+    if published is not None:
+        published = published.filter(pc.is_in(published["trial_id"], pa.array(ids, pa.string())))
     have = set(published["trial_id"].to_pylist()) if published is not None else set()
     return _concat([published, _epochs_table([_read_record(run, i) for i in ids if i not in have])])
 
