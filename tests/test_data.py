@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import socket
 
 import numpy as np
@@ -165,6 +166,40 @@ def test_zca_preprocessing_is_fitted_once_and_cached(data_dir):
     assert len(cached) == 1
     again = prepare("synthetic", train_size=300, val_size=50, test_size=50, preprocessing="zca")
     assert torch.equal(splits.x_val, again.x_val)
+
+
+ZCA = {"train_size": 300, "val_size": 50, "test_size": 50, "preprocessing": "zca"}
+
+
+class Killed(BaseException):
+    """A SIGKILL, as far as the code that was running can tell: nothing after it runs."""
+
+
+def test_a_worker_killed_while_writing_the_zca_cache_leaves_none(data_dir, monkeypatch):
+    save = torch.save
+
+    def killed_halfway(obj, f):
+        buffer = io.BytesIO()
+        save(obj, buffer)
+        with open(f, "wb") as out:
+            out.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise Killed
+
+    monkeypatch.setattr(torch, "save", killed_halfway)
+    with pytest.raises(Killed):
+        prepare("synthetic", **ZCA)
+    assert not list(data_dir.glob("zca-*.pt"))
+    monkeypatch.setattr(torch, "save", save)
+    assert torch.isfinite(prepare("synthetic", **ZCA).x_train).all()
+
+
+def test_a_zca_cache_cut_short_is_fitted_again(data_dir):
+    # What an older ablate, which wrote the cache in place, left of a worker killed while writing it.
+    whole = prepare("synthetic", **ZCA)
+    (cached,) = data_dir.glob("zca-*.pt")
+    cached.write_bytes(cached.read_bytes()[: cached.stat().st_size // 2])
+    assert torch.equal(prepare("synthetic", **ZCA).x_val, whole.x_val)
+    assert [tuple(t.shape) for t in torch.load(cached)] == [(3072,), (3072, 3072)]  # whole again
 
 
 def test_augmentation_flips_about_half_and_keeps_shapes():

@@ -211,9 +211,15 @@ def _cached_zca(x_train: torch.Tensor, path: Path) -> tuple[torch.Tensor, torch.
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.exists():
-            return torch.load(path)
+            try:
+                return torch.load(path)
+            except (RuntimeError, EOFError, pickle.UnpicklingError):
+                pass  # cut short (an older ablate wrote it in place): fitted again below
         mean, w = fit_zca(gcn(x_train))
-        torch.save((mean, w), path)
+        # Written aside and renamed, as the CIFAR cache is: a worker killed while writing leaves no cache.
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save((mean, w), tmp)
+        tmp.rename(path)
     return mean, w
 
 
