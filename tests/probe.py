@@ -1,7 +1,8 @@
 """A tiny workload for the runner's tests: trains nothing, but behaves like a trial.
 
 It sleeps per epoch, checkpoints, and can fail on purpose (`fail`): `once` raises at its second
-epoch the first time only, `always` raises every time, `kill_once` kills its own worker process.
+epoch the first time only, `always` raises every time, `kill_once` kills its own worker process,
+`kill_after_record` kills it once the trial's record is written (a node lost before the trial returns).
 Every start is appended to `<marker_dir>/executions.log` as `key start_epoch pid node time`, and
 every finished epoch to `<marker_dir>/epochs.log`, so tests can see what ran, where and when.
 """
@@ -25,7 +26,8 @@ class Config:
     seed: int = 0
     epochs: Annotated[int, Ge(1)] = 3
     sleep: Annotated[float, Ge(0)] = 0.0
-    fail: str = field(default="never", metadata={"choices": ("never", "once", "always", "kill_once")})
+    fail: str = field(default="never", metadata={
+        "choices": ("never", "once", "always", "kill_once", "kill_after_record")})
     marker_dir: str = field(default="", metadata={"identity": False})
 
 
@@ -59,6 +61,15 @@ def train(config: Config, session) -> dict:
             f.write(f"{key} {epoch + 1} {time.time()}\n")
         # Better with more epochs and with a smaller lr: something for a scheduler to compare.
         session.report({"epoch": epoch + 1, "val_error": config.lr + 1 / (epoch + 2)}, checkpoint=state)
+    if config.fail == "kill_after_record":
+        log = session.log
+
+        def dying(line):  # run_trial logs "finished: ..." right after writing the record
+            if line.startswith("finished:"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            log(line)
+
+        session.log = dying
     return {"status": "completed", "val_error": 1 / (config.epochs + 1), "test_error": config.lr}
 
 

@@ -74,6 +74,17 @@ def test_a_trial_that_always_fails_is_recorded_and_the_rest_go_on(tmp_path):
     assert "failed: RuntimeError: this trial always fails (log: " in output.getvalue()
 
 
+def test_a_worker_lost_after_recording_its_result_leaves_the_result(tmp_path):
+    # Tune sees the lost worker as the trial's error, with no retry left; the trial had finished.
+    path = probe_grid(tmp_path, axes={"fail": ["kill_after_record"]}, max_failures=0)
+    output = io.StringIO()
+    summary = run(path, tmp_path / "runs", output)
+    assert summary.counts == {"completed": 1} and summary.exit_code == 0
+    row = trials(tmp_path / "runs" / "probe").iloc[0]
+    assert row["status"] == "completed" and row["test_error"] == 0.1 and pd.isna(row["error"])
+    assert "failed" not in output.getvalue()
+
+
 def test_failed_trials_wait_for_retry_failed(tmp_path):
     path = probe_grid(tmp_path, axes={"fail": ["once"]}, max_failures=0)
     storage = tmp_path / "runs"

@@ -53,6 +53,9 @@ class Events(tune.Callback):
         if row is None:  # its worker wrote no result: a scheduler (or a stopper) ended it before `train` returned
             self._record_stopped(trial_id, trial.config["trial"]["config"], trial.last_result or {})
             row = self.publisher.publish(trial_id)
+        self._finished(trial_id, row)
+
+    def _finished(self, trial_id: str, row: dict) -> None:
         score = row["test_error"] if row["test_error"] is not None else row["val_error"]
         detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
         self.display.trial_finished(trial_id, row["status"], detail)
@@ -70,6 +73,12 @@ class Events(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
+        # A worker lost after writing its result (a node gone before the trial returned) is an
+        # error to Tune, but the trial finished: a record that holds a result is never replaced.
+        row = self.publisher.publish(trial_id)
+        if row is not None and row["status"] != "failed":
+            self._finished(trial_id, row)
+            return
         message = last_line(_error_text(trial)) or "the trial failed"
         progress = self.run.progress(trial_id)
         write_result(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"],
