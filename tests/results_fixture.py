@@ -56,12 +56,15 @@ def grid_text(trials: dict, fixed: dict) -> str:
                       "fixed:", *(f"  {k}: {json.dumps(v)}" for k, v in fixed.items()), ""])
 
 
-def write_fixture(path, trials: dict = TRIALS, fixed: dict = PAPER_PROTOCOL, data: dict = FULL_DATA) -> RunDir:
+def write_fixture(path, trials: dict = TRIALS, fixed: dict = PAPER_PROTOCOL, data: dict = FULL_DATA,
+                  settings: dict | None = None) -> RunDir:
+    """`settings`: more parameters of some trials, by key, e.g. a checkpoint_every they ran with."""
     run = RunDir(str(path))
     run.write_bytes(run.child("grid.yaml"), grid_text(trials, fixed).encode())
     schema = trial_schema(Config)
     for i, ((model, variant, lr, seed), (status, val, test)) in enumerate(sorted(trials.items())):
-        config = dataclasses.asdict(Config(model=model, variant=variant, lr=lr, seed=seed, **fixed))
+        config = dataclasses.asdict(Config(model=model, variant=variant, lr=lr, seed=seed,
+                                           **{**fixed, **(settings or {}).get((model, variant, lr, seed), {})}))
         tid = trial_id("allcnn", config, set(config) - {"data_dir", "checkpoint_every"})
         epochs = [{"epoch": e, "val_error": (val or 0.9) + 0.1 / e, "train_loss": 1.0 / e} for e in (1, 2, 3)]
         write_record(run, schema, tid, config, {

@@ -64,6 +64,15 @@ def test_seeds_run_on_one_side_only_are_left_out(tmp_path):
     assert d.n == 3 and d.compared.n == 5 and d.baseline.n == 3
 
 
+def test_seeds_that_ran_with_another_checkpoint_every_are_paired_too(tmp_path):
+    # checkpoint_every changed between seeds 0-1 and 2-4; the trial id, and what a trial computes,
+    # do not depend on it.
+    later = {key: {"checkpoint_every": 5} for key in PAIRED if key[3] >= 2}
+    (d,) = compare(results_of(tmp_path, PAIRED, settings=later), LAYOUT, "variant", "base")
+    assert d.n == 5 and d.mean == pytest.approx(-0.005) and d.verdict == "lower"
+    assert d.baseline.chosen == d.compared.chosen == {}
+
+
 def test_an_interval_that_includes_zero_and_a_single_seed_are_said_as_such(tmp_path):
     trials = {("C", "base", 0.01, 0): ("completed", 0.2, 0.10), ("C", "base", 0.01, 1): ("completed", 0.2, 0.12),
               ("C", "all", 0.01, 0): ("completed", 0.2, 0.11), ("C", "all", 0.01, 1): ("completed", 0.2, 0.10),

@@ -138,6 +138,21 @@ def test_intervals_over_seeds_match_a_hand_computation(tmp_path):
     assert records["base"]["ci_low"] is None and records["base"]["ci_high"] is None
 
 
+# Two learning rates, four seeds; seeds 2 and 3 were added after the grid's checkpoint_every
+# changed from 1 to 5, which the trial id does not depend on.
+LATER_SEEDS = {("C", variant, lr, seed): ("completed", 0.2 + (lr == 0.01) * 0.01 + seed * 0.001, 0.1 + seed * 0.01)
+               for variant in ("base", "all") for lr in (0.1, 0.01) for seed in range(4)}
+CHECKPOINT_EVERY = {key: {"checkpoint_every": 5} for key in LATER_SEEDS if key[3] >= 2}
+
+
+def test_a_setting_the_trial_id_does_not_depend_on_is_never_a_choice(tmp_path):
+    write_fixture(tmp_path / "fixture", trials=LATER_SEEDS, settings=CHECKPOINT_EVERY)
+    c_all = cells(tmp_path / "fixture")[("C", "all")]
+    assert c_all.chosen == {"lr": 0.1} and c_all.n == 4 and sorted(c_all.values) == [(0,), (1,), (2,), (3,)]
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "; lr chosen by best val_error" in markdown and "checkpoint_every" not in markdown
+
+
 def test_select_all_pools_every_learning_rate(run_dir):
     a_base = cells(run_dir, select="all")[("A", "base")]
     assert a_base.n == 4 and a_base.mean == pytest.approx((0.13 + 0.12 + 0.10 + 0.10) / 4) and a_base.chosen == {}

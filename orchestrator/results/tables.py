@@ -16,7 +16,7 @@ on that data (`comparable`), else the cell names what differs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pandas as pd
@@ -52,8 +52,13 @@ class Results:
         return [c for c in self.trials.columns if c not in RESERVED]
 
     def varying(self) -> list[str]:
-        """Config columns with more than one value, in the grid's axis order first."""
-        varying = [c for c in self.config_columns if self.trials[c].nunique(dropna=False) > 1]
+        """Config columns with more than one value, in the grid's axis order first. Never a field
+        the trial id does not depend on (a workload marks it {"identity": False}: how often to
+        checkpoint, where data lives): seeds of one setting may differ there, as they ran at other times."""
+        same = set()
+        if self.workload:
+            same = {f.name for f in fields(self.workload.config) if not f.metadata.get("identity", True)}
+        varying = [c for c in self.config_columns if c not in same and self.trials[c].nunique(dropna=False) > 1]
         return sorted(varying, key=lambda c: list(self.axes).index(c) if c in self.axes else len(self.axes))
 
     def values(self, column: str) -> list:
