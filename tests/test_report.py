@@ -60,6 +60,33 @@ def test_a_diverged_learning_rate_leaves_the_others(run_dir):
     assert a_all.counts == {"completed": 2, "diverged": 2}
 
 
+# C-base, lr 0.1: two of three seeds diverged, and the third has the best validation error of all.
+SURVIVOR = {("C", "base", 0.1, 0): ("diverged", None, None), ("C", "base", 0.1, 1): ("diverged", None, None),
+            ("C", "base", 0.1, 2): ("completed", 0.080, 0.090),
+            **{("C", "base", 0.01, s): ("completed", 0.085 + s * 0.001, 0.095 + s * 0.001) for s in range(3)}}
+
+
+def test_a_setting_is_judged_on_all_its_seeds_not_on_those_that_survived(tmp_path):
+    write_fixture(tmp_path / "fixture", trials=SURVIVOR)
+    c_base = cells(tmp_path / "fixture")[("C", "base")]
+    assert c_base.chosen == {"lr": 0.01} and c_base.n == 3 and c_base.mean == pytest.approx(0.096)
+    assert c_base.notes == []
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "; lr chosen by best val_error among settings with every seed finished**" in markdown
+    assert "| C | 9.60 ± 0.10 (n=3)<br>95% CI [9.35, 9.85]<br>lr 0.01, 1.37M<br>paper 9.74" in markdown
+
+
+def test_where_every_setting_lost_a_seed_the_cell_says_how_many_did_not_finish(tmp_path):
+    trials = {**SURVIVOR, ("C", "base", 0.1, 1): ("failed", None, None), ("C", "base", 0.01, 2): ("failed", None, None)}
+    write_fixture(tmp_path / "fixture", trials=trials)
+    c_base = cells(tmp_path / "fixture")[("C", "base")]
+    assert c_base.chosen == {"lr": 0.1} and c_base.n == 1
+    assert c_base.counts == {"completed": 3, "diverged": 1, "failed": 2}
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert ("| C | 9.00 (n=1)<br>95% CI: n too small<br>lr 0.1, 1.37M<br>2 of 3 seeds did not finish (1 diverged, "
+            "1 failed)<br>no lr had every seed finish<br>paper 9.74") in markdown
+
+
 def test_failed_and_missing_cells_are_shown_as_such(run_dir):
     c = cells(run_dir)
     assert c[("C", "base")].status == "failed" and c[("C", "base")].mean is None

@@ -67,7 +67,7 @@ def title(table: Table) -> str:
     metric = table.layout.metric + (" %" if percent(table.layout.metric) else "")
     what = f"{metric}, mean ± std over seeds (n) and its 95% t-interval"
     if table.layout.select == "best" and table.reduced:
-        what += f"; {', '.join(table.reduced)} chosen by best {table.layout.by}"
+        what += f"; {', '.join(table.reduced)} chosen by best {table.layout.by} among settings with every seed finished"
     where = _where(table.key)
     return (f"{where}: " if where else "") + what + (" (SYNTHETIC DATA)" if table.synthetic else "")
 
@@ -83,6 +83,7 @@ def cell_parts(cell: Cell, metric: str) -> list[str]:
     extra = [f"{k} {v}" for k, v in cell.chosen.items()] + ([_params(cell.params)] if cell.params else [])
     if extra:
         lines.append(", ".join(extra))
+    lines += cell.notes
     if cell.reference is not None:
         versus = _signed(cell.difference, metric) if cell.comparable else "not comparable: " + ", ".join(cell.differs)
         lines.append(f"paper {_num(cell.reference, metric)} ({versus})")
@@ -149,7 +150,8 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
         styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
     title = (f"{metric}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={d0.baseline_value}, "
              f"paired by seed; 95% t-interval of the mean difference; "
-             + (f"the other axes chosen for each side by best {layout.by}" if layout.select == "best"
+             + (f"the other axes chosen for each side by best {layout.by} among settings with every seed finished"
+                if layout.select == "best"
                 else "the other axes pooled and paired too"))
     return Sheet((f"{_where(shared)}: " if shared else "") + title,
                  [*cell_axes, d0.axis, str(d0.baseline_value), "value", "difference", "seeds say"], rows, styles)
@@ -158,7 +160,7 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
 def _mean_lines(cell: Cell, metric: str) -> list[str]:
     if cell.status != "completed":
         return [cell.status]
-    return [f"{_num(cell.mean, metric)} (n={cell.n})"] + [f"{k} {v}" for k, v in cell.chosen.items()]
+    return [f"{_num(cell.mean, metric)} (n={cell.n})"] + [f"{k} {v}" for k, v in cell.chosen.items()] + cell.notes
 
 
 # --- sheets as text ----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Reads Parquet only, never Ray. Each cell is one (rows, cols) combination inside 
 the remaining axes that vary (the learning rate, say) are reduced either by choosing the group
 with the best validation error (`select="best"`: the paper reports the best learning rate per
 network, and choosing it on test data would flatter every cell) or by pooling all (`"all"`).
+A group is judged on all its seeds: one with a seed that diverged or failed is chosen only where
+every group has one (its survivors alone would flatter it), and a cell says how many did not finish.
 Seeds are what the mean, std, n and the 95% interval (stats.py) are taken over.
 
 A published number (a workload's `references`) states the protocol and data it was measured
@@ -16,6 +18,7 @@ on that data (`comparable`), else the cell names what differs.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -92,6 +95,9 @@ class Cell:
     comparable: bool | None = None
     differs: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # statuses of every trial in the cell
+    # What else the value rests on, in words: seeds behind it that did not finish, a choice that
+    # could not be made as the table's title says.
+    notes: list[str] = field(default_factory=list)
     # The metric of each trial behind the value, by seed (and the pooled axes under select=all):
     # what a difference between two cells is paired on.
     values: dict[tuple, float] = field(default_factory=dict)
@@ -265,15 +271,23 @@ def cell_of(trials: pd.DataFrame, layout: Layout, reduced: list[str]) -> Cell:
     if trials.empty:
         return Cell("missing")
     counts = trials["status"].value_counts().to_dict()
-    ok = trials[(trials["status"] == "completed") & trials[layout.metric].notna()]
     chosen: dict[str, Any] = {}
-    if layout.select == "best" and reduced and not ok.empty:
-        scores = ok.groupby(reduced, dropna=False)[layout.by].mean()
-        best = scores.idxmin() if scores.notna().any() else scores.index[0]
-        best = best if isinstance(best, tuple) else (best,)
-        chosen = dict(zip(reduced, best))
-        for name, value in chosen.items():
-            ok = ok[ok[name] == value]
+    notes: list[str] = []
+    shown = trials  # the trials of what the cell shows: the chosen setting's, or all of them
+    if layout.select == "best" and reduced and _has_value(trials, layout.metric).any():
+        # A setting is judged on all its seeds: one with a seed that did not finish (diverged,
+        # failed, ...) is chosen only where every setting has one.
+        settings = [part for _, part in trials.groupby(reduced, dropna=False)]
+        eligible = [part for part in settings if _has_value(part, layout.metric).all()]
+        scored = [(part.loc[_has_value(part, layout.metric), layout.by].mean(), part) for part in eligible or settings]
+        scored = [(score, part) for score, part in scored if pd.notna(score)]
+        shown = min(scored, key=lambda pair: pair[0])[1] if scored else next(
+            part for part in eligible or settings if _has_value(part, layout.metric).any())
+        chosen = {name: shown[name].iloc[0] for name in reduced}
+        if not eligible:
+            notes.append(f"no {', '.join(reduced)} had every seed finish")
+    finished = _has_value(shown, layout.metric)
+    ok = shown[finished]
     if ok.empty:
         # No value to show: say why, the most telling status first.
         for status in ("failed", "diverged", "dead_start", "no_progress", *STATUSES):
@@ -284,7 +298,18 @@ def cell_of(trials: pd.DataFrame, layout: Layout, reduced: list[str]) -> Cell:
     params = ok["params"].dropna() if "params" in ok else pd.Series(dtype=float)
     # Under select=all a seed has one trial per pooled value (each lr): those are paired too.
     pooled = [name for name in reduced if name not in chosen]
+    if not finished.all():
+        why = shown.loc[~finished, "status"].map(lambda s: s if s != "completed" else f"no {layout.metric}")
+        kinds = sorted(Counter(why).items(), key=lambda kind: (-kind[1], kind[0]))
+        said = kinds[0][0] if len(kinds) == 1 else ", ".join(f"{n} {kind}" for kind, n in kinds)
+        notes.insert(0, f"{len(why)} of {len(shown)} {'trials' if pooled else 'seeds'} did not finish ({said})")
     by_seed = {tuple(key): float(v) for key, v in zip(ok[["seed", *pooled]].itertuples(index=False), values)}
     return Cell("completed", mean=float(values.mean()), std=float(values.std()) if len(values) > 1 else None,
                 n=len(values), interval=stats.interval(list(values)), chosen=chosen,
-                params=int(params.iloc[0]) if len(params) else None, counts=counts, values=by_seed, trials=ok)
+                params=int(params.iloc[0]) if len(params) else None, counts=counts, values=by_seed, trials=ok,
+                notes=notes)
+
+
+def _has_value(trials: pd.DataFrame, metric: str) -> pd.Series:
+    """Which trials finished with a value of `metric`."""
+    return (trials["status"] == "completed") & trials[metric].notna()
