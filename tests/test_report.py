@@ -14,7 +14,7 @@ from orchestrator.plan.grid import load_grid
 from orchestrator.results.tables import Layout, load, summarize, where
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
-from tests.results_fixture import FULL_DATA, QUARTER_WIDTH, SUBSET, write_fixture
+from tests.results_fixture import FULL_DATA, QUARTER_WIDTH, SUBSET, TRIALS, write_fixture
 from workloads.allcnn import REFERENCES
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -85,6 +85,31 @@ def test_where_every_setting_lost_a_seed_the_cell_says_how_many_did_not_finish(t
     markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
     assert ("| C | 9.00 (n=1)<br>95% CI: n too small<br>lr 0.1, 1.37M<br>2 of 3 seeds did not finish (1 diverged, "
             "1 failed)<br>no lr had every seed finish<br>paper 9.74") in markdown
+
+
+def test_a_parameter_older_rows_lack_is_a_setting_of_its_own(tmp_path):
+    run = write_fixture(tmp_path / "fixture")
+    # The rows of lr 0.1 were written before the workload had a split_seed: theirs is missing.
+    table = run.read_table(run.child("trials.parquet"))
+    split_seed = pa.array([None if lr == 0.1 else 0 for lr in table["lr"].to_pylist()], pa.int64())
+    run.write_table(run.child("trials.parquet"),
+                    table.set_column(table.schema.get_field_index("split_seed"), "split_seed", split_seed))
+    a_base = cells(tmp_path / "fixture")[("A", "base")]
+    assert a_base.chosen == {"lr": 0.1, "split_seed": None}
+    assert a_base.n == 2 and a_base.mean == pytest.approx(0.125)
+    assert "12.50 ± 0.71 (n=2)<br>95% CI [6.15, 18.85]<br>lr 0.1, split_seed not recorded, 839k" in invoke(
+        "summarize", tmp_path / "fixture", "-f", "markdown").stdout
+
+
+def test_without_validation_values_nothing_is_chosen_and_the_table_says_so(tmp_path):
+    # As with val_size 0: no trial has a validation error to choose a learning rate by.
+    write_fixture(tmp_path / "fixture", trials={key: (status, None, test) for key, (status, _, test) in TRIALS.items()})
+    c = cells(tmp_path / "fixture")
+    assert c[("A", "base")].chosen == {} and c[("A", "base")].n == 4
+    assert c[("A", "base")].mean == pytest.approx(0.1125) and c[("A", "base")].notes == ["no val_error: lr pooled"]
+    assert c[("A", "all")].notes == ["2 of 4 trials did not finish (diverged)", "no val_error: lr pooled"]
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "95% t-interval; no val_error: lr pooled**" in markdown and "chosen by" not in markdown
 
 
 def test_failed_and_missing_cells_are_shown_as_such(run_dir):

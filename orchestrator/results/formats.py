@@ -67,7 +67,12 @@ def title(table: Table) -> str:
     metric = table.layout.metric + (" %" if percent(table.layout.metric) else "")
     what = f"{metric}, mean ± std over seeds (n) and its 95% t-interval"
     if table.layout.select == "best" and table.reduced:
-        what += f"; {', '.join(table.reduced)} chosen by best {table.layout.by} among settings with every seed finished"
+        names = ", ".join(table.reduced)
+        shown = [cell for cell in table.cells.values() if cell.status == "completed"]
+        if shown and not any(cell.chosen for cell in shown):  # no validation data: nothing was chosen
+            what += f"; no {table.layout.by}: {names} pooled"
+        else:
+            what += f"; {names} chosen by best {table.layout.by} among settings with every seed finished"
     where = _where(table.key)
     return (f"{where}: " if where else "") + what + (" (SYNTHETIC DATA)" if table.synthetic else "")
 
@@ -80,7 +85,7 @@ def cell_parts(cell: Cell, metric: str) -> list[str]:
         return lines + ([f"paper {_num(cell.reference, metric)}"] if cell.reference is not None else [])
     value = _num(cell.mean, metric) + (f" ± {_num(cell.std, metric)}" if cell.std is not None else "")
     lines = [f"{value} (n={cell.n})", _interval(cell.interval, metric)]
-    extra = [f"{k} {v}" for k, v in cell.chosen.items()] + ([_params(cell.params)] if cell.params else [])
+    extra = _chosen(cell) + ([_params(cell.params)] if cell.params else [])
     if extra:
         lines.append(", ".join(extra))
     lines += cell.notes
@@ -88,6 +93,11 @@ def cell_parts(cell: Cell, metric: str) -> list[str]:
         versus = _signed(cell.difference, metric) if cell.comparable else "not comparable: " + ", ".join(cell.differs)
         lines.append(f"paper {_num(cell.reference, metric)} ({versus})")
     return lines
+
+
+def _chosen(cell: Cell) -> list[str]:
+    # None: the parameter is missing from the rows of the chosen setting (older rows lack it).
+    return [f"{k} {v}" if v is not None else f"{k} not recorded" for k, v in cell.chosen.items()]
 
 
 STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no_progress": "yellow", "missing": "dim",
@@ -160,7 +170,7 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
 def _mean_lines(cell: Cell, metric: str) -> list[str]:
     if cell.status != "completed":
         return [cell.status]
-    return [f"{_num(cell.mean, metric)} (n={cell.n})"] + [f"{k} {v}" for k, v in cell.chosen.items()] + cell.notes
+    return [f"{_num(cell.mean, metric)} (n={cell.n})"] + _chosen(cell) + cell.notes
 
 
 # --- sheets as text ----------------------------------------------------------------------------

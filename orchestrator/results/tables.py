@@ -276,16 +276,18 @@ def cell_of(trials: pd.DataFrame, layout: Layout, reduced: list[str]) -> Cell:
     shown = trials  # the trials of what the cell shows: the chosen setting's, or all of them
     if layout.select == "best" and reduced and _has_value(trials, layout.metric).any():
         # A setting is judged on all its seeds: one with a seed that did not finish (diverged,
-        # failed, ...) is chosen only where every setting has one.
+        # failed, ...) is chosen only where every setting has one. A missing parameter is a key too.
         settings = [part for _, part in trials.groupby(reduced, dropna=False)]
         eligible = [part for part in settings if _has_value(part, layout.metric).all()]
         scored = [(part.loc[_has_value(part, layout.metric), layout.by].mean(), part) for part in eligible or settings]
         scored = [(score, part) for score, part in scored if pd.notna(score)]
-        shown = min(scored, key=lambda pair: pair[0])[1] if scored else next(
-            part for part in eligible or settings if _has_value(part, layout.metric).any())
-        chosen = {name: shown[name].iloc[0] for name in reduced}
-        if not eligible:
-            notes.append(f"no {', '.join(reduced)} had every seed finish")
+        if scored:
+            shown = min(scored, key=lambda pair: pair[0])[1]
+            chosen = {name: _present(shown[name].iloc[0]) for name in reduced}
+            if not eligible:
+                notes.append(f"no {', '.join(reduced)} had every seed finish")
+        else:  # no validation data (val_size 0): nothing to choose by
+            notes.append(f"no {layout.by}: {', '.join(reduced)} pooled")
     finished = _has_value(shown, layout.metric)
     ok = shown[finished]
     if ok.empty:
@@ -313,3 +315,8 @@ def cell_of(trials: pd.DataFrame, layout: Layout, reduced: list[str]) -> Cell:
 def _has_value(trials: pd.DataFrame, metric: str) -> pd.Series:
     """Which trials finished with a value of `metric`."""
     return (trials["status"] == "completed") & trials[metric].notna()
+
+
+def _present(value):
+    """A parameter's value, None where it is missing (NaN: a parameter older rows lack)."""
+    return None if pd.api.types.is_scalar(value) and pd.isna(value) else value
