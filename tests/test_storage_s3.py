@@ -102,6 +102,26 @@ def test_epochs_read_while_the_driver_replaces_them_come_from_one_version(s3, mo
         {"trial_id": "t1", "epoch": 1, "val_error": 0.5}, {"trial_id": "t3", "epoch": 1, "val_error": 0.5}]
 
 
+def test_a_results_file_replaced_while_it_is_read_is_read_whole(s3, monkeypatch):
+    """pyarrow's S3 reads ask for an object's size, then for its bytes: a file the driver replaces
+    in between came back as the first bytes of the new version ("unreadable Parquet")."""
+    client, query = s3
+    run = RunDir(f"s3://results/studies/probe?{query}")
+    run.write_table(run.child("trials.parquet"), _epochs(1000, 0.5))
+    newer = pa.BufferOutputStream()
+    pq.write_table(_epochs(3000, 0.25), newer)
+    head_object = S3Response.head_object
+
+    def replaced_after_the_head(self, *args, **kwargs):
+        response = head_object(self, *args, **kwargs)
+        client.put_object(Bucket="results", Key="studies/probe/trials.parquet", Body=newer.getvalue().to_pybytes())
+        return response
+
+    monkeypatch.setattr(S3Response, "head_object", replaced_after_the_head)
+    table = run.read_table(run.child("trials.parquet"))
+    assert table.num_rows in (1000, 3000) and len(set(table["val_error"].to_pylist())) == 1
+
+
 def test_a_bucket_that_does_not_exist_is_one_line(tmp_path, s3):
     _, query = s3
     path = probe_grid(tmp_path)

@@ -60,9 +60,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from urllib.parse import parse_qs
 
 from orchestrator.errors import RunError
+from orchestrator.store.s3 import Bucket
 from orchestrator.store.rundir import RunDir, now
 
 HEARTBEAT_S = float(os.environ.get("ABLATE_LOCK_HEARTBEAT_S", "5"))
@@ -289,41 +289,12 @@ class _FileStore:
 # -- S3: one object, written only with conditional PUTs ---------------------------------------------
 class _S3Store:
     def __init__(self, run: RunDir, token: str):
-        import boto3
-
-        base, _, query = run.uri.partition("?")
-        options = {k: v[-1] for k, v in parse_qs(query).items()}
-        endpoint = options.get("endpoint_override")
-        if endpoint and "://" not in endpoint:  # pyarrow's form: host:port, with scheme= apart
-            endpoint = f"{options.get('scheme', 'https')}://{endpoint}"
         self.run, self.token = run, token
-        self.client = boto3.client("s3", endpoint_url=endpoint, region_name=options.get("region"))
-        self.bucket, _, prefix = base.partition("://")[2].partition("/")
-        self.key = "/".join(p for p in (prefix.strip("/"), "lock") if p)
+        self.bucket = Bucket(run)
+        self.key = "/".join(p for p in (self.bucket.prefix.strip("/"), "lock") if p)
 
     def _call(self, method, **kwargs):
-        """One S3 request; None where its condition failed (someone else wrote first)."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-        try:
-            return getattr(self.client, method)(Bucket=self.bucket, Key=self.key, **kwargs)
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            # 412: the condition failed; 409: a concurrent conditional write won; NoSuchKey: gone
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or status in (409, 412):
-                return None
-            if code == "NoSuchBucket":
-                raise RunError(f"{self.run.display()}: no such bucket '{self.bucket}'") from None
-            if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise RunError(f"{self.run.display()}: access denied "
-                               f"({code}: {e.response.get('Error', {}).get('Message', '')})") from None
-            raise RunError(f"{self.run.display()}: {e}") from None
-        except NoCredentialsError:
-            raise RunError(f"{self.run.display()}: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID "
-                           "and AWS_SECRET_ACCESS_KEY, or run on a node whose instance profile gives them)") from None
-        except BotoCoreError as e:  # no route to the endpoint, ...
-            raise RunError(f"{self.run.display()}: {e}") from None
+        return self.bucket.call(method, self.key, **kwargs)
 
     def read(self) -> tuple[Holder | None, str | None]:
         response = self._call("get_object")

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.errors import ResultsError, RunError
 from orchestrator.store.checkpoint import deserialize
+from orchestrator.store.s3 import Bucket
 
 CHECKPOINT = "checkpoint.pt"
 PROGRESS = "progress.jsonl"
@@ -65,6 +66,7 @@ class RunDir:
         except (pa.ArrowInvalid, OSError) as e:
             raise RunError(f"{uri}: cannot open storage ({e})") from None
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.s3: Bucket | None = None  # made at the first read, on S3
 
     @classmethod
     def for_grid(cls, storage: str, grid_name: str) -> "RunDir":
@@ -91,11 +93,19 @@ class RunDir:
         self.fs.move(tmp, path)
 
     def read_bytes(self, path: str) -> bytes | None:
+        if not self.local:  # one GET: one version of an object that the driver may be replacing
+            response = self._bucket().call("get_object", self._bucket().key(path))
+            return None if response is None else response["Body"].read()
         try:
             with self.fs.open_input_stream(path) as f:
                 return f.read()
         except FileNotFoundError:
             return None
+
+    def _bucket(self) -> Bucket:
+        if self.s3 is None:
+            self.s3 = Bucket(self)
+        return self.s3
 
     def write_table(self, path: str, table: pa.Table) -> None:
         """A Parquet file."""

@@ -1,0 +1,57 @@
+"""S3 requests that pyarrow's filesystem does not make: conditional PUTs (run/lock.py) and the
+read of one object in a single GET. pyarrow reads an object with a HEAD for its size and then
+ranged GETs, which can come from two versions while the driver replaces the file.
+
+    bucket = Bucket(run)
+    data = bucket.call("get_object", key)["Body"].read()
+"""
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from orchestrator.errors import RunError
+
+
+class Bucket:
+    """The bucket of a run on S3, with the endpoint and region its URI names (`?endpoint_override=`)."""
+
+    def __init__(self, run):
+        import boto3
+
+        base, _, query = run.uri.partition("?")
+        options = {k: v[-1] for k, v in parse_qs(query).items()}
+        endpoint = options.get("endpoint_override")
+        if endpoint and "://" not in endpoint:  # pyarrow's form: host:port, with scheme= apart
+            endpoint = f"{options.get('scheme', 'https')}://{endpoint}"
+        self.run = run
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name=options.get("region"))
+        self.name, _, self.prefix = base.partition("://")[2].partition("/")
+
+    def key(self, path: str) -> str:
+        """The key of a path of the run's filesystem (`bucket/prefix/...`)."""
+        return path.partition("/")[2]
+
+    def call(self, method: str, key: str, **kwargs):
+        """One S3 request; None where its condition failed (someone else wrote first) or the
+        object does not exist; RunError, one line, for what the user must fix."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        try:
+            return getattr(self.client, method)(Bucket=self.name, Key=key, **kwargs)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            # 412: the condition failed; 409: a concurrent conditional write won; NoSuchKey: gone
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or status in (409, 412):
+                return None
+            if code == "NoSuchBucket":
+                raise RunError(f"{self.run.display()}: no such bucket '{self.name}'") from None
+            if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise RunError(f"{self.run.display()}: access denied "
+                               f"({code}: {e.response.get('Error', {}).get('Message', '')})") from None
+            raise RunError(f"{self.run.display()}: {e}") from None
+        except NoCredentialsError:
+            raise RunError(f"{self.run.display()}: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID "
+                           "and AWS_SECRET_ACCESS_KEY, or run on a node whose instance profile gives them)") from None
+        except BotoCoreError as e:  # no route to the endpoint, ...
+            raise RunError(f"{self.run.display()}: {e}") from None
