@@ -85,6 +85,10 @@ def test_where_every_setting_lost_a_seed_the_cell_says_how_many_did_not_finish(t
     markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
     assert ("| C | 9.00 (n=1)<br>95% CI: n too small<br>lr 0.1, 1.37M<br>2 of 3 seeds did not finish (1 diverged, "
             "1 failed)<br>no lr had every seed finish<br>paper 9.74") in markdown
+    rows = json.loads(invoke("summarize", tmp_path / "fixture", "-f", "json").stdout)
+    (row,) = [r for r in rows if r.get("model") == "C" and r.get("variant") == "base" and r["dataset"] == "cifar10"
+              and r["augmentation"] == "none"]
+    assert row["notes"] == "2 of 3 seeds did not finish (1 diverged, 1 failed); no lr had every seed finish"
 
 
 def test_a_parameter_older_rows_lack_is_a_setting_of_its_own(tmp_path):

@@ -237,10 +237,11 @@ def table_rows(tables: list[Table], claims: list[ClaimCheck] = ()) -> list[dict]
             chosen = {f"chosen_{k}": cell.chosen.get(k) for k in table.reduced} if table.layout.select == "best" else {}
             low, high = cell.interval or (None, None)
             row.update({"metric": table.layout.metric, "status": cell.status, "mean": _round(cell.mean),
-                           "std": _round(cell.std), "n": cell.n, "ci_low": _round(low), "ci_high": _round(high),
-                           **chosen, "params": cell.params, "reference": _round(cell.reference),
-                           "comparable": cell.comparable, "differs": "; ".join(cell.differs) or None,
-                           "difference": _round(cell.difference), "synthetic": table.synthetic})
+                        "std": _round(cell.std), "n": cell.n, "ci_low": _round(low), "ci_high": _round(high),
+                        **chosen, "notes": "; ".join(cell.notes) or None, "params": cell.params,
+                        "reference": _round(cell.reference),
+                        "comparable": cell.comparable, "differs": "; ".join(cell.differs) or None,
+                        "difference": _round(cell.difference), "synthetic": table.synthetic})
             out.append(row)
     for check in claims:
         d = check.difference
