@@ -160,24 +160,33 @@ def _open_run(run: str, storage: str):
     return RunDir(resolve_storage(run))
 
 
-def _results(run: str, storage: str, where: list[str] | None):
+def _results(run: str, storage: str, where: list[str] | None, all_trials: bool = False):
     from orchestrator.results import tables
 
     run_dir = _open_run(run, storage)
-    results = tables.where(tables.load(run_dir), where or [])
+    results = tables.where(tables.load(run_dir, all_trials=all_trials), where or [])
+    if results.others:
+        err.print(f"note: {run_dir.display()} also holds {results.others} trials of an earlier version of its grid, "
+                  "left out; --all-trials shows them too", markup=False, soft_wrap=True)
     if results.trials.empty:
         raise AblateError(f"{run_dir.display()}: no trial matches --where {' '.join(where or [])}")
     return results
 
 
-def _tables(run: str, storage: str, where: list[str] | None, **layout):
-    """A run's results laid out as tables: the workload's default layout, with `layout` overrides."""
+def _tables(run: str, storage: str, where: list[str] | None, all_trials: bool = False, **layout):
+    """A run's results laid out as tables: the workload's default layout, with `layout` overrides;
+    without a `metric`, tables of each metric the grid reports."""
     from orchestrator.results import tables
 
-    results = _results(run, storage, where)
+    results = _results(run, storage, where, all_trials)
     workload = results.workload
-    chosen = tables.layout_for(results, workload.layout if workload else None, **layout)
-    return results, tables.summarize(results, chosen, workload.references if workload else ())
+    asked = layout.pop("metric", None)
+    metrics = [asked] if asked else [m.name for m in results.objective.report]
+    summary = []
+    for metric in metrics:
+        chosen = tables.layout_for(results, workload.layout if workload else None, metric=metric, **layout)
+        summary += tables.summarize(results, chosen, workload.references if workload else ())
+    return results, summary
 
 
 class Format(str, Enum):
@@ -217,8 +226,12 @@ def _write(sheets, rows, format: Format, output: Path | None):
 Where = Annotated[Optional[list[str]], typer.Option(
     help="Keep trials with column=value (or column!=value); repeat to combine.")]
 SelectOption = Annotated[Select, typer.Option(
-    help="best: per cell, the values of the other axes (e.g. lr) with the best validation "
-         "error; all: pool every trial of the cell.")]
+    help="best: per cell, the values of the other axes (e.g. lr) with the best value of the grid's "
+         "metric (validation data); all: pool every trial of the cell.")]
+AllTrials = Annotated[bool, typer.Option(
+    "--all-trials", help="Also the trials of earlier versions of the grid that the run directory holds.")]
+MetricOption = Annotated[Optional[str], typer.Option(
+    help="The metric shown in each cell (default: those the grid reports, e.g. test_error).", show_default=False)]
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")]
 
@@ -229,9 +242,8 @@ def summarize(run: RunArg, storage: Storage = "./runs",
               cols: Annotated[Optional[str], typer.Option(help="Column whose values are the columns.")] = None,
               tables: Annotated[Optional[str], typer.Option(
                   help="Comma-separated columns that split the results into one table per value.")] = None,
-              metric: Annotated[str, typer.Option(help="The value shown in each cell.")] = "test_error",
-              where: Where = None, select: SelectOption = Select.best,
-              format: FormatOption = Format.table, output: Output = None):
+              metric: MetricOption = None, where: Where = None, select: SelectOption = Select.best,
+              all_trials: AllTrials = False, format: FormatOption = Format.table, output: Output = None):
     """Tables of results: by default the paper's layout, one table per dataset and augmentation.
 
     Each cell is the metric as mean ± std over seeds (n) with its 95% t-interval, the learning
@@ -242,8 +254,8 @@ def summarize(run: RunArg, storage: Storage = "./runs",
     from orchestrator.results import compare, formats
     from orchestrator.results.tables import layout_for
 
-    results, summary = _tables(run, storage, where, rows=rows, cols=cols, metric=metric, select=select.value,
-                               tables=None if tables is None else [t for t in tables.split(",") if t])
+    results, summary = _tables(run, storage, where, all_trials, rows=rows, cols=cols, metric=metric,
+                               select=select.value, tables=None if tables is None else [t for t in tables.split(",") if t])
     workload = results.workload
     checks = compare.check_claims(results, layout_for(results, workload.layout), workload.claims) \
         if workload and workload.claims else []
@@ -255,9 +267,8 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
                    baseline: Annotated[str, typer.Option(
                        help="The axis to compare and its reference value, e.g. variant=base.",
                        show_default=False)] = ...,
-                   metric: Annotated[str, typer.Option(help="The value compared.")] = "test_error",
-                   where: Where = None, select: SelectOption = Select.best,
-                   format: FormatOption = Format.table, output: Output = None):
+                   metric: MetricOption = None, where: Where = None, select: SelectOption = Select.best,
+                   all_trials: AllTrials = False, format: FormatOption = Format.table, output: Output = None):
     """Each value of an axis against a baseline value, in every cell of the layout, paired by seed.
 
     In each cell (e.g. dataset, augmentation, model) the mean over seeds of (value - baseline),
@@ -268,7 +279,7 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
     from orchestrator.results import compare, formats
     from orchestrator.results.tables import layout_for
 
-    results = _results(run, storage, where)
+    results = _results(run, storage, where, all_trials)
     workload = results.workload
     layout = layout_for(results, workload.layout if workload else None, metric=metric, select=select.value)
     axis, base = compare.baseline(results, baseline)
@@ -293,21 +304,22 @@ def status(run: RunArg, storage: Storage = "./runs"):
 
     run_dir = _open_run(run, storage)
     table = read_trials(run_dir)
-    finished = statuses(table)
-    s = read_status(run_dir, finished, table.to_pandas() if table is not None else None)
-    if not s.counts and not s.planned:
+    s = read_status(run_dir, statuses(table), table.to_pandas() if table is not None else None)
+    if not s.counts and not s.planned and not s.others:
         raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")
-    terminal.show_status(console, run_dir.display(), len(finished), s)
+    terminal.show_status(console, run_dir.display(), s)
 
 
 @command
 def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", help="A .png or .svg file.")],
          storage: Storage = "./runs",
-         where: Annotated[Optional[list[str]], typer.Option(help="Keep trials with column=value; repeat to combine.")] = None):
-    """Plot validation error per epoch for each cell, grouped as in the tables, and a bar chart of the main table."""
+         where: Annotated[Optional[list[str]], typer.Option(help="Keep trials with column=value; repeat to combine.")] = None,
+         all_trials: AllTrials = False):
+    """Plot the grid's metric per epoch (or step) for each cell, grouped as in the tables, and a bar chart of the main table."""
     from orchestrator.results import plots
 
-    plots.plot(*_tables(run, storage, where), output)
+    results, summary = _tables(run, storage, where, all_trials)
+    plots.plot(results, [t for t in summary if t.layout.metric == summary[0].layout.metric], output)
     console.print(f"wrote {output}")
 
 

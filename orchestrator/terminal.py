@@ -8,7 +8,7 @@ from rich.text import Text
 
 from orchestrator.plan.grid import Grid
 from orchestrator.results.status import Status
-from orchestrator.run.display import duration
+from orchestrator.run.display import duration, number
 from orchestrator.store.rundir import now
 
 
@@ -51,20 +51,23 @@ def show_plan(console: Console, grid: Grid) -> None:
                   + f"; retries: {grid.max_failures}")
 
 
-def show_status(console: Console, where: str, finished: int, s: Status) -> None:
+def show_status(console: Console, where: str, s: Status) -> None:
     """Counts, compute used, ETA, and a table of the trials that run or stopped."""
     total = f" of {s.planned}" if s.planned else ""
-    console.print(f"{where}: {finished} finished{total}: " + ", ".join(f"{n} {k}" for k, n in s.counts.items()),
+    console.print(f"{where}: {s.finished} finished{total}: " + ", ".join(f"{n} {k}" for k, n in s.counts.items()),
                   soft_wrap=True)
+    if s.others:
+        console.print(f"and {s.others} finished trials of an earlier version of the grid, not counted "
+                      "(summarize --all-trials shows them)")
     console.print(f"compute used: {s.used_hours:.2f} {s.unit}-hours; ETA: {duration(s.eta_seconds)}")
     if s.active:
         out = Table(box=None, header_style="bold")
-        for column in ("trial", "state", "epoch", "val_error", "updated"):
+        for column in ("trial", "state", "step" if any("step" in a.metrics for a in s.active) else "epoch",
+                       s.metric, "updated"):
             out.add_column(column)
         for a in s.active:
             out.add_row(a.trial_id, "stopped" if a.stopped else "running", f"{a.epoch}/{a.epochs or '?'}",
-                        f"{a.metrics['val_error']:.4f}" if isinstance(a.metrics.get("val_error"), float) else "-",
-                        f"{duration((now() - a.updated).total_seconds())} ago")
+                        number(a.metrics.get(s.metric)), f"{duration((now() - a.updated).total_seconds())} ago")
         console.print(out)
     if s.counts.get("stopped"):
         console.print("stopped trials resume from their checkpoints at the next `ablate run`")

@@ -70,7 +70,9 @@ def train(config: Config, session) -> dict:
             log(line)
 
         session.log = dying
-    return {"status": "completed", "val_error": 1 / (config.epochs + 1), "test_error": config.lr}
+    # top5_error: a metric no column of ablate's is named for, as a workload of a user's returns.
+    return {"status": "completed", "val_error": 1 / (config.epochs + 1), "test_error": config.lr,
+            "top5_error": config.lr / 2}
 
 
 WORKLOAD = Workload(name="probe", config=Config, train=train)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from orchestrator.plan.expand import trial_id
 from orchestrator.store.records import Publisher, trial_schema, write_record
 from orchestrator.store.rundir import RunDir
-from workloads.allcnn import Config
+from workloads.allcnn import RESULTS, Config
 
 # The paper's protocol (workloads/allcnn/paper.py): the workload's defaults but for preprocessing.
 PAPER_PROTOCOL = {"dataset": "cifar10", "preprocessing": "zca"}
@@ -48,20 +48,21 @@ TRIALS = {
 }
 
 
-def grid_text(trials: dict, fixed: dict) -> str:
-    """The grid file of these trials: their models, variants and learning rates as axes."""
+def grid_text(trials: dict, fixed: dict, objective: str = "") -> str:
+    """The grid file of these trials: their models, variants and learning rates as axes;
+    `objective`: its own metric, mode and report, as YAML lines."""
     model, variant, lr, seed = (list(dict.fromkeys(key[i] for key in trials)) for i in range(4))
     return "\n".join(["name: fixture", "workload: allcnn", "axes:", f"  model: {json.dumps(model)}",
                       f"  variant: {json.dumps(variant)}", f"  lr: {json.dumps(lr)}", f"seeds: {json.dumps(seed)}",
-                      "fixed:", *(f"  {k}: {json.dumps(v)}" for k, v in fixed.items()), ""])
+                      "fixed:", *(f"  {k}: {json.dumps(v)}" for k, v in fixed.items()), objective, ""])
 
 
 def write_fixture(path, trials: dict = TRIALS, fixed: dict = PAPER_PROTOCOL, data: dict = FULL_DATA,
-                  settings: dict | None = None) -> RunDir:
+                  settings: dict | None = None, objective: str = "") -> RunDir:
     """`settings`: more parameters of some trials, by key, e.g. a checkpoint_every they ran with."""
     run = RunDir(str(path))
-    run.write_bytes(run.child("grid.yaml"), grid_text(trials, fixed).encode())
-    schema = trial_schema(Config)
+    run.write_bytes(run.child("grid.yaml"), grid_text(trials, fixed, objective).encode())
+    schema = trial_schema(Config, tuple(RESULTS.items()))  # as an All-CNN trial writes its record
     for i, ((model, variant, lr, seed), (status, val, test)) in enumerate(sorted(trials.items())):
         config = dataclasses.asdict(Config(model=model, variant=variant, lr=lr, seed=seed,
                                            **{**fixed, **(settings or {}).get((model, variant, lr, seed), {})}))

@@ -172,8 +172,14 @@ BAD = [
      "command.metrics.patterns[0]: not a regular expression (missing >, unterminated name at position 8)"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "metrics": {"patterns": [r"val ([\d.]+)"]}}},
      "command.metrics.patterns[0]: has no named group; (?P<val_error>[0-9.]+) makes a metric val_error"),
-    ({"command": {"run": "python train.py --error {val_error}", "parameters": {"val_error": 0.1}}},
-     "command.parameters.val_error: 'val_error' is taken (by a result column or the command itself); name it otherwise"),
+    ({"command": {"run": "python train.py --n {attempts}", "parameters": {"attempts": 1}}},
+     "command.parameters.attempts: 'attempts' is taken (by a result column or the command itself); name it otherwise"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr"},
+     "metric: 'lr' is a parameter of workload 'command'; name a metric its trials report"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},
+     "command.steps: give either epochs (a script that reports every epoch) or steps (every N steps), not both"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "resume": "--from {checkpoint}"}},
+     "command.resume: unknown placeholder {checkpoint} (parameters: lr, seed; or {trial_dir})"),
 ]
 
 
@@ -193,7 +199,8 @@ def test_metrics_from_regular_expressions(tmp_path):
                                             "metrics": {"patterns": PATTERNS}})
     result, session = train_once(path)
     assert session.epochs == [{"epoch": e, "train_loss": round(1 / e, 3), "val_error": round(0.5 / e, 3)} for e in (1, 2, 3)]
-    assert result == {"status": "completed", "val_error": 0.167, "test_error": 0.125}
+    # Every metric the script printed, by its last value.
+    assert result == {"status": "completed", "train_loss": 0.333, "val_error": 0.167, "test_error": 0.125}
     assert "| test error 0.125" in session.lines  # the output is in the trial's log
 
 
@@ -368,3 +375,65 @@ def test_ctrl_c_leaves_no_process_of_the_script(tmp_path):
     assert driver.returncode == 1, out
     assert "trials unfinished: run the same command again to resume them" in out
     assert not left, "processes of the script outlived `ablate run`"
+
+
+def test_a_script_that_prints_only_losses_end_to_end(tmp_path):
+    """examples/losses.py prints `step 500 train loss: ... val loss: ... test loss: ...` and knows
+    nothing of ablate; examples/losses.yaml reads those lines and judges trials by val_loss."""
+    storage = tmp_path / "runs"
+    result = ablate("run", ROOT / "examples" / "losses.yaml", "--storage", storage, "--quiet", env=PATH)
+    assert result.returncode == 0, result.stderr
+    assert "losses: 12 completed (12 run now, 0 already done)" in result.stdout
+    run_dir = storage / "losses"
+    rows = pd.read_parquet(run_dir / "trials.parquet")
+    assert {"train_loss", "val_loss", "test_loss"} <= set(rows.columns) and rows["test_loss"].notna().all()
+    assert set(rows["steps_completed"]) == {1000} and set(rows["epochs_completed"]) == {11}  # a report every 100
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert epochs["step"].dtype == "int64" and sorted(set(epochs["step"])) == list(range(0, 1001, 100))
+
+    summary = ablate("summarize", run_dir, "-f", "markdown")
+    assert summary.returncode == 0, summary.stderr
+    assert summary.stdout.startswith("**test_loss, mean ± std over seeds (n) and its 95% t-interval**")
+    assert "(n=2)" in summary.stdout and "(n=0)" not in summary.stdout
+    compared = ablate("compare", run_dir, "--baseline", "degree=1", "-f", "json")
+    assert compared.returncode == 0, compared.stderr
+    differences = json.loads(compared.stdout)
+    # A cubic fits sin(3x) better than a line at every learning rate: lower test loss, better.
+    assert len(differences) == 3 and all(d["difference"] < 0 and d["better"] for d in differences)
+    assert ablate("plot", run_dir, "-o", tmp_path / "losses.png").returncode == 0
+    assert (tmp_path / "losses.png").stat().st_size > 10_000
+    status = ablate("status", run_dir)
+    assert status.returncode == 0 and "12 finished of 12: 12 completed" in status.stdout
+
+
+def test_a_script_that_must_be_told_to_resume_is_told(tmp_path):
+    # It starts over unless given --resume, and crashes once after its checkpoint at step 2.
+    script = """\
+        import argparse, os, sys
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--out")
+        parser.add_argument("--resume", action="store_true")
+        args = parser.parse_args()
+        checkpoint = os.path.join(args.out, "step")
+        start = int(open(checkpoint).read()) if args.resume else 0
+        for step in range(start, 5):
+            with open(checkpoint, "w") as f:
+                f.write(str(step + 1))
+            print(f"step {step} loss {1 / (step + 1):.3f}", flush=True)
+            if step == 2 and not os.path.exists(os.path.join(args.out, "crashed")):
+                open(os.path.join(args.out, "crashed"), "w").close()
+                sys.exit(1)
+        """
+    path = script_grid(tmp_path, {"resumable.py": script}, {
+        "run": [sys.executable, "resumable.py", "--out", "{trial_dir}"], "resume": ["--resume"],
+        "metrics": {"patterns": [r"^step (?P<step>\d+) loss (?P<loss>[\d.]+)"]}}, metric="loss", max_failures=1)
+    storage = tmp_path / "runs"
+    result = ablate("run", path, "--storage", storage, "--quiet")
+    assert result.returncode == 0, result.stderr
+    (row,) = pd.read_parquet(storage / "scripts" / "trials.parquet").itertuples()
+    assert row.status == "completed" and row.attempts == 2 and row.loss == 0.2
+    log = (storage / "scripts" / "trials" / row.trial_id / "trial.log").read_text()
+    first, second = [line for line in log.splitlines() if " running " in line]
+    assert not first.split(" (in ")[0].endswith("--resume") and second.split(" (in ")[0].endswith("--resume")
+    epochs = pd.read_parquet(storage / "scripts" / "epochs.parquet")
+    assert list(epochs["step"]) == [0, 1, 2, 3, 4]  # each once, across the crash

@@ -94,17 +94,17 @@ def test_compare_command_in_every_format(tmp_path):
     # What every row shares (one dataset, augmentation and model here) goes to the title.
     assert markdown.startswith("**dataset=cifar10, augmentation=none, model=C: test_error %: each variant minus "
                                "variant=base, paired by seed")
-    assert "| all | 12.00 (n=5) | 11.50 (n=5) | -0.50 (n=5)<br>95% CI [-0.55, -0.45] | lower than base |" in markdown
+    assert "| all | 12.00 (n=5) | 11.50 (n=5) | -0.50 (n=5)<br>95% CI [-0.55, -0.45] | lower than base (better) |" in markdown
     assert r"\caption{dataset=cifar10" in invoke("compare", tmp_path / "fixture", "--baseline", "variant=base",
                                                  "-f", "latex").stdout
     (record,) = json.loads(invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "json").stdout)
     assert record == {"dataset": "cifar10", "augmentation": "none", "model": "C", "variant": "all",
                       "metric": "test_error", "baseline": "base", "baseline_status": "completed",
                       "baseline_mean": 0.12, "status": "completed", "mean": 0.115, "difference": -0.005,
-                      "ci_low": -0.005473, "ci_high": -0.004527, "n": 5, "verdict": "lower"}
+                      "ci_low": -0.005473, "ci_high": -0.004527, "n": 5, "verdict": "lower", "better": True}
     csv = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "csv").stdout
     assert csv.splitlines()[1] == ("cifar10,none,C,all,test_error,base,completed,0.12,completed,0.115,"
-                                   "-0.005,-0.005473,-0.004527,5,lower")
+                                   "-0.005,-0.005473,-0.004527,5,lower,True")
 
 
 def test_each_side_keeps_its_learning_rate_chosen_on_validation(tmp_path):
@@ -172,3 +172,12 @@ def test_claims_checked_off_the_published_protocol_say_so(tmp_path):
     assert checks[0].differs == ["width 0.25", "epochs 40", "lr_milestones [20, 30]", "3,000 training examples"]
     markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
     assert "holds<br>not the published protocol: width 0.25, epochs 40" in markdown
+
+
+def test_a_maximized_metric_turns_lower_into_worse(tmp_path):
+    # mode: max: the same paired difference (all 0.5 points below base) is now the worse side.
+    write_fixture(tmp_path / "fixture", trials=PAIRED, objective="mode: max")
+    markdown = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "markdown").stdout
+    assert "| all | 12.00 (n=5) | 11.50 (n=5) | -0.50 (n=5)<br>95% CI [-0.55, -0.45] | lower than base (worse) |" in markdown
+    (record,) = json.loads(invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "json").stdout)
+    assert record["verdict"] == "lower" and record["better"] is False

@@ -73,3 +73,12 @@ def test_live_table_shows_only_the_metrics_the_workload_names():
 
 def test_duration_format():
     assert [duration(s) for s in (None, 59, 61, 3600 * 26 + 5)] == ["-", "0:59", "1:01", "26:00:05"]
+
+
+def test_a_script_that_reports_steps_shows_its_progress_in_steps():
+    live = LiveDisplay(console(terminal=True), total=1, skipped=0, planned_epochs={"a": 1001}, metrics=("val_loss",))
+    live.trial_started("a", {"lr": 0.1})
+    live.trial_result("a", {"step": 500, "val_loss": 0.2498})
+    out = console()
+    out.print(live.render())
+    assert "500/1001" in out.file.getvalue() and "0.2498" in out.file.getvalue()

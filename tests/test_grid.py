@@ -130,9 +130,9 @@ def test_expansion_is_deterministic(tmp_path):
 ERRORS = [
     ("name: [unclosed\n", "not valid YAML at line 2, column 1: did not find expected ',' or ']'"),
     ("- a\n- b\n", "expected a YAML mapping with keys name, description, workload, command, axes, fixed, seeds, repeats, "
-                   "exclude, include, resources, max_failures, max_trials"),
+                   "exclude, include, metric, mode, report, resources, max_failures, max_trials"),
     (BASE + "colour: red\n", "colour: unknown key (allowed: name, description, workload, command, axes, fixed, seeds, "
-                             "repeats, exclude, include, resources, max_failures, max_trials)"),
+                             "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials)"),
     ("axes: {model: [A]}\n", "name: expected a name of letters, digits, '_', '.' or '-' (it names the results folder), got null"),
     ("name: t\nworkload: nope\n", "workload: unknown workload 'nope' (known: allcnn; or an import path module:object)"),
     ("name: t\naxes:\n  model: [A, B, D]\n", "axes.model[2]: unknown model 'D' (known: A, B, C)"),
@@ -140,6 +140,15 @@ ERRORS = [
     ("name: t\nfixed:\n  epochs: ten\n", "fixed.epochs: expected int, got 'ten'"),
     ("name: t\nfixed:\n  compile: off\n", "fixed.compile: expected str, got false (YAML reads a bare false as a boolean: quote the word)"),
     ("name: t\naxes:\n  lr: []\n", "axes.lr: expected a non-empty list of values, got []"),
+    ("name: t\nmode: best\n", "mode: expected min or max, got 'best'"),
+    ("name: t\nmetric: val_loss\n", "metric: workload 'allcnn' reports no metric 'val_loss' (it reports: val_error, "
+                                     "test_error, images_per_second, trained_on, restarts, train_examples, test_examples, "
+                                     "data_fingerprint, synthetic_data, train_loss, train_error, lr, seconds, restart)"),
+    ("name: t\nreport: [{name: test_error, summary: first}]\n",
+     "report[0].summary: expected last or best or at_best, got 'first'"),
+    ("name: t\nmetric: {name: val_error, summary: at_best}\n", "metric.summary: expected last or best, got 'at_best'"),
+    ("name: t\nreport: [{name: test_error, format: percentage}]\n",
+     "report[0].format: expected percent or number, got 'percentage'"),
     ("name: t\naxes:\n  lr: 0.1\n", "axes.lr: expected a non-empty list of values, got 0.1"),
     ("name: t\naxes:\n  lr: [0.1, 0.01, 0.1]\n", "axes.lr[2]: duplicate value 0.1"),
     ("name: t\naxes:\n  colour: [red]\n", "axes.colour: unknown parameter of workload 'allcnn' (known: model, variant, "
@@ -206,7 +215,7 @@ ERRORS = [
     (BASE + "max_trials: 0\n", "max_trials: expected an integer >= 1, got 0"),
     # Whatever a file holds, the error stays one line.
     (BASE + "\"col\\nour\": red\n", "col\\nour: unknown key (allowed: name, description, workload, command, axes, fixed, seeds, "
-                                     "repeats, exclude, include, resources, max_failures, max_trials)"),
+                                     "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials)"),
 ]
 
 

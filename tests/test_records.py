@@ -12,7 +12,10 @@ import pytest
 
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir
-from workloads.allcnn import Config
+from workloads.allcnn import RESULTS, Config
+
+# The columns of an All-CNN trial's row, as the trial writes its record.
+SCHEMA = records.trial_schema(Config, tuple(RESULTS.items()))
 
 
 def write_old(path, table: pa.Table) -> None:
@@ -30,7 +33,7 @@ def test_records_an_older_ablate_wrote_still_count(tmp_path, suffix):
     a driver killed before publishing them left them unpublished, and the next driver must still
     find them (or train them again)."""
     run = RunDir(str(tmp_path))
-    schema = records.trial_schema(Config)
+    schema = SCHEMA
     row = pa.Table.from_pylist([{"trial_id": "old", "status": "completed", "lr": 0.1, "val_error": 0.2}], schema)
     epochs = pa.table({"trial_id": ["old", "old"], "epoch": [1, 2], "val_error": [0.3, 0.2]})
     write_old(tmp_path / "records" / f"old{suffix}", row)
@@ -47,7 +50,7 @@ def test_records_an_older_ablate_wrote_still_count(tmp_path, suffix):
 def test_records_of_the_ablate_before_with_epochs_nested_in_one_arrow_file_still_count(tmp_path):
     run = RunDir(str(tmp_path))
     row = pa.Table.from_pylist([{"trial_id": "old", "status": "completed", "lr": 0.1, "val_error": 0.2}],
-                               records.trial_schema(Config))
+                               SCHEMA)
     nested = pa.array([[{"epoch": 1, "val_error": 0.3}, {"epoch": 2, "val_error": 0.2}]])
     write_old(tmp_path / "records" / "old.arrow", row.append_column("@epochs", nested))
 
@@ -63,7 +66,7 @@ def test_a_record_gives_back_every_value_with_the_type_of_its_column(tmp_path):
     a loss that became NaN, NumPy numbers a workload returned."""
     run = RunDir(str(tmp_path))
     started = datetime(2026, 12, 1, 19, 50, 16, 123000, tzinfo=timezone.utc)
-    records.write_record(run, records.trial_schema(Config), "t", {"lr": 0.05, "lr_milestones": [2, 4], "channels_last": False},
+    records.write_record(run, SCHEMA, "t", {"lr": 0.05, "lr_milestones": [2, 4], "channels_last": False},
                    {"status": "diverged", "val_error": float("nan"), "test_error": np.float32(0.25),
                     "params": np.int64(1369738), "started_at": started},
                    [{"epoch": 1, "train_loss": np.float32(2.5)}, {"epoch": 2, "train_loss": float("nan")}])
@@ -74,12 +77,12 @@ def test_a_record_gives_back_every_value_with_the_type_of_its_column(tmp_path):
     epochs = records.read_epochs(run, ["t"])
     assert epochs["train_loss"][0].as_py() == 2.5 and math.isnan(epochs["train_loss"][1].as_py())
     records.Publisher(run).catch_up()
-    assert pq.read_table(tmp_path / "trials.parquet").schema == records.trial_schema(Config)
+    assert pq.read_table(tmp_path / "trials.parquet").schema == SCHEMA
 
 
 def test_a_record_is_one_file_that_readers_and_the_publisher_split_into_row_and_epochs(tmp_path):
     run = RunDir(str(tmp_path))
-    schema = records.trial_schema(Config)
+    schema = SCHEMA
     records.write_record(run, schema, "done", {"lr": 0.1}, {"status": "completed", "val_error": 0.2},
                    [{"epoch": 1, "val_error": 0.3, "note": "warm-up"}, {"epoch": 2, "val_error": 0.2}])
     records.write_record(run, schema, "broke", {"lr": 0.2}, {"status": "failed", "error": "out of memory"})

@@ -14,8 +14,8 @@ from orchestrator.plan.grid import load_grid
 from orchestrator.results.tables import Layout, load, summarize, where
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
-from tests.results_fixture import FULL_DATA, QUARTER_WIDTH, SUBSET, TRIALS, write_fixture
-from workloads.allcnn import REFERENCES
+from tests.results_fixture import FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, write_fixture
+from workloads.allcnn import REFERENCES, RESULTS
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -98,11 +98,12 @@ def test_a_parameter_older_rows_lack_is_a_setting_of_its_own(tmp_path):
     split_seed = pa.array([None if lr == 0.1 else 0 for lr in table["lr"].to_pylist()], pa.int64())
     run.write_table(run.child("trials.parquet"),
                     table.set_column(table.schema.get_field_index("split_seed"), "split_seed", split_seed))
-    a_base = cells(tmp_path / "fixture")[("A", "base")]
-    assert a_base.chosen == {"lr": 0.1, "split_seed": None}
-    assert a_base.n == 2 and a_base.mean == pytest.approx(0.125)
-    assert "12.50 ± 0.71 (n=2)<br>95% CI [6.15, 18.85]<br>lr 0.1, split_seed not recorded, 839k" in invoke(
-        "summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    # No axis varies it, so it is never a choice: the rows without it are a table of their own,
+    # neither pooled with the others nor dropped.
+    assert "augmentation=none, split_seed not recorded: test_error %" in markdown
+    assert "| A | 12.50 ± 0.71 (n=2)<br>95% CI [6.15, 18.85]<br>lr 0.1, 839k<br>paper 12.47 (+0.03) |" in markdown
+    assert "| A | 10.00 ± 0.00 (n=2)<br>95% CI [10.00, 10.00]<br>lr 0.01, 839k<br>paper 12.47 (-2.47) |" in markdown
 
 
 def test_without_validation_values_nothing_is_chosen_and_the_table_says_so(tmp_path):
@@ -161,7 +162,7 @@ def test_every_published_number_states_a_protocol_the_workload_can_run():
         config = Config(**{"dataset": stated.get("dataset", "cifar10"), **stated["protocol"]})
         check(config)
         assert {k: v for k, v in asdict(config).items() if k in stated["protocol"]} == stated["protocol"]
-        assert set(stated["data"]) <= {name for name, _ in records.RESULT_COLUMNS}
+        assert set(stated["data"]) <= set(RESULTS)  # columns the workload's rows have
     assert {k: v for k, v in asdict(Config(preprocessing="zca")).items() if k in PROTOCOL} == PROTOCOL
 
 
@@ -329,3 +330,50 @@ def test_plot_with_unreadable_epochs_is_one_line(run_dir, tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: {run_dir / 'epochs.parquet'}: unreadable Parquet (")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_maximized_metric_flips_the_choice_among_settings(tmp_path):
+    # mode: max: the learning rate with the highest val_error now wins (0.01 in A-base: 0.25 > 0.21).
+    write_fixture(tmp_path / "fixture", objective="mode: max")
+    assert cells(tmp_path / "fixture")[("A", "base")].chosen == {"lr": 0.1}  # a Layout of its own minimizes
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "lr chosen by best val_error (higher is better) among settings with every seed finished" in markdown
+    assert "| A | 10.00 ± 0.00 (n=2)<br>95% CI [10.00, 10.00]<br>lr 0.01, 839k" in markdown
+
+
+def test_a_metric_taken_where_the_grids_metric_was_best(tmp_path):
+    # Each fixture trial reports val_error falling over its 3 epochs and train_loss 1/epoch: at the best
+    # val_error, epoch 3, train_loss is 1/3; the row holds the last of every metric.
+    write_fixture(tmp_path / "fixture", objective="report: [{name: train_loss, summary: at_best, format: number}]")
+    rows = json.loads(invoke("summarize", tmp_path / "fixture", "-f", "json").stdout)
+    (a_base,) = [r for r in rows if (r["model"], r["variant"]) == ("A", "base")]
+    assert a_base["metric"] == "train_loss" and a_base["mean"] == pytest.approx(1 / 3, abs=1e-6)
+    assert a_base["chosen_lr"] == 0.1
+    assert "**dataset=cifar10, augmentation=none: train_loss, mean" in invoke(
+        "summarize", tmp_path / "fixture", "-f", "markdown").stdout  # a number, not a percentage
+
+
+def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):
+    result = invoke("summarize", run_dir, "--metric", "test_loss")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {run_dir}: no trial has a value of test_loss (metrics: data_fingerprint, "
+                             "synthetic_data, test_error, test_examples, train_examples, trained_on, val_error)\n")
+
+
+def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
+    # The same grid run at 350 epochs, then edited to 40: the run directory holds both versions' trials.
+    write_fixture(tmp_path / "fixture")
+    write_fixture(tmp_path / "fixture", fixed={**PAPER_PROTOCOL, "epochs": 40, "lr_milestones": [20, 30]})
+    result = invoke("summarize", tmp_path / "fixture", "-f", "markdown")
+    assert result.exit_code == 0
+    assert result.stderr == (f"note: {tmp_path / 'fixture'} also holds 10 trials of an earlier version of its grid, "
+                             "left out; --all-trials shows them too\n")
+    assert "epochs" not in result.stdout.split("\n\n")[0]  # one protocol, nothing chosen among epochs
+    status = invoke("status", tmp_path / "fixture").stdout
+    assert status.startswith(f"{tmp_path / 'fixture'}: 10 finished of 16: ")  # of the grid as it is now
+    assert "and 10 finished trials of an earlier version of the grid, not counted" in status
+    # Every trial: each protocol a table of its own, never a choice between them.
+    every = invoke("summarize", tmp_path / "fixture", "-f", "markdown", "--all-trials").stdout
+    assert "augmentation=none, epochs=350, lr_milestones=[200, 250, 300]: test_error %" in every
+    assert "augmentation=none, epochs=40, lr_milestones=[20, 30]: test_error %" in every
+    assert "epochs chosen" not in every and "epochs, " not in every.split("chosen by")[0]

@@ -47,6 +47,7 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     assert [epoch for _, epoch, _ in executions(tmp_path)] == [0, 1]  # the retry began after epoch 1
     row = trials(tmp_path / "runs" / "probe").iloc[0]
     assert row["status"] == "completed" and row["attempts"] == 2 and row["epochs_completed"] is not None
+    assert row["top5_error"] == 0.05  # what train returned beside the usual metrics has a column of its own
     epochs = pd.read_parquet(tmp_path / "runs" / "probe" / "epochs.parquet")
     assert epochs["epoch"].tolist() == [1, 2, 3]  # each epoch once, though two attempts ran
 

@@ -52,13 +52,15 @@ What the orchestrator reads, and nothing else:
   `Workload.epochs(config)` says how many a trial makes, for progress and ETAs; without it the
   display shows epochs without a total. The orchestrator times epochs itself.
 - `Workload.metrics` names the reported metrics the live display and `ablate status` show.
-- `train` returns `status` (one of RESULT_STATUSES), `val_error` (what choosing among settings,
-  e.g. a learning rate, minimizes: validation data, never test) and `test_error` (the number a
-  table reports), and may return the other result columns of orchestrator/store/columns.py:
-  `params`, `epochs_completed`, `train_seconds`, `images_per_second`, `trained_on`,
-  `status_reason` (what showed a status other than completed), `restarts`, and what
-  its data was: `train_examples`, `test_examples`, `data_fingerprint` (a hash of the data a
-  trial saw, so that a subset or another copy shows) and `synthetic_data`.
+- `train` returns `status` (one of RESULT_STATUSES) and its final metrics: every value it
+  returns, and the last value of every metric it reported, becomes a column of the trial's row.
+  `Workload.metric` names the metric that chooses among settings (e.g. a learning rate; measured
+  on validation data, never test; `val_error` unless it says otherwise), `mode` which way is
+  better, and `report` the metrics a table shows (`test_error`); a grid may declare its own. It
+  may also return `params`, `epochs_completed`, `train_seconds` and `status_reason` (what showed
+  a status other than completed), and what its data was: `train_examples`, `test_examples`,
+  `data_fingerprint` (a hash of the data a trial saw, so that a subset or another copy shows) and
+  `synthetic_data`, which `ablate summarize` compares with what a published number states.
 - Optional extras: `cost` and `prepare` for `ablate plan` and `ablate run`, `references`,
   `claims` and `layout` for `ablate summarize` and `ablate compare`, `models` for `ablate models`,
   and `tools`: further `ablate` commands on trained trials (the All-CNN study's `visualize`), see
@@ -150,6 +152,18 @@ class Workload:
     epochs: Callable[[Any], int] | None = None
     # The reported metrics to show while trials run, in order.
     metrics: tuple[str, ...] = ("val_error",)
+    # What a trial is judged by, unless its grid says otherwise (`metric`, `mode`, `report`): the
+    # metric that chooses among settings of a cell (measured on validation data, never test), which
+    # way is better, and the metrics the tables show.
+    metric: str = "val_error"
+    mode: str = "min"
+    report: tuple[str, ...] = ("test_error",)
+    # Optional: the types of the result columns `train` returns, e.g. {"images_per_second": float};
+    # any other value it returns or reports gets a column typed by its value.
+    results: dict[str, type] = field(default_factory=dict)
+    # Optional: every metric the workload reports or returns; where given, a grid's `metric` or
+    # `report` naming another is one error when the grid is loaded.
+    produces: tuple[str, ...] | None = None
     # Optional: {"images": training images seen, "flops": training FLOPs or None}, for `ablate plan`.
     cost: Callable[[Any], dict[str, Any]] | None = None
     # Optional: model parameter count for a config, recorded with each result.

@@ -22,12 +22,13 @@ import workloads
 from orchestrator.errors import GridError
 from orchestrator.plan.expand import Spec, Trial, expand, hashable
 from orchestrator.plan.gridfile import read_yaml
+from orchestrator.plan.objective import Objective, default, objective
 from orchestrator.plan.params import INT64, Parameters, fmt
 from orchestrator.plan.script import load as load_script
 from workloads.base import Workload
 
 TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seeds", "repeats", "exclude",
-            "include", "resources", "max_failures", "max_trials")
+            "include", "metric", "mode", "report", "resources", "max_failures", "max_trials")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
 GRID_FILE = "grid.yaml"  # a run's copy of its grid file, as last run
 # More trials than any study runs on purpose: past it a grid is most likely a typo (`repeats: 100000000`),
@@ -54,6 +55,11 @@ class Grid:
     max_failures: int = 1
     description: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
+    objective: Objective | None = None  # what trials are judged by; None: the workload's
+
+    def __post_init__(self):
+        if self.objective is None:
+            object.__setattr__(self, "objective", default(self.workload))
 
     def planned_epochs(self, trial: Trial) -> int | None:
         """How many epochs the trial trains, where its workload says."""
@@ -85,7 +91,8 @@ def load_grid(path: str | Path, content: bytes | None = None) -> Grid:
     return Grid(name=data["name"], path=path, workload=workload, workload_ref=ref, axes=spec.axes, trials=trials,
                 resources=resources(_mapping(path, "resources", data.get("resources") or {}), "resources.{}".format, path),
                 max_failures=_number(path, "max_failures", data.get("max_failures", 1), integer=True),
-                description=str(data.get("description") or ""), fixed=spec.fixed)
+                description=str(data.get("description") or ""), fixed=spec.fixed,
+                objective=objective(path, data, workload))
 
 
 def _mapping(path, key, value) -> dict:

@@ -62,7 +62,7 @@ from orchestrator.store.columns import RESERVED
 from workloads.base import Workload, WorkloadError
 from workloads.script import train as script_train
 
-KEYS = ("run", "workdir", "parameters", "epochs", "metrics")
+KEYS = ("run", "workdir", "parameters", "epochs", "steps", "resume", "metrics")
 METRIC_KEYS = ("prefix", "patterns", "show")
 TYPES = {"int": int, "float": float, "str": str, "bool": bool,
          "list[int]": list[int], "list[float]": list[float], "list[str]": list[str]}
@@ -84,10 +84,12 @@ class Script:
     run: tuple[str, ...]  # the arguments, with placeholders
     workdir: str  # absolute
     parameters: dict[str, dict[str, Any]]  # name -> {"type": "float", "default": ..., constraints}
-    epochs: str | None = None
+    epochs: str | None = None  # the parameter that says how many epochs a trial reports
+    steps: str | None = None  # or how many steps, for a script that reports every N steps
+    resume: tuple[str, ...] = ()  # arguments added when an earlier attempt left files in the trial directory
     prefix: str = PREFIX
     patterns: tuple[str, ...] = ()
-    show: tuple[str, ...] = ("val_error",)
+    show: tuple[str, ...] = ()  # the live table's columns beside the grid's metric
 
     @property
     def template(self) -> str:
@@ -130,15 +132,20 @@ def load(path: Path, section) -> tuple[Workload, str]:
             fail(f"metrics.patterns[{i}]", f"not a regular expression ({e})")
         if not groups:
             fail(f"metrics.patterns[{i}]", "has no named group; (?P<val_error>[0-9.]+) makes a metric val_error")
-    show = _strings(fail, "metrics.show", metrics.get("show", ["val_error"]))
-    epochs = section.get("epochs")
-    if epochs is not None and (not isinstance(epochs, str) or parameters.get(epochs, {}).get("type") != "int"):
-        ints = [n for n, p in parameters.items() if p["type"] == "int"]
-        fail("epochs", f"expected the name of an int parameter (one of: {', '.join(ints) or 'none'}), got {fmt(epochs)}")
+    show = _strings(fail, "metrics.show", metrics.get("show", []))
+    if "epochs" in section and "steps" in section:
+        fail("steps", "give either epochs (a script that reports every epoch) or steps (every N steps), not both")
+    length = {key: section[key] for key in ("epochs", "steps") if section.get(key) is not None}
+    for key, name in length.items():
+        if not isinstance(name, str) or parameters.get(name, {}).get("type") != "int":
+            ints = [n for n, p in parameters.items() if p["type"] == "int"]
+            fail(key, f"expected the name of an int parameter (one of: {', '.join(ints) or 'none'}), got {fmt(name)}")
+    resume = _run(lambda key, message: fail("resume", message), section["resume"]) if "resume" in section else ()
 
-    _placeholders(fail, run, parameters)
+    _placeholders(fail, run, parameters, resume)
     script = Script(run=run, workdir=os.path.abspath(os.path.join(os.path.dirname(path), os.path.expanduser(workdir))),
-                      parameters=parameters, epochs=epochs, prefix=prefix, patterns=tuple(patterns), show=tuple(show))
+                    parameters=parameters, epochs=length.get("epochs"), steps=length.get("steps"), resume=resume,
+                    prefix=prefix, patterns=tuple(patterns), show=tuple(show))
     # Defaults and choices are values the grid gives: checked as such, and made the declared type
     # (a float's default `1` is 1.0, or trial ids would depend on how it was written).
     params = Parameters(path, build(script))
@@ -245,27 +252,35 @@ def _fields(arg: str) -> list[tuple[str, str | None, str | None]]:
     return [(literal, name, spec) for literal, name, spec, _ in string.Formatter().parse(arg)]
 
 
-def _placeholders(fail, run, parameters) -> None:
+def _placeholders(fail, run, parameters, resume=()) -> None:
     used = set()
-    for i, arg in enumerate(run):
-        try:
-            parsed = list(string.Formatter().parse(arg))
-        except ValueError as e:  # a lone brace
-            fail("run", f"{e} in {arg!r} (a literal brace is written {{{{ or }}}})")
-        if any(conversion for *_, conversion in parsed):
-            fail("run", f"{arg!r}: conversions (!r, !s) are not supported; give a format spec ({{lr:.0e}})")
-        for _, name, spec, _ in parsed:
-            if name is None:
-                continue
-            if name not in parameters and name != TRIAL_DIR:
-                fail("run", f"unknown placeholder {{{name}}} (parameters: {', '.join(parameters)}; or {{{TRIAL_DIR}}})")
-            if spec and "{" in spec:
-                fail("run", f"{arg!r}: a format spec cannot hold a placeholder")
-            used.add(name)
+    for key, args in (("run", run), ("resume", resume)):
+        for arg in args:
+            used |= _used(lambda message: fail(key, message), arg, parameters)
     for name, p in parameters.items():
         if name not in used and not p.get("implicit"):
             fail(f"parameters.{name}", f"not used in command.run; a parameter the command never sees would only "
                                        f"change trial ids (add {{{name}}} to the command line)")
+
+
+def _used(fail, arg: str, parameters) -> set[str]:
+    """The placeholders of one argument, each checked."""
+    try:
+        parsed = list(string.Formatter().parse(arg))
+    except ValueError as e:  # a lone brace
+        fail(f"{e} in {arg!r} (a literal brace is written {{{{ or }}}})")
+    if any(conversion for *_, conversion in parsed):
+        fail(f"{arg!r}: conversions (!r, !s) are not supported; give a format spec ({{lr:.0e}})")
+    used = set()
+    for _, name, spec, _ in parsed:
+        if name is None:
+            continue
+        if name not in parameters and name != TRIAL_DIR:
+            fail(f"unknown placeholder {{{name}}} (parameters: {', '.join(parameters)}; or {{{TRIAL_DIR}}})")
+        if spec and "{" in spec:
+            fail(f"{arg!r}: a format spec cannot hold a placeholder")
+        used.add(name)
+    return used
 
 
 # -- the workload ----------------------------------------------------------------------------------
@@ -304,12 +319,15 @@ def build(script: Script) -> Workload:
         argv(script, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
 
     def train(c, session):
-        return script_train.train(lambda trial_dir: argv(script, dataclasses.asdict(c), trial_dir), script.workdir,
-                                  script.prefix, script.patterns, session)
+        def args_for(trial_dir: str, resuming: bool) -> list[str]:
+            return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
+        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session)
+
+    length = script.epochs or script.steps
     return Workload(
         name="command", config=config, train=train,
-        epochs=(lambda c: getattr(c, script.epochs)) if script.epochs else None,
+        epochs=(lambda c: getattr(c, length)) if length else None,
         metrics=script.show, check=check, prepare=lambda configs: prepare(script, configs),
         invocation=lambda c: command_line(script, dataclasses.asdict(c)))
 
@@ -321,8 +339,7 @@ def ref(script: Script) -> str:
 
 def from_ref(text: str) -> Workload:
     data = json.loads(text.removeprefix("command:"))
-    return build(Script(**{**data, "run": tuple(data["run"]), "patterns": tuple(data["patterns"]),
-                            "show": tuple(data["show"])}))
+    return build(Script(**{**data, **{key: tuple(data[key]) for key in ("run", "resume", "patterns", "show")}}))
 
 
 def _text(value, spec: str | None = None) -> str:
@@ -335,11 +352,12 @@ def _text(value, spec: str | None = None) -> str:
     return str(value)
 
 
-def argv(script: Script, values: dict[str, Any], trial_dir: str) -> list[str]:
-    """The arguments one trial runs: the placeholders of `run` filled in."""
+def argv(script: Script, values: dict[str, Any], trial_dir: str, resuming: bool = False) -> list[str]:
+    """The arguments one trial runs: the placeholders of `run` (and of `resume`, when an earlier
+    attempt left files to resume from) filled in."""
     values = {**values, TRIAL_DIR: trial_dir}
     out = []
-    for arg in script.run:
+    for arg in (*script.run, *(script.resume if resuming else ())):
         parts = _fields(arg)
         if len(parts) == 1 and parts[0][0] == "" and isinstance(values.get(parts[0][1]), list) and not parts[0][2]:
             out.extend(map(_text, values[parts[0][1]]))  # `{milestones}` alone: one argument per item

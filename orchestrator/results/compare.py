@@ -18,6 +18,7 @@ cannot tell yet.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,6 +45,8 @@ class Difference:
     mean: float | None = None  # compared minus baseline, averaged over those seeds
     interval: tuple[float, float] | None = None  # 95% paired t-interval; None: n too small
 
+    better_when: str = "min"  # the metric's mode: whether lower or higher is better
+
     @property
     def verdict(self) -> str:
         """lower / higher: the interval excludes 0; inconclusive: it does not; n too small."""
@@ -52,13 +55,20 @@ class Difference:
         low, high = self.interval
         return "lower" if high < 0 else "higher" if low > 0 else "inconclusive"
 
+    @property
+    def better(self) -> bool | None:
+        """Whether the compared value is better than the baseline, where the seeds tell."""
+        if self.verdict not in ("lower", "higher"):
+            return None
+        return (self.verdict == "lower") == (self.better_when == "min")
+
 
 def baseline(results: Results, text: str) -> tuple[str, Any]:
     """`axis=value` (as typed on the command line) as the axis and its value in the results."""
     axis, sep, value = text.partition("=")
     if not sep or not axis:
         raise ResultsError(f"--baseline '{text}': expected axis=value, e.g. variant=base")
-    axes = ", ".join(a for a in results.varying() if a != "seed")
+    axes = ", ".join(a for a in results.choosable() if a != "seed")
     if axis == "seed":
         raise ResultsError(f"--baseline '{text}': differences are paired by seed; compare another axis (axes: {axes})")
     if axis not in results.config_columns:
@@ -74,23 +84,24 @@ def compare(results: Results, layout: Layout, axis: str, base: Any, values: list
     """For every cell and every value of `axis` other than `base` (or those `values`), the paired
     difference."""
     cell_axes = [a for a in (*layout.tables, layout.rows, layout.cols) if a is not None and a != axis]
-    reduced = [c for c in results.varying() if c not in {*cell_axes, axis, "seed"}]
+    reduced = [c for c in results.choosable() if c not in {*cell_axes, axis, "seed"}]
     others = [v for v in results.values(axis) if v != base] if values is None else values
     out = []
     groups = results.trials.groupby(cell_axes, sort=False) if cell_axes else [((), results.trials)]
     for key, part in groups:
         coords = dict(zip(cell_axes, key if isinstance(key, tuple) else (key,)))
         cells = {v: cell_of(part[part[axis] == v], layout, reduced) for v in [base, *others]}
-        out += [_paired(coords, axis, v, base, layout.metric, cells[base], cells[v]) for v in others]
+        out += [_paired(coords, axis, v, base, layout, cells[base], cells[v]) for v in others]
     order = {a: results.values(a) for a in cell_axes}
     return sorted(out, key=lambda d: [order[a].index(d.coords[a]) for a in cell_axes])
 
 
-def _paired(coords, axis, value, base, metric, baseline_cell: Cell, compared: Cell) -> Difference:
+def _paired(coords, axis, value, base, layout: Layout, baseline_cell: Cell, compared: Cell) -> Difference:
     seeds = [s for s in compared.values if s in baseline_cell.values]
     diffs = [compared.values[s] - baseline_cell.values[s] for s in seeds]
-    return Difference(coords, axis, value, base, metric, baseline_cell, compared, n=len(diffs),
-                      mean=sum(diffs) / len(diffs) if diffs else None, interval=stats.interval(diffs))
+    return Difference(coords, axis, value, base, layout.metric, baseline_cell, compared, n=len(diffs),
+                      mean=sum(diffs) / len(diffs) if diffs else None, interval=stats.interval(diffs),
+                      better_when=layout.shown.mode)
 
 
 # What a claim's check can say. "not enough seeds": fewer than two paired seeds, or an interval
@@ -126,7 +137,7 @@ def check_claims(results: Results, layout: Layout, claims: tuple[dict, ...]) -> 
             trials = _matching(results.trials, where)
             if trials is None or trials.empty or claim["metric"] not in trials.columns:
                 continue
-            part = Results(trials, results.run, results.grid)
+            part = dataclasses.replace(results, trials=trials)
             out += [_check(claim, d) for d in compare(part, claim_layout, claim["axis"], claim["baseline"],
                                                       [claim["compared"]])]
     return out

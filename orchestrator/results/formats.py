@@ -15,17 +15,19 @@ from dataclasses import dataclass, field
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from orchestrator.plan.objective import Metric
 from orchestrator.results.compare import ClaimCheck, Difference
 from orchestrator.results.tables import Cell, Layout, Table
 
 FORMATS = ("table", "markdown", "latex", "csv", "json")
 
 
-def percent(metric: str) -> bool:
-    return metric.endswith("error") or metric.endswith("accuracy")
+def percent(metric: Metric | str) -> bool:
+    """Whether a metric is shown as a percentage: as declared, else for a rate (an error, an accuracy)."""
+    return (metric if isinstance(metric, Metric) else Metric(metric)).percent
 
 
-def _num(value: float | None, metric: str) -> str:
+def _num(value: float | None, metric: Metric | str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value * 100:.2f}" if percent(metric) else f"{value:.4g}"
@@ -37,11 +39,11 @@ def _params(n: int | None) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
-def _signed(value: float, metric: str) -> str:
+def _signed(value: float, metric: Metric | str) -> str:
     return ("+" if value >= 0 else "-") + _num(abs(value), metric)
 
 
-def _interval(interval: tuple[float, float] | None, metric: str, signed: bool = False) -> str:
+def _interval(interval: tuple[float, float] | None, metric: Metric | str, signed: bool = False) -> str:
     if interval is None:
         return "95% CI: n too small"
     shown = (lambda v: _signed(v, metric)) if signed else (lambda v: _num(v, metric))
@@ -49,7 +51,12 @@ def _interval(interval: tuple[float, float] | None, metric: str, signed: bool = 
 
 
 def _where(coords: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in coords.items())
+    return ", ".join(f"{k}={_value(v)}" if v is not None else f"{k} not recorded" for k, v in coords.items())
+
+
+def _value(value) -> str:
+    """A parameter's value as the grid file gives it: a list as [a, b]."""
+    return "[" + ", ".join(map(_value, value)) + "]" if isinstance(value, tuple) else str(value)
 
 
 @dataclass
@@ -64,20 +71,21 @@ class Sheet:
 # --- the summary tables ------------------------------------------------------------------------
 
 def title(table: Table) -> str:
-    metric = table.layout.metric + (" %" if percent(table.layout.metric) else "")
+    metric = table.layout.metric + (" %" if percent(table.layout.shown) else "")
     what = f"{metric}, mean ± std over seeds (n) and its 95% t-interval"
     if table.layout.select == "best" and table.reduced:
         names = ", ".join(table.reduced)
         shown = [cell for cell in table.cells.values() if cell.status == "completed"]
+        by = table.layout.by + (" (higher is better)" if table.layout.mode == "max" else "")
         if shown and not any(cell.chosen for cell in shown):  # no validation data: nothing was chosen
             what += f"; no {table.layout.by}: {names} pooled"
         else:
-            what += f"; {names} chosen by best {table.layout.by} among settings with every seed finished"
+            what += f"; {names} chosen by best {by} among settings with every seed finished"
     where = _where(table.key)
     return (f"{where}: " if where else "") + what + (" (SYNTHETIC DATA)" if table.synthetic else "")
 
 
-def cell_parts(cell: Cell, metric: str) -> list[str]:
+def cell_parts(cell: Cell, metric: Metric | str) -> list[str]:
     """The lines of one cell: value, interval, what was chosen, the published number."""
     if cell.status != "completed":
         total = sum(cell.counts.values())
@@ -105,9 +113,9 @@ STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no
 
 
 def table_sheet(table: Table) -> Sheet:
-    metric = table.layout.metric
+    metric = table.layout.shown
     cells = [[table.cells[(r, c)] for c in table.cols] for r in table.rows]
-    return Sheet(title(table), [table.layout.rows] + [str(c) if c is not None else metric for c in table.cols],
+    return Sheet(title(table), [table.layout.rows] + [str(c) if c is not None else metric.name for c in table.cols],
                  [[[str(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
                  [[None] + [STYLE.get(cell.status) for cell in row] for row in cells])
 
@@ -134,31 +142,33 @@ def claims_sheet(checks: list[ClaimCheck]) -> Sheet:
     return Sheet(title, ["claim", "cell", "difference", "seeds say"], rows, styles)
 
 
-def _difference_lines(d: Difference) -> list[str]:
+def _difference_lines(d: Difference, metric: Metric | str | None = None) -> list[str]:
+    metric = metric or d.metric
     if d.mean is None:
         return [f"- (n={d.n})"]
-    return [f"{_signed(d.mean, d.metric)} (n={d.n})", _interval(d.interval, d.metric, signed=True)]
+    return [f"{_signed(d.mean, metric)} (n={d.n})", _interval(d.interval, metric, signed=True)]
 
 
 # --- `ablate compare` --------------------------------------------------------------------------
 
 SEEDS_SAY = {"lower": "lower than {base}", "higher": "higher than {base}",
              "inconclusive": "interval includes 0", "n too small": "n too small"}
+BETTER = {True: " (better)", False: " (worse)", None: ""}
 
 
 def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
     d0 = differences[0]
-    metric = d0.metric
+    metric = layout.shown
     # Axes with one value in every row go to the title, as the summary tables' do.
     shared = {a: v for a, v in d0.coords.items() if all(d.coords[a] == v for d in differences)}
     cell_axes = [a for a in d0.coords if a not in shared]
     rows, styles = [], []
     for d in differences:
-        shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d),
-                 [SEEDS_SAY[d.verdict].format(base=d.baseline_value)]]
+        shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d, metric),
+                 [SEEDS_SAY[d.verdict].format(base=d.baseline_value) + BETTER[d.better]]]
         rows.append([[str(d.coords[a])] for a in cell_axes] + [[str(d.value)]] + shown)
         styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
-    title = (f"{metric}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={d0.baseline_value}, "
+    title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={d0.baseline_value}, "
              f"paired by seed; 95% t-interval of the mean difference; "
              + (f"the other axes chosen for each side by best {layout.by} among settings with every seed finished"
                 if layout.select == "best"
@@ -167,7 +177,7 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
                  [*cell_axes, d0.axis, str(d0.baseline_value), "value", "difference", "seeds say"], rows, styles)
 
 
-def _mean_lines(cell: Cell, metric: str) -> list[str]:
+def _mean_lines(cell: Cell, metric: Metric | str) -> list[str]:
     if cell.status != "completed":
         return [cell.status]
     return [f"{_num(cell.mean, metric)} (n={cell.n})"] + _chosen(cell) + cell.notes
@@ -262,7 +272,7 @@ def comparison_rows(differences: list[Difference]) -> list[dict]:
         out.append({**d.coords, d.axis: d.value, "metric": d.metric, "baseline": d.baseline_value,
                     "baseline_status": d.baseline.status, "baseline_mean": _round(d.baseline.mean),
                     "status": d.compared.status, "mean": _round(d.compared.mean), **_difference_row(d),
-                    "verdict": d.verdict, **chosen})
+                    "verdict": d.verdict, "better": d.better, **chosen})
     return out
 
 

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure  # not pyplot: files only, no display backe
 from matplotlib.ticker import MaxNLocator
 
 from orchestrator.errors import ResultsError
+from orchestrator.plan.objective import Metric
 from orchestrator.results.formats import percent, title
 from orchestrator.results.tables import Results, Table
 from orchestrator.store import records
@@ -29,30 +30,36 @@ def _cell_trials(results: Results, table: Table, r, c) -> list[str]:
 def plot(results: Results, tables: list[Table], output: Path) -> None:
     if output.suffix.lower() not in SUFFIXES:
         raise ResultsError(f"{output}: the plot is written as PNG or SVG; use a .png or .svg name")
-    curve_metric = tables[0].layout.by
     wanted = [(table, key, _cell_trials(results, table, *key)) for table in tables for key in table.cells]
     all_ids = sorted({i for _, _, ids in wanted for i in ids})
     table = records.read_epochs(results.run, all_ids) if all_ids else None
-    epochs = table.select(["trial_id", "epoch", curve_metric]).to_pandas() if table is not None else None
+    # Curves of the metric that chooses, over epochs or steps, or of what the table shows where
+    # the trials reported only that.
+    layout = tables[0].layout
+    columns = table.column_names if table is not None else []
+    curve_metric = next((m for m in (layout.by, layout.metric) if m in columns), layout.by)
+    x = "step" if "step" in columns and "epoch" not in columns else "epoch"
+    epochs = table.select(["trial_id", x, curve_metric]).to_pandas() if curve_metric in columns else None
+    curve = layout.shown if curve_metric == layout.metric else Metric(curve_metric)
 
     n = len(tables)
     fig = Figure(figsize=(10, 3.6 * (n + 1)))
     axes = fig.subplots(n + 1, 1, squeeze=False)
-    scale = 100 if percent(curve_metric) else 1
+    scale = 100 if percent(curve) else 1
     for ax, table in zip(axes[:, 0], tables):
         for key in table.cells:
             ids = next(i for t, k, i in wanted if t is table and k == key)
             if epochs is None or not ids:
                 continue
-            curve = epochs[epochs["trial_id"].isin(ids)].groupby("epoch")[curve_metric].mean()
+            mean = epochs[epochs["trial_id"].isin(ids)].groupby(x)[curve_metric].mean()
             label = " ".join(str(k) for k in key if k is not None)
-            ax.plot(curve.index, curve.values * scale, label=label, linewidth=1.2)
+            ax.plot(mean.index, mean.values * scale, label=label, linewidth=1.2)
         where = ", ".join(f"{k}={v}" for k, v in table.key.items())
         chosen = f"; {', '.join(table.reduced)} as chosen for the table" if table.reduced else ""
-        ax.set_title(f"{where + ': ' if where else ''}{curve_metric} per epoch, mean over seeds{chosen}",
+        ax.set_title(f"{where + ': ' if where else ''}{curve_metric} per {x}, mean over seeds{chosen}",
                      fontsize=9, loc="left")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x)
         ax.set_ylabel(curve_metric + (" %" if scale == 100 else ""))
         if ax.lines:
             ax.legend(fontsize=7, ncol=4)
@@ -63,7 +70,7 @@ def plot(results: Results, tables: list[Table], output: Path) -> None:
 
 def _bars(ax, table: Table) -> None:
     metric = table.layout.metric
-    scale = 100 if percent(metric) else 1
+    scale = 100 if percent(table.layout.shown) else 1
     width = 0.8 / len(table.cols)
     x = np.arange(len(table.rows))
     for i, c in enumerate(table.cols):

@@ -41,6 +41,9 @@ class Status:
     used_hours: float = 0.0
     unit: str = "CPU"
     eta_seconds: float | None = None
+    finished: int = 0  # trials of the grid as last run with a result
+    others: int = 0  # finished trials of the run directory that are not the grid's (it was edited since)
+    metric: str = "val_error"  # the grid's metric, shown for running trials
 
 
 def progress_files(run: RunDir, finished) -> dict[str, dict]:
@@ -53,8 +56,15 @@ def progress_files(run: RunDir, finished) -> dict[str, dict]:
 
 
 def read_status(run: RunDir, finished: dict[str, str], trials) -> Status:
+    """Where the run stands; `finished` and `trials` are every finished trial's status and row."""
     grid = saved_grid(run)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
+    others = 0
+    if grid:  # the grid as last run: an edited grid's older trials are not part of it
+        others = sum(1 for t in finished if t not in planned)
+        finished = {t: s for t, s in finished.items() if t in planned}
+        if trials is not None:
+            trials = trials[trials["trial_id"].isin(list(planned))]
     # In the order of STATUSES, not of trial ids (hashes): the line reads the same from run to run.
     tally = Counter(finished.values())
     order = {s: i for i, s in enumerate(STATUSES)}
@@ -70,7 +80,8 @@ def read_status(run: RunDir, finished: dict[str, str], trials) -> Status:
             continue
         updated = datetime.fromisoformat(progress["updated_at"])
         epochs = grid.planned_epochs(planned[trial_id]) if trial_id in planned else None
-        active.append(Active(trial_id, progress.get("epoch", 0), epochs, progress.get("metrics", {}),
+        metrics = progress.get("metrics", {})
+        active.append(Active(trial_id, metrics.get("step", progress.get("epoch", 0)), epochs, metrics,
                              progress.get("train_seconds", 0.0), updated, stopped=now() - updated > stale))
     running = [a for a in active if not a.stopped]
     counts["running"] = len(running)
@@ -84,7 +95,8 @@ def read_status(run: RunDir, finished: dict[str, str], trials) -> Status:
     seconds += sum(a.train_seconds for a in active)
     result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
-                    unit="GPU" if gpus else "CPU")
+                    unit="GPU" if gpus else "CPU", finished=len(finished), others=others,
+                    metric=grid.objective.metric.name if grid else "val_error")
     if planned and typical and running:
         epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)
         epochs_left -= sum(a.epoch for a in active)

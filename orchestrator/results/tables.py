@@ -18,6 +18,7 @@ on that data (`comparable`), else the cell names what differs.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -27,12 +28,16 @@ import pandas as pd
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
 from orchestrator.plan.grid import Grid, saved_grid
+from orchestrator.plan.objective import Metric, Objective
 from orchestrator.results import stats
 from orchestrator.store import records
-from orchestrator.store.columns import RESERVED
+from orchestrator.store.columns import OLD_METRICS, RESERVED
 from orchestrator.store.records import STATUSES
 from orchestrator.store.rundir import RunDir
 from workloads.base import Workload
+
+# What trials are judged by where no saved grid says: the workload interface's defaults.
+DEFAULT = Objective(Metric("val_error"), (Metric("test_error"),))
 
 
 @dataclass
@@ -40,6 +45,8 @@ class Results:
     trials: pd.DataFrame
     run: RunDir
     grid: Grid | None  # the grid as last run, where it still loads here
+    objective: Objective = DEFAULT  # what its trials are judged by
+    others: int = 0  # trials of the run directory that are not the grid's as last run, left out
 
     @property
     def axes(self) -> dict[str, list]:
@@ -52,7 +59,12 @@ class Results:
 
     @property
     def config_columns(self) -> list[str]:
-        return [c for c in self.trials.columns if c not in RESERVED]
+        """The columns that are parameters: the workload's, or where the grid does not load here,
+        those that are neither every row's own columns nor a metric."""
+        if self.grid:
+            return [f.name for f in fields(self.grid.workload.config) if f.name in self.trials.columns]
+        metrics = {*OLD_METRICS, *self.objective.names}
+        return [c for c in self.trials.columns if c not in RESERVED and c not in metrics]
 
     def varying(self) -> list[str]:
         """Config columns with more than one value, in the grid's axis order first. Never a field
@@ -64,10 +76,28 @@ class Results:
         varying = [c for c in self.config_columns if c not in same and self.trials[c].nunique(dropna=False) > 1]
         return sorted(varying, key=lambda c: list(self.axes).index(c) if c in self.axes else len(self.axes))
 
+    def choosable(self) -> list[str]:
+        """What the choice among settings may be made over: the axes that vary. Without the grid,
+        every parameter that varies. A value no axis varies (a fixed value edited between runs,
+        under --all-trials) is another protocol, never a choice (see layout_for)."""
+        varying = self.varying()
+        return [c for c in varying if c in self.axes or c == "seed"] if self.grid else varying
+
     def values(self, column: str) -> list:
+        """The column's values in the grid's order, then the others; None last where some row
+        has none (a parameter older rows lack)."""
         present = list(self.trials[column].dropna().unique())
         order = [v for v in self.axes.get(column, []) if v in present]
-        return order + sorted((v for v in present if v not in order), key=str)
+        missing = [None] if self.trials[column].isna().any() else []
+        return order + sorted((v for v in present if v not in order), key=str) + missing
+
+    def has(self, metric: str) -> None:
+        """ResultsError naming the metrics the results have, unless they have `metric`."""
+        if metric not in self.trials.columns or self.trials[metric].isna().all():
+            have = [c for c in self.trials.columns if c not in RESERVED and c not in self.config_columns
+                    and c in self.trials and self.trials[c].notna().any()]
+            raise ResultsError(f"{self.run.display()}: no trial has a value of {metric} "
+                               f"(metrics: {', '.join(sorted(have)) or 'none'})")
 
 
 @dataclass
@@ -75,9 +105,15 @@ class Layout:
     rows: str
     cols: str | None = None
     tables: list[str] = field(default_factory=list)
-    metric: str = "test_error"
+    metric: str = "test_error"  # what each cell shows
     select: str = "best"  # best | all
-    by: str = "val_error"  # what "best" minimizes: validation data, never test
+    by: str = "val_error"  # what "best" chooses by: validation data, never test
+    mode: str = "min"  # which way `by` is better
+    shown: Metric | None = None  # how `metric` is shown and which way it is better; None: Metric(metric)
+
+    def __post_init__(self):
+        if self.shown is None or self.shown.name != self.metric:
+            self.shown = Metric(self.metric, self.mode)
 
 
 @dataclass
@@ -122,7 +158,9 @@ class Table:
     synthetic: bool = False
 
 
-def load(run: RunDir) -> Results:
+def load(run: RunDir, all_trials: bool = False) -> Results:
+    """A run's results: the trials of its grid as last run (`all_trials`: every trial the run
+    directory holds), each metric's value as the grid declares it taken from its reports."""
     table = records.read_trials(run)
     if table is None:
         raise ResultsError(f"{run.display()}: no results yet (no {run.display('trials.parquet')})")
@@ -130,22 +168,61 @@ def load(run: RunDir) -> Results:
     for column in trials.columns:
         if trials[column].dtype == object:
             trials[column] = trials[column].map(hashable)
-    return Results(trials.sort_values("trial_id", ignore_index=True), run, saved_grid(run))
+    grid = saved_grid(run)
+    others = 0
+    if grid is not None:
+        mine = trials["trial_id"].isin([t.trial_id for t in grid.trials])
+        others = int((~mine).sum())
+        if not all_trials:
+            trials = trials[mine]
+    objective = grid.objective if grid else DEFAULT
+    trials = _summarized(run, trials.sort_values("trial_id", ignore_index=True), objective)
+    return Results(trials, run, grid, objective, others=0 if all_trials else others)
+
+
+def _summarized(run: RunDir, trials: pd.DataFrame, objective: Objective) -> pd.DataFrame:
+    """The trials with each metric declared `best` or `at_best` taken from their reports (a row
+    holds every metric's last value)."""
+    wanted = [m for m in (objective.metric, *objective.report) if m.summary != "last"]
+    if not wanted or trials.empty:
+        return trials
+    names = list(dict.fromkeys(name for m in wanted for name in (m.name, objective.metric.name)))
+    table = records.read_epochs(run, list(trials["trial_id"]))
+    if table is None:
+        return trials
+    epochs = table.select([c for c in ("trial_id", *names) if c in table.column_names]).to_pandas()
+    trials = trials.copy()
+    for m in wanted:
+        source = m if m.summary == "best" else objective.metric  # at_best: where the grid's metric was best
+        if source.name not in epochs or m.name not in epochs:
+            continue
+        ranked = epochs.dropna(subset=[source.name])
+        best = ranked.loc[ranked.groupby("trial_id")[source.name].idxmin() if source.mode == "min"
+                          else ranked.groupby("trial_id")[source.name].idxmax()]
+        values = best.set_index("trial_id")[m.name]
+        trials[m.name] = trials["trial_id"].map(values).where(trials["trial_id"].isin(values.index), trials.get(m.name))
+    return trials
 
 
 def layout_for(results: Results, workload_layout: dict | None = None, **overrides) -> Layout:
-    """The workload's own layout where it has one, else the first two varying axes."""
-    varying = [c for c in results.varying() if c != "seed"]
+    """The workload's own layout where it has one, else the first two varying axes; the grid's
+    objective says what is shown and what chooses. Parameters that vary but are no axis (a fixed
+    value edited between runs) split the results into tables of their own: never pooled."""
+    varying = [c for c in results.choosable() if c != "seed"]
     base = dict(workload_layout or {})
     if not base:
         base = {"rows": varying[0] if varying else "seed", "cols": varying[1] if len(varying) > 1 else None}
     base["tables"] = [t for t in base.get("tables", []) if t in results.trials.columns]
+    objective = results.objective
+    base.update({"metric": objective.report[0].name, "by": objective.metric.name, "mode": objective.metric.mode})
     base.update({k: v for k, v in overrides.items() if v is not None})
-    layout = Layout(**base)
+    base["tables"] += [c for c in results.varying() if c not in results.choosable() and c not in base["tables"]]
+    layout = Layout(**base, shown=objective.reported(base["metric"]))
     columns = list(results.trials.columns)
-    for name in [layout.rows, layout.cols, *layout.tables, layout.metric, layout.by]:
+    for name in [layout.rows, layout.cols, *layout.tables]:
         if name is not None and name not in columns:
             raise ResultsError(f"unknown column '{name}' (columns: {', '.join(columns)})")
+    results.has(layout.metric)
     if layout.select not in ("best", "all"):
         raise ResultsError(f"--select must be best or all, got '{layout.select}'")
     return layout
@@ -163,13 +240,13 @@ def where(results: Results, conditions: list[str]) -> Results:
             raise ResultsError(f"--where '{condition}': unknown column '{column}' (columns: {', '.join(trials.columns)})")
         match = trials[column].astype(str) == value
         trials = trials[~match if negate else match]
-    return Results(trials, results.run, results.grid)
+    return dataclasses.replace(results, trials=trials)
 
 
 def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = ()) -> list[Table]:
     trials = results.trials
     shape = [layout.rows, layout.cols, *layout.tables, "seed"]
-    reduced = [c for c in results.varying() if c not in shape]
+    reduced = [c for c in results.choosable() if c not in shape]
     rows = results.values(layout.rows)
     cols = results.values(layout.cols) if layout.cols else [None]
     keys = [()]
@@ -181,7 +258,7 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
         coords = dict(zip(layout.tables, key))
         part = trials
         for name, value in coords.items():
-            part = part[part[name] == value]
+            part = part[part[name].isna() if value is None else part[name] == value]
         if part.empty:
             continue
         # What every trial of this table shares (e.g. dataset=cifar10) places it against references.
@@ -282,7 +359,7 @@ def cell_of(trials: pd.DataFrame, layout: Layout, reduced: list[str]) -> Cell:
         scored = [(part.loc[_has_value(part, layout.metric), layout.by].mean(), part) for part in eligible or settings]
         scored = [(score, part) for score, part in scored if pd.notna(score)]
         if scored:
-            shown = min(scored, key=lambda pair: pair[0])[1]
+            shown = (min if layout.mode == "min" else max)(scored, key=lambda pair: pair[0])[1]
             chosen = {name: _present(shown[name].iloc[0]) for name in reduced}
             if not eligible:
                 notes.append(f"no {', '.join(reduced)} had every seed finish")

@@ -58,13 +58,14 @@ class Display:
 
     def trial_result(self, trial_id: str, metrics: dict[str, Any]) -> None:
         run = self.running.get(trial_id)
-        if run and "epoch" in metrics:
+        at = metrics.get("epoch", metrics.get("step"))  # a script may report every N steps instead
+        if run and at is not None:
             # A resumed trial's first epoch follows its checkpoint: it advances the trial by
             # several epochs, but only one was trained in this run.
-            self.epochs_trained += metrics["epoch"] - run.epoch if run.epoch else 1
+            self.epochs_trained += at - run.epoch if run.epoch else 1
             if self.epochs_left is not None:
-                self.epochs_left -= metrics["epoch"] - run.epoch
-            run.epoch, run.metrics = metrics["epoch"], metrics
+                self.epochs_left -= at - run.epoch
+            run.epoch, run.metrics = at, metrics
 
     def trial_retrying(self, trial_id: str) -> None:
         if trial_id in self.running:

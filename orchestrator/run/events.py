@@ -27,6 +27,8 @@ class Events(tune.Callback):
     def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials):
         self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
         self.cells = {t.trial_id: t.cell for t in grid.trials}
+        # A finished trial's line shows its first reported metric, or else the grid's metric.
+        self.shown = (grid.objective.report[0].name, grid.objective.metric.name)
 
     def __getstate__(self):
         # Tune pickles its callbacks with the experiment for Tuner.restore, which ablate does not
@@ -49,14 +51,14 @@ class Events(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
-        row = self.publisher.publish(trial_id)
+        row = self.publisher.publish(trial_id, self.shown)
         if row is None:  # its worker wrote no result: a scheduler (or a stopper) ended it before `train` returned
             self._record_stopped(trial_id, trial.config["trial"]["config"], trial.last_result or {})
-            row = self.publisher.publish(trial_id)
+            row = self.publisher.publish(trial_id, self.shown)
         self._finished(trial_id, row)
 
     def _finished(self, trial_id: str, row: dict) -> None:
-        score = row["test_error"] if row["test_error"] is not None else row["val_error"]
+        score = next((row[name] for name in self.shown if isinstance(row.get(name), (int, float))), None)
         detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
         self.display.trial_finished(trial_id, row["status"], detail)
 
@@ -67,15 +69,16 @@ class Events(tune.Callback):
         progress = progress_after(self.run, trial_id, last.get("training_iteration", 0))
         saved = self.run.checkpoint(trial_id)
         epochs = [e for e in saved["epochs"] if epoch is None or e.get("epoch", 0) <= epoch] if saved else None
+        reached = {k: v for k, v in progress.get("metrics", {}).items() if k not in ("epoch", "step")}
         write_result(self.run, self.grid.workload, self.grid.name, trial_id, config, {
-            "status": STOPPED, "val_error": last.get("val_error"), "epochs_completed": epoch,
+            **reached, "status": STOPPED, "epochs_completed": epoch,
             "train_seconds": progress.get("train_seconds")}, progress, epochs)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
         # A worker lost after writing its result (a node gone before the trial returned) is an
         # error to Tune, but the trial finished: a record that holds a result is never replaced.
-        row = self.publisher.publish(trial_id)
+        row = self.publisher.publish(trial_id, self.shown)
         if row is not None and row["status"] != "failed":
             self._finished(trial_id, row)
             return

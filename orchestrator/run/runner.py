@@ -98,7 +98,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                 notify(note)
             planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
             try:
-                with display_factory(len(todo), skipped, planned, grid.workload.metrics) as display:
+                shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
+                with display_factory(len(todo), skipped, planned, shown) as display:
                     _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, local=address is None)
             finally:
                 publisher.catch_up()  # every record in both files, whatever the pace left for later
@@ -125,7 +126,7 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, l
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
     # every trial's start, a large part of a short trial's worker time. These are names.
     bound = functools.partial(run_trial, run_uri=run.uri, workload_ref=grid.workload_ref, grid_name=grid.name,
-                              report=tune.report)
+                              report=tune.report, judged_by=grid.objective.names)
     bound.__name__ = run_trial.__name__  # Tune names the trainable after it
     trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
     trials = GridTrials(todo, slots(resources) if local else None)  # a joined cluster may grow

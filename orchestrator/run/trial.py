@@ -20,6 +20,7 @@ from typing import Any
 import workloads
 from orchestrator.run.session import StoredSession
 from orchestrator.store import records
+from orchestrator.store.columns import RESERVED
 from orchestrator.store.rundir import RunDir, now
 from workloads.base import RESULT_STATUSES, Workload
 
@@ -56,11 +57,15 @@ def write_result(run: RunDir, workload: Workload, grid_name: str, trial_id: str,
     row = {**result, "attempts": progress.get("attempt"),
            "started_at": datetime.fromisoformat(started) if started else None, "finished_at": now(),
            "log": run.log_path(trial_id), "grid": grid_name, "workload": workload.name, **software()}
-    records.write_record(run, records.trial_schema(workload.config), trial_id, config, row, epochs)
+    schema = records.trial_schema(workload.config, tuple(workload.results.items()))
+    records.write_record(run, schema, trial_id, config, row, epochs)
 
 
-def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report) -> None:
-    """The trial `tune_config["trial"]` names; writes its own record when it has a result."""
+def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
+              judged_by: tuple[str, ...] = ()) -> None:
+    """The trial `tune_config["trial"]` names; writes its own record when it has a result. A
+    completed trial must have reported or returned each metric of `judged_by` (the grid's metric
+    and report), if only as None: one it never named is a mistake, not a result."""
     run, workload = RunDir(run_uri), workload_of(workload_ref)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
     trial_config = workload.config(**config)
@@ -72,10 +77,16 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
         if result.get("status", "completed") not in RESULT_STATUSES:
             raise ValueError(f"workload returned status {result.get('status')!r} "
                              f"(expected one of {', '.join(RESULT_STATUSES)})")
-        # What the session saw, unless the workload says better.
-        row = {"status": "completed", "params": workload.params(trial_config) if workload.params else None,
+        # What the session saw, unless the workload says better: the last value of each metric.
+        row = {**{k: v for epoch in session.epochs for k, v in epoch.items() if k not in ("epoch", "step")},
+               "status": "completed", "params": workload.params(trial_config) if workload.params else None,
                "epochs_completed": len(session.epochs), "train_seconds": session.progress.get("train_seconds"),
                **result}
+        if session.epochs and "step" in session.epochs[-1]:  # a script that reports every N steps
+            row["steps_completed"] = session.epochs[-1]["step"]
+        if row["status"] == "completed" and (missing := [m for m in judged_by if m not in row]):
+            raise ValueError(f"no value of {', '.join(missing)} in its output "
+                             f"(it gave: {', '.join(sorted(set(row) - RESERVED)) or 'nothing'})")
         write_result(run, workload, grid_name, trial_id, config, row, session.progress, session.epochs)
         session.log(f"finished: {row['status']}")
     except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped

@@ -67,13 +67,32 @@ def _arrow_type(t) -> pa.DataType:
 
 
 @functools.lru_cache(maxsize=None)
-def trial_schema(config_type: type) -> pa.Schema:
-    """Columns of trials.parquet: id, status, every config parameter, then the result."""
+def trial_schema(config_type: type, results: tuple[tuple[str, type], ...] = ()) -> pa.Schema:
+    """Columns of trials.parquet: id, status, every config parameter, the columns every row has,
+    then the workload's declared `results` ((name, type) pairs). A record adds a column for any
+    other value of its trial (write_record)."""
     hints = typing.get_type_hints(config_type)
     config = [(f.name, _arrow_type(hints[f.name])) for f in fields(config_type)]
-    if clash := columns.RESERVED.intersection(hints):
+    if clash := (columns.RESERVED | {name for name, _ in results}).intersection(hints):
         raise ValueError(f"{config_type.__name__}: parameter names {sorted(clash)} are taken by result columns")
-    return pa.schema([("trial_id", pa.string()), ("status", pa.string()), *config, *RESULT_COLUMNS])
+    own = [(name, _arrow_type(kind)) for name, kind in results if name not in columns.RESERVED]
+    return pa.schema([("trial_id", pa.string()), ("status", pa.string()), *config, *RESULT_COLUMNS, *own])
+
+
+def _type_of(value) -> str | None:
+    """The column type of a value no schema declares: a number, text or a flag; None for a
+    missing value (another trial's record may type the column) or one of another kind."""
+    item = getattr(value, "item", None)
+    value = item() if callable(item) and not isinstance(value, (list, dict)) else value
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int64" if -2**63 <= value < 2**63 else "double"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    return None
 
 
 RECORD = ".json"
@@ -93,9 +112,15 @@ class Record:
 
 def write_record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str, Any], result: dict[str, Any],
                  epochs: list[dict[str, Any]] | None = None) -> None:
-    """Write a finished trial's record: its row, its columns' types and its epochs (None: it has none)."""
-    row = {**config, **result, "trial_id": trial_id}
-    body = {"row": {name: row.get(name) for name in schema.names}, "types": _type_names(schema), "epochs": epochs}
+    """Write a finished trial's record: its row, its columns' types and its epochs (None: it has none).
+    A value of `result` that `schema` has no column for gets one, typed by its value; a result
+    named like a parameter does not replace the parameter's value."""
+    row = {**result, **config, "trial_id": trial_id}
+    types = dict(_type_names(schema))
+    for name, value in row.items():
+        if name not in types and (kind := _type_of(value)) is not None:
+            types[name] = kind
+    body = {"row": {name: row.get(name) for name in types}, "types": types, "epochs": epochs}
     run.write_bytes(run.child("records", trial_id + RECORD), json.dumps(body, default=_json_default).encode())
 
 
@@ -161,7 +186,7 @@ def _trials_table(found: list[Record | None]) -> pa.Table | None:
 
 
 def _epochs_table(found: list[Record | None]) -> pa.Table | None:
-    """The epochs of records, a row each after its trial_id: `epoch` an integer, numeric metrics
+    """The epochs of records, a row each after its trial_id: `epoch` (or `step`) an integer, numeric metrics
     float64, anything else text, so that every trial's epochs share one schema."""
     rows = [{"trial_id": r.row["trial_id"], **epoch} for r in filter(None, found) for epoch in r.epochs or ()]
     if not rows:
@@ -169,7 +194,7 @@ def _epochs_table(found: list[Record | None]) -> pa.Table | None:
     columns = {}
     for key in dict.fromkeys(k for row in rows for k in row):
         values = [row.get(key) for row in rows]
-        if key == "epoch":
+        if key in ("epoch", "step"):
             columns[key] = pa.array(values, pa.int64())
         elif all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
             columns[key] = pa.array([None if v is None else float(v) for v in values], pa.float64())
@@ -268,15 +293,15 @@ class Publisher:
         self.new_epochs: dict[str, Record | None] = {}  # records whose epochs are not in epochs.parquet yet
         self.trials_pace, self.epochs_pace = _Pace(), _Pace()
 
-    def publish(self, trial_id: str, columns=("status", "val_error", "test_error")) -> dict[str, Any] | None:
+    def publish(self, trial_id: str, columns=()) -> dict[str, Any] | None:
         """Put a finished trial's record in trials.parquet and its epochs in epochs.parquet, each
-        when due; returns `columns` of its row, or None if it has no record."""
+        when due; returns its status and `columns` of its row, or None if it has no record."""
         found = _read_record(self.run, trial_id)
         if found is None:
             return None
         self.new_trials[trial_id] = self.new_epochs[trial_id] = found
         self.flush(force=False)
-        return {name: found.row.get(name) for name in columns}
+        return {name: found.row.get(name) for name in ("status", *columns)}
 
     def flush(self, force: bool = True) -> None:
         """Write what is not in the files yet: now, or (force=False) where the pace allows."""

@@ -148,8 +148,16 @@ def _train(config, session):
     return train(config, session)
 
 
+# What train() returns beside its status: the paper's error rates, speed, the device, how the trial
+# ended and what its data was (workloads/base.py).
+RESULTS = {"val_error": float, "test_error": float, "images_per_second": float, "trained_on": str,
+           "restarts": int, "train_examples": int, "test_examples": int, "data_fingerprint": str,
+           "synthetic_data": bool}
+
 WORKLOAD = Workload(name="allcnn", config=Config, train=_train, epochs=lambda config: config.epochs,
                     metrics=("train_loss", "val_error", "images_per_second"), check=check,
+                    metric="val_error", mode="min", report=("test_error",), results=RESULTS,
+                    produces=(*RESULTS, "train_loss", "train_error", "lr", "seconds", "restart"),
                     cost=cost, params=params, prepare=prepare, references=REFERENCES, claims=CLAIMS,
                     # The paper's tables: networks as rows, downsampling variants as columns.
                     layout={"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]},

@@ -98,16 +98,16 @@ class Metrics:
     """Epochs and final values from a command's output lines.
 
     A line with the prefix and a JSON object, or a match of a pattern, is a set of metrics. With
-    an `epoch`, it belongs to that epoch: patterns that print one epoch over several lines are
+    an `epoch` (or a `step`, for a script that reports every N steps), it belongs to that epoch: patterns that print one epoch over several lines are
     merged, and an epoch is complete when every pattern that captures `epoch` has matched for it
     (a JSON line is complete at once), or when a later epoch begins, or at the end. Without an
     `epoch`, it adds to the final values (`ABLATE {"test_error": 0.08}` after training).
     """
 
-    def __init__(self, prefix: str = PREFIX, patterns=(), last_epoch: int = 0):
+    def __init__(self, prefix: str = PREFIX, patterns=(), last_epoch: int | None = None):
         self.prefix, self.patterns = prefix, [re.compile(p) for p in patterns]
         self.epoch_patterns = {i for i, p in enumerate(self.patterns) if "epoch" in p.groupindex}
-        self.last_epoch = last_epoch  # reported before: a resumed script's repeats are not new epochs
+        self.last_epoch = last_epoch  # reported before (None: nothing): a resumed script's repeats are not new epochs
         self.pending: dict[str, Any] = {}
         self.matched: set[int] = set()  # the patterns that matched for the pending epoch
         self.final: dict[str, Any] = {}
@@ -137,15 +137,16 @@ class Metrics:
         if not metrics:
             return []
         self.seen = True
-        epoch = metrics.get("epoch")
-        if epoch is None:
+        key = "epoch" if "epoch" in metrics else "step" if "step" in metrics else None
+        if key is None:
             self.final.update(metrics)
             return []
+        epoch = metrics[key]
         if not (isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and epoch == int(epoch)):
-            self.problems.append(f"epoch {epoch!r} is not a whole number")
+            self.problems.append(f"{key} {epoch!r} is not a whole number")
             return []
-        done = self.end() if self.pending and self.pending["epoch"] != epoch else []
-        self.pending = {**self.pending, **metrics, "epoch": int(epoch)}
+        done = self.end() if self.pending and _at(self.pending) != epoch else []
+        self.pending = {**self.pending, **metrics, key: int(epoch)}
         self.matched.add(pattern)
         if complete or (self.epoch_patterns and self.epoch_patterns <= self.matched):
             done += self.end()
@@ -156,15 +157,20 @@ class Metrics:
         row, self.pending, self.matched = self.pending, {}, set()
         if not row:
             return []
-        self.final.update({k: v for k, v in row.items() if k != "epoch"})
-        if row["epoch"] <= self.last_epoch:
+        self.final.update({k: v for k, v in row.items() if k not in ("epoch", "step")})
+        if self.last_epoch is not None and _at(row) <= self.last_epoch:
             return []
-        self.last_epoch = row["epoch"]
+        self.last_epoch = _at(row)
         return [row]
 
     def expected(self) -> str:
         said = f"lines with {self.prefix.strip()!r} and a JSON object"
         return said + "".join(f", or matching {p.pattern!r}" for p in self.patterns)
+
+
+def _at(report: dict[str, Any]) -> int:
+    """Where a report is in training: its epoch, or its step."""
+    return report["epoch"] if "epoch" in report else report["step"]
 
 
 def _exit(code: int) -> str:
@@ -174,26 +180,21 @@ def _exit(code: int) -> str:
 
 
 def _result(final: dict[str, Any]) -> dict[str, Any]:
-    """A trial's row from the command's last values: what has a column, with the column's type."""
-    row: dict[str, Any] = {"status": "completed"}
-    if final.get("status") in RESULT_STATUSES:
-        row["status"] = final["status"]
-    for key, kind in (("val_error", float), ("test_error", float), ("images_per_second", float), ("params", int),
-                      ("train_examples", int), ("test_examples", int)):
-        value = final.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or value == int(value)):
-            row[key] = kind(value)
+    """A trial's row from the command's last values: every metric, a status where it gave one."""
+    row = {k: v for k, v in final.items() if k != "status" and isinstance(v, (int, float, str, bool))}
+    row["status"] = final["status"] if final.get("status") in RESULT_STATUSES else "completed"
     return row
 
 
-def train(args_for: Callable[[str], list[str]], workdir: str, prefix: str, patterns, session) -> dict[str, Any]:
-    """One attempt of a trial: run the command `args_for(trial_dir)` in `workdir`, report its
-    epochs, return its last values; CommandFailed if it ends without a result."""
-    state = session.restore() or {"epoch": 0}
-    metrics = Metrics(prefix, patterns, last_epoch=state["epoch"])
+def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session) -> dict[str, Any]:
+    """One attempt of a trial: run the command `args_for(trial_dir, resuming)` in `workdir`
+    (resuming: an earlier attempt left files in the trial directory), report its epochs, return
+    its last values; CommandFailed if it ends without a result."""
+    state = session.restore()
+    metrics = Metrics(prefix, patterns, last_epoch=state["epoch"] if state else None)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     with session.files() as trial_dir:
-        args = args_for(trial_dir)
+        args = args_for(trial_dir, resuming=bool(os.listdir(trial_dir)))
         if not os.path.isdir(workdir):
             raise WorkloadError(f"{workdir}: the command's working directory does not exist on this node")
         # CUDA_VISIBLE_DEVICES is already the GPUs Ray assigned to this trial's worker.
@@ -210,7 +211,7 @@ def train(args_for: Callable[[str], list[str]], workdir: str, prefix: str, patte
         def report(epochs):
             for epoch in epochs:
                 flush()
-                session.report(epoch, checkpoint={"epoch": epoch["epoch"]})
+                session.report(epoch, checkpoint={"epoch": _at(epoch)})  # where a retry takes up its output
 
         with _Process(args, workdir, env) as process:
             for line in process.output():
@@ -231,6 +232,6 @@ def train(args_for: Callable[[str], list[str]], workdir: str, prefix: str, patte
     said = f"; its last output: {' | '.join(tail)}" if tail else "; it printed nothing"
     if code != 0:
         raise CommandFailed(f"{_exit(code)}{said[:600]}")
-    if not metrics.seen and not state["epoch"]:
+    if not metrics.seen and not state:
         raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){said[:400]}")
     return _result(metrics.final)

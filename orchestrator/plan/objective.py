@@ -1,0 +1,106 @@
+"""What a grid's trials are judged by: the metric that chooses among the settings of a cell, which
+way is better, and the metrics the tables show, each with how a trial's value is taken from its
+reports and how it is shown.
+
+    metric: val_loss                 # or {name: val_loss, summary: best}
+    mode: min                        # or max (accuracy, BLEU)
+    report: [test_loss, {name: test_acc, summary: at_best, format: percent}]
+
+A grid that declares none of them takes its workload's (workloads/base.py: `val_error`, min,
+`test_error` unless the workload says otherwise); a grid that declares `metric` and no `report`
+reports its metric.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from orchestrator.errors import GridError
+from orchestrator.plan.params import fmt
+
+MODES = ("min", "max")
+# A trial's value of a metric: its last report (or what train returned), its best report, or its
+# value at the report where the grid's metric was best (a report metric only).
+SUMMARIES = ("last", "best", "at_best")
+FORMATS = ("percent", "number")
+METRIC_KEYS = ("name", "summary", "mode", "format")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    mode: str = "min"  # which way is better
+    summary: str = "last"
+    format: str | None = None  # None: percent for names that end in error or accuracy, else a number
+
+    @property
+    def percent(self) -> bool:
+        if self.format is not None:
+            return self.format == "percent"
+        return self.name.endswith(("error", "accuracy"))
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: Metric  # chooses among the settings of a cell: validation data, never test
+    report: tuple[Metric, ...]  # what the tables show
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([self.metric.name, *(m.name for m in self.report)]))
+
+    def reported(self, name: str) -> Metric:
+        """The declared report metric of that name, or one with the grid's mode (`--metric`)."""
+        for m in (*self.report, self.metric):
+            if m.name == name:
+                return m
+        return Metric(name, mode=self.metric.mode)
+
+
+def default(workload) -> Objective:
+    return Objective(Metric(workload.metric, workload.mode),
+                     tuple(Metric(name, workload.mode) for name in workload.report))
+
+
+def objective(path, data: dict, workload) -> Objective:
+    """The grid's `metric`, `mode` and `report`, each checked; the workload's where not given."""
+    if not any(key in data for key in ("metric", "mode", "report")):
+        return default(workload)
+    mode = data.get("mode", workload.mode if "metric" not in data else "min")
+    if mode not in MODES:
+        raise GridError(path, "mode", f"expected min or max, got {fmt(mode)}")
+    metric = _metric(path, "metric", data.get("metric", workload.metric), mode, summaries=("last", "best"))
+    given = data.get("report", [metric.name] if "metric" in data else list(workload.report))
+    given = given if isinstance(given, list) else [given]
+    if not given:
+        raise GridError(path, "report", "expected a metric or a list of metrics, got []")
+    report = tuple(_metric(path, f"report[{i}]", m, mode, summaries=SUMMARIES) for i, m in enumerate(given))
+    parameters = {f.name for f in dataclasses.fields(workload.config)}
+    for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
+        if m.name in parameters:
+            raise GridError(path, key, f"'{m.name}' is a parameter of workload '{workload.name}'; "
+                                       "name a metric its trials report")
+        if workload.produces is not None and m.name not in workload.produces:
+            raise GridError(path, key, f"workload '{workload.name}' reports no metric '{m.name}' "
+                                       f"(it reports: {', '.join(workload.produces)})")
+    return Objective(metric, report)
+
+
+def _metric(path, key: str, given, mode: str, summaries) -> Metric:
+    if isinstance(given, str):
+        given = {"name": given}
+    if not isinstance(given, dict) or not isinstance(given.get("name"), str) or not given["name"].isidentifier():
+        raise GridError(path, key, f"expected a metric name or {{name, summary, mode, format}}, got {fmt(given)}")
+    for k in given:
+        if k not in METRIC_KEYS:
+            raise GridError(path, f"{key}.{k}", f"unknown key (allowed: {', '.join(METRIC_KEYS)})")
+    if given.get("summary", "last") not in summaries:
+        raise GridError(path, f"{key}.summary", f"expected {' or '.join(summaries)}, got {fmt(given['summary'])}")
+    if given.get("mode", mode) not in MODES:
+        raise GridError(path, f"{key}.mode", f"expected min or max, got {fmt(given['mode'])}")
+    if given.get("format", "percent") not in FORMATS:
+        raise GridError(path, f"{key}.format", f"expected percent or number, got {fmt(given['format'])}")
+    return Metric(given["name"], given.get("mode", mode), given.get("summary", "last"), given.get("format"))
