@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from orchestrator.plan.expand import trial_id  # noqa: E402
 from orchestrator.store.records import Publisher, trial_schema, write_record  # noqa: E402
 from orchestrator.store.rundir import RunDir  # noqa: E402
-from workloads.allcnn import Config  # noqa: E402
+from workloads.allcnn import RESULTS, Config  # noqa: E402
 
 
 def generate(run: RunDir, trials: int, epochs: int) -> None:
@@ -38,7 +38,7 @@ def generate(run: RunDir, trials: int, epochs: int) -> None:
         "name: large\nworkload: allcnn\naxes:\n  model: [A, B, C]\n  variant: [base, strided, convpool, all]\n"
         "  dataset: [cifar10, cifar100]\n  augmentation: [none, standard]\n  lr: [0.25, 0.1, 0.05, 0.01]\n"
         f"repeats: {seeds}\n").encode())
-    schema, rng = trial_schema(Config), np.random.default_rng(0)
+    schema, rng = trial_schema(Config, tuple(RESULTS.items())), np.random.default_rng(0)
     t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
     for i, (model, variant, dataset, aug, lr, seed) in enumerate(itertools.islice(cells, trials)):
         config = dataclasses.asdict(Config(model=model, variant=variant, dataset=dataset, augmentation=aug, lr=lr,
