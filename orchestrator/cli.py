@@ -124,7 +124,7 @@ def run(grid_file: GridPath,
     try:
         summary = run_grid(grid, run_dir, display, address=address, resources=resources,
                            retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir, wait=wait,
-                           notify=lambda message: err.print(f"note: {message}", markup=False, soft_wrap=True))
+                           notify=_note)
     except KeyboardInterrupt:
         err.print(f"interrupted: finished trials are saved in {run_dir.display()}; "
                   f"run the same command again to resume")
@@ -147,6 +147,10 @@ RunArg = Annotated[str, typer.Argument(
     show_default=False)]
 
 
+def _note(message: str) -> None:
+    err.print(f"note: {message}", markup=False, soft_wrap=True)
+
+
 def _open_run(run: str, storage: str):
     """The run a RUN argument names: a grid file's run under `storage`, or a run directory."""
     from orchestrator.errors import ResultsError
@@ -164,7 +168,7 @@ def _results(run: str, storage: str, where: list[str] | None, all_trials: bool =
     from orchestrator.results import tables
 
     run_dir = _open_run(run, storage)
-    results = tables.where(tables.load(run_dir, all_trials=all_trials), where or [])
+    results = tables.where(tables.load(run_dir, all_trials=all_trials, notify=_note), where or [])
     if results.others:
         err.print(f"note: {run_dir.display()} also holds {results.others} trials of an earlier version of its grid, "
                   "left out; --all-trials shows them too", markup=False, soft_wrap=True)
@@ -303,7 +307,7 @@ def status(run: RunArg, storage: Storage = "./runs"):
     from orchestrator.store.records import read_trials, statuses
 
     run_dir = _open_run(run, storage)
-    table = read_trials(run_dir)
+    table = read_trials(run_dir, notify=_note)
     s = read_status(run_dir, statuses(table), table.to_pandas() if table is not None else None)
     if not s.counts and not s.planned and not s.others:
         raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")
@@ -319,7 +323,7 @@ def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", hel
     from orchestrator.results import plots
 
     results, summary = _tables(run, storage, where, all_trials)
-    plots.plot(results, [t for t in summary if t.layout.metric == summary[0].layout.metric], output)
+    plots.plot(results, [t for t in summary if t.layout.metric == summary[0].layout.metric], output, _note)
     console.print(f"wrote {output}")
 
 

@@ -1,6 +1,8 @@
 """The library's errors. The CLI prints each as one `error: ...` line and exits non-zero."""
 from __future__ import annotations
 
+import re
+
 
 class AblateError(Exception):
     """A mistake or a condition the user can act on. `exit_code` is what the CLI exits with."""
@@ -26,6 +28,22 @@ class GridError(AblateError):
 
 class RunError(AblateError):
     """A run that cannot start or continue: resources the cluster cannot give, bad storage, ..."""
+
+
+class StorageError(RunError):
+    """A run's storage that cannot be written or reached: a full disk, a read-only one, an object
+    store that stops answering. Not a trial's failure: the run stops, and runs again when it can."""
+
+    @classmethod
+    def at(cls, where: str, error: BaseException | str, doing: str = "write there") -> "StorageError":
+        """The error for the storage `where`, saying what failed (its message is the exception's only
+        argument, so that it crosses from a Ray worker to the driver intact)."""
+        reason = error if isinstance(error, str) else (getattr(error, "strerror", None) or last_line(str(error)))
+        reason = re.sub(r"^.*\[errno \d+\] ", "", reason)  # pyarrow's "Error writing bytes ... [errno 28] No space left"
+        aws = re.search(r"AWS Error (\w+) during (\w+) operation: ([^;]*)", reason)  # pyarrow's S3 errors
+        reason = f"{aws[1]} in {aws[2]}: {aws[3].strip()}" if aws else reason
+        return cls(f"{where}: cannot {doing} ({reason}); what finished is kept: run the same command again once "
+                   "it can be written")
 
 
 class ResultsError(AblateError):

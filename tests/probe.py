@@ -29,6 +29,7 @@ class Config:
     fail: str = field(default="never", metadata={
         "choices": ("never", "once", "always", "kill_once", "kill_after_record")})
     marker_dir: str = field(default="", metadata={"identity": False})
+    ballast: Annotated[int, Ge(0)] = 0  # kB of filler in each checkpoint: a trial that fills a disk
 
 
 def _node() -> str:
@@ -56,7 +57,7 @@ def train(config: Config, session) -> dict:
             raise RuntimeError("injected failure")
         if epoch == 1 and config.fail == "always":
             raise RuntimeError("this trial always fails")
-        state = {"epoch": epoch + 1}
+        state = {"epoch": epoch + 1, "ballast": "x" * (1024 * config.ballast)}
         with open(markers / "epochs.log", "a") as f:
             f.write(f"{key} {epoch + 1} {time.time()}\n")
         # Better with more epochs and with a smaller lr: something for a scheduler to compare.

@@ -277,10 +277,14 @@ def test_missing_empty_and_unreadable_runs(tmp_path):
     assert result.stderr == f"error: {tmp_path / 'empty'}: no results yet (no {tmp_path / 'empty' / 'trials.parquet'})\n"
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "trials.parquet").write_bytes(b"not parquet")
+    # A damaged trials.parquet is read past from the records (store/records.py): here there are none.
     for command in ("summarize", "status", "plot"):
         result = invoke(command, tmp_path / "bad", *(["-o", tmp_path / "p.png"] if command == "plot" else []))
         assert result.exit_code == 1
-        assert result.stderr.startswith(f"error: {tmp_path / 'bad' / 'trials.parquet'}: unreadable Parquet (")
+        note, error = result.stderr.splitlines()
+        assert note.startswith(f"note: {tmp_path / 'bad' / 'trials.parquet'}: unreadable Parquet (")
+        assert error in (f"error: {tmp_path / 'bad'}: no results yet (no readable trials.parquet, no record)",
+                         f"error: {tmp_path / 'bad'}: nothing there yet: no results, no running trials, no grid")
 
 
 def test_status_of_a_half_finished_run(run_dir):
@@ -324,11 +328,11 @@ def test_plot_refuses_other_formats(run_dir, tmp_path):
     assert result.stderr == f"error: {tmp_path / 'plot.pdf'}: the plot is written as PNG or SVG; use a .png or .svg name\n"
 
 
-def test_plot_with_unreadable_epochs_is_one_line(run_dir, tmp_path):
+def test_plot_with_unreadable_epochs_reads_the_records_and_says_so(run_dir, tmp_path):
     (run_dir / "epochs.parquet").write_bytes(b"not parquet")
     result = invoke("plot", run_dir, "--output", tmp_path / "p.png")
-    assert result.exit_code == 1
-    assert result.stderr.startswith(f"error: {run_dir / 'epochs.parquet'}: unreadable Parquet (")
+    assert result.exit_code == 0 and (tmp_path / "p.png").stat().st_size > 10_000
+    assert result.stderr.startswith(f"note: {run_dir / 'epochs.parquet'}: unreadable Parquet (")
     assert result.stderr.count("\n") == 1
 
 

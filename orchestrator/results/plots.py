@@ -27,12 +27,13 @@ def _cell_trials(results: Results, table: Table, r, c) -> list[str]:
     return list(t["trial_id"])
 
 
-def plot(results: Results, tables: list[Table], output: Path) -> None:
+def plot(results: Results, tables: list[Table], output: Path, notify=None) -> None:
+    """Write the figure; with `notify`, a damaged epochs.parquet is noted and read past from the records."""
     if output.suffix.lower() not in SUFFIXES:
         raise ResultsError(f"{output}: the plot is written as PNG or SVG; use a .png or .svg name")
     wanted = [(table, key, _cell_trials(results, table, *key)) for table in tables for key in table.cells]
     all_ids = sorted({i for _, _, ids in wanted for i in ids})
-    table = records.read_epochs(results.run, all_ids) if all_ids else None
+    table = records.read_epochs(results.run, all_ids, notify) if all_ids else None
     # Curves of the metric that chooses, over epochs or steps, or of what the table shows where
     # the trials reported only that.
     layout = tables[0].layout

@@ -158,12 +158,15 @@ class Table:
     synthetic: bool = False
 
 
-def load(run: RunDir, all_trials: bool = False) -> Results:
+def load(run: RunDir, all_trials: bool = False, notify=None) -> Results:
     """A run's results: the trials of its grid as last run (`all_trials`: every trial the run
-    directory holds), each metric's value as the grid declares it taken from its reports."""
-    table = records.read_trials(run)
+    directory holds), each metric's value as the grid declares it taken from its reports. With
+    `notify`, a damaged results file or record is noted and read past (store/records.py)."""
+    table = records.read_trials(run, notify)
     if table is None:
-        raise ResultsError(f"{run.display()}: no results yet (no {run.display('trials.parquet')})")
+        damaged = run.fs.get_file_info(run.child("trials.parquet")).is_file  # and no record to read instead
+        raise ResultsError(f"{run.display()}: no results yet (" + (
+            "no readable trials.parquet, no record" if damaged else f"no {run.display('trials.parquet')}") + ")")
     trials = table.to_pandas()
     for column in trials.columns:
         if trials[column].dtype == object:
@@ -176,18 +179,18 @@ def load(run: RunDir, all_trials: bool = False) -> Results:
         if not all_trials:
             trials = trials[mine]
     objective = grid.objective if grid else DEFAULT
-    trials = _summarized(run, trials.sort_values("trial_id", ignore_index=True), objective)
+    trials = _summarized(run, trials.sort_values("trial_id", ignore_index=True), objective, notify)
     return Results(trials, run, grid, objective, others=0 if all_trials else others)
 
 
-def _summarized(run: RunDir, trials: pd.DataFrame, objective: Objective) -> pd.DataFrame:
+def _summarized(run: RunDir, trials: pd.DataFrame, objective: Objective, notify=None) -> pd.DataFrame:
     """The trials with each metric declared `best` or `at_best` taken from their reports (a row
     holds every metric's last value)."""
     wanted = [m for m in (objective.metric, *objective.report) if m.summary != "last"]
     if not wanted or trials.empty:
         return trials
     names = list(dict.fromkeys(name for m in wanted for name in (m.name, objective.metric.name)))
-    table = records.read_epochs(run, list(trials["trial_id"]))
+    table = records.read_epochs(run, list(trials["trial_id"]), notify)
     if table is None:
         return trials
     epochs = table.select([c for c in ("trial_id", *names) if c in table.column_names]).to_pandas()

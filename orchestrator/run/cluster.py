@@ -30,6 +30,14 @@ def ray_log_path(run: RunDir) -> str:
     return os.path.join(tempfile.gettempdir(), f"ablate-{run.path.rstrip('/').rsplit('/', 1)[-1]}-driver.log")
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log that cannot be written (a full disk) drops its lines: logging would print a
+    traceback for each on the terminal, where the run's one error line says what is wrong."""
+
+    def handleError(self, record):
+        pass
+
+
 @contextlib.contextmanager
 def ray_messages_to(path: str):
     """Ray's driver-side log lines ("Started a local Ray instance", its token-authentication
@@ -39,7 +47,7 @@ def ray_messages_to(path: str):
     ray_logger = logging.getLogger("ray")
     saved = list(ray_logger.handlers)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _QuietFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
     ray_logger.handlers[:] = [handler]
     try:

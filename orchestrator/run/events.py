@@ -29,6 +29,9 @@ class Events(tune.Callback):
         self.cells = {t.trial_id: t.cell for t in grid.trials}
         # A finished trial's line shows its first reported metric, or else the grid's metric.
         self.shown = (grid.objective.report[0].name, grid.objective.metric.name)
+        # The first error of the run's storage a trial met (a full disk, an object store that does
+        # not answer): the run stops (StopOnStorageError), and no trial is recorded for it.
+        self.storage_error: str | None = None
 
     def __getstate__(self):
         # Tune pickles its callbacks with the experiment for Tuner.restore, which ablate does not
@@ -47,11 +50,24 @@ class Events(tune.Callback):
         self.display.trial_result(self._id(trial), result)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        if self._storage_failed(trial):
+            return
         self.display.trial_retrying(self._id(trial))
+
+    def _storage_failed(self, trial) -> bool:
+        """Whether the trial failed because the run's storage could not be written: the storage's
+        fault, not the trial's, so it neither counts as a failure nor uses up a retry."""
+        error = last_line(_error_text(trial))
+        if "StorageError: " not in error:
+            return False
+        self.storage_error = self.storage_error or error.split("StorageError: ", 1)[1]
+        return True
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
         row = self.publisher.publish(trial_id, self.shown)
+        if row is None and self.storage_error:  # stopped with the run: it resumes at the next `ablate run`
+            return
         if row is None:  # its worker wrote no result: a scheduler (or a stopper) ended it before `train` returned
             self._record_stopped(trial_id, trial.config["trial"]["config"], trial.last_result or {})
             row = self.publisher.publish(trial_id, self.shown)
@@ -82,6 +98,8 @@ class Events(tune.Callback):
         if row is not None and row["status"] != "failed":
             self._finished(trial_id, row)
             return
+        if self._storage_failed(trial):
+            return
         message = last_line(_error_text(trial)) or "the trial failed"
         progress = self.run.progress(trial_id)
         write_result(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"],
@@ -110,3 +128,16 @@ def _error_text(trial) -> str:
         return ""
     with open(trial.error_file, encoding="utf-8", errors="replace") as f:
         return f.read()
+
+
+class StopOnStorageError(tune.Stopper):
+    """Stops every trial once one met an error of the run's storage (Events.storage_error)."""
+
+    def __init__(self, events: Events):
+        self.events = events
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.events.storage_error is not None

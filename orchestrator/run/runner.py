@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import ray
 from ray import tune
 
-from orchestrator.errors import RunError
+from orchestrator.errors import RunError, StorageError
 from orchestrator.plan.grid import GRID_FILE, Grid, Resources
 from orchestrator.run.cluster import check_resources, check_storage_shared, connect, ray_log_path, ray_messages_to
-from orchestrator.run.events import Events
+from orchestrator.run.events import Events, StopOnStorageError
 from orchestrator.run.lock import DriverLock
 from orchestrator.run.scheduling import GridTrials, slots, tune_config
 from orchestrator.run.settings import environment, tune_environment
@@ -74,7 +74,7 @@ def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = 
 def _run_unfinished(grid, run, display_factory, *, address, resources, retry_failed, fail_fast, data_dir,
                     scheduler, notify) -> RunSummary:
     resources = resources or grid.resources
-    publisher = Publisher(run)
+    publisher = Publisher(run, notify)
     publisher.catch_up()  # what a killed driver left unpublished: now every record is in publisher.trials
     finished = records.statuses(publisher.trials)
     todo = [t for t in grid.trials if finished.get(t.trial_id) not in STATUSES
@@ -130,13 +130,14 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, l
     bound.__name__ = run_trial.__name__  # Tune names the trainable after it
     trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
     trials = GridTrials(todo, slots(resources) if local else None)  # a joined cluster may grow
+    events = Events(grid, run, display, publisher, trials)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune_config(trials, resources, scheduler),
         run_config=tune.RunConfig(
             name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=join_uri(run.uri, "ray"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
-            callbacks=[Events(grid, run, display, publisher, trials)]),
+            stop=StopOnStorageError(events), callbacks=[events]),
     )
     # Tune logs every trial error with its traceback and warns about the result files its disabled
     # loggers did not write; the display and each trial's log say what happened instead.
@@ -146,5 +147,9 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, l
     try:
         with environment(tune_environment(len(todo), ray.cluster_resources().get("CPU", 1))):
             tuner.fit()
+    except OSError as e:  # Tune's own experiment state, in the run's storage too
+        raise StorageError.at(run.display(), e, doing="use it") from None
     finally:
         tune_logger.setLevel(level)
+    if events.storage_error:  # a trial's StorageError, as its worker said it
+        raise RunError(events.storage_error)

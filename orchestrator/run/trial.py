@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import workloads
+from orchestrator.errors import StorageError
 from orchestrator.run.session import StoredSession
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
@@ -90,10 +91,18 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
         write_result(run, workload, grid_name, trial_id, config, row, session.progress, session.epochs)
         session.log(f"finished: {row['status']}")
     except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped
-        session.log("stopped early by the scheduler")
+        _log_if_possible(session, "stopped early by the scheduler")
         raise
     except BaseException:
-        session.log("failed:\n" + traceback.format_exc())
+        _log_if_possible(session, "failed:\n" + traceback.format_exc())
         raise
     finally:
         session.close()
+
+
+def _log_if_possible(session: StoredSession, text: str) -> None:
+    """A trial's last words; a storage that cannot take them must not hide why the trial ended."""
+    try:
+        session.log(text)
+    except StorageError:
+        pass

@@ -143,8 +143,9 @@ def _schema(types: tuple[tuple[str, str], ...]) -> pa.Schema:
     return pa.schema([(name, _arrow_type_named(t)) for name, t in types])
 
 
-def _read_record(run: RunDir, trial_id: str) -> Record | None:
-    """A finished trial's record; None if it has none."""
+def _read_record(run: RunDir, trial_id: str, notify=None) -> Record | None:
+    """A finished trial's record; None if it has none. A damaged one (cut short by a bad copy)
+    is a ResultsError, or with `notify`, a note and None: its trial counts as unfinished."""
     path = run.child("records", trial_id + RECORD)
     data = run.read_bytes(path)
     if data is None:
@@ -153,7 +154,11 @@ def _read_record(run: RunDir, trial_id: str) -> Record | None:
         body = json.loads(data)
         schema = _schema(tuple(body["types"].items()))
     except (ValueError, KeyError, TypeError) as e:
-        raise ResultsError(f"{run.display('records', trial_id + RECORD)}: unreadable record ({e!r})") from None
+        error = f"{run.display('records', trial_id + RECORD)}: unreadable record ({e!r})"
+        if notify is None:
+            raise ResultsError(error) from None
+        notify(f"{error}; its trial counts as unfinished and runs again at the next `ablate run`")
+        return None
     row = body["row"]
     for field in schema:
         if field.type == _TIMESTAMP and isinstance(row.get(field.name), str):
@@ -241,22 +246,35 @@ def unpublished(run: RunDir, published: pa.Table | None) -> list[str]:
     return sorted(i for i in _record_ids(run) if status.get(i, "failed") == "failed")
 
 
-def read_trials(run: RunDir) -> pa.Table | None:
-    """Every finished trial: trials.parquet, with records not published yet merged in."""
-    published = run.read_table(run.child("trials.parquet"))
+def _published(run: RunDir, name: str, notify=None) -> pa.Table | None:
+    """trials.parquet or epochs.parquet as last published. A damaged one (a bad sync, a half copy)
+    is a ResultsError, or with `notify`, a note and None: the records it was made from say the same."""
+    try:
+        return run.read_table(run.child(name))
+    except ResultsError as e:
+        if notify is None:
+            raise
+        notify(f"{e}: read from the trials' records instead")
+        return None
+
+
+def read_trials(run: RunDir, notify=None) -> pa.Table | None:
+    """Every finished trial: trials.parquet, with records not published yet merged in. With
+    `notify`, damaged files are noted and read past (see _published, _read_record)."""
+    published = _published(run, "trials.parquet", notify)
     ids = unpublished(run, published)
-    return _concat([_without(published, ids), _trials_table([_read_record(run, i) for i in ids])])
+    return _concat([_without(published, ids), _trials_table([_read_record(run, i, notify) for i in ids])])
 
 
-def read_epochs(run: RunDir, ids: list[str]) -> pa.Table | None:
+def read_epochs(run: RunDir, ids: list[str], notify=None) -> pa.Table | None:
     """The epochs of the trials `ids`: from epochs.parquet, or their records if not published yet."""
     # The file read whole, then filtered: on S3, reading its footer and then its columns are
     # separate GETs, which can find two versions when the driver replaces the file in between.
-    published = run.read_table(run.child("epochs.parquet"))
+    published = _published(run, "epochs.parquet", notify)
     if published is not None:
         published = published.filter(pc.is_in(published["trial_id"], pa.array(ids, pa.string())))
     have = set(published["trial_id"].to_pylist()) if published is not None else set()
-    return _concat([published, _epochs_table([_read_record(run, i) for i in ids if i not in have])])
+    return _concat([published, _epochs_table([_read_record(run, i, notify) for i in ids if i not in have])])
 
 
 class _Pace:
@@ -285,10 +303,11 @@ class _Pace:
 class Publisher:
     """Keeps trials.parquet and epochs.parquet up to date with the records. Driver only."""
 
-    def __init__(self, run: RunDir):
-        self.run = run
-        self.trials = run.read_table(run.child("trials.parquet"))  # as last written
-        self.epochs = run.read_table(run.child("epochs.parquet"))
+    def __init__(self, run: RunDir, notify=lambda message: None):
+        self.run, self.notify = run, notify
+        # As last written; a damaged file is written again from the records (catch_up).
+        self.trials = _published(run, "trials.parquet", notify)
+        self.epochs = _published(run, "epochs.parquet", notify)
         self.new_trials: dict[str, Record] = {}  # records not in trials.parquet yet
         self.new_epochs: dict[str, Record | None] = {}  # records whose epochs are not in epochs.parquet yet
         self.trials_pace, self.epochs_pace = _Pace(), _Pace()
@@ -296,7 +315,7 @@ class Publisher:
     def publish(self, trial_id: str, columns=()) -> dict[str, Any] | None:
         """Put a finished trial's record in trials.parquet and its epochs in epochs.parquet, each
         when due; returns its status and `columns` of its row, or None if it has no record."""
-        found = _read_record(self.run, trial_id)
+        found = _read_record(self.run, trial_id, self.notify)
         if found is None:
             return None
         self.new_trials[trial_id] = self.new_epochs[trial_id] = found
@@ -324,11 +343,11 @@ class Publisher:
         files now."""
         for trial_id in unpublished(self.run, self.trials):
             if trial_id not in self.new_trials:
-                self.new_trials[trial_id] = self.new_epochs[trial_id] = _read_record(self.run, trial_id)
+                self.new_trials[trial_id] = self.new_epochs[trial_id] = _read_record(self.run, trial_id, self.notify)
         self.flush()
         # Trials in trials.parquet without their epochs in epochs.parquet: a driver killed between the two.
         have = set(self.epochs["trial_id"].to_pylist()) if self.epochs is not None else set()
         done = self.trials.filter(pc.not_equal(self.trials["status"], "failed")) if self.trials is not None else None
         for trial_id in set(done["trial_id"].to_pylist() if done is not None else []) - have:
-            self.new_epochs[trial_id] = _read_record(self.run, trial_id)
+            self.new_epochs[trial_id] = _read_record(self.run, trial_id, self.notify)
         self.flush()

@@ -20,6 +20,7 @@ runs (see Lines): a reader takes the lines that end in a newline.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.errors import ResultsError, RunError
+from orchestrator.errors import ResultsError, RunError, StorageError
 from orchestrator.store.checkpoint import deserialize
 from orchestrator.store.s3 import Bucket
 
@@ -81,16 +82,26 @@ class RunDir:
 
     # -- files ---------------------------------------------------------------------------------
     def write_bytes(self, path: str, data: bytes) -> None:
+        """Write a file whole, or raise StorageError (a full or read-only disk, an object store that
+        does not answer after pyarrow's retries) leaving the file as it was and nothing beside it."""
         if not self.local:  # an object store's put is atomic, and has no folders to create
-            with self.fs.open_output_stream(path) as f:
-                f.write(data)
+            try:
+                with self.fs.open_output_stream(path) as f:
+                    f.write(data)
+            except OSError as e:
+                raise StorageError.at(self.display(), e) from None
             return
         parent = path.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(data)
-        self.fs.move(tmp, path)
+        try:
+            self.fs.create_dir(parent, recursive=True)
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            self.fs.move(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StorageError.at(self.display(), e) from None
 
     def read_bytes(self, path: str) -> bytes | None:
         if not self.local:  # one GET: one version of an object that the driver may be replacing
@@ -128,7 +139,10 @@ class RunDir:
             raise ResultsError(f"{shown}: unreadable {'Arrow' if arrow else 'Parquet'} ({e})") from None
 
     def list_dir(self, path: str) -> list[pafs.FileInfo]:
-        return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        try:
+            return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        except OSError as e:
+            raise StorageError.at(self.display(), e, doing="reach it") from None
 
     # -- trial records -------------------------------------------------------------------------
     def trial_file(self, trial_id: str, *names: str) -> str:
@@ -187,6 +201,12 @@ class Lines:
         self.held: bytes | None = None  # what the object holds, on an object store
 
     def add(self, data: bytes) -> None:
+        try:
+            self._add(data)
+        except OSError as e:  # a line the disk had no room for is cut short: the next attempt starts its own
+            raise StorageError.at(self.run.display(), e) from None
+
+    def _add(self, data: bytes) -> None:
         if not self.run.local:
             if not self.latest_only:
                 if self.held is None:  # an earlier attempt's lines

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from orchestrator.errors import RunError
+from orchestrator.errors import RunError, StorageError
 
 
 class Bucket:
@@ -53,5 +53,5 @@ class Bucket:
         except NoCredentialsError:
             raise RunError(f"{self.run.display()}: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID "
                            "and AWS_SECRET_ACCESS_KEY, or run on a node whose instance profile gives them)") from None
-        except BotoCoreError as e:  # no route to the endpoint, ...
-            raise RunError(f"{self.run.display()}: {e}") from None
+        except BotoCoreError as e:  # no route to the endpoint, after botocore's retries
+            raise StorageError.at(self.run.display(), str(e), doing="reach it") from None

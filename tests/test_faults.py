@@ -1,0 +1,196 @@
+"""Faults a long study meets in its storage: a disk that fills up or turns read-only mid-run, an
+object store that stops answering, damaged results files. Each ends the run with one line, leaves
+no temporary file, and the next `ablate run` completes the grid: nothing lost, nothing trained twice.
+
+The disks are real tmpfs mounts (the tests run as root; skipped where mounting is not allowed).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.conftest import ROOT, ablate
+from tests.runs import executions, probe_grid, trials
+from tests.test_storage_s3 import CREDENTIALS
+
+ABLATE = [str(Path(sys.executable).parent / "ablate")]
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """A small tmpfs of its own: `disk.remount("ro")`, `disk.remount("size=4m")`."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+
+    class Disk:
+        root = path
+
+        @staticmethod
+        def remount(options: str) -> None:
+            subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
+
+        @staticmethod
+        def free_kb() -> int:
+            stat = os.statvfs(path)
+            return stat.f_bavail * stat.f_frsize // 1024
+
+    yield Disk
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temporary files a write left behind."""
+    return [str(p) for p in root.rglob("*.tmp")]
+
+
+def one_line(result) -> str:
+    (line,) = result.stderr.strip().splitlines()
+    return line
+
+
+def finished_keys(run_dir: Path) -> set[str]:
+    rows = trials(run_dir) if (run_dir / "trials.parquet").exists() else None
+    if rows is None:
+        return set()
+    return {f"lr{r.lr}-seed{r.seed}-{r.fail}" for r in rows.itertuples() if r.status == "completed"}
+
+
+def test_a_disk_that_fills_up_stops_the_run_and_the_next_run_completes(tmp_path, disk):
+    # Room for the run's own files and two checkpoints of 256 kB: the third does not fit.
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 3, "ballast": 256},
+                      max_failures=3)
+    result = ablate("run", path, "--storage", disk.root, "--quiet")
+    assert result.returncode == 1
+    assert one_line(result) == (f"error: {disk.root / 'probe'}: cannot write there (No space left on device); "
+                                "what finished is kept: run the same command again once it can be written")
+    assert "failed" not in result.stdout  # the disk's fault, not the trials': no failure, no retry used up
+    assert leftovers(disk.root) == []
+    done = finished_keys(disk.root / "probe")
+    starts_before = len(executions(tmp_path))
+
+    disk.remount("size=16m")
+    again = ablate("run", path, "--storage", disk.root, "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert set(trials(disk.root / "probe")["status"]) == {"completed"} and len(trials(disk.root / "probe")) == 4
+    restarted = [key for key, epoch, _ in executions(tmp_path)[starts_before:] if key in done]
+    assert restarted == []  # what had finished is not trained again
+
+
+def read_only(directory: Path, on: bool = True) -> None:
+    """Every folder under `directory` made immutable (chattr +i, which holds for root too, where
+    chmod does not): nothing can be created, renamed or removed there, as on a read-only disk."""
+    folders = [str(p) for p in [directory, *directory.rglob("*")] if p.is_dir()]
+    subprocess.run(["chattr", "+i" if on else "-i", *folders], check=True, capture_output=True)
+
+
+def test_a_directory_made_read_only_mid_run_stops_it_and_the_next_run_completes(tmp_path):
+    storage = tmp_path / "runs"
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 4, "sleep": 0.5})
+    probe = subprocess.run(["chattr", "+i", str(tmp_path / "markers")], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no immutable folders on this filesystem: {probe.stderr.decode().strip()}")
+    subprocess.run(["chattr", "-i", str(tmp_path / "markers")], check=True)
+    driver = subprocess.Popen([*ABLATE, "run", path, "--storage", storage, "--quiet"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((storage / "probe" / "records").glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        read_only(storage)
+        out, err = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        read_only(storage, on=False)
+    assert driver.returncode == 1, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: {storage / 'probe'}: cannot write there (Operation not permitted); ")
+    assert leftovers(storage) == []
+    done = finished_keys(storage / "probe")
+    starts_before = len(executions(tmp_path))
+
+    again = ablate("run", path, "--storage", storage, "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert len(trials(storage / "probe")) == 4
+    restarted = [key for key, epoch, _ in executions(tmp_path)[starts_before:] if key in done]
+    assert restarted == []
+
+
+def test_an_object_store_that_stops_answering_stops_the_run_and_the_next_run_completes(tmp_path, monkeypatch):
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket="results")
+    storage = f"s3://results/studies?endpoint_override={endpoint}&region=us-east-1"
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 4, "sleep": 0.5})
+    env = {**os.environ, "ABLATE_LOCK_STALE_S": "10", "ABLATE_LOCK_HEARTBEAT_S": "1"}
+    driver = subprocess.Popen([*ABLATE, "run", path, "--storage", storage, "--quiet"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not client.list_objects_v2(
+                Bucket="results", Prefix="studies/probe/records/").get("KeyCount"):
+            time.sleep(0.2)
+        server.stop()  # the store stops answering
+        out, err = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 1, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: s3://results/studies/probe: cannot ") and "run the same command again" in line
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # back, with what it held
+    server.start()
+    try:
+        listed = client.list_objects_v2(Bucket="results", Prefix="studies/probe/records/")
+        done = {obj["Key"].rsplit("/", 1)[-1].removesuffix(".json") for obj in listed.get("Contents", [])}
+        starts_before = len(executions(tmp_path))
+        again = ablate("run", path, "--storage", storage, "--quiet", "--wait", env={"ABLATE_LOCK_STALE_S": "10"})
+        assert again.returncode == 0, again.stderr
+        assert "4 completed" in again.stdout
+        rows = ablate("summarize", "s3://results/studies/probe?" + storage.split("?")[1], "-f", "json")
+        assert rows.returncode == 0, rows.stderr
+        assert len(executions(tmp_path)) - starts_before <= 4 - len(done) + 1  # the finished ones did not run again
+    finally:
+        server.stop()
+
+
+def test_damaged_results_files_are_read_past_and_written_again(tmp_path):
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3]}, fixed={"epochs": 2})
+    storage = tmp_path / "runs"
+    assert ablate("run", path, "--storage", storage, "--quiet").returncode == 0
+    run_dir = storage / "probe"
+    (run_dir / "trials.parquet").write_bytes(b"garbage from a half copy")
+    damaged = sorted((run_dir / "records").glob("*.json"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:80])  # cut off
+
+    summary = ablate("summarize", run_dir, "-f", "csv")
+    assert summary.returncode == 0, summary.stderr
+    notes = summary.stderr.splitlines()
+    assert notes[0].startswith(f"note: {run_dir / 'trials.parquet'}: unreadable Parquet (")
+    assert notes[0].endswith(": read from the trials' records instead")
+    assert notes[1].startswith(f"note: {damaged}: unreadable record (")
+    assert notes[1].endswith("its trial counts as unfinished and runs again at the next `ablate run`")
+
+    starts_before = len(executions(tmp_path))
+    again = ablate("run", path, "--storage", storage, "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "3 completed (1 run now, 2 already done)" in again.stdout
+    assert len(executions(tmp_path)) - starts_before == 1  # only the trial whose record was damaged
+    assert len(trials(run_dir)) == 3  # trials.parquet written again, readable
+    assert ablate("summarize", run_dir, "-f", "csv").stderr == ""
