@@ -12,13 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.conftest import ROOT, ablate
 from tests.runs import executions, probe_grid, trials
-from tests.test_storage_s3 import CREDENTIALS
+from tests.test_storage_s3 import CREDENTIALS, moto_s3
 
 ABLATE = [str(Path(sys.executable).parent / "ablate")]
 
@@ -129,13 +127,10 @@ def test_a_directory_made_read_only_mid_run_stops_it_and_the_next_run_completes(
 def test_an_object_store_that_stops_answering_stops_the_run_and_the_next_run_completes(tmp_path, monkeypatch):
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint)
+    server, client, query = moto_s3()
     client.create_bucket(Bucket="results")
-    storage = f"s3://results/studies?endpoint_override={endpoint}&region=us-east-1"
+    port = server.get_host_and_port()[1]
+    storage = f"s3://results/studies?{query}"
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 4, "sleep": 0.5})
     env = {**os.environ, "ABLATE_LOCK_STALE_S": "10", "ABLATE_LOCK_HEARTBEAT_S": "1"}
     driver = subprocess.Popen([*ABLATE, "run", path, "--storage", storage, "--quiet"], cwd=ROOT, env=env,
@@ -154,8 +149,7 @@ def test_an_object_store_that_stops_answering_stops_the_run_and_the_next_run_com
     (line,) = err.strip().splitlines()
     assert line.startswith("error: s3://results/studies/probe: cannot ") and "run the same command again" in line
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # back, with what it held
-    server.start()
+    server, _, _ = moto_s3(port)  # back, with what it held
     try:
         listed = client.list_objects_v2(Bucket="results", Prefix="studies/probe/records/")
         done = {obj["Key"].rsplit("/", 1)[-1].removesuffix(".json") for obj in listed.get("Contents", [])}

@@ -22,17 +22,24 @@ from tests.runs import probe_grid
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+def moto_s3(port: int = 0):
+    """moto's S3 server on 127.0.0.1 (`port` 0: any free one), a client of it and the storage query
+    that points ablate at it. Its buckets live in this process: a server started again on the same
+    port serves what the last one held."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    return server, boto3.client("s3", endpoint_url=endpoint), f"endpoint_override={endpoint}&region=us-east-1"
+
+
 @pytest.fixture
 def s3(monkeypatch):
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint)
+    server, client, query = moto_s3()
     client.create_bucket(Bucket="results")
-    yield client, f"endpoint_override={endpoint}&region=us-east-1"
+    yield client, query
     server.stop()
 
 
