@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.plan.estimate import Estimate, estimate
 from orchestrator.plan.grid import Grid
 from orchestrator.results.status import Status
 from orchestrator.run.display import duration, number
@@ -22,7 +23,7 @@ def si(value: float | None, unit: str) -> str:
 
 
 def show_plan(console: Console, grid: Grid) -> None:
-    """The grid's axes, seeds, fixed values, each trial's command line (a script's), compute and resources."""
+    """The grid's axes, seeds, fixed values, each trial's command line (a script's), compute, time and resources."""
     invocation = grid.workload.invocation
     cost = grid.cost()
     title = f"{grid.name}: {len(grid.trials)} trials of workload '{grid.workload.name}'"
@@ -46,9 +47,42 @@ def show_plan(console: Console, grid: Grid) -> None:
     r = grid.resources
     console.print(f"trials: {len(grid.trials)}   training images: {si(cost['images'], 'images')}   "
                   f"compute: {si(cost['flops'], 'FLOP')}")
+    for line in time_lines(grid):
+        console.print(line, markup=False, soft_wrap=True)
     console.print(f"per trial: {r.cpus:g} CPU, {r.gpus:g} GPU"
                   + (f", at most {r.max_concurrent} at once" if r.max_concurrent else "")
                   + f"; retries: {grid.max_failures}")
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.0f}" if h >= 100 else f"{h:.3g}"
+
+
+def _estimate(e: Estimate) -> str:
+    unit, per = ("GPU-hours", "per GPU") if e.kind == "gpu" else ("hours", "at once")
+    covered = (f" for {e.trials} of {e.total} trials (the others' networks have no rate measured there)"
+               if e.trials < e.total else "")
+    (m, *more) = e.measured
+    rate = f"{m['images_per_second']:,.0f} images/s" if not more else f"the rates of {len(e.measured)} networks"
+    shared = {x["trials"] for x in e.measured}
+    trials = f"{', '.join(map(str, sorted(shared)))} trial{'s' if max(shared) > 1 else ''} {per}"
+    if shared != {e.sharing}:
+        trials += f" (this grid: {e.sharing})"
+    when = "; ".join(dict.fromkeys(f"{x['date']} by {x['where']}" for x in e.measured))
+    return f"{_hours(e.hours)} {unit}{covered}, from {rate} with {trials}, measured {when}"
+
+
+def time_lines(grid: Grid) -> list[str]:
+    """How long the grid trains where a training rate is measured, else that it has FLOPs only."""
+    estimates = estimate(grid)
+    if isinstance(estimates, str):
+        return [f"time: not estimated{', FLOPs only' if grid.workload.cost else ''}: {estimates}"]
+    if estimates[0].kind == "cpu":
+        return [f"time on this machine ({estimates[0].device}): {_estimate(estimates[0])}"]
+    if len(estimates) == 1:
+        return [f"time on {estimates[0].device}: {_estimate(estimates[0])}"]
+    return ([f"time: rates are measured on {len(estimates)} GPUs; the trials run on whichever the cluster has:"]
+            + [f"  on {e.device}: {_estimate(e)}" for e in estimates])
 
 
 def show_status(console: Console, where: str, s: Status) -> None:

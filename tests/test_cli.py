@@ -10,7 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
+from orchestrator.plan import estimate
 from tests.conftest import ROOT, ablate
+from workloads.allcnn import rates
 
 GRIDS = sorted((ROOT / "grids").glob("*.yaml")) + [ROOT / "examples" / "toy.yaml"]
 COMMANDS = ["plan", "run", "summarize", "compare", "status", "plot", "models", "visualize"]
@@ -62,6 +64,74 @@ def test_plan_shows_axes_trials_and_compute():
     assert "training images: 3.02 Gimages" in out
     assert "compute: 3.75 EFLOP" in out
     assert "0.25 GPU" in out
+
+
+# All-CNN-C at the paper's width and batch; 350 epochs of 45,000 CIFAR-10 images (5,000 held out)
+# in whole batches of 128 are 15,724,800 images a trial.
+C_ALL = {"model": "C", "variant": "all", "width": 1.0, "batch_size": 128}
+MEASURED = {"date": "2026-12-03", "where": "benchmarks/gpu_check.py on gpu-1", "torch_version": "2.11.0"}
+
+
+def h200(trials, images_per_second, device="NVIDIA H200"):
+    return {"device": device, "kind": "gpu", **C_ALL, "trials": trials, "images_per_second": images_per_second,
+            **MEASURED}
+
+
+def plan_time(tmp_path, monkeypatch, measured, resources, variants="[all]"):
+    """The time lines of `ablate plan` for 2 learning rates x `variants` of Model C, 350 epochs."""
+    (tmp_path / "rates.json").write_text(json.dumps({"rates": measured}))
+    monkeypatch.setattr(rates, "RATES", tmp_path / "rates.json")
+    (tmp_path / "g.yaml").write_text(f"name: g\nworkload: allcnn\naxes:\n  variant: {variants}\n  lr: [0.1, 0.01]\n"
+                                     f"fixed:\n  model: C\n  epochs: 350\nresources: {resources}\n")
+    result = CliRunner().invoke(app, ["plan", str(tmp_path / "g.yaml")])
+    assert result.exit_code == 0, result.output
+    return [line for line in result.stdout.splitlines() if line.startswith(("time", "  on "))]
+
+
+def test_plan_estimates_gpu_hours_from_the_rate_measured_with_as_many_trials_per_gpu(tmp_path, monkeypatch):
+    lines = plan_time(tmp_path, monkeypatch, [h200(1, 64_506.0), h200(4, 93_700.0)], "{gpus: 0.25}",
+                      variants="[all, base]")
+    # 2 trials x 15,724,800 images / 93,700 images/s = 0.0932 h; Model C base has no rate.
+    assert lines == ["time on NVIDIA H200: 0.0932 GPU-hours for 2 of 4 trials (the others' networks have no rate "
+                     "measured there), from 93,700 images/s with 4 trials per GPU, measured 2026-12-03 by "
+                     "benchmarks/gpu_check.py on gpu-1"]
+
+
+def test_plan_takes_the_rate_of_fewer_trials_per_gpu_where_that_many_were_not_measured(tmp_path, monkeypatch):
+    lines = plan_time(tmp_path, monkeypatch, [h200(1, 64_506.0), h200(4, 93_700.0)], "{gpus: 1}")
+    assert lines == ["time on NVIDIA H200: 0.135 GPU-hours, from 64,506 images/s with 1 trial per GPU, measured "
+                     "2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
+    lines = plan_time(tmp_path, monkeypatch, [h200(1, 64_506.0), h200(4, 93_700.0)], "{gpus: 0.5}")
+    assert lines == ["time on NVIDIA H200: 0.135 GPU-hours, from 64,506 images/s with 1 trial per GPU (this grid: "
+                     "2), measured 2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
+
+
+def test_plan_with_rates_of_several_gpus_estimates_each(tmp_path, monkeypatch):
+    lines = plan_time(tmp_path, monkeypatch, [h200(2, 80_000.0, "NVIDIA H100"), h200(2, 94_000.0)], "{gpus: 0.5}")
+    assert lines == [
+        "time: rates are measured on 2 GPUs; the trials run on whichever the cluster has:",
+        "  on NVIDIA H100: 0.109 GPU-hours, from 80,000 images/s with 2 trials per GPU, measured 2026-12-03 by "
+        "benchmarks/gpu_check.py on gpu-1",
+        "  on NVIDIA H200: 0.0929 GPU-hours, from 94,000 images/s with 2 trials per GPU, measured 2026-12-03 by "
+        "benchmarks/gpu_check.py on gpu-1"]
+
+
+def test_plan_without_a_measured_rate_has_flops_only(tmp_path, monkeypatch):
+    lines = plan_time(tmp_path, monkeypatch, [], "{gpus: 0.25}")
+    assert lines == ["time: not estimated, FLOPs only: no training rate of these trials' networks is measured on a GPU"]
+
+
+def test_plan_of_cpu_trials_uses_the_rate_of_this_kind_of_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr(estimate, "cpu_name", lambda: "cpu: Test CPU x2")
+    monkeypatch.setattr(estimate, "cpu_cores", lambda: 2)
+    cpu = [dict(h200(2, 1_000.0, "cpu: Test CPU x2"), kind="cpu"), dict(h200(2, 9_000.0, "cpu: Other x64"), kind="cpu")]
+    # 2 trials of 1 CPU at once on 2 cores: 31,449,600 images / 1,000 images/s.
+    assert plan_time(tmp_path, monkeypatch, cpu + [h200(1, 64_506.0)], "{cpus: 1}") == [
+        "time on this machine (cpu: Test CPU x2): 8.74 hours, from 1,000 images/s with 2 trials at once, measured "
+        "2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
+    assert plan_time(tmp_path, monkeypatch, cpu[1:], "{cpus: 1}") == [
+        "time: not estimated, FLOPs only: no training rate of these trials' networks is measured on this "
+        "machine's CPU (cpu: Test CPU x2)"]
 
 
 def test_models_json_has_the_paper_parameter_counts():

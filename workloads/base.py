@@ -61,7 +61,7 @@ What the orchestrator reads, and nothing else:
   a status other than completed), and what its data was: `train_examples`, `test_examples`,
   `data_fingerprint` (a hash of the data a trial saw, so that a subset or another copy shows) and
   `synthetic_data`, which `ablate summarize` compares with what a published number states.
-- Optional extras: `cost` and `prepare` for `ablate plan` and `ablate run`, `references`,
+- Optional extras: `cost`, `rates` and `prepare` for `ablate plan` and `ablate run`, `references`,
   `claims` and `layout` for `ablate summarize` and `ablate compare`, `models` for `ablate models`,
   and `tools`: further `ablate` commands on trained trials (the All-CNN study's `visualize`), see
   TrialTool.
@@ -70,6 +70,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import platform
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Protocol
@@ -166,6 +168,11 @@ class Workload:
     produces: tuple[str, ...] | None = None
     # Optional: {"images": training images seen, "flops": training FLOPs or None}, for `ablate plan`.
     cost: Callable[[Any], dict[str, Any]] | None = None
+    # Optional: training rates measured for a config's network, for `ablate plan` to estimate hours:
+    # a list of {"device": a GPU's name (torch.cuda.get_device_name) or cpu_name(), "kind": "gpu" or
+    # "cpu", "trials": how many trials shared the device, "images_per_second": all of them together,
+    # "date", "where": what measured it, on which host}. Without one, a plan has FLOPs only.
+    rates: Callable[[Any], list[dict[str, Any]]] | None = None
     # Optional: model parameter count for a config, recorded with each result.
     params: Callable[[Any], int] | None = None
     # Optional: called once on the driver before a local run with every trial's config, to fetch
@@ -196,3 +203,20 @@ class Workload:
     # Optional: the command line a trial of this config runs, shown by `ablate plan` (a grid's
     # `command:`, orchestrator/plan/script.py).
     invocation: Callable[[Any], str] | None = None
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_name() -> str:
+    """This machine's processor as measured training rates name it, 'cpu: <model> x<cores>': a
+    rate measured on a CPU holds for machines of the same kind, cores included."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"cpu: {model or platform.processor() or platform.machine() or 'unknown'} x{cpu_cores()}"

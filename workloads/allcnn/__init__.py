@@ -12,7 +12,7 @@ from typing import Annotated
 
 from annotated_types import Ge, Gt, Interval, Predicate
 
-from workloads.allcnn import tools
+from workloads.allcnn import rates, tools
 from workloads.allcnn.paper import CLAIMS, CLASSES, DATASETS, MODELS, PREPROCESSING, REFERENCES, SIZES, VARIANTS
 from workloads.base import Workload
 
@@ -158,7 +158,7 @@ WORKLOAD = Workload(name="allcnn", config=Config, train=_train, epochs=lambda co
                     metrics=("train_loss", "val_error", "images_per_second"), check=check,
                     metric="val_error", mode="min", report=("test_error",), results=RESULTS,
                     produces=(*RESULTS, "train_loss", "train_error", "lr", "seconds", "restart"),
-                    cost=cost, params=params, prepare=prepare, references=REFERENCES, claims=CLAIMS,
+                    cost=cost, rates=rates.rates, params=params, prepare=prepare, references=REFERENCES, claims=CLAIMS,
                     # The paper's tables: networks as rows, downsampling variants as columns.
                     layout={"rows": "model", "cols": "variant", "tables": ["dataset", "augmentation"]},
                     models=models, tools={"visualize": tools.visualize})
