@@ -70,7 +70,7 @@ PROTOCOL = "GPU_CHECK "  # the lines a worker sends its parent; anything else it
 # The full check fits a few minutes of an H100/H200 (`seconds` in the JSON line says how it went);
 # --quick is for CPUs. Speed epochs are CIFAR-10's 45,000 training images / 128 (synthetic: speed
 # does not depend on what the images show), so the trainer's per-epoch work weighs as in a trial.
-FULL = dict(width=1.0, epochs=6, train_size=5085, val_size=1000, steps=351, warmup=2, window=10.0,
+FULL = dict(width=1.0, epochs=8, train_size=5085, val_size=1000, steps=351, warmup=2, window=10.0,
             reference_steps=200, repeats=5, processes="1,2,4,8", budget=420.0)
 QUICK = dict(width=0.25, epochs=4, train_size=2816, val_size=256, steps=3, warmup=1, window=8.0,
              reference_steps=20, repeats=3, processes="1,2,4,8", budget=0.0)
@@ -160,8 +160,9 @@ def correctness(a, device: str) -> dict:
         fp32 = StoredSession()
         train(Config(**config, precision="fp32"), fp32)
         gap = max(abs(x - e["train_loss"]) for x, e in zip(losses, fp32.epochs))
+        _, weights = same_weights(straight.checkpoint["model"], fp32.checkpoint["model"])
         out.update(bf16_fp32_agree=gap <= TOLERANCE, bf16_fp32_max_loss_difference=gap,
-                   fp32_losses=[e["train_loss"] for e in fp32.epochs])
+                   bf16_fp32_max_weight_difference=weights, fp32_losses=[e["train_loss"] for e in fp32.epochs])
         log(f"  bf16 vs fp32: largest difference of an epoch's loss {gap:.4f} (tolerance {TOLERANCE})")
     else:
         out["bf16_fp32_skipped"] = "CUDA only: bf16 autocast is the trainer's CUDA path; on a CPU it trains in fp32"
