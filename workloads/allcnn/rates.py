@@ -47,5 +47,5 @@ def record(check: dict[str, Any], where: str, path: Path | None = None) -> list[
     keys = {tuple(r[k] for k in KEY) for r in added}
     kept = [r for r in load(path) if tuple(r[k] for k in KEY) not in keys]
     entries = sorted(kept + added, key=lambda r: tuple(str(r[k]) for k in KEY[:-1]) + (r["trials"],))
-    path.write_text(json.dumps({"rates": entries}, indent=1) + "\n")
+    path.write_text('{"rates": [\n' + ",\n".join(json.dumps(r) for r in entries) + "\n]}\n")  # a line each
     return added
