@@ -1,13 +1,17 @@
-"""One driver per run (orchestrator/run/lock.py): two `ablate run` of one grid at once, and drivers
-racing to take over a hold whose heartbeat stopped, on a local path and on S3 (moto's server).
+"""One driver per run (orchestrator/run/lock.py): two `ablate run` of one grid at once, drivers
+racing to take over a hold whose heartbeat stopped, on a local path and on S3 (moto's server), and
+holds judged by their process: one on this machine that has ended, a copy of a held run directory,
+and a holder on another machine that shares this one's hostname and pid.
 
 The SIGKILL-then-run-again case is in test_run_cli.py, with the other driver kills.
 """
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,8 +30,9 @@ from werkzeug.serving import make_server
 
 from orchestrator.errors import RunError
 from orchestrator.run.lock import DriverLock, RunLocked
+from orchestrator.run.processes import this_process
 from orchestrator.store.rundir import RunDir
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ablate
 from tests.runs import probe_grid, starts, trials
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -277,3 +282,100 @@ def test_two_ablate_runs_of_one_grid_at_once_train_every_trial_once(tmp_path):
     assert starts(tmp_path) == Counter({f"lr{lr}-seed0-never": 1 for lr in (0.1, 0.2, 0.3, 0.4)})
     rows = trials(storage / "probe")
     assert len(rows) == 4 and rows["trial_id"].is_unique and (rows["attempts"] == 1).all()
+
+
+def plant_hold(run: RunDir, **record) -> None:
+    """A fresh hold written as another driver would have written it, with `record`'s fields."""
+    me = this_process()
+    lock = DriverLock(run, heartbeat_s=60, stale_s=30)
+    body = {**json.loads(lock._record()), "token": uuid.uuid4().hex, "machine": me["machine"], **record}
+    if run.local:
+        folder = Path(run.path) / "lock"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "1").write_text(json.dumps(body))
+    else:
+        lock.store.create(json.dumps(body).encode(), replacing=None)
+
+
+def ended_pid() -> int:
+    """The pid of a process of ours that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("how", ["its process ended", "its pid is another process now"])
+def test_a_hold_of_a_driver_on_this_machine_that_has_ended_is_taken_at_once(run, how):
+    me = this_process()
+    if how == "its process ended":
+        plant_hold(run, pid=ended_pid(), start=me["start"])
+    else:  # the kernel gave the dead driver's pid to a process that started later: this one
+        plant_hold(run, pid=me["pid"], start=me["start"] - 1)
+    notes = []
+    with DriverLock(run, heartbeat_s=60, stale_s=30).acquire(notify=notes.append) as lock:
+        assert lock.previous is not None  # the runner waits for its trial workers on this machine
+    assert len(notes) == 1 and notes[0].endswith(", has ended; taking the run over")
+
+
+@pytest.mark.parametrize("other", ["another machine", "another machine with this hostname", "an older ablate"])
+def test_a_hold_on_another_machine_keeps_the_heartbeat_rule(run, other):
+    """Its pid means nothing here, whether or not this machine has that pid (ours) or calls itself
+    the same (containers and cloud images share hostnames): it is taken only once stale."""
+    me = this_process()
+    record = {"pid": me["pid"], "start": me["start"] - 1}
+    if other == "an older ablate":  # its lock named no machine
+        record.update(machine=None, start=None, place=None)
+    else:
+        record["machine"] = "0" * 32 + "/" + str(uuid.uuid4()) + "/pid:[4026531836]"
+    if other != "another machine with this hostname":
+        record["host"] = "host-b"
+    plant_hold(run, **record)
+    with pytest.raises(RunLocked, match=rf"is being run by pid {me['pid']} on "):
+        DriverLock(run, heartbeat_s=60, stale_s=30).acquire()
+    if run.local:  # and once its beat is older than the stale time, it is taken
+        generation = Path(run.path) / "lock" / "1"
+        os.utime(generation, (time.time() - 60, time.time() - 60))
+        DriverLock(run, heartbeat_s=60, stale_s=30).acquire().release()
+
+
+def test_a_run_directory_copied_while_it_ran_is_free_and_runs_at_once(tmp_path):
+    """A copy of a run directory made while its driver runs (cp -a, rsync, shutil.copytree) holds a
+    fresh-looking copy of the lock; the driver it names runs the original, never the copy."""
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 2})
+    first = ablate("run", path, "--storage", tmp_path / "runs", "--quiet")
+    assert first.returncode == 0, first.stderr
+    original = RunDir(str(tmp_path / "runs" / "probe"))
+    with DriverLock(original, stale_s=30).acquire():  # the original's driver, still running
+        shutil.copytree(tmp_path / "runs", tmp_path / "copy")
+        grown = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3]}, fixed={"epochs": 2})  # one more trial
+        result = ablate("run", grown, "--storage", tmp_path / "copy", "--quiet")
+        assert result.returncode == 0, result.stderr
+        assert "holds elsewhere (this run directory was copied while it ran); taking the run" in result.stderr
+        assert "probe: 3 completed (1 run now, 2 already done)" in result.stdout
+        with pytest.raises(RunLocked):  # the original stays its driver's
+            DriverLock(original, stale_s=30).acquire()
+    assert starts(tmp_path) == Counter({f"lr{lr}-seed0-never": 1 for lr in (0.1, 0.2, 0.3)})
+    rows = trials(tmp_path / "copy" / "probe")
+    assert len(rows) == 3 and rows["trial_id"].is_unique and (rows["status"] == "completed").all()
+
+
+def test_a_driver_taking_over_waits_for_the_dead_drivers_trial_workers_on_this_machine(local_run):
+    """Ray ends a dead driver's workers within seconds, not at once: one still training a trial must
+    not meet the new driver's attempt of it."""
+    from types import SimpleNamespace
+
+    from orchestrator.run import processes
+    from orchestrator.run.runner import _let_workers_end
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        identity = {"machine": processes.machine(), "pid": worker.pid, "start": processes._stat(worker.pid)[1]}
+        local_run.write_progress("t1", {"attempt": 1, "epoch": 1, "worker": identity})
+        notes = []
+        threading.Timer(0.5, worker.kill).start()
+        _let_workers_end(local_run, [SimpleNamespace(trial_id="t1")], 30, notes.append)
+        assert worker.poll() is not None  # returned once the worker had ended, not before
+        assert notes == [f"waiting for 1 trial worker(s) of the previous driver to end (pid {worker.pid})"]
+    finally:
+        worker.kill()
+        worker.wait()

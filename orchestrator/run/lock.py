@@ -5,12 +5,17 @@ trial and says who holds the run instead of training every trial a second time.
     with DriverLock(run).acquire(wait=False):   # RunLocked names the holder if a live driver has it
         ...                                     # run the trials
 
-The holder writes who it is (host, pid, since when) and beats every HEARTBEAT_S seconds (5). A
-hold without a beat for STALE_S seconds (30) is taken over, so a driver killed with SIGKILL (or a
-lost node) does not lock the run: "SIGKILL, then run again" works once its beat is 30 s old, and
-`--wait` waits for that. 30 s is far longer than Ray takes to stop a dead driver's trials (a job's
-workers die with its driver), so the dead driver's trials are gone before anyone takes over.
-`ABLATE_LOCK_HEARTBEAT_S` and `ABLATE_LOCK_STALE_S` change both times (tests shorten them).
+The holder writes who it is (host, pid, since when; its machine and process as processes.py
+names them; the lock folder it holds) and beats every HEARTBEAT_S seconds (5). A hold without a
+beat for STALE_S seconds (30) is taken over, so a driver killed with SIGKILL (or a lost node) does
+not lock the run for good, and `--wait` waits for that. A holder that ran on this machine is
+judged at once instead: where its process has ended (or its pid is another process's now), the
+run is taken over without waiting, and the new driver lets the dead one's trial workers on this
+machine end first (runner.py: Ray ends them within seconds of their driver). Where it lives but
+the lock folder is not the one it holds, the run directory is a copy made while it was held:
+nobody holds the copy. Holders on other machines keep the heartbeat rule: a process there cannot
+be seen from here, and inode numbers of one folder differ between some network filesystems'
+clients. `ABLATE_LOCK_HEARTBEAT_S` and `ABLATE_LOCK_STALE_S` change both times (tests shorten them).
 
 Ages are measured with the storage's own clock, never by comparing two hosts' clocks: on S3 the
 server's `Date` against the lock's `LastModified`; on a filesystem the mtime of a file this driver
@@ -62,6 +67,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from orchestrator.errors import RunError
+from orchestrator.run.processes import alive, this_process
 from orchestrator.store.s3 import Bucket
 from orchestrator.store.rundir import RunDir, now
 
@@ -78,6 +84,8 @@ class Holder:
     since: datetime
     age: float  # seconds since the holder's last beat, by the storage's clock
     released: bool
+    process: dict  # processes.this_process() of the holder; {} in an older ablate's lock
+    place: str | None  # the lock folder (or S3 key) it holds, where the record says
 
     def __str__(self) -> str:
         return (f"pid {self.pid} on {self.host} since {self.since:%Y-%m-%d %H:%M:%S} UTC "
@@ -95,8 +103,9 @@ class RunLocked(RunError):
 
 def _holder(data: bytes, age: float, released: bool = False) -> Holder:
     record = json.loads(data)
+    process = {"machine": record.get("machine"), "pid": record["pid"], "start": record.get("start")}
     return Holder(record["host"], record["pid"], datetime.fromisoformat(record["since"]), age,
-                  released or record["released"])
+                  released or record["released"], process, record.get("place"))
 
 
 class DriverLock:
@@ -112,6 +121,7 @@ class DriverLock:
         self.token, self.since = uuid.uuid4().hex, now()  # since: when it was taken
         self.store = _FileStore(run, self.token) if run.local else _S3Store(run, self.token)
         self.lost = False
+        self.previous: Holder | None = None  # a holder taken over that may have left trial workers behind
         self.unreachable_s = None  # how long the storage was out of reach, where that stopped the driver
         self._version = None
         self._stop = threading.Event()
@@ -123,10 +133,14 @@ class DriverLock:
         try:
             while True:
                 holder, version = self.store.read()
-                if holder is None or holder.released or holder.age > self.stale_s:
+                taking = self._free(holder)
+                if taking is not None:
                     self.since = now()
                     self._version = self.store.create(self._record(), replacing=version)
                     if self._version is not None:
+                        message, self.previous = taking
+                        if message:
+                            notify(message)
                         break
                     continue  # another driver won the race: read who it is
                 if not wait:
@@ -142,6 +156,22 @@ class DriverLock:
         self._beating.start()
         return self
 
+    def _free(self, holder: Holder | None) -> tuple[str, Holder | None] | None:
+        """None where `holder` may still run the run; else what to tell the user on taking it (or
+        ""), and the holder whose trial workers may outlive it."""
+        if holder is None or holder.released:
+            return "", None
+        if holder.age > self.stale_s:
+            return f"{self.run.display()}: taking over from {holder}, whose heartbeat stopped", holder
+        running = alive(holder.process)
+        if running is False:
+            return (f"{self.run.display()}: its driver, pid {holder.pid} on {holder.host}, has ended; "
+                    "taking the run over"), holder
+        if running and holder.place is not None and holder.place != self.store.place():
+            return (f"{self.run.display()}: its lock is a copy of one that pid {holder.pid} on {holder.host} "
+                    "holds elsewhere (this run directory was copied while it ran); taking the run"), None
+        return None
+
     def holder(self) -> Holder | None:
         try:
             return self.store.read()[0]
@@ -149,7 +179,9 @@ class DriverLock:
             self.store.close()
 
     def _record(self, beats: int = 0, released: bool = False) -> bytes:
+        me = this_process()
         return json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
+                           "machine": me["machine"], "start": me["start"], "place": self.store.place(),
                            "since": self.since.isoformat(), "beats": beats, "released": released}).encode()
 
     def _beat(self) -> None:
@@ -206,6 +238,11 @@ class _FileStore:
 
     def _generation(self, n: int) -> str:
         return os.path.join(self.folder, str(n))
+
+    def place(self) -> str:
+        """The lock folder, as its inode: a copy of the run directory has a folder of its own."""
+        os.makedirs(self.folder, exist_ok=True)
+        return f"inode {os.stat(self.folder).st_ino}"
 
     def read(self) -> tuple[Holder | None, int | None]:
         """The holder and generation of the hold, or (None, None) where nobody ever held the run."""
@@ -295,6 +332,10 @@ class _S3Store:
 
     def _call(self, method, **kwargs):
         return self.bucket.call(method, self.key, **kwargs)
+
+    def place(self) -> str:
+        # The key alone: a bucket may have other names (access point aliases).
+        return f"key {self.key}"
 
     def read(self) -> tuple[Holder | None, str | None]:
         response = self._call("get_object")

@@ -24,6 +24,7 @@ from orchestrator.plan.grid import GRID_FILE, Grid, Resources
 from orchestrator.run.cluster import check_resources, check_storage_shared, connect, ray_log_path, ray_messages_to
 from orchestrator.run.events import Events, StopOnStorageError
 from orchestrator.run.lock import DriverLock
+from orchestrator.run.processes import alive
 from orchestrator.run.scheduling import GridTrials, slots, tune_config
 from orchestrator.run.settings import environment, tune_environment
 from orchestrator.run.trial import run_trial
@@ -65,14 +66,14 @@ def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = 
     reached, and not run again. Its own end (ASHA's `max_t`) must lie beyond a trial's last
     epoch, or it stops every trial before `train` returns its final result.
     """
-    with DriverLock(run).acquire(wait=wait, notify=notify):
+    with DriverLock(run).acquire(wait=wait, notify=notify) as lock:
         return _run_unfinished(grid, run, display_factory, address=address, resources=resources,
                                retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
-                               scheduler=scheduler, notify=notify)
+                               scheduler=scheduler, notify=notify, lock=lock)
 
 
 def _run_unfinished(grid, run, display_factory, *, address, resources, retry_failed, fail_fast, data_dir,
-                    scheduler, notify) -> RunSummary:
+                    scheduler, notify, lock) -> RunSummary:
     resources = resources or grid.resources
     publisher = Publisher(run, notify)
     publisher.catch_up()  # what a killed driver left unpublished: now every record is in publisher.trials
@@ -84,6 +85,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
 
     ray_log = None
+    if todo and lock.previous is not None:
+        _let_workers_end(run, todo, lock.stale_s, notify)
     if todo:
         # The dataset cache, for workloads that have one: workers run elsewhere (in a trial's folder).
         env = {"ABLATE_DATA": os.path.abspath(data_dir)} if data_dir else {}
@@ -109,6 +112,25 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     counts = {s: statuses.count(s) for s in STATUSES if statuses.count(s)}
     return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),
                       failed_earlier=failed_earlier, ray_log=ray_log)
+
+
+def _let_workers_end(run: RunDir, todo, within_s: float, notify) -> None:
+    """After taking the run over: wait, up to `within_s`, for the trial workers of the driver before
+    that still run on this machine. Ray ends them within seconds of their driver; until then one may
+    still write a checkpoint or a record, which this driver's attempt of the same trial must not meet."""
+    started = {info.base_name for info in run.list_dir(run.child("trials"))}
+    workers = {t.trial_id: worker for t in todo if t.trial_id in started
+               and (worker := run.progress(t.trial_id).get("worker")) and alive(worker)}
+    if not workers:
+        return
+    notify(f"waiting for {len(workers)} trial worker(s) of the previous driver to end "
+           f"(pid {', '.join(str(w['pid']) for w in workers.values())})")
+    deadline = time.monotonic() + within_s
+    while (left := [w for w in workers.values() if alive(w)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if left:
+        notify(f"trial worker(s) pid {', '.join(str(w['pid']) for w in left)} of the previous driver still run "
+               f"after {within_s:g} s; starting anyway")
 
 
 def _prepare(grid: Grid, todo) -> None:

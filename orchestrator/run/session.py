@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from orchestrator.run.processes import this_process
 from orchestrator.store.checkpoint import serialize
 from orchestrator.store.rundir import CHECKPOINT, PROGRESS, Lines, RunDir, now, progress_line
 
@@ -54,8 +55,9 @@ class StoredSession:
     def start(self) -> int:
         """Count this attempt; returns its number (1 for the first)."""
         started = self.progress.get("started_at") or now().isoformat()
+        # worker: so that a driver taking over from a dead one can wait for this process to end (runner.py).
         self.progress = {**self.progress, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started,
-                         "reports": 0}
+                         "reports": 0, "worker": this_process()}
         self.progress_lines.add(progress_line(self.progress))
         self.log(f"attempt {self.progress['attempt']} on {socket.gethostname()}")
         self.epoch_began = time.monotonic()
