@@ -97,13 +97,16 @@ def run(grid_file: GridPath,
         data_dir: Annotated[Optional[str], typer.Option(help="Dataset cache (default: $ABLATE_DATA or ~/.cache/ablate/data).")] = None,
         wait: Annotated[bool, typer.Option(help="If another `ablate run` is running this grid in this storage, "
                                            "wait for it to end (or its heartbeat to stop), then run.")] = False,
+        trial_timeout: Annotated[Optional[float], typer.Option(
+            help="End an attempt of a trial that runs longer than this many seconds, as a failure "
+                 "(retried under max_failures; overrides the grid's trial_timeout).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One line per event instead of a live table.")] = False):
     """Run a grid's trials with Ray Tune; run it again to resume or to run what was added.
 
     Trials with a result are skipped, unfinished ones resume from their last checkpoint, and
     results go to STORAGE/<grid name>/ as Parquet (trials.parquet, epochs.parquet).
     """
-    from orchestrator.plan.grid import load_grid, resources as checked_resources
+    from orchestrator.plan.grid import load_grid, resources as checked_resources, trial_timeout as checked_timeout
     from orchestrator.run.display import LiveDisplay, PlainDisplay
     from orchestrator.run.runner import run_grid
     from orchestrator.store.rundir import RunDir
@@ -113,6 +116,7 @@ def run(grid_file: GridPath,
     options = {"cpus": cpus, "gpus": gpus, "trials_per_gpu": trials_per_gpu, "max_concurrent": max_concurrent}
     resources = checked_resources({k: v for k, v in options.items() if v is not None},
                                   lambda name: "--" + name.replace("_", "-"), base=grid.resources)
+    timeout = checked_timeout(trial_timeout, "--trial-timeout")
 
     live = console.is_terminal and not quiet
     run_dir = RunDir.for_grid(storage, grid.name)
@@ -124,7 +128,7 @@ def run(grid_file: GridPath,
     try:
         summary = run_grid(grid, run_dir, display, address=address, resources=resources,
                            retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir, wait=wait,
-                           notify=_note)
+                           trial_timeout=timeout, notify=_note)
     except KeyboardInterrupt:
         err.print(f"interrupted: finished trials are saved in {run_dir.display()}; "
                   f"run the same command again to resume")

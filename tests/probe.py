@@ -2,7 +2,8 @@
 
 It sleeps per epoch, checkpoints, and can fail on purpose (`fail`): `once` raises at its second
 epoch the first time only, `always` raises every time, `kill_once` kills its own worker process,
-`kill_after_record` kills it once the trial's record is written (a node lost before the trial returns).
+`kill_after_record` kills it once the trial's record is written (a node lost before the trial returns),
+`hang_once` stops reporting at its third epoch the first time (a deadlocked data loader).
 Every start is appended to `<marker_dir>/executions.log` as `key start_epoch pid node time`, and
 every finished epoch to `<marker_dir>/epochs.log`, so tests can see what ran, where and when.
 """
@@ -27,7 +28,7 @@ class Config:
     epochs: Annotated[int, Ge(1)] = 3
     sleep: Annotated[float, Ge(0)] = 0.0
     fail: str = field(default="never", metadata={
-        "choices": ("never", "once", "always", "kill_once", "kill_after_record")})
+        "choices": ("never", "once", "always", "kill_once", "kill_after_record", "hang_once")})
     marker_dir: str = field(default="", metadata={"identity": False})
     ballast: Annotated[int, Ge(0)] = 0  # kB of filler in each checkpoint: a trial that fills a disk
 
@@ -55,6 +56,9 @@ def train(config: Config, session) -> dict:
             if config.fail == "kill_once":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("injected failure")
+        if epoch == 2 and config.fail == "hang_once" and first_time:
+            (markers / f"{key}.failed").touch()
+            time.sleep(3600)
         if epoch == 1 and config.fail == "always":
             raise RuntimeError("this trial always fails")
         state = {"epoch": epoch + 1, "ballast": "x" * (1024 * config.ballast)}
@@ -76,4 +80,4 @@ def train(config: Config, session) -> dict:
             "top5_error": config.lr / 2}
 
 
-WORKLOAD = Workload(name="probe", config=Config, train=train)
+WORKLOAD = Workload(name="probe", config=Config, train=train, epochs=lambda c: c.epochs)

@@ -437,3 +437,46 @@ def test_a_script_that_must_be_told_to_resume_is_told(tmp_path):
     assert not first.split(" (in ")[0].endswith("--resume") and second.split(" (in ")[0].endswith("--resume")
     epochs = pd.read_parquet(storage / "scripts" / "epochs.parquet")
     assert list(epochs["step"]) == [0, 1, 2, 3, 4]  # each once, across the crash
+
+
+def test_a_script_that_hangs_is_ended_at_its_trial_timeout_retried_and_leaves_no_process(tmp_path):
+    # Seed 0 hangs after its first epoch (a data loader that never returns) while the flag file
+    # exists; seed 1 finishes. Each start is logged, to count what ran.
+    script = """\
+        import os, subprocess, sys, time
+        marker, seed, starts, flag = sys.argv[1:]
+        with open(starts, "a") as f:
+            f.write(seed + "\\n")
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", marker])  # a helper in its group
+        print('ABLATE {"epoch": 1, "val_error": 0.5}', flush=True)
+        if seed == "0" and os.path.exists(flag):
+            time.sleep(100_000)
+        print('ABLATE {"epoch": 2, "val_error": 0.25}', flush=True)
+        """
+    marker = f"marker-{tmp_path.name}"
+    starts, flag = tmp_path / "starts.log", tmp_path / "hang"
+    flag.touch()
+    path = script_grid(tmp_path, {"hangs.py": script},
+                       {"run": [sys.executable, "hangs.py", marker + "-{seed}", "{seed}", str(starts), str(flag)]},
+                       seeds=[0, 1], resources={"cpus": 1}, max_failures=1, trial_timeout=8)
+    storage = tmp_path / "runs"
+    try:
+        result = ablate("run", path, "--storage", storage, "--quiet")
+    finally:
+        left = none_left(marker, within=10)
+    assert result.returncode == 1, result.stderr
+    assert not left, "processes of a timed-out trial outlived it"
+    assert "scripts: 1 completed, 1 failed (2 run now, 0 already done)" in result.stdout
+    rows = pd.read_parquet(storage / "scripts" / "trials.parquet").set_index("seed")
+    assert rows.loc[0, "status"] == "failed" and rows.loc[0, "attempts"] == 2  # retried once, under max_failures
+    assert rows.loc[0, "error"] == "timed out after 8 s (trial_timeout)"
+    log = (storage / "scripts" / "trials" / rows.loc[0, "trial_id"] / "trial.log").read_text()
+    assert log.count("failed: timed out after 8 s (trial_timeout); its worker was ended") == 2
+    assert rows.loc[1, "status"] == "completed"
+
+    flag.unlink()  # what hung is fixed: the failed trial runs again, the finished one does not
+    again = ablate("run", path, "--storage", storage, "--quiet", "--retry-failed")
+    assert again.returncode == 0, again.stderr
+    assert "scripts: 2 completed (1 run now, 1 already done)" in again.stdout
+    assert sorted(starts.read_text().split()) == ["0", "0", "0", "1"]  # two timed-out attempts, then one that finished
+    assert not none_left(marker, within=10)

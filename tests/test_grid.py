@@ -130,9 +130,9 @@ def test_expansion_is_deterministic(tmp_path):
 ERRORS = [
     ("name: [unclosed\n", "not valid YAML at line 2, column 1: did not find expected ',' or ']'"),
     ("- a\n- b\n", "expected a YAML mapping with keys name, description, workload, command, axes, fixed, seeds, repeats, "
-                   "exclude, include, metric, mode, report, resources, max_failures, max_trials"),
+                   "exclude, include, metric, mode, report, resources, max_failures, max_trials, trial_timeout"),
     (BASE + "colour: red\n", "colour: unknown key (allowed: name, description, workload, command, axes, fixed, seeds, "
-                             "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials)"),
+                             "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials, trial_timeout)"),
     ("axes: {model: [A]}\n", "name: expected a name of letters, digits, '_', '.' or '-' (it names the results folder), got null"),
     ("name: t\nworkload: nope\n", "workload: unknown workload 'nope' (known: allcnn; or an import path module:object)"),
     ("name: t\naxes:\n  model: [A, B, D]\n", "axes.model[2]: unknown model 'D' (known: A, B, C)"),
@@ -169,6 +169,8 @@ ERRORS = [
     (BASE + "resources:\n  gpu: 1\n", "resources.gpu: unknown key (allowed: cpus, gpus, trials_per_gpu, max_concurrent)"),
     (BASE + "resources:\n  trials_per_gpu: 0\n", "resources.trials_per_gpu: expected an integer >= 1, got 0"),
     (BASE + "max_failures: -1\n", "max_failures: expected an integer >= 0, got -1"),
+    (BASE + "trial_timeout: 0\n", "trial_timeout: expected a number > 0, got 0"),
+    (BASE + "trial_timeout: 1 hour\n", "trial_timeout: expected a number > 0, got '1 hour'"),
     (BASE + "exclude: 5\n", "exclude: expected a list, got 5"),
     # The file itself: duplicate keys, nesting, aliases that multiply.
     (BASE + "  lr_gamma: 0.5\n  lr_gamma: 0.2\n", "refused at line 10, column 3: duplicate key 'lr_gamma' (first given at line 9)"),
@@ -215,7 +217,7 @@ ERRORS = [
     (BASE + "max_trials: 0\n", "max_trials: expected an integer >= 1, got 0"),
     # Whatever a file holds, the error stays one line.
     (BASE + "\"col\\nour\": red\n", "col\\nour: unknown key (allowed: name, description, workload, command, axes, fixed, seeds, "
-                                     "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials)"),
+                                     "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials, trial_timeout)"),
 ]
 
 
@@ -289,6 +291,15 @@ def test_run_options_are_checked_by_the_grid_rules(tmp_path, option, value, mess
     flag = "--" + option.replace("_", "-")
     result = CliRunner().invoke(app, ["run", str(write(tmp_path, BASE)), "--storage", str(tmp_path / "runs"), flag, value])
     assert (result.exit_code, result.stderr) == (2, f"error: {flag}: {message}\n")
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
+
+
+def test_trial_timeout_is_a_grid_key_and_an_option_of_run(tmp_path):
+    assert load_grid(write(tmp_path, BASE + "trial_timeout: 3600\n")).trial_timeout == 3600
+    assert load_grid(write(tmp_path, BASE)).trial_timeout is None
+    result = CliRunner().invoke(app, ["run", str(write(tmp_path, BASE)), "--storage", str(tmp_path / "runs"),
+                                      "--trial-timeout", "-5"])
+    assert (result.exit_code, result.stderr) == (2, "error: --trial-timeout: expected a number > 0, got -5.0\n")
     assert not (tmp_path / "runs").exists()  # refused before anything ran
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.errors import RunError
 from orchestrator.plan.grid import Resources, load_grid
-from orchestrator.run import events, scheduling
+from orchestrator.run import events, hangs, scheduling
 from orchestrator.run.cluster import check_resources
 from orchestrator.run.runner import run_grid
 from orchestrator.store import records
@@ -57,6 +57,25 @@ def test_a_killed_worker_process_is_retried(tmp_path):
     summary = run(path, tmp_path / "runs")
     assert summary.counts == {"completed": 1}
     assert [epoch for _, epoch, _ in executions(tmp_path)] == [0, 1]
+
+
+def test_a_trial_that_stops_reporting_is_ended_as_hung_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    # Its training thread sleeps in the Ray worker where its third epoch should be: nothing inside
+    # it notices. Its epochs take 0.5 s, so silence 10 times its slowest (and, here, over 1 s) is a hang.
+    monkeypatch.setattr(hangs, "SILENT_MIN_S", 1.0)
+    path = probe_grid(tmp_path, axes={"fail": ["hang_once", "never"]}, fixed={"epochs": 4, "sleep": 0.5},
+                      max_failures=1)
+    summary = run(path, tmp_path / "runs")
+    assert summary.counts == {"completed": 2}
+    # Ended after its second epoch and resumed from it; the other trial ran once.
+    assert sorted((key, epoch) for key, epoch, _ in executions(tmp_path)) == [
+        ("lr0.1-seed0-hang_once", 0), ("lr0.1-seed0-hang_once", 2), ("lr0.1-seed0-never", 0)]
+    rows = trials(tmp_path / "runs" / "probe").set_index("fail")
+    assert rows.loc["hang_once", "attempts"] == 2 and rows.loc["never", "attempts"] == 1
+    log = (tmp_path / "runs" / "probe" / "trials" / rows.loc["hang_once", "trial_id"] / "trial.log").read_text()
+    assert "failed: reported nothing for " in log and "after epoch 2, more than 10 times its slowest epoch" in log
+    epochs = pd.read_parquet(tmp_path / "runs" / "probe" / "epochs.parquet")
+    assert sorted(epochs["epoch"]) == [1, 1, 2, 2, 3, 3, 4, 4]  # each epoch once, though two attempts ran
 
 
 def test_a_trial_that_always_fails_is_recorded_and_the_rest_go_on(tmp_path):

@@ -28,7 +28,7 @@ from orchestrator.plan.script import load as load_script
 from workloads.base import Workload
 
 TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seeds", "repeats", "exclude",
-            "include", "metric", "mode", "report", "resources", "max_failures", "max_trials")
+            "include", "metric", "mode", "report", "resources", "max_failures", "max_trials", "trial_timeout")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
 GRID_FILE = "grid.yaml"  # a run's copy of its grid file, as last run
 # More trials than any study runs on purpose: past it a grid is most likely a typo (`repeats: 100000000`),
@@ -53,6 +53,7 @@ class Grid:
     trials: list[Trial]
     resources: Resources = Resources()
     max_failures: int = 1
+    trial_timeout: float | None = None  # seconds an attempt may run before it is ended as failed
     description: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
     objective: Objective | None = None  # what trials are judged by; None: the workload's
@@ -91,6 +92,7 @@ def load_grid(path: str | Path, content: bytes | None = None) -> Grid:
     return Grid(name=data["name"], path=path, workload=workload, workload_ref=ref, axes=spec.axes, trials=trials,
                 resources=resources(_mapping(path, "resources", data.get("resources") or {}), "resources.{}".format, path),
                 max_failures=_number(path, "max_failures", data.get("max_failures", 1), integer=True),
+                trial_timeout=trial_timeout(data.get("trial_timeout"), "trial_timeout", path),
                 description=str(data.get("description") or ""), fixed=spec.fixed,
                 objective=objective(path, data, workload))
 
@@ -233,6 +235,11 @@ def _rule(params: Parameters, key: str, rule, axes: dict, axes_only: bool) -> di
             params.fail(k, "expected a value or a non-empty list of values, got []")
         out[name] = [params.value(k if len(values) == 1 else f"{k}[{i}]", name, v) for i, v in enumerate(values)]
     return out
+
+
+def trial_timeout(value, key: str, path: Path | None = None) -> float | None:
+    """A grid's `trial_timeout` or `ablate run --trial-timeout` (key), checked: seconds > 0, or None."""
+    return None if value is None else _number(path, key, value, strict=True)
 
 
 def resources(given: dict, key: Callable[[str], str], path: Path | None = None,

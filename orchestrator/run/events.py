@@ -1,32 +1,37 @@
-"""What the driver hears from Tune as trials run: it feeds the display, and records the trials
+"""What the driver hears from Tune as trials run: it feeds the display, records the trials
 whose workers write no record themselves (those that ran out of retries, and those a scheduler
-stopped early).
+stopped early), and ends attempts that hang (hangs.py).
 
-    callbacks=[Events(grid, run, display, publisher, trials)]
+    callbacks=[Events(grid, run, display, publisher, trials, hangs)]
 """
 from __future__ import annotations
 
 import os
 import time
 
+import ray
 from ray import tune
 
 from orchestrator.errors import last_line
 from orchestrator.plan.grid import Grid
 from orchestrator.run.display import Display, describe
+from orchestrator.run.hangs import Hangs
 from orchestrator.run.scheduling import GridTrials
 from orchestrator.run.trial import write_result
 from orchestrator.store.records import STOPPED, Publisher
-from orchestrator.store.rundir import RunDir
+from orchestrator.store.rundir import Lines, RunDir, now
 
 
 class Events(tune.Callback):
     """Driver-side: feeds the display, and records trials that ran out of retries or that a
     scheduler stopped early (their workers never return a result)."""
 
-    def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials):
+    def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials,
+                 hangs: Hangs | None = None):
         self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
         self.cells = {t.trial_id: t.cell for t in grid.trials}
+        self.hangs = hangs or Hangs(None, {})
+        self.ended: dict[str, str] = {}  # trial_id -> why the driver ended its attempt
         # A finished trial's line shows its first reported metric, or else the grid's metric.
         self.shown = (grid.objective.report[0].name, grid.objective.metric.name)
         # The first error of the run's storage a trial met (a full disk, an object store that does
@@ -42,14 +47,42 @@ class Events(tune.Callback):
     def _id(trial) -> str:
         return trial.config["trial"]["trial_id"]
 
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def on_trial_start(self, iteration, trials, trial, **info):  # each attempt
         self.trials.started(trial.trial_id)
+        self.hangs.started(self._id(trial))
         self.display.trial_started(self._id(trial), self.cells[self._id(trial)])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.hangs.reported(self._id(trial), result.get("epoch"))
         self.display.trial_result(self._id(trial), result)
 
+    def on_step_begin(self, iteration, trials, **info):
+        overdue = self.hangs.overdue()
+        if not overdue:
+            return
+        by_id = {self._id(t): t for t in trials if t.status == t.RUNNING}
+        for trial_id, reason in overdue:
+            actor = by_id[trial_id].temporary_state.ray_actor if trial_id in by_id else None
+            if actor is not None:
+                # Its worker process, whatever its training thread is stuck in; a script's process
+                # group dies with it (workloads/script/launch.py). Tune sees a failed attempt.
+                self.ended[trial_id] = reason
+                ray.kill(actor, no_restart=True)
+
+    def _ended_by_driver(self, trial_id: str) -> str | None:
+        """Why the driver ended the trial's last attempt, written to its log; None if it did not."""
+        reason = self.ended.pop(trial_id, None)
+        if reason is not None:
+            log = Lines(self.run, self.run.trial_file(trial_id, "trial.log"))
+            try:
+                log.add(f"{now():%Y-%m-%d %H:%M:%S} failed: {reason}; its worker was ended\n".encode())
+            finally:
+                log.close()
+        return reason
+
     def on_trial_recover(self, iteration, trials, trial, **info):
+        self._ended_by_driver(self._id(trial))
+        self.hangs.ended(self._id(trial))
         if self._storage_failed(trial):
             return
         self.display.trial_retrying(self._id(trial))
@@ -65,6 +98,7 @@ class Events(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
+        self.hangs.ended(trial_id)
         row = self.publisher.publish(trial_id, self.shown)
         if row is None and self.storage_error:  # stopped with the run: it resumes at the next `ablate run`
             return
@@ -92,6 +126,8 @@ class Events(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)
+        self.hangs.ended(trial_id)
+        ended = self._ended_by_driver(trial_id)
         # A worker lost after writing its result (a node gone before the trial returned) is an
         # error to Tune, but the trial finished: a record that holds a result is never replaced.
         row = self.publisher.publish(trial_id, self.shown)
@@ -100,7 +136,7 @@ class Events(tune.Callback):
             return
         if self._storage_failed(trial):
             return
-        message = last_line(_error_text(trial)) or "the trial failed"
+        message = ended or last_line(_error_text(trial)) or "the trial failed"
         progress = self.run.progress(trial_id)
         write_result(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"],
                      {"status": "failed", "error": message, "epochs_completed": progress.get("epoch")}, progress)

@@ -23,6 +23,7 @@ from orchestrator.errors import RunError, StorageError
 from orchestrator.plan.grid import GRID_FILE, Grid, Resources
 from orchestrator.run.cluster import check_resources, check_storage_shared, connect, ray_log_path, ray_messages_to
 from orchestrator.run.events import Events, StopOnStorageError
+from orchestrator.run.hangs import Hangs
 from orchestrator.run.lock import DriverLock
 from orchestrator.run.processes import alive
 from orchestrator.run.scheduling import GridTrials, slots, tune_config
@@ -53,7 +54,7 @@ class RunSummary:
 
 def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = None,
              resources: Resources | None = None, retry_failed: bool = False, fail_fast: bool = False,
-             data_dir: str | None = None, scheduler=None, wait: bool = False,
+             data_dir: str | None = None, scheduler=None, wait: bool = False, trial_timeout: float | None = None,
              notify=lambda message: None) -> RunSummary:
     """Run every trial of `grid` that has no result in `run` yet, as the run's only driver.
 
@@ -65,15 +66,19 @@ def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = 
     Tune TrialScheduler, may stop trials early: they are recorded as `stopped` with what they
     reached, and not run again. Its own end (ASHA's `max_t`) must lie beyond a trial's last
     epoch, or it stops every trial before `train` returns its final result.
+
+    `trial_timeout` (default: the grid's) ends an attempt that runs longer, as a failure; so is
+    one that stops reporting for far longer than its epochs take (hangs.py).
     """
     with DriverLock(run).acquire(wait=wait, notify=notify) as lock:
         return _run_unfinished(grid, run, display_factory, address=address, resources=resources,
                                retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
-                               scheduler=scheduler, notify=notify, lock=lock)
+                               scheduler=scheduler, notify=notify, lock=lock,
+                               trial_timeout=grid.trial_timeout if trial_timeout is None else trial_timeout)
 
 
 def _run_unfinished(grid, run, display_factory, *, address, resources, retry_failed, fail_fast, data_dir,
-                    scheduler, notify, lock) -> RunSummary:
+                    scheduler, notify, lock, trial_timeout) -> RunSummary:
     resources = resources or grid.resources
     publisher = Publisher(run, notify)
     publisher.catch_up()  # what a killed driver left unpublished: now every record is in publisher.trials
@@ -103,7 +108,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
             try:
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
                 with display_factory(len(todo), skipped, planned, shown) as display:
-                    _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, local=address is None)
+                    _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, local=address is None,
+                         hangs=Hangs(trial_timeout, planned))
             finally:
                 publisher.catch_up()  # every record in both files, whatever the pace left for later
 
@@ -144,7 +150,7 @@ def _prepare(grid: Grid, todo) -> None:
         raise RunError(str(e)) from None
 
 
-def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, local) -> None:
+def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, local, hangs) -> None:
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
     # every trial's start, a large part of a short trial's worker time. These are names.
     bound = functools.partial(run_trial, run_uri=run.uri, workload_ref=grid.workload_ref, grid_name=grid.name,
@@ -152,7 +158,7 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, l
     bound.__name__ = run_trial.__name__  # Tune names the trainable after it
     trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
     trials = GridTrials(todo, slots(resources) if local else None)  # a joined cluster may grow
-    events = Events(grid, run, display, publisher, trials)
+    events = Events(grid, run, display, publisher, trials, hangs)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune_config(trials, resources, scheduler),

@@ -8,6 +8,10 @@ a lost node, Ray ending the actor), runs the command as its child in the same gr
 SIGTERM kills the whole group: the command and whatever it started (data-loading workers, the
 children of a shell). PR_SET_PDEATHSIG alone would reach only its direct child.
 
+A worker that Ray kills (a trial ended for hanging, run/hangs.py) has its children killed with
+SIGKILL first, which no handler sees: so a guard, a second child of this one in the group, asks
+Linux for a SIGTERM when this process ends, however it ends, and then kills the group.
+
 It exits as the command did, with its exit code or killed by the same signal, so the trial sees
 what happened to the command itself. Standard library only, run without site-packages (-I -S):
 it adds milliseconds to a trial's start, and it forks before any thread exists, which
@@ -21,14 +25,32 @@ import sys
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def main(parent: int, argv: list[str]) -> None:
+def end_group_when_parent_ends(parent: int) -> bool:
+    """Kill this process group as soon as `parent` (this process's parent) ends; False where
+    Linux cannot be asked to tell (the trial still kills the group when it stops or fails)."""
     signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
     try:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except AttributeError:  # not Linux: the trial still kills the group when it stops or fails
-        pass
-    if os.getppid() != parent:  # the worker died before the request above took effect
+    except AttributeError:  # not Linux
+        return False
+    if os.getppid() != parent:  # it ended before the request above took effect
         os.killpg(0, signal.SIGKILL)
+    return True
+
+
+def guard(launcher: int) -> None:
+    """The guard's life: nothing, until the launcher ends."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # not the trial's output pipe: the trial reads it until every writer is gone
+        os.dup2(devnull, fd)
+    end_group_when_parent_ends(launcher)
+    while True:
+        signal.pause()
+
+
+def main(parent: int, argv: list[str]) -> None:
+    if end_group_when_parent_ends(parent) and os.fork() == 0:
+        guard(os.getppid())
 
     child = os.fork()
     if child == 0:
