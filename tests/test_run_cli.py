@@ -182,3 +182,43 @@ def test_storage_that_cannot_be_written_is_one_line(tmp_path):
     result = ablate("run", path, "--storage", tmp_path / "a-file" / "runs")
     assert result.returncode == 1
     assert result.stderr == f"error: {tmp_path / 'a-file' / 'runs' / 'probe'}: cannot write there (Not a directory)\n"
+
+
+class CreatesAFile:
+    """What a tampered checkpoint holds: an object whose unpickling calls open(path, "w")."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_on_resume_and_nothing_else_is_lost(tmp_path):
+    import pickle
+
+    from orchestrator.plan.grid import load_grid
+
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 2}, resources={"cpus": 1}, max_failures=1)
+    storage, marker = tmp_path / "runs", tmp_path / "created-by-the-checkpoint"
+    tampered = {t.config["lr"]: t.trial_id for t in load_grid(path).trials}[0.1]
+    checkpoint = storage / "probe" / "trials" / tampered / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)  # as if the trial had run half-way, and someone then replaced its file
+    checkpoint.write_bytes(pickle.dumps({"state": CreatesAFile(marker), "epochs": []}))
+
+    result = ablate("run", path, "--storage", storage, "--quiet")
+    assert result.returncode == 1, result.stderr
+    assert not marker.exists()
+    assert "probe: 1 completed, 1 failed (2 run now, 0 already done)" in result.stdout
+    refusal = f"{checkpoint}: refused: it names io.open, which loading it would run"
+    assert refusal in result.stdout
+    rows = trials(storage / "probe").set_index("trial_id")
+    error = rows.loc[tampered, "error"]
+    assert refusal in error and "\n" not in error and rows.loc[tampered, "attempts"] == 2
+
+    checkpoint.unlink()  # what the refusal says to do: the trial trains from its start
+    again = ablate("run", path, "--storage", storage, "--quiet", "--retry-failed")
+    assert again.returncode == 0, again.stderr
+    assert "probe: 2 completed (1 run now, 1 already done)" in again.stdout
+    assert not marker.exists()
+    assert Counter(k for k, _, _ in executions(tmp_path)) == Counter({"lr0.1-seed0-never": 1, "lr0.2-seed0-never": 1})

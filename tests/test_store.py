@@ -1,14 +1,18 @@
-"""A trial's files in storage: checkpoints of workloads with and without torch, its log and progress."""
+"""A trial's files in storage: checkpoints of workloads with and without torch (in forms that load
+without running code), its log and progress."""
 from __future__ import annotations
 
 import json
+import pickle
 import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
+from orchestrator.errors import CheckpointError
 from orchestrator.run.session import StoredSession
 from orchestrator.store.rundir import PROGRESS_LIMIT, RunDir
 from tests.conftest import ROOT
@@ -103,3 +107,72 @@ def test_an_older_ablates_progress_file_is_still_read(tmp_path):
     session.report({"epoch": 1})
     session.close()
     assert RunDir(str(tmp_path)).progress("t")["train_seconds"] > 30.0
+
+
+class CreatesAFile:
+    """What a tampered checkpoint holds: an object whose unpickling calls open(path, "w")."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_scripts_checkpoint_is_json_and_a_training_state_loads_with_weights_only(tmp_path):
+    from workloads.allcnn import Config
+    from workloads.allcnn.train import train
+
+    run = RunDir(str(tmp_path))
+    session = StoredSession(run, "script")
+    session.start()
+    session.report({"epoch": 1, "val_error": 0.5}, checkpoint={"epoch": 1})
+    session.flush()
+    assert json.loads((tmp_path / "trials" / "script" / "checkpoint.pt").read_bytes()) == {
+        "state": {"epoch": 1}, "epochs": [{"epoch": 1, "val_error": 0.5}]}
+
+    # All-CNN's: model, optimizer and schedule state (a Counter of milestones), RNG states as tensors.
+    session = StoredSession(run, "allcnn")
+    session.start()
+    train(Config(model="A", variant="base", dataset="synthetic", width=0.125, epochs=1, batch_size=32,
+                 train_size=200, val_size=50, test_size=50, device="cpu"), session)
+    session.flush()
+    saved = torch.load(tmp_path / "trials" / "allcnn" / "checkpoint.pt", weights_only=True)
+    assert set(saved["state"]) >= {"model", "optimizer", "schedule", "generator", "rng"}
+
+
+def test_what_would_not_load_back_without_code_is_refused_when_reported_naming_it(tmp_path):
+    session = StoredSession(RunDir(str(tmp_path)), "t")
+    session.start()
+    session.report({"epoch": 1, "val_error": np.float64(0.25)}, checkpoint={"w": torch.zeros(2), "step": np.int64(3)})
+    session.flush()
+    again = StoredSession(RunDir(str(tmp_path)), "t")
+    assert again.restore()["step"] == 3 and again.epochs == [{"epoch": 1, "val_error": 0.25}]  # as plain numbers
+    with pytest.raises(CheckpointError, match=r"^checkpoint\['state'\]\['mean'\]: a numpy.ndarray would need code to "
+                                              r"load; a checkpoint holds tensors and plain values"):
+        session.report({"epoch": 2}, checkpoint={"w": torch.zeros(2), "mean": np.zeros(3)})
+
+
+@pytest.mark.parametrize("form", ["a plain pickle", "a torch.save zip"])
+def test_a_checkpoint_that_would_run_code_is_refused_naming_the_file(tmp_path, form):
+    marker = tmp_path / "created-by-the-checkpoint"
+    path = tmp_path / "run" / "trials" / "t" / "checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    payload = {"state": CreatesAFile(marker), "epochs": []}
+    if form == "a plain pickle":
+        path.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, path)
+    with pytest.raises(CheckpointError) as refused:
+        StoredSession(RunDir(str(tmp_path / "run")), "t").restore()
+    assert str(refused.value) == (f"{path}: refused: it names io.open, "
+                                  "which loading it would run; a checkpoint holds only tensors and plain values "
+                                  "(delete the file to train the trial from its start)")
+    assert not marker.exists()
+
+
+def test_an_older_ablates_plain_pickle_of_plain_values_still_resumes(tmp_path):
+    path = tmp_path / "trials" / "t" / "checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(pickle.dumps({"state": {"epoch": 2, "seen": (1, 2)}, "epochs": [{"epoch": 1}, {"epoch": 2}]}))
+    assert StoredSession(RunDir(str(tmp_path)), "t").restore() == {"epoch": 2, "seen": (1, 2)}

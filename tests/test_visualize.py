@@ -191,3 +191,35 @@ def test_a_dataset_that_cannot_be_loaded_is_one_line(trained, tmp_path, monkeypa
     assert result.stderr == (f"error: {archive}: checksum mismatch (md5 {hashlib.md5(b'half a download').hexdigest()}, "
                              f"expected {SOURCES['cifar10'].md5}): the archive is corrupted or incomplete; "
                              "delete it and run again\n")
+
+
+class CreatesAFile:
+    """What a tampered checkpoint holds: an object whose unpickling calls open(path, "w")."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+@pytest.mark.parametrize("form", ["a plain pickle", "a torch.save zip"])
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(trained, tmp_path, form):
+    """A teammate's run directory, opened here: its checkpoint must not run code on this machine."""
+    import pickle
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    checkpoint, marker = run / "trials" / "t1" / "checkpoint.pt", tmp_path / "created-by-the-checkpoint"
+    payload = {"state": CreatesAFile(marker), "epochs": []}
+    if form == "a plain pickle":
+        checkpoint.write_bytes(pickle.dumps(payload))
+    else:
+        torch.save(payload, checkpoint)
+    result = invoke(run, "--trial", "t1", "--output", tmp_path / "x.png")
+    assert result.exit_code == 1 and not marker.exists()
+    assert result.stderr == (f"error: {checkpoint}: refused: it names io.open, which loading it would run; a checkpoint "
+                             "holds only tensors and plain values (delete the file to train the trial from its start)\n")
+    shutil.copy(trained / "trials" / "t1" / "checkpoint.pt", checkpoint)  # the trial's own: drawn again
+    assert invoke(run, "--trial", "t1", "--output", tmp_path / "x.png", "--units", 2).exit_code == 0

@@ -12,7 +12,7 @@ import time
 import ray
 from ray import tune
 
-from orchestrator.errors import last_line
+from orchestrator.errors import CheckpointError, last_line
 from orchestrator.plan.grid import Grid
 from orchestrator.run.display import Display, describe
 from orchestrator.run.hangs import Hangs
@@ -117,7 +117,10 @@ class Events(tune.Callback):
         last checkpoint. Stopped is final: the next `ablate run` does not run it again."""
         epoch = last.get("epoch")
         progress = progress_after(self.run, trial_id, last.get("training_iteration", 0))
-        saved = self.run.checkpoint(trial_id)
+        try:
+            saved = self.run.checkpoint(trial_id)
+        except CheckpointError:  # one that would run code to load: the row goes without its epochs
+            saved = None
         epochs = [e for e in saved["epochs"] if epoch is None or e.get("epoch", 0) <= epoch] if saved else None
         reached = {k: v for k, v in progress.get("metrics", {}).items() if k not in ("epoch", "step")}
         write_result(self.run, self.grid.workload, self.grid.name, trial_id, config, {

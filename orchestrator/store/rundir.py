@@ -167,7 +167,7 @@ class RunDir:
         """A trial's last checkpoint as its session saved it: {"state": what the workload handed
         to report, "epochs": every epoch's metrics up to it}; None if it has none."""
         data = self.read_bytes(self.trial_file(trial_id, CHECKPOINT))
-        return None if data is None else deserialize(data)
+        return None if data is None else deserialize(data, self.display("trials", trial_id, CHECKPOINT))
 
 
 def progress_line(progress: dict[str, Any]) -> bytes:
