@@ -168,11 +168,16 @@ def _open_run(run: str, storage: str):
     return RunDir(resolve_storage(run))
 
 
-def _results(run: str, storage: str, where: list[str] | None, all_trials: bool = False):
+def _results(run: str, storage: str, where: list[str] | None, all_trials: bool = False,
+             trust_workload: bool = False):
     from orchestrator.results import tables
 
     run_dir = _open_run(run, storage)
-    results = tables.where(tables.load(run_dir, all_trials=all_trials, notify=_note), where or [])
+    results = tables.where(tables.load(run_dir, all_trials=all_trials, notify=_note, trust_workload=trust_workload),
+                           where or [])
+    if results.untrusted:
+        _untrusted(run_dir, results.untrusted, "the tables are laid out by the axes that vary, without its "
+                                              "published numbers and claims")
     if results.others:
         err.print(f"note: {run_dir.display()} also holds {results.others} trials of an earlier version of its grid, "
                   "left out; --all-trials shows them too", markup=False, soft_wrap=True)
@@ -181,12 +186,13 @@ def _results(run: str, storage: str, where: list[str] | None, all_trials: bool =
     return results
 
 
-def _tables(run: str, storage: str, where: list[str] | None, all_trials: bool = False, **layout):
+def _tables(run: str, storage: str, where: list[str] | None, all_trials: bool = False,
+            trust_workload: bool = False, **layout):
     """A run's results laid out as tables: the workload's default layout, with `layout` overrides;
     without a `metric`, tables of each metric the grid reports."""
     from orchestrator.results import tables
 
-    results = _results(run, storage, where, all_trials)
+    results = _results(run, storage, where, all_trials, trust_workload)
     workload = results.workload
     asked = layout.pop("metric", None)
     metrics = [asked] if asked else [m.name for m in results.objective.report]
@@ -195,6 +201,11 @@ def _tables(run: str, storage: str, where: list[str] | None, all_trials: bool = 
         chosen = tables.layout_for(results, workload.layout if workload else None, metric=metric, **layout)
         summary += tables.summarize(results, chosen, workload.references if workload else ())
     return results, summary
+
+
+def _untrusted(run_dir, workload: str, without: str) -> None:
+    err.print(f"note: {run_dir.display('grid.yaml')}: workload '{workload}' is not a registered workload, so it was "
+              f"not imported (--trust-workload imports it, running its code); {without}", markup=False, soft_wrap=True)
 
 
 class Format(str, Enum):
@@ -242,6 +253,10 @@ MetricOption = Annotated[Optional[str], typer.Option(
     help="The metric shown in each cell (default: those the grid reports, e.g. test_error).", show_default=False)]
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")]
+TrustWorkload = Annotated[bool, typer.Option(
+    help="Import the workload module the run's grid.yaml names where it is not a registered workload. "
+         "That runs the module's code: only for a run whose files you trust. Without it such a run's "
+         "results are shown without the workload's layout, published numbers and claims.")]
 
 
 @command
@@ -251,7 +266,8 @@ def summarize(run: RunArg, storage: Storage = "./runs",
               tables: Annotated[Optional[str], typer.Option(
                   help="Comma-separated columns that split the results into one table per value.")] = None,
               metric: MetricOption = None, where: Where = None, select: SelectOption = Select.best,
-              all_trials: AllTrials = False, format: FormatOption = Format.table, output: Output = None):
+              all_trials: AllTrials = False, format: FormatOption = Format.table, output: Output = None,
+              trust_workload: TrustWorkload = False):
     """Tables of results: by default the paper's layout, one table per dataset and augmentation.
 
     Each cell is the metric as mean ± std over seeds (n) with its 95% t-interval, the learning
@@ -262,7 +278,7 @@ def summarize(run: RunArg, storage: Storage = "./runs",
     from orchestrator.results import compare, formats
     from orchestrator.results.tables import layout_for
 
-    results, summary = _tables(run, storage, where, all_trials, rows=rows, cols=cols, metric=metric,
+    results, summary = _tables(run, storage, where, all_trials, trust_workload, rows=rows, cols=cols, metric=metric,
                                select=select.value, tables=None if tables is None else [t for t in tables.split(",") if t])
     workload = results.workload
     checks = compare.check_claims(results, layout_for(results, workload.layout), workload.claims) \
@@ -276,7 +292,8 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
                        help="The axis to compare and its reference value, e.g. variant=base.",
                        show_default=False)] = ...,
                    metric: MetricOption = None, where: Where = None, select: SelectOption = Select.best,
-                   all_trials: AllTrials = False, format: FormatOption = Format.table, output: Output = None):
+                   all_trials: AllTrials = False, format: FormatOption = Format.table, output: Output = None,
+                   trust_workload: TrustWorkload = False):
     """Each value of an axis against a baseline value, in every cell of the layout, paired by seed.
 
     In each cell (e.g. dataset, augmentation, model) the mean over seeds of (value - baseline),
@@ -287,7 +304,7 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
     from orchestrator.results import compare, formats
     from orchestrator.results.tables import layout_for
 
-    results = _results(run, storage, where, all_trials)
+    results = _results(run, storage, where, all_trials, trust_workload)
     workload = results.workload
     layout = layout_for(results, workload.layout if workload else None, metric=metric, select=select.value)
     axis, base = compare.baseline(results, baseline)
@@ -301,7 +318,7 @@ command(compare_values, "compare")  # `compare` is the library module the comman
 
 
 @command
-def status(run: RunArg, storage: Storage = "./runs"):
+def status(run: RunArg, storage: Storage = "./runs", trust_workload: TrustWorkload = False):
     """Where a run stands: trials by status, running trials with their epoch, compute used, ETA.
 
     Reads what is on disk, so it works while `ablate run` is running, and after.
@@ -312,7 +329,9 @@ def status(run: RunArg, storage: Storage = "./runs"):
 
     run_dir = _open_run(run, storage)
     table = read_trials(run_dir, notify=_note)
-    s = read_status(run_dir, statuses(table), table.to_pandas() if table is not None else None)
+    s = read_status(run_dir, statuses(table), table.to_pandas() if table is not None else None, trust_workload)
+    if s.untrusted:
+        _untrusted(run_dir, s.untrusted, "shown without the grid: no pending trials, no ETA")
     if not s.counts and not s.planned and not s.others:
         raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")
     terminal.show_status(console, run_dir.display(), s)
@@ -322,11 +341,11 @@ def status(run: RunArg, storage: Storage = "./runs"):
 def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", help="A .png or .svg file.")],
          storage: Storage = "./runs",
          where: Annotated[Optional[list[str]], typer.Option(help="Keep trials with column=value; repeat to combine.")] = None,
-         all_trials: AllTrials = False):
+         all_trials: AllTrials = False, trust_workload: TrustWorkload = False):
     """Plot the grid's metric per epoch (or step) for each cell, grouped as in the tables, and a bar chart of the main table."""
     from orchestrator.results import plots
 
-    results, summary = _tables(run, storage, where, all_trials)
+    results, summary = _tables(run, storage, where, all_trials, trust_workload)
     plots.plot(results, [t for t in summary if t.layout.metric == summary[0].layout.metric], output, _note)
     console.print(f"wrote {output}")
 

@@ -45,6 +45,7 @@ class StorageError(RunError):
         return cls(f"{where}: cannot {doing} ({reason}); what finished is kept: run the same command again once "
                    "it can be written")
 
+
 class CheckpointError(AblateError):
     """A checkpoint that cannot be written or read as one that loads without running code."""
 

@@ -1,6 +1,8 @@
 """`ablate summarize`, `status` and `plot` against Parquet results the tests write."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -381,3 +383,67 @@ def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
     assert "augmentation=none, epochs=350, lr_milestones=[200, 250, 300]: test_error %" in every
     assert "augmentation=none, epochs=40, lr_milestones=[20, 30]: test_error %" in every
     assert "epochs chosen" not in every and "epochs, " not in every.split("chosen by")[0]
+
+
+UNREGISTERED = """
+import os
+from dataclasses import dataclass
+
+from workloads.base import Workload
+
+if os.environ.get("IMPORTED"):  # where it is imported, it leaves a mark
+    open(os.environ["IMPORTED"], "a").write("imported\\n")
+
+
+@dataclass
+class Config:
+    lr: float = 0.1
+    seed: int = 0
+
+
+def train(config, session):
+    with open(os.environ["STARTS"], "a") as f:
+        f.write(f"{config.lr}\\n")
+    session.report({"epoch": 1, "val_error": config.lr})
+    return {"status": "completed", "val_error": config.lr, "test_error": config.lr / 2}
+
+
+WORKLOAD = Workload(name="mine", config=Config, train=train, layout={"rows": "seed", "cols": "lr"})
+"""
+
+
+def test_readers_of_a_run_do_not_import_a_module_its_grid_names_unless_asked(tmp_path):
+    """A run directory's grid.yaml is written by whoever can write the run (a shared bucket, a
+    teammate's folder): summarize, status, compare and plot must not run the module it names."""
+    from tests.conftest import ablate
+
+    (tmp_path / "mywork.py").write_text(UNREGISTERED)
+    (tmp_path / "mine.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\naxes:\n  lr: [0.1, 0.5]\n")
+    starts, imported = tmp_path / "starts.log", tmp_path / "imported.log"
+    env = {"STARTS": str(starts)}
+    first = ablate("run", "mine.yaml", "--quiet", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+
+    env["IMPORTED"] = str(imported)
+    note = (f"note: {tmp_path / 'runs' / 'mine' / 'grid.yaml'}: workload 'mywork:WORKLOAD' is not a registered "
+            "workload, so it was not imported (--trust-workload imports it, running its code)")
+    summary = ablate("summarize", "runs/mine", "-f", "csv", cwd=tmp_path, env=env)
+    assert summary.returncode == 0, summary.stderr
+    assert summary.stderr == note + "; the tables are laid out by the axes that vary, without its published numbers and claims\n"
+    cells = list(csv.DictReader(io.StringIO(summary.stdout)))  # by lr, the axis that varies
+    assert [(c["lr"], c["mean"]) for c in cells] == [("0.1", "0.05"), ("0.5", "0.25")] and "seed" not in cells[0]
+    status = ablate("status", "runs/mine", cwd=tmp_path, env=env)
+    assert status.returncode == 0 and "2 finished: 2 completed" in status.stdout
+    assert status.stderr == note + "; shown without the grid: no pending trials, no ETA\n"
+    assert ablate("compare", "runs/mine", "--baseline", "lr=0.1", cwd=tmp_path, env=env).returncode == 0
+    assert ablate("plot", "runs/mine", "-o", tmp_path / "p.png", cwd=tmp_path, env=env).returncode == 0
+    assert not imported.exists()
+
+    trusted = ablate("summarize", "runs/mine", "-f", "csv", "--trust-workload", cwd=tmp_path, env=env)
+    assert trusted.returncode == 0 and trusted.stderr == ""
+    assert imported.read_text() == "imported\n"  # asked for: imported, and its layout (rows by seed) used
+    assert [(c["seed"], c["lr"]) for c in csv.DictReader(io.StringIO(trusted.stdout))] == [("0", "0.1"), ("0", "0.5")]
+
+    again = ablate("run", "mine.yaml", "--quiet", cwd=tmp_path, env={"STARTS": str(starts)})
+    assert again.returncode == 0 and "mine: 2 completed (0 run now, 2 already done)" in again.stdout
+    assert sorted(starts.read_text().split()) == ["0.1", "0.5"]  # each trained once

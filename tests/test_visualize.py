@@ -163,7 +163,7 @@ def test_visualize_refuses_a_run_of_another_workload(tmp_path):
     result = invoke(tmp_path / "probe", "--trial", "p1", "--output", tmp_path / "x.png")
     assert result.exit_code == 1
     assert result.stderr == (f"error: {tmp_path / 'probe'}: visualize is a command of workload 'allcnn'; "
-                             "this run is of workload 'probe'\n")
+                             "this run is of workload 'tests.probe:WORKLOAD' (not registered)\n")
 
 
 def test_a_dataset_that_cannot_be_loaded_is_one_line(trained, tmp_path, monkeypatch):

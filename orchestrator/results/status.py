@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from orchestrator.plan.grid import saved_grid
+from orchestrator.plan.grid import read_saved_grid
 from orchestrator.store.records import STATUSES
 from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now
 
@@ -44,6 +44,7 @@ class Status:
     finished: int = 0  # trials of the grid as last run with a result
     others: int = 0  # finished trials of the run directory that are not the grid's (it was edited since)
     metric: str = "val_error"  # the grid's metric, shown for running trials
+    untrusted: str | None = None  # the workload grid.yaml names, where it was not imported (plan/grid.py)
 
 
 def progress_files(run: RunDir, finished) -> dict[str, dict]:
@@ -55,9 +56,9 @@ def progress_files(run: RunDir, finished) -> dict[str, dict]:
             if (progress := run.progress(trial_id))}
 
 
-def read_status(run: RunDir, finished: dict[str, str], trials) -> Status:
+def read_status(run: RunDir, finished: dict[str, str], trials, trust_workload: bool = False) -> Status:
     """Where the run stands; `finished` and `trials` are every finished trial's status and row."""
-    grid = saved_grid(run)
+    grid, untrusted = read_saved_grid(run, trust_workload)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
     others = 0
     if grid:  # the grid as last run: an edited grid's older trials are not part of it
@@ -96,7 +97,7 @@ def read_status(run: RunDir, finished: dict[str, str], trials) -> Status:
     result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
                     unit="GPU" if gpus else "CPU", finished=len(finished), others=others,
-                    metric=grid.objective.metric.name if grid else "val_error")
+                    metric=grid.objective.metric.name if grid else "val_error", untrusted=untrusted)
     if planned and typical and running:
         epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)
         epochs_left -= sum(a.epoch for a in active)

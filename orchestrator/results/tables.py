@@ -27,7 +27,7 @@ import pandas as pd
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
-from orchestrator.plan.grid import Grid, saved_grid
+from orchestrator.plan.grid import Grid, read_saved_grid
 from orchestrator.plan.objective import Metric, Objective
 from orchestrator.results import stats
 from orchestrator.store import records
@@ -47,6 +47,7 @@ class Results:
     grid: Grid | None  # the grid as last run, where it still loads here
     objective: Objective = DEFAULT  # what its trials are judged by
     others: int = 0  # trials of the run directory that are not the grid's as last run, left out
+    untrusted: str | None = None  # the workload grid.yaml names, where it was not imported (plan/grid.py)
 
     @property
     def axes(self) -> dict[str, list]:
@@ -158,10 +159,13 @@ class Table:
     synthetic: bool = False
 
 
-def load(run: RunDir, all_trials: bool = False, notify=None) -> Results:
+def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: bool = False) -> Results:
     """A run's results: the trials of its grid as last run (`all_trials`: every trial the run
-    directory holds), each metric's value as the grid declares it taken from its reports. With
-    `notify`, a damaged results file or record is noted and read past (store/records.py)."""
+    directory holds), each metric's value as the grid declares it taken from its reports. The grid
+    is its saved one where it loads (plan/grid.py, read_saved_grid: a workload module that is not
+    registered is imported only with `trust_workload`); without it the tables still show, laid out
+    by the axes that vary, without published numbers or claims. With `notify`, a damaged results
+    file or record is noted and read past (store/records.py)."""
     table = records.read_trials(run, notify)
     if table is None:
         damaged = run.fs.get_file_info(run.child("trials.parquet")).is_file  # and no record to read instead
@@ -171,7 +175,7 @@ def load(run: RunDir, all_trials: bool = False, notify=None) -> Results:
     for column in trials.columns:
         if trials[column].dtype == object:
             trials[column] = trials[column].map(hashable)
-    grid = saved_grid(run)
+    grid, untrusted = read_saved_grid(run, trust_workload)
     others = 0
     if grid is not None:
         mine = trials["trial_id"].isin([t.trial_id for t in grid.trials])
@@ -180,7 +184,7 @@ def load(run: RunDir, all_trials: bool = False, notify=None) -> Results:
             trials = trials[mine]
     objective = grid.objective if grid else DEFAULT
     trials = _summarized(run, trials.sort_values("trial_id", ignore_index=True), objective, notify)
-    return Results(trials, run, grid, objective, others=0 if all_trials else others)
+    return Results(trials, run, grid, objective, others=0 if all_trials else others, untrusted=untrusted)
 
 
 def _summarized(run: RunDir, trials: pd.DataFrame, objective: Objective, notify=None) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from orchestrator.errors import AblateError
-from orchestrator.plan.grid import saved_grid
+from orchestrator.plan.grid import read_saved_grid
 from orchestrator.store.records import read_trials
 from orchestrator.store.rundir import RunDir
 
@@ -22,9 +22,10 @@ def trained_trial(run: RunDir, trial: str, workload_name: str, tool: str) -> tup
         known = table["trial_id"].to_pylist()[:5] if table is not None else []
         raise AblateError(f"{run.display()}: unknown trial '{trial}'"
                           + (f" (for example: {', '.join(known)})" if known else " (the run has no finished trials)"))
-    grid = saved_grid(run)
+    grid, untrusted = read_saved_grid(run)
     if grid is None or grid.workload.name != workload_name:
-        ran = f"workload '{grid.workload.name}'" if grid else "a workload that cannot be loaded here"
+        ran = (f"workload '{grid.workload.name}'" if grid else f"workload '{untrusted}' (not registered)" if untrusted
+               else "a workload that cannot be loaded here")
         raise AblateError(f"{run.display()}: {tool} is a command of workload '{workload_name}'; "
                           f"this run is of {ran}")
     saved = run.checkpoint(trial)
