@@ -100,18 +100,25 @@ def run(grid_file: GridPath,
         trial_timeout: Annotated[Optional[float], typer.Option(
             help="End an attempt of a trial that runs longer than this many seconds, as a failure "
                  "(retried under max_failures; overrides the grid's trial_timeout).")] = None,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One line per event instead of a live table.")] = False):
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One line per event instead of a live table.")] = False,
+        track: Annotated[Optional[list[str]], typer.Option(
+            help="Log every trial to this tracker too (mlflow, wandb, tensorboard); repeat for several. Adds to the grid's `tracking:`.")] = None):
     """Run a grid's trials with Ray Tune; run it again to resume or to run what was added.
 
     Trials with a result are skipped, unfinished ones resume from their last checkpoint, and
     results go to STORAGE/<grid name>/ as Parquet (trials.parquet, epochs.parquet).
     """
-    from orchestrator.plan.grid import load_grid, resources as checked_resources, trial_timeout as checked_timeout
+    import dataclasses
+
+    from orchestrator.plan.grid import load_grid, resources as checked_resources, tracking, trial_timeout as checked_timeout
     from orchestrator.run.display import LiveDisplay, PlainDisplay
     from orchestrator.run.runner import run_grid
     from orchestrator.store.rundir import RunDir
 
     grid = load_grid(grid_file)
+    if track:
+        grid = dataclasses.replace(grid, tracking={**tracking({name: {} for name in track}, key="--track"),
+                                                   **grid.tracking})
     # The grid file's rules for `resources`, applied to the options: one owner, the same errors.
     options = {"cpus": cpus, "gpus": gpus, "trials_per_gpu": trials_per_gpu, "max_concurrent": max_concurrent}
     resources = checked_resources({k: v for k, v in options.items() if v is not None},
@@ -335,6 +342,27 @@ def status(run: RunArg, storage: Storage = "./runs", trust_workload: TrustWorklo
     if not s.counts and not s.planned and not s.others:
         raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")
     terminal.show_status(console, run_dir.display(), s)
+
+
+@command
+def track(run: RunArg, to: Annotated[list[str], typer.Option(
+              "--to", help="The tracker to send to (mlflow); repeat for several.", show_default=False)],
+          storage: Storage = "./runs"):
+    """Send a run's finished trials to a tracker afterwards, as `ablate run --track` would have.
+
+    Where it writes follows the run's grid (`tracking:`) and the tracker's own settings
+    (MLFLOW_TRACKING_URI). Run it again and what the tracker holds is not sent twice.
+    """
+    from orchestrator.plan.grid import saved_grid, tracking
+    from orchestrator.run.tracking import track_run
+
+    run_dir = _open_run(run, storage)
+    grid = saved_grid(run_dir)
+    if grid is None:
+        raise AblateError(f"{run_dir.display('grid.yaml')}: the run's grid is missing or does not load here")
+    names = list(tracking({name: {} for name in to}, key="--to"))
+    sent = track_run(grid, run_dir, names, notify=_note)
+    console.print(f"{run_dir.display()}: {sent} trials in {', '.join(names)}", soft_wrap=True)
 
 
 @command

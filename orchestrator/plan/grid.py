@@ -28,8 +28,12 @@ from orchestrator.plan.script import load as load_script
 from workloads.base import Workload
 
 TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seeds", "repeats", "exclude",
-            "include", "metric", "mode", "report", "resources", "max_failures", "max_trials", "trial_timeout")
+            "include", "metric", "mode", "report", "resources", "max_failures", "max_trials", "trial_timeout",
+            "tracking")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
+# The trackers a grid can log its trials to (run/tracking.py), and what each may say of where it
+# writes; unsaid, each follows its own conventions (MLFLOW_TRACKING_URI).
+TRACKERS = {"mlflow": ("tracking_uri", "experiment")}
 GRID_FILE = "grid.yaml"  # a run's copy of its grid file, as last run
 # More trials than any study runs on purpose: past it a grid is most likely a typo (`repeats: 100000000`),
 # and expanding it would take minutes. A grid's own `max_trials: N` raises it.
@@ -57,6 +61,7 @@ class Grid:
     description: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
     objective: Objective | None = None  # what trials are judged by; None: the workload's
+    tracking: dict[str, dict[str, str]] = field(default_factory=dict)  # tracker -> its settings (TRACKERS)
 
     def __post_init__(self):
         if self.objective is None:
@@ -94,7 +99,7 @@ def load_grid(path: str | Path, content: bytes | None = None) -> Grid:
                 max_failures=_number(path, "max_failures", data.get("max_failures", 1), integer=True),
                 trial_timeout=trial_timeout(data.get("trial_timeout"), "trial_timeout", path),
                 description=str(data.get("description") or ""), fixed=spec.fixed,
-                objective=objective(path, data, workload))
+                objective=objective(path, data, workload), tracking=tracking(data.get("tracking") or {}, path))
 
 
 def _mapping(path, key, value) -> dict:
@@ -264,6 +269,29 @@ def resources(given: dict, key: Callable[[str], str], path: Path | None = None,
     if given.get("max_concurrent") is not None:
         changes["max_concurrent"] = _number(path, key("max_concurrent"), given["max_concurrent"], integer=True, minimum=1)
     return dataclasses.replace(base, **changes)
+
+
+def tracking(given, path: Path | None = None, key: str = "tracking") -> dict[str, dict[str, str]]:
+    """A grid's `tracking`: a list of tracker names, or a mapping of each to its settings."""
+    if isinstance(given, list):
+        given = {name: {} for name in given}
+    if not isinstance(given, dict):
+        raise GridError(path, key, f"expected a list of trackers or a mapping of tracker: settings, got {fmt(given)}")
+    out = {}
+    for name, settings in given.items():
+        if name not in TRACKERS:
+            raise GridError(path, f"{key}.{name}" if isinstance(name, str) else key,
+                            f"unknown tracker {fmt(name)} (known: {', '.join(TRACKERS)})")
+        settings = settings or {}
+        if not isinstance(settings, dict):
+            raise GridError(path, f"{key}.{name}", f"expected a mapping of setting: value, got {fmt(settings)}")
+        for setting, value in settings.items():
+            if setting not in TRACKERS[name]:
+                raise GridError(path, f"{key}.{name}.{setting}", f"unknown key (allowed: {', '.join(TRACKERS[name])})")
+            if not isinstance(value, str) or not value:
+                raise GridError(path, f"{key}.{name}.{setting}", f"expected a text, got {fmt(value)}")
+        out[name] = dict(settings)
+    return out
 
 
 def read_saved_grid(run, trust_workload: bool = False) -> tuple[Grid | None, str | None]:

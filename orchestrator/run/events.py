@@ -2,7 +2,9 @@
 whose workers write no record themselves (those that ran out of retries, and those a scheduler
 stopped early), and ends attempts that hang (hangs.py).
 
-    callbacks=[Events(grid, run, display, publisher, trials, hangs)]
+    callbacks=[Events(grid, run, display, publisher, trials, hangs, tracking)]
+
+It also feeds the run's trackers (tracking.py), here on the driver: workers need no access to them.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from orchestrator.run.display import Display, describe
 from orchestrator.run.hangs import Hangs
 from orchestrator.run.scheduling import GridTrials
 from orchestrator.run.trial import write_result
-from orchestrator.store.records import STOPPED, Publisher
+from orchestrator.run.tracking import Tracking
+from orchestrator.store.records import STOPPED, Publisher, read_record
 from orchestrator.store.rundir import Lines, RunDir, now
 
 
@@ -27,8 +30,9 @@ class Events(tune.Callback):
     scheduler stopped early (their workers never return a result)."""
 
     def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials,
-                 hangs: Hangs | None = None):
+                 hangs: Hangs | None = None, tracking: Tracking | None = None):
         self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
+        self.tracking = tracking
         self.cells = {t.trial_id: t.cell for t in grid.trials}
         self.hangs = hangs or Hangs(None, {})
         self.ended: dict[str, str] = {}  # trial_id -> why the driver ended its attempt
@@ -55,6 +59,8 @@ class Events(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.hangs.reported(self._id(trial), result.get("epoch"))
         self.display.trial_result(self._id(trial), result)
+        if self.tracking:
+            self.tracking.epoch(self._id(trial), result)
 
     def on_step_begin(self, iteration, trials, **info):
         overdue = self.hangs.overdue()
@@ -108,6 +114,7 @@ class Events(tune.Callback):
         self._finished(trial_id, row)
 
     def _finished(self, trial_id: str, row: dict) -> None:
+        self._track(trial_id)
         score = next((row[name] for name in self.shown if isinstance(row.get(name), (int, float))), None)
         detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
         self.display.trial_finished(trial_id, row["status"], detail)
@@ -144,7 +151,13 @@ class Events(tune.Callback):
         write_result(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"],
                      {"status": "failed", "error": message, "epochs_completed": progress.get("epoch")}, progress)
         self.publisher.publish(trial_id)
+        self._track(trial_id)
         self.display.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
+
+
+    def _track(self, trial_id: str) -> None:
+        if self.tracking and (record := read_record(self.run, trial_id)) is not None:
+            self.tracking.finished(trial_id, record)
 
 
 def progress_after(run: RunDir, trial_id: str, reports: int, timeout_s: float = 30.0) -> dict:

@@ -28,6 +28,7 @@ from orchestrator.run.lock import DriverLock
 from orchestrator.run.processes import alive
 from orchestrator.run.scheduling import GridTrials, slots, tune_config
 from orchestrator.run.settings import environment, tune_environment
+from orchestrator.run.tracking import Tracking, environment_for_tracking
 from orchestrator.run.trial import run_trial
 from orchestrator.store import records
 from orchestrator.store.records import STATUSES, Publisher
@@ -93,6 +94,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     if todo and lock.previous is not None:
         _let_workers_end(run, todo, lock.stale_s, notify)
     if todo:
+        # Every tracker checked before any trial starts: one that cannot be used is one line now.
+        tracking = Tracking.start(grid, run, notify)
         # The dataset cache, for workloads that have one: workers run elsewhere (in a trial's folder).
         env = {"ABLATE_DATA": os.path.abspath(data_dir)} if data_dir else {}
         if address is None:
@@ -107,9 +110,9 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
             planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
             try:
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
-                with display_factory(len(todo), skipped, planned, shown) as display:
-                    _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, local=address is None,
-                         hangs=Hangs(trial_timeout, planned))
+                with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking():
+                    _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking,
+                         local=address is None, hangs=Hangs(trial_timeout, planned))
             finally:
                 publisher.catch_up()  # every record in both files, whatever the pace left for later
 
@@ -150,7 +153,7 @@ def _prepare(grid: Grid, todo) -> None:
         raise RunError(str(e)) from None
 
 
-def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, local, hangs) -> None:
+def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking, local, hangs) -> None:
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
     # every trial's start, a large part of a short trial's worker time. These are names.
     bound = functools.partial(run_trial, run_uri=run.uri, workload_ref=grid.workload_ref, grid_name=grid.name,
@@ -158,7 +161,7 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, l
     bound.__name__ = run_trial.__name__  # Tune names the trainable after it
     trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
     trials = GridTrials(todo, slots(resources) if local else None)  # a joined cluster may grow
-    events = Events(grid, run, display, publisher, trials, hangs)
+    events = Events(grid, run, display, publisher, trials, hangs, tracking)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune_config(trials, resources, scheduler),

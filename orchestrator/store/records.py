@@ -166,6 +166,11 @@ def _read_record(run: RunDir, trial_id: str, notify=None) -> Record | None:
     return Record(row, schema, body["epochs"])
 
 
+def read_record(run: RunDir, trial_id: str, notify=None) -> Record | None:
+    """A finished trial's record (see _read_record)."""
+    return _read_record(run, trial_id, notify)
+
+
 def _read_old_record(run: RunDir, trial_id: str) -> Record | None:
     for suffix in OLD_RECORDS:
         table = run.read_table(run.child("records", trial_id + suffix))

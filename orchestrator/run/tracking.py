@@ -1,0 +1,238 @@
+"""Trials in the experiment trackers people watch (a grid's `tracking:`, `ablate run --track`,
+`ablate track`): one tracker run per trial for its whole life, each epoch logged once.
+
+    tracking = Tracking.start(grid, run, notify)   # checks every tracker, one line if one cannot be used
+    tracking.epoch(trial_id, metrics)              # a reported epoch, on the driver
+    tracking.finished(trial_id, record)            # its remaining epochs, status and final metrics
+
+Driver-side only, with each tracker's own client rather than Tune's logger callbacks: those keep
+their trial-to-run map in memory, so a retried or resumed trial, or a second `ablate run`, starts a
+second tracker run or logs over its own steps (ray-project/ray#38894, #29916, #46897). Here what a
+trial's tracker run is and the last step it logged live beside the trial in storage
+(`trials/<id>/tracking.json`), so every driver continues the same run and skips what is logged.
+A tracker that fails mid-run is one warning; it is left out from then on and the trials go on.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from orchestrator.errors import RunError
+from orchestrator.plan.grid import Grid
+from orchestrator.run.display import describe
+from orchestrator.run.settings import environment
+from orchestrator.store import records
+from orchestrator.store.records import Record
+from orchestrator.store.rundir import RunDir
+
+STATE = "tracking.json"
+# Keys Tune adds to what a trial reports (ray.tune.result.AUTO_RESULT_KEYS and a few more): not metrics.
+TUNE_KEYS = frozenset({"training_iteration", "time_total_s", "episodes_total", "timesteps_total", "node_ip",
+                       "hostname", "pid", "time_this_iter_s", "timestamp", "date", "time_since_restore",
+                       "timesteps_since_restore", "iterations_since_restore", "config", "checkpoint_dir_name",
+                       "trial_id", "done", "experiment_tag", "should_checkpoint"})
+# A tracking server that does not answer is one line in seconds, not MLflow's minutes of retries.
+MLFLOW_QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+MLFLOW_STATUS = {"failed": "FAILED", "stopped": "KILLED"}  # any other status: FINISHED
+
+
+def step_of(epoch: dict[str, Any], index: int) -> int:
+    """An epoch's step: its `epoch` (or `step`) where it reports one, else its place (from 1)."""
+    for key in ("epoch", "step"):
+        if isinstance(epoch.get(key), int) and not isinstance(epoch.get(key), bool):
+            return epoch[key]
+    return index + 1
+
+
+def numbers(values: dict[str, Any], leave_out=()) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if k not in leave_out and isinstance(v, (int, float))
+            and not isinstance(v, bool) and math.isfinite(v)}
+
+
+class MLflow:
+    """One MLflow run per trial in the grid's experiment, found again by its `ablate.trial_id` tag."""
+    name = "mlflow"
+
+    def __init__(self, grid: Grid, settings: dict[str, str]):
+        try:
+            import mlflow
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            raise RunError("tracking with mlflow: mlflow is not installed (pip install 'ablate[mlflow]')") from None
+        self.uri = settings.get("tracking_uri") or mlflow.get_tracking_uri()
+        self.client = MlflowClient(self.uri)
+        self.experiment_name = settings.get("experiment") or grid.name
+        with environment(MLFLOW_QUICK):
+            try:
+                found = self.client.get_experiment_by_name(self.experiment_name)
+                self.experiment = found.experiment_id if found else self.client.create_experiment(self.experiment_name)
+            except Exception as e:
+                raise RunError(f"tracking with mlflow: {self.uri} does not answer ({_short(e)})") from None
+
+    def where(self) -> str:
+        return f"{self.uri} experiment {self.experiment_name}"
+
+    def start_or_resume(self, trial_id: str, cell: dict, config: dict, state: dict | None) -> dict:
+        run_id = (state or {}).get("run_id")
+        if run_id is None:  # a driver killed before it stored the run's id: the run is found by its tag
+            found = self.client.search_runs([self.experiment], f"tags.`ablate.trial_id` = '{trial_id}'", max_results=1)
+            run_id = found[0].info.run_id if found else None
+        if run_id is None:
+            tags = {"ablate.trial_id": trial_id, "ablate.cell": describe({k: v for k, v in cell.items() if k != "seed"}),
+                    **{f"ablate.{k}": str(v) for k, v in cell.items()}}
+            run = self.client.create_run(self.experiment, run_name=f"{trial_id} {describe(cell)}", tags=tags)
+            run_id = run.info.run_id
+            from mlflow.entities import Param
+            self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in config.items()])
+        return {"run_id": run_id, "last_step": max((state or {}).get("last_step", 0), self._last_step(run_id))}
+
+    def _last_step(self, run_id: str) -> int:
+        """The last step the run holds, whatever this storage says: a driver killed between logging
+        and storing its step logs that step once still."""
+        metrics = self.client.get_run(run_id).data.metrics
+        steps = [m.step for key in metrics if not key.startswith("final/") for m in self.client.get_metric_history(run_id, key)]
+        return max(steps, default=0)
+
+    def log_epochs(self, state: dict, epochs: list[tuple[int, dict[str, float]]]) -> None:
+        from mlflow.entities import Metric
+        import time
+        if state.get("finished"):  # a failed trial run again (--retry-failed)
+            self.client.update_run(state["run_id"], status="RUNNING")
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for step, values in epochs for k, v in values.items()]
+        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+            self.client.log_batch(state["run_id"], metrics=metrics[i:i + 1000])
+
+    def finish(self, state: dict, status: str, final: dict[str, float]) -> None:
+        from mlflow.entities import Metric, RunTag
+        import time
+        now = int(time.time() * 1000)
+        self.client.log_batch(state["run_id"], metrics=[Metric(f"final/{k}", v, now, state["last_step"])
+                                                        for k, v in final.items()],
+                              tags=[RunTag("ablate.status", status)])
+        self.client.set_terminated(state["run_id"], MLFLOW_STATUS.get(status, "FINISHED"))
+
+
+TRACKERS = {"mlflow": MLflow}
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
+
+
+class Tracking:
+    """The trackers a run logs to, and each trial's state in each (trials/<id>/tracking.json)."""
+
+    def __init__(self, grid: Grid, run: RunDir, trackers: list, notify):
+        self.grid, self.run, self.trackers, self.notify = grid, run, trackers, notify
+        self.trials = {t.trial_id: t for t in grid.trials}
+        self.states: dict[str, dict] = {}  # trial_id -> tracker name -> its state, as stored
+        self.resumed: set[tuple[str, str]] = set()  # (trial_id, tracker name) this driver has found its run of
+
+    @classmethod
+    def start(cls, grid: Grid, run: RunDir, notify=lambda message: None, names=None) -> "Tracking":
+        """Every tracker of the grid (or `names`) made and checked: a RunError if one cannot be used."""
+        wanted = grid.tracking if names is None else {n: grid.tracking.get(n, {}) for n in names}
+        return cls(grid, run, [TRACKERS[name](grid, settings) for name, settings in wanted.items()], notify)
+
+    def __bool__(self) -> bool:
+        return bool(self.trackers)
+
+    def _state(self, trial_id: str) -> dict:
+        if trial_id not in self.states:
+            data = self.run.read_bytes(self.run.trial_file(trial_id, STATE))
+            try:
+                self.states[trial_id] = json.loads(data) if data else {}
+            except ValueError:
+                self.states[trial_id] = {}  # damaged: each tracker finds its run again by the trial's id
+        return self.states[trial_id]
+
+    def _save(self, trial_id: str) -> None:
+        self.run.write_bytes(self.run.trial_file(trial_id, STATE), json.dumps(self.states[trial_id]).encode())
+
+    def _each(self, trial_id: str, action) -> None:
+        """`action(tracker, state)` for every tracker still in use; one that fails is one warning and left out."""
+        states = self._state(trial_id)
+        changed = False
+        for tracker in list(self.trackers):
+            state = states.get(tracker.name)
+            if state is not None and state.get("where") != tracker.where():
+                state = None  # logged elsewhere before: a run of its own here
+            try:
+                if state is None or (trial_id, tracker.name) not in self.resumed:
+                    trial = self.trials[trial_id]
+                    state = {"finished": False, **(state or {}), "where": tracker.where(),
+                             **tracker.start_or_resume(trial_id, trial.cell, trial.config, state)}
+                    self.resumed.add((trial_id, tracker.name))
+                    changed = True
+                changed |= action(tracker, state)
+            except Exception as e:
+                self.trackers.remove(tracker)
+                self.notify(f"warning: tracking with {tracker.name} stopped ({_short(e)}); "
+                            f"the trials go on, their results are saved as always")
+                continue
+            states[tracker.name] = state
+        if changed:
+            self._save(trial_id)
+
+    def epoch(self, trial_id: str, result: dict[str, Any]) -> None:
+        """A reported epoch, live. One without an `epoch` or `step` of its own waits for the
+        trial's record, where its place is known."""
+        if not self.trackers or step_of(result, -1) == 0:
+            return
+        step = step_of(result, -1)
+        self._log(trial_id, [(step, numbers(result, TUNE_KEYS | {"epoch", "step"}))])
+
+    def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]]) -> None:
+        def action(tracker, state) -> bool:
+            new = [(step, values) for step, values in epochs if step > state["last_step"]]
+            if new:
+                tracker.log_epochs(state, new)
+                state.update(last_step=max(step for step, _ in new), finished=False)
+            return bool(new)
+        self._each(trial_id, action)
+
+    def finished(self, trial_id: str, record: Record) -> None:
+        """The trial's epochs not logged yet, then its status and final metrics, once."""
+        if not self.trackers:
+            return
+        self._log(trial_id, [(step_of(e, i), numbers(e, ("epoch", "step"))) for i, e in enumerate(record.epochs or [])])
+
+        def action(tracker, state) -> bool:
+            if state["finished"] and state.get("status") == record.row.get("status"):
+                return False
+            final = numbers(record.row, (*self.trials[trial_id].config, "epochs_completed", "attempts"))
+            tracker.finish(state, str(record.row.get("status")), final)
+            state.update(finished=True, status=record.row.get("status"))
+            return True
+        self._each(trial_id, action)
+
+
+def environment_for_tracking():
+    """Bounds MLflow's retries for the whole run: a server that stops answering mid-run costs one
+    warning after seconds, not the driver's minutes."""
+    return environment({k: os.environ.get(k, v) for k, v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                                                              "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items()})
+
+
+def track_run(grid: Grid, run: RunDir, names: list[str], notify=lambda message: None) -> int:
+    """`ablate track`: a run's finished trials sent to the trackers `names`, as `ablate run` would
+    have; what a tracker holds already is not sent again. Returns the trials sent."""
+    from orchestrator.run.lock import DriverLock
+    from orchestrator.store.records import read_trials
+
+    with DriverLock(run).acquire(wait=False, notify=notify):  # no driver adds to the trials meanwhile
+        tracking = Tracking.start(grid, run, notify, names)
+        table = read_trials(run, notify)
+        ids = [i for i in (table["trial_id"].to_pylist() if table is not None else []) if i in tracking.trials]
+        with environment_for_tracking():
+            for trial_id in ids:
+                record = records.read_record(run, trial_id, notify)
+                if record is not None:
+                    tracking.finished(trial_id, record)
+        if len(tracking.trackers) < len(names):
+            raise RunError("tracking stopped before every trial was sent; run `ablate track` again to send the rest")
+        return len(ids)

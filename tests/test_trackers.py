@@ -1,0 +1,179 @@
+"""Trials in experiment trackers (run/tracking.py): a real MLflow tracking server, read back with
+MlflowClient; one tracker run per trial across retries and reruns, each step once."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.errors import GridError, RunError
+from orchestrator.plan.grid import load_grid
+from orchestrator.run import tracking
+from orchestrator.run.runner import run_grid
+from orchestrator.store.records import Record
+from orchestrator.store.rundir import RunDir
+from tests.runs import probe_grid, quiet, trials
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on 127.0.0.1 with a sqlite backend; ended by its PID (its process group)."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    exe = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen([str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+                             "--default-artifact-root", str(root / "artifacts")],
+                            stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                MlflowClient(uri).search_experiments(max_results=1)
+                break
+            except Exception:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group is the server's own: start_new_session
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def quick_mlflow(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+
+def runs_of(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([found.experiment_id]) if found else []
+
+
+def steps(client, run, key="val_error") -> list[int]:
+    return [m.step for m in client.get_metric_history(run.info.run_id, key)]
+
+
+def test_each_trial_is_one_mlflow_run_with_its_params_and_one_value_per_epoch(tmp_path, mlflow_server, local_ray):
+    path = probe_grid(tmp_path, name="mlf-basic", axes={"lr": [0.1, 0.2]}, fixed={"epochs": 3},
+                      tracking={"mlflow": {"tracking_uri": mlflow_server}})
+    grid = load_grid(path)
+    summary = run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+    assert summary.counts == {"completed": 2}
+    client, runs = runs_of(mlflow_server, "mlf-basic")
+    assert sorted(r.data.tags["ablate.trial_id"] for r in runs) == sorted(t.trial_id for t in grid.trials)
+    for r in runs:
+        trial = next(t for t in grid.trials if t.trial_id == r.data.tags["ablate.trial_id"])
+        assert r.info.run_name.startswith(trial.trial_id) and f"lr={trial.config['lr']}" in r.info.run_name
+        assert r.data.params["lr"] == str(trial.config["lr"]) and r.data.params["epochs"] == "3"
+        assert r.data.tags["ablate.cell"] == f"lr={trial.config['lr']}"  # seeds of a cell share it
+        assert steps(client, r) == [1, 2, 3]
+        assert r.info.status == "FINISHED" and r.data.tags["ablate.status"] == "completed"
+        assert r.data.metrics["final/top5_error"] == pytest.approx(trial.config["lr"] / 2)
+    state = (tmp_path / "runs" / "mlf-basic" / "trials" / grid.trials[0].trial_id / "tracking.json").read_text()
+    assert '"last_step": 3' in state
+
+
+def test_a_killed_and_resumed_trial_and_a_second_run_keep_one_mlflow_run_and_each_step_once(
+        tmp_path, mlflow_server, local_ray):
+    path = probe_grid(tmp_path, name="mlf-resume", axes={"fail": ["kill_once", "always"]}, fixed={"epochs": 3},
+                      max_failures=1, tracking={"mlflow": {"tracking_uri": mlflow_server}})
+    grid = load_grid(path)
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    assert run_grid(grid, run, quiet()).counts == {"completed": 1, "failed": 1}
+    # The failed trial runs again: its tracker run continues; nothing already logged is logged again.
+    assert run_grid(grid, run, quiet(), retry_failed=True).counts == {"completed": 1, "failed": 1}
+    run_grid(grid, run, quiet())  # every trial done: nothing new
+    client, runs = runs_of(mlflow_server, "mlf-resume")
+    assert Counter(r.data.tags["ablate.trial_id"] for r in runs) == Counter(t.trial_id for t in grid.trials)
+    by_fail = {r.data.params["fail"]: r for r in runs}
+    assert steps(client, by_fail["kill_once"]) == [1, 2, 3]  # killed after epoch 1, resumed: each once
+    assert steps(client, by_fail["always"]) == [1]
+    assert by_fail["always"].info.status == "FAILED" and by_fail["kill_once"].info.status == "FINISHED"
+
+
+def test_ablate_track_sends_a_finished_run_afterwards_twice_the_same_runs(tmp_path, mlflow_server, local_ray,
+                                                                             monkeypatch):
+    path = probe_grid(tmp_path, name="mlf-later", axes={"lr": [0.1, 0.2]}, fixed={"epochs": 2})
+    grid = load_grid(path)
+    run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "mlf-later"), "--to", "mlflow"])
+        assert result.exit_code == 0, result.output
+        assert "2 trials in mlflow" in result.output
+    client, runs = runs_of(mlflow_server, "mlf-later")
+    assert len(runs) == 2
+    for r in runs:
+        assert steps(client, r) == [1, 2] and r.info.status == "FINISHED"
+        assert len(client.get_metric_history(r.info.run_id, "final/val_error")) == 1
+
+
+def test_a_tracking_server_that_does_not_answer_is_one_line_before_any_trial(tmp_path):
+    path = probe_grid(tmp_path, name="mlf-down", tracking={"mlflow": {"tracking_uri": f"http://127.0.0.1:{_free_port()}"}})
+    grid = load_grid(path)
+    with pytest.raises(RunError, match=r"^tracking with mlflow: http://127.0.0.1:\d+ does not answer"):
+        run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+    assert not (tmp_path / "markers" / "executions.log").exists()
+
+
+def test_an_unknown_tracker_is_a_grid_error(tmp_path):
+    with pytest.raises(GridError, match=r"tracking\.comet: unknown tracker 'comet' \(known: mlflow"):
+        load_grid(probe_grid(tmp_path, tracking=["comet"]))
+
+
+def test_a_tracker_failing_mid_run_is_one_warning_and_tracking_stops(tmp_path, monkeypatch):
+    class Failing:
+        name = "mlflow"
+
+        def __init__(self, grid, settings):
+            pass
+
+        def where(self):
+            return "nowhere"
+
+        def start_or_resume(self, *args):
+            raise ConnectionError("server went away")
+
+    monkeypatch.setitem(tracking.TRACKERS, "mlflow", Failing)
+    grid = load_grid(probe_grid(tmp_path, tracking=["mlflow"]))
+    notes = []
+    t = tracking.Tracking.start(grid, RunDir(str(tmp_path / "run")), notes.append)
+    record = Record({"trial_id": grid.trials[0].trial_id, "status": "completed", "val_error": 0.1}, None,
+                    [{"epoch": 1, "val_error": 0.2}])
+    t.epoch(grid.trials[0].trial_id, {"epoch": 1, "val_error": 0.2})
+    t.finished(grid.trials[0].trial_id, record)
+    assert notes == ["warning: tracking with mlflow stopped (server went away); "
+                     "the trials go on, their results are saved as always"]
+
+
+def test_the_results_do_not_depend_on_tracking(tmp_path, mlflow_server, local_ray):
+    path = probe_grid(tmp_path, name="mlf-rows", fixed={"epochs": 2}, tracking={"mlflow": {"tracking_uri": mlflow_server}})
+    grid = load_grid(path)
+    run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+    assert trials(tmp_path / "runs" / "mlf-rows")["status"].tolist() == ["completed", "completed"]
