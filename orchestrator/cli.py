@@ -346,7 +346,7 @@ def status(run: RunArg, storage: Storage = "./runs", trust_workload: TrustWorklo
 
 @command
 def track(run: RunArg, to: Annotated[list[str], typer.Option(
-              "--to", help="The tracker to send to (mlflow); repeat for several.", show_default=False)],
+              "--to", help="The tracker to send to (mlflow, tensorboard); repeat for several.", show_default=False)],
           storage: Storage = "./runs"):
     """Send a run's finished trials to a tracker afterwards, as `ablate run --track` would have.
 

@@ -151,7 +151,7 @@ def test_a_tracker_failing_mid_run_is_one_warning_and_tracking_stops(tmp_path, m
     class Failing:
         name = "mlflow"
 
-        def __init__(self, grid, settings):
+        def __init__(self, grid, run, settings):
             pass
 
         def where(self):
@@ -177,3 +177,40 @@ def test_the_results_do_not_depend_on_tracking(tmp_path, mlflow_server, local_ra
     grid = load_grid(path)
     run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
     assert trials(tmp_path / "runs" / "mlf-rows")["status"].tolist() == ["completed", "completed"]
+
+
+def tensorboard_scalars(path: Path) -> dict[str, list[int]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_one_log_dir_per_trial_each_step_once_across_a_retry_and_reruns(tmp_path, local_ray):
+    pytest.importorskip("tensorboard")
+    path = probe_grid(tmp_path, name="tb", axes={"fail": ["kill_once", "always"]}, fixed={"epochs": 3},
+                      max_failures=1, tracking=["tensorboard"])
+    grid = load_grid(path)
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    run_grid(grid, run, quiet())
+    run_grid(grid, run, quiet(), retry_failed=True)
+    run_grid(grid, run, quiet())
+    logs = tmp_path / "runs" / "tb" / "tensorboard"
+    assert sorted(p.name for p in logs.iterdir()) == sorted(t.trial_id for t in grid.trials)
+    by_fail = {t.config["fail"]: tensorboard_scalars(logs / t.trial_id) for t in grid.trials}
+    assert by_fail["kill_once"]["val_error"] == [1, 2, 3]
+    assert by_fail["kill_once"]["final/top5_error"] == [3]
+    assert by_fail["always"]["val_error"] == [1]
+
+
+def test_ablate_track_to_tensorboard_twice_writes_each_step_once(tmp_path, local_ray):
+    pytest.importorskip("tensorboard")
+    path = probe_grid(tmp_path, name="tb-later", fixed={"epochs": 2})
+    grid = load_grid(path)
+    run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "tb-later"), "--to", "tensorboard"])
+        assert result.exit_code == 0, result.output
+    for t in grid.trials:
+        scalars = tensorboard_scalars(tmp_path / "runs" / "tb-later" / "tensorboard" / t.trial_id)
+        assert scalars["val_error"] == [1, 2] and scalars["final/val_error"] == [2]

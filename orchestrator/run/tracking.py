@@ -55,7 +55,7 @@ class MLflow:
     """One MLflow run per trial in the grid's experiment, found again by its `ablate.trial_id` tag."""
     name = "mlflow"
 
-    def __init__(self, grid: Grid, settings: dict[str, str]):
+    def __init__(self, grid: Grid, run: RunDir, settings: dict[str, str]):
         try:
             import mlflow
             from mlflow.tracking import MlflowClient
@@ -115,7 +115,73 @@ class MLflow:
         self.client.set_terminated(state["run_id"], MLFLOW_STATUS.get(status, "FINISHED"))
 
 
-TRACKERS = {"mlflow": MLflow}
+class TensorBoard:
+    """One log directory per trial (`<log_dir>/<trial_id>`, by default `<run>/tensorboard/`), written
+    with torch's SummaryWriter: torch is there already, and it needs only the tensorboard package."""
+    name = "tensorboard"
+
+    def __init__(self, grid: Grid, run: RunDir, settings: dict[str, str]):
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401 (imports tensorboard)
+        except ImportError:
+            raise RunError("tracking with tensorboard: tensorboard is not installed "
+                           "(pip install 'ablate[tensorboard]')") from None
+        if "log_dir" not in settings and not run.local:
+            raise RunError(f"tracking with tensorboard: {run.display()} is not a local directory; "
+                           f"give tracking: {{tensorboard: {{log_dir: ...}}}} in the grid")
+        self.log_dir = os.path.abspath(settings.get("log_dir") or os.path.join(run.path, "tensorboard"))
+        try:
+            os.makedirs(self.log_dir, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"tracking with tensorboard: {self.log_dir}: cannot write there ({e.strerror})") from None
+        self.writers: dict[str, Any] = {}
+
+    def where(self) -> str:
+        return self.log_dir
+
+    def _writer(self, state: dict):
+        from torch.utils.tensorboard import SummaryWriter
+        if state["dir"] not in self.writers:
+            self.writers[state["dir"]] = SummaryWriter(state["dir"])
+        return self.writers[state["dir"]]
+
+    def start_or_resume(self, trial_id: str, cell: dict, config: dict, state: dict | None) -> dict:
+        path = os.path.join(self.log_dir, trial_id)
+        logged = _tensorboard_last_step(path)  # what event files there hold, whatever this storage says
+        state = {"dir": path, "last_step": max((state or {}).get("last_step", 0), logged)}
+        if logged == 0 and not os.path.isdir(path):
+            text = "\n".join(f"| {k} | {v} |" for k, v in config.items())
+            self._writer(state).add_text("config", f"{describe(cell)}\n\n| parameter | value |\n|---|---|\n{text}")
+            self._writer(state).flush()
+        return state
+
+    def log_epochs(self, state: dict, epochs: list[tuple[int, dict[str, float]]]) -> None:
+        writer = self._writer(state)
+        for step, values in epochs:
+            for k, v in values.items():
+                writer.add_scalar(k, v, step)
+        writer.flush()
+
+    def finish(self, state: dict, status: str, final: dict[str, float]) -> None:
+        writer = self._writer(state)
+        for k, v in final.items():
+            writer.add_scalar(f"final/{k}", v, state["last_step"])
+        writer.add_text("status", status, state["last_step"])
+        writer.close()
+        del self.writers[state["dir"]]
+
+
+def _tensorboard_last_step(path: str) -> int:
+    if not os.path.isdir(path):
+        return 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(path, size_guidance={"scalars": 0})
+    events.Reload()
+    return max((e.step for tag in events.Tags()["scalars"] if not tag.startswith("final/")
+                for e in events.Scalars(tag)), default=0)
+
+
+TRACKERS = {"mlflow": MLflow, "tensorboard": TensorBoard}
 
 
 def _short(e: Exception) -> str:
@@ -136,7 +202,7 @@ class Tracking:
     def start(cls, grid: Grid, run: RunDir, notify=lambda message: None, names=None) -> "Tracking":
         """Every tracker of the grid (or `names`) made and checked: a RunError if one cannot be used."""
         wanted = grid.tracking if names is None else {n: grid.tracking.get(n, {}) for n in names}
-        return cls(grid, run, [TRACKERS[name](grid, settings) for name, settings in wanted.items()], notify)
+        return cls(grid, run, [TRACKERS[name](grid, run, settings) for name, settings in wanted.items()], notify)
 
     def __bool__(self) -> bool:
         return bool(self.trackers)
