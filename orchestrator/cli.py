@@ -102,7 +102,7 @@ def run(grid_file: GridPath,
                  "(retried under max_failures; overrides the grid's trial_timeout).")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="One line per event instead of a live table.")] = False,
         track: Annotated[Optional[list[str]], typer.Option(
-            help="Log every trial to this tracker too (mlflow, wandb, tensorboard); repeat for several. Adds to the grid's `tracking:`.")] = None):
+            help="Log every trial to this tracker too (mlflow, tensorboard, wandb); repeat for several. Adds to the grid's `tracking:`.")] = None):
     """Run a grid's trials with Ray Tune; run it again to resume or to run what was added.
 
     Trials with a result are skipped, unfinished ones resume from their last checkpoint, and
@@ -346,7 +346,7 @@ def status(run: RunArg, storage: Storage = "./runs", trust_workload: TrustWorklo
 
 @command
 def track(run: RunArg, to: Annotated[list[str], typer.Option(
-              "--to", help="The tracker to send to (mlflow, tensorboard); repeat for several.", show_default=False)],
+              "--to", help="The tracker to send to (mlflow, tensorboard, wandb); repeat for several.", show_default=False)],
           storage: Storage = "./runs"):
     """Send a run's finished trials to a tracker afterwards, as `ablate run --track` would have.
 

@@ -214,3 +214,66 @@ def test_ablate_track_to_tensorboard_twice_writes_each_step_once(tmp_path, local
     for t in grid.trials:
         scalars = tensorboard_scalars(tmp_path / "runs" / "tb-later" / "tensorboard" / t.trial_id)
         assert scalars["val_error"] == [1, 2] and scalars["final/val_error"] == [2]
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline run's .wandb file (wandb's own protobuf Record, in the leveldb-log
+    framing `wandb sync` reads: 32 KiB blocks, 7-byte chunk headers, after a 7-byte file header)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+    data, pos, buf, out = path.read_bytes(), 7, b"", []
+    while pos + 7 <= len(data):
+        if (left := 32768 - pos % 32768) < 7:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:
+            break
+        buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a whole record, or its last chunk
+            record = pb.Record()
+            record.ParseFromString(buf)
+            out.append(record)
+            buf = b""
+    return out
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)
+
+
+def test_wandb_offline_one_run_per_trial_with_config_history_and_summary(tmp_path, local_ray, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = probe_grid(tmp_path, name="wb", axes={"fail": ["kill_once"]}, fixed={"epochs": 3}, max_failures=1,
+                      tracking=["wandb"])
+    grid = load_grid(path)
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    assert run_grid(grid, run, quiet()).counts == {"completed": 1}
+    run_grid(grid, run, quiet())  # done: logs nothing new
+    result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "wb"), "--to", "wandb"])
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1  # neither the second run nor `ablate track` opened the finished trial's run again
+    found = [r for f in files for r in wandb_records(f)]
+    runs = [r.run for r in found if r.WhichOneof("record_type") == "run"]
+    assert {r.run_id for r in runs} == {files[0].stem.removeprefix("run-")}  # one run, however often opened
+    assert runs[0].display_name.startswith(grid.trials[0].trial_id) and runs[0].run_group == "fail=kill_once"
+    assert {_key(i): i.value_json for i in runs[0].config.update}["lr"] == "0.1"
+    history = [r.history for r in found if r.WhichOneof("record_type") == "history"]
+    assert [h.step.num for h in history] == [1, 2, 3]
+    assert all("val_error" in {_key(i) for i in h.item} for h in history)
+    summary = {_key(i): i.value_json for r in found if r.WhichOneof("record_type") == "summary" for i in r.summary.update}
+    assert summary["status"] == '"completed"' and float(summary["final/top5_error"]) == pytest.approx(0.05)
+
+
+def test_wandb_online_without_credentials_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    grid = load_grid(probe_grid(tmp_path, tracking=["wandb"]))
+    with pytest.raises(RunError, match=r"^tracking with wandb: no W&B credentials"):
+        run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())

@@ -32,8 +32,10 @@ TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seed
             "tracking")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
 # The trackers a grid can log its trials to (run/tracking.py), and what each may say of where it
-# writes; unsaid, each follows its own conventions (MLFLOW_TRACKING_URI; TensorBoard: <run>/tensorboard).
-TRACKERS = {"mlflow": ("tracking_uri", "experiment"), "tensorboard": ("log_dir",)}
+# writes; unsaid, each follows its own conventions (MLFLOW_TRACKING_URI; TensorBoard: <run>/tensorboard;
+# WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE).
+TRACKERS = {"mlflow": ("tracking_uri", "experiment"), "tensorboard": ("log_dir",),
+            "wandb": ("project", "entity", "mode", "dir")}
 GRID_FILE = "grid.yaml"  # a run's copy of its grid file, as last run
 # More trials than any study runs on purpose: past it a grid is most likely a typo (`repeats: 100000000`),
 # and expanding it would take minutes. A grid's own `max_trials: N` raises it.

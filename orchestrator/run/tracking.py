@@ -181,7 +181,63 @@ def _tensorboard_last_step(path: str) -> int:
                 for e in events.Scalars(tag)), default=0)
 
 
-TRACKERS = {"mlflow": MLflow, "tensorboard": TensorBoard}
+class WandB:
+    """One W&B run per trial in the grid's project (WANDB_PROJECT, else the grid's name), grouped by
+    its cell; its id is made from the grid and trial ids, so every driver resumes the same run."""
+    name = "wandb"
+
+    def __init__(self, grid: Grid, run: RunDir, settings: dict[str, str]):
+        try:
+            import wandb
+        except ImportError:
+            raise RunError("tracking with wandb: wandb is not installed (pip install 'ablate[wandb]')") from None
+        self.wandb, self.grid = wandb, grid
+        self.project = settings.get("project") or os.environ.get("WANDB_PROJECT") or grid.name
+        self.entity = settings.get("entity") or os.environ.get("WANDB_ENTITY")
+        self.mode = settings.get("mode") or os.environ.get("WANDB_MODE") or "online"
+        if self.mode not in ("online", "offline", "disabled"):
+            raise RunError(f"tracking with wandb: mode {self.mode!r} is not one of online, offline, disabled")
+        if self.mode == "online" and not (os.environ.get("WANDB_API_KEY") or _wandb_logged_in(wandb)):
+            raise RunError("tracking with wandb: no W&B credentials (run `wandb login`, set WANDB_API_KEY, "
+                           "or WANDB_MODE=offline)")
+        self.dir = settings.get("dir") or os.environ.get("WANDB_DIR") or (run.path if run.local else None)
+        self.runs: dict[str, Any] = {}
+
+    def where(self) -> str:
+        return f"{self.mode} {self.entity or ''}/{self.project}"
+
+    def start_or_resume(self, trial_id: str, cell: dict, config: dict, state: dict | None) -> dict:
+        import hashlib
+        run_id = (state or {}).get("run_id") or hashlib.sha1(f"{self.grid.name}/{trial_id}".encode()).hexdigest()[:16]
+        self.runs[run_id] = self.wandb.init(
+            id=run_id, resume="allow", project=self.project, entity=self.entity, mode=self.mode, dir=self.dir,
+            name=f"{trial_id} {describe(cell)}", group=describe({k: v for k, v in cell.items() if k != "seed"}) or None,
+            config=config, reinit="create_new", settings=self.wandb.Settings(silent=True, console="off"))
+        return {"run_id": run_id, "last_step": (state or {}).get("last_step", 0)}
+
+    def _run(self, state: dict):
+        return self.runs[state["run_id"]]
+
+    def log_epochs(self, state: dict, epochs: list[tuple[int, dict[str, float]]]) -> None:
+        for step, values in epochs:
+            self._run(state).log(values, step=step)
+
+    def finish(self, state: dict, status: str, final: dict[str, float]) -> None:
+        run = self.runs.pop(state["run_id"])
+        run.summary.update({**{f"final/{k}": v for k, v in final.items()}, "status": status})
+        run.finish(exit_code=1 if status == "failed" else 0)
+
+
+def _wandb_logged_in(wandb) -> bool:
+    """Whether `wandb login` saved a key for the host (its netrc), without asking the server."""
+    try:
+        from wandb.sdk.lib.wbauth.wbnetrc import read_netrc_auth
+        return bool(read_netrc_auth(host=os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")))
+    except Exception:  # another wandb's layout: the server says at the first run
+        return True
+
+
+TRACKERS = {"mlflow": MLflow, "tensorboard": TensorBoard, "wandb": WandB}
 
 
 def _short(e: Exception) -> str:
@@ -219,14 +275,17 @@ class Tracking:
     def _save(self, trial_id: str) -> None:
         self.run.write_bytes(self.run.trial_file(trial_id, STATE), json.dumps(self.states[trial_id]).encode())
 
-    def _each(self, trial_id: str, action) -> None:
-        """`action(tracker, state)` for every tracker still in use; one that fails is one warning and left out."""
+    def _each(self, trial_id: str, action, done=lambda state: False) -> None:
+        """`action(tracker, state)` for every tracker still in use, but those whose stored state is
+        `done` (not even opened); one that fails is one warning and left out."""
         states = self._state(trial_id)
         changed = False
         for tracker in list(self.trackers):
             state = states.get(tracker.name)
             if state is not None and state.get("where") != tracker.where():
                 state = None  # logged elsewhere before: a run of its own here
+            if state is not None and done(state):
+                continue
             try:
                 if state is None or (trial_id, tracker.name) not in self.resumed:
                     trial = self.trials[trial_id]
@@ -252,20 +311,25 @@ class Tracking:
         step = step_of(result, -1)
         self._log(trial_id, [(step, numbers(result, TUNE_KEYS | {"epoch", "step"}))])
 
-    def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]]) -> None:
+    def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]], done=lambda state: False) -> None:
         def action(tracker, state) -> bool:
             new = [(step, values) for step, values in epochs if step > state["last_step"]]
             if new:
                 tracker.log_epochs(state, new)
                 state.update(last_step=max(step for step, _ in new), finished=False)
             return bool(new)
-        self._each(trial_id, action)
+        self._each(trial_id, action, done)
 
     def finished(self, trial_id: str, record: Record) -> None:
         """The trial's epochs not logged yet, then its status and final metrics, once."""
         if not self.trackers:
             return
-        self._log(trial_id, [(step_of(e, i), numbers(e, ("epoch", "step"))) for i, e in enumerate(record.epochs or [])])
+        epochs = [(step_of(e, i), numbers(e, ("epoch", "step"))) for i, e in enumerate(record.epochs or [])]
+        last = max((step for step, _ in epochs), default=0)
+
+        def done(state) -> bool:  # all there: a trial sent before (`ablate track` again) is not even opened
+            return state["finished"] and state.get("status") == record.row.get("status") and state["last_step"] >= last
+        self._log(trial_id, epochs, done)
 
         def action(tracker, state) -> bool:
             if state["finished"] and state.get("status") == record.row.get("status"):
@@ -274,7 +338,7 @@ class Tracking:
             tracker.finish(state, str(record.row.get("status")), final)
             state.update(finished=True, status=record.row.get("status"))
             return True
-        self._each(trial_id, action)
+        self._each(trial_id, action, done)
 
 
 def environment_for_tracking():
