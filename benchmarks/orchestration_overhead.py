@@ -15,6 +15,9 @@ trial's first line of code (Ray's start included), and from the trial's last lin
 command's exit.
 
     python benchmarks/orchestration_overhead.py --trials 30 300 1000 3000 --repeats 3
+
+With `--track tensorboard` (or mlflow, to a sqlite store in the run's folder), ablate also runs
+each N with that tracker, in the same turns, and what tracking adds per trial is printed.
 """
 from __future__ import annotations
 
@@ -80,7 +83,7 @@ def bare_tune(n: int, storage: str, marker: str) -> None:
     tuner.fit()
 
 
-def ablate_run(n: int, storage: str, marker: str) -> None:
+def ablate_run(n: int, storage: str, marker: str, track: str | None = None) -> None:
     from rich.console import Console
 
     from orchestrator.plan.grid import load_grid
@@ -90,7 +93,10 @@ def ablate_run(n: int, storage: str, marker: str) -> None:
 
     grid_file = Path(storage) / "noop.yaml"
     grid_file.write_text(f"name: noop\nworkload: benchmarks.orchestration_overhead:WORKLOAD\n"
-                         f"fixed:\n  marker: {marker}\naxes:\n  lr: [{', '.join(str(i / n) for i in range(n))}]\n")
+                         f"fixed:\n  marker: {marker}\naxes:\n  lr: [{', '.join(str(i / n) for i in range(n))}]\n"
+                         + (f"tracking:\n  {track}: {{}}\n" if track else ""))
+    if track == "mlflow":
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{storage}/mlflow.db"
     grid = load_grid(grid_file)
     summary = run_grid(grid, RunDir.for_grid(storage, "noop"),
                        functools.partial(PlainDisplay, Console(file=io.StringIO())))
@@ -167,6 +173,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, nargs="*", default=[30, 300, 1000], help="none: one trial as a command only")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--track", choices=["tensorboard", "mlflow"], help="also run ablate with this tracker")
     a = p.parse_args()
     import logging
 
@@ -186,18 +193,30 @@ def main():
     print(f"  {'trials':>7} {'bare Ray Tune':>16} {'ablate run':>16} {'ratio':>6}   (ms per trial)")
     for n in a.trials:
         runs = {"bare": [], "ablate": []}
+        sides = [("bare", bare_tune), ("ablate", ablate_run)]
+        if a.track:
+            runs[f"ablate --track {a.track}"] = []
+            sides.append((f"ablate --track {a.track}", functools.partial(ablate_run, track=a.track)))
         for _ in range(a.repeats):
-            for name, fn in (("bare", bare_tune), ("ablate", ablate_run)):
+            for name, fn in sides:
                 runs[name].append(timed(fn, n))
         total = {name: [t.total_ms for t in timings] for name, timings in runs.items()}
         ratio = statistics.median(total["ablate"]) / statistics.median(total["bare"])
         print(f"  {n:>7} {spread(total['bare']):>16} {spread(total['ablate']):>16} {ratio:>5.2f}x", flush=True)
+        if a.track:
+            tracked = total[f"ablate --track {a.track}"]
+            added = [t - u for t, u in zip(tracked, total["ablate"])]
+            print(f"  {'':>7}   ablate --track {a.track}: {spread(tracked)} ms per trial; tracking adds "
+                  f"{spread(added)} ms per trial (each turn against the untracked ablate run of the same turn)",
+                  flush=True)
         for name, timings in runs.items():
             print(f"  {'':>7}   {name}: first trial after {spread([t.before_s for t in timings], 1)} s, "
                   f"{spread([t.running_ms for t in timings])} ms per trial while they run, "
                   f"end {spread([t.after_s for t in timings], 1)} s after the last; "
                   f"actors used: {', '.join(str(t.actors) for t in timings)}", flush=True)
     ray.shutdown()
+    if a.track:
+        return  # the one-trial latency does not change with tracking: measured without --track
 
     print(f"one trial as a command, median (range) of {max(3, a.repeats)} (s): first trial's first line after the "
           "command / the command's end after the trial's last line")
