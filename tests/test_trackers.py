@@ -277,3 +277,37 @@ def test_wandb_online_without_credentials_is_one_line(tmp_path, monkeypatch):
     grid = load_grid(probe_grid(tmp_path, tracking=["wandb"]))
     with pytest.raises(RunError, match=r"^tracking with wandb: no W&B credentials"):
         run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+
+
+def test_a_driver_killed_mid_run_then_rerun_keeps_one_mlflow_run_per_trial_and_each_step_once(
+        tmp_path, mlflow_server):
+    from tests.conftest import ROOT, ablate
+
+    path = probe_grid(tmp_path, name="mlf-kill", axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 4, "sleep": 0.4},
+                      resources={"cpus": 1})
+    storage = tmp_path / "runs"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
+           "ABLATE_LOCK_HEARTBEAT_S": "0.2", "ABLATE_LOCK_STALE_S": "4"}
+    exe = Path(sys.executable).parent / "ablate"
+    driver = subprocess.Popen([str(exe), "run", str(path), "--storage", str(storage), "--track", "mlflow"], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill once a trial is logged half-way
+            states = [p.read_text() for p in (storage / "mlf-kill").glob("trials/*/tracking.json")]
+            if any('"last_step": 2' in s or '"last_step": 3' in s for s in states):
+                break
+            time.sleep(0.05)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert states, "no trial was tracked before the kill"
+    result = ablate("run", path, "--storage", storage, "--track", "mlflow", "--wait",
+                    env={k: env[k] for k in ("MLFLOW_TRACKING_URI", "ABLATE_LOCK_HEARTBEAT_S", "ABLATE_LOCK_STALE_S")})
+    assert result.returncode == 0, result.stderr
+    assert ablate("run", path, "--storage", storage, "--track", "mlflow",
+                  env={"MLFLOW_TRACKING_URI": mlflow_server}).returncode == 0  # all done: nothing new
+    client, runs = runs_of(mlflow_server, "mlf-kill")
+    assert sorted(r.data.tags["ablate.trial_id"] for r in runs) == sorted(trials(storage / "mlf-kill")["trial_id"])
+    for r in runs:
+        assert steps(client, r) == [1, 2, 3, 4] and r.info.status == "FINISHED"

@@ -304,16 +304,18 @@ class Tracking:
             self._save(trial_id)
 
     def epoch(self, trial_id: str, result: dict[str, Any]) -> None:
-        """A reported epoch, live. One without an `epoch` or `step` of its own waits for the
-        trial's record, where its place is known."""
-        if not self.trackers or step_of(result, -1) == 0:
+        """A reported epoch, live, where it is the next step after those logged. Any other (one
+        without an `epoch` or `step`, one after a gap: epochs a killed driver never heard of, before
+        the trial resumed from its checkpoint) waits for the trial's record, where every epoch is."""
+        if not self.trackers or (step := step_of(result, -1)) == 0:
             return
-        step = step_of(result, -1)
-        self._log(trial_id, [(step, numbers(result, TUNE_KEYS | {"epoch", "step"}))])
+        self._log(trial_id, [(step, numbers(result, TUNE_KEYS | {"epoch", "step"}))], next_only=True)
 
-    def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]], done=lambda state: False) -> None:
+    def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]], done=lambda state: False,
+             next_only=False) -> None:
         def action(tracker, state) -> bool:
-            new = [(step, values) for step, values in epochs if step > state["last_step"]]
+            new = [(step, values) for step, values in epochs if step > state["last_step"]
+                   and (not next_only or step == state["last_step"] + 1)]
             if new:
                 tracker.log_epochs(state, new)
                 state.update(last_step=max(step for step, _ in new), finished=False)
