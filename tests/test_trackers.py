@@ -311,3 +311,11 @@ def test_a_driver_killed_mid_run_then_rerun_keeps_one_mlflow_run_per_trial_and_e
     assert sorted(r.data.tags["ablate.trial_id"] for r in runs) == sorted(trials(storage / "mlf-kill")["trial_id"])
     for r in runs:
         assert steps(client, r) == [1, 2, 3, 4] and r.info.status == "FINISHED"
+
+
+def test_ablate_run_track_an_unknown_tracker_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["run", str(probe_grid(tmp_path)), "--storage", str(tmp_path / "runs"),
+                                      "--track", "comet"])
+    assert result.exit_code == 2  # as every mistake in a grid or its options
+    assert "error: --track: unknown tracker 'comet' (known: mlflow, tensorboard, wandb)" in result.output
+    assert not (tmp_path / "runs").exists()

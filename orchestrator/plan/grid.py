@@ -282,7 +282,7 @@ def tracking(given, path: Path | None = None, key: str = "tracking") -> dict[str
     out = {}
     for name, settings in given.items():
         if name not in TRACKERS:
-            raise GridError(path, f"{key}.{name}" if isinstance(name, str) else key,
+            raise GridError(path, f"{key}.{name}" if isinstance(name, str) and not key.startswith("--") else key,
                             f"unknown tracker {fmt(name)} (known: {', '.join(TRACKERS)})")
         settings = settings or {}
         if not isinstance(settings, dict):
