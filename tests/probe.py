@@ -54,6 +54,9 @@ def train(config: Config, session) -> dict:
         if epoch == 1 and config.fail in ("once", "kill_once") and first_time:
             (markers / f"{key}.failed").touch()
             if config.fail == "kill_once":
+                # The last epoch's checkpoint is written in the background: on storage first, so that the
+                # retry resumes after it whatever the machine's load (a kill before then loses that epoch).
+                getattr(session, "flush", lambda: None)()
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("injected failure")
         if epoch == 2 and config.fail == "hang_once" and first_time:
