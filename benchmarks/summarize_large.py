@@ -2,9 +2,13 @@
 
 Generates (once, into --dir) 10,000 All-CNN trials of 350 epochs: 3.5 million epoch rows, one
 record per trial as the runner writes them, published. Then times each command `--repeats` times in
-a fresh process, as a user runs it, and prints the median.
+a fresh process, as a user runs it, and prints the median and range.
 
     python benchmarks/summarize_large.py --trials 10000 --epochs 350 --repeats 3
+    python benchmarks/summarize_large.py --repeats 5 --code /tmp/before    # and another checkout's code
+
+With `--code DIR` the same commands also run another checkout's code (PYTHONPATH=DIR), in turns
+with this one's, so that both sides see the same load on a shared machine.
 """
 from __future__ import annotations
 
@@ -55,11 +59,21 @@ def generate(run: RunDir, trials: int, epochs: int) -> None:
     Publisher(run).catch_up()  # what the driver does as trials finish
 
 
-def timed(args: list[str]) -> float:
+def timed(args: list[str], code: Path) -> float:
+    """Seconds `ablate ARGS` takes in a new process, importing the orchestrator from `code`."""
     exe = Path(sys.executable).parent / "ablate"
+    env = {**os.environ, "PYTHONPATH": str(code)}
     start = time.perf_counter()
-    subprocess.run([str(exe), *args], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(exe), *args], check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
+
+
+def label(code: Path) -> str:
+    """A checkout as its commit, e.g. `4d12b9f`, with `+` where its files differ from it."""
+    git = ["git", "-C", str(code)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+    return (commit or code.name) + ("+" if dirty.strip() else "")
 
 
 def main():
@@ -68,21 +82,35 @@ def main():
     p.add_argument("--epochs", type=int, default=350)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dir", default="/tmp/ablate-bench/large")
+    p.add_argument("--code", type=Path, nargs="*", default=[],
+                   help="Other checkouts whose code is timed too, in turns with this one's.")
     a = p.parse_args()
     run = RunDir(a.dir)
     if not os.path.isfile(os.path.join(a.dir, "trials.parquet")):
         start = time.perf_counter()
         generate(run, a.trials, a.epochs)
         print(f"generated {a.trials} trials x {a.epochs} epochs in {time.perf_counter() - start:.0f} s")
+    codes = [ROOT, *(c.resolve() for c in a.code)]
+    names = [label(c) for c in codes]
+    plot = os.path.join(a.dir, "..", "large-{}.png")  # a picture per checkout, to compare
     commands = {"ablate --help (start-up)": ["--help"],
                 "summarize": ["summarize", a.dir],
                 "summarize --format csv": ["summarize", a.dir, "--format", "csv"],
                 "status": ["status", a.dir],
-                "plot": ["plot", a.dir, "--output", os.path.join(a.dir, "..", "large.png")]}
-    print(f"{a.trials} trials x {a.epochs} epochs, median of {a.repeats} runs, each a new process")
-    for name, args in commands.items():
-        times = [timed(args) for _ in range(a.repeats)]
-        print(f"  {name:28} {statistics.median(times):6.2f} s   runs: {', '.join(f'{t:.2f}' for t in times)}")
+                "plot": ["plot", a.dir, "--output", plot]}
+    print(f"{a.trials} trials x {a.epochs} epochs, median (range) of {a.repeats} runs, each a new process"
+          + (", the checkouts in turns" if len(codes) > 1 else ""))
+    print(f"  {'':28}" + "".join(f"{name:>22}" for name in names))
+    for command, args in commands.items():
+        times = [[] for _ in codes]
+        for _ in range(a.repeats):
+            for i, code in enumerate(codes):
+                times[i].append(timed([arg.format(names[i]) for arg in args], code))
+        print(f"  {command:28}" + "".join(f"{_shown(t):>22}" for t in times))
+
+
+def _shown(times: list[float]) -> str:
+    return f"{statistics.median(times):.2f} s ({min(times):.2f}-{max(times):.2f})"
 
 
 if __name__ == "__main__":
