@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.errors import GridError
+from orchestrator.plan.expand import trial_id
 from orchestrator.plan.grid import load_grid
 from tests.conftest import ROOT, ablate
 from workloads.allcnn import Config
@@ -125,6 +126,29 @@ def test_trial_id_changes_with_the_seed(tmp_path):
 def test_expansion_is_deterministic(tmp_path):
     path = write(tmp_path, BASE)
     assert load_grid(path).trials == load_grid(path).trials
+
+
+def test_expanded_trial_ids_are_the_ids_of_their_configs(tmp_path):
+    # expand() builds the hashed text in pieces; it must be trial_id's text, whatever a cell sets:
+    # a list, a flag, a parameter only an include gives, one the id does not depend on.
+    path = write(tmp_path, """\
+        name: t
+        axes:
+          model: [A, C]
+          lr: [0.1, 0.01]
+          lr_milestones: [[1], [1, 2]]
+        fixed:
+          dataset: synthetic
+          epochs: 3
+          channels_last: false
+        seeds: [0, 7]
+        include:
+          - {model: C, lr: 0.5, lr_milestones: [1], augmentation: standard, checkpoint_every: 3, width: 0.5}
+        """)
+    grid = load_grid(path)
+    identity = {f.name for f in dataclasses.fields(Config) if f.metadata.get("identity", True)}
+    assert len(grid.trials) == (2 * 2 * 2 + 1) * 2
+    assert [t.trial_id for t in grid.trials] == [trial_id("allcnn", t.config, identity) for t in grid.trials]
 
 
 ERRORS = [

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,59 @@ def trial_id(workload: str, config: dict[str, Any], identity: set[str]) -> str:
     computes."""
     canonical = json.dumps({"workload": workload, "config": {k: config[k] for k in sorted(identity)}},
                            sort_keys=True, separators=(",", ":"))
+    return _hash(canonical)
+
+
+def _hash(canonical: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode  # as trial_id's json.dumps
+
+
+class _TrialIds:
+    """trial_id of the trials of one grid, whose configs differ from its base config (the
+    workload's defaults and the fixed values) only in a cell's values and the seed. The text
+    hashed is trial_id's, built in pieces: the JSON of the base values once per set of keys a
+    cell sets, a cell's values once per cell, and only the seed per trial (every reader of a
+    grid's results expands it again)."""
+
+    def __init__(self, workload: str, base: dict[str, Any], identity: set[str]):
+        self.workload, self.base, self.keys = workload, base, sorted(identity)
+        self.texts: dict[tuple[str, ...], tuple[list[str], str, list[str]]] = {}
+
+    def of_cell(self, cell: dict[str, Any]) -> Callable[[int], str]:
+        """The trial ids of a cell, by seed."""
+        changed = (*cell, "seed")
+        if changed not in self.texts:
+            self.texts[changed] = self._around(changed)
+        keys, before, rest = self.texts[changed]
+        after = None  # the text after the seed's value
+        for k, text in zip(keys, rest):
+            if k == "seed":
+                after = text
+            elif after is None:
+                before += _JSON(cell[k]) + text
+            else:
+                after += _JSON(cell[k]) + text
+        if after is None:  # a workload whose trials do not depend on their seed
+            return lambda seed: _hash(before)
+        return lambda seed: _hash(before + _JSON(seed) + after)
+
+    def _around(self, changed: tuple[str, ...]) -> tuple[list[str], str, list[str]]:
+        """The changed keys in the text's order, and trial_id's canonical text of the base config
+        cut where each of their values goes: the text before the first, then after each."""
+        keys, texts, text = [], [], '{"config":{'
+        for i, k in enumerate(self.keys):
+            text += ("," if i else "") + _JSON(k) + ":"
+            if k in changed:
+                keys.append(k)
+                texts.append(text)
+                text = ""
+            else:
+                text += _JSON(self.base[k])
+        texts.append(text + '},"workload":' + _JSON(self.workload) + "}")
+        return keys, texts[0], texts[1:]
 
 
 def hashable(value):
@@ -75,11 +127,14 @@ def expand(spec: Spec) -> list[Trial]:
     workload = spec.workload
     defaults = dataclasses.asdict(workload.config())
     identity = {f.name for f in dataclasses.fields(workload.config) if f.metadata.get("identity", True)}
+    base = {**defaults, **spec.fixed}
+    ids = _TrialIds(workload.name, base, identity)
     trials, seen = [], set()
     for cell in cells(spec):
+        cell_ids = ids.of_cell(cell)
         for seed in spec.seeds:
-            config = {**defaults, **spec.fixed, **cell, "seed": seed}
-            tid = trial_id(workload.name, config, identity)
+            config = {**base, **cell, "seed": seed}
+            tid = cell_ids(seed)
             if tid not in seen:
                 seen.add(tid)
                 trials.append(Trial(tid, config, {**cell, "seed": seed}))
