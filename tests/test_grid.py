@@ -151,6 +151,17 @@ def test_expanded_trial_ids_are_the_ids_of_their_configs(tmp_path):
     assert [t.trial_id for t in grid.trials] == [trial_id("allcnn", t.config, identity) for t in grid.trials]
 
 
+def test_readers_of_a_grid_that_ran_skip_the_per_trial_checks(tmp_path):
+    # A grid checked when it ran stays readable where the workload's rules across parameters
+    # have since changed: its trials and their ids are the same, checked or not.
+    path = write(tmp_path, BASE)
+    assert load_grid(path, check_trials=False).trials == load_grid(path).trials
+    bad = write(tmp_path, BASE.replace("epochs: 2", "epochs: 1"), "bad.yaml")  # lr_milestones [1] not below 1
+    with pytest.raises(GridError, match="lr_milestones: expected milestones below epochs"):
+        load_grid(bad)
+    assert len(load_grid(bad, check_trials=False).trials) == 4
+
+
 ERRORS = [
     ("name: [unclosed\n", "not valid YAML at line 2, column 1: did not find expected ',' or ']'"),
     ("- a\n- b\n", "expected a YAML mapping with keys name, description, workload, command, axes, fixed, seeds, repeats, "
