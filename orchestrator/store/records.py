@@ -214,7 +214,7 @@ def _epochs_table(found: list[Record | None]) -> pa.Table | None:
 
 
 def _record_ids(run: RunDir) -> set[str]:
-    names = [info.base_name for info in run.list_dir(run.child("records"))]
+    names = run.names(run.child("records"))
     return {name.removesuffix(suffix) for name in names for suffix in (RECORD, *OLD_RECORDS)
             if name.endswith(suffix) and not name.endswith(".epochs" + suffix)}
 
