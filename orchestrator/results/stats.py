@@ -19,12 +19,14 @@ one seed there is no spread to measure, hence no interval: "n too small".
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
 LEVEL = 0.95
 
 
+@functools.lru_cache(maxsize=None)  # a table asks for the same few df in every cell
 def t_quantile(df: int, level: float = LEVEL) -> float:
     """The t such that P(|T| < t) = level for Student's T with `df` degrees of freedom."""
     low, high = 0.0, 1.0
