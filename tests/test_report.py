@@ -104,6 +104,7 @@ def test_a_parameter_older_rows_lack_is_a_setting_of_its_own(tmp_path):
     # No axis varies it, so it is never a choice: the rows without it are a table of their own,
     # neither pooled with the others nor dropped.
     assert "augmentation=none, split_seed not recorded: test_error %" in markdown
+    assert "augmentation=none, split_seed=0: test_error %" in markdown  # an integer, as the other rows hold it
     assert "| A | 12.50 ± 0.71 (n=2)<br>95% CI [6.15, 18.85]<br>lr 0.1, 839k<br>paper 12.47 (+0.03) |" in markdown
     assert "| A | 10.00 ± 0.00 (n=2)<br>95% CI [10.00, 10.00]<br>lr 0.01, 839k<br>paper 12.47 (-2.47) |" in markdown
 

@@ -22,11 +22,10 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import pandas as pd
-
 from orchestrator.errors import ResultsError
 from orchestrator.results import stats
 from orchestrator.results.tables import Cell, Layout, Results, cell_of, differences
+from orchestrator.results.trials import Trials, concat
 
 # What the seeds say about one paired difference.
 VERDICTS = ("lower", "higher", "inconclusive", "n too small")
@@ -87,10 +86,10 @@ def compare(results: Results, layout: Layout, axis: str, base: Any, values: list
     reduced = [c for c in results.choosable() if c not in {*cell_axes, axis, "seed"}]
     others = [v for v in results.values(axis) if v != base] if values is None else values
     out = []
-    groups = results.trials.groupby(cell_axes, sort=False) if cell_axes else [((), results.trials)]
-    for key, part in groups:
-        coords = dict(zip(cell_axes, key if isinstance(key, tuple) else (key,)))
-        cells = {v: cell_of(part[part[axis] == v], layout, reduced) for v in [base, *others]}
+    groups = results.trials.groups(cell_axes) if cell_axes else {(): results.trials}
+    for key, part in groups.items():
+        coords = dict(zip(cell_axes, key))
+        cells = {v: cell_of(part.matching({axis: v}), layout, reduced) for v in [base, *others]}
         out += [_paired(coords, axis, v, base, layout, cells[base], cells[v]) for v in others]
     order = {a: results.values(a) for a in cell_axes}
     return sorted(out, key=lambda d: [order[a].index(d.coords[a]) for a in cell_axes])
@@ -143,19 +142,17 @@ def check_claims(results: Results, layout: Layout, claims: tuple[dict, ...]) -> 
     return out
 
 
-def _matching(trials: pd.DataFrame, where: dict) -> pd.DataFrame | None:
+def _matching(trials: Trials, where: dict) -> Trials | None:
     """Trials with every value of `where`; None if the results have no such column."""
-    for name, value in where.items():
-        if name not in trials.columns:
-            return None
-        trials = trials[trials[name] == value]
-    return trials
+    if any(name not in trials.columns for name in where):
+        return None
+    return trials.matching(where)
 
 
 def _check(claim: dict, d: Difference) -> ClaimCheck:
     sides = [d.baseline, d.compared]
     ran = [cell.trials for cell in sides if cell.trials is not None]
-    differs = differences(pd.concat(ran), claim.get("protocol", {}), claim.get("data", {})) if ran else []
+    differs = differences(concat(ran), claim.get("protocol", {}), claim.get("data", {})) if ran else []
     if d.interval is None:
         missing = [f"{v}: {cell.status}" for v, cell in zip((d.baseline_value, d.value), sides)
                    if cell.status != "completed"]

@@ -12,26 +12,28 @@ from orchestrator.errors import ResultsError
 from orchestrator.plan.objective import Metric
 from orchestrator.results.formats import percent, title
 from orchestrator.results.tables import Results, Table
+from orchestrator.results.trials import Trials
 from orchestrator.store import records
 
 SUFFIXES = (".png", ".svg")
 
 
-def _cell_trials(results: Results, table: Table, r, c) -> list[str]:
-    """Ids of the trials behind a cell's value: its table and cell, and the chosen reduced values."""
-    t = results.trials[results.trials["status"] == "completed"]
-    point = {**table.key, table.layout.rows: r, **({table.layout.cols: c} if table.layout.cols else {}),
-             **table.cells[(r, c)].chosen}
-    for name, value in point.items():
-        t = t[t[name] == value]
-    return list(t["trial_id"])
+def _cell_trials(trials: Trials, table: Table, r, c) -> tuple[str, ...]:
+    """Ids of the trials behind a cell's value, of the completed trials of its table: its row and
+    column, and the chosen reduced values."""
+    point = {table.layout.rows: r, **({table.layout.cols: c} if table.layout.cols else {}), **table.cells[(r, c)].chosen}
+    return trials.matching(point)["trial_id"]
 
 
 def plot(results: Results, tables: list[Table], output: Path, notify=None) -> None:
     """Write the figure; with `notify`, a damaged epochs.parquet is noted and read past from the records."""
     if output.suffix.lower() not in SUFFIXES:
         raise ResultsError(f"{output}: the plot is written as PNG or SVG; use a .png or .svg name")
-    wanted = [(table, key, _cell_trials(results, table, *key)) for table in tables for key in table.cells]
+    done = results.trials.where([status == "completed" for status in results.trials["status"]])
+    wanted = []
+    for table in tables:
+        part = done.matching(table.key)
+        wanted += [(table, key, _cell_trials(part, table, *key)) for key in table.cells]
     all_ids = sorted({i for _, _, ids in wanted for i in ids})
     table = records.read_epochs(results.run, all_ids, notify) if all_ids else None
     # Curves of the metric that chooses, over epochs or steps, or of what the table shows where
@@ -48,9 +50,8 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
     axes = fig.subplots(n + 1, 1, squeeze=False)
     scale = 100 if percent(curve) else 1
     for ax, table in zip(axes[:, 0], tables):
-        for key in table.cells:
-            ids = next(i for t, k, i in wanted if t is table and k == key)
-            if epochs is None or not ids:
+        for t, key, ids in wanted:
+            if t is not table or epochs is None or not ids:
                 continue
             mean = epochs[epochs["trial_id"].isin(ids)].groupby(x)[curve_metric].mean()
             label = " ".join(str(k) for k in key if k is not None)

@@ -4,7 +4,7 @@
     for table in summarize(results, layout_for(results)):
         print(table.key, table.cells[("C", "all")].mean)
 
-Reads Parquet only, never Ray. Each cell is one (rows, cols) combination inside one table;
+Reads Parquet only, never Ray, and holds the trials in plain Python (trials.py). Each cell is one (rows, cols) combination inside one table;
 the remaining axes that vary (the learning rate, say) are reduced either by choosing the group
 with the best validation error (`select="best"`: the paper reports the best learning rate per
 network, and choosing it on test data would flatter every cell) or by pooling all (`"all"`).
@@ -23,13 +23,16 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import pandas as pd
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
 from orchestrator.plan.grid import Grid, read_saved_grid
 from orchestrator.plan.objective import Metric, Objective
 from orchestrator.results import stats
+from orchestrator.results.trials import Trials
 from orchestrator.store import records
 from orchestrator.store.columns import OLD_METRICS, RESERVED
 from orchestrator.store.records import STATUSES
@@ -42,7 +45,7 @@ DEFAULT = Objective(Metric("val_error"), (Metric("test_error"),))
 
 @dataclass
 class Results:
-    trials: pd.DataFrame
+    trials: Trials
     run: RunDir
     grid: Grid | None  # the grid as last run, where it still loads here
     objective: Objective = DEFAULT  # what its trials are judged by
@@ -74,7 +77,7 @@ class Results:
         same = set()
         if self.workload:
             same = {f.name for f in fields(self.workload.config) if not f.metadata.get("identity", True)}
-        varying = [c for c in self.config_columns if c not in same and self.trials[c].nunique(dropna=False) > 1]
+        varying = [c for c in self.config_columns if c not in same and len(self.trials.distinct(c)) > 1]
         return sorted(varying, key=lambda c: list(self.axes).index(c) if c in self.axes else len(self.axes))
 
     def choosable(self) -> list[str]:
@@ -87,16 +90,17 @@ class Results:
     def values(self, column: str) -> list:
         """The column's values in the grid's order, then the others; None last where some row
         has none (a parameter older rows lack)."""
-        present = list(self.trials[column].dropna().unique())
+        distinct = self.trials.distinct(column)
+        present = [v for v in distinct if v is not None]
         order = [v for v in self.axes.get(column, []) if v in present]
-        missing = [None] if self.trials[column].isna().any() else []
+        missing = [None] if None in distinct else []
         return order + sorted((v for v in present if v not in order), key=str) + missing
 
     def has(self, metric: str) -> None:
         """ResultsError naming the metrics the results have, unless they have `metric`."""
-        if metric not in self.trials.columns or self.trials[metric].isna().all():
+        if metric not in self.trials.columns or _all_missing(self.trials[metric]):
             have = [c for c in self.trials.columns if c not in RESERVED and c not in self.config_columns
-                    and c in self.trials and self.trials[c].notna().any()]
+                    and not _all_missing(self.trials[c])]
             raise ResultsError(f"{self.run.display()}: no trial has a value of {metric} "
                                f"(metrics: {', '.join(sorted(have)) or 'none'})")
 
@@ -138,7 +142,7 @@ class Cell:
     # The metric of each trial behind the value, by seed (and the pooled axes under select=all):
     # what a difference between two cells is paired on.
     values: dict[tuple, float] = field(default_factory=dict)
-    trials: pd.DataFrame | None = field(default=None, repr=False, compare=False)  # those trials
+    trials: Trials | None = field(default=None, repr=False, compare=False)  # those trials
 
     @property
     def difference(self) -> float | None:
@@ -171,43 +175,42 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
         damaged = run.fs.get_file_info(run.child("trials.parquet")).is_file  # and no record to read instead
         raise ResultsError(f"{run.display()}: no results yet (" + (
             "no readable trials.parquet, no record" if damaged else f"no {run.display('trials.parquet')}") + ")")
-    trials = table.to_pandas()
-    for column in trials.columns:
-        if trials[column].dtype == object:
-            trials[column] = trials[column].map(hashable)
     grid, untrusted = read_saved_grid(run, trust_workload)
-    others = 0
-    if grid is not None:
-        mine = trials["trial_id"].isin([t.trial_id for t in grid.trials])
-        others = int((~mine).sum())
-        if not all_trials:
-            trials = trials[mine]
     objective = grid.objective if grid else DEFAULT
-    trials = _summarized(run, trials.sort_values("trial_id", ignore_index=True), objective, notify)
-    return Results(trials, run, grid, objective, others=0 if all_trials else others, untrusted=untrusted)
+    ids = table["trial_id"].to_pylist()
+    planned = {t.trial_id for t in grid.trials} if grid else set(ids)
+    mine = [i in planned for i in ids]
+    shown = [True] * len(ids) if all_trials else mine
+    table = _summarized(run, table, [i for i, show in zip(ids, shown) if show], objective, notify)
+    trials = Trials(table).where(shown).sorted("trial_id")
+    return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted)
 
 
-def _summarized(run: RunDir, trials: pd.DataFrame, objective: Objective, notify=None) -> pd.DataFrame:
-    """The trials with each metric declared `best` or `at_best` taken from their reports (a row
-    holds every metric's last value)."""
+def _summarized(run: RunDir, trials: pa.Table, ids: list[str], objective: Objective, notify=None) -> pa.Table:
+    """The trials with each metric declared `best` or `at_best` taken from the reports of the
+    trials `ids` (a row holds every metric's last value)."""
     wanted = [m for m in (objective.metric, *objective.report) if m.summary != "last"]
-    if not wanted or trials.empty:
+    if not wanted or not ids:
         return trials
     names = list(dict.fromkeys(name for m in wanted for name in (m.name, objective.metric.name)))
-    table = records.read_epochs(run, list(trials["trial_id"]), notify)
-    if table is None:
+    epochs = records.read_epochs(run, ids, ["trial_id", *names], notify)
+    if epochs is None:
         return trials
-    epochs = table.select([c for c in ("trial_id", *names) if c in table.column_names]).to_pandas()
-    trials = trials.copy()
     for m in wanted:
         source = m if m.summary == "best" else objective.metric  # at_best: where the grid's metric was best
-        if source.name not in epochs or m.name not in epochs:
+        if source.name not in epochs.column_names or m.name not in epochs.column_names:
             continue
-        ranked = epochs.dropna(subset=[source.name])
-        best = ranked.loc[ranked.groupby("trial_id")[source.name].idxmin() if source.mode == "min"
-                          else ranked.groupby("trial_id")[source.name].idxmax()]
-        values = best.set_index("trial_id")[m.name]
-        trials[m.name] = trials["trial_id"].map(values).where(trials["trial_id"].isin(values.index), trials.get(m.name))
+        # Each trial's first report with the best value of `source`: a stable sort keeps the reports' order.
+        ranked = epochs.filter(pc.invert(pc.is_null(epochs[source.name], nan_is_null=True)))
+        ranked = ranked.sort_by([("trial_id", "ascending"),
+                                 (source.name, "ascending" if source.mode == "min" else "descending")])
+        best = ranked.group_by("trial_id", use_threads=False).aggregate(
+            [(m.name, "first", pc.ScalarAggregateOptions(skip_nulls=False))])
+        at_best = dict(zip(best["trial_id"].to_pylist(), best[f"{m.name}_first"].to_pylist()))
+        own = trials[m.name].to_pylist() if m.name in trials.column_names else [None] * trials.num_rows
+        column = pa.array([at_best.get(i, value) for i, value in zip(trials["trial_id"].to_pylist(), own)])
+        trials = (trials.set_column(trials.column_names.index(m.name), m.name, column) if m.name in trials.column_names
+                  else trials.append_column(m.name, column))
     return trials
 
 
@@ -245,8 +248,8 @@ def where(results: Results, conditions: list[str]) -> Results:
             raise ResultsError(f"--where '{condition}': expected column=value or column!=value")
         if column not in trials.columns:
             raise ResultsError(f"--where '{condition}': unknown column '{column}' (columns: {', '.join(trials.columns)})")
-        match = trials[column].astype(str) == value
-        trials = trials[~match if negate else match]
+        match = [v is not None and str(v) == value for v in trials[column]]  # a missing value matches nothing
+        trials = trials.where([m != negate for m in match])
     return dataclasses.replace(results, trials=trials)
 
 
@@ -259,27 +262,27 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
     keys = [()]
     for name in layout.tables:
         keys = [(*k, v) for k in keys for v in results.values(name)]
+    # The columns that place a published number: its cell's coordinates (dataset, model, ...).
+    placed = {k for ref in references for k in ref if k != layout.metric and k not in REFERENCE_KEYS}
 
     out = []
     for key in keys:
         coords = dict(zip(layout.tables, key))
-        part = trials
-        for name, value in coords.items():
-            part = part[part[name].isna() if value is None else part[name] == value]
+        part = trials.matching(coords)
         if part.empty:
             continue
         # What every trial of this table shares (e.g. dataset=cifar10) places it against references.
-        shared = {k: part[k].iloc[0] for k in results.config_columns if part[k].nunique(dropna=False) == 1}
-        by_cell = dict(iter(part.groupby([layout.rows, layout.cols] if layout.cols else [layout.rows], sort=False)))
+        shared = {k: part[k][0] for k in results.config_columns if k in placed and len(part.distinct(k)) == 1}
+        by_cell = part.groups([layout.rows, layout.cols] if layout.cols else [layout.rows])
         cells = {}
         for r in rows:
             for c in cols:
-                cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.iloc[:0])
+                cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.where([]))
                 point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
                 cells[(r, c)] = _compared(cell_of(cell_trials, layout, reduced),
                                           _reference(references, point, layout.metric), layout.metric)
-        synthetic = "synthetic_data" in part.columns and part["synthetic_data"].eq(True).any()
-        out.append(Table(coords, rows, cols, cells, layout, reduced, bool(synthetic)))
+        synthetic = "synthetic_data" in part.columns and True in part["synthetic_data"]
+        out.append(Table(coords, rows, cols, cells, layout, reduced, synthetic))
     return out
 
 
@@ -305,7 +308,7 @@ def _compared(cell: Cell, reference: dict | None, metric: str) -> Cell:
     return cell
 
 
-def differences(trials: pd.DataFrame, protocol: dict, data: dict) -> list[str]:
+def differences(trials: Trials, protocol: dict, data: dict) -> list[str]:
     """What these trials ran that differs from the protocol and data a published number states,
     e.g. ["width 0.25", "epochs 40", "3,000 training examples"]; empty when like for like.
 
@@ -334,12 +337,11 @@ def _what_differs(name: str, seen: list | None) -> str:
     return f"{shown} {_DATA_NAMES[name]}" if name in _DATA_NAMES else f"{name} {shown}"
 
 
-def _seen(trials: pd.DataFrame, column: str) -> list | None:
+def _seen(trials: Trials, column: str) -> list | None:
     """The distinct values of a column over trials (a missing value as None); None if no column."""
     if column not in trials.columns:
         return None
-    values = (v.item() if hasattr(v, "item") else v for v in trials[column])
-    return list(dict.fromkeys(None if v is None or v != v else hashable(v) for v in values))
+    return list(trials.distinct(column))
 
 
 def _shown(value) -> str:
@@ -351,56 +353,65 @@ def _shown(value) -> str:
     return str(value)
 
 
-def cell_of(trials: pd.DataFrame, layout: Layout, reduced: list[str]) -> Cell:
+def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
     if trials.empty:
         return Cell("missing")
-    counts = trials["status"].value_counts().to_dict()
+    counts = dict(Counter(trials["status"]).most_common())
     chosen: dict[str, Any] = {}
     notes: list[str] = []
     shown = trials  # the trials of what the cell shows: the chosen setting's, or all of them
-    if layout.select == "best" and reduced and _has_value(trials, layout.metric).any():
+    if layout.select == "best" and reduced and any(_has_value(trials, layout.metric)):
         # A setting is judged on all its seeds: one with a seed that did not finish (diverged,
         # failed, ...) is chosen only where every setting has one. A missing parameter is a key too.
-        settings = [part for _, part in trials.groupby(reduced, dropna=False)]
-        eligible = [part for part in settings if _has_value(part, layout.metric).all()]
-        scored = [(part.loc[_has_value(part, layout.metric), layout.by].mean(), part) for part in eligible or settings]
-        scored = [(score, part) for score, part in scored if pd.notna(score)]
+        groups = trials.groups(reduced, dropna=False)
+        settings = [groups[key] for key in sorted(groups, key=lambda key: [(v is None, v) for v in key])]
+        eligible = [part for part in settings if all(_has_value(part, layout.metric))]
+        scored = [(score, part) for part in eligible or settings if (score := _score(part, layout)) is not None]
         if scored:
             shown = (min if layout.mode == "min" else max)(scored, key=lambda pair: pair[0])[1]
-            chosen = {name: _present(shown[name].iloc[0]) for name in reduced}
+            chosen = {name: shown[name][0] for name in reduced}
             if not eligible:
                 notes.append(f"no {', '.join(reduced)} had every seed finish")
         else:  # no validation data (val_size 0): nothing to choose by
             notes.append(f"no {layout.by}: {', '.join(reduced)} pooled")
     finished = _has_value(shown, layout.metric)
-    ok = shown[finished]
+    ok = shown.where(finished)
     if ok.empty:
         # No value to show: say why, the most telling status first.
         for status in ("failed", "diverged", "dead_start", "no_progress", *STATUSES):
             if counts.get(status):
                 return Cell(status, counts=counts)
         return Cell("pending", counts=counts)
-    values = ok[layout.metric].astype(float)
-    params = ok["params"].dropna() if "params" in ok else pd.Series(dtype=float)
+    values = [float(v) for v in ok[layout.metric]]
+    params = [p for p in ok["params"] if p is not None] if "params" in ok.columns else []
     # Under select=all a seed has one trial per pooled value (each lr): those are paired too.
     pooled = [name for name in reduced if name not in chosen]
-    if not finished.all():
-        why = shown.loc[~finished, "status"].map(lambda s: s if s != "completed" else f"no {layout.metric}")
+    if not all(finished):
+        why = [s if s != "completed" else f"no {layout.metric}" for s, f in zip(shown["status"], finished) if not f]
         kinds = sorted(Counter(why).items(), key=lambda kind: (-kind[1], kind[0]))
         said = kinds[0][0] if len(kinds) == 1 else ", ".join(f"{n} {kind}" for kind, n in kinds)
         notes.insert(0, f"{len(why)} of {len(shown)} {'trials' if pooled else 'seeds'} did not finish ({said})")
-    by_seed = {tuple(key): float(v) for key, v in zip(ok[["seed", *pooled]].itertuples(index=False), values)}
-    return Cell("completed", mean=float(values.mean()), std=float(values.std()) if len(values) > 1 else None,
-                n=len(values), interval=stats.interval(list(values)), chosen=chosen,
-                params=int(params.iloc[0]) if len(params) else None, counts=counts, values=by_seed, trials=ok,
+    by_seed = dict(zip(zip(*(ok[name] for name in ["seed", *pooled])), values))
+    return Cell("completed", mean=_mean(values), std=float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                n=len(values), interval=stats.interval(values), chosen=chosen,
+                params=int(params[0]) if params else None, counts=counts, values=by_seed, trials=ok,
                 notes=notes)
 
 
-def _has_value(trials: pd.DataFrame, metric: str) -> pd.Series:
+def _has_value(trials: Trials, metric: str) -> list[bool]:
     """Which trials finished with a value of `metric`."""
-    return (trials["status"] == "completed") & trials[metric].notna()
+    return [status == "completed" and value is not None for status, value in zip(trials["status"], trials[metric])]
 
 
-def _present(value):
-    """A parameter's value, None where it is missing (NaN: a parameter older rows lack)."""
-    return None if pd.api.types.is_scalar(value) and pd.isna(value) else value
+def _score(setting: Trials, layout: Layout) -> float | None:
+    """What a setting is chosen by: the mean of `by` over its trials with a value of the metric."""
+    values = [v for v, ok in zip(setting[layout.by], _has_value(setting, layout.metric)) if ok and v is not None]
+    return _mean(values) if values else None
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values))
+
+
+def _all_missing(values) -> bool:
+    return all(v is None for v in values)

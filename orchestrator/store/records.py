@@ -251,11 +251,12 @@ def unpublished(run: RunDir, published: pa.Table | None) -> list[str]:
     return sorted(i for i in _record_ids(run) if status.get(i, "failed") == "failed")
 
 
-def _published(run: RunDir, name: str, notify=None) -> pa.Table | None:
-    """trials.parquet or epochs.parquet as last published. A damaged one (a bad sync, a half copy)
-    is a ResultsError, or with `notify`, a note and None: the records it was made from say the same."""
+def _published(run: RunDir, name: str, notify=None, columns: list[str] | None = None) -> pa.Table | None:
+    """trials.parquet or epochs.parquet as last published (`columns`: only those). A damaged one (a
+    bad sync, a half copy) is a ResultsError, or with `notify`, a note and None: the records it was
+    made from say the same."""
     try:
-        return run.read_table(run.child(name))
+        return run.read_table(run.child(name), columns)
     except ResultsError as e:
         if notify is None:
             raise
@@ -271,15 +272,21 @@ def read_trials(run: RunDir, notify=None) -> pa.Table | None:
     return _concat([_without(published, ids), _trials_table([_read_record(run, i, notify) for i in ids])])
 
 
-def read_epochs(run: RunDir, ids: list[str], notify=None) -> pa.Table | None:
-    """The epochs of the trials `ids`: from epochs.parquet, or their records if not published yet."""
+def read_epochs(run: RunDir, ids: list[str], columns: list[str] | None = None, notify=None) -> pa.Table | None:
+    """The epochs of the trials `ids`: from epochs.parquet, or their records if not published yet;
+    `columns`: only those of them the epochs have (a trial_id among them). With `notify`, a damaged
+    file or record is noted and read past (see _published, _read_record)."""
     # The file read whole, then filtered: on S3, reading its footer and then its columns are
     # separate GETs, which can find two versions when the driver replaces the file in between.
-    published = _published(run, "epochs.parquet", notify)
+    columns = None if columns is None else list(dict.fromkeys(["trial_id", *columns]))
+    published = _published(run, "epochs.parquet", notify, columns)
     if published is not None:
         published = published.filter(pc.is_in(published["trial_id"], pa.array(ids, pa.string())))
     have = set(published["trial_id"].to_pylist()) if published is not None else set()
-    return _concat([published, _epochs_table([_read_record(run, i, notify) for i in ids if i not in have])])
+    unpublished = _epochs_table([_read_record(run, i, notify) for i in ids if i not in have])
+    if unpublished is not None and columns is not None:
+        unpublished = unpublished.select([c for c in columns if c in unpublished.column_names])
+    return _concat([published, unpublished])
 
 
 class _Pace:
