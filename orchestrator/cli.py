@@ -332,11 +332,10 @@ def status(run: RunArg, storage: Storage = "./runs", trust_workload: TrustWorklo
     """
     from orchestrator import terminal
     from orchestrator.results.status import read_status
-    from orchestrator.store.records import read_trials, statuses
+    from orchestrator.store.records import read_trials
 
     run_dir = _open_run(run, storage)
-    table = read_trials(run_dir, notify=_note)
-    s = read_status(run_dir, statuses(table), table.to_pandas() if table is not None else None, trust_workload)
+    s = read_status(run_dir, read_trials(run_dir, notify=_note), trust_workload)
     if s.untrusted:
         _untrusted(run_dir, s.untrusted, "shown without the grid: no pending trials, no ETA")
     if not s.counts and not s.planned and not s.others:

@@ -6,16 +6,18 @@ the grid's trials with neither.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from orchestrator.plan.grid import read_saved_grid
-from orchestrator.store.records import STATUSES
+from orchestrator.store.records import STATUSES, statuses
 from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now
 
 # A trial counts as running while its progress moved within max(this, 3 epochs).
@@ -56,16 +58,15 @@ def progress_files(run: RunDir, finished) -> dict[str, dict]:
             if (progress := run.progress(trial_id))}
 
 
-def read_status(run: RunDir, finished: dict[str, str], trials, trust_workload: bool = False) -> Status:
-    """Where the run stands; `finished` and `trials` are every finished trial's status and row."""
+def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = False) -> Status:
+    """Where the run stands; `trials` holds every finished trial's row (records.read_trials)."""
     grid, untrusted = read_saved_grid(run, trust_workload)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
+    finished = statuses(trials)
     others = 0
     if grid:  # the grid as last run: an edited grid's older trials are not part of it
         others = sum(1 for t in finished if t not in planned)
         finished = {t: s for t, s in finished.items() if t in planned}
-        if trials is not None:
-            trials = trials[trials["trial_id"].isin(list(planned))]
     # In the order of STATUSES, not of trial ids (hashes): the line reads the same from run to run.
     tally = Counter(finished.values())
     order = {s: i for i, s in enumerate(STATUSES)}
@@ -92,7 +93,10 @@ def read_status(run: RunDir, finished: dict[str, str], trials, trust_workload: b
         counts["pending"] = sum(1 for t in planned if t not in finished and t not in started)
 
     gpus = grid.resources.gpus if grid else 0
-    seconds = float(trials["train_seconds"].fillna(0).sum()) if trials is not None else 0.0
+    seconds = 0.0
+    if trials is not None:
+        seconds = sum(s for t, s in zip(trials["trial_id"].to_pylist(), trials["train_seconds"].to_pylist())
+                      if t in finished and s is not None and not math.isnan(s))
     seconds += sum(a.train_seconds for a in active)
     result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
