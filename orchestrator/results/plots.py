@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from matplotlib.figure import Figure  # not pyplot: files only, no display backend, no global state
 from matplotlib.ticker import MaxNLocator
 
@@ -35,14 +37,16 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
         part = done.matching(table.key)
         wanted += [(table, key, _cell_trials(part, table, *key)) for key in table.cells]
     all_ids = sorted({i for _, _, ids in wanted for i in ids})
-    table = records.read_epochs(results.run, all_ids, notify) if all_ids else None
     # Curves of the metric that chooses, over epochs or steps, or of what the table shows where
     # the trials reported only that.
     layout = tables[0].layout
-    columns = table.column_names if table is not None else []
+    epochs = records.read_epochs(results.run, all_ids, ["epoch", "step", layout.by, layout.metric], notify) \
+        if all_ids else None
+    columns = epochs.column_names if epochs is not None else []
     curve_metric = next((m for m in (layout.by, layout.metric) if m in columns), layout.by)
     x = "step" if "step" in columns and "epoch" not in columns else "epoch"
-    epochs = table.select(["trial_id", x, curve_metric]).to_pandas() if curve_metric in columns else None
+    cells = [ids for _, _, ids in wanted]
+    curves = _curves(epochs, cells, x, curve_metric) if curve_metric in columns else [None] * len(cells)
     curve = layout.shown if curve_metric == layout.metric else Metric(curve_metric)
 
     n = len(tables)
@@ -50,12 +54,12 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
     axes = fig.subplots(n + 1, 1, squeeze=False)
     scale = 100 if percent(curve) else 1
     for ax, table in zip(axes[:, 0], tables):
-        for t, key, ids in wanted:
-            if t is not table or epochs is None or not ids:
+        for (t, key, ids), line in zip(wanted, curves):
+            if t is not table or line is None or not ids:
                 continue
-            mean = epochs[epochs["trial_id"].isin(ids)].groupby(x)[curve_metric].mean()
+            steps, means = line
             label = " ".join(str(k) for k in key if k is not None)
-            ax.plot(mean.index, mean.values * scale, label=label, linewidth=1.2)
+            ax.plot(steps, [m * scale for m in means], label=label, linewidth=1.2)
         where = ", ".join(f"{k}={v}" for k, v in table.key.items())
         chosen = f"; {', '.join(table.reduced)} as chosen for the table" if table.reduced else ""
         ax.set_title(f"{where + ': ' if where else ''}{curve_metric} per {x}, mean over seeds{chosen}",
@@ -68,6 +72,25 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
     _bars(axes[-1, 0], tables[0])
     fig.tight_layout()
     fig.savefig(output)
+
+
+def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> list[tuple[list, list]]:
+    """For each cell (the ids of its trials, each trial in one cell), the values of `x` its trials
+    reported and the mean of `metric` over them at each."""
+    cell_of = {trial_id: n for n, ids in enumerate(cells) for trial_id in ids}
+    ids = pc.unique(epochs["trial_id"])
+    cell = pc.take(pa.array([cell_of[i] for i in ids.to_pylist()], pa.int64()),
+                   pc.index_in(epochs["trial_id"], value_set=ids))
+    values = epochs[metric]  # a NaN is left out of a mean, as a missing value is
+    values = pc.if_else(pc.is_null(values, nan_is_null=True), pa.scalar(None, values.type), values)
+    means = (pa.table({"cell": cell, x: epochs[x], metric: values}).group_by(["cell", x]).aggregate([(metric, "mean")])
+             .sort_by([("cell", "ascending"), (x, "ascending")]))
+    out: list[tuple[list, list]] = [([], []) for _ in cells]
+    for n, step, mean in zip(*(means[c].to_pylist() for c in ("cell", x, f"{metric}_mean"))):
+        if step is not None:
+            out[n][0].append(step)
+            out[n][1].append(float("nan") if mean is None else mean)
+    return out
 
 
 def _bars(ax, table: Table) -> None:

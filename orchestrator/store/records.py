@@ -251,12 +251,12 @@ def unpublished(run: RunDir, published: pa.Table | None) -> list[str]:
     return sorted(i for i in _record_ids(run) if status.get(i, "failed") == "failed")
 
 
-def _published(run: RunDir, name: str, notify=None, columns: list[str] | None = None) -> pa.Table | None:
+def _published(run: RunDir, name: str, notify=None, columns: list[str] | None = None, **read) -> pa.Table | None:
     """trials.parquet or epochs.parquet as last published (`columns`: only those). A damaged one (a
     bad sync, a half copy) is a ResultsError, or with `notify`, a note and None: the records it was
     made from say the same."""
     try:
-        return run.read_table(run.child(name), columns)
+        return run.read_table(run.child(name), columns, **read)
     except ResultsError as e:
         if notify is None:
             raise
@@ -278,11 +278,15 @@ def read_epochs(run: RunDir, ids: list[str], columns: list[str] | None = None, n
     file or record is noted and read past (see _published, _read_record)."""
     # The file read whole, then filtered: on S3, reading its footer and then its columns are
     # separate GETs, which can find two versions when the driver replaces the file in between.
+    # Its trial ids are read as a dictionary (a few hundred rows of each): decoding every row's
+    # id is most of reading the file. Those kept are decoded after the filter.
     columns = None if columns is None else list(dict.fromkeys(["trial_id", *columns]))
-    published = _published(run, "epochs.parquet", notify, columns)
+    published = _published(run, "epochs.parquet", notify, columns, dictionary=["trial_id"])
     if published is not None:
         published = published.filter(pc.is_in(published["trial_id"], pa.array(ids, pa.string())))
-    have = set(published["trial_id"].to_pylist()) if published is not None else set()
+        published = published.set_column(published.schema.get_field_index("trial_id"), "trial_id",
+                                          pc.cast(published["trial_id"], pa.string()))
+    have = set(pc.unique(published["trial_id"]).to_pylist()) if published is not None else set()
     unpublished = _epochs_table([_read_record(run, i, notify) for i in ids if i not in have])
     if unpublished is not None and columns is not None:
         unpublished = unpublished.select([c for c in columns if c in unpublished.column_names])

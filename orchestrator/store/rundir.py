@@ -124,10 +124,11 @@ class RunDir:
         pq.write_table(table, sink)
         self.write_bytes(path, sink.getvalue().to_pybytes())
 
-    def read_table(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
+    def read_table(self, path: str, columns: list[str] | None = None, dictionary: list[str] | None = None
+                   ) -> pa.Table | None:
         """One Parquet or (`.arrow`: an older ablate's record) Arrow IPC file, or None where there is none.
         Of a Parquet file, `columns`: only those of them it has (the file is read in one piece all the
-        same)."""
+        same); `dictionary`: columns read as dictionary arrays (few distinct values, many rows)."""
         data = self.read_bytes(path)
         if data is None:
             return None
@@ -136,7 +137,7 @@ class RunDir:
             if arrow:
                 return pa.ipc.open_file(pa.BufferReader(data)).read_all()
             # Not read_table: its dataset layer costs more than the read.
-            file = pq.ParquetFile(pa.BufferReader(data))
+            file = pq.ParquetFile(pa.BufferReader(data), read_dictionary=dictionary)
             return file.read([c for c in columns if c in file.schema_arrow.names] if columns is not None else None)
         except (pa.ArrowInvalid, OSError) as e:
             shown = path if self.local else f"{self.uri.partition('://')[0]}://{path}"
