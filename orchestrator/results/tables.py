@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
@@ -192,6 +191,8 @@ def _summarized(run: RunDir, trials: pa.Table, ids: list[str], objective: Object
     wanted = [m for m in (objective.metric, *objective.report) if m.summary != "last"]
     if not wanted or not ids:
         return trials
+    import pyarrow.compute as pc  # only here: see records.read_trials
+
     names = list(dict.fromkeys(name for m in wanted for name in (m.name, objective.metric.name)))
     epochs = records.read_epochs(run, ids, ["trial_id", *names], notify)
     if epochs is None:

@@ -33,7 +33,6 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from orchestrator.errors import ResultsError
 from orchestrator.store import columns
@@ -222,6 +221,8 @@ def _record_ids(run: RunDir) -> set[str]:
 def _without(table: pa.Table | None, ids) -> pa.Table | None:
     if table is None or not ids:
         return table
+    import pyarrow.compute as pc  # see read_trials
+
     drop = pc.is_in(table["trial_id"], pa.array(sorted(ids), pa.string()))
     return table.filter(pc.invert(drop)) if pc.any(drop).as_py() else table  # a filter copies every column
 
@@ -267,6 +268,9 @@ def _published(run: RunDir, name: str, notify=None, columns: list[str] | None = 
 def read_trials(run: RunDir, notify=None) -> pa.Table | None:
     """Every finished trial: trials.parquet, with records not published yet merged in. With
     `notify`, damaged files are noted and read past (see _published, _read_record)."""
+    # pyarrow.compute is imported only where it is used (here: where records are merged in):
+    # importing it builds a Python wrapper for each of its functions, and summarize and status
+    # need none of them.
     published = _published(run, "trials.parquet", notify)
     ids = unpublished(run, published)
     return _concat([_without(published, ids), _trials_table([_read_record(run, i, notify) for i in ids])])
@@ -280,6 +284,8 @@ def read_epochs(run: RunDir, ids: list[str], columns: list[str] | None = None, n
     # separate GETs, which can find two versions when the driver replaces the file in between.
     # Its trial ids are read as a dictionary (a few hundred rows of each): decoding every row's
     # id is most of reading the file. Those kept are decoded after the filter.
+    import pyarrow.compute as pc  # see read_trials
+
     columns = None if columns is None else list(dict.fromkeys(["trial_id", *columns]))
     published = _published(run, "epochs.parquet", notify, columns, dictionary=["trial_id"])
     if published is not None:
@@ -357,6 +363,8 @@ class Publisher:
     def catch_up(self) -> None:
         """Publish whatever is not published yet (what a killed driver left, too), and write both
         files now."""
+        import pyarrow.compute as pc  # see read_trials
+
         for trial_id in unpublished(self.run, self.trials):
             if trial_id not in self.new_trials:
                 self.new_trials[trial_id] = self.new_epochs[trial_id] = _read_record(self.run, trial_id, self.notify)
