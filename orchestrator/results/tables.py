@@ -4,10 +4,11 @@
     for table in summarize(results, layout_for(results)):
         print(table.key, table.cells[("C", "all")].mean)
 
-Reads Parquet only, never Ray, and holds the trials in plain Python (trials.py). Each cell is one (rows, cols) combination inside one table;
-the remaining axes that vary (the learning rate, say) are reduced either by choosing the group
-with the best validation error (`select="best"`: the paper reports the best learning rate per
-network, and choosing it on test data would flatter every cell) or by pooling all (`"all"`).
+Reads Parquet only, never Ray, and holds the trials in plain Python (trials.py). Each cell is
+one (rows, cols) combination inside one table; the remaining axes that vary (the learning rate,
+say) are reduced either by choosing the group with the best validation error (`select="best"`:
+the paper reports the best learning rate per network, and choosing it on test data would
+flatter every cell) or by pooling all (`"all"`).
 A group is judged on all its seeds: one with a seed that diverged or failed is chosen only where
 every group has one (its survivors alone would flatter it), and a cell says how many did not finish.
 Seeds are what the mean, std, n and the 95% interval (stats.py) are taken over.
@@ -209,6 +210,7 @@ def _summarized(run: RunDir, trials: pa.Table, ids: list[str], objective: Object
             [(m.name, "first", pc.ScalarAggregateOptions(skip_nulls=False))])
         at_best = dict(zip(best["trial_id"].to_pylist(), best[f"{m.name}_first"].to_pylist()))
         own = trials[m.name].to_pylist() if m.name in trials.column_names else [None] * trials.num_rows
+        # A trial with reports takes the value at its best one, even where that is missing.
         column = pa.array([at_best.get(i, value) for i, value in zip(trials["trial_id"].to_pylist(), own)])
         trials = (trials.set_column(trials.column_names.index(m.name), m.name, column) if m.name in trials.column_names
                   else trials.append_column(m.name, column))
@@ -250,7 +252,7 @@ def where(results: Results, conditions: list[str]) -> Results:
         if column not in trials.columns:
             raise ResultsError(f"--where '{condition}': unknown column '{column}' (columns: {', '.join(trials.columns)})")
         match = [v is not None and str(v) == value for v in trials[column]]  # a missing value matches nothing
-        trials = trials.where([m != negate for m in match])
+        trials = trials.where([not m for m in match] if negate else match)
     return dataclasses.replace(results, trials=trials)
 
 
