@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # not pyplot: files only, no display backend, no global state
 from matplotlib.ticker import MaxNLocator
 
@@ -51,6 +52,9 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
 
     n = len(tables)
     fig = Figure(figsize=(10, 3.6 * (n + 1)))
+    # A PNG canvas from the start: tight_layout then measures the texts with the renderer that
+    # savefig draws with, which keeps their layouts, instead of one of its own.
+    FigureCanvasAgg(fig)
     axes = fig.subplots(n + 1, 1, squeeze=False)
     scale = 100 if percent(curve) else 1
     for ax, table in zip(axes[:, 0], tables):
