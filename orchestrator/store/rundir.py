@@ -129,7 +129,7 @@ class RunDir:
         """One Parquet or (`.arrow`: an older ablate's record) Arrow IPC file, or None where there is none.
         Of a Parquet file, `columns`: only those of them it has (the file is read in one piece all the
         same); `dictionary`: columns read as dictionary arrays (few distinct values, many rows)."""
-        data = self.read_bytes(path)
+        data = self._read_buffer(path)
         if data is None:
             return None
         arrow = path.endswith(".arrow")
@@ -142,6 +142,17 @@ class RunDir:
         except (pa.ArrowInvalid, OSError) as e:
             shown = path if self.local else f"{self.uri.partition('://')[0]}://{path}"
             raise ResultsError(f"{shown}: unreadable {'Arrow' if arrow else 'Parquet'} ({e})") from None
+
+    def _read_buffer(self, path: str) -> pa.Buffer | bytes | None:
+        """A file's bytes for pyarrow: from a local disk into an Arrow buffer, not into a Python
+        bytes object, which is one more copy of the whole file."""
+        if not self.local:
+            return self.read_bytes(path)
+        try:
+            with self.fs.open_input_file(path) as f:  # an open file stays the version it was
+                return f.read_buffer()
+        except FileNotFoundError:
+            return None
 
     def names(self, path: str) -> list[str]:
         """The names in a folder; none where there is no such folder. On a local disk without
