@@ -31,13 +31,13 @@ class Trials:
         self.table = table
         self.columns: list[str] = table.column_names
         self.rows: Sequence[int] = range(table.num_rows)
-        self._values: dict[str, list] = {}  # column -> the values of every row of the table; shared by subsets
-        self._columns: dict[str, tuple] = {}  # column -> the values of these rows
+        self._converted: dict[str, list] = {}  # column -> the values of every row of the table; shared by subsets
+        self._taken: dict[str, tuple] = {}  # column -> the values of these rows
         self._distinct: dict[str, tuple] = {}
 
     def _subset(self, rows: Sequence[int]) -> Trials:
         subset = copy.copy(self)
-        subset.rows, subset._columns, subset._distinct = rows, {}, {}
+        subset.rows, subset._taken, subset._distinct = rows, {}, {}
         return subset
 
     @property
@@ -48,15 +48,15 @@ class Trials:
         return len(self.rows)
 
     def __getitem__(self, column: str) -> tuple:
-        if column not in self._columns:
+        if column not in self._taken:
             values = self._table_values(column)
-            self._columns[column] = tuple(map(values.__getitem__, self.rows))
-        return self._columns[column]
+            self._taken[column] = tuple(map(values.__getitem__, self.rows))
+        return self._taken[column]
 
     def _table_values(self, column: str) -> list:
-        if column not in self._values:
-            self._values[column] = _python(self.table[column])
-        return self._values[column]
+        if column not in self._converted:
+            self._converted[column] = _python(self.table[column])
+        return self._converted[column]
 
     def distinct(self, column: str) -> tuple:
         """The column's values, each once, in the order they first appear (None among them)."""
