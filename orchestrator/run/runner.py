@@ -127,7 +127,7 @@ def _let_workers_end(run: RunDir, todo, within_s: float, notify) -> None:
     """After taking the run over: wait, up to `within_s`, for the trial workers of the driver before
     that still run on this machine. Ray ends them within seconds of their driver; until then one may
     still write a checkpoint or a record, which this driver's attempt of the same trial must not meet."""
-    started = {info.base_name for info in run.list_dir(run.child("trials"))}
+    started = set(run.names(run.child("trials")))
     workers = {t.trial_id: worker for t in todo if t.trial_id in started
                and (worker := run.progress(t.trial_id).get("worker")) and alive(worker)}
     if not workers:
