@@ -480,3 +480,17 @@ def test_a_script_that_hangs_is_ended_at_its_trial_timeout_retried_and_leaves_no
     assert "scripts: 2 completed (1 run now, 1 already done)" in again.stdout
     assert sorted(starts.read_text().split()) == ["0", "0", "0", "1"]  # two timed-out attempts, then one that finished
     assert not none_left(marker, within=10)
+
+
+def test_a_completed_trial_without_a_metric_its_grid_declares_fails_saying_so(tmp_path):
+    from orchestrator.run.trial import run_trial
+
+    path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "plain.py", "{seed}"], "metrics": {"patterns": PATTERNS}},
+                       metric="val_loss")
+    grid = load_grid(path)
+    trial = grid.trials[0]
+    with pytest.raises(ValueError) as e:
+        run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
+                  workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
+                  judged_by=grid.objective.names)
+    assert str(e.value) == "no value of val_loss in its output (it gave: test_error, train_loss, val_error)"

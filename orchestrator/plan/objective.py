@@ -47,6 +47,7 @@ class Metric:
 class Objective:
     metric: Metric  # chooses among the settings of a cell: validation data, never test
     report: tuple[Metric, ...]  # what the tables show
+    declared: bool = False  # the grid's own, not its workload's defaults: each trial must give them
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -86,7 +87,7 @@ def objective(path, data: dict, workload) -> Objective:
         if workload.produces is not None and m.name not in workload.produces:
             raise GridError(path, key, f"workload '{workload.name}' reports no metric '{m.name}' "
                                        f"(it reports: {', '.join(workload.produces)})")
-    return Objective(metric, report)
+    return Objective(metric, report, declared=True)
 
 
 def _metric(path, key: str, given, mode: str, summaries) -> Metric:

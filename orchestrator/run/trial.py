@@ -65,8 +65,8 @@ def write_result(run: RunDir, workload: Workload, grid_name: str, trial_id: str,
 def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
               judged_by: tuple[str, ...] = ()) -> None:
     """The trial `tune_config["trial"]` names; writes its own record when it has a result. A
-    completed trial must have reported or returned each metric of `judged_by` (the grid's metric
-    and report), if only as None: one it never named is a mistake, not a result."""
+    completed trial must have reported or returned each metric of `judged_by` (the metric and
+    report its grid declares), if only as None: one it never named is a mistake, not a result."""
     run, workload = RunDir(run_uri), workload_of(workload_ref)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
     trial_config = workload.config(**config)
