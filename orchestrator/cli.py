@@ -352,11 +352,12 @@ def track(run: RunArg, to: Annotated[list[str], typer.Option(
     Where it writes follows the run's grid (`tracking:`) and the tracker's own settings
     (MLFLOW_TRACKING_URI). Run it again and what the tracker holds is not sent twice.
     """
-    from orchestrator.plan.grid import saved_grid, tracking
+    from orchestrator.plan.grid import read_saved_grid, tracking
     from orchestrator.run.tracking import track_run
 
     run_dir = _open_run(run, storage)
-    grid = saved_grid(run_dir)
+    # Like `ablate run`, it needs the run's workload (its config names the tracker's parameters).
+    grid, _ = read_saved_grid(run_dir, trust_workload=True)
     if grid is None:
         raise AblateError(f"{run_dir.display('grid.yaml')}: the run's grid is missing or does not load here")
     names = list(tracking({name: {} for name in to}, key="--to"))
