@@ -16,6 +16,7 @@ import polars as pl
 from orchestrator.store.rundir import RunDir
 from tests.conftest import ROOT, ablate
 from tests.runs import executions, probe_grid, trials
+from tests.test_store import CreatesAFile
 
 
 def test_smoke_grid_end_to_end(tmp_path, data_dir):
@@ -182,16 +183,6 @@ def test_storage_that_cannot_be_written_is_one_line(tmp_path):
     result = ablate("run", path, "--storage", tmp_path / "a-file" / "runs")
     assert result.returncode == 1
     assert result.stderr == f"error: {tmp_path / 'a-file' / 'runs' / 'probe'}: cannot write there (Not a directory)\n"
-
-
-class CreatesAFile:
-    """What a tampered checkpoint holds: an object whose unpickling calls open(path, "w")."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_on_resume_and_nothing_else_is_lost(tmp_path):
