@@ -93,6 +93,8 @@ def run(grid_file: GridPath,
         trials_per_gpu: Annotated[Optional[int], typer.Option(help="Trials packed on one GPU (sets --gpus 1/N).")] = None,
         max_concurrent: Annotated[Optional[int], typer.Option(help="At most this many trials at once.")] = None,
         retry_failed: Annotated[bool, typer.Option(help="Run failed trials again.")] = False,
+        resume_stopped: Annotated[bool, typer.Option(
+            help="Train the trials that halving (or a scheduler) stopped to their end, from their checkpoints.")] = False,
         fail_fast: Annotated[bool, typer.Option(help="Stop the whole grid at the first failed trial.")] = False,
         data_dir: Annotated[Optional[str], typer.Option(help="Dataset cache (default: $ABLATE_DATA or ~/.cache/ablate/data).")] = None,
         wait: Annotated[bool, typer.Option(help="If another `ablate run` is running this grid in this storage, "
@@ -135,7 +137,7 @@ def run(grid_file: GridPath,
     try:
         summary = run_grid(grid, run_dir, display, address=address, resources=resources,
                            retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir, wait=wait,
-                           trial_timeout=timeout, notify=_note)
+                           trial_timeout=timeout, resume_stopped=resume_stopped, notify=_note)
     except KeyboardInterrupt:
         err.print(f"interrupted: finished trials are saved in {run_dir.display()}; "
                   f"run the same command again to resume")

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from orchestrator.plan.estimate import Estimate, estimate
 from orchestrator.plan.grid import Grid
+from orchestrator.plan.halving import planned
 from orchestrator.results.status import Status
 from orchestrator.run.display import duration, number
 from orchestrator.store.rundir import now
@@ -47,11 +48,36 @@ def show_plan(console: Console, grid: Grid) -> None:
     r = grid.resources
     console.print(f"trials: {len(grid.trials)}   training images: {si(cost['images'], 'images')}   "
                   f"compute: {si(cost['flops'], 'FLOP')}")
+    for line in halving_lines(grid):
+        console.print(line, markup=False, soft_wrap=True)
     for line in time_lines(grid):
         console.print(line, markup=False, soft_wrap=True)
     console.print(f"per trial: {r.cpus:g} CPU, {r.gpus:g} GPU"
                   + (f", at most {r.max_concurrent} at once" if r.max_concurrent else "")
                   + f"; retries: {grid.max_failures}")
+
+
+def halving_lines(grid: Grid) -> list[str]:
+    """What halving saves: epochs and compute with it, against the full grid."""
+    h = grid.halving
+    if h is None:
+        return []
+    epochs = planned(grid.trials, h, grid.planned_epochs)
+    if epochs is None:
+        return [f"{h.describe()}; epochs saved: not known (the workload does not say how many its trials train)"]
+    lines = [f"{h.describe()}: at most {epochs[0]:,.0f} of {epochs[1]:,.0f} epochs ({epochs[0] / epochs[1]:.0%}); "
+             "compute and time below are of the full grid"]
+    if grid.workload.cost is not None:
+        workload = grid.workload
+
+        def flops_per_epoch(trial):
+            config = workload.config(**trial.config)
+            return (workload.cost(config).get("flops") or 0.0) / max(1, grid.planned_epochs(trial))
+
+        flops = planned(grid.trials, h, grid.planned_epochs, flops_per_epoch)
+        if flops[1]:
+            lines.append(f"compute with halving: at most {si(flops[0], 'FLOP')} of {si(flops[1], 'FLOP')}")
+    return lines
 
 
 def _hours(h: float) -> str:
@@ -100,11 +126,14 @@ def show_status(console: Console, where: str, s: Status) -> None:
                        s.metric, "updated"):
             out.add_column(column)
         for a in s.active:
-            out.add_row(a.trial_id, "stopped" if a.stopped else "running", f"{a.epoch}/{a.epochs or '?'}",
+            state = "paused" if a.paused else "interrupted" if a.stopped else "running"
+            out.add_row(a.trial_id, state, f"{a.epoch}/{a.epochs or '?'}",
                         number(a.metrics.get(s.metric)), f"{duration((now() - a.updated).total_seconds())} ago")
         console.print(out)
-    if s.counts.get("stopped"):
-        console.print("stopped trials resume from their checkpoints at the next `ablate run`")
+    if s.counts.get("interrupted"):
+        console.print("interrupted trials resume from their checkpoints at the next `ablate run`")
+    if s.counts.get("paused"):
+        console.print("paused trials wait at a rung of halving for the other settings of their cell")
 
 
 def show_models(console: Console, workload_name: str, rows: list[dict]) -> None:

@@ -31,6 +31,7 @@ class Config:
         "choices": ("never", "once", "always", "kill_once", "kill_after_record", "hang_once")})
     marker_dir: str = field(default="", metadata={"identity": False})
     ballast: Annotated[int, Ge(0)] = 0  # kB of filler in each checkpoint: a trial that fills a disk
+    target: float = 0.0  # the best lr: val_error grows with the distance to it
 
 
 def _node() -> str:
@@ -43,7 +44,7 @@ def _node() -> str:
 
 
 def train(config: Config, session) -> dict:
-    key = f"lr{config.lr}-seed{config.seed}-{config.fail}"
+    key = f"lr{config.lr}-seed{config.seed}-{config.fail}" + (f"-target{config.target}" if config.target else "")
     markers = Path(config.marker_dir)
     state = session.restore() or {"epoch": 0}
     with open(markers / "executions.log", "a") as f:
@@ -67,8 +68,9 @@ def train(config: Config, session) -> dict:
         state = {"epoch": epoch + 1, "ballast": "x" * (1024 * config.ballast)}
         with open(markers / "epochs.log", "a") as f:
             f.write(f"{key} {epoch + 1} {time.time()}\n")
-        # Better with more epochs and with a smaller lr: something for a scheduler to compare.
-        session.report({"epoch": epoch + 1, "val_error": config.lr + 1 / (epoch + 2)}, checkpoint=state)
+        # Better with more epochs and with an lr nearer the target: something for a scheduler to compare.
+        session.report({"epoch": epoch + 1, "val_error": abs(config.lr - config.target) + 1 / (epoch + 2)},
+                       checkpoint=state)
     if config.fail == "kill_after_record":
         log = session.log
 

@@ -165,9 +165,9 @@ def test_readers_of_a_grid_that_ran_skip_the_per_trial_checks(tmp_path):
 ERRORS = [
     ("name: [unclosed\n", "not valid YAML at line 2, column 1: did not find expected ',' or ']'"),
     ("- a\n- b\n", "expected a YAML mapping with keys name, description, workload, command, axes, fixed, seeds, repeats, "
-                   "exclude, include, metric, mode, report, resources, max_failures, max_trials, trial_timeout, tracking"),
+                   "exclude, include, metric, mode, report, resources, max_failures, max_trials, trial_timeout, tracking, halving"),
     (BASE + "colour: red\n", "colour: unknown key (allowed: name, description, workload, command, axes, fixed, seeds, "
-                             "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials, trial_timeout, tracking)"),
+                             "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials, trial_timeout, tracking, halving)"),
     ("axes: {model: [A]}\n", "name: expected a name of letters, digits, '_', '.' or '-' (it names the results folder), got null"),
     ("name: t\nworkload: nope\n", "workload: unknown workload 'nope' (known: allcnn; or an import path module:object)"),
     ("name: t\naxes:\n  model: [A, B, D]\n", "axes.model[2]: unknown model 'D' (known: A, B, C)"),
@@ -252,7 +252,7 @@ ERRORS = [
     (BASE + "max_trials: 0\n", "max_trials: expected an integer >= 1, got 0"),
     # Whatever a file holds, the error stays one line.
     (BASE + "\"col\\nour\": red\n", "col\\nour: unknown key (allowed: name, description, workload, command, axes, fixed, seeds, "
-                                     "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials, trial_timeout, tracking)"),
+                                     "repeats, exclude, include, metric, mode, report, resources, max_failures, max_trials, trial_timeout, tracking, halving)"),
 ]
 
 

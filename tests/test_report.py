@@ -302,12 +302,12 @@ def test_status_of_a_half_finished_run(run_dir):
     result = invoke("status", run_dir)
     assert result.exit_code == 0
     out = result.stdout
-    assert f"{run_dir}: 10 finished of 16: 6 completed, 2 diverged, 2 failed, 1 running, 1 stopped, 4 pending" in out
+    assert f"{run_dir}: 10 finished of 16: 6 completed, 2 diverged, 2 failed, 1 running, 1 interrupted, 4 pending" in out
     assert f"{first}  running  2/350  0.5000" in out
-    assert f"{second}  stopped  1/350  0.7000" in out
+    assert f"{second}  interrupted  1/350  0.7000" in out
     assert "compute used: 10.05 CPU-hours" in out  # 10 finished trials x 1 h + 3 epochs x 60 s
     assert "ETA: " in out and "ETA: -" not in out
-    assert "stopped trials resume from their checkpoints" in out
+    assert "interrupted trials resume from their checkpoints" in out
 
 
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])

@@ -22,6 +22,7 @@ import workloads
 from orchestrator.errors import GridError
 from orchestrator.plan.expand import Spec, Trial, expand, hashable
 from orchestrator.plan.gridfile import read_yaml
+from orchestrator.plan.halving import Halving, halving
 from orchestrator.plan.objective import Objective, default, objective
 from orchestrator.plan.params import INT64, Parameters, fmt
 from orchestrator.plan.script import load as load_script
@@ -29,7 +30,7 @@ from workloads.base import Workload
 
 TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seeds", "repeats", "exclude",
             "include", "metric", "mode", "report", "resources", "max_failures", "max_trials", "trial_timeout",
-            "tracking")
+            "tracking", "halving")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
 # The trackers a grid can log its trials to (run/tracking.py), and what each may say of where it
 # writes; unsaid, each follows its own conventions (MLFLOW_TRACKING_URI; TensorBoard: <run>/tensorboard;
@@ -64,6 +65,7 @@ class Grid:
     fixed: dict[str, Any] = field(default_factory=dict)
     objective: Objective | None = None  # what trials are judged by; None: the workload's
     tracking: dict[str, dict[str, str]] = field(default_factory=dict)  # tracker -> its settings (TRACKERS)
+    halving: Halving | None = None  # successive halving inside each cell (plan/halving.py)
 
     def __post_init__(self):
         if self.objective is None:
@@ -99,12 +101,15 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
             params.check_trial(trial.config, trial.cell)
     if not trials:
         raise GridError(path, "", "the grid expands to zero trials")
+    epochs = ([workload.epochs(workload.config(**t.config)) for t in trials]
+              if workload.epochs and data.get("halving") is not None else [])
     return Grid(name=data["name"], path=path, workload=workload, workload_ref=ref, axes=spec.axes, trials=trials,
                 resources=resources(_mapping(path, "resources", data.get("resources") or {}), "resources.{}".format, path),
                 max_failures=_number(path, "max_failures", data.get("max_failures", 1), integer=True),
                 trial_timeout=trial_timeout(data.get("trial_timeout"), "trial_timeout", path),
                 description=str(data.get("description") or ""), fixed=spec.fixed,
-                objective=objective(path, data, workload), tracking=tracking(data.get("tracking") or {}, path))
+                objective=objective(path, data, workload), tracking=tracking(data.get("tracking") or {}, path),
+                halving=halving(path, data.get("halving"), spec.axes, epochs))
 
 
 def _mapping(path, key, value) -> dict:

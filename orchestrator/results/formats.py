@@ -79,6 +79,8 @@ def title(table: Table) -> str:
         by = table.layout.by + (" (higher is better)" if table.layout.mode == "max" else "")
         if shown and not any(cell.chosen for cell in shown):  # no validation data: nothing was chosen
             what += f"; no {table.layout.by}: {names} pooled"
+        elif table.layout.halving and any("stopped" in cell.counts for cell in table.cells.values()):
+            what += f"; {names} {table.layout.halving.chosen(by)}"
         else:
             what += f"; {names} chosen by best {by} among settings with every seed finished"
     where = _where(table.key)
@@ -170,7 +172,9 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
         styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
     title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={d0.baseline_value}, "
              f"paired by seed; 95% t-interval of the mean difference; "
-             + (f"the other axes chosen for each side by best {layout.by} among settings with every seed finished"
+             + (f"the other axes {layout.halving.chosen(layout.by)}" if layout.select == "best" and layout.halving
+                and any("stopped" in cell.counts for d in differences for cell in (d.baseline, d.compared))
+                else f"the other axes chosen for each side by best {layout.by} among settings with every seed finished"
                 if layout.select == "best"
                 else "the other axes pooled and paired too"))
     return Sheet((f"{_where(shared)}: " if shared else "") + title,

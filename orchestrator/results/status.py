@@ -33,11 +33,13 @@ class Active:
     train_seconds: float  # wall time of its epochs so far, every attempt
     updated: datetime
     stopped: bool  # no progress for a long while: its run was interrupted
+    paused: bool = False  # at a rung of halving, until its cell decides
 
 
 @dataclass
 class Status:
-    counts: dict[str, int]  # finished trials by status, plus running / stopped / pending
+    counts: dict[str, int]  # finished trials by status (stopped: by halving or a scheduler), plus running /
+    # paused (at a rung of halving) / interrupted (no progress for a long while) / pending
     active: list[Active] = field(default_factory=list)
     planned: int | None = None
     used_hours: float = 0.0
@@ -84,10 +86,12 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
         epochs = grid.planned_epochs(planned[trial_id]) if trial_id in planned else None
         metrics = progress.get("metrics", {})
         active.append(Active(trial_id, metrics.get("step", progress.get("epoch", 0)), epochs, metrics,
-                             progress.get("train_seconds", 0.0), updated, stopped=now() - updated > stale))
-    running = [a for a in active if not a.stopped]
+                             progress.get("train_seconds", 0.0), updated, stopped=now() - updated > stale,
+                             paused="paused_at" in progress))
+    running = [a for a in active if not a.stopped and not a.paused]
     counts["running"] = len(running)
-    counts["stopped"] = len(active) - len(running)
+    counts["paused"] = sum(1 for a in active if a.paused)
+    counts["interrupted"] = len(active) - len(running) - counts["paused"]
     if planned:
         started = {a.trial_id for a in active}
         counts["pending"] = sum(1 for t in planned if t not in finished and t not in started)

@@ -30,6 +30,7 @@ import pyarrow as pa
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
 from orchestrator.plan.grid import Grid, read_saved_grid
+from orchestrator.plan.halving import Halving
 from orchestrator.plan.objective import Metric, Objective
 from orchestrator.results import stats
 from orchestrator.results.trials import Trials
@@ -115,6 +116,7 @@ class Layout:
     by: str = "val_error"  # what "best" chooses by: validation data, never test
     mode: str = "min"  # which way `by` is better
     shown: Metric | None = None  # how `metric` is shown and which way it is better; None: Metric(metric)
+    halving: Halving | None = None  # how the run chose its settings, where it halved them
 
     def __post_init__(self):
         if self.shown is None or self.shown.name != self.metric:
@@ -221,13 +223,15 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
     """The workload's own layout where it has one, else the first two varying axes; the grid's
     objective says what is shown and what chooses. Parameters that vary but are no axis (a fixed
     value edited between runs) split the results into tables of their own: never pooled."""
-    varying = [c for c in results.choosable() if c != "seed"]
+    halved = results.grid.halving.over if results.grid and results.grid.halving else ()
+    varying = [c for c in results.choosable() if c != "seed" and c not in halved]  # halved axes are chosen
     base = dict(workload_layout or {})
     if not base:
         base = {"rows": varying[0] if varying else "seed", "cols": varying[1] if len(varying) > 1 else None}
     base["tables"] = [t for t in base.get("tables", []) if t in results.trials.columns]
     objective = results.objective
-    base.update({"metric": objective.report[0].name, "by": objective.metric.name, "mode": objective.metric.mode})
+    base.update({"metric": objective.report[0].name, "by": objective.metric.name, "mode": objective.metric.mode,
+                 "halving": results.grid.halving if results.grid else None})
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["tables"] += [c for c in results.varying() if c not in results.choosable() and c not in base["tables"]]
     layout = Layout(**base, shown=objective.reported(base["metric"]))
@@ -377,6 +381,8 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
                 notes.append(f"no {', '.join(reduced)} had every seed finish")
         else:  # no validation data (val_size 0): nothing to choose by
             notes.append(f"no {layout.by}: {', '.join(reduced)} pooled")
+    if reduced and "stopped" in counts:
+        notes.append(_stopped(trials, reduced))
     finished = _has_value(shown, layout.metric)
     ok = shown.where(finished)
     if ok.empty:
@@ -399,6 +405,17 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
                 n=len(values), interval=stats.interval(values), chosen=chosen,
                 params=int(params[0]) if params else None, counts=counts, values=by_seed, trials=ok,
                 notes=notes)
+
+
+def _stopped(trials: Trials, reduced: list[str]) -> str:
+    """Which settings were stopped early, and where: `stopped early: lr 0.3, 0.4 at 2; lr 0.2 at 4`."""
+    where: dict[Any, set[str]] = {}
+    stopped = trials.where([s == "stopped" for s in trials["status"]])
+    for *values, at in zip(*(stopped[name] for name in reduced), stopped["epochs_completed"]):
+        where.setdefault(at, set()).add(", ".join(str(v) for v in values))
+    name = ", ".join(reduced)
+    return "stopped early: " + "; ".join(f"{name} {', '.join(sorted(v))} at {at}" for at, v in
+                                         sorted(where.items(), key=lambda item: (item[0] is None, item[0] or 0)))
 
 
 def _has_value(trials: Trials, metric: str) -> list[bool]:

@@ -45,6 +45,7 @@ class Display:
         self.planned_epochs = planned_epochs  # trial_id -> epochs it trains, where known, for the ETA
         self.metrics = metrics  # the workload's metrics to show for running trials
         self.running: dict[str, Running] = {}
+        self.paused: dict[str, Running | None] = {}  # trials waiting at a rung of halving
         self.counts = {s: 0 for s in STATUSES}
         known = list(planned_epochs.values())
         self.epochs_left = None if None in known else sum(known)
@@ -53,7 +54,7 @@ class Display:
 
     # -- events --------------------------------------------------------------------------------
     def trial_started(self, trial_id: str, cell: dict[str, Any]) -> None:
-        self.running[trial_id] = Running(cell, self.planned_epochs.get(trial_id))
+        self.running[trial_id] = self.paused.pop(trial_id, None) or Running(cell, self.planned_epochs.get(trial_id))
         self.show(trial_id, "started", describe(cell))
 
     def trial_result(self, trial_id: str, metrics: dict[str, Any]) -> None:
@@ -72,8 +73,13 @@ class Display:
             self.running[trial_id].retries += 1
         self.show(trial_id, "retrying", "after a failure, from its last checkpoint")
 
+    def trial_paused(self, trial_id: str, at: int) -> None:
+        """At a rung of halving, until every setting of its cell is there too."""
+        self.paused[trial_id] = self.running.pop(trial_id, None)
+        self.show(trial_id, "paused", f"at {at}, until its cell decides which settings go on")
+
     def trial_finished(self, trial_id: str, status: str, detail: str) -> None:
-        run = self.running.pop(trial_id, None)
+        run = self.running.pop(trial_id, None) or self.paused.pop(trial_id, None)
         if run and run.planned and self.epochs_left is not None:
             self.epochs_left -= max(0, run.planned - run.epoch)  # stopped early: those epochs never come
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -93,8 +99,9 @@ class Display:
         return None
 
     def counts_line(self) -> str:
-        pending = self.total - self.done - len(self.running)
-        parts = [f"{self.done}/{self.total} done", f"{len(self.running)} running", f"{pending} pending"]
+        pending = self.total - self.done - len(self.running) - len(self.paused)
+        parts = [f"{self.done}/{self.total} done", f"{len(self.running)} running",
+                 *([f"{len(self.paused)} paused at a rung"] if self.paused else []), f"{pending} pending"]
         parts += [f"{n} {s}" for s, n in self.counts.items() if n and s != "completed"]
         if self.skipped:
             parts.append(f"{self.skipped} already done")

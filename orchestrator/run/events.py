@@ -14,12 +14,12 @@ import time
 import ray
 from ray import tune
 
-from orchestrator.errors import CheckpointError, last_line
+from orchestrator.errors import last_line
 from orchestrator.plan.grid import Grid
 from orchestrator.run.display import Display, describe
 from orchestrator.run.hangs import Hangs
 from orchestrator.run.scheduling import GridTrials
-from orchestrator.run.trial import write_result
+from orchestrator.run.trial import write_result, write_stopped
 from orchestrator.run.tracking import Tracking
 from orchestrator.store.records import STOPPED, Publisher, read_record
 from orchestrator.store.rundir import Lines, RunDir, now
@@ -108,6 +108,10 @@ class Events(tune.Callback):
         row = self.publisher.publish(trial_id, self.shown)
         if row is None and self.storage_error:  # stopped with the run: it resumes at the next `ablate run`
             return
+        until = trial.config["trial"].get("until")
+        if row is None and until is not None and self.run.progress(trial_id).get("paused_at", 0) >= until:
+            self.display.trial_paused(trial_id, until)  # at a rung, for its cell's decision (halving.py)
+            return
         if row is None:  # its worker wrote no result: a scheduler (or a stopper) ended it before `train` returned
             self._record_stopped(trial_id, trial.config["trial"]["config"], trial.last_result or {})
             row = self.publisher.publish(trial_id, self.shown)
@@ -120,19 +124,8 @@ class Events(tune.Callback):
         self.display.trial_finished(trial_id, row["status"], detail)
 
     def _record_stopped(self, trial_id: str, config: dict, last: dict) -> None:
-        """A truthful row for a trial stopped early: where it got to, and its epochs up to its
-        last checkpoint. Stopped is final: the next `ablate run` does not run it again."""
-        epoch = last.get("epoch")
         progress = progress_after(self.run, trial_id, last.get("training_iteration", 0))
-        try:
-            saved = self.run.checkpoint(trial_id)
-        except CheckpointError:  # one that would run code to load: the row goes without its epochs
-            saved = None
-        epochs = [e for e in saved["epochs"] if epoch is None or e.get("epoch", 0) <= epoch] if saved else None
-        reached = {k: v for k, v in progress.get("metrics", {}).items() if k not in ("epoch", "step")}
-        write_result(self.run, self.grid.workload, self.grid.name, trial_id, config, {
-            **reached, "status": STOPPED, "epochs_completed": epoch,
-            "train_seconds": progress.get("train_seconds")}, progress, epochs)
+        write_stopped(self.run, self.grid.workload, self.grid.name, trial_id, config, last.get("epoch"), progress)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         trial_id = self._id(trial)

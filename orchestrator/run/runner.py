@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 
 import ray
@@ -23,6 +24,7 @@ from orchestrator.errors import RunError, StorageError
 from orchestrator.plan.grid import GRID_FILE, Grid, Resources
 from orchestrator.run.cluster import check_resources, check_storage_shared, connect, ray_log_path, ray_messages_to
 from orchestrator.run.events import Events, StopOnStorageError
+from orchestrator.run.halving import Halver
 from orchestrator.run.hangs import Hangs
 from orchestrator.run.lock import DriverLock
 from orchestrator.run.processes import alive
@@ -31,7 +33,7 @@ from orchestrator.run.settings import environment, tune_environment
 from orchestrator.run.tracking import Tracking, environment_for_tracking
 from orchestrator.run.trial import run_trial
 from orchestrator.store import records
-from orchestrator.store.records import STATUSES, Publisher
+from orchestrator.store.records import STATUSES, STOPPED, Publisher
 from orchestrator.store.rundir import RunDir, join_uri
 from workloads.base import WorkloadError
 
@@ -56,7 +58,7 @@ class RunSummary:
 def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = None,
              resources: Resources | None = None, retry_failed: bool = False, fail_fast: bool = False,
              data_dir: str | None = None, scheduler=None, wait: bool = False, trial_timeout: float | None = None,
-             notify=lambda message: None) -> RunSummary:
+             resume_stopped: bool = False, notify=lambda message: None) -> RunSummary:
     """Run every trial of `grid` that has no result in `run` yet, as the run's only driver.
 
     The run is taken (lock.py) before anything is read or written, even when every trial turns out
@@ -70,22 +72,26 @@ def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = 
 
     `trial_timeout` (default: the grid's) ends an attempt that runs longer, as a failure; so is
     one that stops reporting for far longer than its epochs take (hangs.py).
+
+    A grid with `halving` runs in rounds, each up to the next rung of every cell (run/halving.py);
+    `resume_stopped` trains the trials it stopped to their end instead.
     """
     with DriverLock(run).acquire(wait=wait, notify=notify) as lock:
         return _run_unfinished(grid, run, display_factory, address=address, resources=resources,
                                retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
-                               scheduler=scheduler, notify=notify, lock=lock,
+                               scheduler=scheduler, notify=notify, lock=lock, resume_stopped=resume_stopped,
                                trial_timeout=grid.trial_timeout if trial_timeout is None else trial_timeout)
 
 
 def _run_unfinished(grid, run, display_factory, *, address, resources, retry_failed, fail_fast, data_dir,
-                    scheduler, notify, lock, trial_timeout) -> RunSummary:
+                    scheduler, notify, lock, trial_timeout, resume_stopped) -> RunSummary:
     resources = resources or grid.resources
     publisher = Publisher(run, notify)
     publisher.catch_up()  # what a killed driver left unpublished: now every record is in publisher.trials
     finished = records.statuses(publisher.trials)
     todo = [t for t in grid.trials if finished.get(t.trial_id) not in STATUSES
-            or (retry_failed and finished[t.trial_id] == "failed")]
+            or (retry_failed and finished[t.trial_id] == "failed")
+            or (resume_stopped and finished[t.trial_id] == STOPPED)]
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
     skipped = len(grid.trials) - len(todo) - failed_earlier
     run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
@@ -111,8 +117,13 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
             try:
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
                 with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking():
-                    _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking,
-                         local=address is None, hangs=Hangs(trial_timeout, planned))
+                    fit = functools.partial(_fit, grid, run, resources=resources, display=display, fail_fast=fail_fast,
+                                            publisher=publisher, scheduler=scheduler, tracking=tracking,
+                                            local=address is None, hangs=Hangs(trial_timeout, planned))
+                    if grid.halving and not resume_stopped:
+                        _halve(grid, run, fit, publisher, display, retry_failed)
+                    else:
+                        fit(todo)
             finally:
                 publisher.catch_up()  # every record in both files, whatever the pace left for later
 
@@ -153,7 +164,35 @@ def _prepare(grid: Grid, todo) -> None:
         raise RunError(str(e)) from None
 
 
-def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking, local, hangs) -> None:
+def _halve(grid, run, fit, publisher, display, retry_failed) -> None:
+    """Rounds of trials, each up to its cell's next rung, until every cell has decided them all
+    or a round ends with a trial that neither paused nor has a result (the run was interrupted)."""
+    def stopped(trial_id, reason):
+        publisher.publish(trial_id)
+        display.trial_finished(trial_id, STOPPED, reason)
+
+    halver = Halver(grid, run, on_stopped=stopped)
+    retried: set[str] = set()  # a failed trial is retried once per `ablate run`, not once per round
+    by_id = {t.trial_id: t for t in grid.trials}
+    while True:
+        publisher.flush()
+        statuses = records.statuses(publisher.trials)
+        final = {i: s for i, s in statuses.items() if s in STATUSES
+                 and not (retry_failed and s == "failed" and i not in retried)}
+        plan = halver.next(final)
+        if not plan:
+            return
+        retried.update(i for i in plan if statuses.get(i) == "failed")
+        fit([by_id[i] for i in plan], until=plan)
+        publisher.flush()
+        done = records.statuses(publisher.trials)
+        if any(i not in done and (until is None or run.progress(i).get("paused_at", 0) < until)
+               for i, until in plan.items()):
+            return
+
+
+def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking, local, hangs,
+         until=None) -> None:
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
     # every trial's start, a large part of a short trial's worker time. These are names.
     bound = functools.partial(run_trial, run_uri=run.uri, workload_ref=grid.workload_ref, grid_name=grid.name,
@@ -161,13 +200,14 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
                               judged_by=grid.objective.names if grid.objective.declared else ())
     bound.__name__ = run_trial.__name__  # Tune names the trainable after it
     trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
-    trials = GridTrials(todo, slots(resources) if local else None)  # a joined cluster may grow
+    trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow
     events = Events(grid, run, display, publisher, trials, hangs, tracking)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune_config(trials, resources, scheduler),
         run_config=tune.RunConfig(
-            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=join_uri(run.uri, "ray"), verbose=0,
+            # Unique: a grid with halving runs several rounds, each its own Tune experiment.
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", storage_path=join_uri(run.uri, "ray"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
             stop=StopOnStorageError(events), callbacks=[events]),
     )

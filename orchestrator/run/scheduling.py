@@ -29,9 +29,11 @@ class GridTrials(Searcher):
     another waited for its actor, only as many as there are actors up, until a trial runs for
     longer than any waited for its actor (then a new actor would be up before it ends)."""
 
-    def __init__(self, todo, slots: int | None = None, clock=time.monotonic):
+    def __init__(self, todo, slots: int | None = None, clock=time.monotonic, until: dict | None = None):
         super().__init__()
-        self.trials = [{"trial_id": t.trial_id, "config": t.config} for t in todo]
+        # `until`: trial_id -> the epoch a trial pauses at, for halving (run/halving.py)
+        self.trials = [{"trial_id": t.trial_id, "config": t.config, **({"until": until[t.trial_id]}
+                        if until and until.get(t.trial_id) is not None else {})} for t in todo]
         self.given = 0
         self.clock = clock
         self.slots = self.limit = slots  # the most trials handed out and not ended (None: no limit)

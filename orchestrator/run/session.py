@@ -30,6 +30,12 @@ from orchestrator.store.rundir import CHECKPOINT, PROGRESS, Lines, RunDir, now, 
 _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ablate-writer")
 
 
+class Paused(BaseException):
+    """Raised by `StoredSession.report` once a trial reached the epoch it was to train `until`: its
+    cell decides at that rung whether it goes on (run/halving.py). Not an Exception, so that a
+    workload's own `except Exception` does not take it for an error."""
+
+
 class StoredSession:
     """The session a trial trains with under `ablate run`: checkpoints, epochs and progress go to
     the run's storage, so a retried or resumed trial finds them whatever node it lands on.
@@ -40,8 +46,9 @@ class StoredSession:
     end of the trial, each of which waits for them and raises what failed in writing them. The
     driver, which can see a result before its files, waits for them too (events.py)."""
 
-    def __init__(self, run: RunDir, trial_id: str, on_report=None):
+    def __init__(self, run: RunDir, trial_id: str, on_report=None, until: int | None = None):
         self.run, self.trial_id, self.on_report = run, trial_id, on_report
+        self.until = until  # the epoch (or step) after which the trial pauses (Paused); None: to its end
         self.epochs: list[dict[str, Any]] = []
         self.checkpoint_path = run.trial_file(trial_id, CHECKPOINT)
         self.progress = run.progress(trial_id)
@@ -56,7 +63,8 @@ class StoredSession:
         """Count this attempt; returns its number (1 for the first)."""
         started = self.progress.get("started_at") or now().isoformat()
         # worker: so that a driver taking over from a dead one can wait for this process to end (runner.py).
-        self.progress = {**self.progress, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started,
+        earlier = {k: v for k, v in self.progress.items() if k != "paused_at"}
+        self.progress = {**earlier, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started,
                          "reports": 0, "worker": this_process()}
         self.progress_lines.add(progress_line(self.progress))
         self.log(f"attempt {self.progress['attempt']} on {socket.gethostname()}")
@@ -109,6 +117,12 @@ class StoredSession:
             self._send_files()
         if self.on_report is not None:
             self.on_report(metrics)
+        at = metrics.get("step", len(self.epochs))
+        if self.until is not None and at >= self.until:
+            self.flush()  # its checkpoint on storage before the progress that says it paused
+            self.progress = {**self.progress, "paused_at": at}
+            self.progress_lines.add(progress_line(self.progress))
+            raise Paused(at)
 
     def _write_epoch(self, checkpoint: bytes | None, progress: dict[str, Any], line: str) -> None:
         if checkpoint is not None:  # first: progress that names an epoch means its checkpoint is there

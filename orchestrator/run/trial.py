@@ -18,8 +18,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import workloads
-from orchestrator.errors import StorageError
-from orchestrator.run.session import StoredSession
+from orchestrator.errors import CheckpointError, StorageError
+from orchestrator.run.session import Paused, StoredSession
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
 from orchestrator.store.rundir import RunDir, now
@@ -62,15 +62,32 @@ def write_result(run: RunDir, workload: Workload, grid_name: str, trial_id: str,
     records.write_record(run, schema, trial_id, config, row, epochs)
 
 
+def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str, config: dict[str, Any],
+                  epoch: int | None, progress: dict[str, Any], reason: str | None = None) -> None:
+    """A truthful row for a trial stopped early (by a scheduler, or by halving at a rung): where
+    it got to, what it reported there, and its epochs up to its last checkpoint. Stopped is final:
+    the next `ablate run` does not run it again."""
+    try:
+        saved = run.checkpoint(trial_id)
+    except CheckpointError:  # one that would run code to load: the row goes without its epochs
+        saved = None
+    epochs = [e for e in saved["epochs"] if epoch is None or e.get("step", e.get("epoch", 0)) <= epoch] if saved else None
+    reached = {k: v for k, v in progress.get("metrics", {}).items() if k not in ("epoch", "step")}
+    write_result(run, workload, grid_name, trial_id, config, {
+        **reached, "status": records.STOPPED, "epochs_completed": progress.get("epoch", epoch),
+        "train_seconds": progress.get("train_seconds"), "status_reason": reason}, progress, epochs)
+
+
 def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
               judged_by: tuple[str, ...] = ()) -> None:
     """The trial `tune_config["trial"]` names; writes its own record when it has a result. A
     completed trial must have reported or returned each metric of `judged_by` (the metric and
-    report its grid declares), if only as None: one it never named is a mistake, not a result."""
+    report its grid declares), if only as None: one it never named is a mistake, not a result.
+    A trial given `until` pauses there, without a record, for its cell's decision (run/halving.py)."""
     run, workload = RunDir(run_uri), workload_of(workload_ref)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
     trial_config = workload.config(**config)
-    session = StoredSession(run, trial_id, on_report=report)
+    session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"))
     session.start()
     try:
         result = workload.train(trial_config, session)
@@ -90,6 +107,8 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
                              f"(it gave: {', '.join(sorted(set(row) - RESERVED)) or 'nothing'})")
         write_result(run, workload, grid_name, trial_id, config, row, session.progress, session.epochs)
         session.log(f"finished: {row['status']}")
+    except Paused as paused:
+        session.log(f"paused after {paused.args[0]} for its cell's halving decision")
     except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped
         _log_if_possible(session, "stopped early by the scheduler")
         raise

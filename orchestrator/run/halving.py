@@ -1,0 +1,141 @@
+"""Synchronous successive halving inside each cell of a grid (plan/halving.py says what the grid
+asks for), made from what is on storage so that any driver arrives at the same decisions.
+
+    halver = Halver(grid, run)
+    plan = halver.next(final)   # trial_id -> the epoch it trains until (None: to its end)
+
+A cell's settings train to its next rung, where each trial pauses from its checkpoint without a
+record (run/session.py, Paused). Once all of them are there (or ended: failed, diverged), the cell
+ranks its settings by the mean over seeds of the grid's metric at the rung, keeps the best
+`keep` of them, records the decision in the run's halving.json, and records the others' trials
+as `stopped` at the rung: final, like every result. A decision once recorded is never made
+again: a rerun, a driver that was killed or one that took the run over reads it. Trials added
+later (a new seed of a setting) follow their cell's decisions; a setting a decision did not rank
+(a new value of a halved axis) is ranked at that rung against it and kept where it is at least as
+good as the worst setting the decision kept.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from typing import Any
+
+from orchestrator.plan.grid import Grid
+from orchestrator.plan.halving import DECISIONS, cell_key, read_decisions, setting_key
+from orchestrator.plan.params import fmt
+from orchestrator.run.trial import write_stopped
+from orchestrator.store import records
+from orchestrator.store.rundir import RunDir, now
+
+def position(progress: dict[str, Any]) -> int:
+    """How far a trial got: its last step, for a script that reports steps, else its epochs."""
+    return progress.get("metrics", {}).get("step", progress.get("epoch", 0))
+
+
+class Halver:
+    def __init__(self, grid: Grid, run: RunDir, on_stopped=lambda trial_id, reason: None):
+        self.grid, self.run, self.halving, self.metric = grid, run, grid.halving, grid.objective.metric
+        self.on_stopped = on_stopped  # each trial recorded as stopped, once its record is written
+        self.cells: dict[str, dict[str, list]] = {}  # cell -> setting -> its trials, in the grid's order
+        for trial in grid.trials:
+            self.cells.setdefault(cell_key(trial, self.halving), {}).setdefault(
+                setting_key(trial, self.halving), []).append(trial)
+        self.decisions = read_decisions(run)
+
+    def next(self, final: dict[str, str]) -> dict[str, int | None]:
+        """Make every decision that can be made now, given `final` (trial_id -> status of each
+        trial that has a result), and say which trials to run next and until where."""
+        plan: dict[str, int | None] = {}
+        for cell, settings in self.cells.items():
+            plan.update(self._cell(cell, settings, final))
+        return plan
+
+    def _cell(self, cell: str, settings: dict[str, list], final: dict[str, str]) -> dict[str, int | None]:
+        plan: dict[str, int | None] = {}
+        alive = list(settings)
+        for rung in self.halving.rungs:
+            made = [d for d in self.decisions if d["cell_key"] == cell and d["rung"] == rung]
+            ranked = {entry["setting"] for d in made for entry in d["ranking"]}
+            new = [s for s in alive if s not in ranked]
+            if any(not self._reached(t, rung, final) for s in new for t in settings[s]):
+                # Not decidable yet: every setting of the cell trains to this rung first.
+                return {t.trial_id: rung for s in alive for t in settings[s] if not self._reached(t, rung, final)}
+            if new:
+                made.append(self._decide(cell, rung, {s: settings[s] for s in new}, made, final))
+            kept = {s for d in made for s in d["kept"]}
+            for s in alive:
+                if s in kept:
+                    continue
+                for t in settings[s]:
+                    if t.trial_id in final:
+                        continue
+                    if self._reached(t, rung, final):
+                        self._stop(t, rung, s, made)
+                    else:  # a trial added since the decision: it trains to the rung its setting reached
+                        plan[t.trial_id] = rung
+            alive = [s for s in alive if s in kept]
+        plan.update({t.trial_id: None for s in alive for t in settings[s] if t.trial_id not in final})
+        return plan
+
+    def _reached(self, trial, rung: int, final: dict[str, str]) -> bool:
+        return trial.trial_id in final or position(self.run.progress(trial.trial_id)) >= rung
+
+    def _score(self, trial, rung: int, final: dict[str, str]) -> tuple[float | None, str]:
+        """The trial's metric at the rung, or None and why it has none."""
+        if trial.trial_id in final:
+            status = final[trial.trial_id]
+            if status not in ("completed", "stopped"):
+                return None, status
+            return self._reported_at(trial.trial_id, rung), ""
+        value = self.run.progress(trial.trial_id).get("metrics", {}).get(self.metric.name)
+        return (value, "") if isinstance(value, (int, float)) else (None, f"no {self.metric.name}")
+
+    def _reported_at(self, trial_id: str, rung: int) -> float | None:
+        """A finished trial's metric at the rung, from its epochs."""
+        epochs = records.read_epochs(self.run, [trial_id], ["trial_id", "epoch", "step", self.metric.name])
+        if epochs is None or self.metric.name not in epochs.column_names:
+            return None
+        at = epochs["step"].to_pylist() if "step" in epochs.column_names else range(1, epochs.num_rows + 1)
+        return next((v for a, v in zip(at, epochs[self.metric.name].to_pylist()) if a == rung), None)
+
+    def _decide(self, cell: str, rung: int, candidates: dict[str, list], earlier: list[dict],
+                final: dict[str, str]) -> dict[str, Any]:
+        ranking = []
+        for setting, trials in candidates.items():
+            scores = [self._score(t, rung, final) for t in trials]
+            missing = [why for value, why in scores if value is None]
+            ranking.append({"setting": setting, "values": json.loads(setting),
+                            "score": statistics.fmean(v for v, _ in scores) if not missing else None,
+                            "seeds": len(trials), "why": ", ".join(sorted(set(missing))) or None})
+        scored = sorted((e for e in ranking if e["score"] is not None),
+                        key=lambda e: e["score"] if self.metric.mode == "min" else -e["score"])
+        ranking = scored + [e for e in ranking if e["score"] is None]
+        note = None
+        if earlier:  # settings new to a decided rung join those it kept where they are as good
+            bar = [e["score"] for d in earlier for e in d["ranking"] if e["setting"] in d["kept"] and e["score"] is not None]
+            worst = (max if self.metric.mode == "min" else min)(bar) if bar else None
+            kept = [e for e in scored if worst is None or not self.metric.better(worst, e["score"])]
+        else:
+            kept = scored[:self.halving.kept(len(ranking))]
+            if not kept:
+                kept = ranking[:1]
+                note = (f"no setting has a {self.metric.name} at {rung} (every one has a seed that "
+                        f"{' or '.join(sorted({e['why'] for e in ranking}))}): the first is kept")
+        decision = {"cell": {k: v for k, v in json.loads(cell).items()}, "cell_key": cell, "rung": rung,
+                    "metric": self.metric.name, "mode": self.metric.mode, "ranking": ranking,
+                    "kept": [e["setting"] for e in kept], "note": note, "decided_at": now().isoformat()}
+        self.decisions.append(decision)
+        # Written before any trial is stopped by it: a driver killed in between makes no other.
+        self.run.write_bytes(self.run.child(DECISIONS), json.dumps(self.decisions, indent=1).encode())
+        return decision
+
+    def _stop(self, trial, rung: int, setting: str, made: list[dict]) -> None:
+        entries = [e for d in made for e in d["ranking"]]
+        place = next(i for i, e in enumerate(entries) if e["setting"] == setting)
+        score = entries[place]["score"]
+        values = ", ".join(f"{k}={fmt(v)}" for k, v in json.loads(setting).items())
+        reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by "
+                  f"{self.metric.name}" + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
+        write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config, rung,
+                      self.run.progress(trial.trial_id), reason)
+        self.on_stopped(trial.trial_id, reason)

@@ -1,0 +1,147 @@
+"""Successive halving inside each cell (`halving:`), on a real local Ray: which settings train to
+the end, what is stopped where, what a rerun, a killed driver and a grown grid do."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.errors import GridError
+from orchestrator.plan.grid import load_grid
+from orchestrator.plan.halving import planned, read_decisions
+from orchestrator.run.runner import run_grid
+from orchestrator.store.rundir import RunDir
+from tests.runs import probe_grid, quiet, trials
+
+ABLATE = os.path.join(os.path.dirname(sys.executable), "ablate")
+ROOT = Path(__file__).resolve().parent.parent
+HALVING = {"over": ["lr"], "rungs": [2, 4], "keep": 0.5}
+LRS = [0.1, 0.2, 0.3, 0.4]
+
+
+def halved_grid(tmp_path: Path, seeds=(0, 1), sleep=0.0) -> Path:
+    """4 lrs x 2 seeds x 2 targets (the lr each cell does best with: 0.1 for target 0, 0.4 for 0.45)."""
+    return probe_grid(tmp_path, axes={"target": [0.0, 0.45], "lr": LRS}, fixed={"epochs": 8, "sleep": sleep},
+                      seeds=list(seeds), halving=HALVING)
+
+
+def epochs_trained(tmp_path: Path) -> int:
+    log = tmp_path / "markers" / "epochs.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def run(path: Path, storage: Path, **kwargs):
+    grid = load_grid(path)
+    return run_grid(grid, RunDir.for_grid(str(storage), grid.name), quiet(), **kwargs)
+
+
+def kept(run_dir: Path) -> list[tuple]:
+    """(cell, rung, kept settings) of every decision."""
+    return sorted((json.dumps(d["cell"]), d["rung"], tuple(d["kept"])) for d in read_decisions(RunDir(str(run_dir))))
+
+
+@pytest.mark.parametrize("halving, key, message", [
+    ({"over": ["width"], "rungs": [2], "keep": 0.5}, "halving.over[0]", "expected an axis of the grid (axes: lr, target)"),
+    ({"over": ["lr"], "rungs": [4, 2], "keep": 0.5}, "halving.rungs", "expected increasing whole numbers"),
+    ({"over": ["lr"], "rungs": [2, 8], "keep": 0.5}, "halving.rungs", "the last rung (8) must come before the end"),
+    ({"over": ["lr"], "rungs": [2], "keep": 1.5}, "halving.keep", "expected a fraction between 0 and 1"),
+    ({"over": ["lr"], "rungs": [2]}, "halving.keep", "missing"),
+    ({"over": ["lr"], "rungs": [2], "keep": 0.5, "eta": 3}, "halving.eta", "unknown key"),
+])
+def test_a_bad_halving_is_one_line_naming_the_key(tmp_path, halving, key, message):
+    path = probe_grid(tmp_path, axes={"target": [0.0], "lr": LRS}, fixed={"epochs": 8}, halving=halving)
+    with pytest.raises(GridError) as e:
+        load_grid(path)
+    assert f": {key}: " in str(e.value) and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_plan_counts_the_epochs_halving_trains(tmp_path):
+    grid = load_grid(halved_grid(tmp_path))
+    # Per cell: 4 lrs x 2 seeds to epoch 2, 2 lrs on to 4, 1 lr on to 8.
+    assert planned(grid.trials, grid.halving, grid.planned_epochs) == (2 * (16 + 4 * 2 + 4 * 2), 128)
+    shown = CliRunner().invoke(app, ["plan", str(grid.path)])
+    assert "halving over lr at epochs 2, 4, keeping 0.5: at most 64 of 128 epochs (50%)" in shown.stdout
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_each_cell_trains_one_lr_to_the_end_and_stops_the_others_at_the_rungs(tmp_path):
+    path, storage = halved_grid(tmp_path), tmp_path / "runs"
+    summary = run(path, storage)
+    assert summary.counts == {"completed": 4, "stopped": 12} and summary.exit_code == 0
+    rows = trials(storage / "probe")
+    done = rows[rows.status == "completed"]
+    # The lr nearest each cell's target, both seeds together.
+    assert sorted(zip(done.target, done.lr, done.seed)) == [(0.0, 0.1, 0), (0.0, 0.1, 1), (0.45, 0.4, 0), (0.45, 0.4, 1)]
+    stopped = rows[rows.status == "stopped"]
+    assert Counter(stopped.epochs_completed) == {2: 8, 4: 4}  # 2 lrs x 2 seeds per cell at each rung
+    assert stopped.status_reason.str.startswith("stopped by halving at ").all()
+    assert set(stopped[stopped.target == 0.0].groupby("lr").epochs_completed.first().items()) == {
+        (0.3, 2), (0.4, 2), (0.2, 4)}
+    trained = epochs_trained(tmp_path)
+    assert trained == 64 and trained < 0.6 * 128  # of the full grid's 2 x 4 x 2 x 8
+
+    shown = CliRunner().invoke(app, ["summarize", str(storage / "probe"), "--trust-workload", "--format", "markdown"])
+    assert "lr chosen by successive halving on val_error at epochs 2, 4" in shown.stdout
+    assert "lr 0.1<br>stopped early: lr 0.3, 0.4 at 2; lr 0.2 at 4" in shown.stdout
+    assert "lr 0.4<br>stopped early: lr 0.1, 0.2 at 2; lr 0.3 at 4" in shown.stdout
+    shown = CliRunner().invoke(app, ["summarize", str(storage / "probe"), "--trust-workload", "--select", "all"])
+    assert "6 of 8 trials did not finish (stopped)" in shown.stdout
+    status = CliRunner().invoke(app, ["status", str(storage / "probe"), "--trust-workload"])
+    assert "16 finished of 16: 4 completed, 12 stopped" in status.stdout
+
+    run(path, storage)  # a rerun runs nothing and decides nothing new
+    assert epochs_trained(tmp_path) == trained and len(read_decisions(RunDir(str(storage / "probe")))) == 4
+
+    grown = halved_grid(tmp_path, seeds=(0, 1, 2))
+    decisions = kept(storage / "probe")
+    summary = run(grown, storage)
+    assert summary.ran == 8 and summary.counts == {"completed": 6, "stopped": 18}
+    # The new seed follows its cells' decisions: each lr trains to where its setting was stopped.
+    assert epochs_trained(tmp_path) - trained == 2 * (2 * 2 + 4 + 8) and kept(storage / "probe") == decisions
+
+    summary = run(grown, storage, resume_stopped=True)  # the user wants the full curves after all
+    assert summary.counts == {"completed": 24}
+    assert epochs_trained(tmp_path) - trained == 2 * (2 * 2 + 4 + 8) + 2 * 3 * (2 * 6 + 4)
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_cell_where_every_setting_fails_before_the_rung_keeps_one_and_says_so(tmp_path):
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 4, "fail": "always"},
+                      halving={"over": ["lr"], "rungs": [2], "keep": 0.5})
+    summary = run(path, tmp_path / "runs")
+    assert summary.counts == {"failed": 2}
+    (decision,) = read_decisions(RunDir(str(tmp_path / "runs" / "probe")))
+    assert len(decision["kept"]) == 1
+    assert decision["note"] == "no setting has a val_error at 2 (every one has a seed that failed): the first is kept"
+
+
+def test_a_driver_killed_between_rungs_and_run_again_makes_the_same_decisions(tmp_path):
+    path, storage = halved_grid(tmp_path, sleep=0.2), tmp_path / "runs"
+    run_dir = storage / "probe"
+    driver = subprocess.Popen([ABLATE, "run", str(path), "--storage", str(storage), "--quiet"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not read_decisions(RunDir(str(run_dir))) and time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.05)
+        assert read_decisions(RunDir(str(run_dir))) and driver.poll() is None, "no decision before the run ended"
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    result = subprocess.run([ABLATE, "run", str(path), "--storage", str(storage), "--quiet"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = [(json.dumps({"target": t}), rung, tuple(json.dumps({"lr": lr}) for lr in lrs))
+                for t, by_rung in ((0.0, {2: [0.1, 0.2], 4: [0.1]}), (0.45, {2: [0.4, 0.3], 4: [0.4]}))
+                for rung, lrs in by_rung.items()]
+    assert kept(run_dir) == sorted(expected)
+    assert Counter(trials(run_dir).status) == {"completed": 4, "stopped": 12}
