@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -303,7 +304,7 @@ def test_status_of_a_half_finished_run(run_dir):
     assert result.exit_code == 0
     out = result.stdout
     assert f"{run_dir}: 10 finished of 16: 6 completed, 2 diverged, 2 failed, 1 running, 1 interrupted, 4 pending" in out
-    assert f"{first}  running  2/350  0.5000" in out
+    assert re.search(rf"{first}  running +2/350  0.5000", out)
     assert f"{second}  interrupted  1/350  0.7000" in out
     assert "compute used: 10.05 CPU-hours" in out  # 10 finished trials x 1 h + 3 epochs x 60 s
     assert "ETA: " in out and "ETA: -" not in out
@@ -448,3 +449,30 @@ def test_readers_of_a_run_do_not_import_a_module_its_grid_names_unless_asked(tmp
     again = ablate("run", "mine.yaml", "--quiet", cwd=tmp_path, env={"STARTS": str(starts)})
     assert again.returncode == 0 and "mine: 2 completed (0 run now, 2 already done)" in again.stdout
     assert sorted(starts.read_text().split()) == ["0.1", "0.5"]  # each trained once
+
+
+def test_plot_curves_are_the_mean_over_seeds_at_each_epoch_leaving_out_missing_values():
+    import math
+
+    import pyarrow as pa
+
+    from orchestrator.results import plots
+
+    epochs = pa.table({"trial_id": ["a", "a", "b", "b", "c", "c"], "epoch": [1, 2, 1, 2, 2, 1],
+                       "val_error": [0.5, 0.4, 0.3, None, 0.2, float("nan")]})
+    (a_b, c) = plots._curves(epochs, [["a", "b"], ["c"]], "epoch", "val_error")
+    assert a_b == ([1, 2], [0.4, 0.4])
+    assert c[0] == [1, 2] and math.isnan(c[1][0]) and c[1][1] == 0.2
+
+
+def test_an_unimported_workloads_run_is_judged_by_what_its_grid_declares(tmp_path):
+    from orchestrator.plan.grid import untrusted_objective
+    from orchestrator.results.tables import DEFAULT
+
+    (tmp_path / "grid.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\nmetric: val_bleu\nmode: max\n"
+                                        "report: [{name: test_bleu, summary: at_best}]\n")
+    found = untrusted_objective(RunDir(str(tmp_path)), DEFAULT)
+    assert (found.metric.name, found.metric.mode, found.report[0].name, found.report[0].summary) == \
+        ("val_bleu", "max", "test_bleu", "at_best")
+    (tmp_path / "grid.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\nmode: sideways\n")
+    assert untrusted_objective(RunDir(str(tmp_path)), DEFAULT) == DEFAULT

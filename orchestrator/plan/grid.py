@@ -23,7 +23,7 @@ from orchestrator.errors import GridError
 from orchestrator.plan.expand import Spec, Trial, expand, hashable
 from orchestrator.plan.gridfile import read_yaml
 from orchestrator.plan.halving import Halving, halving
-from orchestrator.plan.objective import Objective, default, objective
+from orchestrator.plan.objective import Objective, declared, default, objective
 from orchestrator.plan.params import INT64, Parameters, fmt
 from orchestrator.plan.script import load as load_script
 from workloads.base import Workload
@@ -328,3 +328,17 @@ def read_saved_grid(run, trust_workload: bool = False) -> tuple[Grid | None, str
         return load_grid(path, content, check_trials=False), None
     except GridError:
         return None, None
+
+
+def untrusted_objective(run, defaults: Objective) -> Objective:
+    """What a run's grid.yaml declares its trials are judged by, read without its workload (one
+    read_saved_grid did not import): `defaults` for what it leaves out, or where it says nothing
+    that can be read."""
+    content = run.read_bytes(run.child(GRID_FILE))
+    try:
+        data = read_yaml(Path(run.display(GRID_FILE)), content) if content is not None else None
+        if not isinstance(data, dict) or not any(key in data for key in ("metric", "mode", "report")):
+            return defaults
+        return Objective(*declared(Path(run.display(GRID_FILE)), data, defaults), declared=True)
+    except GridError:
+        return defaults

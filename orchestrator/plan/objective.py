@@ -70,15 +70,7 @@ def objective(path, data: dict, workload) -> Objective:
     """The grid's `metric`, `mode` and `report`, each checked; the workload's where not given."""
     if not any(key in data for key in ("metric", "mode", "report")):
         return default(workload)
-    mode = data.get("mode", workload.mode if "metric" not in data else "min")
-    if mode not in MODES:
-        raise GridError(path, "mode", f"expected min or max, got {fmt(mode)}")
-    metric = _metric(path, "metric", data.get("metric", workload.metric), mode, summaries=("last", "best"))
-    given = data.get("report", [metric.name] if "metric" in data else list(workload.report))
-    given = given if isinstance(given, list) else [given]
-    if not given:
-        raise GridError(path, "report", "expected a metric or a list of metrics, got []")
-    report = tuple(_metric(path, f"report[{i}]", m, mode, summaries=SUMMARIES) for i, m in enumerate(given))
+    metric, report = declared(path, data, default(workload))
     parameters = {f.name for f in dataclasses.fields(workload.config)}
     for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
         if m.name in parameters:
@@ -88,6 +80,20 @@ def objective(path, data: dict, workload) -> Objective:
             raise GridError(path, key, f"workload '{workload.name}' reports no metric '{m.name}' "
                                        f"(it reports: {', '.join(workload.produces)})")
     return Objective(metric, report, declared=True)
+
+
+def declared(path, data: dict, defaults: Objective) -> tuple[Metric, tuple[Metric, ...]]:
+    """The metric and report a grid file's mapping declares, each checked on its own, with
+    `defaults` for what it leaves out; nothing is checked against a workload."""
+    mode = data.get("mode", defaults.metric.mode if "metric" not in data else "min")
+    if mode not in MODES:
+        raise GridError(path, "mode", f"expected min or max, got {fmt(mode)}")
+    metric = _metric(path, "metric", data.get("metric", defaults.metric.name), mode, summaries=("last", "best"))
+    given = data.get("report", [metric.name] if "metric" in data else [m.name for m in defaults.report])
+    given = given if isinstance(given, list) else [given]
+    if not given:
+        raise GridError(path, "report", "expected a metric or a list of metrics, got []")
+    return metric, tuple(_metric(path, f"report[{i}]", m, mode, summaries=SUMMARIES) for i, m in enumerate(given))
 
 
 def _metric(path, key: str, given, mode: str, summaries) -> Metric:

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
-from orchestrator.plan.grid import Grid, read_saved_grid
+from orchestrator.plan.grid import Grid, read_saved_grid, untrusted_objective
 from orchestrator.plan.halving import Halving
 from orchestrator.plan.objective import Metric, Objective
 from orchestrator.results import stats
@@ -178,7 +178,7 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
         raise ResultsError(f"{run.display()}: no results yet (" + (
             "no readable trials.parquet, no record" if damaged else f"no {run.display('trials.parquet')}") + ")")
     grid, untrusted = read_saved_grid(run, trust_workload)
-    objective = grid.objective if grid else DEFAULT
+    objective = grid.objective if grid else untrusted_objective(run, DEFAULT) if untrusted else DEFAULT
     ids = table["trial_id"].to_pylist()
     planned = {t.trial_id for t in grid.trials} if grid else set(ids)
     mine = [i in planned for i in ids]
