@@ -80,8 +80,7 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
 
 def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> list[tuple[list, list]]:
     """For each cell (the ids of its trials, each trial in one cell), the values of `x` its trials
-    reported and the mean of `metric` over them at each. In NumPy: pyarrow's group_by imports
-    pandas, a second of a plot's time (benchmarks/README.md)."""
+    reported and the mean of `metric` over them at each, counted with NumPy (benchmarks/README.md)."""
     cell_of = {trial_id: n for n, ids in enumerate(cells) for trial_id in ids}
     ids = pc.unique(epochs["trial_id"])
     cell = pc.take(pa.array([cell_of[i] for i in ids.to_pylist()], pa.int64()),

@@ -27,12 +27,15 @@ from orchestrator.run.trial import write_stopped
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
 
+
 def position(progress: dict[str, Any]) -> int:
     """How far a trial got: its last step, for a script that reports steps, else its epochs."""
     return progress.get("metrics", {}).get("step", progress.get("epoch", 0))
 
 
 class Halver:
+    """The halving of one run's grid: its cells, their settings and the decisions made so far."""
+
     def __init__(self, grid: Grid, run: RunDir, on_stopped=lambda trial_id, reason: None):
         self.grid, self.run, self.halving, self.metric = grid, run, grid.halving, grid.objective.metric
         self.on_stopped = on_stopped  # each trial recorded as stopped, once its record is written
@@ -121,7 +124,7 @@ class Halver:
                 kept = ranking[:1]
                 note = (f"no setting has a {self.metric.name} at {rung} (every one has a seed that "
                         f"{' or '.join(sorted({e['why'] for e in ranking}))}): the first is kept")
-        decision = {"cell": {k: v for k, v in json.loads(cell).items()}, "cell_key": cell, "rung": rung,
+        decision = {"cell": json.loads(cell), "cell_key": cell, "rung": rung,
                     "metric": self.metric.name, "mode": self.metric.mode, "ranking": ranking,
                     "kept": [e["setting"] for e in kept], "note": note, "decided_at": now().isoformat()}
         self.decisions.append(decision)
