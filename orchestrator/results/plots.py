@@ -80,27 +80,20 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
 
 def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> list[tuple[list, list]]:
     """For each cell (the ids of its trials, each trial in one cell), the values of `x` its trials
-    reported and the mean of `metric` over them at each, counted with NumPy (benchmarks/README.md)."""
+    reported and the mean of `metric` over them at each."""
     cell_of = {trial_id: n for n, ids in enumerate(cells) for trial_id in ids}
     ids = pc.unique(epochs["trial_id"])
     cell = pc.take(pa.array([cell_of[i] for i in ids.to_pylist()], pa.int64()),
-                   pc.index_in(epochs["trial_id"], value_set=ids)).to_numpy(zero_copy_only=False)
-    at = epochs[x].to_numpy()  # a missing step is NaN, and left out
-    # A NaN is left out of a mean, as a missing value is.
-    values = pc.cast(epochs[metric], pa.float64()).to_numpy()
-    known = ~np.isnan(at)
-    cell, at, values = cell[known], at[known].astype(np.int64), values[known]
-    keys, where = np.unique(np.stack([cell, at]), axis=1, return_inverse=True)  # sorted by cell, then step
-    where = where.reshape(-1)
-    finite = ~np.isnan(values)
-    sums = np.bincount(where[finite], weights=values[finite], minlength=keys.shape[1])
-    counts = np.bincount(where[finite], minlength=keys.shape[1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+                   pc.index_in(epochs["trial_id"], value_set=ids))
+    values = epochs[metric]  # a NaN is left out of a mean, as a missing value is
+    values = pc.if_else(pc.is_null(values, nan_is_null=True), pa.scalar(None, values.type), values)
+    means = (pa.table({"cell": cell, x: epochs[x], metric: values}).group_by(["cell", x]).aggregate([(metric, "mean")])
+             .sort_by([("cell", "ascending"), (x, "ascending")]))
     out: list[tuple[list, list]] = [([], []) for _ in cells]
-    for n, step, mean in zip(keys[0].tolist(), keys[1].tolist(), means.tolist()):
-        out[n][0].append(step)
-        out[n][1].append(mean)
+    for n, step, mean in zip(*(means[c].to_pylist() for c in ("cell", x, f"{metric}_mean"))):
+        if step is not None:
+            out[n][0].append(step)
+            out[n][1].append(float("nan") if mean is None else mean)
     return out
 
 
