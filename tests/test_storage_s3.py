@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import urllib.request
 
 import boto3
 import pandas as pd
@@ -23,13 +24,16 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 
 def moto_s3(port: int = 0):
-    """moto's S3 server on 127.0.0.1 (`port` 0: any free one), a client of it and the storage query
-    that points ablate at it. Its buckets live in this process: a server started again on the same
-    port serves what the last one held."""
+    """moto's S3 server on 127.0.0.1 (`port` 0: a free one, with no buckets), a client of it and
+    the storage query that points ablate at it. Its buckets live in this process: a server started
+    again on the same port serves what the last one held."""
+    fresh = port == 0
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    if fresh:  # nothing of an earlier test's buckets, which live on in this process
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")).close()
     return server, boto3.client("s3", endpoint_url=endpoint), f"endpoint_override={endpoint}&region=us-east-1"
 
 
