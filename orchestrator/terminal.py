@@ -126,7 +126,7 @@ def show_status(console: Console, where: str, s: Status) -> None:
                        s.metric, "updated"):
             out.add_column(column)
         for a in s.active:
-            state = "paused" if a.paused else "interrupted" if a.stopped else "running"
+            state = "paused" if a.paused else "interrupted" if a.interrupted else "running"
             out.add_row(a.trial_id, state, f"{a.epoch}/{a.epochs or '?'}",
                         number(a.metrics.get(s.metric)), f"{duration((now() - a.updated).total_seconds())} ago")
         console.print(out)

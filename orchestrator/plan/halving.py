@@ -35,24 +35,23 @@ class Halving:
         """How many of `settings` a rung keeps."""
         return max(1, math.floor(settings * self.keep + 1e-9))
 
-    def describe(self) -> str:
-        return (f"halving over {', '.join(self.over)} at {_unit(self.rungs)} {', '.join(map(str, self.rungs))}, "
-                f"keeping {self.keep:g}")
+    @property
+    def at(self) -> str:
+        """Where it decides, in words: `epochs 25, 100`."""
+        return f"{'epoch' if len(self.rungs) == 1 else 'epochs'} {', '.join(map(str, self.rungs))}"
 
+    def describe(self) -> str:
+        return f"halving over {', '.join(self.over)} at {self.at}, keeping {self.keep:g}"
 
     def chosen(self, by: str) -> str:
         """How a table's setting was chosen, in words."""
-        return f"chosen by successive halving on {by} at {_unit(self.rungs)} {', '.join(map(str, self.rungs))}"
+        return f"chosen by successive halving on {by} at {self.at}"
 
 
 def read_decisions(run) -> list[dict]:
     """The halving decisions recorded in a run (a store.RunDir)."""
     content = run.read_bytes(run.child(DECISIONS))
     return json.loads(content) if content else []
-
-
-def _unit(rungs) -> str:
-    return "epoch" if len(rungs) == 1 else "epochs"
 
 
 def cell_key(trial: Trial, halving: Halving) -> str:

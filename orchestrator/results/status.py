@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from orchestrator.plan.grid import read_saved_grid
 from orchestrator.store.records import STATUSES, statuses
-from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now
+from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now, position
 
 # A trial counts as running while its progress moved within max(this, 3 epochs).
 STALE_AFTER = timedelta(minutes=10)
@@ -32,7 +32,7 @@ class Active:
     metrics: dict[str, Any]
     train_seconds: float  # wall time of its epochs so far, every attempt
     updated: datetime
-    stopped: bool  # no progress for a long while: its run was interrupted
+    interrupted: bool  # no progress for a long while: its run was interrupted
     paused: bool = False  # at a rung of halving, until its cell decides
 
 
@@ -85,10 +85,10 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
         updated = datetime.fromisoformat(progress["updated_at"])
         epochs = grid.planned_epochs(planned[trial_id]) if trial_id in planned else None
         metrics = progress.get("metrics", {})
-        active.append(Active(trial_id, metrics.get("step", progress.get("epoch", 0)), epochs, metrics,
-                             progress.get("train_seconds", 0.0), updated, stopped=now() - updated > stale,
+        active.append(Active(trial_id, position(progress), epochs, metrics,
+                             progress.get("train_seconds", 0.0), updated, interrupted=now() - updated > stale,
                              paused="paused_at" in progress))
-    running = [a for a in active if not a.stopped and not a.paused]
+    running = [a for a in active if not a.interrupted and not a.paused]
     counts["running"] = len(running)
     counts["paused"] = sum(1 for a in active if a.paused)
     counts["interrupted"] = len(active) - len(running) - counts["paused"]

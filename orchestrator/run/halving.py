@@ -25,12 +25,7 @@ from orchestrator.plan.halving import DECISIONS, cell_key, read_decisions, setti
 from orchestrator.plan.params import fmt
 from orchestrator.run.trial import write_stopped
 from orchestrator.store import records
-from orchestrator.store.rundir import RunDir, now
-
-
-def position(progress: dict[str, Any]) -> int:
-    """How far a trial got: its last step, for a script that reports steps, else its epochs."""
-    return progress.get("metrics", {}).get("step", progress.get("epoch", 0))
+from orchestrator.store.rundir import RunDir, now, position
 
 
 class Halver:

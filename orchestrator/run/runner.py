@@ -174,9 +174,8 @@ def _halve(grid, run, fit, publisher, display, retry_failed) -> None:
     halver = Halver(grid, run, on_stopped=stopped)
     retried: set[str] = set()  # a failed trial is retried once per `ablate run`, not once per round
     by_id = {t.trial_id: t for t in grid.trials}
+    statuses = records.statuses(publisher.trials)  # published whole by catch_up
     while True:
-        publisher.flush()
-        statuses = records.statuses(publisher.trials)
         final = {i: s for i, s in statuses.items() if s in STATUSES
                  and not (retry_failed and s == "failed" and i not in retried)}
         plan = halver.next(final)
@@ -184,9 +183,9 @@ def _halve(grid, run, fit, publisher, display, retry_failed) -> None:
             return
         retried.update(i for i in plan if statuses.get(i) == "failed")
         fit([by_id[i] for i in plan], until=plan)
-        publisher.flush()
-        done = records.statuses(publisher.trials)
-        if any(i not in done and (until is None or run.progress(i).get("paused_at", 0) < until)
+        publisher.flush()  # the round's records, and those of the trials halver.next stopped
+        statuses = records.statuses(publisher.trials)
+        if any(i not in statuses and (until is None or run.progress(i).get("paused_at", 0) < until)
                for i, until in plan.items()):
             return
 

@@ -193,6 +193,12 @@ class RunDir:
         return None if data is None else deserialize(data, self.display("trials", trial_id, CHECKPOINT))
 
 
+def position(progress: dict[str, Any]) -> int:
+    """How far a trial's progress says it got: its last step, for a script that reports steps,
+    else its epochs."""
+    return progress.get("metrics", {}).get("step", progress.get("epoch", 0))
+
+
 def progress_line(progress: dict[str, Any]) -> bytes:
     return json.dumps(progress).encode() + b"\n"
 
