@@ -466,13 +466,21 @@ def test_plot_curves_are_the_mean_over_seeds_at_each_epoch_leaving_out_missing_v
 
 
 def test_an_unimported_workloads_run_is_judged_by_what_its_grid_declares(tmp_path):
-    from orchestrator.plan.grid import untrusted_objective
-    from orchestrator.results.tables import DEFAULT
+    from orchestrator.plan.grid import saved_objective
+    from orchestrator.plan.objective import INTERFACE
 
+    run = RunDir(str(tmp_path))
     (tmp_path / "grid.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\nmetric: val_bleu\nmode: max\n"
                                         "report: [{name: test_bleu, summary: at_best}]\n")
-    found = untrusted_objective(RunDir(str(tmp_path)), DEFAULT)
+    found = saved_objective(run, None, "mywork:WORKLOAD")
     assert (found.metric.name, found.metric.mode, found.report[0].name, found.report[0].summary) == \
         ("val_bleu", "max", "test_bleu", "at_best")
+    # `ablate status` shows a running trial's value of that metric, not of the interface's val_error
+    run.write_progress("t1", {"attempt": 1, "epoch": 2, "metrics": {"val_error": 0.5, "val_bleu": 31.25},
+                              "seconds": 60.0, "train_seconds": 120.0, "updated_at": now().isoformat()})
+    result = invoke("status", tmp_path)
+    assert result.exit_code == 0
+    assert re.search(r"trial +state +epoch +val_bleu", result.stdout)
+    assert re.search(r"t1 +running +2/\? +31\.25", result.stdout)
     (tmp_path / "grid.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\nmode: sideways\n")
-    assert untrusted_objective(RunDir(str(tmp_path)), DEFAULT) == DEFAULT
+    assert saved_objective(run, None, "mywork:WORKLOAD") == INTERFACE

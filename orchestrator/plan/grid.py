@@ -23,7 +23,7 @@ from orchestrator.errors import GridError
 from orchestrator.plan.expand import Spec, Trial, expand, hashable
 from orchestrator.plan.gridfile import read_yaml
 from orchestrator.plan.halving import Halving, halving
-from orchestrator.plan.objective import Objective, declared, default, objective
+from orchestrator.plan.objective import INTERFACE, Objective, declared, default, objective
 from orchestrator.plan.params import INT64, Parameters, fmt
 from orchestrator.plan.script import load as load_script
 from workloads.base import Workload
@@ -330,15 +330,18 @@ def read_saved_grid(run, trust_workload: bool = False) -> tuple[Grid | None, str
         return None, None
 
 
-def untrusted_objective(run, defaults: Objective) -> Objective:
-    """What a run's grid.yaml declares its trials are judged by, read without its workload (one
-    read_saved_grid did not import): `defaults` for what it leaves out, or where it says nothing
-    that can be read."""
-    content = run.read_bytes(run.child(GRID_FILE))
+def saved_objective(run, grid: Grid | None, untrusted: str | None) -> Objective:
+    """What a run's trials are judged by, from read_saved_grid's answer: its grid's objective; for
+    a run whose workload was not imported, what its grid.yaml declares, read without the workload
+    (the interface's defaults for what it leaves out, or where it says nothing that can be read);
+    else the interface's defaults."""
+    if grid:
+        return grid.objective
+    content = run.read_bytes(run.child(GRID_FILE)) if untrusted else None
     try:
         data = read_yaml(Path(run.display(GRID_FILE)), content) if content is not None else None
         if not isinstance(data, dict) or not any(key in data for key in ("metric", "mode", "report")):
-            return defaults
-        return Objective(*declared(Path(run.display(GRID_FILE)), data, defaults), declared=True)
+            return INTERFACE
+        return Objective(*declared(Path(run.display(GRID_FILE)), data, INTERFACE), declared=True)
     except GridError:
-        return defaults
+        return INTERFACE

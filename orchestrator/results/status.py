@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from orchestrator.plan.grid import read_saved_grid
+from orchestrator.plan.grid import read_saved_grid, saved_objective
 from orchestrator.store.records import STATUSES, statuses
 from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now, position
 
@@ -105,7 +105,7 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
                     unit="GPU" if gpus else "CPU", finished=len(finished), others=others,
-                    metric=grid.objective.metric.name if grid else "val_error", untrusted=untrusted)
+                    metric=saved_objective(run, grid, untrusted).metric.name, untrusted=untrusted)
     if planned and typical and running:
         epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)
         epochs_left -= sum(a.epoch for a in active)

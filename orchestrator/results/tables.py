@@ -29,9 +29,9 @@ import pyarrow as pa
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
-from orchestrator.plan.grid import Grid, read_saved_grid, untrusted_objective
+from orchestrator.plan.grid import Grid, read_saved_grid, saved_objective
 from orchestrator.plan.halving import Halving
-from orchestrator.plan.objective import Metric, Objective
+from orchestrator.plan.objective import INTERFACE, Metric, Objective
 from orchestrator.results import stats
 from orchestrator.results.trials import Trials
 from orchestrator.store import records
@@ -40,16 +40,12 @@ from orchestrator.store.records import STATUSES
 from orchestrator.store.rundir import RunDir
 from workloads.base import Workload
 
-# What trials are judged by where no saved grid says: the workload interface's defaults.
-DEFAULT = Objective(Metric("val_error"), (Metric("test_error"),))
-
-
 @dataclass
 class Results:
     trials: Trials
     run: RunDir
     grid: Grid | None  # the grid as last run, where it still loads here
-    objective: Objective = DEFAULT  # what its trials are judged by
+    objective: Objective = INTERFACE  # what its trials are judged by
     others: int = 0  # trials of the run directory that are not the grid's as last run, left out
     untrusted: str | None = None  # the workload grid.yaml names, where it was not imported (plan/grid.py)
 
@@ -178,7 +174,7 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
         raise ResultsError(f"{run.display()}: no results yet (" + (
             "no readable trials.parquet, no record" if damaged else f"no {run.display('trials.parquet')}") + ")")
     grid, untrusted = read_saved_grid(run, trust_workload)
-    objective = grid.objective if grid else untrusted_objective(run, DEFAULT) if untrusted else DEFAULT
+    objective = saved_objective(run, grid, untrusted)
     ids = table["trial_id"].to_pylist()
     planned = {t.trial_id for t in grid.trials} if grid else set(ids)
     mine = [i in planned for i in ids]
