@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pyarrow as pa
 
 from orchestrator.results.trials import Trials, concat
@@ -46,7 +47,7 @@ def test_a_dataframe_for_scripts():
     assert list(frame["trial_id"]) == ["b", "c"] and list(frame["lr_milestones"]) == [(), (200, 250)]
 
 
-def test_summarize_status_and_compare_do_not_import_pandas(tmp_path):
+def test_summarize_status_compare_and_plot_do_not_import_pandas(tmp_path):
     # pyarrow imports pandas the first time it converts a Python value; the import alone took longer
     # than reading 10,000 trials (benchmarks/README.md). Records read again (of failed trials, or
     # not published yet) are still merged into the table by pyarrow: these trials all completed.
@@ -55,10 +56,22 @@ def test_summarize_status_and_compare_do_not_import_pandas(tmp_path):
                                                 for lr in (0.1, 0.01) for seed in range(3)})
     script = ("import sys\nfrom orchestrator.cli import app\n"
               "for args in (['summarize', sys.argv[1]], ['status', sys.argv[1]], ['compare', sys.argv[1], '--baseline', "
-              "'variant=base']):\n"
+              "'variant=base'], ['plot', sys.argv[1], '-o', sys.argv[2]]):\n"
               "    try:\n        app(args)\n    except SystemExit as e:\n        assert e.code == 0, args\n"
               "print('pandas' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "fixture")], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "fixture"), str(tmp_path / "plot.png")],
+                            capture_output=True, text=True,
                             cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "False"
+
+
+def test_arrow_numbers_reach_numpy_with_a_null_as_nan():
+    from orchestrator.store.arrays import floats, from_numpy
+
+    column = pa.array([1, None, 3, 4, None, 6, 7, 8, 9, None, 11], pa.int64())
+    sliced = pa.chunked_array([column.slice(1, 3), column.slice(9)])  # chunks that start inside their buffers
+    assert np.array_equal(floats(sliced), [np.nan, 3, 4, np.nan, 11], equal_nan=True)
+    assert np.array_equal(floats(pa.array([None, None])), [np.nan, np.nan], equal_nan=True)
+    assert floats(pa.chunked_array([], pa.float64())).size == 0
+    assert from_numpy(np.arange(10)[::3]).to_pylist() == [0, 3, 6, 9]

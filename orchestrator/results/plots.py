@@ -16,7 +16,7 @@ from orchestrator.plan.objective import Metric
 from orchestrator.results.formats import percent, title
 from orchestrator.results.tables import Results, Table
 from orchestrator.results.trials import Trials
-from orchestrator.store import records
+from orchestrator.store import arrays, records
 
 SUFFIXES = (".png", ".svg")
 
@@ -80,21 +80,24 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
 
 def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> list[tuple[list, list]]:
     """For each cell (the ids of its trials, each trial in one cell), the values of `x` its trials
-    reported and the mean of `metric` over them at each."""
+    reported and the mean of `metric` over them at each (NaN where none has a value there)."""
+    # Each row's cell and the place of its x among the distinct ones, by hashing in Arrow; the
+    # sums by (cell, x) in NumPy (pyarrow's group_by imports pandas: see store/arrays.py).
     cell_of = {trial_id: n for n, ids in enumerate(cells) for trial_id in ids}
-    ids = pc.unique(epochs["trial_id"])
-    cell = pc.take(pa.array([cell_of[i] for i in ids.to_pylist()], pa.int64()),
-                   pc.index_in(epochs["trial_id"], value_set=ids))
-    values = epochs[metric]  # a NaN is left out of a mean, as a missing value is
-    values = pc.if_else(pc.is_null(values, nan_is_null=True), pa.scalar(None, values.type), values)
-    means = (pa.table({"cell": cell, x: epochs[x], metric: values}).group_by(["cell", x]).aggregate([(metric, "mean")])
-             .sort_by([("cell", "ascending"), (x, "ascending")]))
-    out: list[tuple[list, list]] = [([], []) for _ in cells]
-    for n, step, mean in zip(*(means[c].to_pylist() for c in ("cell", x, f"{metric}_mean"))):
-        if step is not None:
-            out[n][0].append(step)
-            out[n][1].append(float("nan") if mean is None else mean)
-    return out
+    ids, steps = pc.unique(epochs["trial_id"]), pc.unique(epochs[x]).drop_null().sort()
+    cell = np.array([cell_of[i] for i in ids.to_pylist()])[
+        arrays.floats(pc.index_in(epochs["trial_id"], value_set=ids)).astype(np.int64)]
+    place, values = arrays.floats(pc.index_in(epochs[x], value_set=steps)), arrays.floats(epochs[metric])
+    rows = ~np.isnan(place)
+    shape = (len(cells), len(steps))
+    key, values = np.ravel_multi_index((cell[rows], place[rows].astype(np.int64)), shape), values[rows]
+    valid = ~np.isnan(values)  # a NaN is left out of a mean, as a missing value is
+    reported = np.bincount(key, minlength=shape[0] * shape[1]).reshape(shape) > 0
+    counts = np.bincount(key[valid], minlength=shape[0] * shape[1]).reshape(shape)
+    sums = np.bincount(key[valid], weights=values[valid], minlength=shape[0] * shape[1]).reshape(shape)
+    means = np.divide(sums, counts, out=np.full(shape, np.nan), where=counts > 0)
+    xs = np.array(steps.to_pylist(), dtype=np.int64)
+    return [(xs[reported[n]].tolist(), means[n][reported[n]].tolist()) for n in range(len(cells))]
 
 
 def _bars(ax, table: Table) -> None:

@@ -32,10 +32,11 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from orchestrator.errors import ResultsError
-from orchestrator.store import columns
+from orchestrator.store import arrays, columns
 from orchestrator.store.rundir import RunDir
 from workloads.base import RESULT_STATUSES
 
@@ -283,13 +284,18 @@ def read_epochs(run: RunDir, ids: list[str], columns: list[str] | None = None, n
     # The file read whole, then filtered: on S3, reading its footer and then its columns are
     # separate GETs, which can find two versions when the driver replaces the file in between.
     # Its trial ids are read as a dictionary (a few hundred rows of each): decoding every row's
-    # id is most of reading the file. Those kept are decoded after the filter.
+    # id is most of reading the file. Each id of a dictionary is looked up once, and those kept
+    # are decoded after the filter.
     import pyarrow.compute as pc  # see read_trials
 
     columns = None if columns is None else list(dict.fromkeys(["trial_id", *columns]))
     published = _published(run, "epochs.parquet", notify, columns, dictionary=["trial_id"])
     if published is not None:
-        published = published.filter(pc.is_in(published["trial_id"], pa.array(ids, pa.string())))
+        wanted = set(ids)
+        published = published.filter(pa.chunked_array([
+            pc.take(arrays.from_numpy(np.array([i in wanted for i in chunk.dictionary.to_pylist()], np.int8))
+                    .cast(pa.bool_()), chunk.indices)
+            for chunk in published["trial_id"].chunks], pa.bool_()))
         published = published.set_column(published.schema.get_field_index("trial_id"), "trial_id",
                                           pc.cast(published["trial_id"], pa.string()))
     have = set(pc.unique(published["trial_id"]).to_pylist()) if published is not None else set()
