@@ -326,6 +326,25 @@ def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
         assert "val_error per epoch" in out.read_text()
 
 
+def test_plot_gives_a_cell_one_style_in_every_panel_and_names_them_in_one_legend(tmp_path):
+    from orchestrator.results import plots
+
+    # model C has no `base`: its panel draws one line, in the style `all` has in A's
+    write_fixture(tmp_path / "fixture", trials={(model, variant, 0.1, seed): ("completed", 0.2, 0.1)
+                                                for model in "AC" for variant in ("base", "all") for seed in (0, 1)
+                                                if (model, variant) != ("C", "base")})
+    results = load(RunDir(str(tmp_path / "fixture")))
+    tables = summarize(results, Layout(rows="variant", tables=["model"]))
+    fig = plots.plot(results, tables, tmp_path / "p.png")
+    first, second, bars = fig.axes
+    assert [t.get_text() for t in first.get_legend().get_texts()] == ["base", "all"]
+    assert first.get_legend().get_title().get_text() == "in every panel" and second.get_legend() is None
+    styles = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in first.lines}
+    assert len(set(styles.values())) == 2
+    assert [(line.get_label(), (line.get_color(), line.get_linestyle())) for line in second.lines] == \
+        [("all", styles["all"])]
+
+
 def test_plot_refuses_other_formats(run_dir, tmp_path):
     result = invoke("plot", run_dir, "--output", tmp_path / "plot.pdf")
     assert result.exit_code == 1

@@ -2,6 +2,7 @@
 chart of the main table. PNG or SVG, by the output's suffix."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # not pyplot: files only, no display backend, no global state
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from orchestrator.errors import ResultsError
@@ -28,8 +30,9 @@ def _cell_trials(trials: Trials, table: Table, r, c) -> tuple[str, ...]:
     return trials.matching(point)["trial_id"]
 
 
-def plot(results: Results, tables: list[Table], output: Path, notify=None) -> None:
-    """Write the figure; with `notify`, a damaged epochs.parquet is noted and read past from the records."""
+def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Figure:
+    """Write the figure, and return it; with `notify`, a damaged epochs.parquet is noted and read
+    past from the records."""
     if output.suffix.lower() not in SUFFIXES:
         raise ResultsError(f"{output}: the plot is written as PNG or SVG; use a .png or .svg name")
     done = results.trials.where([status == "completed" for status in results.trials["status"]])
@@ -57,13 +60,19 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
     FigureCanvasAgg(fig)
     axes = fig.subplots(n + 1, 1, squeeze=False)
     scale = 100 if percent(curve) else 1
+    # A cell keeps its colour and line style in every panel, and one legend names them all: the
+    # same legend in each panel would cost a fifth of drawing a figure of four.
+    labels = list(dict.fromkeys(_label(key) for _, key, _ in wanted))
+    style = {label: {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[i // 10 % 4]}
+             for i, label in enumerate(labels)}
+    drawn: dict[str, Line2D] = {}
     for ax, table in zip(axes[:, 0], tables):
         for (t, key, ids), line in zip(wanted, curves):
             if t is not table or line is None or not ids:
                 continue
             steps, means = line
-            label = " ".join(str(k) for k in key if k is not None)
-            ax.plot(steps, [m * scale for m in means], label=label, linewidth=1.2)
+            label = _label(key)
+            (drawn[label],) = ax.plot(steps, [m * scale for m in means], label=label, linewidth=1.2, **style[label])
         where = ", ".join(f"{k}={v}" for k, v in table.key.items())
         chosen = f"; {', '.join(table.reduced)} as chosen for the table" if table.reduced else ""
         ax.set_title(f"{where + ': ' if where else ''}{curve_metric} per {x}, mean over seeds{chosen}",
@@ -71,11 +80,18 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> No
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(x)
         ax.set_ylabel(curve_metric + (" %" if scale == 100 else ""))
-        if ax.lines:
-            ax.legend(fontsize=7, ncol=4)
+    if drawn:
+        first = next(ax for ax in axes[:-1, 0] if ax.lines)
+        first.legend(handles=[drawn[label] for label in labels if label in drawn], fontsize=7, ncol=4,
+                     title="in every panel" if len(tables) > 1 else None, title_fontsize=7)
     _bars(axes[-1, 0], tables[0])
     fig.tight_layout()
     fig.savefig(output)
+    return fig
+
+
+def _label(key: tuple) -> str:
+    return " ".join(str(k) for k in key if k is not None)
 
 
 def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> list[tuple[list, list]]:
@@ -84,9 +100,9 @@ def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> li
     # Each row's cell and the place of its x among the distinct ones, by hashing in Arrow; the
     # sums by (cell, x) in NumPy (pyarrow's group_by imports pandas: see store/arrays.py).
     cell_of = {trial_id: n for n, ids in enumerate(cells) for trial_id in ids}
-    ids, steps = pc.unique(epochs["trial_id"]), pc.unique(epochs[x]).drop_null().sort()
-    cell = np.array([cell_of[i] for i in ids.to_pylist()])[
-        arrays.floats(pc.index_in(epochs["trial_id"], value_set=ids)).astype(np.int64)]
+    ids = pc.dictionary_encode(epochs["trial_id"]).combine_chunks()
+    cell = np.array([cell_of[i] for i in ids.dictionary.to_pylist()])[arrays.floats(ids.indices).astype(np.int64)]
+    steps = pc.unique(epochs[x]).drop_null().sort()
     place, values = arrays.floats(pc.index_in(epochs[x], value_set=steps)), arrays.floats(epochs[metric])
     rows = ~np.isnan(place)
     shape = (len(cells), len(steps))
@@ -120,5 +136,5 @@ def _bars(ax, table: Table) -> None:
     ax.set_xticks(x + width * (len(table.cols) - 1) / 2, [str(r) for r in table.rows])
     ax.set_xlabel(table.layout.rows)
     ax.set_ylabel(metric + (" %" if scale == 100 else ""))
-    ax.set_title(title(table), fontsize=9, loc="left")
+    ax.set_title("\n".join(textwrap.wrap(title(table), 130)), fontsize=9, loc="left")  # the panel's width
     ax.legend(fontsize=7, ncol=5)

@@ -290,15 +290,17 @@ def read_epochs(run: RunDir, ids: list[str], columns: list[str] | None = None, n
 
     columns = None if columns is None else list(dict.fromkeys(["trial_id", *columns]))
     published = _published(run, "epochs.parquet", notify, columns, dictionary=["trial_id"])
+    have: set[str] = set()
     if published is not None:
-        wanted = set(ids)
-        published = published.filter(pa.chunked_array([
-            pc.take(arrays.from_numpy(np.array([i in wanted for i in chunk.dictionary.to_pylist()], np.int8))
-                    .cast(pa.bool_()), chunk.indices)
-            for chunk in published["trial_id"].chunks], pa.bool_()))
+        wanted, masks = set(ids), []
+        for chunk in published["trial_id"].chunks:
+            names = chunk.dictionary.to_pylist()  # the ids its rows hold, each once
+            have.update(i for i in names if i in wanted)
+            keep = arrays.from_numpy(np.array([i in wanted for i in names], np.int8)).cast(pa.bool_())
+            masks.append(pc.take(keep, chunk.indices))
+        published = published.filter(pa.chunked_array(masks, pa.bool_()))
         published = published.set_column(published.schema.get_field_index("trial_id"), "trial_id",
                                           pc.cast(published["trial_id"], pa.string()))
-    have = set(pc.unique(published["trial_id"]).to_pylist()) if published is not None else set()
     unpublished = _epochs_table([_read_record(run, i, notify) for i in ids if i not in have])
     if unpublished is not None and columns is not None:
         unpublished = unpublished.select([c for c in columns if c in unpublished.column_names])
