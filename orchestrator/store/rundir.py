@@ -144,12 +144,14 @@ class RunDir:
             raise ResultsError(f"{shown}: unreadable {'Arrow' if arrow else 'Parquet'} ({e})") from None
 
     def _read_buffer(self, path: str) -> pa.Buffer | bytes | None:
-        """A file's bytes for pyarrow: from a local disk into an Arrow buffer, not into a Python
-        bytes object, which is one more copy of the whole file."""
+        """A file's bytes for pyarrow. On a local disk, mapped into memory: the reader then touches
+        only the pages of the columns it reads, not a copy of the whole file (85 MB of epochs:
+        0.05 s instead of 0.08-0.4 s), and a mapped file stays the version it was when a writer
+        renames a new one into its place, as ablate always does."""
         if not self.local:
             return self.read_bytes(path)
         try:
-            with self.fs.open_input_file(path) as f:  # an open file stays the version it was
+            with pa.memory_map(path) as f:  # the mapping outlives the file's closing, as long as its buffer
                 return f.read_buffer()
         except FileNotFoundError:
             return None
