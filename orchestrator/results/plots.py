@@ -46,7 +46,9 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     layout = tables[0].layout
     epochs = records.read_epochs(results.run, all_ids, ["epoch", "step", layout.by, layout.metric], notify) \
         if all_ids else None
-    columns = epochs.column_names if epochs is not None else []
+    # Numbers only: a metric that a trial reported as text has no curve.
+    columns = [f.name for f in epochs.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)] \
+        if epochs is not None else []
     curve_metric = next((m for m in (layout.by, layout.metric) if m in columns), layout.by)
     x = "step" if "step" in columns and "epoch" not in columns else "epoch"
     cells = [ids for _, _, ids in wanted]
