@@ -99,6 +99,20 @@ def test_each_trial_is_one_mlflow_run_with_its_params_and_one_value_per_epoch(tm
     assert '"last_step": 3' in state
 
 
+def test_a_trial_halving_stops_ends_its_mlflow_run_at_the_rung(tmp_path, mlflow_server, local_ray):
+    path = probe_grid(tmp_path, name="mlf-halving", axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 4},
+                      halving={"over": ["lr"], "rungs": [2], "keep": 0.5},
+                      tracking={"mlflow": {"tracking_uri": mlflow_server}})
+    grid = load_grid(path)
+    assert run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet()).counts == \
+        {"completed": 2, "stopped": 2}
+    client, runs = runs_of(mlflow_server, "mlf-halving")
+    ended = sorted((float(r.data.params["lr"]), r.info.status, r.data.tags["ablate.status"], steps(client, r))
+                   for r in runs)
+    assert ended == [(0.1, "FINISHED", "completed", [1, 2, 3, 4]), (0.2, "FINISHED", "completed", [1, 2, 3, 4]),
+                     (0.3, "KILLED", "stopped", [1, 2]), (0.4, "KILLED", "stopped", [1, 2])]
+
+
 def test_a_killed_and_resumed_trial_and_a_second_run_keep_one_mlflow_run_and_each_step_once(
         tmp_path, mlflow_server, local_ray):
     path = probe_grid(tmp_path, name="mlf-resume", axes={"fail": ["kill_once", "always"]}, fixed={"epochs": 3},

@@ -21,7 +21,7 @@ from orchestrator.run.hangs import Hangs
 from orchestrator.run.scheduling import GridTrials
 from orchestrator.run.trial import write_result, write_stopped
 from orchestrator.run.tracking import Tracking
-from orchestrator.store.records import STOPPED, Publisher, read_record
+from orchestrator.store.records import STOPPED, Publisher
 from orchestrator.store.rundir import Lines, RunDir, now
 
 
@@ -149,8 +149,8 @@ class Events(tune.Callback):
 
 
     def _track(self, trial_id: str) -> None:
-        if self.tracking and (record := read_record(self.run, trial_id)) is not None:
-            self.tracking.finished(trial_id, record)
+        if self.tracking:
+            self.tracking.recorded(trial_id)
 
 
 def progress_after(run: RunDir, trial_id: str, reports: int, timeout_s: float = 30.0) -> dict:

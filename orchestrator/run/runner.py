@@ -121,7 +121,7 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                                             publisher=publisher, scheduler=scheduler, tracking=tracking,
                                             local=address is None, hangs=Hangs(trial_timeout, planned))
                     if grid.halving and not resume_stopped:
-                        _halve(grid, run, fit, publisher, display, retry_failed)
+                        _halve(grid, run, fit, publisher, display, retry_failed, tracking)
                     else:
                         fit(todo)
             finally:
@@ -164,11 +164,13 @@ def _prepare(grid: Grid, todo) -> None:
         raise RunError(str(e)) from None
 
 
-def _halve(grid, run, fit, publisher, display, retry_failed) -> None:
+def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
     """Rounds of trials, each up to its cell's next rung, until every cell has decided them all
     or a round ends with a trial that neither paused nor has a result (the run was interrupted)."""
     def stopped(trial_id, reason):
         publisher.publish(trial_id)
+        if tracking:
+            tracking.recorded(trial_id)  # its tracker run ends too (MLflow: KILLED), at the rung
         display.trial_finished(trial_id, STOPPED, reason)
 
     halver = Halver(grid, run, on_stopped=stopped)

@@ -4,6 +4,7 @@
     tracking = Tracking.start(grid, run, notify)   # checks every tracker, one line if one cannot be used
     tracking.epoch(trial_id, metrics)              # a reported epoch, on the driver
     tracking.finished(trial_id, record)            # its remaining epochs, status and final metrics
+    tracking.recorded(trial_id)                    # the same, with the record the trial has
 
 Driver-side only, with each tracker's own client rather than Tune's logger callbacks: those keep
 their trial-to-run map in memory, so a retried or resumed trial, or a second `ablate run`, starts a
@@ -321,6 +322,11 @@ class Tracking:
                 state.update(last_step=max(step for step, _ in new), finished=False)
             return bool(new)
         self._each(trial_id, action, done)
+
+    def recorded(self, trial_id: str) -> None:
+        """`finished` with the record the trial has now, where it has one."""
+        if self.trackers and (record := records.read_record(self.run, trial_id)) is not None:
+            self.finished(trial_id, record)
 
     def finished(self, trial_id: str, record: Record) -> None:
         """The trial's epochs not logged yet, then its status and final metrics, once."""
