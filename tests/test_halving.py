@@ -145,3 +145,18 @@ def test_a_driver_killed_between_rungs_and_run_again_makes_the_same_decisions(tm
                 for rung, lrs in by_rung.items()]
     assert kept(run_dir) == sorted(expected)
     assert Counter(trials(run_dir).status) == {"completed": 4, "stopped": 12}
+
+
+def test_status_counts_the_epochs_left_as_halving_trains_them(tmp_path):
+    from orchestrator.results.status import read_status
+    from orchestrator.store.rundir import now
+
+    grid = load_grid(halved_grid(tmp_path))  # at most 64 of its 128 epochs
+    run = RunDir(str(tmp_path / "runs" / "probe"))
+    run.write_bytes(run.child("grid.yaml"), grid.path.read_bytes())
+    run.write_progress(grid.trials[0].trial_id, {"attempt": 1, "epoch": 1, "metrics": {"val_error": 0.5},
+                                                  "seconds": 10.0, "train_seconds": 10.0,
+                                                  "updated_at": now().isoformat()})
+    status = read_status(run, None, trust_workload=True)
+    assert status.counts == {"running": 1, "pending": 15}
+    assert status.eta_seconds == (64 - 1) * 10.0  # not (128 - 1) x 10 s: the epochs halving will not train

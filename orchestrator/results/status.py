@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from orchestrator.plan import halving
 from orchestrator.plan.grid import read_saved_grid, saved_objective
 from orchestrator.store.records import STATUSES, statuses
 from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now, position
@@ -107,7 +108,13 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
                     unit="GPU" if gpus else "CPU", finished=len(finished), others=others,
                     metric=saved_objective(run, grid, untrusted).metric.name, untrusted=untrusted)
     if planned and typical and running:
-        epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)
+        if grid.halving and (most := halving.planned(grid.trials, grid.halving, grid.planned_epochs)):
+            # At most what halving trains (as `ablate plan` counts it), less what the finished trained.
+            trained = dict(zip(trials["trial_id"].to_pylist(), trials["epochs_completed"].to_pylist())) \
+                if trials is not None and "epochs_completed" in trials.column_names else {}
+            epochs_left = most[0] - sum(trained.get(i) or 0 for i in finished)
+        else:
+            epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)
         epochs_left -= sum(a.epoch for a in active)
         result.eta_seconds = max(0, epochs_left) * typical / len(running)
     return result
