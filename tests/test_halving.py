@@ -28,9 +28,9 @@ HALVING = {"over": ["lr"], "rungs": [2, 4], "keep": 0.5}
 LRS = [0.1, 0.2, 0.3, 0.4]
 
 
-def halved_grid(tmp_path: Path, seeds=(0, 1), sleep=0.0) -> Path:
+def halved_grid(tmp_path: Path, seeds=(0, 1), sleep=0.0, lrs=LRS) -> Path:
     """4 lrs x 2 seeds x 2 targets (the lr each cell does best with: 0.1 for target 0, 0.4 for 0.45)."""
-    return probe_grid(tmp_path, axes={"target": [0.0, 0.45], "lr": LRS}, fixed={"epochs": 8, "sleep": sleep},
+    return probe_grid(tmp_path, axes={"target": [0.0, 0.45], "lr": lrs}, fixed={"epochs": 8, "sleep": sleep},
                       seeds=list(seeds), halving=HALVING)
 
 
@@ -110,7 +110,18 @@ def test_each_cell_trains_one_lr_to_the_end_and_stops_the_others_at_the_rungs(tm
 
     summary = run(grown, storage, resume_stopped=True)  # the user wants the full curves after all
     assert summary.counts == {"completed": 24}
-    assert epochs_trained(tmp_path) - trained == 2 * (2 * 2 + 4 + 8) + 2 * 3 * (2 * 6 + 4)
+    trained = epochs_trained(tmp_path)
+
+    # A new lr joins the decided cells where it is as good as what each rung kept: 0.05 is the
+    # best yet for target 0 and trains to the end; for 0.45 it is the worst and stops at 2.
+    summary = run(halved_grid(tmp_path, seeds=(0, 1, 2), lrs=[0.05, *LRS]), storage)
+    assert summary.ran == 6 and summary.counts == {"completed": 27, "stopped": 3}
+    rows = trials(storage / "probe")
+    new = rows[rows.lr == 0.05]
+    assert sorted(zip(new.target, new.status, new.epochs_completed)) == \
+        [(0.0, "completed", 8)] * 3 + [(0.45, "stopped", 2)] * 3
+    assert epochs_trained(tmp_path) - trained == 3 * (8 + 2)
+    assert set(decisions) < set(kept(storage / "probe"))  # the earlier decisions stand; the new lr's are added
 
 
 @pytest.mark.usefixtures("local_ray")
