@@ -338,7 +338,7 @@ def test_plot_gives_a_cell_one_style_in_every_panel_and_names_them_in_one_legend
     fig = plots.plot(results, tables, tmp_path / "p.png")
     first, second, bars = fig.axes
     assert [t.get_text() for t in first.get_legend().get_texts()] == ["base", "all"]
-    assert first.get_legend().get_title().get_text() == "in every panel" and second.get_legend() is None
+    assert first.get_legend().get_title().get_text() == "variant (in every panel)" and second.get_legend() is None
     styles = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in first.lines}
     assert len(set(styles.values())) == 2
     assert [(line.get_label(), (line.get_color(), line.get_linestyle())) for line in second.lines] == \

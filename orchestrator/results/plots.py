@@ -84,8 +84,9 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
         ax.set_ylabel(curve_metric + (" %" if scale == 100 else ""))
     if drawn:
         first = next(ax for ax in axes[:-1, 0] if ax.lines)
+        named = ", ".join(a for a in (layout.rows, layout.cols) if a) + (" (in every panel)" if len(tables) > 1 else "")
         first.legend(handles=[drawn[label] for label in labels if label in drawn], fontsize=7, ncol=4,
-                     title="in every panel" if len(tables) > 1 else None, title_fontsize=7)
+                     title=named, title_fontsize=7)
     _bars(axes[-1, 0], tables[0])
     fig.tight_layout()
     fig.savefig(output)
