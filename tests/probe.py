@@ -32,6 +32,7 @@ class Config:
     marker_dir: str = field(default="", metadata={"identity": False})
     ballast: Annotated[int, Ge(0)] = 0  # kB of filler in each checkpoint: a trial that fills a disk
     target: float = 0.0  # the best lr: val_error grows with the distance to it
+    spike_lr: float = -1.0  # the lr whose val_error at epoch 2 is 1 worse: one noisy evaluation
 
 
 def _node() -> str:
@@ -69,7 +70,8 @@ def train(config: Config, session) -> dict:
         with open(markers / "epochs.log", "a") as f:
             f.write(f"{key} {epoch + 1} {time.time()}\n")
         # Better with more epochs and with an lr nearer the target: something for a scheduler to compare.
-        session.report({"epoch": epoch + 1, "val_error": abs(config.lr - config.target) + 1 / (epoch + 2)},
+        spike = 1.0 if config.lr == config.spike_lr and epoch + 1 == 2 else 0.0
+        session.report({"epoch": epoch + 1, "val_error": abs(config.lr - config.target) + 1 / (epoch + 2) + spike},
                        checkpoint=state)
     if config.fail == "kill_after_record":
         log = session.log

@@ -125,6 +125,21 @@ def test_each_cell_trains_one_lr_to_the_end_and_stops_the_others_at_the_rungs(tm
 
 
 @pytest.mark.usefixtures("local_ray")
+def test_a_metric_summarized_by_its_best_is_ranked_by_its_best_report_up_to_the_rung(tmp_path):
+    # lr 0.1's evaluation at the rung is noisy (1 worse): by its last report it would be the worst.
+    path = probe_grid(tmp_path, axes={"lr": LRS}, fixed={"epochs": 4, "spike_lr": 0.1}, seeds=[0],
+                      halving={"over": ["lr"], "rungs": [2], "keep": 0.5}, metric={"name": "val_error", "summary": "best"})
+    storage = tmp_path / "runs"
+    assert run(path, storage).counts == {"completed": 2, "stopped": 2}
+    [decision] = read_decisions(RunDir(str(storage / "probe")))
+    assert [(e["values"]["lr"], round(e["score"], 4)) for e in decision["ranking"]] == [
+        (0.2, 0.5333), (0.1, 0.6), (0.3, 0.6333), (0.4, 0.7333)]  # lr 0.1's best is its epoch 1
+    rows = trials(storage / "probe").set_index("lr").sort_index()
+    assert list(rows.status) == ["completed", "completed", "stopped", "stopped"]
+    assert rows.status_reason[0.3] == "stopped by halving at 2: lr=0.3 ranked 3 of 4 by best val_error up to it (0.6333)"
+
+
+@pytest.mark.usefixtures("local_ray")
 def test_a_cell_where_every_setting_fails_before_the_rung_keeps_one_and_says_so(tmp_path):
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 4, "fail": "always"},
                       halving={"over": ["lr"], "rungs": [2], "keep": 0.5})

@@ -42,6 +42,12 @@ class Metric:
     def better(self, a: float, b: float) -> bool:
         return a < b if self.mode == "min" else a > b
 
+    def best(self, values) -> float | None:
+        """The best of `values` in this metric's mode, as the tables take it: what is not a
+        number (None, NaN, text) is passed over; None if nothing is left."""
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+        return (min if self.mode == "min" else max)(numbers, default=None)
+
 
 @dataclass(frozen=True)
 class Objective:

@@ -6,13 +6,13 @@ asks for), made from what is on storage so that any driver arrives at the same d
 
 A cell's settings train to its next rung, where each trial pauses from its checkpoint without a
 record (run/session.py, Paused). Once all of them are there (or ended: failed, diverged), the cell
-ranks its settings by the mean over seeds of the grid's metric at the rung, keeps the best
-`keep` of them, records the decision in the run's halving.json, and records the others' trials
-as `stopped` at the rung: final, like every result. A decision once recorded is never made
-again: a rerun, a driver that was killed or one that took the run over reads it. Trials added
-later (a new seed of a setting) follow their cell's decisions; a setting a decision did not rank
-(a new value of a halved axis) is ranked at that rung against it and kept where it is at least as
-good as the worst setting the decision kept.
+ranks its settings by the mean over seeds of the grid's metric at the rung (the best report up to
+it, for a metric declared `summary: best`), keeps the best `keep` of them, records the decision
+in the run's halving.json, and records the others' trials as `stopped` at the rung: final, like
+every result. A decision once recorded is never made again: a rerun, a driver that was killed
+or one that took the run over reads it. Trials added later (a new seed of a setting) follow their
+cell's decisions; a setting a decision did not rank (a new value of a halved axis) is ranked at
+that rung against it and kept where it is at least as good as the worst setting the decision kept.
 """
 from __future__ import annotations
 
@@ -79,22 +79,29 @@ class Halver:
         return trial.trial_id in final or position(self.run.progress(trial.trial_id)) >= rung
 
     def _score(self, trial, rung: int, final: dict[str, str]) -> tuple[float | None, str]:
-        """The trial's metric at the rung, or None and why it has none."""
+        """The trial's metric at the rung (its best report up to the rung, for a metric summarized
+        by its best), or None and why it has none."""
         if trial.trial_id in final:
             status = final[trial.trial_id]
             if status not in ("completed", "stopped"):
                 return None, status
             return self._reported_at(trial.trial_id, rung), ""
-        value = self.run.progress(trial.trial_id).get("metrics", {}).get(self.metric.name)
-        return (value, "") if isinstance(value, (int, float)) else (None, f"no {self.metric.name}")
+        progress = self.run.progress(trial.trial_id)  # paused at the rung
+        # A trial paused by an ablate that kept no best in the progress: its last report.
+        held = (self.metric.summary == "best" and progress.get("best")) or progress.get("metrics")
+        value = self.metric.best([(held or {}).get(self.metric.name)])
+        return (value, "") if value is not None else (None, f"no {self.metric.name}")
 
     def _reported_at(self, trial_id: str, rung: int) -> float | None:
-        """A finished trial's metric at the rung, from its epochs."""
+        """A finished trial's metric at the rung (or its best up to it), from its epochs."""
         epochs = records.read_epochs(self.run, [trial_id], ["trial_id", "epoch", "step", self.metric.name])
         if epochs is None or self.metric.name not in epochs.column_names:
             return None
         at = epochs["step"].to_pylist() if "step" in epochs.column_names else range(1, epochs.num_rows + 1)
-        return next((v for a, v in zip(at, epochs[self.metric.name].to_pylist()) if a == rung), None)
+        reported = list(zip(at, epochs[self.metric.name].to_pylist()))
+        if self.metric.summary == "best":
+            return self.metric.best(v for a, v in reported if a <= rung)
+        return next((v for a, v in reported if a == rung), None)
 
     def _decide(self, cell: str, rung: int, candidates: dict[str, list], earlier: list[dict],
                 final: dict[str, str]) -> dict[str, Any]:
@@ -120,7 +127,8 @@ class Halver:
                 note = (f"no setting has a {self.metric.name} at {rung} (every one has a seed that "
                         f"{' or '.join(sorted({e['why'] for e in ranking}))}): the first is kept")
         decision = {"cell": json.loads(cell), "cell_key": cell, "rung": rung,
-                    "metric": self.metric.name, "mode": self.metric.mode, "ranking": ranking,
+                    "metric": self.metric.name, "mode": self.metric.mode, "summary": self.metric.summary,
+                    "ranking": ranking,
                     "kept": [e["setting"] for e in kept], "note": note, "decided_at": now().isoformat()}
         self.decisions.append(decision)
         # Written before any trial is stopped by it: a driver killed in between makes no other.
@@ -132,8 +140,8 @@ class Halver:
         place = next(i for i, e in enumerate(entries) if e["setting"] == setting)
         score = entries[place]["score"]
         values = ", ".join(f"{k}={fmt(v)}" for k, v in json.loads(setting).items())
-        reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by "
-                  f"{self.metric.name}" + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
+        by = f"best {self.metric.name} up to it" if self.metric.summary == "best" else self.metric.name
+        reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by {by}" + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
         write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config, rung,
                       self.run.progress(trial.trial_id), reason)
         self.on_stopped(trial.trial_id, reason)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from orchestrator.plan.objective import Metric
 from orchestrator.run.processes import this_process
 from orchestrator.store.checkpoint import serialize
 from orchestrator.store.rundir import CHECKPOINT, PROGRESS, Lines, RunDir, now, progress_line
@@ -46,9 +47,13 @@ class StoredSession:
     end of the trial, each of which waits for them and raises what failed in writing them. The
     driver, which can see a result before its files, waits for them too (events.py)."""
 
-    def __init__(self, run: RunDir, trial_id: str, on_report=None, until: int | None = None):
+    def __init__(self, run: RunDir, trial_id: str, on_report=None, until: int | None = None,
+                 best_of: Metric | None = None):
         self.run, self.trial_id, self.on_report = run, trial_id, on_report
         self.until = until  # the epoch (or step) after which the trial pauses (Paused); None: to its end
+        # The grid's metric where a trial is judged by its best report: its best so far goes in the
+        # progress, for a halving decision at a rung (run/halving.py), which has no epochs of a paused trial.
+        self.best_of = best_of
         self.epochs: list[dict[str, Any]] = []
         self.checkpoint_path = run.trial_file(trial_id, CHECKPOINT)
         self.progress = run.progress(trial_id)
@@ -63,7 +68,8 @@ class StoredSession:
         """Count this attempt; returns its number (1 for the first)."""
         started = self.progress.get("started_at") or now().isoformat()
         # worker: so that a driver taking over from a dead one can wait for this process to end (runner.py).
-        earlier = {k: v for k, v in self.progress.items() if k != "paused_at"}
+        # best: of the epochs this attempt trains or restores (restore), not of an earlier attempt's.
+        earlier = {k: v for k, v in self.progress.items() if k not in ("paused_at", "best")}
         self.progress = {**earlier, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started,
                          "reports": 0, "worker": this_process()}
         self.progress_lines.add(progress_line(self.progress))
@@ -97,6 +103,8 @@ class StoredSession:
         if saved is None:
             return None
         self.epochs = saved["epochs"]
+        if self.best_of is not None:
+            self.progress["best"] = {self.best_of.name: self.best_of.best(e.get(self.best_of.name) for e in self.epochs)}
         self.log(f"resumed from the checkpoint after epoch {len(self.epochs)}")
         return saved["state"]
 
@@ -111,6 +119,9 @@ class StoredSession:
                          "train_seconds": self.progress.get("train_seconds", 0.0) + seconds,
                          "reports": self.progress.get("reports", 0) + 1,  # in this attempt: Tune's training_iteration
                          "updated_at": now().isoformat()}
+        if self.best_of is not None:
+            name = self.best_of.name
+            self.progress["best"] = {name: self.best_of.best([self.progress.get("best", {}).get(name), metrics.get(name)])}
         self.writing = _WRITER.submit(self._write_epoch, saved, self.progress, " ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         if self.local_files is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import workloads
 from orchestrator.errors import CheckpointError, StorageError
+from orchestrator.plan.objective import Metric
 from orchestrator.run.session import Paused, StoredSession
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
@@ -79,15 +80,16 @@ def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str
 
 
 def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
-              judged_by: tuple[str, ...] = ()) -> None:
+              judged_by: tuple[str, ...] = (), best_of: Metric | None = None) -> None:
     """The trial `tune_config["trial"]` names; writes its own record when it has a result. A
     completed trial must have reported or returned each metric of `judged_by` (the metric and
     report its grid declares), if only as None: one it never named is a mistake, not a result.
-    A trial given `until` pauses there, without a record, for its cell's decision (run/halving.py)."""
+    A trial given `until` pauses there, without a record, for its cell's decision (run/halving.py),
+    which judges it by its best report of `best_of` where given (its progress holds it)."""
     run, workload = RunDir(run_uri), workload_of(workload_ref)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
     trial_config = workload.config(**config)
-    session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"))
+    session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"), best_of=best_of)
     session.start()
     try:
         result = workload.train(trial_config, session)
