@@ -128,8 +128,8 @@ class Halver:
                         f"{' or '.join(sorted({e['why'] for e in ranking}))}): the first is kept")
         decision = {"cell": json.loads(cell), "cell_key": cell, "rung": rung,
                     "metric": self.metric.name, "mode": self.metric.mode, "summary": self.metric.summary,
-                    "ranking": ranking,
-                    "kept": [e["setting"] for e in kept], "note": note, "decided_at": now().isoformat()}
+                    "ranking": ranking, "kept": [e["setting"] for e in kept], "note": note,
+                    "decided_at": now().isoformat()}
         self.decisions.append(decision)
         # Written before any trial is stopped by it: a driver killed in between makes no other.
         self.run.write_bytes(self.run.child(DECISIONS), json.dumps(self.decisions, indent=1).encode())
@@ -141,7 +141,8 @@ class Halver:
         score = entries[place]["score"]
         values = ", ".join(f"{k}={fmt(v)}" for k, v in json.loads(setting).items())
         by = f"best {self.metric.name} up to it" if self.metric.summary == "best" else self.metric.name
-        reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by {by}" + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
+        reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by {by}"
+                  + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
         write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config, rung,
                       self.run.progress(trial.trial_id), reason)
         self.on_stopped(trial.trial_id, reason)
