@@ -13,6 +13,9 @@ One run does all of it with ablate's own trainer (workloads/allcnn/train.py), in
    over one common window: images/s of all of them together, and each one's peak memory.
 3. Compile: what a trial pays before its first fast step (its first epoch less a steady one),
    in a process alone with an empty compile cache, then in one with the cache the first filled.
+4. Profile: one epoch of a warm trainer process alone under torch.profiler: the kernels by their
+   time on the GPU and how busy that kept it, the operators by their own time on the host
+   (`--trace` keeps the Chrome trace). Where a target is missed, it says why from the same run.
 
 It prints progress on stderr, a table on stdout and, last, one JSON line.
 
@@ -20,6 +23,7 @@ It prints progress on stderr, a table on stdout and, last, one JSON line.
     python benchmarks/gpu_check.py                          # the full check, on CUDA where there is one
     python benchmarks/gpu_check.py --record                 # ... and record its rates for `ablate plan`
     python benchmarks/gpu_check.py --record run.json        # record the rates of a saved JSON line
+    python benchmarks/gpu_check.py --trace trace.json.gz    # ... and keep the profiled epoch's trace
 
 The command for a lent GPU machine, with what it must carry, is in benchmarks/README.md.
 
@@ -51,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -192,20 +197,51 @@ class Stop(Exception):
 @dataclass
 class WindowSession(MemorySession):
     """A worker's session: after `warmup` epochs it says it is ready and waits for the common
-    start; the first epoch to end past start + window stops the trial."""
+    start; the first epoch to end past start + window stops the trial, or, with `profile`, starts
+    the profiler for one more epoch, which is then summarized and stops it."""
 
     warmup: int = 1
     window: float = 10.0
     channel: object = None
     go: float | None = None
+    profile: dict | None = None  # {"trace": path or None}; then the summary
+    profiler: object = None
 
     def report(self, metrics, checkpoint=None):
+        if self.profiler is not None:
+            self.profiler.stop()
+            if self.profile["trace"]:
+                self.profiler.export_chrome_trace(self.profile["trace"])  # a path ending in .gz is gzipped
+            self.profile = profile_summary(self.profiler.key_averages(), metrics["seconds"], self.profile["trace"])
+            raise Stop
         self.epochs.append({"seconds": metrics["seconds"], "end": time.time()})
         if self.go is None and len(self.epochs) == self.warmup:
             send(self.channel, {"ready": True})
             self.go = float(sys.stdin.readline())
         elif self.go is not None and self.epochs[-1]["end"] >= self.go + self.window:
-            raise Stop
+            if self.profile is None:
+                raise Stop
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.start()
+
+
+def profile_summary(ops, seconds: float, trace: str | None, rows: int = 12) -> dict:
+    """One profiled epoch, from its events averaged by name: the kernels (and copies) by their time
+    on the device, the operators by their own time on the host, and each side's total, as torch's
+    own table sums them. How long the GPU was busy in an epoch says whether it waits for the host."""
+    on_device = [op for op in ops if op.device_type != DeviceType.CPU and not op.is_user_annotation]
+    out = {"epoch_seconds": seconds, "trace": trace}
+    for where, chosen, time_of in (("device", on_device, lambda op: op.self_device_time_total),
+                                   ("host", ops, lambda op: op.self_cpu_time_total)):
+        busy = sum(map(time_of, chosen))
+        out[f"{where}_seconds"] = busy / 1e6
+        out[f"{where}_ops"] = [{"name": op.key, "calls": op.count, "seconds": time_of(op) / 1e6,
+                                "share": time_of(op) / busy}
+                               for op in sorted(chosen, key=time_of, reverse=True)[:rows] if time_of(op) > 0]
+    return out
 
 
 def send(channel, message: dict) -> None:
@@ -220,7 +256,8 @@ def worker(spec: dict) -> None:
     try:
         torch.set_num_threads(spec["threads"])  # as Ray gives each trial its CPUs
         config = Config(**spec["config"])
-        session = WindowSession(warmup=spec["warmup"], window=spec["window"], channel=channel)
+        session = WindowSession(warmup=spec["warmup"], window=spec["window"], channel=channel,
+                                profile=spec.get("profile"))
         try:
             result = train(config, session)
         except Stop:
@@ -236,7 +273,7 @@ def worker(spec: dict) -> None:
 
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
         send(channel, {"result": {"epochs": session.epochs, "go": session.go, "started": spec["started"],
-                                  "peak_memory_mb": peak}})
+                                  "peak_memory_mb": peak, "profile": session.profile}})
     except Exception as e:
         traceback.print_exc()
         send(channel, {"error": f"{type(e).__name__}: {e}"})
@@ -265,19 +302,20 @@ def window_images(epochs: list[dict], start: float, end: float, images: int) -> 
     return total
 
 
-def processes(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path) -> dict:
-    """`n` trainer processes at once, timed over one window that starts when all are warm."""
+def launch(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path, label: str, **spec) -> tuple:
+    """`n` trainer processes at once, started together once all are warm: their results, and when
+    they started."""
     images = a.steps * a.batch
     spec = {"config": dict(model=a.model, variant=a.variant, width=a.width, batch_size=a.batch, device=device,
                            dataset="synthetic", train_size=images, val_size=0, test_size=10, epochs=10**9,
                            lr=0.01, lr_milestones=[], augmentation="standard", translate=4,
                            no_progress_epochs=0, checkpoint_every=10**9, compile=compile_mode),
-            "threads": max(1, cpu_cores() // n), "warmup": a.warmup, "window": a.window}
+            "threads": max(1, cpu_cores() // n), "warmup": a.warmup, "window": a.window, **spec}
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton"),
            "PYTHONUNBUFFERED": "1"}
     procs = []
     for i in range(n):
-        log_path = logs / f"worker-{compile_mode}-{n}-{i}.log"
+        log_path = logs / f"worker-{label}-{i}.log"
         with open(log_path, "w") as f:
             procs.append((subprocess.Popen([sys.executable, __file__, "--worker",
                                             json.dumps({**spec, "started": time.time()})],
@@ -290,12 +328,18 @@ def processes(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path
         for proc, _ in procs:
             proc.stdin.write(f"{go!r}\n")
             proc.stdin.flush()
-        results = [_receive(proc, log_path, "result") for proc, log_path in procs]
+        return [_receive(proc, log_path, "result") for proc, log_path in procs], go
     finally:
         for proc, _ in procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+
+
+def processes(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path) -> dict:
+    """`n` trainer processes at once, timed over one window that starts when all are warm."""
+    images = a.steps * a.batch
+    results, go = launch(a, n, device, compile_mode, cache, logs, label=f"{compile_mode}-{n}")
     per_process = [window_images(r["epochs"], go, go + a.window, images) / a.window for r in results]
     first = results[0]["epochs"]
     steady = [e["seconds"] for e in first[a.warmup:]]
@@ -305,6 +349,13 @@ def processes(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path
             "epoch_rates": [images / s for s in steady],
             "compile_seconds": first[0]["seconds"] - statistics.median(steady),
             "start_seconds": first[0]["end"] - first[0]["seconds"] - results[0]["started"]}
+
+
+def profile(a, device: str, cache: Path, logs: Path) -> dict:
+    """One trainer process alone, warm, profiled for one epoch (torch.profiler)."""
+    (result,), _ = launch(a, 1, device, "auto", cache, logs, label="profile", window=0,
+                          profile={"trace": str(a.trace) if a.trace else None})
+    return result["profile"]
 
 
 # --- the check ---------------------------------------------------------------------------------
@@ -320,7 +371,7 @@ def run_check(a) -> dict:
            "width": a.width, "batch_size": a.batch, "steps_per_epoch": a.steps, "window_seconds": a.window,
            "loss_falls": None, "resume_exact": None, "bf16_fp32_agree": None, "reference_images_per_second": None,
            "images_per_second": None, "speedup": None, "processes": [], "compile_mode": None,
-           "compile_seconds": None, "compile_seconds_cached": None, "trial_start_seconds": None,
+           "compile_seconds": None, "compile_seconds_cached": None, "trial_start_seconds": None, "profile": None,
            "phase_seconds": {}, "errors": {}, "skipped": []}
     log(f"All-CNN-{a.model} ({a.variant}) width {a.width}, batch {a.batch} on {name}, torch {torch.__version__}")
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -396,6 +447,19 @@ def run_check(a) -> dict:
                 out["images_per_second"] = statistics.median(alone["epoch_rates"])
                 ref = out["reference_images_per_second"]
                 out["speedup"] = out["images_per_second"] / ref if ref else None
+
+        if a.profile:
+            with part("profile") as go:
+                if go:
+                    out["profile"] = prof = profile(a, device, shared, work)
+                    # Against an epoch as fast as the unprofiled trainer's, where it was measured.
+                    epoch = (a.steps * a.batch / out["images_per_second"] if out["images_per_second"]
+                             else prof["epoch_seconds"])
+                    prof["device_busy_fraction"] = prof["device_seconds"] / epoch if device == "cuda" else None
+                    log(f"  {prof['host_ops'][0]['name'] if prof['host_ops'] else '-'} first on the host"
+                        + (f"; the GPU busy {prof['device_busy_fraction']:.0%} of an epoch" if device == "cuda" else ""))
+        else:
+            out["skipped"].append("profile (--no-profile)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out["seconds"] = time.perf_counter() - began
@@ -443,10 +507,30 @@ def table(r: dict) -> str:
                      f"(after {r['trial_start_seconds']:.1f} s from its process's start to its first step)")
     if r["compile_seconds_cached"] is not None:
         lines.append(f"  later trials, the cache shared  {r['compile_seconds_cached']:6.1f} s")
+    if r["profile"]:
+        lines += profile_table(r["profile"])
     lines += [""] + [f"skipped: {label}" for label in r["skipped"]]
     lines += [f"FAILED: {label}: {error}" for label, error in r["errors"].items()]
     lines.append(f"took {r['seconds']:.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["phase_seconds"].items()))
     return "\n".join(lines)
+
+
+def profile_table(prof: dict) -> list[str]:
+    lines = ["", f"profile of one epoch of a trainer process alone ({prof['epoch_seconds']:.2f} s under the "
+                 f"profiler), by each operator's or kernel's own time"]
+    if prof["device_busy_fraction"] is not None:
+        lines.append(f"  the GPU: busy {prof['device_seconds']:.3f} s, {prof['device_busy_fraction']:.0%} of the "
+                     "trainer's epoch")
+        lines += _profile_rows(prof["device_ops"])
+    lines.append(f"  the host: {prof['host_seconds']:.3f} s in operators")
+    lines += _profile_rows(prof["host_ops"])
+    if prof["trace"]:
+        lines.append(f"  its trace: {prof['trace']} (chrome://tracing, Perfetto)")
+    return lines
+
+
+def _profile_rows(rows: list[dict]) -> list[str]:
+    return [f"    {op['share']:4.0%} {op['seconds']:8.4f} s {op['calls']:6} calls  {op['name'][:90]}" for op in rows]
 
 
 def record(r: dict, quick: bool) -> None:
@@ -484,6 +568,9 @@ def parse(argv=None):
     p.add_argument("--data-dir", type=Path, default=DATA, help=f"where {SUBSET} is")
     p.add_argument("--budget", type=float, help="seconds after which no further part starts (default: 420; "
                    "--quick: none)")
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="skip the last part: one epoch of a trainer process under torch.profiler")
+    p.add_argument("--trace", type=Path, help="write the profiled epoch's Chrome trace here (.json or .json.gz)")
     p.add_argument("--json", type=Path, help="also write the JSON line to this file (after each part, too)")
     p.add_argument("--record", nargs="?", const="", metavar="JSON",
                    help="record the rates in workloads/allcnn/rates.json: of this run, or of a saved JSON line")

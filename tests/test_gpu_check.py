@@ -3,12 +3,15 @@ rates it records for `ablate plan`."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import subprocess
 import sys
 
 import pytest
+from torch.autograd import DeviceType
+from torch.autograd.profiler_util import FunctionEvent, FunctionEventAvg
 
 from benchmarks import gpu_check
 from tests.conftest import ROOT
@@ -21,12 +24,12 @@ KEYS = {"loss_falls", "resume_exact", "reference_images_per_second", "images_per
 @pytest.fixture(scope="module")
 def check(tmp_path_factory):
     """One small run on synthetic data (an empty data directory): 2 epochs of 14 steps, then speed
-    epochs of 2 steps timed over 1 s, by 1 and by 2 trainer processes."""
+    epochs of 2 steps timed over 1 s, by 1 and by 2 trainer processes, then one profiled epoch."""
     out = tmp_path_factory.mktemp("gpu-check")
     argv = ["--device", "cpu", "--quick", "--data-dir", str(out), "--width", "0.125", "--batch", "32",
             "--epochs", "2", "--train-size", "512", "--val-size", "64", "--lr", "0.05", "--steps", "2",
             "--window", "1", "--processes", "1,2", "--compile", "off", "--reference-steps", "2", "--repeats", "1",
-            "--workers", "0", "--json", str(out / "check.json")]
+            "--workers", "0", "--json", str(out / "check.json"), "--trace", str(out / "trace.json.gz")]
     with contextlib.redirect_stdout(io.StringIO()) as stdout:
         assert gpu_check.main(argv) == 0
     return stdout.getvalue(), json.loads((out / "check.json").read_text())
@@ -47,6 +50,45 @@ def test_the_quick_check_prints_a_table_then_its_json_line_last(check):
     assert check["images_per_second"] > 0
     assert check["compile_seconds"] is None and check["skipped"] == ["compile (--compile off)"]
     assert check["errors"] == {}
+
+
+def test_the_check_ends_with_one_profiled_epoch_and_its_trace(check):
+    stdout, check = check
+    profile = check["profile"]
+    # On a CPU the operators are the work: the network's convolutions lead; no device kernels.
+    assert "convolution" in profile["host_ops"][0]["name"]
+    assert sum(op["seconds"] for op in profile["host_ops"]) <= profile["host_seconds"] + 1e-9
+    assert profile["device_ops"] == [] and profile["device_busy_fraction"] is None
+    assert "profile of one epoch of a trainer process alone" in stdout
+    assert f"calls  {profile['host_ops'][0]['name']}" in stdout
+    with gzip.open(profile["trace"]) as f:
+        names = {event.get("name") for event in json.load(f)["traceEvents"]}
+    assert "aten::convolution_backward" in names  # Chrome's trace format, for Perfetto
+
+
+def test_a_profiled_gpu_epoch_counts_each_kernel_once_and_no_annotation():
+    # The events kineto gives for a CUDA-graph step, as FunctionEvents: the launch on the host, which
+    # also lists the kernel it launched, the kernels on the device, and a user annotation there.
+    def event(i, name, start, end, device_type=DeviceType.CPU, **kw):
+        return FunctionEvent(i, name, thread=0, start_us=start, end_us=end, use_device="cuda",
+                             device_type=device_type, **kw)
+
+    launch = event(1, "cudaGraphLaunch", 0, 50)
+    launch.append_kernel("conv_kernel", 0, 300)
+    events = [launch, event(2, "conv_kernel", 60, 360, DeviceType.CUDA), event(3, "sgd_kernel", 360, 460, DeviceType.CUDA),
+              event(4, "## Call CompiledFxGraph ##", 0, 500, DeviceType.CUDA, is_user_annotation=True)]
+    averages = {}
+    for e in events:  # what the profiler's key_averages() gives
+        averages.setdefault(e.key, FunctionEventAvg()).add(e)
+    summary = gpu_check.profile_summary(list(averages.values()), seconds=0.001, trace=None)
+    assert summary["device_seconds"] == pytest.approx(400e-6)
+    assert [(op["name"], op["calls"], op["share"]) for op in summary["device_ops"]] == [
+        ("conv_kernel", 1, 0.75), ("sgd_kernel", 1, 0.25)]
+    assert [op["name"] for op in summary["host_ops"]] == ["cudaGraphLaunch"]
+    assert summary["host_seconds"] == pytest.approx(50e-6)
+    lines = gpu_check.profile_table({**summary, "device_busy_fraction": 0.4})
+    assert "  the GPU: busy 0.000 s, 40% of the trainer's epoch" in lines
+    assert any(line.endswith("1 calls  conv_kernel") and "75%" in line for line in lines)
 
 
 def test_images_in_a_window_count_each_epoch_by_its_overlap():
