@@ -13,9 +13,10 @@ One run does all of it with ablate's own trainer (workloads/allcnn/train.py), in
    over one common window: images/s of all of them together, and each one's peak memory.
 3. Compile: what a trial pays before its first fast step (its first epoch less a steady one),
    in a process alone with an empty compile cache, then in one with the cache the first filled.
-4. Profile: one epoch of a warm trainer process alone under torch.profiler: the kernels by their
-   time on the GPU and how busy that kept it, the operators by their own time on the host
-   (`--trace` keeps the Chrome trace). Where a target is missed, it says why from the same run.
+4. Profile: after its window, the trainer process timed alone trains one more epoch under
+   torch.profiler: the kernels by their time on the GPU and how busy they kept it, the operators
+   by their own time on the host (`--trace` keeps the Chrome trace). Where a target is missed, it
+   says why from the same run.
 
 It prints progress on stderr, a table on stdout and, last, one JSON line.
 
@@ -197,35 +198,60 @@ class Stop(Exception):
 @dataclass
 class WindowSession(MemorySession):
     """A worker's session: after `warmup` epochs it says it is ready and waits for the common
-    start; the first epoch to end past start + window stops the trial, or, with `profile`, starts
-    the profiler for one more epoch, which is then summarized and stops it."""
+    start; the first epoch to end past start + window ends the timing and stops the trial, or,
+    with `profile`, once one more epoch has run under torch.profiler."""
 
     warmup: int = 1
     window: float = 10.0
     channel: object = None
     go: float | None = None
-    profile: dict | None = None  # {"trace": path or None}; then the summary
+    device: str = "cpu"
+    peak_memory_mb: float | None = None  # when the timing ended
+    profile: dict | None = None  # {"trace": path or None}, then the profiled epoch's summary
     profiler: object = None
 
     def report(self, metrics, checkpoint=None):
         if self.profiler is not None:
-            self.profiler.stop()
-            if self.profile["trace"]:
-                self.profiler.export_chrome_trace(self.profile["trace"])  # a path ending in .gz is gzipped
-            self.profile = profile_summary(self.profiler.key_averages(), metrics["seconds"], self.profile["trace"])
+            self._profiled(metrics["seconds"])
             raise Stop
         self.epochs.append({"seconds": metrics["seconds"], "end": time.time()})
         if self.go is None and len(self.epochs) == self.warmup:
             send(self.channel, {"ready": True})
             self.go = float(sys.stdin.readline())
         elif self.go is not None and self.epochs[-1]["end"] >= self.go + self.window:
+            self.peak_memory_mb = peak_memory_mb(self.device)
             if self.profile is None:
                 raise Stop
             activities = [torch.profiler.ProfilerActivity.CPU]
-            if torch.cuda.is_available():
+            if self.device == "cuda":
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
-            self.profiler = torch.profiler.profile(activities=activities)
-            self.profiler.start()
+            try:
+                self.profiler = torch.profiler.profile(activities=activities)
+                self.profiler.start()
+            except Exception as e:  # a profile is not worth the measurements before it
+                self.profile = {"error": f"{type(e).__name__}: {e}"}
+                raise Stop
+
+    def _profiled(self, seconds: float) -> None:
+        try:
+            self.profiler.stop()
+            trace = self.profile["trace"]
+            if trace:
+                self.profiler.export_chrome_trace(trace)  # a path ending in .gz is gzipped
+            # Kineto's own writer logs a failure instead of raising: the summary names a trace that exists.
+            written = trace if trace and os.path.exists(trace) else None
+            self.profile = profile_summary(self.profiler.key_averages(), seconds, written)
+        except Exception as e:
+            self.profile = {"error": f"{type(e).__name__}: {e}"}
+
+
+def peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        # The caching allocator's peak: what another process cannot have (the CUDA context aside).
+        return torch.cuda.max_memory_reserved() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
 def profile_summary(ops, seconds: float, trace: str | None, rows: int = 12) -> dict:
@@ -257,7 +283,7 @@ def worker(spec: dict) -> None:
         torch.set_num_threads(spec["threads"])  # as Ray gives each trial its CPUs
         config = Config(**spec["config"])
         session = WindowSession(warmup=spec["warmup"], window=spec["window"], channel=channel,
-                                profile=spec.get("profile"))
+                                device=config.device, profile=spec["profile"])
         try:
             result = train(config, session)
         except Stop:
@@ -265,15 +291,8 @@ def worker(spec: dict) -> None:
         else:
             raise RuntimeError(f"the trial ended before the window did: {result['status']} "
                                f"({result['status_reason']})")
-        if config.device == "cuda":
-            # The caching allocator's peak: what another process cannot have (the CUDA context aside).
-            peak = torch.cuda.max_memory_reserved() / 2**20
-        else:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
         send(channel, {"result": {"epochs": session.epochs, "go": session.go, "started": spec["started"],
-                                  "peak_memory_mb": peak, "profile": session.profile}})
+                                  "peak_memory_mb": session.peak_memory_mb, "profile": session.profile}})
     except Exception as e:
         traceback.print_exc()
         send(channel, {"error": f"{type(e).__name__}: {e}"})
@@ -302,20 +321,21 @@ def window_images(epochs: list[dict], start: float, end: float, images: int) -> 
     return total
 
 
-def launch(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path, label: str, **spec) -> tuple:
-    """`n` trainer processes at once, started together once all are warm: their results, and when
-    they started."""
+def processes(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path, profile: bool = False) -> dict:
+    """`n` trainer processes at once, timed over one window that starts when all are warm; with
+    `profile` (one process), it then trains one more epoch under the profiler."""
     images = a.steps * a.batch
     spec = {"config": dict(model=a.model, variant=a.variant, width=a.width, batch_size=a.batch, device=device,
                            dataset="synthetic", train_size=images, val_size=0, test_size=10, epochs=10**9,
                            lr=0.01, lr_milestones=[], augmentation="standard", translate=4,
                            no_progress_epochs=0, checkpoint_every=10**9, compile=compile_mode),
-            "threads": max(1, cpu_cores() // n), "warmup": a.warmup, "window": a.window, **spec}
+            "threads": max(1, cpu_cores() // n), "warmup": a.warmup, "window": a.window,
+            "profile": {"trace": str(a.trace) if a.trace else None} if profile else None}
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton"),
            "PYTHONUNBUFFERED": "1"}
     procs = []
     for i in range(n):
-        log_path = logs / f"worker-{label}-{i}.log"
+        log_path = logs / f"worker-{compile_mode}-{n}-{i}.log"
         with open(log_path, "w") as f:
             procs.append((subprocess.Popen([sys.executable, __file__, "--worker",
                                             json.dumps({**spec, "started": time.time()})],
@@ -328,18 +348,12 @@ def launch(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path, l
         for proc, _ in procs:
             proc.stdin.write(f"{go!r}\n")
             proc.stdin.flush()
-        return [_receive(proc, log_path, "result") for proc, log_path in procs], go
+        results = [_receive(proc, log_path, "result") for proc, log_path in procs]
     finally:
         for proc, _ in procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-
-
-def processes(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path) -> dict:
-    """`n` trainer processes at once, timed over one window that starts when all are warm."""
-    images = a.steps * a.batch
-    results, go = launch(a, n, device, compile_mode, cache, logs, label=f"{compile_mode}-{n}")
     per_process = [window_images(r["epochs"], go, go + a.window, images) / a.window for r in results]
     first = results[0]["epochs"]
     steady = [e["seconds"] for e in first[a.warmup:]]
@@ -348,14 +362,8 @@ def processes(a, n: int, device: str, compile_mode: str, cache: Path, logs: Path
             # Of the first process; meaningful where it ran alone.
             "epoch_rates": [images / s for s in steady],
             "compile_seconds": first[0]["seconds"] - statistics.median(steady),
-            "start_seconds": first[0]["end"] - first[0]["seconds"] - results[0]["started"]}
-
-
-def profile(a, device: str, cache: Path, logs: Path) -> dict:
-    """One trainer process alone, warm, profiled for one epoch (torch.profiler)."""
-    (result,), _ = launch(a, 1, device, "auto", cache, logs, label="profile", window=0,
-                          profile={"trace": str(a.trace) if a.trace else None})
-    return result["profile"]
+            "start_seconds": first[0]["end"] - first[0]["seconds"] - results[0]["started"],
+            "profile": results[0]["profile"]}
 
 
 # --- the check ---------------------------------------------------------------------------------
@@ -426,7 +434,7 @@ def run_check(a) -> dict:
                     cold = processes(a, 1, device, mode, shared, work)
                     log(f"  first trial, empty cache: {cold['compile_seconds']:.1f} s")
                     out.update(compile_seconds=cold["compile_seconds"], trial_start_seconds=cold["start_seconds"])
-                    warm = processes(a, 1, device, mode, shared, work)
+                    warm = processes(a, 1, device, mode, shared, work, profile=a.profile and mode == default_mode)
                     log(f"  a later trial, the cache the first filled: {warm['compile_seconds']:.1f} s")
                     out["compile_seconds_cached"] = warm["compile_seconds"]
 
@@ -437,7 +445,7 @@ def run_check(a) -> dict:
             else:
                 with part(f"{n} trainer process{'es' if n > 1 else ''}") as go:
                     if go:
-                        groups.append(processes(a, n, device, "auto", shared, work))
+                        groups.append(processes(a, n, device, "auto", shared, work, profile=a.profile and n == 1))
                         log(f"  {groups[-1]['images_per_second']:.0f} images/s in all")
             out["processes"] = [{k: g[k] for k in ("n", "images_per_second", "per_process", "peak_memory_mb")}
                                 for g in groups]
@@ -447,19 +455,14 @@ def run_check(a) -> dict:
                 out["images_per_second"] = statistics.median(alone["epoch_rates"])
                 ref = out["reference_images_per_second"]
                 out["speedup"] = out["images_per_second"] / ref if ref else None
-
-        if a.profile:
-            with part("profile") as go:
-                if go:
-                    out["profile"] = prof = profile(a, device, shared, work)
-                    # Against an epoch as fast as the unprofiled trainer's, where it was measured.
-                    epoch = (a.steps * a.batch / out["images_per_second"] if out["images_per_second"]
-                             else prof["epoch_seconds"])
-                    prof["device_busy_fraction"] = prof["device_seconds"] / epoch if device == "cuda" else None
-                    log(f"  {prof['host_ops'][0]['name'] if prof['host_ops'] else '-'} first on the host"
-                        + (f"; the GPU busy {prof['device_busy_fraction']:.0%} of an epoch" if device == "cuda" else ""))
-        else:
+                out["profile"] = alone["profile"]
+        if not a.profile:
             out["skipped"].append("profile (--no-profile)")
+        elif out["profile"] and "error" not in out["profile"]:
+            prof = out["profile"]
+            # Of an epoch as long as the unprofiled ones: the kernels take as long, the host less.
+            epoch = a.steps * a.batch / out["images_per_second"]
+            prof["device_busy_fraction"] = prof["device_seconds"] / epoch if device == "cuda" else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out["seconds"] = time.perf_counter() - began
@@ -516,6 +519,8 @@ def table(r: dict) -> str:
 
 
 def profile_table(prof: dict) -> list[str]:
+    if "error" in prof:
+        return ["", f"profile of one epoch: failed ({prof['error']})"]
     lines = ["", f"profile of one epoch of a trainer process alone ({prof['epoch_seconds']:.2f} s under the "
                  f"profiler), by each operator's or kernel's own time"]
     if prof["device_busy_fraction"] is not None:
@@ -569,7 +574,7 @@ def parse(argv=None):
     p.add_argument("--budget", type=float, help="seconds after which no further part starts (default: 420; "
                    "--quick: none)")
     p.add_argument("--no-profile", dest="profile", action="store_false",
-                   help="skip the last part: one epoch of a trainer process under torch.profiler")
+                   help="no profiled epoch after the window of the trainer process timed alone")
     p.add_argument("--trace", type=Path, help="write the profiled epoch's Chrome trace here (.json or .json.gz)")
     p.add_argument("--json", type=Path, help="also write the JSON line to this file (after each part, too)")
     p.add_argument("--record", nargs="?", const="", metavar="JSON",
@@ -584,6 +589,8 @@ def parse(argv=None):
         a.workers = 8 if a.device == "cuda" else 2
     if a.device == "cuda" and not cuda:
         p.error("--device cuda: torch sees no CUDA device here")
+    if a.trace and not a.trace.parent.is_dir():
+        p.error(f"--trace {a.trace}: no folder {a.trace.parent} to write it in")
     return a
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from torch.autograd import DeviceType
@@ -89,6 +90,17 @@ def test_a_profiled_gpu_epoch_counts_each_kernel_once_and_no_annotation():
     lines = gpu_check.profile_table({**summary, "device_busy_fraction": 0.4})
     assert "  the GPU: busy 0.000 s, 40% of the trainer's epoch" in lines
     assert any(line.endswith("1 calls  conv_kernel") and "75%" in line for line in lines)
+
+
+def test_a_profile_that_fails_says_so_and_keeps_what_was_measured(tmp_path):
+    # The timed window is over at the first report; the profiled epoch ends at the second.
+    session = gpu_check.WindowSession(go=time.time(), window=0, profile={"trace": str(tmp_path / "gone" / "t.json.gz")})
+    session.report({"seconds": 0.5})
+    with pytest.raises(gpu_check.Stop):
+        session.report({"seconds": 0.6})
+    assert [e["seconds"] for e in session.epochs] == [0.5] and session.peak_memory_mb > 0
+    assert "No such file or directory" in session.profile["error"]
+    assert gpu_check.profile_table(session.profile)[1].startswith("profile of one epoch: failed (")
 
 
 def test_images_in_a_window_count_each_epoch_by_its_overlap():
