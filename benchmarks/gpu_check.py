@@ -426,6 +426,9 @@ def run_check(a) -> dict:
         default_mode = "reduce-overhead" if device == "cuda" else "off"  # what the trainer's compile=auto does
         mode = out["compile_mode"] = a.compile or ("reduce-overhead" if device == "cuda" else "default")
         warm = None
+        # The one process profiled after its window: the later compile trial where it is also the trainer's
+        # 1-process rate, else the 1-process group. Never both: a profile that broke one process is not retried.
+        profile_warm = a.profile and mode == default_mode != "off"
         if mode == "off":
             out["skipped"].append("compile (--compile off)")
         else:
@@ -434,7 +437,7 @@ def run_check(a) -> dict:
                     cold = processes(a, 1, device, mode, shared, work)
                     log(f"  first trial, empty cache: {cold['compile_seconds']:.1f} s")
                     out.update(compile_seconds=cold["compile_seconds"], trial_start_seconds=cold["start_seconds"])
-                    warm = processes(a, 1, device, mode, shared, work, profile=a.profile and mode == default_mode)
+                    warm = processes(a, 1, device, mode, shared, work, profile=profile_warm)
                     log(f"  a later trial, the cache the first filled: {warm['compile_seconds']:.1f} s")
                     out["compile_seconds_cached"] = warm["compile_seconds"]
 
@@ -445,7 +448,8 @@ def run_check(a) -> dict:
             else:
                 with part(f"{n} trainer process{'es' if n > 1 else ''}") as go:
                     if go:
-                        groups.append(processes(a, n, device, "auto", shared, work, profile=a.profile and n == 1))
+                        groups.append(processes(a, n, device, "auto", shared, work,
+                                                profile=a.profile and n == 1 and not profile_warm))
                         log(f"  {groups[-1]['images_per_second']:.0f} images/s in all")
             out["processes"] = [{k: g[k] for k in ("n", "images_per_second", "per_process", "peak_memory_mb")}
                                 for g in groups]
