@@ -76,7 +76,8 @@ def test_a_profiled_gpu_epoch_counts_each_kernel_once_and_no_annotation():
 
     launch = event(1, "cudaGraphLaunch", 0, 50)
     launch.append_kernel("conv_kernel", 0, 300)
-    events = [launch, event(2, "conv_kernel", 60, 360, DeviceType.CUDA), event(3, "sgd_kernel", 360, 460, DeviceType.CUDA),
+    events = [launch, event(2, "conv_kernel", 60, 360, DeviceType.CUDA),
+              event(3, "sgd_kernel", 360, 460, DeviceType.CUDA),
               event(4, "## Call CompiledFxGraph ##", 0, 500, DeviceType.CUDA, is_user_annotation=True)]
     averages = {}
     for e in events:  # what the profiler's key_averages() gives
