@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import io
 import json
 import math
 import os
@@ -61,6 +60,7 @@ from torch.autograd import DeviceType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from orchestrator.store.checkpoint import deserialize, serialize  # noqa: E402 (torch alone: no Ray, no pyarrow)
 from workloads.allcnn import Config  # noqa: E402
 from workloads.allcnn.train import train  # noqa: E402
 from workloads.base import MemorySession, cpu_cores, cpu_name  # noqa: E402
@@ -86,21 +86,11 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def to_bytes(checkpoint: dict) -> bytes:
-    # What orchestrator/store/checkpoint.py does (not imported: the GPU machine has no Ray or pyarrow).
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
-    return buffer.getvalue()
-
-
-def from_bytes(data: bytes) -> dict:
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-
-
 @dataclass
 class StoredSession(MemorySession):
-    """A session whose checkpoints go to bytes and back, as under `ablate run`; it keeps the bytes
-    of epoch `keep`, and restores from `start`."""
+    """A session whose checkpoints go to bytes and back as under `ablate run`, by the store's own
+    serializer (orchestrator/store/checkpoint.py: torch.load with weights_only=True, CUDA tensors
+    back as CPU ones); it keeps the bytes of epoch `keep`, and restores from `start`."""
 
     keep: int = 0
     kept: bytes | None = None
@@ -109,13 +99,13 @@ class StoredSession(MemorySession):
     def report(self, metrics, checkpoint=None):
         self.epochs.append(dict(metrics))
         if checkpoint is not None:
-            data = to_bytes(checkpoint)
-            self.checkpoint = from_bytes(data)
+            data = serialize({"state": checkpoint, "epochs": self.epochs})
+            self.checkpoint = deserialize(data, "checkpoint.pt")["state"]
             if metrics["epoch"] == self.keep:
                 self.kept = data
 
     def restore(self):
-        return from_bytes(self.start) if self.start is not None else None
+        return deserialize(self.start, "checkpoint.pt")["state"] if self.start is not None else None
 
 
 def same_weights(a: dict, b: dict) -> tuple[bool, float]:

@@ -56,8 +56,11 @@ def test_the_quick_check_prints_a_table_then_its_json_line_last(check):
 def test_the_check_ends_with_one_profiled_epoch_and_its_trace(check):
     stdout, check = check
     profile = check["profile"]
-    # On a CPU the operators are the work: the network's convolutions lead; no device kernels.
-    assert "convolution" in profile["host_ops"][0]["name"]
+    # On a CPU the operators are the work, ranked by their time: the network's convolutions are
+    # among the first (which one leads varies on a busy machine); no device kernels.
+    seconds = [op["seconds"] for op in profile["host_ops"]]
+    assert seconds == sorted(seconds, reverse=True)
+    assert any("convolution" in op["name"] for op in profile["host_ops"][:6])
     assert sum(op["seconds"] for op in profile["host_ops"]) <= profile["host_seconds"] + 1e-9
     assert profile["device_ops"] == [] and profile["device_busy_fraction"] is None
     assert "profile of one epoch of a trainer process alone" in stdout
@@ -129,8 +132,11 @@ def test_recorded_rates_are_the_workloads_for_that_network(check, tmp_path, monk
 
 
 def test_the_check_imports_nothing_a_gpu_machine_lacks():
-    # The lent GPU machines have torch but no Ray or pyarrow (benchmarks/README.md: what travels there).
+    # The lent GPU machines have torch but no Ray (benchmarks/README.md: what travels there); of
+    # ablate's own modules the check takes the trainer and the store's checkpoint format alone.
     code = ("import sys; import benchmarks.gpu_check; "
-            "print(sorted(m for m in ('ray', 'pyarrow', 'pandas', 'orchestrator', 'rich') if m in sys.modules))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'pyarrow', 'pandas', 'rich', "
+            "'orchestrator')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.stdout.strip() == "[]", result.stderr
+    assert result.stdout.strip() == str(["orchestrator", "orchestrator.errors", "orchestrator.store",
+                                         "orchestrator.store.checkpoint"]), result.stderr
