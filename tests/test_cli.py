@@ -106,6 +106,13 @@ def test_plan_takes_the_rate_of_fewer_trials_per_gpu_where_that_many_were_not_me
                      "2), measured 2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
 
 
+def test_plan_counts_trials_per_gpu_as_ray_packs_them(tmp_path, monkeypatch):
+    # gpus: 0.35 each: Ray fits 2 on one GPU (3 would need 1.05), so the rate of 2 at once applies.
+    lines = plan_time(tmp_path, monkeypatch, [h200(2, 80_000.0), h200(3, 90_000.0)], "{gpus: 0.35}")
+    assert lines == ["time on NVIDIA H200: 0.109 GPU-hours, from 80,000 images/s with 2 trials per GPU, measured "
+                     "2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
+
+
 def test_plan_with_rates_of_several_gpus_estimates_each(tmp_path, monkeypatch):
     lines = plan_time(tmp_path, monkeypatch, [h200(2, 80_000.0, "NVIDIA H100"), h200(2, 94_000.0)], "{gpus: 0.5}")
     assert lines == [

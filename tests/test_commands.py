@@ -152,6 +152,11 @@ BAD = [
      "trial ids (add {lr} to the command line)"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": {"type": "double", "default": 0.1}}}},
      "command.parameters.lr.type: expected one of int, float, str, bool, list[int], list[float], list[str], got 'double'"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": "1e-3"}}, "axes": {"lr": [0.01, 0.001]}},
+     "axes.lr[0]: expected str, got 0.01 (the default 1e-3 made lr a text parameter: YAML reads a bare 1e-3 as text; "
+     "write 0.001 for a number)"),
+    ({"command": {"run": "python train.py --x {x}", "parameters": {"x": {"type": ["int"], "default": 1}}}},
+     "command.parameters.x.type: expected one of int, float, str, bool, list[int], list[float], list[str], got ['int']"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": {"type": "float", "default": -1, "gt": 0}}}},
      "command.parameters.lr.default: expected a finite float > 0, got -1.0"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": {"type": "float", "default": 0.1, "gt": 0}}},

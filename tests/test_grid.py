@@ -207,6 +207,13 @@ ERRORS = [
     (BASE + "trial_timeout: 0\n", "trial_timeout: expected a number > 0, got 0"),
     (BASE + "trial_timeout: 1 hour\n", "trial_timeout: expected a number > 0, got '1 hour'"),
     (BASE + "exclude: 5\n", "exclude: expected a list, got 5"),
+    ("name: t\naxes:\n  checkpoint_every: [1, 5]\n", "axes.checkpoint_every: does not change what a trial computes "
+     "(the workload says so: identity false), so it cannot be an axis; set it in fixed"),
+    (BASE + "tracking: [[mlflow]]\n", "tracking[0]: expected a tracker's name (mlflow, tensorboard, wandb), got ['mlflow']"),
+    (BASE + "halving: {over: [[lr]], rungs: [1], keep: 0.5}\n",
+     "halving.over[0]: expected an axis of the grid (axes: model, lr), got ['lr']"),
+    ("name: t\nworkload: ':W'\n", "workload: ':W' is not an import path module:object (e.g. mypackage.models:WORKLOAD)"),
+    ("name: t\nworkload: '..x:W'\n", "workload: '..x:W' is not an import path module:object (e.g. mypackage.models:WORKLOAD)"),
     # The file itself: duplicate keys, nesting, aliases that multiply.
     (BASE + "  lr_gamma: 0.5\n  lr_gamma: 0.2\n", "refused at line 10, column 3: duplicate key 'lr_gamma' (first given at line 9)"),
     ("name: t\nname: u\n", "refused at line 2, column 1: duplicate key 'name' (first given at line 1)"),
@@ -297,6 +304,15 @@ def test_a_file_that_is_not_a_grid_is_one_line(tmp_path, raw, message):
     result = CliRunner().invoke(app, ["plan", str(path)])
     assert result.exit_code == 2
     assert result.stderr == f"error: {path}: {message}\n"
+
+
+def test_a_float_written_1e_3_is_the_float_yaml_1_1_reads_as_text(tmp_path):
+    # PyYAML (YAML 1.1) reads a bare 1e-3 as the string '1e-3'; where the parameter is a float it is 0.001.
+    grid = load_grid(write(tmp_path, "name: t\naxes:\n  lr: [1e-3, 5E-4]\nfixed:\n  weight_decay: 1e-4\n"))
+    assert [(t.config["lr"], t.config["weight_decay"]) for t in grid.trials] == [(0.001, 0.0001), (0.0005, 0.0001)]
+    written = load_grid(write(tmp_path, "name: t\naxes:\n  lr: [0.001, 0.0005]\nfixed:\n  weight_decay: 0.0001\n",
+                              name="decimal.yaml"))
+    assert [t.trial_id for t in grid.trials] == [t.trial_id for t in written.trials]
 
 
 def test_max_trials_lets_a_large_grid_through_on_purpose(tmp_path):

@@ -27,6 +27,8 @@ def get(name: str) -> Workload:
         raise UnknownWorkload(f"unknown workload '{name}' (known: {', '.join(REGISTRY)}; "
                               "or an import path module:object)")
     module_name, _, attr = path.partition(":")
+    if not all(part.isidentifier() for part in (*module_name.split("."), attr)):
+        raise UnknownWorkload(f"'{name}' is not an import path module:object (e.g. mypackage.models:WORKLOAD)")
     try:
         workload = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:

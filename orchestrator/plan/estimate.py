@@ -33,7 +33,7 @@ def sharing(grid) -> int:
     """How many of the grid's trials run on one device at once."""
     r, n = grid.resources, len(grid.trials)
     if r.gpus > 0:
-        at_once = round(1 / r.gpus) if r.gpus < 1 else 1
+        at_once = math.floor(1 / r.gpus + 1e-9) if r.gpus < 1 else 1  # as Ray packs them: 0.35 -> 2
     else:
         at_once = max(1, cpu_cores() // max(1, math.ceil(r.cpus)))
         if r.max_concurrent:

@@ -190,6 +190,9 @@ def _axes(params: Parameters, given: dict) -> dict[str, list]:
     for name, values in given.items():
         key = f"axes.{name}"
         params.param(key, name)
+        if not params.fields[name].metadata.get("identity", True):  # its trials would have one id
+            params.fail(key, "does not change what a trial computes (the workload says so: identity false), "
+                             "so it cannot be an axis; set it in fixed")
         if not isinstance(values, list) or not values:
             params.fail(key, f"expected a non-empty list of values, got {fmt(values)}")
         axes[name], seen = [], set()
@@ -284,6 +287,9 @@ def resources(given: dict, key: Callable[[str], str], path: Path | None = None,
 def tracking(given, path: Path | None = None, key: str = "tracking") -> dict[str, dict[str, str]]:
     """A grid's `tracking`: a list of tracker names, or a mapping of each to its settings."""
     if isinstance(given, list):
+        for i, name in enumerate(given):
+            if not isinstance(name, str):
+                raise GridError(path, f"{key}[{i}]", f"expected a tracker's name ({', '.join(TRACKERS)}), got {fmt(name)}")
         given = {name: {} for name in given}
     if not isinstance(given, dict):
         raise GridError(path, key, f"expected a list of trackers or a mapping of tracker: settings, got {fmt(given)}")

@@ -83,7 +83,7 @@ def halving(path, given, axes: dict[str, list], planned_epochs: list[int | None]
             raise GridError(path, f"halving.{key}", "missing")
     over = given["over"] if isinstance(given["over"], list) else [given["over"]]
     for i, name in enumerate(over):
-        if name not in axes:
+        if not isinstance(name, str) or name not in axes:
             raise GridError(path, f"halving.over[{i}]", f"expected an axis of the grid (axes: "
                                                          f"{', '.join(axes) or 'none'}), got {fmt(name)}")
     if not over or len(set(over)) != len(over):

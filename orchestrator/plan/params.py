@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,9 @@ from workloads.base import Workload
 
 INT64 = 2**63
 _TYPES = {bool: "a boolean", int: "an integer", float: "a finite float", str: "a string"}
+# A float PyYAML reads as text: YAML 1.1 wants a dot and a signed exponent (1.0e-3), so a bare
+# 1e-3, the way learning rates are mostly written, is the string '1e-3' (YAML 1.2 reads a float).
+FLOAT_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 
 
 def fmt(value) -> str:
@@ -140,9 +144,10 @@ class Parameters:
               int: lambda v: isinstance(v, int) and not isinstance(v, bool),
               float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
               str: lambda v: isinstance(v, str)}[expected](value)
+        if expected is float and isinstance(value, str) and FLOAT_TEXT.fullmatch(value):
+            ok, value = True, float(value)
         if not ok:
-            hint = f" (YAML reads a bare {fmt(value)} as a boolean: quote the word)" if expected is str and isinstance(value, bool) else ""
-            self.fail(key, f"expected {expected.__name__}, got {fmt(value)}{hint}")
+            self.fail(key, f"expected {expected.__name__}, got {fmt(value)}{self._hint(expected, name, value)}")
         if expected is float:
             try:
                 value = float(value)
@@ -153,6 +158,17 @@ class Parameters:
         if choices is not None and value not in choices:
             self.fail(key, f"unknown {name} {value!r} (known: {', '.join(map(str, choices))})")
         return value
+
+    def _hint(self, expected, name, value) -> str:
+        """Why a value YAML read otherwise than the user meant has the wrong type."""
+        if expected is str and isinstance(value, bool):
+            return f" (YAML reads a bare {fmt(value)} as a boolean: quote the word)"
+        default = self.fields[name].default
+        if expected is str and isinstance(value, (int, float)) and isinstance(default, str) \
+                and FLOAT_TEXT.fullmatch(default):
+            return (f" (the default {default} made {name} a text parameter: YAML reads a bare {default} as "
+                    f"text; write {float(default)!r} for a number)")
+        return ""
 
     def check_trial(self, config: dict[str, Any], cell: dict[str, Any]) -> None:
         """The workload's checks across parameters, on one trial's resolved config."""

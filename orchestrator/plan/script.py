@@ -214,7 +214,7 @@ def _parameters(fail, given) -> dict[str, dict[str, Any]]:
         for k in spec:
             if k not in PARAMETER_KEYS:
                 fail(f"{key}.{k}", f"unknown key (allowed: {', '.join(PARAMETER_KEYS)})")
-        if spec.get("type") not in TYPES:
+        if not isinstance(spec.get("type"), str) or spec["type"] not in TYPES:
             fail(f"{key}.type", f"expected one of {', '.join(TYPES)}, got {fmt(spec.get('type'))}")
         if "default" not in spec:
             fail(key, "needs a default (the value of trials that do not set it)")
