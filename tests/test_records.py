@@ -97,6 +97,34 @@ def test_a_record_is_one_file_that_readers_and_the_publisher_split_into_row_and_
     assert pq.read_table(tmp_path / "epochs.parquet").to_pylist() == expected
 
 
+def test_values_of_other_kinds_than_their_column_are_kept_as_text_and_nothing_breaks(tmp_path):
+    """A script's metric named like ablate's `error` column, text where the workload declared a
+    number, a flag in one trial and a number in another: every value is kept, the column becomes
+    text, and neither the publisher nor a reader fails (a failure there retrained finished trials)."""
+    run = RunDir(str(tmp_path))
+    publisher = records.Publisher(run)
+    records.write_record(run, SCHEMA, "a", {"lr": 0.1}, {"status": "completed", "val_error": 0.2, "error": 0.008,
+                                                         "phase": 0.5, "big": 2**64}, [{"epoch": 1, "loss": 0.5}])
+    publisher.publish("a")
+    publisher.flush()
+    records.write_record(run, SCHEMA, "b", {"lr": 0.2}, {"status": "completed", "val_error": "diverged",
+                                                         "phase": True}, [{"epoch": 1, "loss": "nan?"}])
+    records.write_record(run, SCHEMA, "c", {"lr": 0.3}, {"status": "failed", "error": "out of memory"})
+    expected = {"a": {"error": "0.008", "val_error": "0.2", "phase": "0.5", "big": 2.0**64},
+                "b": {"error": None, "val_error": "diverged", "phase": "True", "big": None},
+                "c": {"error": "out of memory", "val_error": None, "phase": None, "big": None}}
+
+    def rows(table):
+        return {row["trial_id"]: {k: row[k] for k in expected["a"]} for row in table.to_pylist()}
+
+    assert rows(records.read_trials(run)) == expected  # a published, b and c merged in from their records
+    for trial_id in "bc":
+        publisher.publish(trial_id)
+    publisher.flush()
+    assert rows(pq.read_table(tmp_path / "trials.parquet")) == expected
+    assert records.read_epochs(run, ["a", "b"])["loss"].to_pylist() == ["0.5", "nan?"]
+
+
 class Clock:
     def __init__(self):
         self.now = 0.0

@@ -114,14 +114,32 @@ def write_record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str
                  epochs: list[dict[str, Any]] | None = None) -> None:
     """Write a finished trial's record: its row, its columns' types and its epochs (None: it has none).
     A value of `result` that `schema` has no column for gets one, typed by its value; a result
-    named like a parameter does not replace the parameter's value."""
+    named like a parameter does not replace the parameter's value. A value of another kind than
+    its column (a script's metric named `error`, like ablate's column of a failure's message;
+    text where the workload declared a number) is kept, typed as it is: readers of many records
+    make such a column text (_concat)."""
     row = {**result, **config, "trial_id": trial_id}
     types = dict(_type_names(schema))
     for name, value in row.items():
-        if name not in types and (kind := _type_of(value)) is not None:
+        kind = _type_of(value)
+        if name not in types and kind is not None:
             types[name] = kind
+        elif name in types and not _fits(types[name], value):
+            types[name], row[name] = (kind, value) if kind is not None else ("string", str(value))
+        if types.get(name) == "double" and isinstance(row[name], int):  # 2**64: JSON keeps it an int
+            row[name] = float(row[name])
     body = {"row": {name: row.get(name) for name in types}, "types": types, "epochs": epochs}
     run.write_bytes(run.child("records", trial_id + RECORD), json.dumps(body, default=_json_default).encode())
+
+
+def _fits(kind: str, value) -> bool:
+    """Whether a column of the type named `kind` holds `value`."""
+    if value is None or kind.startswith("list<"):  # lists are parameters, checked when the grid was read
+        return True
+    if kind == str(_TIMESTAMP):
+        return isinstance(value, datetime)
+    own = _type_of(value)
+    return own == kind or (own, kind) == ("int64", "double")
 
 
 @functools.lru_cache(maxsize=None)
@@ -231,14 +249,37 @@ def _without(table: pa.Table | None, ids) -> pa.Table | None:
 def _concat(tables: list[pa.Table | None]) -> pa.Table | None:
     """The tables one under another, in one chunk (Parquet writes a table of many one-row chunks
     far slower). Schemas are unified only where they differ (an older run's file, a metric that
-    came later): unifying many equal ones costs more than the concatenation itself."""
+    came later): unifying many equal ones costs more than the concatenation itself. A column of
+    numbers in one table and text or flags in another (one trial's metric that diverged as
+    "nan?") becomes text, as in _epochs_table: every value is kept, and readers say it is not a
+    number."""
     tables = [t for t in tables if t is not None]
     if not tables:
         return None
     try:
         return pa.concat_tables(tables).combine_chunks()
     except pa.ArrowInvalid:
+        pass
+    try:
         return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.concat_tables(_text_where_types_differ(tables), promote_options="permissive").combine_chunks()
+
+
+def _text_where_types_differ(tables: list[pa.Table]) -> list[pa.Table]:
+    kinds: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for field in table.schema:
+            if field.type != pa.null():
+                kinds.setdefault(field.name, set()).add(field.type)
+    text = {name for name, found in kinds.items() if len(found) > 1 and not found <= {pa.int64(), pa.float64()}}
+    out = []
+    for table in tables:
+        for name in text.intersection(table.column_names):
+            values = [None if v is None else str(v) for v in table[name].to_pylist()]
+            table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
+        out.append(table)
+    return out
 
 
 def statuses(table: pa.Table | None) -> dict[str, str]:
