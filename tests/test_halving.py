@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.errors import GridError
+from orchestrator.errors import GridError, ResultsError
 from orchestrator.plan.grid import load_grid
 from orchestrator.plan.halving import planned, read_decisions
 from orchestrator.run.runner import run_grid
@@ -62,6 +62,15 @@ def test_a_bad_halving_is_one_line_naming_the_key(tmp_path, halving, key, messag
     with pytest.raises(GridError) as e:
         load_grid(path)
     assert f": {key}: " in str(e.value) and message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_damaged_halving_decisions_are_one_line_naming_the_file(tmp_path):
+    run_dir = RunDir(str(tmp_path))
+    (tmp_path / "halving.json").write_text('[{"cell": {}, "cell_k')  # a copy cut short
+    with pytest.raises(ResultsError) as e:
+        read_decisions(run_dir)
+    assert str(e.value) == (f"{tmp_path / 'halving.json'}: unreadable halving decisions (Unterminated string starting "
+                            "at: line 1 column 15 (char 14)); restore it from where the run was copied")
 
 
 def test_plan_counts_the_epochs_halving_trains(tmp_path):

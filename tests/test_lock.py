@@ -101,6 +101,22 @@ def test_a_held_run_is_refused_naming_its_holder_and_free_once_released(run):
         pass
 
 
+def test_a_damaged_lock_record_is_one_line_and_takes_nothing_over(run):
+    # A record is written whole: a damaged one is a bad copy, and who held the run cannot be known.
+    lock = DriverLock(run, heartbeat_s=60, stale_s=30)
+    if run.local:
+        os.makedirs(os.path.join(run.path, "lock"))
+        Path(run.path, "lock", "1").write_bytes(b'{"token": "ab')
+        where = run.display("lock", "1")
+    else:
+        lock.store._call("put_object", Body=b'{"token": "ab')
+        where = run.display("lock")
+    with pytest.raises(RunError) as e:
+        lock.acquire()
+    assert str(e.value) == (f"{where}: unreadable lock record (JSONDecodeError: Unterminated string starting at: line 1 "
+                            "column 11 (char 10)); if no `ablate run` is running this run, delete it and run again")
+
+
 @pytest.mark.parametrize("leaving", [KeyboardInterrupt, ValueError])
 def test_ctrl_c_and_errors_release_the_run(local_run, leaving):
     with pytest.raises(leaving):

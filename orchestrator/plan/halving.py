@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from orchestrator.errors import GridError
+from orchestrator.errors import GridError, ResultsError
 from orchestrator.plan.expand import Trial
 from orchestrator.plan.params import fmt
 
@@ -51,7 +51,14 @@ class Halving:
 def read_decisions(run) -> list[dict]:
     """The halving decisions recorded in a run (a store.RunDir)."""
     content = run.read_bytes(run.child(DECISIONS))
-    return json.loads(content) if content else []
+    try:
+        decisions = json.loads(content) if content else []
+        if not isinstance(decisions, list) or not all(isinstance(d, dict) for d in decisions):
+            raise ValueError("expected a list of decisions")
+    except ValueError as e:  # written whole and renamed: a damaged one is a bad copy of the run
+        raise ResultsError(f"{run.display(DECISIONS)}: unreadable halving decisions ({e}); restore it from where "
+                           "the run was copied") from None
+    return decisions
 
 
 def cell_key(trial: Trial, halving: Halving) -> str:

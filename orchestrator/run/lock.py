@@ -101,11 +101,17 @@ class RunLocked(RunError):
                          f"(a driver without a heartbeat for {stale_s:g} s is taken over)")
 
 
-def _holder(data: bytes, age: float, released: bool = False) -> Holder:
-    record = json.loads(data)
-    process = {"machine": record.get("machine"), "pid": record["pid"], "start": record.get("start")}
-    return Holder(record["host"], record["pid"], datetime.fromisoformat(record["since"]), age,
-                  released or record["released"], process, record.get("place"))
+def _holder(data: bytes, age: float, where: str, released: bool = False) -> Holder:
+    """The holder a lock record names. A record is written whole, so a damaged one is a bad copy
+    of the run directory: who held it cannot be known, and nothing is taken over on a guess."""
+    try:
+        record = json.loads(data)
+        process = {"machine": record.get("machine"), "pid": record["pid"], "start": record.get("start")}
+        return Holder(record["host"], record["pid"], datetime.fromisoformat(record["since"]), age,
+                      released or record["released"], process, record.get("place"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{where}: unreadable lock record ({type(e).__name__}: {e}); if no `ablate run` is running "
+                       "this run, delete it and run again") from None
 
 
 class DriverLock:
@@ -263,7 +269,7 @@ class _FileStore:
                 if e.errno not in _GONE:
                     raise
                 continue  # removed just now: look again
-            return _holder(data, storage_now - mtime, released=mtime == 0), n
+            return _holder(data, storage_now - mtime, self.run.display("lock", str(n)), released=mtime == 0), n
 
     def create(self, record: bytes, replacing: int | None) -> int | None:
         """Link our record as the next generation; None where another driver got there first."""
@@ -343,7 +349,7 @@ class _S3Store:
             return None, None
         storage_now = email.utils.parsedate_to_datetime(response["ResponseMetadata"]["HTTPHeaders"]["date"])
         age = (storage_now - response["LastModified"].astimezone(timezone.utc)).total_seconds()
-        return _holder(response["Body"].read(), age), response["ETag"]
+        return _holder(response["Body"].read(), age, self.run.display("lock")), response["ETag"]
 
     def _put(self, record: bytes, **condition) -> str | None:
         """A conditional PUT of our record: its ETag, or None where another driver wrote first."""
