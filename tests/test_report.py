@@ -470,6 +470,27 @@ def test_readers_of_a_run_do_not_import_a_module_its_grid_names_unless_asked(tmp
     assert sorted(starts.read_text().split()) == ["0.1", "0.5"]  # each trained once
 
 
+def test_a_metric_an_unimported_workload_returned_is_not_taken_for_a_parameter(tmp_path):
+    # Every trial also returned train_loss, a value of its own: without the workload's config, the
+    # parameters are those grid.yaml names, and each cell is the mean over its three seeds.
+    run = RunDir(str(tmp_path / "mine"))
+    run.write_bytes(run.child("grid.yaml"), b"name: mine\nworkload: mywork:WORKLOAD\n"
+                                            b"axes:\n  lr: [0.1, 0.5]\n  width: [1, 2]\nseeds: [0, 1, 2]\n")
+    schema = pa.schema([("trial_id", pa.string()), ("status", pa.string()), ("lr", pa.float64()),
+                        ("width", pa.int64()), ("seed", pa.int64()), *records.RESULT_COLUMNS])
+    for i, (width, lr, seed) in enumerate((w, lr, s) for w in (1, 2) for lr in (0.1, 0.5) for s in (0, 1, 2)):
+        val = (0.1 if lr == 0.1 else 0.2) + 0.01 * seed
+        records.write_record(run, schema, f"t{i:02d}", {"lr": lr, "width": width, "seed": seed},
+                             {"status": "completed", "val_error": val, "test_error": val + 0.05 * width,
+                              "train_loss": 0.3 + 0.001 * i, "epochs_completed": 3})
+    records.Publisher(run).catch_up()
+    result = invoke("summarize", tmp_path / "mine", "-f", "csv")
+    assert result.exit_code == 0
+    assert [(c["lr"], c["width"], c["mean"], c["n"]) for c in csv.DictReader(io.StringIO(result.stdout))] == [
+        ("0.1", "1", "0.16", "3"), ("0.1", "2", "0.21", "3"), ("0.5", "1", "0.26", "3"), ("0.5", "2", "0.31", "3")]
+    assert "train_loss chosen" not in invoke("summarize", tmp_path / "mine").stdout
+
+
 def test_plot_curves_are_the_mean_over_seeds_at_each_epoch_leaving_out_missing_values():
     import math
 

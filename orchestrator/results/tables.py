@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
-from orchestrator.plan.grid import Grid, read_saved_grid, saved_objective
+from orchestrator.plan.grid import Grid, read_saved_grid, saved_objective, saved_parameters
 from orchestrator.plan.halving import Halving
 from orchestrator.plan.objective import INTERFACE, Metric, Objective
 from orchestrator.results import stats
@@ -48,6 +48,7 @@ class Results:
     objective: Objective = INTERFACE  # what its trials are judged by
     others: int = 0  # trials of the run directory that are not the grid's as last run, left out
     untrusted: str | None = None  # the workload grid.yaml names, where it was not imported (plan/grid.py)
+    parameters: list[str] | None = None  # then, the parameters its grid.yaml names (saved_parameters)
 
     @property
     def axes(self) -> dict[str, list]:
@@ -60,10 +61,13 @@ class Results:
 
     @property
     def config_columns(self) -> list[str]:
-        """The columns that are parameters: the workload's, or where the grid does not load here,
-        those that are neither every row's own columns nor a metric."""
+        """The columns that are parameters: the workload's; for a workload that was not imported,
+        those its grid.yaml names; or where the grid does not load here, those that are neither
+        every row's own columns nor a metric."""
         if self.grid:
             return [f.name for f in fields(self.grid.workload.config) if f.name in self.trials.columns]
+        if self.parameters is not None:
+            return [c for c in self.trials.columns if c in self.parameters]
         metrics = {*OLD_METRICS, *self.objective.names}
         return [c for c in self.trials.columns if c not in RESERVED and c not in metrics]
 
@@ -181,7 +185,8 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
     shown = [True] * len(ids) if all_trials else mine
     table = _summarized(run, table, [i for i, show in zip(ids, shown) if show], objective, notify)
     trials = Trials(table).where(shown).sorted("trial_id")
-    return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted)
+    return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted,
+                   parameters=saved_parameters(run, untrusted))
 
 
 def _summarized(run: RunDir, trials: pa.Table, ids: list[str], objective: Objective, notify=None) -> pa.Table:
