@@ -17,7 +17,7 @@ from orchestrator.plan.grid import load_grid
 from orchestrator.results.tables import Layout, load, summarize, where
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
-from tests.results_fixture import FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, write_fixture
+from tests.results_fixture import FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, write_fixture, write_run
 from workloads.allcnn import REFERENCES, RESULTS
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -383,8 +383,50 @@ def test_a_metric_taken_where_the_grids_metric_was_best(tmp_path):
 def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):
     result = invoke("summarize", run_dir, "--metric", "test_loss")
     assert result.exit_code == 1
-    assert result.stderr == (f"error: {run_dir}: no trial has a value of test_loss (metrics: data_fingerprint, "
-                             "synthetic_data, test_error, test_examples, train_examples, trained_on, val_error)\n")
+    assert result.stderr == (f"error: {run_dir}: no trial has a value of test_loss (metrics: synthetic_data, "
+                             "test_error, test_examples, train_examples, val_error)\n")  # not the text ones
+
+
+SCRIPT_GRID = """name: script
+command:
+  run: python train.py --lr {lr} --seed {seed}
+  parameters:
+    lr: 0.1
+axes:
+  lr: [0.1, 0.01]
+seeds: [0, 1]
+"""
+NOT_NUMERIC = "is not numeric (values such as '{}'), so it has no mean over seeds"
+
+
+def test_a_metric_that_is_not_a_number_is_one_line_naming_it(run_dir, tmp_path):
+    for metric, value in [("data_fingerprint", "c1f4a2b7d9e03a65"), ("status", "completed")]:
+        result = invoke("summarize", run_dir, "--metric", metric)
+        assert result.exit_code == 1
+        assert result.stderr == f"error: {run_dir}: {metric} {NOT_NUMERIC.format(value)}\n"
+    # A script that prints its metrics as text (ABLATE {"val_loss": "0.4321"}); a grid judged by status.
+    write_run(tmp_path / "text", SCRIPT_GRID + "metric: val_loss\nreport: [test_loss]\n",
+              lambda t: {"status": "completed", "val_loss": "0.4321", "test_loss": "0.5321"})
+    write_run(tmp_path / "status", SCRIPT_GRID + "metric: status\n",
+              lambda t: {"status": "completed", "val_error": 0.2, "test_error": 0.3})
+    for command in (["summarize", tmp_path / "text"], ["compare", tmp_path / "text", "--baseline", "lr=0.1"]):
+        result = invoke(*command)
+        assert result.exit_code == 1
+        assert result.stderr == f"error: {tmp_path / 'text'}: test_loss {NOT_NUMERIC.format('0.5321')}\n"
+    result = invoke("summarize", tmp_path / "status")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {tmp_path / 'status'}: status {NOT_NUMERIC.format('completed')}\n"
+
+
+def test_a_text_value_a_grid_also_reports_is_left_out_with_a_note(tmp_path):
+    write_run(tmp_path / "run", SCRIPT_GRID + "report: [val_error, best_checkpoint]\n",
+              lambda t: {"status": "completed", "val_error": 0.2 + 0.01 * t.config["seed"], "test_error": 0.3,
+                         "best_checkpoint": "ckpt-3.pt"})
+    result = invoke("summarize", tmp_path / "run", "-f", "csv")
+    assert result.exit_code == 0
+    assert result.stderr == f"note: {tmp_path / 'run'}: best_checkpoint is not numeric: no table of it\n"
+    assert [(c["metric"], c["lr"], c["mean"], c["n"]) for c in csv.DictReader(io.StringIO(result.stdout))] == [
+        ("val_error", "0.1", "0.205", "2"), ("val_error", "0.01", "0.205", "2")]
 
 
 def test_the_grid_as_last_run_is_what_readers_show(tmp_path):

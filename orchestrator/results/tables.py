@@ -98,12 +98,23 @@ class Results:
         return order + sorted((v for v in present if v not in order), key=str) + missing
 
     def has(self, metric: str) -> None:
-        """ResultsError naming the metrics the results have, unless they have `metric`."""
+        """ResultsError naming the metrics the results have, unless they have numbers of `metric`."""
         if metric not in self.trials.columns or _all_missing(self.trials[metric]):
             have = [c for c in self.trials.columns if c not in RESERVED and c not in self.config_columns
-                    and not _all_missing(self.trials[c])]
+                    and self.numeric(c) and not _all_missing(self.trials[c])]
             raise ResultsError(f"{self.run.display()}: no trial has a value of {metric} "
                                f"(metrics: {', '.join(sorted(have)) or 'none'})")
+        if not self.numeric(metric):
+            example = next(v for v in self.trials[metric] if v is not None)
+            raise ResultsError(f"{self.run.display()}: {metric} is not numeric (values such as '{example}'), "
+                               "so it has no mean over seeds")
+
+    def numeric(self, column: str) -> bool:
+        """Whether a column holds numbers, which a cell can take the mean of (a flag's is a fraction).
+        A script's text ("0.4321", a checkpoint's name) is not read as one."""
+        kind = self.trials.table.schema.field(column).type
+        return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) \
+            or pa.types.is_null(kind)
 
 
 @dataclass
@@ -241,6 +252,8 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
         if name is not None and name not in columns:
             raise ResultsError(f"unknown column '{name}' (columns: {', '.join(columns)})")
     results.has(layout.metric)
+    if layout.by in columns and not _all_missing(results.trials[layout.by]):
+        results.has(layout.by)  # what chooses among settings is a mean too
     if layout.select not in ("best", "all"):
         raise ResultsError(f"--select must be best or all, got '{layout.select}'")
     return layout
