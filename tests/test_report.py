@@ -429,6 +429,29 @@ def test_a_text_value_a_grid_also_reports_is_left_out_with_a_note(tmp_path):
         ("val_error", "0.1", "0.205", "2"), ("val_error", "0.01", "0.205", "2")]
 
 
+def test_trials_that_predate_an_axis_are_shown_as_not_recorded(tmp_path):
+    # The grid gained the wd axis after its first trials finished: their rows have no wd.
+    grid = SCRIPT_GRID.replace("--seed", "--wd {wd} --seed").replace("lr: 0.1\n", "lr: 0.1\n    wd: 0.0\n")
+    run = write_run(tmp_path / "run", grid.replace("axes:\n", "axes:\n  wd: [0.0, 0.001]\n"),
+                    lambda t: {"status": "completed", "val_error": 0.2, "test_error": 0.3 + 0.01 * t.config["seed"]})
+    schema = pa.schema([("trial_id", pa.string()), ("status", pa.string()), ("lr", pa.float64()),
+                        ("seed", pa.int64()), ("command", pa.string()), *records.RESULT_COLUMNS])
+    for lr in (0.1, 0.01):
+        for seed in (0, 1):
+            records.write_record(run, schema, f"old-{lr}-{seed}",
+                                 {"lr": lr, "seed": seed, "command": "python train.py --lr {lr} --seed {seed}"},
+                                 {"status": "completed", "val_error": 0.25, "test_error": 0.35 + 0.01 * seed})
+    records.Publisher(run).catch_up()
+
+    summary = invoke("summarize", tmp_path / "run", "--all-trials", "--rows", "wd", "--cols", "lr", "-f", "markdown")
+    assert summary.exit_code == 0
+    assert "| not recorded | 35.50 ± 0.71 (n=2)<br>95% CI [29.15, 41.85] | 35.50 ± 0.71 (n=2)" in summary.stdout
+    compared = invoke("compare", tmp_path / "run", "--all-trials", "--baseline", "lr=0.1", "-f", "csv")
+    assert compared.exit_code == 0
+    assert [(c["wd"], c["baseline_mean"], c["mean"], c["n"]) for c in csv.DictReader(io.StringIO(compared.stdout))] \
+        == [("", "0.355", "0.355", "2"), ("0.0", "0.305", "0.305", "2"), ("0.001", "0.305", "0.305", "2")]
+
+
 def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
     # The same grid run at 350 epochs, then edited to 40: the run directory holds both versions' trials.
     write_fixture(tmp_path / "fixture")

@@ -294,7 +294,8 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
             continue
         # What every trial of this table shares (e.g. dataset=cifar10) places it against references.
         shared = {k: part[k][0] for k in results.config_columns if k in placed and len(part.distinct(k)) == 1}
-        by_cell = part.groups([layout.rows, layout.cols] if layout.cols else [layout.rows])
+        # A trial whose row or column value is missing (a parameter older rows lack) has a cell too.
+        by_cell = part.groups([layout.rows, layout.cols] if layout.cols else [layout.rows], dropna=False)
         cells = {}
         for r in rows:
             for c in cols:
