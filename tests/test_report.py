@@ -452,6 +452,24 @@ def test_trials_that_predate_an_axis_are_shown_as_not_recorded(tmp_path):
         == [("", "0.355", "0.355", "2"), ("0.0", "0.305", "0.305", "2"), ("0.001", "0.305", "0.305", "2")]
 
 
+def test_json_is_strict_where_a_loss_blew_up(tmp_path):
+    # One seed's loss went to inf, and the script exited 0: the table says so, and JSON readers that
+    # refuse Infinity and NaN read the export, with null for those numbers.
+    write_run(tmp_path / "run", SCRIPT_GRID + "metric: val_loss\nreport: [test_loss]\n",
+              lambda t: {"status": "completed", "val_loss": 0.5,
+                         "test_loss": float("inf") if (t.config["lr"], t.config["seed"]) == (0.1, 1) else 0.6})
+    result = invoke("summarize", tmp_path / "run", "-f", "json")
+    assert result.exit_code == 0
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    rows = json.loads(result.stdout, parse_constant=refuse)
+    assert [(r["lr"], r["status"], r["mean"], r["std"], r["n"]) for r in rows] == [
+        (0.1, "completed", None, None, 2), (0.01, "completed", 0.6, 0.0, 2)]
+    assert "| 0.1 | inf ± - (n=2)" in invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+
+
 def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
     # The same grid run at 350 epochs, then edited to 40: the run directory holds both versions' trials.
     write_fixture(tmp_path / "fixture")

@@ -303,7 +303,13 @@ def _plain(value):
 
 
 def to_json(rows: list[dict]) -> str:
-    return json.dumps([{k: _plain(v) for k, v in r.items()} for r in rows], indent=1)
+    return json.dumps([{k: _finite(_plain(v)) for k, v in r.items()} for r in rows], indent=1)
+
+
+def _finite(value):
+    """JSON has no infinity or NaN (a loss that blew up, its std): Python writes them as
+    Infinity and NaN, which strict readers refuse, so such a number is null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def to_csv(rows: list[dict]) -> str:
