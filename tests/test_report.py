@@ -311,6 +311,30 @@ def test_status_of_a_half_finished_run(run_dir):
     assert "interrupted trials resume from their checkpoints" in out
 
 
+def test_status_eta_of_a_script_that_reports_every_100_steps(tmp_path):
+    # As examples/losses.yaml: progress in steps, a report every 100 of them, 2 s each.
+    run = write_run(tmp_path / "run", """name: steps
+command:
+  run: python losses.py --lr {lr} --steps {steps} --seed {seed}
+  parameters:
+    lr: 0.1
+    steps: 1001
+  steps: steps
+metric: val_loss
+axes:
+  lr: [0.3, 0.1, 0.03]
+seeds: [0, 1]
+""", lambda t: None)
+    for trial in load_grid(tmp_path / "run" / "grid.yaml").trials[:2]:
+        run.write_progress(trial.trial_id, {"attempt": 1, "epoch": 3, "metrics": {"step": 300, "val_loss": 0.6},
+                                            "seconds": 2.0, "train_seconds": 6.0, "reports": 3,
+                                            "updated_at": now().isoformat()})
+    result = invoke("status", tmp_path / "run")
+    assert result.exit_code == 0
+    # 6 x 1001 steps less the 600 done, at 0.02 s a step, two at once: 54 s, not 100 times that.
+    assert "ETA: 0:54" in result.stdout
+
+
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])
 def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
     out = tmp_path / f"plot.{suffix}"
