@@ -207,6 +207,10 @@ def _tables(run: str, storage: str, where: list[str] | None, all_trials: bool = 
     metrics = [asked] if asked else [m.name for m in results.objective.report]
     summary = []
     for metric in metrics:
+        # A text value a grid also reports (a checkpoint's name) has no table, but the others do.
+        if not asked and metric != metrics[0] and metric in results.trials.columns and not results.numeric(metric):
+            _note(f"{results.run.display()}: {metric} is not numeric: no table of it")
+            continue
         chosen = tables.layout_for(results, workload.layout if workload else None, metric=metric, **layout)
         summary += tables.summarize(results, chosen, workload.references if workload else ())
     return results, summary

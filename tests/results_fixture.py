@@ -4,14 +4,17 @@ a learning rate that wins on validation but not on test, diverged, failed and mi
 By default its trials ran the paper's protocol on the whole of real CIFAR-10, as their rows say;
 `write_fixture(path, fixed=QUARTER_WIDTH, data=SUBSET)` writes the issue's run instead (model C
 at quarter width for 40 epochs on a 4,000-image subset), and `trials=` other results.
+`write_run(path, grid, result_of)` writes the run of any grid file's text, e.g. a script's.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from orchestrator.plan.expand import trial_id
+from orchestrator.plan.expand import Trial, trial_id
+from orchestrator.plan.grid import load_grid
 from orchestrator.store.records import Publisher, trial_schema, write_record
 from orchestrator.store.rundir import RunDir
 from workloads.allcnn import RESULTS, Config
@@ -78,4 +81,20 @@ def write_fixture(path, trials: dict = TRIALS, fixed: dict = PAPER_PROTOCOL, dat
             **(data if status != "failed" else {})},
             epochs if status != "failed" else None)
     Publisher(run).catch_up()  # as the driver does
+    return run
+
+
+def write_run(path, grid: str, result_of: Callable[[Trial], dict | None]) -> RunDir:
+    """The run of a grid file's text: each trial's record holds what `result_of(trial)` returns
+    (its status and metrics), or there is none where it returns None (not run yet)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "grid.yaml").write_text(grid)
+    loaded = load_grid(path / "grid.yaml")
+    run = RunDir(str(path))
+    schema = trial_schema(loaded.workload.config)
+    for trial in loaded.trials:
+        if (result := result_of(trial)) is not None:
+            write_record(run, schema, trial.trial_id, trial.config,
+                         {"epochs_completed": 3, "train_seconds": 10.0, "attempts": 1, **result})
+    Publisher(run).catch_up()
     return run

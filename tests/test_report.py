@@ -17,7 +17,7 @@ from orchestrator.plan.grid import load_grid
 from orchestrator.results.tables import Layout, load, summarize, where
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
-from tests.results_fixture import FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, write_fixture
+from tests.results_fixture import FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, write_fixture, write_run
 from workloads.allcnn import REFERENCES, RESULTS
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -311,6 +311,30 @@ def test_status_of_a_half_finished_run(run_dir):
     assert "interrupted trials resume from their checkpoints" in out
 
 
+def test_status_eta_of_a_script_that_reports_every_100_steps(tmp_path):
+    # As examples/losses.yaml: progress in steps, a report every 100 of them, 2 s each.
+    run = write_run(tmp_path / "run", """name: steps
+command:
+  run: python losses.py --lr {lr} --steps {steps} --seed {seed}
+  parameters:
+    lr: 0.1
+    steps: 1001
+  steps: steps
+metric: val_loss
+axes:
+  lr: [0.3, 0.1, 0.03]
+seeds: [0, 1]
+""", lambda t: None)
+    for trial in load_grid(tmp_path / "run" / "grid.yaml").trials[:2]:
+        run.write_progress(trial.trial_id, {"attempt": 1, "epoch": 3, "metrics": {"step": 300, "val_loss": 0.6},
+                                            "seconds": 2.0, "train_seconds": 6.0, "reports": 3,
+                                            "updated_at": now().isoformat()})
+    result = invoke("status", tmp_path / "run")
+    assert result.exit_code == 0
+    # 6 x 1001 steps less the 600 done, at 0.02 s a step, two at once: 54 s, not 100 times that.
+    assert "ETA: 0:54" in result.stdout
+
+
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])
 def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
     out = tmp_path / f"plot.{suffix}"
@@ -383,8 +407,91 @@ def test_a_metric_taken_where_the_grids_metric_was_best(tmp_path):
 def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):
     result = invoke("summarize", run_dir, "--metric", "test_loss")
     assert result.exit_code == 1
-    assert result.stderr == (f"error: {run_dir}: no trial has a value of test_loss (metrics: data_fingerprint, "
-                             "synthetic_data, test_error, test_examples, train_examples, trained_on, val_error)\n")
+    assert result.stderr == (f"error: {run_dir}: no trial has a value of test_loss (metrics: synthetic_data, "
+                             "test_error, test_examples, train_examples, val_error)\n")  # not the text ones
+
+
+SCRIPT_GRID = """name: script
+command:
+  run: python train.py --lr {lr} --seed {seed}
+  parameters:
+    lr: 0.1
+axes:
+  lr: [0.1, 0.01]
+seeds: [0, 1]
+"""
+NOT_NUMERIC = "is not numeric (values such as '{}'), so it has no mean over seeds"
+
+
+def test_a_metric_that_is_not_a_number_is_one_line_naming_it(run_dir, tmp_path):
+    for metric, value in [("data_fingerprint", "c1f4a2b7d9e03a65"), ("status", "completed")]:
+        result = invoke("summarize", run_dir, "--metric", metric)
+        assert result.exit_code == 1
+        assert result.stderr == f"error: {run_dir}: {metric} {NOT_NUMERIC.format(value)}\n"
+    # A script that prints its metrics as text (ABLATE {"val_loss": "0.4321"}); a grid judged by status.
+    write_run(tmp_path / "text", SCRIPT_GRID + "metric: val_loss\nreport: [test_loss]\n",
+              lambda t: {"status": "completed", "val_loss": "0.4321", "test_loss": "0.5321"})
+    write_run(tmp_path / "status", SCRIPT_GRID + "metric: status\n",
+              lambda t: {"status": "completed", "val_error": 0.2, "test_error": 0.3})
+    for command in (["summarize", tmp_path / "text"], ["compare", tmp_path / "text", "--baseline", "lr=0.1"]):
+        result = invoke(*command)
+        assert result.exit_code == 1
+        assert result.stderr == f"error: {tmp_path / 'text'}: test_loss {NOT_NUMERIC.format('0.5321')}\n"
+    result = invoke("summarize", tmp_path / "status")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {tmp_path / 'status'}: status {NOT_NUMERIC.format('completed')}\n"
+
+
+def test_a_text_value_a_grid_also_reports_is_left_out_with_a_note(tmp_path):
+    write_run(tmp_path / "run", SCRIPT_GRID + "report: [val_error, best_checkpoint]\n",
+              lambda t: {"status": "completed", "val_error": 0.2 + 0.01 * t.config["seed"], "test_error": 0.3,
+                         "best_checkpoint": "ckpt-3.pt"})
+    result = invoke("summarize", tmp_path / "run", "-f", "csv")
+    assert result.exit_code == 0
+    assert result.stderr == f"note: {tmp_path / 'run'}: best_checkpoint is not numeric: no table of it\n"
+    assert [(c["metric"], c["lr"], c["mean"], c["n"]) for c in csv.DictReader(io.StringIO(result.stdout))] == [
+        ("val_error", "0.1", "0.205", "2"), ("val_error", "0.01", "0.205", "2")]
+
+
+def test_trials_that_predate_an_axis_are_shown_as_not_recorded(tmp_path):
+    # The grid gained the wd axis after its first trials finished: their rows have no wd.
+    grid = SCRIPT_GRID.replace("--seed", "--wd {wd} --seed").replace("lr: 0.1\n", "lr: 0.1\n    wd: 0.0\n")
+    run = write_run(tmp_path / "run", grid.replace("axes:\n", "axes:\n  wd: [0.0, 0.001]\n"),
+                    lambda t: {"status": "completed", "val_error": 0.2, "test_error": 0.3 + 0.01 * t.config["seed"]})
+    schema = pa.schema([("trial_id", pa.string()), ("status", pa.string()), ("lr", pa.float64()),
+                        ("seed", pa.int64()), ("command", pa.string()), *records.RESULT_COLUMNS])
+    for lr in (0.1, 0.01):
+        for seed in (0, 1):
+            records.write_record(run, schema, f"old-{lr}-{seed}",
+                                 {"lr": lr, "seed": seed, "command": "python train.py --lr {lr} --seed {seed}"},
+                                 {"status": "completed", "val_error": 0.25, "test_error": 0.35 + 0.01 * seed})
+    records.Publisher(run).catch_up()
+
+    summary = invoke("summarize", tmp_path / "run", "--all-trials", "--rows", "wd", "--cols", "lr", "-f", "markdown")
+    assert summary.exit_code == 0
+    assert "| not recorded | 35.50 ± 0.71 (n=2)<br>95% CI [29.15, 41.85] | 35.50 ± 0.71 (n=2)" in summary.stdout
+    compared = invoke("compare", tmp_path / "run", "--all-trials", "--baseline", "lr=0.1", "-f", "csv")
+    assert compared.exit_code == 0
+    assert [(c["wd"], c["baseline_mean"], c["mean"], c["n"]) for c in csv.DictReader(io.StringIO(compared.stdout))] \
+        == [("", "0.355", "0.355", "2"), ("0.0", "0.305", "0.305", "2"), ("0.001", "0.305", "0.305", "2")]
+
+
+def test_json_is_strict_where_a_loss_blew_up(tmp_path):
+    # One seed's loss went to inf, and the script exited 0: the table says so, and JSON readers that
+    # refuse Infinity and NaN read the export, with null for those numbers.
+    write_run(tmp_path / "run", SCRIPT_GRID + "metric: val_loss\nreport: [test_loss]\n",
+              lambda t: {"status": "completed", "val_loss": 0.5,
+                         "test_loss": float("inf") if (t.config["lr"], t.config["seed"]) == (0.1, 1) else 0.6})
+    result = invoke("summarize", tmp_path / "run", "-f", "json")
+    assert result.exit_code == 0
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    rows = json.loads(result.stdout, parse_constant=refuse)
+    assert [(r["lr"], r["status"], r["mean"], r["std"], r["n"]) for r in rows] == [
+        (0.1, "completed", None, None, 2), (0.01, "completed", 0.6, 0.0, 2)]
+    assert "| 0.1 | inf ± - (n=2)" in invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
 
 
 def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
@@ -468,6 +575,27 @@ def test_readers_of_a_run_do_not_import_a_module_its_grid_names_unless_asked(tmp
     again = ablate("run", "mine.yaml", "--quiet", cwd=tmp_path, env={"STARTS": str(starts)})
     assert again.returncode == 0 and "mine: 2 completed (0 run now, 2 already done)" in again.stdout
     assert sorted(starts.read_text().split()) == ["0.1", "0.5"]  # each trained once
+
+
+def test_a_metric_an_unimported_workload_returned_is_not_taken_for_a_parameter(tmp_path):
+    # Every trial also returned train_loss, a value of its own: without the workload's config, the
+    # parameters are those grid.yaml names, and each cell is the mean over its three seeds.
+    run = RunDir(str(tmp_path / "mine"))
+    run.write_bytes(run.child("grid.yaml"), b"name: mine\nworkload: mywork:WORKLOAD\n"
+                                            b"axes:\n  lr: [0.1, 0.5]\n  width: [1, 2]\nseeds: [0, 1, 2]\n")
+    schema = pa.schema([("trial_id", pa.string()), ("status", pa.string()), ("lr", pa.float64()),
+                        ("width", pa.int64()), ("seed", pa.int64()), *records.RESULT_COLUMNS])
+    for i, (width, lr, seed) in enumerate((w, lr, s) for w in (1, 2) for lr in (0.1, 0.5) for s in (0, 1, 2)):
+        val = (0.1 if lr == 0.1 else 0.2) + 0.01 * seed
+        records.write_record(run, schema, f"t{i:02d}", {"lr": lr, "width": width, "seed": seed},
+                             {"status": "completed", "val_error": val, "test_error": val + 0.05 * width,
+                              "train_loss": 0.3 + 0.001 * i, "epochs_completed": 3})
+    records.Publisher(run).catch_up()
+    result = invoke("summarize", tmp_path / "mine", "-f", "csv")
+    assert result.exit_code == 0
+    assert [(c["lr"], c["width"], c["mean"], c["n"]) for c in csv.DictReader(io.StringIO(result.stdout))] == [
+        ("0.1", "1", "0.16", "3"), ("0.1", "2", "0.21", "3"), ("0.5", "1", "0.26", "3"), ("0.5", "2", "0.31", "3")]
+    assert "train_loss chosen" not in invoke("summarize", tmp_path / "mine").stdout
 
 
 def test_plot_curves_are_the_mean_over_seeds_at_each_epoch_leaving_out_missing_values():

@@ -351,3 +351,20 @@ def saved_objective(run, grid: Grid | None, untrusted: str | None) -> Objective:
         return Objective(*declared(Path(run.display(GRID_FILE)), data, INTERFACE), declared=True)
     except GridError:
         return INTERFACE
+
+
+def saved_parameters(run, untrusted: str | None) -> list[str] | None:
+    """For a run whose workload was not imported (read_saved_grid), the parameters its grid.yaml
+    names, read as data: axes, fixed values, include rules and the seed. Without the workload's
+    config they tell a parameter from a metric its trials returned (a train_loss taken for a
+    parameter would split every setting into single seeds). None otherwise."""
+    content = run.read_bytes(run.child(GRID_FILE)) if untrusted else None
+    try:
+        data = read_yaml(Path(run.display(GRID_FILE)), content) if content is not None else None
+    except GridError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    include = data.get("include")
+    named = [data.get("axes"), data.get("fixed"), *(include if isinstance(include, list) else [])]
+    return list(dict.fromkeys([name for part in named if isinstance(part, dict) for name in part] + ["seed"]))

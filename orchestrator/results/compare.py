@@ -86,7 +86,7 @@ def compare(results: Results, layout: Layout, axis: str, base: Any, values: list
     reduced = [c for c in results.choosable() if c not in {*cell_axes, axis, "seed"}]
     others = [v for v in results.values(axis) if v != base] if values is None else values
     out = []
-    groups = results.trials.groups(cell_axes) if cell_axes else {(): results.trials}
+    groups = results.trials.groups(cell_axes, dropna=False) if cell_axes else {(): results.trials}
     for key, part in groups.items():
         coords = dict(zip(cell_axes, key))
         cells = {v: cell_of(part.matching({axis: v}), layout, reduced) for v in [base, *others]}

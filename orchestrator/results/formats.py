@@ -54,6 +54,11 @@ def _where(coords: dict) -> str:
     return ", ".join(f"{k}={_value(v)}" if v is not None else f"{k} not recorded" for k, v in coords.items())
 
 
+def _label(value) -> str:
+    """A row's, column's or compared value as a label: None is a parameter older rows lack."""
+    return "not recorded" if value is None else str(value)
+
+
 def _value(value) -> str:
     """A parameter's value as the grid file gives it: a list as [a, b]."""
     return "[" + ", ".join(map(_value, value)) + "]" if isinstance(value, tuple) else str(value)
@@ -117,8 +122,9 @@ STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no
 def table_sheet(table: Table) -> Sheet:
     metric = table.layout.shown
     cells = [[table.cells[(r, c)] for c in table.cols] for r in table.rows]
-    return Sheet(title(table), [table.layout.rows] + [str(c) if c is not None else metric.name for c in table.cols],
-                 [[[str(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
+    header = [_label(c) for c in table.cols] if table.layout.cols else [metric.name]
+    return Sheet(title(table), [table.layout.rows] + header,
+                 [[[_label(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
                  [[None] + [STYLE.get(cell.status) for cell in row] for row in cells])
 
 
@@ -168,7 +174,7 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
     for d in differences:
         shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d, metric),
                  [SEEDS_SAY[d.verdict].format(base=d.baseline_value) + BETTER[d.better]]]
-        rows.append([[str(d.coords[a])] for a in cell_axes] + [[str(d.value)]] + shown)
+        rows.append([[_label(d.coords[a])] for a in cell_axes] + [[_label(d.value)]] + shown)
         styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
     title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={d0.baseline_value}, "
              f"paired by seed; 95% t-interval of the mean difference; "
@@ -297,7 +303,13 @@ def _plain(value):
 
 
 def to_json(rows: list[dict]) -> str:
-    return json.dumps([{k: _plain(v) for k, v in r.items()} for r in rows], indent=1)
+    return json.dumps([{k: _finite(_plain(v)) for k, v in r.items()} for r in rows], indent=1)
+
+
+def _finite(value):
+    """JSON has no infinity or NaN (a loss that blew up, its std): Python writes them as
+    Infinity and NaN, which strict readers refuse, so such a number is null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -103,11 +103,16 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
         seconds = sum(s for t, s in zip(trials["trial_id"].to_pylist(), trials["train_seconds"].to_pylist())
                       if t in finished and s is not None and not math.isnan(s))
     seconds += sum(a.train_seconds for a in active)
+    # The ETA counts epochs, or steps for a script that reports steps: a report's seconds cover
+    # position / reports of them (a script may report every 100 steps).
+    unit_seconds = [p["seconds"] * p["epoch"] / position(p) for p in progress_by_trial.values()
+                    if "seconds" in p and p.get("epoch") and position(p)]
+    per_unit = statistics.median(unit_seconds) if unit_seconds else 0.0
     result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
                     unit="GPU" if gpus else "CPU", finished=len(finished), others=others,
                     metric=saved_objective(run, grid, untrusted).metric.name, untrusted=untrusted)
-    if planned and typical and running:
+    if planned and per_unit and running:
         if grid.halving and (most := halving.planned(grid.trials, grid.halving, grid.planned_epochs)):
             # At most what halving trains (as `ablate plan` counts it), less what the finished trained.
             trained = dict(zip(trials["trial_id"].to_pylist(), trials["epochs_completed"].to_pylist())) \
@@ -116,7 +121,7 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
         else:
             epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)
         epochs_left -= sum(a.epoch for a in active)
-        result.eta_seconds = max(0, epochs_left) * typical / len(running)
+        result.eta_seconds = max(0, epochs_left) * per_unit / len(running)
     return result
 
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
-from orchestrator.plan.grid import Grid, read_saved_grid, saved_objective
+from orchestrator.plan.grid import Grid, read_saved_grid, saved_objective, saved_parameters
 from orchestrator.plan.halving import Halving
 from orchestrator.plan.objective import INTERFACE, Metric, Objective
 from orchestrator.results import stats
@@ -48,6 +48,7 @@ class Results:
     objective: Objective = INTERFACE  # what its trials are judged by
     others: int = 0  # trials of the run directory that are not the grid's as last run, left out
     untrusted: str | None = None  # the workload grid.yaml names, where it was not imported (plan/grid.py)
+    parameters: list[str] | None = None  # then, the parameters its grid.yaml names (saved_parameters)
 
     @property
     def axes(self) -> dict[str, list]:
@@ -60,10 +61,13 @@ class Results:
 
     @property
     def config_columns(self) -> list[str]:
-        """The columns that are parameters: the workload's, or where the grid does not load here,
-        those that are neither every row's own columns nor a metric."""
+        """The columns that are parameters: the workload's; for a workload that was not imported,
+        those its grid.yaml names; or where the grid does not load here, those that are neither
+        every row's own columns nor a metric."""
         if self.grid:
             return [f.name for f in fields(self.grid.workload.config) if f.name in self.trials.columns]
+        if self.parameters is not None:
+            return [c for c in self.trials.columns if c in self.parameters]
         metrics = {*OLD_METRICS, *self.objective.names}
         return [c for c in self.trials.columns if c not in RESERVED and c not in metrics]
 
@@ -94,12 +98,23 @@ class Results:
         return order + sorted((v for v in present if v not in order), key=str) + missing
 
     def has(self, metric: str) -> None:
-        """ResultsError naming the metrics the results have, unless they have `metric`."""
+        """ResultsError naming the metrics the results have, unless they have numbers of `metric`."""
         if metric not in self.trials.columns or _all_missing(self.trials[metric]):
             have = [c for c in self.trials.columns if c not in RESERVED and c not in self.config_columns
-                    and not _all_missing(self.trials[c])]
+                    and self.numeric(c) and not _all_missing(self.trials[c])]
             raise ResultsError(f"{self.run.display()}: no trial has a value of {metric} "
                                f"(metrics: {', '.join(sorted(have)) or 'none'})")
+        if not self.numeric(metric):
+            example = next(v for v in self.trials[metric] if v is not None)
+            raise ResultsError(f"{self.run.display()}: {metric} is not numeric (values such as '{example}'), "
+                               "so it has no mean over seeds")
+
+    def numeric(self, column: str) -> bool:
+        """Whether a column holds numbers, which a cell can take the mean of (a flag's is a fraction).
+        A script's text ("0.4321", a checkpoint's name) is not read as one."""
+        kind = self.trials.table.schema.field(column).type
+        return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) \
+            or pa.types.is_null(kind)
 
 
 @dataclass
@@ -181,7 +196,8 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
     shown = [True] * len(ids) if all_trials else mine
     table = _summarized(run, table, [i for i, show in zip(ids, shown) if show], objective, notify)
     trials = Trials(table).where(shown).sorted("trial_id")
-    return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted)
+    return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted,
+                   parameters=saved_parameters(run, untrusted))
 
 
 def _summarized(run: RunDir, trials: pa.Table, ids: list[str], objective: Objective, notify=None) -> pa.Table:
@@ -236,6 +252,8 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
         if name is not None and name not in columns:
             raise ResultsError(f"unknown column '{name}' (columns: {', '.join(columns)})")
     results.has(layout.metric)
+    if layout.by in columns and not _all_missing(results.trials[layout.by]):
+        results.has(layout.by)  # what chooses among settings is a mean too
     if layout.select not in ("best", "all"):
         raise ResultsError(f"--select must be best or all, got '{layout.select}'")
     return layout
@@ -276,7 +294,8 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
             continue
         # What every trial of this table shares (e.g. dataset=cifar10) places it against references.
         shared = {k: part[k][0] for k in results.config_columns if k in placed and len(part.distinct(k)) == 1}
-        by_cell = part.groups([layout.rows, layout.cols] if layout.cols else [layout.rows])
+        # A trial whose row or column value is missing (a parameter older rows lack) has a cell too.
+        by_cell = part.groups([layout.rows, layout.cols] if layout.cols else [layout.rows], dropna=False)
         cells = {}
         for r in rows:
             for c in cols:
