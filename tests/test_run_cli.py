@@ -87,6 +87,17 @@ def test_a_workload_module_in_the_working_directory_runs_on_local_workers_with_t
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["lr0.1", "lr0.5"]
 
 
+def test_an_address_where_no_ray_answers_is_one_line_at_once(tmp_path):
+    # Ray itself retries such an address for minutes, printing its client's warnings meanwhile.
+    with socket.socket() as taken:  # a port of this machine that nothing listens on
+        taken.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = ablate("run", probe_grid(tmp_path), "--storage", tmp_path / "runs", "--address", address)
+    assert result.returncode == 1
+    assert result.stderr == (f"error: cannot connect to Ray at {address} (Connection refused): is its head running, "
+                             "and is this the port `ray start --head` printed (6379 by default)?\n")
+
+
 def test_gpus_on_a_machine_without_gpus_is_refused_up_front(tmp_path):
     result = ablate("run", "grids/smoke.yaml", "--storage", tmp_path / "runs", "--trials-per-gpu", "4")
     assert result.returncode == 1

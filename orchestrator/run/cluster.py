@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import socket
 import tempfile
 import uuid
 
@@ -75,6 +77,24 @@ def _check_one_instance(address: str | None) -> None:
                        "pass the one to join, e.g. --address " + running[0])
 
 
+# How long a cluster's head may take to accept a connection before `--address` is called wrong.
+ANSWER_S = 10.0
+
+
+def _check_answers(address: str) -> None:
+    """An address HOST:PORT where nothing accepts a connection is one error line within seconds:
+    Ray itself retries for minutes, printing its C++ client's warnings on the terminal."""
+    found = re.fullmatch(r"\[?([^\[\]/]+?)\]?:(\d+)", address)
+    if found is None:  # auto, ray://..., or a form Ray reads that this does not: Ray decides
+        return
+    try:
+        socket.create_connection((found[1], int(found[2])), timeout=ANSWER_S).close()
+    except OSError as e:
+        reason = f"no answer in {ANSWER_S:g} s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise RunError(f"cannot connect to Ray at {address} ({reason}): is its head running, and is this the "
+                       "port `ray start --head` printed (6379 by default)?") from None
+
+
 def connect(address: str | None, env: dict[str, str] | None = None) -> None:
     """Join the cluster at `address`, or start a local Ray sized to this machine. `env` is set
     in every worker's environment.
@@ -85,6 +105,8 @@ def connect(address: str | None, env: dict[str, str] | None = None) -> None:
     if ray.is_initialized():  # a caller (a test, a notebook) brought its own
         return
     _check_one_instance(address)
+    if address is not None:
+        _check_answers(address)
     try:
         if address is None:
             # Workers import a user's workload module from the working directory, as the driver
