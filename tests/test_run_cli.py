@@ -12,6 +12,7 @@ from collections import Counter
 import duckdb
 import pandas as pd
 import polars as pl
+import pytest
 
 from orchestrator.store.rundir import RunDir
 from tests.conftest import ROOT, ablate
@@ -159,7 +160,9 @@ def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
     assert len(epochs) == 6 * 4 and not epochs.duplicated(["trial_id", "epoch"]).any()
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(tmp_path, stop):
+    # SIGTERM is how a batch scheduler, `timeout` or `kill` ends a job: as Ctrl-C, not Ray's stack dump.
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4, 0.5]}, fixed={"epochs": 3, "sleep": 0.4},
                       resources={"cpus": 1})
     storage = tmp_path / "runs"
@@ -170,11 +173,11 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (records.exists() and any(records.glob("*.json"))):
         time.sleep(0.05)
-    driver.send_signal(signal.SIGINT)
-    out, _ = driver.communicate(timeout=120)
+    driver.send_signal(stop)
+    out, errors = driver.communicate(timeout=120)
     assert driver.returncode == 1
     assert "trials unfinished: run the same command again to resume them" in out
-    assert "Traceback" not in out
+    assert "Traceback" not in out + errors and "SIGTERM received" not in errors
     done = {p.name.split(".")[0] for p in records.glob("*.json")}
     started_before = Counter(k for k, _, _ in executions(tmp_path))
 

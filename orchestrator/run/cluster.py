@@ -12,8 +12,10 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
 import tempfile
+import threading
 import uuid
 
 import ray
@@ -57,6 +59,22 @@ def ray_messages_to(path: str):
     finally:
         ray_logger.handlers[:] = saved
         handler.close()
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (a batch scheduler ending a job, `timeout`, `kill`) stops the run as Ctrl-C does:
+    Tune ends the trials where they are, the results are published, the hold is released, and
+    the user reads how to resume. Ray's own handler, set by ray.init, prints a C++ stack dump and
+    exits. Only the main thread can set a handler: elsewhere (a library caller's thread) Ray's stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:  # None: a handler set outside Python (Ray's), which Python cannot set back
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _check_one_instance(address: str | None) -> None:

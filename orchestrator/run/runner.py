@@ -22,7 +22,8 @@ from ray import tune
 
 from orchestrator.errors import RunError, StorageError
 from orchestrator.plan.grid import GRID_FILE, Grid, Resources
-from orchestrator.run.cluster import check_resources, check_storage_shared, connect, ray_log_path, ray_messages_to
+from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, ray_log_path, ray_messages_to,
+                                      sigterm_as_ctrl_c)
 from orchestrator.run.events import Events, StopOnStorageError
 from orchestrator.run.halving import Halver
 from orchestrator.run.hangs import Hangs
@@ -116,7 +117,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
             planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
             try:
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
-                with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking():
+                with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking(), \
+                        sigterm_as_ctrl_c():
                     fit = functools.partial(_fit, grid, run, resources=resources, display=display, fail_fast=fail_fast,
                                             publisher=publisher, scheduler=scheduler, tracking=tracking,
                                             local=address is None, hangs=Hangs(trial_timeout, planned))
