@@ -191,6 +191,16 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(tmp_path, stop):
         assert started[key] == started_before[key] == 1
 
 
+def test_an_empty_storage_is_refused_not_the_current_folder(tmp_path):
+    # `--storage "$RESULTS"` with RESULTS unset would otherwise write the run where the command was typed.
+    path = probe_grid(tmp_path)
+    for command in ("run", "summarize"):
+        result = ablate(command, path, "--storage", "", cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr == "error: --storage: expected a local path, an NFS path or s3://bucket/prefix, got ''\n"
+    assert not (tmp_path / "probe").exists()
+
+
 def test_storage_that_cannot_be_written_is_one_line(tmp_path):
     path = probe_grid(tmp_path)
     (tmp_path / "a-file").write_text("not a folder")

@@ -71,6 +71,8 @@ class RunDir:
 
     @classmethod
     def for_grid(cls, storage: str, grid_name: str) -> "RunDir":
+        if not storage.strip():  # `--storage "$RESULTS"` with RESULTS unset: not the current folder by accident
+            raise RunError("--storage: expected a local path, an NFS path or s3://bucket/prefix, got ''")
         return cls(join_uri(resolve_storage(storage), grid_name))
 
     def child(self, *parts: str) -> str:
