@@ -631,3 +631,30 @@ def test_an_unimported_workloads_run_is_judged_by_what_its_grid_declares(tmp_pat
     assert re.search(r"t1 +running +2/\? +31\.25", result.stdout)
     (tmp_path / "grid.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\nmode: sideways\n")
     assert saved_objective(run, None, "mywork:WORKLOAD") == INTERFACE
+
+
+def test_a_parameter_named_like_an_export_column_keeps_its_values_beside_the_statistics(tmp_path):
+    # A script's axes named n and kind, as the export's seed count and row kind are named.
+    grid = """name: clash
+command:
+  run: python train.py --n {n} --kind {kind} --seed {seed}
+  parameters:
+    n: 2
+    kind: a
+axes:
+  n: [2, 8]
+  kind: [a, b]
+seeds: [0, 1, 2]
+"""
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_error": 0.2,
+                                                 "test_error": 0.1 * t.config["n"] + 0.001 * t.config["seed"]})
+    summary = invoke("summarize", tmp_path / "run", "-f", "csv")
+    assert summary.exit_code == 0
+    assert summary.stdout.splitlines()[0].startswith("_kind,n,kind,metric,status,mean,std,_n,")
+    assert [(r["_kind"], r["n"], r["kind"], r["mean"], r["_n"]) for r in csv.DictReader(io.StringIO(summary.stdout))] \
+        == [("cell", "2", "a", "0.201", "3"), ("cell", "2", "b", "0.201", "3"),
+            ("cell", "8", "a", "0.801", "3"), ("cell", "8", "b", "0.801", "3")]
+    compared = invoke("compare", tmp_path / "run", "--baseline", "n=2", "-f", "json")
+    assert compared.exit_code == 0
+    assert [(r["kind"], r["n"], r["baseline"], r["difference"], r["_n"]) for r in json.loads(compared.stdout)] \
+        == [("a", 8, 2, 0.6, 3), ("b", 8, 2, 0.6, 3)]

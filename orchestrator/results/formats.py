@@ -251,25 +251,23 @@ def table_rows(tables: list[Table], claims: list[ClaimCheck] = ()) -> list[dict]
     out = []
     for table in tables:
         for (r, c), cell in table.cells.items():
-            row = {"kind": "cell", **table.key, table.layout.rows: r}
-            if table.layout.cols:
-                row[table.layout.cols] = c
+            coords = {**table.key, table.layout.rows: r, **({table.layout.cols: c} if table.layout.cols else {})}
             chosen = {f"chosen_{k}": cell.chosen.get(k) for k in table.reduced} if table.layout.select == "best" else {}
             low, high = cell.interval or (None, None)
-            row.update({"metric": table.layout.metric, "status": cell.status, "mean": _round(cell.mean),
-                        "std": _round(cell.std), "n": cell.n, "ci_low": _round(low), "ci_high": _round(high),
-                        **chosen, "notes": "; ".join(cell.notes) or None, "params": cell.params,
-                        "reference": _round(cell.reference),
-                        "comparable": cell.comparable, "differs": "; ".join(cell.differs) or None,
-                        "difference": _round(cell.difference), "synthetic": table.synthetic})
-            out.append(row)
+            out.append(_row(coords, {
+                "metric": table.layout.metric, "status": cell.status, "mean": _round(cell.mean),
+                "std": _round(cell.std), "n": cell.n, "ci_low": _round(low), "ci_high": _round(high),
+                **chosen, "notes": "; ".join(cell.notes) or None, "params": cell.params,
+                "reference": _round(cell.reference),
+                "comparable": cell.comparable, "differs": "; ".join(cell.differs) or None,
+                "difference": _round(cell.difference), "synthetic": table.synthetic}, kind="cell"))
     for check in claims:
         d = check.difference
-        out.append({"kind": "claim", **d.coords, d.axis: d.value, "metric": d.metric, "claim": check.claim["claim"],
-                    "baseline": d.baseline_value, "direction": check.claim["direction"],
-                    "tolerance": check.claim.get("tolerance", 0.0), **_difference_row(d),
-                    "verdict": check.verdict, "reason": check.reason or None,
-                    "comparable": check.comparable, "differs": "; ".join(check.differs) or None})
+        out.append(_row({**d.coords, d.axis: d.value}, {
+            "metric": d.metric, "claim": check.claim["claim"], "baseline": d.baseline_value,
+            "direction": check.claim["direction"], "tolerance": check.claim.get("tolerance", 0.0),
+            **_difference_row(d), "verdict": check.verdict, "reason": check.reason or None,
+            "comparable": check.comparable, "differs": "; ".join(check.differs) or None}, kind="claim"))
     return out
 
 
@@ -279,11 +277,22 @@ def comparison_rows(differences: list[Difference]) -> list[dict]:
     for d in differences:
         chosen = {f"chosen_{k}": v for k, v in d.compared.chosen.items()}
         chosen |= {f"baseline_chosen_{k}": v for k, v in d.baseline.chosen.items()}
-        out.append({**d.coords, d.axis: d.value, "metric": d.metric, "baseline": d.baseline_value,
-                    "baseline_status": d.baseline.status, "baseline_mean": _round(d.baseline.mean),
-                    "status": d.compared.status, "mean": _round(d.compared.mean), **_difference_row(d),
-                    "verdict": d.verdict, "better": d.better, **chosen})
+        out.append(_row({**d.coords, d.axis: d.value}, {
+            "metric": d.metric, "baseline": d.baseline_value, "baseline_status": d.baseline.status,
+            "baseline_mean": _round(d.baseline.mean), "status": d.compared.status, "mean": _round(d.compared.mean),
+            **_difference_row(d), "verdict": d.verdict, "better": d.better, **chosen}))
     return out
+
+
+def _row(coords: dict, columns: dict, kind: str | None = None) -> dict:
+    """A flat row: its `kind`, each parameter under its own name, then the export's columns. One
+    of those whose name a parameter has (an axis `n`, `metric` or `kind`) is written with a `_`
+    before it, so that both are kept."""
+    def free(name: str) -> str:
+        while name in coords:
+            name = "_" + name
+        return name
+    return {**({free("kind"): kind} if kind else {}), **coords, **{free(k): v for k, v in columns.items()}}
 
 
 def _difference_row(d: Difference) -> dict:
