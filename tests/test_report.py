@@ -658,3 +658,29 @@ seeds: [0, 1, 2]
     assert compared.exit_code == 0
     assert [(r["kind"], r["n"], r["baseline"], r["difference"], r["_n"]) for r in json.loads(compared.stdout)] \
         == [("a", 8, 2, 0.6, 3), ("b", 8, 2, 0.6, 3)]
+
+
+def test_where_takes_a_value_as_a_grid_file_writes_it(run_dir):
+    result = invoke("summarize", run_dir, "--where", "synthetic_data=false", "--where", "lr=1e-1", "-f", "json")
+    assert result.exit_code == 0
+    # The trials of model C failed before they recorded their data.
+    assert [(r["model"], r["variant"], r["status"], r["mean"]) for r in json.loads(result.stdout) if r["kind"] == "cell"] \
+        == [("A", "base", "completed", 0.125), ("A", "all", "diverged", None)]
+    result = invoke("summarize", run_dir, "--where", "model=A", "--where", "lr=0.5")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {run_dir}: no trial matches --where model=A --where lr=0.5 (lr values: 0.1, 0.01)\n"
+
+
+def test_a_list_valued_axis_is_written_and_matched_as_in_the_grid(tmp_path):
+    grid = SCRIPT_GRID.replace("--seed", "--milestones {milestones} --seed").replace(
+        "lr: 0.1\n", "lr: 0.1\n    milestones: [20, 30]\n").replace("axes:\n", "axes:\n  milestones: [[20, 30], [10, 20]]\n")
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_error": 0.2,
+                                                 "test_error": 0.3 + 0.01 * t.config["milestones"][0]})
+    summary = invoke("summarize", tmp_path / "run", "--cols", "lr", "-f", "markdown").stdout
+    assert "| [20, 30] | 50.00 ± 0.00 (n=2)" in summary and "| [10, 20] | 40.00 ± 0.00 (n=2)" in summary
+    assert summary.index("[20, 30]") < summary.index("[10, 20]")  # the grid's order
+    result = invoke("summarize", tmp_path / "run", "--where", "milestones=[10, 20]", "-f", "csv")
+    assert result.exit_code == 0
+    assert [(r["lr"], r["mean"]) for r in csv.DictReader(io.StringIO(result.stdout))] == [("0.1", "0.4"), ("0.01", "0.4")]
+    compared = invoke("compare", tmp_path / "run", "--baseline", "milestones=[20, 30]", "-f", "markdown").stdout
+    assert "each milestones minus milestones=[20, 30]," in compared and "lower than [20, 30] (better)" in compared

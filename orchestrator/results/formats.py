@@ -17,7 +17,7 @@ from rich.table import Table as RichTable
 
 from orchestrator.plan.objective import Metric
 from orchestrator.results.compare import ClaimCheck, Difference
-from orchestrator.results.tables import Cell, Layout, Table
+from orchestrator.results.tables import Cell, Layout, Table, as_written
 
 FORMATS = ("table", "markdown", "latex", "csv", "json")
 
@@ -51,17 +51,12 @@ def _interval(interval: tuple[float, float] | None, metric: Metric | str, signed
 
 
 def _where(coords: dict) -> str:
-    return ", ".join(f"{k}={_value(v)}" if v is not None else f"{k} not recorded" for k, v in coords.items())
+    return ", ".join(f"{k}={as_written(v)}" if v is not None else f"{k} not recorded" for k, v in coords.items())
 
 
 def _label(value) -> str:
     """A row's, column's or compared value as a label: None is a parameter older rows lack."""
-    return "not recorded" if value is None else str(value)
-
-
-def _value(value) -> str:
-    """A parameter's value as the grid file gives it: a list as [a, b]."""
-    return "[" + ", ".join(map(_value, value)) + "]" if isinstance(value, tuple) else str(value)
+    return "not recorded" if value is None else as_written(value)
 
 
 @dataclass
@@ -112,7 +107,7 @@ def cell_parts(cell: Cell, metric: Metric | str) -> list[str]:
 
 def _chosen(cell: Cell) -> list[str]:
     # None: the parameter is missing from the rows of the chosen setting (older rows lack it).
-    return [f"{k} {v}" if v is not None else f"{k} not recorded" for k, v in cell.chosen.items()]
+    return [f"{k} {_label(v)}" for k, v in cell.chosen.items()]
 
 
 STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no_progress": "yellow", "missing": "dim",
@@ -139,7 +134,8 @@ def claims_sheet(checks: list[ClaimCheck]) -> Sheet:
     for check in checks:
         claim, d = check.claim, check.difference
         bound = _signed(claim.get("tolerance", 0.0) * (1 if claim["direction"] == "lower" else -1), metric)
-        rule = f"{d.value} - {d.baseline_value} {'<' if claim['direction'] == 'lower' else '>'} {bound}"
+        sign = "<" if claim["direction"] == "lower" else ">"
+        rule = f"{as_written(d.value)} - {as_written(d.baseline_value)} {sign} {bound}"
         verdict = [check.verdict + (f" ({check.reason})" if check.reason else "")]
         if check.differs:
             verdict.append("not the published protocol: " + ", ".join(check.differs))
@@ -173,10 +169,11 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
     rows, styles = [], []
     for d in differences:
         shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d, metric),
-                 [SEEDS_SAY[d.verdict].format(base=d.baseline_value) + BETTER[d.better]]]
+                 [SEEDS_SAY[d.verdict].format(base=as_written(d.baseline_value)) + BETTER[d.better]]]
         rows.append([[_label(d.coords[a])] for a in cell_axes] + [[_label(d.value)]] + shown)
         styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
-    title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={d0.baseline_value}, "
+    base = as_written(d0.baseline_value)
+    title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={base}, "
              f"paired by seed; 95% t-interval of the mean difference; "
              + (f"the other axes {layout.halving.chosen(layout.by)}" if layout.select == "best" and layout.halving
                 and any("stopped" in cell.counts for d in differences for cell in (d.baseline, d.compared))
@@ -184,7 +181,7 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
                 if layout.select == "best"
                 else "the other axes pooled and paired too"))
     return Sheet((f"{_where(shared)}: " if shared else "") + title,
-                 [*cell_axes, d0.axis, str(d0.baseline_value), "value", "difference", "seeds say"], rows, styles)
+                 [*cell_axes, d0.axis, base, "value", "difference", "seeds say"], rows, styles)
 
 
 def _mean_lines(cell: Cell, metric: Metric | str) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import yaml
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
@@ -93,7 +94,7 @@ class Results:
         has none (a parameter older rows lack)."""
         distinct = self.trials.distinct(column)
         present = [v for v in distinct if v is not None]
-        order = [v for v in self.axes.get(column, []) if v in present]
+        order = [hashable(v) for v in self.axes.get(column, []) if hashable(v) in present]  # a list as a tuple
         missing = [None] if None in distinct else []
         return order + sorted((v for v in present if v not in order), key=str) + missing
 
@@ -260,18 +261,53 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
 
 
 def where(results: Results, conditions: list[str]) -> Results:
-    """Keep the trials matching every `column=value` / `column!=value` condition."""
+    """Keep the trials matching every `column=value` / `column!=value` condition, the value
+    written as in a grid file (matches)."""
     trials = results.trials
-    for condition in conditions:
+    for i, condition in enumerate(conditions):
         negate = "!=" in condition
         column, sep, value = condition.partition("!=" if negate else "=")
         if not sep or not column:
             raise ResultsError(f"--where '{condition}': expected column=value or column!=value")
         if column not in trials.columns:
             raise ResultsError(f"--where '{condition}': unknown column '{column}' (columns: {', '.join(trials.columns)})")
-        match = [v is not None and str(v) == value for v in trials[column]]  # a missing value matches nothing
+        match = matches(trials[column], value)
+        if not negate and not any(match):
+            left = dataclasses.replace(results, trials=trials).values(column)
+            values = ", ".join(as_written(v) for v in left if v is not None) or "none recorded"
+            raise ResultsError(f"{results.run.display()}: no trial matches --where "
+                               f"{' --where '.join(conditions[:i + 1])} ({column} values: {values})")
         trials = trials.where([not m for m in match] if negate else match)
     return dataclasses.replace(results, trials=trials)
+
+
+def matches(values, text: str) -> list[bool]:
+    """Which of `values` are the one `text` writes as a grid file would (YAML): a number in any
+    notation (1e-1 is 0.1, which YAML 1.1 reads as text), false, [20, 30]; or as the tables show
+    it. A missing value matches nothing."""
+    try:
+        wanted = yaml.safe_load(text)
+    except yaml.YAMLError:
+        wanted = text
+    return [v is not None and (str(v) == text or _same(v, wanted)) for v in values]
+
+
+def _same(value, wanted) -> bool:
+    if isinstance(value, tuple):  # a list (trials.py)
+        return isinstance(wanted, list) and len(value) == len(wanted) and all(map(_same, value, wanted))
+    if isinstance(value, bool) or isinstance(wanted, bool):  # a flag is no number: True is not 1
+        return value is wanted
+    if isinstance(value, (int, float)) and isinstance(wanted, str):
+        try:
+            wanted = float(wanted)
+        except ValueError:
+            return False
+    return value == wanted
+
+
+def as_written(value) -> str:
+    """A parameter's value as the grid file gives it: a list as [a, b]."""
+    return "[" + ", ".join(map(as_written, value)) + "]" if isinstance(value, tuple) else str(value)
 
 
 def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = ()) -> list[Table]:
@@ -427,7 +463,7 @@ def _stopped(trials: Trials, reduced: list[str]) -> str:
     where: dict[Any, set[str]] = {}
     stopped = trials.where([s == "stopped" for s in trials["status"]])
     for *values, at in zip(*(stopped[name] for name in reduced), stopped["epochs_completed"]):
-        where.setdefault(at, set()).add(", ".join(str(v) for v in values))
+        where.setdefault(at, set()).add(", ".join(map(as_written, values)))
     name = ", ".join(reduced)
     return "stopped early: " + "; ".join(f"{name} {', '.join(sorted(v))} at {at}" for at, v in
                                          sorted(where.items(), key=lambda item: (item[0] is None, item[0] or 0)))
