@@ -219,6 +219,20 @@ def test_select_all_pools_every_learning_rate(run_dir):
     assert a_base.n == 4 and a_base.mean == pytest.approx((0.13 + 0.12 + 0.10 + 0.10) / 4) and a_base.chosen == {}
 
 
+def test_select_all_says_what_it_pooled_and_does_not_set_the_pool_against_the_paper(run_dir):
+    result = invoke("summarize", run_dir, "--select", "all", "-f", "markdown")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("**dataset=cifar10, augmentation=none: test_error %, mean ± std over trials (n), "
+                                    "every lr and seed pooled, and its 95% t-interval**")
+    # A-base pools two learning rates; A-all has the trials of one left (the other diverged).
+    assert "| A | 11.25 ± 1.50 (n=4)<br>95% CI [8.86, 13.64]<br>839k<br>paper 12.47 (not comparable: lr pooled) |" \
+        in result.stdout
+    assert "2 of 4 trials did not finish (diverged)<br>paper 10.30 (+0.20) |" in result.stdout
+    rows = json.loads(invoke("summarize", run_dir, "--select", "all", "-f", "json").stdout)
+    assert [(r["comparable"], r["differs"], r["difference"]) for r in rows if r["kind"] == "cell"][:2] == [
+        (False, "lr pooled", None), (True, None, 0.002)]
+
+
 def test_generic_rows_cols_metric_and_where(run_dir):
     result = invoke("summarize", run_dir, "--rows", "lr", "--cols", "model", "--metric", "val_error",
                     "--where", "variant=base", "--tables", "", "--format", "json")

@@ -73,6 +73,9 @@ class Sheet:
 def title(table: Table) -> str:
     metric = table.layout.metric + (" %" if percent(table.layout.shown) else "")
     what = f"{metric}, mean ± std over seeds (n) and its 95% t-interval"
+    if table.layout.select == "all" and table.reduced:
+        what = f"{metric}, mean ± std over trials (n), every {', '.join(table.reduced)} and seed pooled, " \
+               "and its 95% t-interval"
     if table.layout.select == "best" and table.reduced:
         names = ", ".join(table.reduced)
         shown = [cell for cell in table.cells.values() if cell.status == "completed"]

@@ -11,7 +11,8 @@ the paper reports the best learning rate per network, and choosing it on test da
 flatter every cell) or by pooling all (`"all"`).
 A group is judged on all its seeds: one with a seed that diverged or failed is chosen only where
 every group has one (its survivors alone would flatter it), and a cell says how many did not finish.
-Seeds are what the mean, std, n and the 95% interval (stats.py) are taken over.
+Seeds are what the mean, std, n and the 95% interval (stats.py) are taken over; under "all", the
+pooled trials, and a published number (of one setting) gets no difference to such a pool.
 
 A published number (a workload's `references`) states the protocol and data it was measured
 under; a cell gets a difference to it only when every trial behind its value ran that protocol
@@ -333,12 +334,13 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
         # A trial whose row or column value is missing (a parameter older rows lack) has a cell too.
         by_cell = part.groups([layout.rows, layout.cols] if layout.cols else [layout.rows], dropna=False)
         cells = {}
+        pooled = reduced if layout.select == "all" else []
         for r in rows:
             for c in cols:
                 cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.where([]))
                 point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
                 cells[(r, c)] = _compared(cell_of(cell_trials, layout, reduced),
-                                          _reference(references, point, layout.metric), layout.metric)
+                                          _reference(references, point, layout.metric), layout.metric, pooled)
         synthetic = "synthetic_data" in part.columns and True in part["synthetic_data"]
         out.append(Table(coords, rows, cols, cells, layout, reduced, synthetic))
     return out
@@ -356,12 +358,14 @@ def _reference(references, point: dict, metric: str) -> dict | None:
     return None
 
 
-def _compared(cell: Cell, reference: dict | None, metric: str) -> Cell:
+def _compared(cell: Cell, reference: dict | None, metric: str, pooled: list[str]) -> Cell:
+    """`pooled`: the axes whose settings a value pools (select=all); a published number is of one."""
     if reference is None:
         return cell
     cell.reference = reference[metric]
     if cell.trials is not None:
-        cell.differs = differences(cell.trials, reference.get("protocol", {}), reference.get("data", {}))
+        cell.differs = differences(cell.trials, reference.get("protocol", {}), reference.get("data", {})) \
+            + [f"{name} pooled" for name in pooled if len(cell.trials.distinct(name)) > 1]
         cell.comparable = not cell.differs
     return cell
 
