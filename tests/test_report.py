@@ -490,6 +490,26 @@ def test_trials_that_predate_an_axis_are_shown_as_not_recorded(tmp_path):
         == [("", "0.355", "0.355", "2"), ("0.0", "0.305", "0.305", "2"), ("0.001", "0.305", "0.305", "2")]
 
 
+def test_plot_labels_trials_that_predate_an_axis_as_not_recorded(tmp_path):
+    from orchestrator.results import plots
+
+    grid = SCRIPT_GRID.replace("--seed", "--wd {wd} --seed").replace("lr: 0.1\n", "lr: 0.1\n    wd: 0.0\n")
+    run = write_run(tmp_path / "run", grid.replace("axes:\n", "axes:\n  wd: [0.0, 0.001]\n"),
+                    lambda t: {"status": "completed", "val_error": 0.2, "test_error": 0.3})
+    schema = pa.schema([("trial_id", pa.string()), ("status", pa.string()), ("lr", pa.float64()),
+                        ("seed", pa.int64()), ("command", pa.string()), *records.RESULT_COLUMNS])
+    for seed in (0, 1):
+        records.write_record(run, schema, f"old-{seed}", {"lr": 0.1, "seed": seed, "command": "python train.py"},
+                             {"status": "completed", "val_error": 0.25, "test_error": 0.35},
+                             [{"epoch": e, "val_error": 0.25 + 0.1 / e} for e in (1, 2, 3)])
+    records.Publisher(run).catch_up()
+    results = load(run, all_trials=True)
+    fig = plots.plot(results, summarize(results, Layout(rows="wd")), tmp_path / "p.png")
+    curves, bars = fig.axes
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["0.0", "0.001", "not recorded"]
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["0.0", "0.001", "not recorded"]
+
+
 def test_json_is_strict_where_a_loss_blew_up(tmp_path):
     # One seed's loss went to inf, and the script exited 0: the table says so, and JSON readers that
     # refuse Infinity and NaN read the export, with null for those numbers.

@@ -50,11 +50,11 @@ def _interval(interval: tuple[float, float] | None, metric: Metric | str, signed
     return f"95% CI [{shown(interval[0])}, {shown(interval[1])}]"
 
 
-def _where(coords: dict) -> str:
+def where_text(coords: dict) -> str:
     return ", ".join(f"{k}={as_written(v)}" if v is not None else f"{k} not recorded" for k, v in coords.items())
 
 
-def _label(value) -> str:
+def label(value) -> str:
     """A row's, column's or compared value as a label: None is a parameter older rows lack."""
     return "not recorded" if value is None else as_written(value)
 
@@ -86,7 +86,7 @@ def title(table: Table) -> str:
             what += f"; {names} {table.layout.halving.chosen(by)}"
         else:
             what += f"; {names} chosen by best {by} among settings with every seed finished"
-    where = _where(table.key)
+    where = where_text(table.key)
     return (f"{where}: " if where else "") + what + (" (SYNTHETIC DATA)" if table.synthetic else "")
 
 
@@ -110,7 +110,7 @@ def cell_parts(cell: Cell, metric: Metric | str) -> list[str]:
 
 def _chosen(cell: Cell) -> list[str]:
     # None: the parameter is missing from the rows of the chosen setting (older rows lack it).
-    return [f"{k} {_label(v)}" for k, v in cell.chosen.items()]
+    return [f"{k} {label(v)}" for k, v in cell.chosen.items()]
 
 
 STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no_progress": "yellow", "missing": "dim",
@@ -120,9 +120,9 @@ STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no
 def table_sheet(table: Table) -> Sheet:
     metric = table.layout.shown
     cells = [[table.cells[(r, c)] for c in table.cols] for r in table.rows]
-    header = [_label(c) for c in table.cols] if table.layout.cols else [metric.name]
+    header = [label(c) for c in table.cols] if table.layout.cols else [metric.name]
     return Sheet(title(table), [table.layout.rows] + header,
-                 [[[_label(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
+                 [[[label(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
                  [[None] + [STYLE.get(cell.status) for cell in row] for row in cells])
 
 
@@ -142,7 +142,7 @@ def claims_sheet(checks: list[ClaimCheck]) -> Sheet:
         verdict = [check.verdict + (f" ({check.reason})" if check.reason else "")]
         if check.differs:
             verdict.append("not the published protocol: " + ", ".join(check.differs))
-        rows.append([[claim["claim"], rule], [_where(d.coords)], _difference_lines(d), verdict])
+        rows.append([[claim["claim"], rule], [where_text(d.coords)], _difference_lines(d), verdict])
         styles.append([None, None, None, VERDICT_STYLE[check.verdict]])
     title = (f"The study's claims on these results: {metric}{' %' if percent(metric) else ''}, "
              f"paired by seed, 95% t-interval of the mean difference")
@@ -173,7 +173,7 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
     for d in differences:
         shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d, metric),
                  [SEEDS_SAY[d.verdict].format(base=as_written(d.baseline_value)) + BETTER[d.better]]]
-        rows.append([[_label(d.coords[a])] for a in cell_axes] + [[_label(d.value)]] + shown)
+        rows.append([[label(d.coords[a])] for a in cell_axes] + [[label(d.value)]] + shown)
         styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
     base = as_written(d0.baseline_value)
     title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={base}, "
@@ -183,7 +183,7 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
                 else f"the other axes chosen for each side by best {layout.by} among settings with every seed finished"
                 if layout.select == "best"
                 else "the other axes pooled and paired too"))
-    return Sheet((f"{_where(shared)}: " if shared else "") + title,
+    return Sheet((f"{where_text(shared)}: " if shared else "") + title,
                  [*cell_axes, d0.axis, base, "value", "difference", "seeds say"], rows, styles)
 
 
