@@ -528,6 +528,15 @@ def test_json_is_strict_where_a_loss_blew_up(tmp_path):
     assert "| 0.1 | inf ± - (n=2)" in invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
 
 
+def test_a_loss_that_blew_up_shows_as_inf_without_a_warning_from_numpy(tmp_path, recwarn):
+    write_run(tmp_path / "run", SCRIPT_GRID + "metric: val_loss\nreport: [test_loss]\n",
+              lambda t: {"status": "completed", "val_loss": 0.5,
+                         "test_loss": float("inf") if (t.config["lr"], t.config["seed"]) == (0.1, 1) else 0.6})
+    result = invoke("summarize", tmp_path / "run", "-f", "markdown")
+    assert result.exit_code == 0 and "| 0.1 | inf ± - (n=2)<br>95% CI [-, -] |" in result.stdout
+    assert [str(w.message) for w in recwarn] == []
+
+
 def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
     # The same grid run at 350 epochs, then edited to 40: the run directory holds both versions' trials.
     write_fixture(tmp_path / "fixture")

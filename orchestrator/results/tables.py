@@ -456,7 +456,9 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
         said = kinds[0][0] if len(kinds) == 1 else ", ".join(f"{n} {kind}" for kind, n in kinds)
         notes.insert(0, f"{len(why)} of {len(shown)} {'trials' if pooled else 'seeds'} did not finish ({said})")
     by_seed = dict(zip(zip(*(ok[name] for name in ["seed", *pooled])), values))
-    return Cell("completed", mean=_mean(values), std=float(np.std(values, ddof=1)) if len(values) > 1 else None,
+    with np.errstate(invalid="ignore"):  # a loss that went to inf: its std is NaN, shown as "-"
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return Cell("completed", mean=_mean(values), std=std,
                 n=len(values), interval=stats.interval(values), chosen=chosen,
                 params=int(params[0]) if params else None, counts=counts, values=by_seed, trials=ok,
                 notes=notes)
