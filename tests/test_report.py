@@ -219,6 +219,20 @@ def test_select_all_pools_every_learning_rate(run_dir):
     assert a_base.n == 4 and a_base.mean == pytest.approx((0.13 + 0.12 + 0.10 + 0.10) / 4) and a_base.chosen == {}
 
 
+def test_select_all_says_what_it_pooled_and_does_not_set_the_pool_against_the_paper(run_dir):
+    result = invoke("summarize", run_dir, "--select", "all", "-f", "markdown")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("**dataset=cifar10, augmentation=none: test_error %, mean ± std over trials (n), "
+                                    "every lr and seed pooled, and its 95% t-interval**")
+    # A-base pools two learning rates; A-all has the trials of one left (the other diverged).
+    assert "| A | 11.25 ± 1.50 (n=4)<br>95% CI [8.86, 13.64]<br>839k<br>paper 12.47 (not comparable: lr pooled) |" \
+        in result.stdout
+    assert "2 of 4 trials did not finish (diverged)<br>paper 10.30 (+0.20) |" in result.stdout
+    rows = json.loads(invoke("summarize", run_dir, "--select", "all", "-f", "json").stdout)
+    assert [(r["comparable"], r["differs"], r["difference"]) for r in rows if r["kind"] == "cell"][:2] == [
+        (False, "lr pooled", None), (True, None, 0.002)]
+
+
 def test_generic_rows_cols_metric_and_where(run_dir):
     result = invoke("summarize", run_dir, "--rows", "lr", "--cols", "model", "--metric", "val_error",
                     "--where", "variant=base", "--tables", "", "--format", "json")
@@ -476,6 +490,26 @@ def test_trials_that_predate_an_axis_are_shown_as_not_recorded(tmp_path):
         == [("", "0.355", "0.355", "2"), ("0.0", "0.305", "0.305", "2"), ("0.001", "0.305", "0.305", "2")]
 
 
+def test_plot_labels_trials_that_predate_an_axis_as_not_recorded(tmp_path):
+    from orchestrator.results import plots
+
+    grid = SCRIPT_GRID.replace("--seed", "--wd {wd} --seed").replace("lr: 0.1\n", "lr: 0.1\n    wd: 0.0\n")
+    run = write_run(tmp_path / "run", grid.replace("axes:\n", "axes:\n  wd: [0.0, 0.001]\n"),
+                    lambda t: {"status": "completed", "val_error": 0.2, "test_error": 0.3})
+    schema = pa.schema([("trial_id", pa.string()), ("status", pa.string()), ("lr", pa.float64()),
+                        ("seed", pa.int64()), ("command", pa.string()), *records.RESULT_COLUMNS])
+    for seed in (0, 1):
+        records.write_record(run, schema, f"old-{seed}", {"lr": 0.1, "seed": seed, "command": "python train.py"},
+                             {"status": "completed", "val_error": 0.25, "test_error": 0.35},
+                             [{"epoch": e, "val_error": 0.25 + 0.1 / e} for e in (1, 2, 3)])
+    records.Publisher(run).catch_up()
+    results = load(run, all_trials=True)
+    fig = plots.plot(results, summarize(results, Layout(rows="wd")), tmp_path / "p.png")
+    curves, bars = fig.axes
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["0.0", "0.001", "not recorded"]
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["0.0", "0.001", "not recorded"]
+
+
 def test_json_is_strict_where_a_loss_blew_up(tmp_path):
     # One seed's loss went to inf, and the script exited 0: the table says so, and JSON readers that
     # refuse Infinity and NaN read the export, with null for those numbers.
@@ -492,6 +526,15 @@ def test_json_is_strict_where_a_loss_blew_up(tmp_path):
     assert [(r["lr"], r["status"], r["mean"], r["std"], r["n"]) for r in rows] == [
         (0.1, "completed", None, None, 2), (0.01, "completed", 0.6, 0.0, 2)]
     assert "| 0.1 | inf ± - (n=2)" in invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+
+
+def test_a_loss_that_blew_up_shows_as_inf_without_a_warning_from_numpy(tmp_path, recwarn):
+    write_run(tmp_path / "run", SCRIPT_GRID + "metric: val_loss\nreport: [test_loss]\n",
+              lambda t: {"status": "completed", "val_loss": 0.5,
+                         "test_loss": float("inf") if (t.config["lr"], t.config["seed"]) == (0.1, 1) else 0.6})
+    result = invoke("summarize", tmp_path / "run", "-f", "markdown")
+    assert result.exit_code == 0 and "| 0.1 | inf ± - (n=2)<br>95% CI [-, -] |" in result.stdout
+    assert [str(w.message) for w in recwarn] == []
 
 
 def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
@@ -631,3 +674,56 @@ def test_an_unimported_workloads_run_is_judged_by_what_its_grid_declares(tmp_pat
     assert re.search(r"t1 +running +2/\? +31\.25", result.stdout)
     (tmp_path / "grid.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\nmode: sideways\n")
     assert saved_objective(run, None, "mywork:WORKLOAD") == INTERFACE
+
+
+def test_a_parameter_named_like_an_export_column_keeps_its_values_beside_the_statistics(tmp_path):
+    # A script's axes named n and kind, as the export's seed count and row kind are named.
+    grid = """name: clash
+command:
+  run: python train.py --n {n} --kind {kind} --seed {seed}
+  parameters:
+    n: 2
+    kind: a
+axes:
+  n: [2, 8]
+  kind: [a, b]
+seeds: [0, 1, 2]
+"""
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_error": 0.2,
+                                                 "test_error": 0.1 * t.config["n"] + 0.001 * t.config["seed"]})
+    summary = invoke("summarize", tmp_path / "run", "-f", "csv")
+    assert summary.exit_code == 0
+    assert summary.stdout.splitlines()[0].startswith("_kind,n,kind,metric,status,mean,std,_n,")
+    assert [(r["_kind"], r["n"], r["kind"], r["mean"], r["_n"]) for r in csv.DictReader(io.StringIO(summary.stdout))] \
+        == [("cell", "2", "a", "0.201", "3"), ("cell", "2", "b", "0.201", "3"),
+            ("cell", "8", "a", "0.801", "3"), ("cell", "8", "b", "0.801", "3")]
+    compared = invoke("compare", tmp_path / "run", "--baseline", "n=2", "-f", "json")
+    assert compared.exit_code == 0
+    assert [(r["kind"], r["n"], r["baseline"], r["difference"], r["_n"]) for r in json.loads(compared.stdout)] \
+        == [("a", 8, 2, 0.6, 3), ("b", 8, 2, 0.6, 3)]
+
+
+def test_where_takes_a_value_as_a_grid_file_writes_it(run_dir):
+    result = invoke("summarize", run_dir, "--where", "synthetic_data=false", "--where", "lr=1e-1", "-f", "json")
+    assert result.exit_code == 0
+    # The trials of model C failed before they recorded their data.
+    assert [(r["model"], r["variant"], r["status"], r["mean"]) for r in json.loads(result.stdout) if r["kind"] == "cell"] \
+        == [("A", "base", "completed", 0.125), ("A", "all", "diverged", None)]
+    result = invoke("summarize", run_dir, "--where", "model=A", "--where", "lr=0.5")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {run_dir}: no trial matches --where model=A --where lr=0.5 (lr values: 0.1, 0.01)\n"
+
+
+def test_a_list_valued_axis_is_written_and_matched_as_in_the_grid(tmp_path):
+    grid = SCRIPT_GRID.replace("--seed", "--milestones {milestones} --seed").replace(
+        "lr: 0.1\n", "lr: 0.1\n    milestones: [20, 30]\n").replace("axes:\n", "axes:\n  milestones: [[20, 30], [10, 20]]\n")
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_error": 0.2,
+                                                 "test_error": 0.3 + 0.01 * t.config["milestones"][0]})
+    summary = invoke("summarize", tmp_path / "run", "--cols", "lr", "-f", "markdown").stdout
+    assert "| [20, 30] | 50.00 ± 0.00 (n=2)" in summary and "| [10, 20] | 40.00 ± 0.00 (n=2)" in summary
+    assert summary.index("[20, 30]") < summary.index("[10, 20]")  # the grid's order
+    result = invoke("summarize", tmp_path / "run", "--where", "milestones=[10, 20]", "-f", "csv")
+    assert result.exit_code == 0
+    assert [(r["lr"], r["mean"]) for r in csv.DictReader(io.StringIO(result.stdout))] == [("0.1", "0.4"), ("0.01", "0.4")]
+    compared = invoke("compare", tmp_path / "run", "--baseline", "milestones=[20, 30]", "-f", "markdown").stdout
+    assert "each milestones minus milestones=[20, 30]," in compared and "lower than [20, 30] (better)" in compared

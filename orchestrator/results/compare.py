@@ -24,7 +24,7 @@ from typing import Any
 
 from orchestrator.errors import ResultsError
 from orchestrator.results import stats
-from orchestrator.results.tables import Cell, Layout, Results, cell_of, differences
+from orchestrator.results.tables import Cell, Layout, Results, as_written, cell_of, differences, matches
 from orchestrator.results.trials import Trials, concat
 
 # What the seeds say about one paired difference.
@@ -73,10 +73,11 @@ def baseline(results: Results, text: str) -> tuple[str, Any]:
     if axis not in results.config_columns:
         raise ResultsError(f"--baseline '{text}': unknown axis '{axis}' (axes: {axes})")
     values = results.values(axis)
-    for v in values:
-        if str(v) == value:
+    for v, match in zip(values, matches(values, value)):
+        if match:
             return axis, v
-    raise ResultsError(f"--baseline '{text}': no trial has {axis}={value} (values: {', '.join(map(str, values))})")
+    raise ResultsError(f"--baseline '{text}': no trial has {axis}={value} "
+                       f"(values: {', '.join(as_written(v) for v in values if v is not None)})")
 
 
 def compare(results: Results, layout: Layout, axis: str, base: Any, values: list | None = None) -> list[Difference]:

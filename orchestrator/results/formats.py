@@ -17,7 +17,7 @@ from rich.table import Table as RichTable
 
 from orchestrator.plan.objective import Metric
 from orchestrator.results.compare import ClaimCheck, Difference
-from orchestrator.results.tables import Cell, Layout, Table
+from orchestrator.results.tables import Cell, Layout, Table, as_written
 
 FORMATS = ("table", "markdown", "latex", "csv", "json")
 
@@ -50,18 +50,13 @@ def _interval(interval: tuple[float, float] | None, metric: Metric | str, signed
     return f"95% CI [{shown(interval[0])}, {shown(interval[1])}]"
 
 
-def _where(coords: dict) -> str:
-    return ", ".join(f"{k}={_value(v)}" if v is not None else f"{k} not recorded" for k, v in coords.items())
+def where_text(coords: dict) -> str:
+    return ", ".join(f"{k}={as_written(v)}" if v is not None else f"{k} not recorded" for k, v in coords.items())
 
 
-def _label(value) -> str:
+def label(value) -> str:
     """A row's, column's or compared value as a label: None is a parameter older rows lack."""
-    return "not recorded" if value is None else str(value)
-
-
-def _value(value) -> str:
-    """A parameter's value as the grid file gives it: a list as [a, b]."""
-    return "[" + ", ".join(map(_value, value)) + "]" if isinstance(value, tuple) else str(value)
+    return "not recorded" if value is None else as_written(value)
 
 
 @dataclass
@@ -78,6 +73,9 @@ class Sheet:
 def title(table: Table) -> str:
     metric = table.layout.metric + (" %" if percent(table.layout.shown) else "")
     what = f"{metric}, mean ± std over seeds (n) and its 95% t-interval"
+    if table.layout.select == "all" and table.reduced:
+        what = f"{metric}, mean ± std over trials (n), every {', '.join(table.reduced)} and seed pooled, " \
+               "and its 95% t-interval"
     if table.layout.select == "best" and table.reduced:
         names = ", ".join(table.reduced)
         shown = [cell for cell in table.cells.values() if cell.status == "completed"]
@@ -88,7 +86,7 @@ def title(table: Table) -> str:
             what += f"; {names} {table.layout.halving.chosen(by)}"
         else:
             what += f"; {names} chosen by best {by} among settings with every seed finished"
-    where = _where(table.key)
+    where = where_text(table.key)
     return (f"{where}: " if where else "") + what + (" (SYNTHETIC DATA)" if table.synthetic else "")
 
 
@@ -112,7 +110,7 @@ def cell_parts(cell: Cell, metric: Metric | str) -> list[str]:
 
 def _chosen(cell: Cell) -> list[str]:
     # None: the parameter is missing from the rows of the chosen setting (older rows lack it).
-    return [f"{k} {v}" if v is not None else f"{k} not recorded" for k, v in cell.chosen.items()]
+    return [f"{k} {label(v)}" for k, v in cell.chosen.items()]
 
 
 STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no_progress": "yellow", "missing": "dim",
@@ -122,9 +120,9 @@ STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no
 def table_sheet(table: Table) -> Sheet:
     metric = table.layout.shown
     cells = [[table.cells[(r, c)] for c in table.cols] for r in table.rows]
-    header = [_label(c) for c in table.cols] if table.layout.cols else [metric.name]
+    header = [label(c) for c in table.cols] if table.layout.cols else [metric.name]
     return Sheet(title(table), [table.layout.rows] + header,
-                 [[[_label(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
+                 [[[label(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
                  [[None] + [STYLE.get(cell.status) for cell in row] for row in cells])
 
 
@@ -139,11 +137,12 @@ def claims_sheet(checks: list[ClaimCheck]) -> Sheet:
     for check in checks:
         claim, d = check.claim, check.difference
         bound = _signed(claim.get("tolerance", 0.0) * (1 if claim["direction"] == "lower" else -1), metric)
-        rule = f"{d.value} - {d.baseline_value} {'<' if claim['direction'] == 'lower' else '>'} {bound}"
+        sign = "<" if claim["direction"] == "lower" else ">"
+        rule = f"{as_written(d.value)} - {as_written(d.baseline_value)} {sign} {bound}"
         verdict = [check.verdict + (f" ({check.reason})" if check.reason else "")]
         if check.differs:
             verdict.append("not the published protocol: " + ", ".join(check.differs))
-        rows.append([[claim["claim"], rule], [_where(d.coords)], _difference_lines(d), verdict])
+        rows.append([[claim["claim"], rule], [where_text(d.coords)], _difference_lines(d), verdict])
         styles.append([None, None, None, VERDICT_STYLE[check.verdict]])
     title = (f"The study's claims on these results: {metric}{' %' if percent(metric) else ''}, "
              f"paired by seed, 95% t-interval of the mean difference")
@@ -173,18 +172,19 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
     rows, styles = [], []
     for d in differences:
         shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d, metric),
-                 [SEEDS_SAY[d.verdict].format(base=d.baseline_value) + BETTER[d.better]]]
-        rows.append([[_label(d.coords[a])] for a in cell_axes] + [[_label(d.value)]] + shown)
+                 [SEEDS_SAY[d.verdict].format(base=as_written(d.baseline_value)) + BETTER[d.better]]]
+        rows.append([[label(d.coords[a])] for a in cell_axes] + [[label(d.value)]] + shown)
         styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
-    title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={d0.baseline_value}, "
+    base = as_written(d0.baseline_value)
+    title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={base}, "
              f"paired by seed; 95% t-interval of the mean difference; "
              + (f"the other axes {layout.halving.chosen(layout.by)}" if layout.select == "best" and layout.halving
                 and any("stopped" in cell.counts for d in differences for cell in (d.baseline, d.compared))
                 else f"the other axes chosen for each side by best {layout.by} among settings with every seed finished"
                 if layout.select == "best"
                 else "the other axes pooled and paired too"))
-    return Sheet((f"{_where(shared)}: " if shared else "") + title,
-                 [*cell_axes, d0.axis, str(d0.baseline_value), "value", "difference", "seeds say"], rows, styles)
+    return Sheet((f"{where_text(shared)}: " if shared else "") + title,
+                 [*cell_axes, d0.axis, base, "value", "difference", "seeds say"], rows, styles)
 
 
 def _mean_lines(cell: Cell, metric: Metric | str) -> list[str]:
@@ -251,25 +251,23 @@ def table_rows(tables: list[Table], claims: list[ClaimCheck] = ()) -> list[dict]
     out = []
     for table in tables:
         for (r, c), cell in table.cells.items():
-            row = {"kind": "cell", **table.key, table.layout.rows: r}
-            if table.layout.cols:
-                row[table.layout.cols] = c
+            coords = {**table.key, table.layout.rows: r, **({table.layout.cols: c} if table.layout.cols else {})}
             chosen = {f"chosen_{k}": cell.chosen.get(k) for k in table.reduced} if table.layout.select == "best" else {}
             low, high = cell.interval or (None, None)
-            row.update({"metric": table.layout.metric, "status": cell.status, "mean": _round(cell.mean),
-                        "std": _round(cell.std), "n": cell.n, "ci_low": _round(low), "ci_high": _round(high),
-                        **chosen, "notes": "; ".join(cell.notes) or None, "params": cell.params,
-                        "reference": _round(cell.reference),
-                        "comparable": cell.comparable, "differs": "; ".join(cell.differs) or None,
-                        "difference": _round(cell.difference), "synthetic": table.synthetic})
-            out.append(row)
+            out.append(_row(coords, {
+                "metric": table.layout.metric, "status": cell.status, "mean": _round(cell.mean),
+                "std": _round(cell.std), "n": cell.n, "ci_low": _round(low), "ci_high": _round(high),
+                **chosen, "notes": "; ".join(cell.notes) or None, "params": cell.params,
+                "reference": _round(cell.reference),
+                "comparable": cell.comparable, "differs": "; ".join(cell.differs) or None,
+                "difference": _round(cell.difference), "synthetic": table.synthetic}, kind="cell"))
     for check in claims:
         d = check.difference
-        out.append({"kind": "claim", **d.coords, d.axis: d.value, "metric": d.metric, "claim": check.claim["claim"],
-                    "baseline": d.baseline_value, "direction": check.claim["direction"],
-                    "tolerance": check.claim.get("tolerance", 0.0), **_difference_row(d),
-                    "verdict": check.verdict, "reason": check.reason or None,
-                    "comparable": check.comparable, "differs": "; ".join(check.differs) or None})
+        out.append(_row({**d.coords, d.axis: d.value}, {
+            "metric": d.metric, "claim": check.claim["claim"], "baseline": d.baseline_value,
+            "direction": check.claim["direction"], "tolerance": check.claim.get("tolerance", 0.0),
+            **_difference_row(d), "verdict": check.verdict, "reason": check.reason or None,
+            "comparable": check.comparable, "differs": "; ".join(check.differs) or None}, kind="claim"))
     return out
 
 
@@ -279,11 +277,22 @@ def comparison_rows(differences: list[Difference]) -> list[dict]:
     for d in differences:
         chosen = {f"chosen_{k}": v for k, v in d.compared.chosen.items()}
         chosen |= {f"baseline_chosen_{k}": v for k, v in d.baseline.chosen.items()}
-        out.append({**d.coords, d.axis: d.value, "metric": d.metric, "baseline": d.baseline_value,
-                    "baseline_status": d.baseline.status, "baseline_mean": _round(d.baseline.mean),
-                    "status": d.compared.status, "mean": _round(d.compared.mean), **_difference_row(d),
-                    "verdict": d.verdict, "better": d.better, **chosen})
+        out.append(_row({**d.coords, d.axis: d.value}, {
+            "metric": d.metric, "baseline": d.baseline_value, "baseline_status": d.baseline.status,
+            "baseline_mean": _round(d.baseline.mean), "status": d.compared.status, "mean": _round(d.compared.mean),
+            **_difference_row(d), "verdict": d.verdict, "better": d.better, **chosen}))
     return out
+
+
+def _row(coords: dict, columns: dict, kind: str | None = None) -> dict:
+    """A flat row: its `kind`, each parameter under its own name, then the export's columns. One
+    of those whose name a parameter has (an axis `n`, `metric` or `kind`) is written with a `_`
+    before it, so that both are kept."""
+    def free(name: str) -> str:
+        while name in coords:
+            name = "_" + name
+        return name
+    return {**({free("kind"): kind} if kind else {}), **coords, **{free(k): v for k, v in columns.items()}}
 
 
 def _difference_row(d: Difference) -> dict:

@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.objective import Metric
-from orchestrator.results.formats import percent, title
+from orchestrator.results.formats import label, percent, title, where_text
 from orchestrator.results.tables import Results, Table
 from orchestrator.results.trials import Trials
 from orchestrator.store import arrays, records
@@ -64,18 +64,18 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     scale = 100 if percent(curve) else 1
     # A cell keeps its colour and line style in every panel, and one legend names them all: the
     # same legend in each panel would cost a fifth of drawing a figure of four.
-    labels = list(dict.fromkeys(_label(key) for _, key, _ in wanted))
-    style = {label: {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[i // 10 % 4]}
-             for i, label in enumerate(labels)}
+    labels = list(dict.fromkeys(_cell_label(table, key) for table, key, _ in wanted))
+    style = {name: {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[i // 10 % 4]}
+             for i, name in enumerate(labels)}
     drawn: dict[str, Line2D] = {}
     for ax, table in zip(axes[:, 0], tables):
         for (t, key, ids), line in zip(wanted, curves):
             if t is not table or line is None or not ids:
                 continue
             steps, means = line
-            label = _label(key)
-            (drawn[label],) = ax.plot(steps, [m * scale for m in means], label=label, linewidth=1.2, **style[label])
-        where = ", ".join(f"{k}={v}" for k, v in table.key.items())
+            name = _cell_label(table, key)
+            (drawn[name],) = ax.plot(steps, [m * scale for m in means], label=name, linewidth=1.2, **style[name])
+        where = where_text(table.key)
         chosen = f"; {', '.join(table.reduced)} as chosen for the table" if table.reduced else ""
         ax.set_title(f"{where + ': ' if where else ''}{curve_metric} per {x}, mean over seeds{chosen}",
                      fontsize=9, loc="left")
@@ -85,7 +85,7 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     if drawn:
         first = next(ax for ax in axes[:-1, 0] if ax.lines)
         named = ", ".join(a for a in (layout.rows, layout.cols) if a) + (" (in every panel)" if len(tables) > 1 else "")
-        first.legend(handles=[drawn[label] for label in labels if label in drawn], fontsize=7, ncol=4,
+        first.legend(handles=[drawn[name] for name in labels if name in drawn], fontsize=7, ncol=4,
                      title=named, title_fontsize=7)
     _bars(axes[-1, 0], tables[0])
     fig.tight_layout()
@@ -93,8 +93,10 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     return fig
 
 
-def _label(key: tuple) -> str:
-    return " ".join(str(k) for k in key if k is not None)
+def _cell_label(table: Table, key: tuple) -> str:
+    """A cell's row and column values, as the tables label them (a missing one: not recorded)."""
+    r, c = key
+    return label(r) + (f" {label(c)}" if table.layout.cols else "")
 
 
 def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> list[tuple[list, list]]:
@@ -128,7 +130,7 @@ def _bars(ax, table: Table) -> None:
         cells = [table.cells[(r, c)] for r in table.rows]
         means = [(cell.mean or 0) * scale for cell in cells]
         errors = [(cell.std or 0) * scale for cell in cells]
-        ax.bar(x + i * width, means, width, yerr=errors, label=str(c) if c is not None else metric, capsize=2)
+        ax.bar(x + i * width, means, width, yerr=errors, label=label(c) if table.layout.cols else metric, capsize=2)
         for j, cell in enumerate(cells):
             if cell.status != "completed":  # no bar: say why
                 ax.text(x[j] + i * width, 0, cell.status, rotation=90, ha="center", va="bottom", fontsize=7)
@@ -136,7 +138,7 @@ def _bars(ax, table: Table) -> None:
         if refs:
             ax.scatter([x[j] + i * width for j, _ in refs], [v for _, v in refs], marker="_", s=200, color="black",
                        label="paper" if i == 0 else None, zorder=3)
-    ax.set_xticks(x + width * (len(table.cols) - 1) / 2, [str(r) for r in table.rows])
+    ax.set_xticks(x + width * (len(table.cols) - 1) / 2, [label(r) for r in table.rows])
     ax.set_xlabel(table.layout.rows)
     ax.set_ylabel(metric + (" %" if scale == 100 else ""))
     ax.set_title("\n".join(textwrap.wrap(title(table), 130)), fontsize=9, loc="left")  # the panel's width

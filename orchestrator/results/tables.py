@@ -11,7 +11,8 @@ the paper reports the best learning rate per network, and choosing it on test da
 flatter every cell) or by pooling all (`"all"`).
 A group is judged on all its seeds: one with a seed that diverged or failed is chosen only where
 every group has one (its survivors alone would flatter it), and a cell says how many did not finish.
-Seeds are what the mean, std, n and the 95% interval (stats.py) are taken over.
+Seeds are what the mean, std, n and the 95% interval (stats.py) are taken over; under "all", the
+pooled trials, and a published number (of one setting) gets no difference to such a pool.
 
 A published number (a workload's `references`) states the protocol and data it was measured
 under; a cell gets a difference to it only when every trial behind its value ran that protocol
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import yaml
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
@@ -93,7 +95,7 @@ class Results:
         has none (a parameter older rows lack)."""
         distinct = self.trials.distinct(column)
         present = [v for v in distinct if v is not None]
-        order = [v for v in self.axes.get(column, []) if v in present]
+        order = [hashable(v) for v in self.axes.get(column, []) if hashable(v) in present]  # a list as a tuple
         missing = [None] if None in distinct else []
         return order + sorted((v for v in present if v not in order), key=str) + missing
 
@@ -260,18 +262,53 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
 
 
 def where(results: Results, conditions: list[str]) -> Results:
-    """Keep the trials matching every `column=value` / `column!=value` condition."""
+    """Keep the trials matching every `column=value` / `column!=value` condition, the value
+    written as in a grid file (matches)."""
     trials = results.trials
-    for condition in conditions:
+    for i, condition in enumerate(conditions):
         negate = "!=" in condition
         column, sep, value = condition.partition("!=" if negate else "=")
         if not sep or not column:
             raise ResultsError(f"--where '{condition}': expected column=value or column!=value")
         if column not in trials.columns:
             raise ResultsError(f"--where '{condition}': unknown column '{column}' (columns: {', '.join(trials.columns)})")
-        match = [v is not None and str(v) == value for v in trials[column]]  # a missing value matches nothing
+        match = matches(trials[column], value)
+        if not negate and not any(match):
+            left = dataclasses.replace(results, trials=trials).values(column)
+            values = ", ".join(as_written(v) for v in left if v is not None) or "none recorded"
+            raise ResultsError(f"{results.run.display()}: no trial matches --where "
+                               f"{' --where '.join(conditions[:i + 1])} ({column} values: {values})")
         trials = trials.where([not m for m in match] if negate else match)
     return dataclasses.replace(results, trials=trials)
+
+
+def matches(values, text: str) -> list[bool]:
+    """Which of `values` are the one `text` writes as a grid file would (YAML): a number in any
+    notation (1e-1 is 0.1, which YAML 1.1 reads as text), false, [20, 30]; or as the tables show
+    it. A missing value matches nothing."""
+    try:
+        wanted = yaml.safe_load(text)
+    except yaml.YAMLError:
+        wanted = text
+    return [v is not None and (str(v) == text or _same(v, wanted)) for v in values]
+
+
+def _same(value, wanted) -> bool:
+    if isinstance(value, tuple):  # a list (trials.py)
+        return isinstance(wanted, list) and len(value) == len(wanted) and all(map(_same, value, wanted))
+    if isinstance(value, bool) or isinstance(wanted, bool):  # a flag is no number: True is not 1
+        return value is wanted
+    if isinstance(value, (int, float)) and isinstance(wanted, str):
+        try:
+            wanted = float(wanted)
+        except ValueError:
+            return False
+    return value == wanted
+
+
+def as_written(value) -> str:
+    """A parameter's value as the grid file gives it: a list as [a, b]."""
+    return "[" + ", ".join(map(as_written, value)) + "]" if isinstance(value, tuple) else str(value)
 
 
 def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = ()) -> list[Table]:
@@ -297,12 +334,13 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
         # A trial whose row or column value is missing (a parameter older rows lack) has a cell too.
         by_cell = part.groups([layout.rows, layout.cols] if layout.cols else [layout.rows], dropna=False)
         cells = {}
+        pooled = reduced if layout.select == "all" else []
         for r in rows:
             for c in cols:
                 cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.where([]))
                 point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
                 cells[(r, c)] = _compared(cell_of(cell_trials, layout, reduced),
-                                          _reference(references, point, layout.metric), layout.metric)
+                                          _reference(references, point, layout.metric), layout.metric, pooled)
         synthetic = "synthetic_data" in part.columns and True in part["synthetic_data"]
         out.append(Table(coords, rows, cols, cells, layout, reduced, synthetic))
     return out
@@ -320,12 +358,14 @@ def _reference(references, point: dict, metric: str) -> dict | None:
     return None
 
 
-def _compared(cell: Cell, reference: dict | None, metric: str) -> Cell:
+def _compared(cell: Cell, reference: dict | None, metric: str, pooled: list[str]) -> Cell:
+    """`pooled`: the axes whose settings a value pools (select=all); a published number is of one."""
     if reference is None:
         return cell
     cell.reference = reference[metric]
     if cell.trials is not None:
-        cell.differs = differences(cell.trials, reference.get("protocol", {}), reference.get("data", {}))
+        cell.differs = differences(cell.trials, reference.get("protocol", {}), reference.get("data", {})) \
+            + [f"{name} pooled" for name in pooled if len(cell.trials.distinct(name)) > 1]
         cell.comparable = not cell.differs
     return cell
 
@@ -416,7 +456,9 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
         said = kinds[0][0] if len(kinds) == 1 else ", ".join(f"{n} {kind}" for kind, n in kinds)
         notes.insert(0, f"{len(why)} of {len(shown)} {'trials' if pooled else 'seeds'} did not finish ({said})")
     by_seed = dict(zip(zip(*(ok[name] for name in ["seed", *pooled])), values))
-    return Cell("completed", mean=_mean(values), std=float(np.std(values, ddof=1)) if len(values) > 1 else None,
+    with np.errstate(invalid="ignore"):  # a loss that went to inf: its std is NaN, shown as "-"
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return Cell("completed", mean=_mean(values), std=std,
                 n=len(values), interval=stats.interval(values), chosen=chosen,
                 params=int(params[0]) if params else None, counts=counts, values=by_seed, trials=ok,
                 notes=notes)
@@ -427,7 +469,7 @@ def _stopped(trials: Trials, reduced: list[str]) -> str:
     where: dict[Any, set[str]] = {}
     stopped = trials.where([s == "stopped" for s in trials["status"]])
     for *values, at in zip(*(stopped[name] for name in reduced), stopped["epochs_completed"]):
-        where.setdefault(at, set()).add(", ".join(str(v) for v in values))
+        where.setdefault(at, set()).add(", ".join(map(as_written, values)))
     name = ", ".join(reduced)
     return "stopped early: " + "; ".join(f"{name} {', '.join(sorted(v))} at {at}" for at, v in
                                          sorted(where.items(), key=lambda item: (item[0] is None, item[0] or 0)))
