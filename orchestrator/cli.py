@@ -179,10 +179,10 @@ def _open_run(run: str, storage: str):
 
 def _results(run: str, storage: str, where: list[str] | None, all_trials: bool = False,
              trust_workload: bool = False):
-    from orchestrator.results import tables
+    from orchestrator.results import select, tables
 
     run_dir = _open_run(run, storage)
-    results = tables.where(tables.load(run_dir, all_trials=all_trials, notify=_note, trust_workload=trust_workload),
+    results = select.where(tables.load(run_dir, all_trials=all_trials, notify=_note, trust_workload=trust_workload),
                            where or [])
     if results.untrusted:
         _untrusted(run_dir, results.untrusted, "the tables are laid out by the axes that vary, without its "

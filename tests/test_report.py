@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
-from orchestrator.results.tables import Layout, load, summarize, where
+from orchestrator.results.select import where
+from orchestrator.results.tables import Layout, load, summarize
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
 from tests.results_fixture import FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, write_fixture, write_run

@@ -24,7 +24,9 @@ from typing import Any
 
 from orchestrator.errors import ResultsError
 from orchestrator.results import stats
-from orchestrator.results.tables import Cell, Layout, Results, as_written, cell_of, differences, matches
+from orchestrator.results.references import differences
+from orchestrator.results.select import matches
+from orchestrator.results.tables import Cell, Layout, Results, as_written, cell_of
 from orchestrator.results.trials import Trials, concat
 
 # What the seeds say about one paired difference.

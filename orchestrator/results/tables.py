@@ -14,20 +14,17 @@ every group has one (its survivors alone would flatter it), and a cell says how 
 Seeds are what the mean, std, n and the 95% interval (stats.py) are taken over; under "all", the
 pooled trials, and a published number (of one setting) gets no difference to such a pool.
 
-A published number (a workload's `references`) states the protocol and data it was measured
-under; a cell gets a difference to it only when every trial behind its value ran that protocol
-on that data (`comparable`), else the cell names what differs.
+A published number (a workload's `references`) gets a difference to a cell only where the cell
+is like for like (references.py); `--where` picks trials (select.py).
 """
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import yaml
 
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
@@ -35,6 +32,7 @@ from orchestrator.plan.grid import Grid, read_saved_grid, saved_objective, saved
 from orchestrator.plan.halving import Halving
 from orchestrator.plan.objective import INTERFACE, Metric, Objective
 from orchestrator.results import stats
+from orchestrator.results.references import REFERENCE_KEYS, differences, reference
 from orchestrator.results.trials import Trials
 from orchestrator.store import records
 from orchestrator.store.columns import OLD_METRICS, RESERVED
@@ -261,51 +259,6 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
     return layout
 
 
-def where(results: Results, conditions: list[str]) -> Results:
-    """Keep the trials matching every `column=value` / `column!=value` condition, the value
-    written as in a grid file (matches)."""
-    trials = results.trials
-    for i, condition in enumerate(conditions):
-        negate = "!=" in condition
-        column, sep, value = condition.partition("!=" if negate else "=")
-        if not sep or not column:
-            raise ResultsError(f"--where '{condition}': expected column=value or column!=value")
-        if column not in trials.columns:
-            raise ResultsError(f"--where '{condition}': unknown column '{column}' (columns: {', '.join(trials.columns)})")
-        match = matches(trials[column], value)
-        if not negate and not any(match):
-            left = dataclasses.replace(results, trials=trials).values(column)
-            values = ", ".join(as_written(v) for v in left if v is not None) or "none recorded"
-            raise ResultsError(f"{results.run.display()}: no trial matches --where "
-                               f"{' --where '.join(conditions[:i + 1])} ({column} values: {values})")
-        trials = trials.where([not m for m in match] if negate else match)
-    return dataclasses.replace(results, trials=trials)
-
-
-def matches(values, text: str) -> list[bool]:
-    """Which of `values` are the one `text` writes as a grid file would (YAML): a number in any
-    notation (1e-1 is 0.1, which YAML 1.1 reads as text), false, [20, 30]; or as the tables show
-    it. A missing value matches nothing."""
-    try:
-        wanted = yaml.safe_load(text)
-    except yaml.YAMLError:
-        wanted = text
-    return [v is not None and (str(v) == text or _same(v, wanted)) for v in values]
-
-
-def _same(value, wanted) -> bool:
-    if isinstance(value, tuple):  # a list (trials.py)
-        return isinstance(wanted, list) and len(value) == len(wanted) and all(map(_same, value, wanted))
-    if isinstance(value, bool) or isinstance(wanted, bool):  # a flag is no number: True is not 1
-        return value is wanted
-    if isinstance(value, (int, float)) and isinstance(wanted, str):
-        try:
-            wanted = float(wanted)
-        except ValueError:
-            return False
-    return value == wanted
-
-
 def as_written(value) -> str:
     """A parameter's value as the grid file gives it: a list as [a, b]."""
     return "[" + ", ".join(map(as_written, value)) + "]" if isinstance(value, tuple) else str(value)
@@ -340,22 +293,10 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
                 cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.where([]))
                 point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
                 cells[(r, c)] = _compared(cell_of(cell_trials, layout, reduced),
-                                          _reference(references, point, layout.metric), layout.metric, pooled)
+                                          reference(references, point, layout.metric), layout.metric, pooled)
         synthetic = "synthetic_data" in part.columns and True in part["synthetic_data"]
         out.append(Table(coords, rows, cols, cells, layout, reduced, synthetic))
     return out
-
-
-# Keys of a reference that are not coordinates of its cell (workloads/base.py).
-REFERENCE_KEYS = ("protocol", "data")
-
-
-def _reference(references, point: dict, metric: str) -> dict | None:
-    for ref in references:
-        where = {k: v for k, v in ref.items() if k != metric and k not in REFERENCE_KEYS}
-        if metric in ref and all(k in point and point[k] == hashable(v) for k, v in where.items()):
-            return ref
-    return None
 
 
 def _compared(cell: Cell, reference: dict | None, metric: str, pooled: list[str]) -> Cell:
@@ -368,51 +309,6 @@ def _compared(cell: Cell, reference: dict | None, metric: str, pooled: list[str]
             + [f"{name} pooled" for name in pooled if len(cell.trials.distinct(name)) > 1]
         cell.comparable = not cell.differs
     return cell
-
-
-def differences(trials: Trials, protocol: dict, data: dict) -> list[str]:
-    """What these trials ran that differs from the protocol and data a published number states,
-    e.g. ["width 0.25", "epochs 40", "3,000 training examples"]; empty when like for like.
-
-    `protocol` holds parameter values, `data` result columns on what the data was (store/columns.py).
-    Synthetic data is never like for like, whatever the reference states."""
-    out = []
-    for name, expected in {**protocol, **data}.items():
-        seen = _seen(trials, name)
-        if seen != [hashable(expected)]:
-            out.append(_what_differs(name, seen))
-    if "synthetic_data" not in data and True in (_seen(trials, "synthetic_data") or []):
-        out.append("synthetic data")
-    return out
-
-
-# How the columns that say what a trial's data was (store/columns.py) read in a sentence.
-_DATA_NAMES = {"train_examples": "training examples", "test_examples": "test examples"}
-
-
-def _what_differs(name: str, seen: list | None) -> str:
-    if name == "synthetic_data" and seen and True in seen:
-        return "synthetic data"
-    if seen is None or None in seen:
-        return ("real data" if name == "synthetic_data" else _DATA_NAMES.get(name, name)) + " not recorded"
-    shown = " / ".join(map(_shown, seen))
-    return f"{shown} {_DATA_NAMES[name]}" if name in _DATA_NAMES else f"{name} {shown}"
-
-
-def _seen(trials: Trials, column: str) -> list | None:
-    """The distinct values of a column over trials (a missing value as None); None if no column."""
-    if column not in trials.columns:
-        return None
-    return list(trials.distinct(column))
-
-
-def _shown(value) -> str:
-    if isinstance(value, tuple):
-        return "[" + ", ".join(map(_shown, value)) + "]"
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer() \
-            and abs(value) >= 1000:
-        return f"{int(value):,}"  # counts: 4,000 images
-    return str(value)
 
 
 def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:

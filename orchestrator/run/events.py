@@ -21,7 +21,7 @@ from orchestrator.run.hangs import Hangs
 from orchestrator.run.scheduling import GridTrials
 from orchestrator.run.trial import write_result, write_stopped
 from orchestrator.run.tracking import Tracking
-from orchestrator.store.records import STOPPED, Publisher
+from orchestrator.store.records import Publisher
 from orchestrator.store.rundir import Lines, RunDir, now
 
 

@@ -1,0 +1,58 @@
+"""Trials picked by `--where column=value` (and `--baseline`), the value written as in a grid file.
+
+    results = where(load(RunDir("runs/paper")), ["dataset=cifar10", "lr!=0.25"])
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import yaml
+
+from orchestrator.errors import ResultsError
+from orchestrator.results.tables import Results, as_written
+
+
+def where(results: Results, conditions: list[str]) -> Results:
+    """Keep the trials matching every `column=value` / `column!=value` condition, the value
+    written as in a grid file (matches)."""
+    trials = results.trials
+    for i, condition in enumerate(conditions):
+        negate = "!=" in condition
+        column, sep, value = condition.partition("!=" if negate else "=")
+        if not sep or not column:
+            raise ResultsError(f"--where '{condition}': expected column=value or column!=value")
+        if column not in trials.columns:
+            raise ResultsError(f"--where '{condition}': unknown column '{column}' (columns: {', '.join(trials.columns)})")
+        match = matches(trials[column], value)
+        if not negate and not any(match):
+            left = dataclasses.replace(results, trials=trials).values(column)
+            values = ", ".join(as_written(v) for v in left if v is not None) or "none recorded"
+            raise ResultsError(f"{results.run.display()}: no trial matches --where "
+                               f"{' --where '.join(conditions[:i + 1])} ({column} values: {values})")
+        trials = trials.where([not m for m in match] if negate else match)
+    return dataclasses.replace(results, trials=trials)
+
+
+def matches(values, text: str) -> list[bool]:
+    """Which of `values` are the one `text` writes as a grid file would (YAML): a number in any
+    notation (1e-1 is 0.1, which YAML 1.1 reads as text), false, [20, 30]; or as the tables show
+    it. A missing value matches nothing."""
+    try:
+        wanted = yaml.safe_load(text)
+    except yaml.YAMLError:
+        wanted = text
+    return [v is not None and (str(v) == text or _same(v, wanted)) for v in values]
+
+
+def _same(value, wanted) -> bool:
+    if isinstance(value, tuple):  # a list (trials.py)
+        return isinstance(wanted, list) and len(value) == len(wanted) and all(map(_same, value, wanted))
+    if isinstance(value, bool) or isinstance(wanted, bool):  # a flag is no number: True is not 1
+        return value is wanted
+    if isinstance(value, (int, float)) and isinstance(wanted, str):
+        try:
+            wanted = float(wanted)
+        except ValueError:
+            return False
+    return value == wanted
+
