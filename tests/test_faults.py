@@ -124,6 +124,31 @@ def test_a_directory_made_read_only_mid_run_stops_it_and_the_next_run_completes(
     assert restarted == []
 
 
+def test_a_trial_that_fails_while_its_record_cannot_be_written_stops_the_run_in_one_line(tmp_path):
+    # The driver writes a failed trial's record: where that write fails, the run stops as when a
+    # trial's own write does (one line), instead of Tune's traceback from inside its callback.
+    storage = tmp_path / "runs"
+    records = storage / "probe" / "records"
+    records.mkdir(parents=True)
+    path = probe_grid(tmp_path, axes={"fail": ["always", "never"]}, fixed={"epochs": 4, "sleep": 1.0},
+                      max_failures=0)
+    probe = subprocess.run(["chattr", "+i", str(records)], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no immutable folders on this filesystem: {probe.stderr.decode().strip()}")
+    try:
+        result = ablate("run", path, "--storage", storage, "--quiet")
+    finally:
+        read_only(records, on=False)
+    assert result.returncode == 1
+    assert one_line(result) == (f"error: {storage / 'probe'}: cannot write there (Operation not permitted); "
+                                "what finished is kept: run the same command again once it can be written")
+
+    again = ablate("run", path, "--storage", storage, "--quiet")
+    assert again.returncode == 1  # the trial that always fails is recorded now, as failed
+    assert dict(zip(trials(storage / "probe")["fail"], trials(storage / "probe")["status"])) == {
+        "always": "failed", "never": "completed"}
+
+
 def test_an_object_store_that_stops_answering_stops_the_run_and_the_next_run_completes(tmp_path, monkeypatch):
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)

@@ -8,13 +8,14 @@ It also feeds the run's trackers (tracking.py), here on the driver: workers need
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
 import ray
 from ray import tune
 
-from orchestrator.errors import last_line
+from orchestrator.errors import StorageError, last_line
 from orchestrator.plan.grid import Grid
 from orchestrator.run.display import Display, describe
 from orchestrator.run.hangs import Hangs
@@ -51,6 +52,16 @@ class Events(tune.Callback):
     def _id(trial) -> str:
         return trial.config["trial"]["trial_id"]
 
+    @contextlib.contextmanager
+    def _storage_kept(self):
+        """The run's storage failing the driver's own writes here (a failed trial's record, a log
+        line, the trackers' file) stops the run as a trial's StorageError does, with its one line:
+        raised in a Tune callback, it would end the run with Tune's traceback."""
+        try:
+            yield
+        except StorageError as e:
+            self.storage_error = self.storage_error or str(e)
+
     def on_trial_start(self, iteration, trials, trial, **info):  # each attempt
         self.trials.started(trial.trial_id)
         self.hangs.started(self._id(trial))
@@ -60,7 +71,8 @@ class Events(tune.Callback):
         self.hangs.reported(self._id(trial), result.get("epoch"))
         self.display.trial_result(self._id(trial), result)
         if self.tracking:
-            self.tracking.epoch(self._id(trial), result)
+            with self._storage_kept():
+                self.tracking.epoch(self._id(trial), result)
 
     def on_step_begin(self, iteration, trials, **info):
         overdue = self.hangs.overdue()
@@ -87,7 +99,8 @@ class Events(tune.Callback):
         return reason
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self._ended_by_driver(self._id(trial))
+        with self._storage_kept():
+            self._ended_by_driver(self._id(trial))
         self.hangs.ended(self._id(trial))
         if self._storage_failed(trial):
             return
@@ -103,8 +116,12 @@ class Events(tune.Callback):
         return True
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.hangs.ended(self._id(trial))
+        with self._storage_kept():
+            self._complete(trial)
+
+    def _complete(self, trial) -> None:
         trial_id = self._id(trial)
-        self.hangs.ended(trial_id)
         row = self.publisher.publish(trial_id, self.shown)
         if row is None and self.storage_error:  # stopped with the run: it resumes at the next `ablate run`
             return
@@ -128,8 +145,12 @@ class Events(tune.Callback):
         write_stopped(self.run, self.grid.workload, self.grid.name, trial_id, config, last.get("epoch"), progress)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.hangs.ended(self._id(trial))
+        with self._storage_kept():
+            self._error(trial)
+
+    def _error(self, trial) -> None:
         trial_id = self._id(trial)
-        self.hangs.ended(trial_id)
         ended = self._ended_by_driver(trial_id)
         # A worker lost after writing its result (a node gone before the trial returned) is an
         # error to Tune, but the trial finished: a record that holds a result is never replaced.
@@ -146,7 +167,6 @@ class Events(tune.Callback):
         self.publisher.publish(trial_id)
         self._track(trial_id)
         self.display.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
-
 
     def _track(self, trial_id: str) -> None:
         if self.tracking:
