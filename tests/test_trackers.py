@@ -21,6 +21,7 @@ from orchestrator.run import tracking
 from orchestrator.run.runner import run_grid
 from orchestrator.store.records import Record
 from orchestrator.store.rundir import RunDir
+from tests.conftest import ablate
 from tests.runs import probe_grid, quiet, trials
 
 mlflow = pytest.importorskip("mlflow")
@@ -153,6 +154,15 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_before_any_trial(tmp
     grid = load_grid(path)
     with pytest.raises(RunError, match=r"^tracking with mlflow: http://127.0.0.1:\d+ does not answer"):
         run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+    assert not (tmp_path / "markers" / "executions.log").exists()
+
+
+def test_a_tracking_uri_mlflow_refuses_is_one_line_before_any_trial(tmp_path):
+    result = ablate("run", probe_grid(tmp_path, tracking={"mlflow": {"tracking_uri": "htp://127.0.0.1:5000"}}),
+                    "--storage", tmp_path / "runs")
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: tracking with mlflow: htp://127.0.0.1:5000: ") and "htp" in line[40:]
     assert not (tmp_path / "markers" / "executions.log").exists()
 
 

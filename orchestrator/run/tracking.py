@@ -63,7 +63,10 @@ class MLflow:
         except ImportError:
             raise RunError("tracking with mlflow: mlflow is not installed (pip install 'ablate[mlflow]')") from None
         self.uri = settings.get("tracking_uri") or mlflow.get_tracking_uri()
-        self.client = MlflowClient(self.uri)
+        try:
+            self.client = MlflowClient(self.uri)
+        except Exception as e:  # a URI MLflow refuses: a scheme it has no store for, its file store switched off
+            raise RunError(f"tracking with mlflow: {self.uri}: {_short(e)}") from None
         self.experiment_name = settings.get("experiment") or grid.name
         with environment(MLFLOW_QUICK):
             try:
