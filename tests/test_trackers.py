@@ -192,8 +192,8 @@ def test_a_tracker_failing_mid_run_is_one_warning_and_tracking_stops(tmp_path, m
                     [{"epoch": 1, "val_error": 0.2}])
     t.epoch(grid.trials[0].trial_id, {"epoch": 1, "val_error": 0.2})
     t.finished(grid.trials[0].trial_id, record)
-    assert notes == ["warning: tracking with mlflow stopped (server went away); "
-                     "the trials go on, their results are saved as always"]
+    assert notes == ["tracking with mlflow stopped (server went away); the trials go on, their results are saved "
+                     f"as always: `ablate track {tmp_path / 'run'} --to mlflow` sends them once it works again"]
 
 
 def test_the_results_do_not_depend_on_tracking(tmp_path, mlflow_server, local_ray):

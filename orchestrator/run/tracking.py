@@ -300,8 +300,9 @@ class Tracking:
                 changed |= action(tracker, state)
             except Exception as e:
                 self.trackers.remove(tracker)
-                self.notify(f"warning: tracking with {tracker.name} stopped ({_short(e)}); "
-                            f"the trials go on, their results are saved as always")
+                self.notify(f"tracking with {tracker.name} stopped ({_short(e)}); the trials go on, their results "
+                            f"are saved as always: `ablate track {self.run.display()} --to {tracker.name}` sends "
+                            "them once it works again")
                 continue
             states[tracker.name] = state
         if changed:
