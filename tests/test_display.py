@@ -26,6 +26,19 @@ def test_plain_display_prints_one_line_per_event():
     assert p.counts_line().startswith("1/2 done, 0 running, 1 pending, 1 already done | elapsed 0:00, ETA ")
 
 
+def test_plain_display_says_how_far_running_trials_are_every_few_minutes():
+    p = PlainDisplay(console(), total=6, skipped=0, planned_epochs={t: 10 for t in "abcdef"})
+    for t in "abcdef":
+        p.trial_started(t, {})
+    p.trial_result("a", {"epoch": 1})
+    assert "progress" not in p.console.file.getvalue()  # not before its interval
+    p.progress_every_s = 0
+    p.trial_result("b", {"epoch": 2})
+    last = p.console.file.getvalue().splitlines()[-1]
+    assert last.startswith("[0/6] progress: 0/6 done, 6 running, 0 pending | elapsed 0:00, ETA ")
+    assert last.endswith(" | at a 1/10, b 2/10, c 0/10, d 0/10, 2 more")
+
+
 def test_eta_counts_the_epochs_left():
     p = PlainDisplay(console(), total=2, skipped=0, planned_epochs={"a": 10, "b": 10})
     p.started -= 100  # 100 s ago

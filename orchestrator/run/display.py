@@ -119,7 +119,26 @@ class Display:
 
 
 class PlainDisplay(Display):
-    """One line per event: for logs, pipes and `--quiet`."""
+    """One line per event, for logs, pipes and `--quiet`; and while trials report, a line of
+    progress every `progress_every_s`: without it a log says nothing for as long as a trial
+    trains (hours, on a paper's grid)."""
+
+    progress_every_s = 300.0
+    shown_running = 4  # trials whose epoch a progress line names
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress_at = time.monotonic()
+
+    def trial_result(self, trial_id, metrics):
+        super().trial_result(trial_id, metrics)
+        if time.monotonic() - self.progress_at >= self.progress_every_s:
+            self.progress_at = time.monotonic()
+            running = [f"{i} {run.epoch}/{run.planned or '?'}" for i, run in self.running.items()]
+            more = len(running) - self.shown_running
+            at = ", ".join(running[:self.shown_running]) + (f", {more} more" if more > 0 else "")
+            print(f"[{self.done}/{self.total}] progress: {self.counts_line()} | at {at}", file=self.console.file,
+                  flush=True)
 
     def show(self, trial_id, event, detail):
         # Plain text, so written as is: rich's rendering of a line is a large part of what a
