@@ -209,6 +209,22 @@ def test_metrics_from_regular_expressions(tmp_path):
     assert "| test error 0.125" in session.lines  # the output is in the trial's log
 
 
+def test_metrics_under_an_epoch_header_belong_to_that_epoch(tmp_path):
+    # Keras prints `Epoch 3/10`, then the epoch's metrics on a line of their own, then the test's.
+    script = """\
+        for epoch in range(1, 4):
+            print(f"Epoch {epoch}/3")
+            print(f"1875/1875 [=====] - 3s 1ms/step - loss: {1 / epoch:.4f} - val_loss: {0.5 / epoch:.4f}")
+        print('ABLATE {"test_loss": 0.125}')
+        """
+    patterns = [r" loss: (?P<loss>[\d.]+)", r"val_loss: (?P<val_loss>[\d.]+)", r"^Epoch (?P<epoch>\d+)/"]
+    path = script_grid(tmp_path, {"keras.py": script}, {"run": [sys.executable, "keras.py", "{seed}"],
+                                                        "metrics": {"patterns": patterns}})
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": e, "loss": round(1 / e, 4), "val_loss": round(0.5 / e, 4)} for e in (1, 2, 3)]
+    assert result == {"status": "completed", "loss": 0.3333, "val_loss": 0.1667, "test_loss": 0.125}
+
+
 def test_a_failing_script_says_its_exit_code_and_last_lines(tmp_path):
     path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "fails.py", "{seed}"]})
     with pytest.raises(CommandFailed, match=r"^the command exited with code 3; its last output: loading data \| "

@@ -98,15 +98,24 @@ class Metrics:
     """Epochs and final values from a command's output lines.
 
     A line with the prefix and a JSON object, or a match of a pattern, is a set of metrics. With
-    an `epoch` (or a `step`, for a script that reports every N steps), it belongs to that epoch: patterns that print one epoch over several lines are
-    merged, and an epoch is complete when every pattern that captures `epoch` has matched for it
-    (a JSON line is complete at once), or when a later epoch begins, or at the end. Without an
-    `epoch`, it adds to the final values (`ABLATE {"test_error": 0.08}` after training).
+    an `epoch` (or a `step`, for a script that reports every N steps), it belongs to that epoch:
+    patterns that print one epoch over several lines are merged, and an epoch is complete when
+    every pattern that captures `epoch` has matched for it (a JSON line is complete at once), or
+    when a later epoch begins, or at the end. Patterns that capture nothing but `epoch` are
+    headers (Keras' `Epoch 3/10`): the epoch they begin is complete only when a later one begins,
+    or at the end. A pattern's match without an `epoch` joins the epoch begun and not complete
+    (the metrics under a header); otherwise, and a JSON line without an `epoch` always, it adds
+    to the final values (`ABLATE {"test_error": 0.08}` after training).
     """
 
     def __init__(self, prefix: str = PREFIX, patterns=(), last_epoch: int | None = None):
         self.prefix, self.patterns = prefix, [re.compile(p) for p in patterns]
-        self.epoch_patterns = {i for i, p in enumerate(self.patterns) if "epoch" in p.groupindex}
+        groups = [set(p.groupindex) for p in self.patterns]
+        epoch_patterns = {i for i, names in enumerate(groups) if "epoch" in names}
+        # Headers alone never complete an epoch: its metrics are on the lines that follow.
+        self.epoch_patterns = epoch_patterns if any(len(groups[i]) > 1 for i in epoch_patterns) else set()
+        # A line's epoch first, whatever the order of the patterns: its other metrics belong to it.
+        self.order = sorted(range(len(groups)), key=lambda i: not {"epoch", "step"} & groups[i])
         self.last_epoch = last_epoch  # reported before (None: nothing): a resumed script's repeats are not new epochs
         self.pending: dict[str, Any] = {}
         self.matched: set[int] = set()  # the patterns that matched for the pending epoch
@@ -127,8 +136,8 @@ class Metrics:
                 done += self._add(metrics, complete=True)
             else:
                 self.problems.append(line)
-        for i, pattern in enumerate(self.patterns):
-            if match := pattern.search(line):
+        for i in self.order:
+            if match := self.patterns[i].search(line):
                 groups = {k: _value(v) for k, v in match.groupdict().items() if v is not None}
                 done += self._add(groups, pattern=i)
         return done
@@ -139,7 +148,7 @@ class Metrics:
         self.seen = True
         key = "epoch" if "epoch" in metrics else "step" if "step" in metrics else None
         if key is None:
-            self.final.update(metrics)
+            (self.pending if self.pending and pattern is not None else self.final).update(metrics)
             return []
         epoch = metrics[key]
         if not (isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and epoch == int(epoch)):
