@@ -225,6 +225,45 @@ def test_metrics_under_an_epoch_header_belong_to_that_epoch(tmp_path):
     assert result == {"status": "completed", "loss": 0.3333, "val_loss": 0.1667, "test_loss": 0.125}
 
 
+class AnnouncingSession(MemorySession):
+    """Writes each epoch it is given to `reported` in the trial directory, for the script to see."""
+
+    def report(self, metrics, checkpoint=None):
+        super().report(metrics, checkpoint)
+        with open(os.path.join(self.directory, "reported"), "a") as f:
+            f.write(f"{metrics['epoch']}\n")
+
+
+def test_epochs_on_a_line_redrawn_in_place_are_each_reported_as_they_are_printed(tmp_path):
+    # A progress bar redraws its line after each "\r", then the epoch's metrics take its place;
+    # the line ends only after training. Each epoch must reach the trial while it trains.
+    script = """\
+        import json, os, sys, time
+        def wait_until_reported(epoch):
+            path = os.path.join(os.environ["ABLATE_TRIAL_DIR"], "reported")
+            for _ in range(600):
+                if os.path.exists(path) and str(epoch) in open(path).read().split():
+                    return
+                time.sleep(0.05)
+            sys.exit(f"epoch {epoch} was not reported while training")
+        for epoch in range(1, 4):
+            for batch in range(3):
+                print(f"\\r epoch {epoch} batch {batch}/3", end="", flush=True)
+            print("\\rABLATE " + json.dumps({"epoch": epoch, "val_error": 0.5 / epoch}), end="", flush=True)
+            if epoch > 1:
+                wait_until_reported(epoch - 1)
+        print()
+        print("done")
+        """
+    path = script_grid(tmp_path, {"redraws.py": script}, {"run": [sys.executable, "redraws.py", "{seed}"]})
+    result, session = train_once(path, AnnouncingSession())
+    assert session.epochs == [{"epoch": e, "val_error": 0.5 / e} for e in (1, 2, 3)]
+    assert result == {"status": "completed", "val_error": 0.5 / 3}
+    # The log keeps what a terminal shows: the line's last state.
+    assert [line for line in session.lines if line.startswith("|")] == [
+        f'| ABLATE {{"epoch": 3, "val_error": {0.5 / 3}}}', "| done"]
+
+
 def test_a_failing_script_says_its_exit_code_and_last_lines(tmp_path):
     path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "fails.py", "{seed}"]})
     with pytest.raises(CommandFailed, match=r"^the command exited with code 3; its last output: loading data \| "

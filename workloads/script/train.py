@@ -38,7 +38,7 @@ class CommandFailed(WorkloadError):
 
 
 class _Process:
-    """The command in its own process group, read line by line, killed with everything it
+    """The command in its own process group, read as it prints, killed with everything it
     started when the trial ends, whichever way it ends."""
 
     def __init__(self, args: list[str], cwd: str, env: dict[str, str]):
@@ -47,17 +47,35 @@ class _Process:
                                       stderr=subprocess.STDOUT, start_new_session=True)
         # A thread drains the output: `session.report` blocks until Ray asks for the result, and a
         # script blocked on a full pipe meanwhile would stop training.
-        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.lines: queue.Queue[tuple[str, str | None] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
-        for raw in self.popen.stdout:
-            # A progress bar redraws its line after each "\r": keep what a terminal would show.
-            self.lines.put(raw.decode(errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1])
+        # A line redrawn after each "\r" (a progress bar, an epoch printed in place) ends only at
+        # "\n", maybe after training: each part is read as it is printed, not when the line ends.
+        rest, shown = bytearray(), ""  # rest: the part not ended yet
+        while chunk := self.popen.stdout.read1(1 << 16):
+            *ended, last = re.split(rb"(\r|\n)", chunk)
+            if ended:
+                ended[0], rest = bytes(rest) + ended[0], bytearray()
+            rest += last
+            for raw, end in zip(ended[::2], ended[1::2]):  # "\r" and "\n" are never inside a UTF-8 character
+                part = raw.decode(errors="replace")
+                shown = part or shown  # what a terminal shows of the line ("...\r\n" included)
+                if end == b"\r":
+                    self.lines.put((part, None))
+                else:
+                    self.lines.put((part, shown))
+                    shown = ""
+        if rest or shown:
+            part = rest.decode(errors="replace")
+            self.lines.put((part, part or shown))
         self.lines.put(None)
 
     def output(self, idle: float = 1.0):
-        """Lines as they come, and None after `idle` seconds without one; ends with the output."""
+        """(text, line) as the command prints: each text between "\r" and "\n", with the line it
+        ends as a terminal shows it, or None; None after `idle` seconds without any; ends with the
+        output."""
         while True:
             try:
                 line = self.lines.get(timeout=idle)
@@ -223,16 +241,19 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                 session.report(epoch, checkpoint={"epoch": _at(epoch)})  # where a retry takes up its output
 
         with _Process(args, workdir, env) as process:
-            for line in process.output():
-                if line is None:
+            for printed in process.output():
+                if printed is None:
                     flush()
                     continue
-                log.append(f"| {line}")
-                if len(log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
-                    flush()
-                if line.strip():
-                    tail.append(line.strip())
-                report(metrics.feed(line))
+                text, line = printed
+                if line is not None:
+                    log.append(f"| {line}")
+                    if len(log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
+                        flush()
+                    if line.strip():
+                        tail.append(line.strip())
+                if text:
+                    report(metrics.feed(text))
             report(metrics.end())
             flush()
             code = process.popen.wait()
