@@ -301,6 +301,44 @@ def test_a_resumed_script_reports_only_epochs_not_reported_before(tmp_path):
     session = MemorySession(epochs=[{"epoch": 1}, {"epoch": 2}], checkpoint={"epoch": 2})
     result, _ = train_once(path, session)
     assert [e["epoch"] for e in session.epochs] == [1, 2, 3, 4] and result["val_error"] == 0.25
+    assert "not reported again: epoch 2 (the checkpoint this attempt resumed from is at 2)" in session.lines
+
+
+def test_an_epoch_count_that_starts_again_loses_no_epoch(tmp_path):
+    # Pretraining, then fine-tuning, each counting its epochs from 1.
+    script = """\
+        import json
+        for phase in ("pretrain", "finetune"):
+            for epoch in (1, 2):
+                print("ABLATE " + json.dumps({"epoch": epoch, "phase": phase, "val_error": 0.5 / epoch}))
+        """
+    path = script_grid(tmp_path, {"phases.py": script}, {"run": [sys.executable, "phases.py", "{seed}"]})
+    _, session = train_once(path)
+    both = [{"epoch": e, "phase": p, "val_error": 0.5 / e} for p in ("pretrain", "finetune") for e in (1, 2)]
+    assert session.epochs == both
+
+    # Resumed after pretraining's epoch 1, by a script that starts over: only that one is a repeat.
+    _, session = train_once(path, MemorySession(epochs=both[:1], checkpoint={"epoch": 1}))
+    assert session.epochs == both
+    assert "not reported again: epoch 1 (the checkpoint this attempt resumed from is at 1)" in session.lines
+
+
+def test_epochs_among_steps_are_each_reported_at_their_step(tmp_path):
+    # The training loss every 100 steps, the validation error after each epoch of 200 steps.
+    script = """\
+        import json
+        for epoch in (1, 2):
+            for step in (epoch * 200 - 100, epoch * 200):
+                print("ABLATE " + json.dumps({"step": step, "loss": 100 / step}))
+            print("ABLATE " + json.dumps({"epoch": epoch, "val_error": 0.5 / epoch}))
+        """
+    path = script_grid(tmp_path, {"mixed.py": script}, {"run": [sys.executable, "mixed.py", "{seed}"]})
+    result, session = train_once(path)
+    assert session.epochs == [{"step": 100, "loss": 1.0}, {"step": 200, "loss": 0.5},
+                              {"epoch": 1, "step": 200, "val_error": 0.5},
+                              {"step": 300, "loss": 1 / 3}, {"step": 400, "loss": 0.25},
+                              {"epoch": 2, "step": 400, "val_error": 0.25}]
+    assert result == {"status": "completed", "loss": 0.25, "val_error": 0.25}
 
 
 class StoppedSession(MemorySession):

@@ -123,10 +123,15 @@ class Metrics:
     headers (Keras' `Epoch 3/10`): the epoch they begin is complete only when a later one begins,
     or at the end. A pattern's match without an `epoch` joins the epoch begun and not complete
     (the metrics under a header); otherwise, and a JSON line without an `epoch` always, it adds
-    to the final values (`ABLATE {"test_error": 0.08}` after training).
+    to the final values (`ABLATE {"test_error": 0.08}` after training). An epoch printed after
+    steps is at the last step: its row holds that `step`, which places it in training.
+
+    An attempt resumed from a checkpoint at `resumed_at` (an epoch, or a step) repeats what its
+    script's own checkpoint is behind: reports at or before it are `repeats`, not reported, until
+    one passes it. After that a count may start again (a second phase of training).
     """
 
-    def __init__(self, prefix: str = PREFIX, patterns=(), last_epoch: int | None = None):
+    def __init__(self, prefix: str = PREFIX, patterns=(), resumed_at: int | None = None):
         self.prefix, self.patterns = prefix, [re.compile(p) for p in patterns]
         groups = [set(p.groupindex) for p in self.patterns]
         epoch_patterns = {i for i, names in enumerate(groups) if "epoch" in names}
@@ -134,7 +139,9 @@ class Metrics:
         self.epoch_patterns = epoch_patterns if any(len(groups[i]) > 1 for i in epoch_patterns) else set()
         # A line's epoch first, whatever the order of the patterns: its other metrics belong to it.
         self.order = sorted(range(len(groups)), key=lambda i: not {"epoch", "step"} & groups[i])
-        self.last_epoch = last_epoch  # reported before (None: nothing): a resumed script's repeats are not new epochs
+        self.resumed_at = resumed_at  # None: not resumed, or passed
+        self.repeats: list[dict[str, Any]] = []
+        self.step: int | None = None  # the last step printed
         self.pending: dict[str, Any] = {}
         self.matched: set[int] = set()  # the patterns that matched for the pending epoch
         self.final: dict[str, Any] = {}
@@ -164,30 +171,37 @@ class Metrics:
         if not metrics:
             return []
         self.seen = True
-        key = "epoch" if "epoch" in metrics else "step" if "step" in metrics else None
-        if key is None:
+        places = {k: metrics[k] for k in ("epoch", "step") if k in metrics}
+        if not places:
             (self.pending if self.pending and pattern is not None else self.final).update(metrics)
             return []
-        epoch = metrics[key]
-        if not (isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and epoch == int(epoch)):
-            self.problems.append(f"{key} {epoch!r} is not a whole number")
-            return []
-        done = self.end() if self.pending and _at(self.pending) != epoch else []
-        self.pending = {**self.pending, **metrics, key: int(epoch)}
+        for key, at in places.items():
+            if not (isinstance(at, (int, float)) and not isinstance(at, bool) and float(at).is_integer()):
+                self.problems.append(f"{key} {at!r} is not a whole number")
+                return []
+        metrics = {**metrics, **{k: int(v) for k, v in places.items()}}
+        key = next(iter(places))  # what it belongs to: its epoch, or its step
+        self.step = metrics.get("step", self.step)
+        done = self.end() if self.pending and self.pending.get(key) != metrics[key] else []
+        self.pending = {**self.pending, **metrics}
         self.matched.add(pattern)
         if complete or (self.epoch_patterns and self.epoch_patterns <= self.matched):
             done += self.end()
         return done
 
     def end(self) -> list[dict[str, Any]]:
-        """The pending epoch, unless an earlier attempt reported it already."""
+        """The pending epoch, unless it repeats what the checkpoint this attempt resumed from has."""
         row, self.pending, self.matched = self.pending, {}, set()
         if not row:
             return []
+        if "step" not in row and self.step is not None:
+            row["step"] = self.step
         self.final.update({k: v for k, v in row.items() if k not in ("epoch", "step")})
-        if self.last_epoch is not None and _at(row) <= self.last_epoch:
-            return []
-        self.last_epoch = _at(row)
+        if self.resumed_at is not None:
+            if _at(row) <= self.resumed_at:
+                self.repeats.append(row)
+                return []
+            self.resumed_at = None
         return [row]
 
     def expected(self) -> str:
@@ -196,8 +210,8 @@ class Metrics:
 
 
 def _at(report: dict[str, Any]) -> int:
-    """Where a report is in training: its epoch, or its step."""
-    return report["epoch"] if "epoch" in report else report["step"]
+    """Where a report is in training: its step, or its epoch."""
+    return report["step"] if "step" in report else report["epoch"]
 
 
 def _exit(code: int) -> str:
@@ -218,7 +232,7 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
     (resuming: an earlier attempt left files in the trial directory), report its epochs, return
     its last values; CommandFailed if it ends without a result."""
     state = session.restore()
-    metrics = Metrics(prefix, patterns, last_epoch=state["epoch"] if state else None)
+    metrics = Metrics(prefix, patterns, resumed_at=state["epoch"] if state else None)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     with session.files() as trial_dir:
         args = args_for(trial_dir, resuming=bool(os.listdir(trial_dir)))
@@ -236,6 +250,11 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                 log.clear()
 
         def report(epochs):
+            for repeat in metrics.repeats:
+                flush()
+                place = ", ".join(f"{k} {repeat[k]}" for k in ("epoch", "step") if k in repeat)
+                session.log(f"not reported again: {place} (the checkpoint this attempt resumed from is at {state['epoch']})")
+            metrics.repeats.clear()
             for epoch in epochs:
                 flush()
                 session.report(epoch, checkpoint={"epoch": _at(epoch)})  # where a retry takes up its output
