@@ -209,6 +209,61 @@ def test_metrics_from_regular_expressions(tmp_path):
     assert "| test error 0.125" in session.lines  # the output is in the trial's log
 
 
+def test_metrics_under_an_epoch_header_belong_to_that_epoch(tmp_path):
+    # Keras prints `Epoch 3/10`, then the epoch's metrics on a line of their own, then the test's.
+    script = """\
+        for epoch in range(1, 4):
+            print(f"Epoch {epoch}/3")
+            print(f"1875/1875 [=====] - 3s 1ms/step - loss: {1 / epoch:.4f} - val_loss: {0.5 / epoch:.4f}")
+        print('ABLATE {"test_loss": 0.125}')
+        """
+    patterns = [r" loss: (?P<loss>[\d.]+)", r"val_loss: (?P<val_loss>[\d.]+)", r"^Epoch (?P<epoch>\d+)/"]
+    path = script_grid(tmp_path, {"keras.py": script}, {"run": [sys.executable, "keras.py", "{seed}"],
+                                                        "metrics": {"patterns": patterns}})
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": e, "loss": round(1 / e, 4), "val_loss": round(0.5 / e, 4)} for e in (1, 2, 3)]
+    assert result == {"status": "completed", "loss": 0.3333, "val_loss": 0.1667, "test_loss": 0.125}
+
+
+class AnnouncingSession(MemorySession):
+    """Writes each epoch it is given to `reported` in the trial directory, for the script to see."""
+
+    def report(self, metrics, checkpoint=None):
+        super().report(metrics, checkpoint)
+        with open(os.path.join(self.directory, "reported"), "a") as f:
+            f.write(f"{metrics['epoch']}\n")
+
+
+def test_epochs_on_a_line_redrawn_in_place_are_each_reported_as_they_are_printed(tmp_path):
+    # A progress bar redraws its line after each "\r", then the epoch's metrics take its place;
+    # the line ends only after training. Each epoch must reach the trial while it trains.
+    script = """\
+        import json, os, sys, time
+        def wait_until_reported(epoch):
+            path = os.path.join(os.environ["ABLATE_TRIAL_DIR"], "reported")
+            for _ in range(600):
+                if os.path.exists(path) and str(epoch) in open(path).read().split():
+                    return
+                time.sleep(0.05)
+            sys.exit(f"epoch {epoch} was not reported while training")
+        for epoch in range(1, 4):
+            for batch in range(3):
+                print(f"\\r epoch {epoch} batch {batch}/3", end="", flush=True)
+            print("\\rABLATE " + json.dumps({"epoch": epoch, "val_error": 0.5 / epoch}), end="", flush=True)
+            if epoch > 1:
+                wait_until_reported(epoch - 1)
+        print()
+        print("done")
+        """
+    path = script_grid(tmp_path, {"redraws.py": script}, {"run": [sys.executable, "redraws.py", "{seed}"]})
+    result, session = train_once(path, AnnouncingSession())
+    assert session.epochs == [{"epoch": e, "val_error": 0.5 / e} for e in (1, 2, 3)]
+    assert result == {"status": "completed", "val_error": 0.5 / 3}
+    # The log keeps what a terminal shows: the line's last state.
+    assert [line for line in session.lines if line.startswith("|")] == [
+        f'| ABLATE {{"epoch": 3, "val_error": {0.5 / 3}}}', "| done"]
+
+
 def test_a_failing_script_says_its_exit_code_and_last_lines(tmp_path):
     path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "fails.py", "{seed}"]})
     with pytest.raises(CommandFailed, match=r"^the command exited with code 3; its last output: loading data \| "
@@ -246,6 +301,44 @@ def test_a_resumed_script_reports_only_epochs_not_reported_before(tmp_path):
     session = MemorySession(epochs=[{"epoch": 1}, {"epoch": 2}], checkpoint={"epoch": 2})
     result, _ = train_once(path, session)
     assert [e["epoch"] for e in session.epochs] == [1, 2, 3, 4] and result["val_error"] == 0.25
+    assert "not reported again: epoch 2 (the checkpoint this attempt resumed from is at 2)" in session.lines
+
+
+def test_an_epoch_count_that_starts_again_loses_no_epoch(tmp_path):
+    # Pretraining, then fine-tuning, each counting its epochs from 1.
+    script = """\
+        import json
+        for phase in ("pretrain", "finetune"):
+            for epoch in (1, 2):
+                print("ABLATE " + json.dumps({"epoch": epoch, "phase": phase, "val_error": 0.5 / epoch}))
+        """
+    path = script_grid(tmp_path, {"phases.py": script}, {"run": [sys.executable, "phases.py", "{seed}"]})
+    _, session = train_once(path)
+    both = [{"epoch": e, "phase": p, "val_error": 0.5 / e} for p in ("pretrain", "finetune") for e in (1, 2)]
+    assert session.epochs == both
+
+    # Resumed after pretraining's epoch 1, by a script that starts over: only that one is a repeat.
+    _, session = train_once(path, MemorySession(epochs=both[:1], checkpoint={"epoch": 1}))
+    assert session.epochs == both
+    assert "not reported again: epoch 1 (the checkpoint this attempt resumed from is at 1)" in session.lines
+
+
+def test_epochs_among_steps_are_each_reported_at_their_step(tmp_path):
+    # The training loss every 100 steps, the validation error after each epoch of 200 steps.
+    script = """\
+        import json
+        for epoch in (1, 2):
+            for step in (epoch * 200 - 100, epoch * 200):
+                print("ABLATE " + json.dumps({"step": step, "loss": 100 / step}))
+            print("ABLATE " + json.dumps({"epoch": epoch, "val_error": 0.5 / epoch}))
+        """
+    path = script_grid(tmp_path, {"mixed.py": script}, {"run": [sys.executable, "mixed.py", "{seed}"]})
+    result, session = train_once(path)
+    assert session.epochs == [{"step": 100, "loss": 1.0}, {"step": 200, "loss": 0.5},
+                              {"epoch": 1, "step": 200, "val_error": 0.5},
+                              {"step": 300, "loss": 1 / 3}, {"step": 400, "loss": 0.25},
+                              {"epoch": 2, "step": 400, "val_error": 0.25}]
+    assert result == {"status": "completed", "loss": 0.25, "val_error": 0.25}
 
 
 class StoppedSession(MemorySession):

@@ -38,7 +38,7 @@ class CommandFailed(WorkloadError):
 
 
 class _Process:
-    """The command in its own process group, read line by line, killed with everything it
+    """The command in its own process group, read as it prints, killed with everything it
     started when the trial ends, whichever way it ends."""
 
     def __init__(self, args: list[str], cwd: str, env: dict[str, str]):
@@ -47,17 +47,35 @@ class _Process:
                                       stderr=subprocess.STDOUT, start_new_session=True)
         # A thread drains the output: `session.report` blocks until Ray asks for the result, and a
         # script blocked on a full pipe meanwhile would stop training.
-        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.lines: queue.Queue[tuple[str, str | None] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
-        for raw in self.popen.stdout:
-            # A progress bar redraws its line after each "\r": keep what a terminal would show.
-            self.lines.put(raw.decode(errors="replace").rstrip("\r\n").rsplit("\r", 1)[-1])
+        # A line redrawn after each "\r" (a progress bar, an epoch printed in place) ends only at
+        # "\n", maybe after training: each part is read as it is printed, not when the line ends.
+        rest, shown = bytearray(), ""  # rest: the part not ended yet
+        while chunk := self.popen.stdout.read1(1 << 16):
+            *ended, last = re.split(rb"(\r|\n)", chunk)
+            if ended:
+                ended[0], rest = bytes(rest) + ended[0], bytearray()
+            rest += last
+            for raw, end in zip(ended[::2], ended[1::2]):  # "\r" and "\n" are never inside a UTF-8 character
+                part = raw.decode(errors="replace")
+                shown = part or shown  # what a terminal shows of the line ("...\r\n" included)
+                if end == b"\r":
+                    self.lines.put((part, None))
+                else:
+                    self.lines.put((part, shown))
+                    shown = ""
+        if rest or shown:
+            part = rest.decode(errors="replace")
+            self.lines.put((part, part or shown))
         self.lines.put(None)
 
     def output(self, idle: float = 1.0):
-        """Lines as they come, and None after `idle` seconds without one; ends with the output."""
+        """(text, line) as the command prints: each text between "\r" and "\n", with the line it
+        ends as a terminal shows it, or None; None after `idle` seconds without any; ends with the
+        output."""
         while True:
             try:
                 line = self.lines.get(timeout=idle)
@@ -98,16 +116,32 @@ class Metrics:
     """Epochs and final values from a command's output lines.
 
     A line with the prefix and a JSON object, or a match of a pattern, is a set of metrics. With
-    an `epoch` (or a `step`, for a script that reports every N steps), it belongs to that epoch: patterns that print one epoch over several lines are
-    merged, and an epoch is complete when every pattern that captures `epoch` has matched for it
-    (a JSON line is complete at once), or when a later epoch begins, or at the end. Without an
-    `epoch`, it adds to the final values (`ABLATE {"test_error": 0.08}` after training).
+    an `epoch` (or a `step`, for a script that reports every N steps), it belongs to that epoch:
+    patterns that print one epoch over several lines are merged, and an epoch is complete when
+    every pattern that captures `epoch` has matched for it (a JSON line is complete at once), or
+    when a later epoch begins, or at the end. Patterns that capture nothing but `epoch` are
+    headers (Keras' `Epoch 3/10`): the epoch they begin is complete only when a later one begins,
+    or at the end. A pattern's match without an `epoch` joins the epoch begun and not complete
+    (the metrics under a header); otherwise, and a JSON line without an `epoch` always, it adds
+    to the final values (`ABLATE {"test_error": 0.08}` after training). An epoch printed after
+    steps is at the last step: its row holds that `step`, which places it in training.
+
+    An attempt resumed from a checkpoint at `resumed_at` (an epoch, or a step) repeats what its
+    script's own checkpoint is behind: reports at or before it are `repeats`, not reported, until
+    one passes it. After that a count may start again (a second phase of training).
     """
 
-    def __init__(self, prefix: str = PREFIX, patterns=(), last_epoch: int | None = None):
+    def __init__(self, prefix: str = PREFIX, patterns=(), resumed_at: int | None = None):
         self.prefix, self.patterns = prefix, [re.compile(p) for p in patterns]
-        self.epoch_patterns = {i for i, p in enumerate(self.patterns) if "epoch" in p.groupindex}
-        self.last_epoch = last_epoch  # reported before (None: nothing): a resumed script's repeats are not new epochs
+        groups = [set(p.groupindex) for p in self.patterns]
+        epoch_patterns = {i for i, names in enumerate(groups) if "epoch" in names}
+        # Headers alone never complete an epoch: its metrics are on the lines that follow.
+        self.epoch_patterns = epoch_patterns if any(len(groups[i]) > 1 for i in epoch_patterns) else set()
+        # A line's epoch first, whatever the order of the patterns: its other metrics belong to it.
+        self.order = sorted(range(len(groups)), key=lambda i: not {"epoch", "step"} & groups[i])
+        self.resumed_at = resumed_at  # None: not resumed, or passed
+        self.repeats: list[dict[str, Any]] = []
+        self.step: int | None = None  # the last step printed
         self.pending: dict[str, Any] = {}
         self.matched: set[int] = set()  # the patterns that matched for the pending epoch
         self.final: dict[str, Any] = {}
@@ -127,8 +161,8 @@ class Metrics:
                 done += self._add(metrics, complete=True)
             else:
                 self.problems.append(line)
-        for i, pattern in enumerate(self.patterns):
-            if match := pattern.search(line):
+        for i in self.order:
+            if match := self.patterns[i].search(line):
                 groups = {k: _value(v) for k, v in match.groupdict().items() if v is not None}
                 done += self._add(groups, pattern=i)
         return done
@@ -137,30 +171,37 @@ class Metrics:
         if not metrics:
             return []
         self.seen = True
-        key = "epoch" if "epoch" in metrics else "step" if "step" in metrics else None
-        if key is None:
-            self.final.update(metrics)
+        places = {k: metrics[k] for k in ("epoch", "step") if k in metrics}
+        if not places:
+            (self.pending if self.pending and pattern is not None else self.final).update(metrics)
             return []
-        epoch = metrics[key]
-        if not (isinstance(epoch, (int, float)) and not isinstance(epoch, bool) and epoch == int(epoch)):
-            self.problems.append(f"{key} {epoch!r} is not a whole number")
-            return []
-        done = self.end() if self.pending and _at(self.pending) != epoch else []
-        self.pending = {**self.pending, **metrics, key: int(epoch)}
+        for key, at in places.items():
+            if not (isinstance(at, (int, float)) and not isinstance(at, bool) and float(at).is_integer()):
+                self.problems.append(f"{key} {at!r} is not a whole number")
+                return []
+        metrics = {**metrics, **{k: int(v) for k, v in places.items()}}
+        key = next(iter(places))  # what it belongs to: its epoch, or its step
+        self.step = metrics.get("step", self.step)
+        done = self.end() if self.pending and self.pending.get(key) != metrics[key] else []
+        self.pending = {**self.pending, **metrics}
         self.matched.add(pattern)
         if complete or (self.epoch_patterns and self.epoch_patterns <= self.matched):
             done += self.end()
         return done
 
     def end(self) -> list[dict[str, Any]]:
-        """The pending epoch, unless an earlier attempt reported it already."""
+        """The pending epoch, unless it repeats what the checkpoint this attempt resumed from has."""
         row, self.pending, self.matched = self.pending, {}, set()
         if not row:
             return []
+        if "step" not in row and self.step is not None:
+            row["step"] = self.step
         self.final.update({k: v for k, v in row.items() if k not in ("epoch", "step")})
-        if self.last_epoch is not None and _at(row) <= self.last_epoch:
-            return []
-        self.last_epoch = _at(row)
+        if self.resumed_at is not None:
+            if _at(row) <= self.resumed_at:
+                self.repeats.append(row)
+                return []
+            self.resumed_at = None
         return [row]
 
     def expected(self) -> str:
@@ -169,8 +210,8 @@ class Metrics:
 
 
 def _at(report: dict[str, Any]) -> int:
-    """Where a report is in training: its epoch, or its step."""
-    return report["epoch"] if "epoch" in report else report["step"]
+    """Where a report is in training: its step, or its epoch."""
+    return report["step"] if "step" in report else report["epoch"]
 
 
 def _exit(code: int) -> str:
@@ -191,7 +232,7 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
     (resuming: an earlier attempt left files in the trial directory), report its epochs, return
     its last values; CommandFailed if it ends without a result."""
     state = session.restore()
-    metrics = Metrics(prefix, patterns, last_epoch=state["epoch"] if state else None)
+    metrics = Metrics(prefix, patterns, resumed_at=state["epoch"] if state else None)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     with session.files() as trial_dir:
         args = args_for(trial_dir, resuming=bool(os.listdir(trial_dir)))
@@ -209,21 +250,29 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                 log.clear()
 
         def report(epochs):
+            for repeat in metrics.repeats:
+                flush()
+                place = ", ".join(f"{k} {repeat[k]}" for k in ("epoch", "step") if k in repeat)
+                session.log(f"not reported again: {place} (the checkpoint this attempt resumed from is at {state['epoch']})")
+            metrics.repeats.clear()
             for epoch in epochs:
                 flush()
                 session.report(epoch, checkpoint={"epoch": _at(epoch)})  # where a retry takes up its output
 
         with _Process(args, workdir, env) as process:
-            for line in process.output():
-                if line is None:
+            for printed in process.output():
+                if printed is None:
                     flush()
                     continue
-                log.append(f"| {line}")
-                if len(log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
-                    flush()
-                if line.strip():
-                    tail.append(line.strip())
-                report(metrics.feed(line))
+                text, line = printed
+                if line is not None:
+                    log.append(f"| {line}")
+                    if len(log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
+                        flush()
+                    if line.strip():
+                        tail.append(line.strip())
+                if text:
+                    report(metrics.feed(text))
             report(metrics.end())
             flush()
             code = process.popen.wait()
