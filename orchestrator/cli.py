@@ -51,18 +51,28 @@ def command(fn, name: str | None = None):
     """Register a command; library errors become one `error: ...` line and their exit code.
 
     A workload's own errors (a dataset missing offline, a corrupted download) are for the user to
-    fix as much as ours, wherever they are raised: one line and exit code 1 too.
+    fix as much as ours, wherever they are raised: one line and exit code 1 too. A command's
+    `--output` file is checked before the command does its work (a plot can take a while).
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            if kwargs.get("output") is not None:
+                _check_output(kwargs["output"])
             return fn(*args, **kwargs)
         except (AblateError, WorkloadError) as e:
             err.print(f"error: {e}", markup=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
     return app.command(name)(wrapper)
+
+
+def _check_output(output: Path) -> None:
+    """An output file can be written only into a folder that exists."""
+    if not output.parent.is_dir():
+        why = f"{output.parent} is not a folder" if output.parent.exists() else f"there is no folder {output.parent}"
+        raise AblateError(f"--output {output}: {why}")
 
 
 @command
