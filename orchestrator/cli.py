@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import sys
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -429,6 +430,7 @@ def _tool_command(name: str, workload_name: str, tool):
                      storage: Storage = "./runs", **options):
         from orchestrator.results.trained import trained_trial
 
+        _check_options(tool, options)
         run_dir = _open_run(run, storage)
         config, state = trained_trial(run_dir, trial, workload_name, name)
         try:
@@ -443,6 +445,19 @@ def _tool_command(name: str, workload_name: str, tool):
     tool_command.__doc__ = inspect.getdoc(tool)
     tool_command.__name__ = name
     command(tool_command, name)
+
+
+def _check_options(tool, options: dict) -> None:
+    """A tool's option values against the annotated-types constraints their annotations declare
+    (`units: Annotated[int, Ge(1), typer.Option(...)]`), as a workload's config fields are checked."""
+    from orchestrator.plan.params import CHECKED, constraints, expectation, fmt, holds
+
+    hints = typing.get_type_hints(tool, include_extras=True)
+    for name, value in options.items():
+        expected, metadata = constraints(hints[name])
+        checked = [c for c in metadata if isinstance(c, CHECKED)]  # not the typer.Option beside them
+        if value is not None and not holds(checked, value):
+            raise AblateError(f"--{name.replace('_', '-')}: expected {expectation(expected, checked)}, got {fmt(value)}")
 
 
 for _name in workloads.REGISTRY:

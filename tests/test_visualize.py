@@ -142,6 +142,20 @@ def test_visualize_errors(trained, tmp_path, args, message):
     assert result.stderr == f"error: {trained}: {message}\n"
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--units", "-3"], "--units: expected an integer >= 1, got -3"),
+    (["--units", "0"], "--units: expected an integer >= 1, got 0"),
+    (["--images", "0"], "--images: expected an integer >= 1, got 0"),
+    (["--images", "-5"], "--images: expected an integer >= 1, got -5"),
+    (["--methods", ","], "--methods: expected a string that names at least one method, got ','"),
+])
+def test_option_values_out_of_range_are_one_line(trained, tmp_path, args, message):
+    result = invoke(trained, "--trial", "t1", "--output", tmp_path / "x.png", *args)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {message}\n"
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_a_trial_without_checkpoint(trained, tmp_path):
     checkpoint = trained / "trials" / "t1" / "checkpoint.pt"
     saved = checkpoint.read_bytes()
