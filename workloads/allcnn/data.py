@@ -16,9 +16,11 @@ paper's GCN + ZCA whitening) is fitted on the training split alone.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import pickle
 import tarfile
+import urllib.error
 import urllib.request
 import dataclasses
 from dataclasses import dataclass
@@ -81,16 +83,17 @@ def _md5(path: Path) -> str:
 
 
 def download(source: Source, root: Path) -> Path:
-    """The archive in `root`, downloaded first if it is not there, checked against its MD5."""
+    """The archive in `root`, downloaded first if it is not there, checked against its MD5.
+
+    A download that fails midway keeps what it received in `<archive>.part`, never the archive's
+    name, and the next call asks the server for the rest (an HTTP Range request).
+    """
     archive = root / source.filename
     if not archive.exists():
         partial = archive.with_suffix(".part")
         try:
-            with urllib.request.urlopen(source.url, timeout=60) as response, open(partial, "wb") as f:
-                while block := response.read(1 << 20):
-                    f.write(block)
-        except OSError as e:
-            partial.unlink(missing_ok=True)
+            _fetch(source.url, partial)
+        except (OSError, http.client.HTTPException) as e:
             raise DataError(f"{source.filename} is not in {root} and downloading {source.url} failed "
                             f"({e}); download it by hand and put it in {root}") from None
         partial.rename(archive)
@@ -99,6 +102,29 @@ def download(source: Source, root: Path) -> Path:
         raise DataError(f"{archive}: checksum mismatch (md5 {digest}, expected {source.md5}): the archive "
                         "is corrupted or incomplete; delete it and run again")
     return archive
+
+
+def _fetch(url: str, partial: Path) -> None:
+    """`url` into `partial`, after the bytes it holds where the server resumes (206), else whole."""
+    have = partial.stat().st_size if partial.exists() else 0
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have
+                                                                 else {}), timeout=60)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not have:
+            raise
+        partial.unlink()  # 416: what is kept is no prefix of the file (whole already, or the file changed)
+        return _fetch(url, partial)
+    start = have if response.status == 206 else 0
+    with response, open(partial, "ab" if start else "wb") as f:
+        announced, received = response.headers.get("Content-Length"), 0
+        while block := response.read(1 << 20):
+            f.write(block)
+            received += len(block)
+    # A server that closes the connection early ends urllib's reads as if the file had ended.
+    if announced is not None and received < int(announced):
+        raise ConnectionError(f"the transfer stopped after {start + received:,} of {start + int(announced):,} "
+                              "bytes; run again to continue it")
 
 
 def _read_archive(archive: Path, source: Source) -> dict[str, np.ndarray]:
