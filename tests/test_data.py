@@ -115,6 +115,17 @@ def test_offline_with_nothing_cached_says_what_is_missing_and_where(data_dir, mo
     assert not list(data_dir.glob("*.part"))
 
 
+@pytest.mark.parametrize("dataset, preprocessing", [("cifar10", "channel"), ("synthetic", "zca")])
+def test_a_data_directory_that_is_a_file_is_one_error(data_dir, dataset, preprocessing):
+    data_dir.write_text("")
+    with pytest.raises(DataError) as e:
+        prepare(dataset, train_size=300, val_size=50, test_size=50, preprocessing=preprocessing)
+    assert str(e.value) == f"{data_dir}: cannot use as the data directory ([Errno 17] File exists: '{data_dir}')"
+    with pytest.raises(DataError) as e:  # --data-dir: a folder under that file
+        prepare(dataset, train_size=300, val_size=50, test_size=50, preprocessing=preprocessing, root=str(data_dir / "sub"))
+    assert str(e.value).startswith(f"{data_dir / 'sub'}: cannot use as the data directory ([Errno 20] Not a directory")
+
+
 def test_the_real_cifar10_subset_loads_as_what_it_is(real_images):
     splits = prepare("cifar10-subset", val_size=1000)
     assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (4085, 1000, 1017)

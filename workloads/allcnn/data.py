@@ -15,6 +15,7 @@ paper's GCN + ZCA whitening) is fitted on the training split alone.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -137,26 +138,36 @@ def _read_archive(archive: Path, source: Source) -> dict[str, np.ndarray]:
         with tarfile.open(archive, "r:gz") as tar:
             train = [batch(tar, name) for name in source.train]
             x_test, y_test = batch(tar, source.test)
-    except (tarfile.TarError, KeyError, pickle.UnpicklingError, EOFError, ValueError) as e:
+    except (tarfile.TarError, KeyError, pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
         raise DataError(f"{archive}: not a readable {source.folder} archive ({e})") from None
     return {"x_train": np.concatenate([x for x, _ in train]), "y_train": np.concatenate([y for _, y in train]),
             "x_test": x_test, "y_test": y_test}
 
 
+@contextlib.contextmanager
+def _usable(root: Path):
+    """The data directory's own errors (a file of that name, a folder not writable) as one line."""
+    try:
+        yield
+    except OSError as e:
+        raise DataError(f"{root}: cannot use as the data directory ({e})") from None
+
+
 def load_cifar(name: str, root: Path) -> dict[str, np.ndarray]:
     """uint8 images (N, 3, 32, 32) and int64 labels of the official train and test sets."""
     source = SOURCES[name]
-    root.mkdir(parents=True, exist_ok=True)
     cache = root / f"{name}.npz"
-    # Several trials on one machine may start together: one downloads, the others wait.
-    with FileLock(str(root / f"{name}.lock")):
-        if not cache.exists():
-            arrays = _read_archive(download(source, root), source)
-            tmp = root / f".{name}.tmp.npz"
-            np.savez(tmp, **arrays)
-            tmp.rename(cache)
-    with np.load(cache) as f:
-        return {k: f[k] for k in f.files}
+    with _usable(root):
+        root.mkdir(parents=True, exist_ok=True)
+        # Several trials on one machine may start together: one downloads, the others wait.
+        with FileLock(str(root / f"{name}.lock")):
+            if not cache.exists():
+                arrays = _read_archive(download(source, root), source)
+                tmp = root / f".{name}.tmp.npz"
+                np.savez(tmp, **arrays)
+                tmp.rename(cache)
+        with np.load(cache) as f:
+            return {k: f[k] for k in f.files}
 
 
 def load_local(name: str, root: Path) -> dict[str, np.ndarray]:
@@ -234,18 +245,19 @@ def fit_zca(x: torch.Tensor, bias: float = 0.1) -> tuple[torch.Tensor, torch.Ten
 
 def _cached_zca(x_train: torch.Tensor, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     # Fitting is an eigendecomposition of a 3072x3072 covariance: done once per split, not per trial.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.exists():
-            try:
-                return torch.load(path)
-            except (RuntimeError, EOFError, pickle.UnpicklingError):
-                pass  # cut short (an older ablate wrote it in place): fitted again below
-        mean, w = fit_zca(gcn(x_train))
-        # Written aside and renamed, as the CIFAR cache is: a worker killed while writing leaves no cache.
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save((mean, w), tmp)
-        tmp.rename(path)
+    with _usable(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                try:
+                    return torch.load(path)
+                except (RuntimeError, EOFError, pickle.UnpicklingError):
+                    pass  # cut short (an older ablate wrote it in place): fitted again below
+            mean, w = fit_zca(gcn(x_train))
+            # Written aside and renamed, as the CIFAR cache is: a worker killed while writing leaves no cache.
+            tmp = path.with_name(f".{path.name}.tmp")
+            torch.save((mean, w), tmp)
+            tmp.rename(path)
     return mean, w
 
 
