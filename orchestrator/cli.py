@@ -193,8 +193,11 @@ def _results(run: str, storage: str, where: list[str] | None, all_trials: bool =
     from orchestrator.results import select, tables
 
     run_dir = _open_run(run, storage)
-    results = select.where(tables.load(run_dir, all_trials=all_trials, notify=_note, trust_workload=trust_workload),
-                           where or [])
+    loaded = tables.load(run_dir, all_trials=all_trials, notify=_note, trust_workload=trust_workload)
+    if loaded.trials.empty and loaded.others:  # its grid was edited since and not run again
+        raise AblateError(f"{run_dir.display()}: none of the trials of its grid as it is now has finished; "
+                          f"--all-trials shows the {loaded.others} trials of an earlier version of the grid")
+    results = select.where(loaded, where or [])
     if results.untrusted:
         _untrusted(run_dir, results.untrusted, "the tables are laid out by the axes that vary, without its "
                                               "published numbers and claims")
