@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import sys
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -51,18 +52,28 @@ def command(fn, name: str | None = None):
     """Register a command; library errors become one `error: ...` line and their exit code.
 
     A workload's own errors (a dataset missing offline, a corrupted download) are for the user to
-    fix as much as ours, wherever they are raised: one line and exit code 1 too.
+    fix as much as ours, wherever they are raised: one line and exit code 1 too. A command's
+    `--output` file is checked before the command does its work (a plot can take a while).
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            if kwargs.get("output") is not None:
+                _check_output(kwargs["output"])
             return fn(*args, **kwargs)
         except (AblateError, WorkloadError) as e:
             err.print(f"error: {e}", markup=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
     return app.command(name)(wrapper)
+
+
+def _check_output(output: Path) -> None:
+    """An output file can be written only into a folder that exists."""
+    if not output.parent.is_dir():
+        why = f"{output.parent} is not a folder" if output.parent.exists() else f"there is no folder {output.parent}"
+        raise AblateError(f"--output {output}: {why}")
 
 
 @command
@@ -182,8 +193,11 @@ def _results(run: str, storage: str, where: list[str] | None, all_trials: bool =
     from orchestrator.results import select, tables
 
     run_dir = _open_run(run, storage)
-    results = select.where(tables.load(run_dir, all_trials=all_trials, notify=_note, trust_workload=trust_workload),
-                           where or [])
+    loaded = tables.load(run_dir, all_trials=all_trials, notify=_note, trust_workload=trust_workload)
+    if loaded.trials.empty and loaded.others:  # its grid was edited since and not run again
+        raise AblateError(f"{run_dir.display()}: none of the trials of its grid as it is now has finished; "
+                          f"--all-trials shows the {loaded.others} trials of an earlier version of the grid")
+    results = select.where(loaded, where or [])
     if results.untrusted:
         _untrusted(run_dir, results.untrusted, "the tables are laid out by the axes that vary, without its "
                                               "published numbers and claims")
@@ -419,6 +433,7 @@ def _tool_command(name: str, workload_name: str, tool):
                      storage: Storage = "./runs", **options):
         from orchestrator.results.trained import trained_trial
 
+        _check_options(tool, options)
         run_dir = _open_run(run, storage)
         config, state = trained_trial(run_dir, trial, workload_name, name)
         try:
@@ -433,6 +448,19 @@ def _tool_command(name: str, workload_name: str, tool):
     tool_command.__doc__ = inspect.getdoc(tool)
     tool_command.__name__ = name
     command(tool_command, name)
+
+
+def _check_options(tool, options: dict) -> None:
+    """A tool's option values against the annotated-types constraints their annotations declare
+    (`units: Annotated[int, Ge(1), typer.Option(...)]`), as a workload's config fields are checked."""
+    from orchestrator.plan.params import CHECKED, constraints, expectation, fmt, holds
+
+    hints = typing.get_type_hints(tool, include_extras=True)
+    for name, value in options.items():
+        expected, metadata = constraints(hints[name])
+        checked = [c for c in metadata if isinstance(c, CHECKED)]  # not the typer.Option beside them
+        if value is not None and not holds(checked, value):
+            raise AblateError(f"--{name.replace('_', '-')}: expected {expectation(expected, checked)}, got {fmt(value)}")
 
 
 for _name in workloads.REGISTRY:

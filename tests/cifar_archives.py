@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import pickle
+import socket
 import tarfile
 import threading
 
@@ -45,16 +46,38 @@ def make_archive(path, dataset="cifar10", per_batch=40, test=30, seed=0) -> str:
 
 
 class Server:
-    """Serves a folder over HTTP on 127.0.0.1 and counts the requests."""
+    """Serves a folder over HTTP on 127.0.0.1 and counts the requests. Set `cut` to have that many
+    of the next responses announce their whole Content-Length, send half and close the connection
+    (urllib then reads an early end, not an error), and `ranges` to answer a `Range: bytes=N-`
+    request with the rest (206), as the official server does; `asked` holds each request's Range."""
 
     def __init__(self, folder):
         outer = self
-        self.requests = 0
+        self.requests, self.cut, self.ranges, self.asked = 0, 0, False, []
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def do_GET(self):
                 outer.requests += 1
-                super().do_GET()
+                outer.asked.append(self.headers.get("Range"))
+                if not (outer.cut or outer.ranges):
+                    return super().do_GET()  # whole files, Range ignored
+                body = open(self.translate_path(self.path), "rb").read()
+                start = int(self.headers["Range"][len("bytes="):-1]) if outer.ranges and self.headers["Range"] else 0
+                if start >= len(body) > 0:
+                    return self.send_error(416)
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                if outer.cut:
+                    outer.cut -= 1
+                    self.wfile.write(body[start:start + (len(body) - start) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                else:
+                    self.wfile.write(body[start:])
 
             def log_message(self, *args):
                 pass

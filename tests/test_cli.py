@@ -177,3 +177,19 @@ def test_importing_ablate_changes_no_process_wide_state(tmp_path):
     result = subprocess.run([sys.executable, "-P", "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.split() == ["True", "True", "None"], result.stderr
+
+
+@pytest.mark.parametrize("args", [["summarize", "-f", "markdown"], ["summarize"], ["compare", "--baseline", "lr=0.1"],
+                                  ["plot"], ["visualize", "--trial", "t1"]], ids=" ".join)
+def test_an_output_file_in_a_missing_folder_is_one_line_before_any_work(tmp_path, args):
+    from tests.results_fixture import write_fixture
+
+    write_fixture(tmp_path / "run")
+    (tmp_path / "file").write_text("")
+    for folder, why in [("nodir", f"there is no folder {tmp_path / 'nodir'}"),
+                        ("file", f"{tmp_path / 'file'} is not a folder")]:
+        output = tmp_path / folder / "out.png"
+        result = CliRunner().invoke(app, [args[0], str(tmp_path / "run"), *args[1:], "-o", str(output)])
+        assert result.exit_code == 1
+        assert result.stderr == f"error: --output {output}: {why}\n"
+        assert result.stdout == ""

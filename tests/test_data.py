@@ -60,6 +60,37 @@ def test_corrupted_download_is_a_clear_error(mirror, data_dir, tmp_path):
     assert not (data_dir / "cifar10.npz").exists()  # no silently bad dataset
 
 
+def test_a_download_cut_short_leaves_no_archive_and_the_next_run_gets_the_rest(mirror, data_dir, tmp_path):
+    size = (tmp_path / "mirror" / "cifar-10-python.tar.gz").stat().st_size
+    mirror.cut, mirror.ranges = 1, True
+    with pytest.raises(DataError) as e:
+        prepare("cifar10")
+    assert str(e.value) == (f"cifar-10-python.tar.gz is not in {data_dir} and downloading {mirror.url}/cifar-10-python"
+                            f".tar.gz failed (the transfer stopped after {size // 2:,} of {size:,} bytes; run again to "
+                            f"continue it); download it by hand and put it in {data_dir}")
+    assert not (data_dir / "cifar-10-python.tar.gz").exists()
+    assert len(prepare("cifar10", val_size=20).y_train) == 180  # and its MD5 checked: the same file
+    assert mirror.asked == [None, f"bytes={size // 2}-"]
+
+
+def test_a_server_that_does_not_resume_sends_the_archive_whole_again(mirror, data_dir):
+    mirror.cut = 1
+    with pytest.raises(DataError, match="the transfer stopped after"):
+        prepare("cifar10")
+    assert len(prepare("cifar10", val_size=20).y_train) == 180
+    assert mirror.requests == 2
+
+
+def test_a_kept_part_that_is_whole_already_is_downloaded_again(mirror, data_dir, tmp_path):
+    # A download killed between its last byte and the rename: the server has nothing after it (416).
+    whole = (tmp_path / "mirror" / "cifar-10-python.tar.gz").read_bytes()
+    data_dir.mkdir()
+    (data_dir / "cifar-10-python.tar.part").write_bytes(whole)
+    mirror.ranges = True
+    assert len(prepare("cifar10", val_size=20).y_train) == 180
+    assert mirror.asked == [f"bytes={len(whole)}-", None]
+
+
 def test_archive_with_the_right_checksum_but_wrong_content(tmp_path, data_dir, monkeypatch):
     data_dir.mkdir()
     archive = data_dir / "cifar-10-python.tar.gz"
@@ -82,6 +113,17 @@ def test_offline_with_nothing_cached_says_what_is_missing_and_where(data_dir, mo
     assert message.startswith(f"cifar-10-python.tar.gz is not in {data_dir} and downloading http://127.0.0.1:{port}/")
     assert message.endswith(f"download it by hand and put it in {data_dir}")
     assert not list(data_dir.glob("*.part"))
+
+
+@pytest.mark.parametrize("dataset, preprocessing", [("cifar10", "channel"), ("synthetic", "zca")])
+def test_a_data_directory_that_is_a_file_is_one_error(data_dir, dataset, preprocessing):
+    data_dir.write_text("")
+    with pytest.raises(DataError) as e:
+        prepare(dataset, train_size=300, val_size=50, test_size=50, preprocessing=preprocessing)
+    assert str(e.value) == f"{data_dir}: cannot use as the data directory ([Errno 17] File exists: '{data_dir}')"
+    with pytest.raises(DataError) as e:  # --data-dir: a folder under that file
+        prepare(dataset, train_size=300, val_size=50, test_size=50, preprocessing=preprocessing, root=str(data_dir / "sub"))
+    assert str(e.value).startswith(f"{data_dir / 'sub'}: cannot use as the data directory ([Errno 20] Not a directory")
 
 
 def test_the_real_cifar10_subset_loads_as_what_it_is(real_images):

@@ -18,7 +18,8 @@ from orchestrator.results.select import where
 from orchestrator.results.tables import Layout, load, summarize
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
-from tests.results_fixture import FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, write_fixture, write_run
+from tests.results_fixture import (FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, grid_text, write_fixture,
+                                  write_run)
 from workloads.allcnn import REFERENCES, RESULTS
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -555,6 +556,19 @@ def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
     assert "augmentation=none, epochs=350, lr_milestones=[200, 250, 300]: test_error %" in every
     assert "augmentation=none, epochs=40, lr_milestones=[20, 30]: test_error %" in every
     assert "epochs chosen" not in every and "epochs, " not in every.split("chosen by")[0]
+
+
+@pytest.mark.parametrize("command", [["summarize"], ["compare", "--baseline", "lr=0.1"], ["plot", "-o", "p.png"]])
+def test_a_grid_edited_since_its_run_says_so_not_that_no_trial_matches(tmp_path, command, monkeypatch):
+    # Run at 350 epochs, then the grid file edited to 40 (as `ablate run` saves it) and not run again.
+    run = write_fixture(tmp_path / "fixture")
+    run.write_bytes(run.child("grid.yaml"), grid_text(TRIALS, {**PAPER_PROTOCOL, "epochs": 40}).encode())
+    monkeypatch.chdir(tmp_path)
+    result = invoke(command[0], tmp_path / "fixture", *command[1:])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {tmp_path / 'fixture'}: none of the trials of its grid as it is now has finished; "
+                             "--all-trials shows the 10 trials of an earlier version of the grid\n")
+    assert invoke("summarize", tmp_path / "fixture", "--all-trials").exit_code == 0
 
 
 UNREGISTERED = """

@@ -3,6 +3,7 @@ dead starts and their restarts."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -217,7 +218,9 @@ def test_a_dead_start_restarts_from_a_derived_seed_as_that_fresh_trial(data_dir)
     assert [(e["epoch"], e["restart"]) for e in session.epochs] == [(1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 2), (7, 2)]
     assert [e["lr"] for e in session.epochs[4:]] == pytest.approx([0.02, 0.02, 0.002])
     assert result["epochs_completed"] == 3 and result["test_error"] < 0.9
-    assert session.lines == [f"{DEAD}; restart {k} of 3 from fresh weights (seed {restart_seed(0, k)})" for k in (1, 2)]
+    # Each reason names the epoch as the curve shows it: the second start died in its second epoch, epoch 4.
+    assert session.lines == [f"{DEAD.replace('epoch 2', f'epoch {e}')}; restart {k} of 3 from fresh weights "
+                             f"(seed {restart_seed(0, k)})" for k, e in ((1, 2), (2, 4))]
     # The restart is exactly the trial its seed would have been: reproducible from the config alone.
     fresh = MemorySession()
     train(Config(**{**DYING, "seed": restart_seed(0, 2)}, epochs=3, lr_milestones=[2]), fresh)
@@ -230,7 +233,20 @@ def test_restarts_are_counted_and_the_last_dead_one_is_the_result(data_dir):
     result = train(Config(**DYING, epochs=30, dead_start_restarts=1), session)
     assert result["status"] == "dead_start" and result["restarts"] == 1
     assert [(e["epoch"], e["restart"]) for e in session.epochs] == [(1, 0), (2, 0), (3, 1), (4, 1)]
-    assert result["status_reason"] == DEAD and session.lines[-1] == DEAD
+    # The epoch of the reason is the curve's (epochs.parquet), not the second start's own second.
+    dead = DEAD.replace("epoch 2", "epoch 4")
+    assert result["status_reason"] == dead and session.lines[-1] == dead
+
+
+def test_no_progress_after_a_restart_says_which_epochs(data_dir, monkeypatch):
+    import workloads.allcnn.train
+
+    monkeypatch.setattr(workloads.allcnn.train, "CHANCE_MARGIN", 10)  # no accuracy is progress enough
+    session = MemorySession()
+    result = train(Config(**DYING, epochs=30, dead_start_restarts=2, no_progress_epochs=2), session)
+    assert result["status"] == "no_progress" and [e["epoch"] for e in session.epochs][-1] == 6
+    assert re.fullmatch(r"best train accuracy \d+\.\d% in 2 epochs since restart 2 \(epochs 5-6\), below 10 x chance "
+                        r"\(10%\)", result["status_reason"])
 
 
 def test_a_resumed_trial_continues_its_restart(data_dir):

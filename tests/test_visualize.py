@@ -142,6 +142,20 @@ def test_visualize_errors(trained, tmp_path, args, message):
     assert result.stderr == f"error: {trained}: {message}\n"
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--units", "-3"], "--units: expected an integer >= 1, got -3"),
+    (["--units", "0"], "--units: expected an integer >= 1, got 0"),
+    (["--images", "0"], "--images: expected an integer >= 1, got 0"),
+    (["--images", "-5"], "--images: expected an integer >= 1, got -5"),
+    (["--methods", ","], "--methods: expected a string that names at least one method, got ','"),
+])
+def test_option_values_out_of_range_are_one_line(trained, tmp_path, args, message):
+    result = invoke(trained, "--trial", "t1", "--output", tmp_path / "x.png", *args)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {message}\n"
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_a_trial_without_checkpoint(trained, tmp_path):
     checkpoint = trained / "trials" / "t1" / "checkpoint.pt"
     saved = checkpoint.read_bytes()
@@ -166,22 +180,28 @@ def test_visualize_refuses_a_run_of_another_workload(tmp_path):
                              "this run is of workload 'tests.probe:WORKLOAD' (not registered)\n")
 
 
-def test_a_dataset_that_cannot_be_loaded_is_one_line(trained, tmp_path, monkeypatch):
-    """A workload's own error (here a corrupted CIFAR-10 archive, as after an interrupted download)
-    is one `error:` line, not a traceback."""
-    import hashlib
+def on_cifar10(trained, run):
+    """A copy of the trained run whose trial says it trained on CIFAR-10: visualize loads that."""
     import shutil
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from workloads.allcnn.data import SOURCES
-
-    run = tmp_path / "run"
     shutil.copytree(trained, run)
     table = pq.read_table(run / "trials.parquet")
     column = table.schema.get_field_index("dataset")
     pq.write_table(table.set_column(column, "dataset", pa.array(["cifar10"] * len(table))), run / "trials.parquet")
+    return run
+
+
+def test_a_dataset_that_cannot_be_loaded_is_one_line(trained, tmp_path, monkeypatch):
+    """A workload's own error (here a corrupted CIFAR-10 archive, as after an interrupted download)
+    is one `error:` line, not a traceback."""
+    import hashlib
+
+    from workloads.allcnn.data import SOURCES
+
+    run = on_cifar10(trained, tmp_path / "run")
     archive = tmp_path / "data" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()
     archive.write_bytes(b"half a download")
@@ -191,6 +211,16 @@ def test_a_dataset_that_cannot_be_loaded_is_one_line(trained, tmp_path, monkeypa
     assert result.stderr == (f"error: {archive}: checksum mismatch (md5 {hashlib.md5(b'half a download').hexdigest()}, "
                              f"expected {SOURCES['cifar10'].md5}): the archive is corrupted or incomplete; "
                              "delete it and run again\n")
+
+
+def test_a_data_directory_that_is_a_file_is_one_line(trained, tmp_path, monkeypatch):
+    run = on_cifar10(trained, tmp_path / "run")
+    (tmp_path / "data").write_text("")
+    monkeypatch.setenv("ABLATE_DATA", str(tmp_path / "data"))
+    result = invoke(run, "--trial", "t1", "--output", tmp_path / "x.png")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {tmp_path / 'data'}: cannot use as the data directory ([Errno 17] File exists: "
+                             f"'{tmp_path / 'data'}')\n")
 
 
 class CreatesAFile:

@@ -140,8 +140,9 @@ class MemorySession:
 # [options]`: it calls `tool(config, state, output, **options)` with the trial's config object,
 # the state of its last checkpoint (what `train` handed to `session.report`) and the output path,
 # and prints the line it returns. Its docstring is the command's help; its keyword-only
-# parameters are the options, typed as Typer reads them (`units: Annotated[int,
-# typer.Option(help=...)] = 6`). A ValueError is a mistake the user can fix: shown as one line.
+# parameters are the options, typed as Typer reads them, with the constraints a config field may
+# declare checked before the tool runs (`units: Annotated[int, Ge(1), typer.Option(help=...)] = 6`).
+# A ValueError is a mistake the user can fix: shown as one line.
 TrialTool = Callable[..., str]
 
 

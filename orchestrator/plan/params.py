@@ -49,6 +49,15 @@ def constraints(hint) -> tuple[Any, list]:
     return expected, flat
 
 
+# The constraints understood, each checked and put into words.
+CHECKED = (at.Gt, at.Ge, at.Lt, at.Le, at.MultipleOf, at.MinLen, at.MaxLen, at.Predicate)
+
+
+def holds(metadata, value) -> bool:
+    """Whether `value` meets every constraint in `metadata`."""
+    return all(_holds(c, value) for c in metadata)
+
+
 def _holds(c, value) -> bool:
     if isinstance(c, at.Gt):
         return value > c.gt
@@ -99,13 +108,12 @@ class Parameters:
         if "seed" not in self.fields:  # every trial sets one (`seeds`, `repeats`)
             self.fail("workload", f"the config of workload '{workload.name}' ({workload.config.__name__}) "
                                   "has no `seed: int` parameter")
-        supported = (at.Gt, at.Ge, at.Lt, at.Le, at.MultipleOf, at.MinLen, at.MaxLen, at.Predicate)
         for name, hint in self.types.items():
             item = self.item_type(name)
             for c in constraints(hint)[1] + (constraints(item)[1] if item is not None else []):
-                if not isinstance(c, supported):
+                if not isinstance(c, CHECKED):
                     self.fail("workload", f"parameter {name} of workload '{workload.name}' declares {c!r}, "
-                                          f"which ablate cannot check (it checks: {', '.join(s.__name__ for s in supported)})")
+                                          f"which ablate cannot check (it checks: {', '.join(s.__name__ for s in CHECKED)})")
 
     def fail(self, key: str, message: str):
         raise GridError(self.path, key, message)
@@ -135,7 +143,7 @@ class Parameters:
         else:
             value = self._scalar(key, expected, choices, name, value)
         finite = expected is not float or math.isfinite(value)
-        if not (finite and all(_holds(c, value) for c in metadata)):
+        if not (finite and holds(metadata, value)):
             self.fail(key, f"expected {expectation(expected, metadata)}, got {fmt(value)}")
         return value
 

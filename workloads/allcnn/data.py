@@ -15,10 +15,13 @@ paper's GCN + ZCA whitening) is fitted on the training split alone.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
 import pickle
 import tarfile
+import urllib.error
 import urllib.request
 import dataclasses
 from dataclasses import dataclass
@@ -81,16 +84,17 @@ def _md5(path: Path) -> str:
 
 
 def download(source: Source, root: Path) -> Path:
-    """The archive in `root`, downloaded first if it is not there, checked against its MD5."""
+    """The archive in `root`, downloaded first if it is not there, checked against its MD5.
+
+    A download that fails midway keeps what it received in `<archive>.part`, never the archive's
+    name, and the next call asks the server for the rest (an HTTP Range request).
+    """
     archive = root / source.filename
     if not archive.exists():
         partial = archive.with_suffix(".part")
         try:
-            with urllib.request.urlopen(source.url, timeout=60) as response, open(partial, "wb") as f:
-                while block := response.read(1 << 20):
-                    f.write(block)
-        except OSError as e:
-            partial.unlink(missing_ok=True)
+            _fetch(source.url, partial)
+        except (OSError, http.client.HTTPException) as e:
             raise DataError(f"{source.filename} is not in {root} and downloading {source.url} failed "
                             f"({e}); download it by hand and put it in {root}") from None
         partial.rename(archive)
@@ -99,6 +103,29 @@ def download(source: Source, root: Path) -> Path:
         raise DataError(f"{archive}: checksum mismatch (md5 {digest}, expected {source.md5}): the archive "
                         "is corrupted or incomplete; delete it and run again")
     return archive
+
+
+def _fetch(url: str, partial: Path) -> None:
+    """`url` into `partial`, after the bytes it holds where the server resumes (206), else whole."""
+    have = partial.stat().st_size if partial.exists() else 0
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have
+                                                                 else {}), timeout=60)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not have:
+            raise
+        partial.unlink()  # 416: what is kept is no prefix of the file (whole already, or the file changed)
+        return _fetch(url, partial)
+    start = have if response.status == 206 else 0
+    with response, open(partial, "ab" if start else "wb") as f:
+        announced, received = response.headers.get("Content-Length"), 0
+        while block := response.read(1 << 20):
+            f.write(block)
+            received += len(block)
+    # A server that closes the connection early ends urllib's reads as if the file had ended.
+    if announced is not None and received < int(announced):
+        raise ConnectionError(f"the transfer stopped after {start + received:,} of {start + int(announced):,} "
+                              "bytes; run again to continue it")
 
 
 def _read_archive(archive: Path, source: Source) -> dict[str, np.ndarray]:
@@ -111,26 +138,36 @@ def _read_archive(archive: Path, source: Source) -> dict[str, np.ndarray]:
         with tarfile.open(archive, "r:gz") as tar:
             train = [batch(tar, name) for name in source.train]
             x_test, y_test = batch(tar, source.test)
-    except (tarfile.TarError, KeyError, pickle.UnpicklingError, EOFError, ValueError) as e:
+    except (tarfile.TarError, KeyError, pickle.UnpicklingError, EOFError, ValueError, OSError) as e:
         raise DataError(f"{archive}: not a readable {source.folder} archive ({e})") from None
     return {"x_train": np.concatenate([x for x, _ in train]), "y_train": np.concatenate([y for _, y in train]),
             "x_test": x_test, "y_test": y_test}
 
 
+@contextlib.contextmanager
+def _usable(root: Path):
+    """The data directory's own errors (a file of that name, a folder not writable) as one line."""
+    try:
+        yield
+    except OSError as e:
+        raise DataError(f"{root}: cannot use as the data directory ({e})") from None
+
+
 def load_cifar(name: str, root: Path) -> dict[str, np.ndarray]:
     """uint8 images (N, 3, 32, 32) and int64 labels of the official train and test sets."""
     source = SOURCES[name]
-    root.mkdir(parents=True, exist_ok=True)
     cache = root / f"{name}.npz"
-    # Several trials on one machine may start together: one downloads, the others wait.
-    with FileLock(str(root / f"{name}.lock")):
-        if not cache.exists():
-            arrays = _read_archive(download(source, root), source)
-            tmp = root / f".{name}.tmp.npz"
-            np.savez(tmp, **arrays)
-            tmp.rename(cache)
-    with np.load(cache) as f:
-        return {k: f[k] for k in f.files}
+    with _usable(root):
+        root.mkdir(parents=True, exist_ok=True)
+        # Several trials on one machine may start together: one downloads, the others wait.
+        with FileLock(str(root / f"{name}.lock")):
+            if not cache.exists():
+                arrays = _read_archive(download(source, root), source)
+                tmp = root / f".{name}.tmp.npz"
+                np.savez(tmp, **arrays)
+                tmp.rename(cache)
+        with np.load(cache) as f:
+            return {k: f[k] for k in f.files}
 
 
 def load_local(name: str, root: Path) -> dict[str, np.ndarray]:
@@ -208,18 +245,19 @@ def fit_zca(x: torch.Tensor, bias: float = 0.1) -> tuple[torch.Tensor, torch.Ten
 
 def _cached_zca(x_train: torch.Tensor, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     # Fitting is an eigendecomposition of a 3072x3072 covariance: done once per split, not per trial.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.exists():
-            try:
-                return torch.load(path)
-            except (RuntimeError, EOFError, pickle.UnpicklingError):
-                pass  # cut short (an older ablate wrote it in place): fitted again below
-        mean, w = fit_zca(gcn(x_train))
-        # Written aside and renamed, as the CIFAR cache is: a worker killed while writing leaves no cache.
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save((mean, w), tmp)
-        tmp.rename(path)
+    with _usable(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                try:
+                    return torch.load(path)
+                except (RuntimeError, EOFError, pickle.UnpicklingError):
+                    pass  # cut short (an older ablate wrote it in place): fitted again below
+            mean, w = fit_zca(gcn(x_train))
+            # Written aside and renamed, as the CIFAR cache is: a worker killed while writing leaves no cache.
+            tmp = path.with_name(f".{path.name}.tmp")
+            torch.save((mean, w), tmp)
+            tmp.rename(path)
     return mean, w
 
 

@@ -6,15 +6,21 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from annotated_types import Ge, Predicate
+
+
+def names_a_method(text: str) -> bool:
+    """that names at least one method"""
+    return any(name.strip() for name in text.split(","))
 
 
 def visualize(config, state: dict, output: Path, *,
               layer: Annotated[Optional[str], typer.Option(
                   help="convN or poolN; default: the last downsampling layer.")] = None,
-              units: Annotated[int, typer.Option(help="How many of the layer's most active units.")] = 6,
-              images: Annotated[int, typer.Option(help="Test images searched for the top activations.")] = 500,
-              methods: Annotated[str, typer.Option(help="Comma-separated: guided, gradient, deconvnet.")]
-              = "guided,gradient,deconvnet") -> str:
+              units: Annotated[int, Ge(1), typer.Option(help="How many of the layer's most active units.")] = 6,
+              images: Annotated[int, Ge(1), typer.Option(help="Test images searched for the top activations.")] = 500,
+              methods: Annotated[str, Predicate(names_a_method), typer.Option(
+                  help="Comma-separated: guided, gradient, deconvnet.")] = "guided,gradient,deconvnet") -> str:
     """Guided backpropagation (paper section 3.3): what the units of a trained All-CNN network respond to.
 
     For the layer's most active units over a sample of test images, shows the input patch each

@@ -170,10 +170,11 @@ def train(config, session) -> dict:
                    "val_error": val_error, "lr": lr, "images_per_second": steps * batch / seconds,
                    "seconds": seconds, "restart": restart}
         dead = peak_output == 0.0
+        # Reasons name the epoch as the curve shows it, counting the epochs of dead starts before.
         if not math.isfinite(train_loss):
-            status, reason = "diverged", f"train loss {train_loss} in epoch {epoch}"
+            status, reason = "diverged", f"train loss {train_loss} in epoch {dead_epochs + epoch}"
         elif dead:
-            reason = (f"dead start in epoch {epoch}: every class output was 0 in every batch (train loss "
+            reason = (f"dead start in epoch {dead_epochs + epoch}: every class output was 0 in every batch (train loss "
                       f"{train_loss:.4f} = ln {data.classes}), so no gradient reached any weight")
             if restart < config.dead_start_restarts:
                 restart += 1
@@ -186,7 +187,8 @@ def train(config, session) -> dict:
                 status = "dead_start"
         elif (config.no_progress_epochs and epoch >= config.no_progress_epochs
               and best_train_acc < CHANCE_MARGIN * chance):
-            status, reason = "no_progress", (f"best train accuracy {best_train_acc:.1%} in {epoch} epochs, "
+            since = f" since restart {restart} (epochs {dead_epochs + 1}-{dead_epochs + epoch})" if restart else ""
+            status, reason = "no_progress", (f"best train accuracy {best_train_acc:.1%} in {epoch} epochs{since}, "
                                              f"below {CHANCE_MARGIN} x chance ({chance:.0%})")
         if status != "completed":
             session.log(reason)
