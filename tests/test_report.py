@@ -557,6 +557,22 @@ def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
     assert "epochs chosen" not in every and "epochs, " not in every.split("chosen by")[0]
 
 
+def test_status_never_shows_an_earlier_grid_versions_finished_trials_as_running(tmp_path):
+    # Finished trials keep their progress files; after the grid is edited, those of its earlier
+    # version are neither the grid's finished trials nor running ones.
+    earlier = write_fixture(tmp_path / "fixture")
+    for trial_id in records.statuses(records.read_trials(earlier)):
+        earlier.write_progress(trial_id, {"attempt": 1, "epoch": 3, "metrics": {"val_error": 0.2}, "seconds": 1200.0,
+                                          "train_seconds": 3600.0, "updated_at": now().isoformat()})
+    write_fixture(tmp_path / "fixture", fixed={**PAPER_PROTOCOL, "epochs": 40, "lr_milestones": [20, 30]})
+    status = invoke("status", tmp_path / "fixture").stdout
+    assert status.startswith(f"{tmp_path / 'fixture'}: 10 finished of 16: 6 completed, 2 diverged, 2 failed, "
+                             "6 pending\n")
+    assert "running" not in status
+    assert "and 10 finished trials of an earlier version of the grid, not counted" in status
+    assert "compute used: 10.00 CPU-hours" in status  # the grid's 10 finished trials, 1 h each
+
+
 UNREGISTERED = """
 import os
 from dataclasses import dataclass

@@ -65,7 +65,7 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     """Where the run stands; `trials` holds every finished trial's row (records.read_trials)."""
     grid, untrusted = read_saved_grid(run, trust_workload)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
-    finished = statuses(trials)
+    recorded = finished = statuses(trials)
     others = 0
     if grid:  # the grid as last run: an edited grid's older trials are not part of it
         others = sum(1 for t in finished if t not in planned)
@@ -75,7 +75,8 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     order = {s: i for i, s in enumerate(STATUSES)}
     counts: dict[str, int] = {s: tally[s] for s in sorted(tally, key=lambda s: order.get(s, len(order)))}
 
-    progress_by_trial = progress_files(run, finished)
+    # Finished trials keep their progress files, those of an edited grid's earlier version too.
+    progress_by_trial = progress_files(run, recorded)
     epoch_seconds = [p["seconds"] for p in progress_by_trial.values() if "seconds" in p]
     typical = statistics.median(epoch_seconds) if epoch_seconds else 0.0
     stale = max(STALE_AFTER, timedelta(seconds=3 * typical))
