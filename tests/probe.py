@@ -1,6 +1,6 @@
 """A tiny workload for the runner's tests: trains nothing, but behaves like a trial.
 
-It sleeps per epoch, checkpoints, and can fail on purpose (`fail`): `once` raises at its second
+It sleeps per epoch, checkpoints (every `checkpoint_every` epochs), and can fail on purpose (`fail`): `once` raises at its second
 epoch the first time only, `always` raises every time, `kill_once` kills its own worker process,
 `kill_after_record` kills it once the trial's record is written (a node lost before the trial returns),
 `hang_once` stops reporting at its third epoch the first time (a deadlocked data loader).
@@ -33,6 +33,7 @@ class Config:
     ballast: Annotated[int, Ge(0)] = 0  # kB of filler in each checkpoint: a trial that fills a disk
     target: float = 0.0  # the best lr: val_error grows with the distance to it
     spike_lr: float = -1.0  # the lr whose val_error at epoch 2 is 1 worse: one noisy evaluation
+    checkpoint_every: Annotated[int, Ge(1)] = 1  # epochs between checkpoints
 
 
 def _node() -> str:
@@ -72,7 +73,7 @@ def train(config: Config, session) -> dict:
         # Better with more epochs and with an lr nearer the target: something for a scheduler to compare.
         spike = 1.0 if config.lr == config.spike_lr and epoch + 1 == 2 else 0.0
         session.report({"epoch": epoch + 1, "val_error": abs(config.lr - config.target) + 1 / (epoch + 2) + spike},
-                       checkpoint=state)
+                       checkpoint=state if (epoch + 1) % config.checkpoint_every == 0 else None)
     if config.fail == "kill_after_record":
         log = session.log
 

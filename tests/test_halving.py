@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -146,6 +147,22 @@ def test_a_metric_summarized_by_its_best_is_ranked_by_its_best_report_up_to_the_
     rows = trials(storage / "probe").set_index("lr").sort_index()
     assert list(rows.status) == ["completed", "completed", "stopped", "stopped"]
     assert rows.status_reason[0.3] == "stopped by halving at 2: lr=0.3 ranked 3 of 4 by best val_error up to it (0.6333)"
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_trial_stopped_after_its_last_checkpoint_keeps_its_epochs_up_to_the_rung(tmp_path):
+    # Checkpoints at epochs 2 and 4: the rung, 3, is an epoch after the last checkpoint.
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.4]}, fixed={"epochs": 6, "checkpoint_every": 2},
+                      halving={"over": ["lr"], "rungs": [3], "keep": 0.5})
+    storage = tmp_path / "runs"
+    assert run(path, storage).counts == {"completed": 1, "stopped": 1}
+    rows = trials(storage / "probe").set_index("lr")
+    epochs = pd.read_parquet(storage / "probe" / "epochs.parquet")
+    stopped = epochs[epochs.trial_id == rows.trial_id[0.4]]
+    assert list(stopped.epoch) == [1, 2, 3] and rows.epochs_completed[0.4] == 3
+    # The value it was ranked by, at the rung, is its row's and its last epoch's.
+    assert rows.val_error[0.4] == stopped.val_error.iloc[-1] == pytest.approx(0.4 + 1 / 4)
+    assert list(epochs[epochs.trial_id == rows.trial_id[0.1]].epoch) == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.usefixtures("local_ray")
