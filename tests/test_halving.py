@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
@@ -163,6 +164,45 @@ def test_a_trial_stopped_after_its_last_checkpoint_keeps_its_epochs_up_to_the_ru
     # The value it was ranked by, at the rung, is its row's and its last epoch's.
     assert rows.val_error[0.4] == stopped.val_error.iloc[-1] == pytest.approx(0.4 + 1 / 4)
     assert list(epochs[epochs.trial_id == rows.trial_id[0.1]].epoch) == [1, 2, 3, 4, 5, 6]
+
+
+# A script that reports every 10 steps and resumes from the last step it reported.
+STEPS_SCRIPT = """\
+import argparse, json, os, time
+parser = argparse.ArgumentParser()
+for option in ("--lr", "--steps", "--seed", "--out"):
+    parser.add_argument(option)
+args = parser.parse_args()
+mark = os.path.join(args.out, "step")
+start = int(open(mark).read()) if os.path.exists(mark) else 0
+for step in range(start + 10, int(args.steps) + 1, 10):
+    open(mark + ".tmp", "w").write(str(step))
+    os.replace(mark + ".tmp", mark)  # whole: the script is killed when its trial pauses
+    print("ABLATE " + json.dumps({"step": step, "val_error": float(args.lr) + 1 / step}), flush=True)
+    time.sleep(0.5)  # a step's training: a pause ends the script before it gets further
+"""
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_script_that_reports_steps_is_stopped_at_the_step_it_reached(tmp_path):
+    # The rung, 25, falls between two reports: a trial pauses at its report of step 30.
+    (tmp_path / "steps.py").write_text(STEPS_SCRIPT)
+    path = tmp_path / "steps.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "steps", "metric": "val_error",
+        "command": {"run": [sys.executable, "steps.py", "--lr", "{lr}", "--steps", "{steps}", "--seed", "{seed}",
+                            "--out", "{trial_dir}"], "parameters": {"lr": 0.1, "steps": 60}, "steps": "steps"},
+        "axes": {"lr": [0.1, 0.4]}, "halving": {"over": ["lr"], "rungs": [25], "keep": 0.5}}))
+    storage = tmp_path / "runs"
+    assert run(path, storage).counts == {"completed": 1, "stopped": 1}
+    rows = trials(storage / "steps").set_index("lr")
+    assert rows.steps_completed[0.4] == 30 and rows.steps_completed[0.1] == 60
+    epochs = pd.read_parquet(storage / "steps" / "epochs.parquet")
+    stopped = epochs[epochs.trial_id == rows.trial_id[0.4]]
+    assert list(stopped.step) == [10, 20, 30]  # the report it was ranked by included
+    assert rows.val_error[0.4] == stopped.val_error.iloc[-1] == pytest.approx(0.4 + 1 / 30)
+    shown = CliRunner().invoke(app, ["summarize", str(storage / "steps"), "--format", "markdown"])
+    assert "lr 0.1<br>stopped early: lr 0.4 at 30" in shown.stdout
 
 
 @pytest.mark.usefixtures("local_ray")

@@ -350,6 +350,30 @@ seeds: [0, 1]
     assert "ETA: 0:54" in result.stdout
 
 
+def test_status_eta_with_halving_counts_the_steps_a_stopped_script_trained(tmp_path):
+    # Halving trains at most 2 x 20 + 80 = 120 steps; lr 0.5 was stopped at step 20, its second report.
+    run = write_run(tmp_path / "run", """name: steps
+command:
+  run: python losses.py --lr {lr} --steps {steps} --seed {seed}
+  parameters:
+    lr: 0.1
+    steps: 100
+  steps: steps
+metric: val_loss
+axes:
+  lr: [0.1, 0.5]
+halving: {over: [lr], rungs: [20], keep: 0.5}
+""", lambda t: {"status": "stopped", "epochs_completed": 2, "steps_completed": 20} if t.config["lr"] == 0.5 else None)
+    kept = next(t for t in load_grid(tmp_path / "run" / "grid.yaml").trials if t.config["lr"] == 0.1)
+    run.write_progress(kept.trial_id, {"attempt": 1, "epoch": 4, "metrics": {"step": 40, "val_loss": 0.6},
+                                       "seconds": 2.0, "train_seconds": 8.0, "reports": 4,
+                                       "updated_at": now().isoformat()})
+    result = invoke("status", tmp_path / "run")
+    assert result.exit_code == 0
+    # 120 - 20 - 40 steps left at 0.2 s a step: 12 s, not the 15.6 s of taking its 2 reports for 2 steps.
+    assert "ETA: 0:12" in result.stdout
+
+
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])
 def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
     out = tmp_path / f"plot.{suffix}"

@@ -143,6 +143,8 @@ class Halver:
         by = f"best {self.metric.name} up to it" if self.metric.summary == "best" else self.metric.name
         reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by {by}"
                   + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
-        write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config, rung,
-                      self.run.progress(trial.trial_id), reason)
+        progress = self.run.progress(trial.trial_id)
+        # Its epochs up to where it paused: past the rung, where the rung falls between two reports.
+        write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config, position(progress),
+                      progress, reason)
         self.on_stopped(trial.trial_id, reason)

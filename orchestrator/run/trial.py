@@ -23,7 +23,7 @@ from orchestrator.plan.objective import Metric
 from orchestrator.run.session import Paused, StoredSession
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
-from orchestrator.store.rundir import RunDir, now
+from orchestrator.store.rundir import RunDir, now, position
 from workloads.base import RESULT_STATUSES, Workload
 
 
@@ -76,9 +76,11 @@ def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str
     reported = [*saved["epochs"], *progress.get("epochs_after_checkpoint", [])] if saved else None
     epochs = [e for e in reported if epoch is None or e.get("step", e.get("epoch", 0)) <= epoch] if reported else None
     reached = {k: v for k, v in progress.get("metrics", {}).items() if k not in ("epoch", "step")}
-    write_result(run, workload, grid_name, trial_id, config, {
-        **reached, "status": records.STOPPED, "epochs_completed": progress.get("epoch", epoch),
-        "train_seconds": progress.get("train_seconds"), "status_reason": reason}, progress, epochs)
+    row = {**reached, "status": records.STOPPED, "epochs_completed": progress.get("epoch", epoch),
+           "train_seconds": progress.get("train_seconds"), "status_reason": reason}
+    if "step" in progress.get("metrics", {}):  # a script that reports every N steps, as run_trial's rows
+        row["steps_completed"] = position(progress)
+    write_result(run, workload, grid_name, trial_id, config, row, progress, epochs)
 
 
 def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
