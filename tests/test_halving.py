@@ -20,7 +20,9 @@ from orchestrator.cli import app
 from orchestrator.errors import GridError, ResultsError
 from orchestrator.plan.grid import load_grid
 from orchestrator.plan.halving import planned, read_decisions
+from orchestrator.run.halving import Halver
 from orchestrator.run.runner import run_grid
+from orchestrator.store.records import trial_schema, write_record
 from orchestrator.store.rundir import RunDir
 from tests.runs import probe_grid, quiet, trials
 
@@ -183,9 +185,8 @@ for step in range(start + 10, int(args.steps) + 1, 10):
 """
 
 
-@pytest.mark.usefixtures("local_ray")
-def test_a_script_that_reports_steps_is_stopped_at_the_step_it_reached(tmp_path):
-    # The rung, 25, falls between two reports: a trial pauses at its report of step 30.
+def steps_grid(tmp_path: Path) -> Path:
+    """STEPS_SCRIPT to step 60 at 2 lrs, halved at step 25: between two reports."""
     (tmp_path / "steps.py").write_text(STEPS_SCRIPT)
     path = tmp_path / "steps.yaml"
     path.write_text(yaml.safe_dump({
@@ -193,7 +194,13 @@ def test_a_script_that_reports_steps_is_stopped_at_the_step_it_reached(tmp_path)
         "command": {"run": [sys.executable, "steps.py", "--lr", "{lr}", "--steps", "{steps}", "--seed", "{seed}",
                             "--out", "{trial_dir}"], "parameters": {"lr": 0.1, "steps": 60}, "steps": "steps"},
         "axes": {"lr": [0.1, 0.4]}, "halving": {"over": ["lr"], "rungs": [25], "keep": 0.5}}))
-    storage = tmp_path / "runs"
+    return path
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_script_that_reports_steps_is_stopped_at_the_step_it_reached(tmp_path):
+    # The rung, 25, falls between two reports: a trial pauses at its report of step 30.
+    path, storage = steps_grid(tmp_path), tmp_path / "runs"
     assert run(path, storage).counts == {"completed": 1, "stopped": 1}
     rows = trials(storage / "steps").set_index("lr")
     assert rows.steps_completed[0.4] == 30 and rows.steps_completed[0.1] == 60
@@ -203,6 +210,21 @@ def test_a_script_that_reports_steps_is_stopped_at_the_step_it_reached(tmp_path)
     assert rows.val_error[0.4] == stopped.val_error.iloc[-1] == pytest.approx(0.4 + 1 / 30)
     shown = CliRunner().invoke(app, ["summarize", str(storage / "steps"), "--format", "markdown"])
     assert "lr 0.1<br>stopped early: lr 0.4 at 30" in shown.stdout
+
+
+def test_a_finished_trial_is_ranked_by_its_report_where_it_would_have_paused(tmp_path):
+    # Halving given to a grid whose trials finished without it: ranked at step 25 by their report
+    # of step 30, as trials that paused there are, not as trials without a val_error at 25.
+    grid = load_grid(steps_grid(tmp_path))
+    run = RunDir(str(tmp_path / "runs" / "steps"))
+    for trial in grid.trials:
+        epochs = [{"step": s, "val_error": trial.config["lr"] + 1 / s} for s in range(10, 61, 10)]
+        write_record(run, trial_schema(grid.workload.config), trial.trial_id, trial.config,
+                     {"status": "completed", "val_error": epochs[-1]["val_error"]}, epochs)
+    Halver(grid, run).next({t.trial_id: "completed" for t in grid.trials})
+    [decision] = read_decisions(run)
+    assert [(e["values"]["lr"], e["score"]) for e in decision["ranking"]] == [(0.1, 0.1 + 1 / 30), (0.4, 0.4 + 1 / 30)]
+    assert decision["kept"] == ['{"lr": 0.1}'] and decision["note"] is None
 
 
 @pytest.mark.usefixtures("local_ray")
