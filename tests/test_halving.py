@@ -228,6 +228,25 @@ def test_a_finished_trial_is_ranked_by_its_report_where_it_would_have_paused(tmp
 
 
 @pytest.mark.usefixtures("local_ray")
+def test_max_failures_counts_a_trials_failures_over_every_round_as_without_halving(tmp_path):
+    # Each trial fails once before the rung (3) and once after it; max_failures 1 allows one.
+    outcomes = {}
+    for halving in (None, {"over": ["lr"], "rungs": [3], "keep": 0.5}):
+        path = probe_grid(tmp_path, name="halved" if halving else "plain", axes={"lr": [0.1, 0.4]},
+                          fixed={"epochs": 6, "fail": "twice", "marker_dir": str(tmp_path / str(bool(halving)))},
+                          max_failures=1, **({"halving": halving} if halving else {}))
+        (tmp_path / str(bool(halving))).mkdir()
+        grid = load_grid(path)
+        run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+        outcomes[grid.name] = trials(tmp_path / "runs" / grid.name).set_index("lr")
+    plain, halved = outcomes["plain"], outcomes["halved"]
+    assert list(plain.status) == ["failed", "failed"]
+    # lr 0.1, kept at the rung, fails there as it does without halving; lr 0.4 was stopped before.
+    assert halved.status[0.1] == "failed" and halved.status[0.4] == "stopped"
+    assert halved.error[0.1] == plain.error[0.1] == "RuntimeError: injected failure at epoch 4"
+
+
+@pytest.mark.usefixtures("local_ray")
 def test_a_cell_where_every_setting_fails_before_the_rung_keeps_one_and_says_so(tmp_path):
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 4, "fail": "always"},
                       halving={"over": ["lr"], "rungs": [2], "keep": 0.5})
