@@ -92,6 +92,7 @@ def test_each_cell_trains_one_lr_to_the_end_and_stops_the_others_at_the_rungs(tm
     assert summary.counts == {"completed": 4, "stopped": 12} and summary.exit_code == 0
     rows = trials(storage / "probe")
     done = rows[rows.status == "completed"]
+    assert (done.attempts == 1).all()  # resumed after each rung, never failed
     # The lr nearest each cell's target, both seeds together.
     assert sorted(zip(done.target, done.lr, done.seed)) == [(0.0, 0.1, 0), (0.0, 0.1, 1), (0.45, 0.4, 0), (0.45, 0.4, 1)]
     stopped = rows[rows.status == "stopped"]
@@ -244,6 +245,8 @@ def test_max_failures_counts_a_trials_failures_over_every_round_as_without_halvi
     # lr 0.1, kept at the rung, fails there as it does without halving; lr 0.4 was stopped before.
     assert halved.status[0.1] == "failed" and halved.status[0.4] == "stopped"
     assert halved.error[0.1] == plain.error[0.1] == "RuntimeError: injected failure at epoch 4"
+    # Attempts: the first and the retry after a failure, not the rounds it was resumed in.
+    assert halved.attempts[0.1] == plain.attempts[0.1] == 2 and halved.attempts[0.4] == 2
 
 
 @pytest.mark.usefixtures("local_ray")

@@ -66,15 +66,18 @@ class StoredSession:
         self.sent: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) as last sent to the store
 
     def start(self) -> int:
-        """Count this attempt; returns its number (1 for the first)."""
+        """Count this attempt; returns its number (1 for the first). A trial resumed after a pause
+        at a rung of halving goes on with the attempt that paused: a round is not a retry."""
         started = self.progress.get("started_at") or now().isoformat()
+        paused_at = self.progress.get("paused_at")
         # worker: so that a driver taking over from a dead one can wait for this process to end (runner.py).
         # best: of the epochs this attempt trains or restores (restore), not of an earlier attempt's.
         earlier = {k: v for k, v in self.progress.items() if k not in ("paused_at", "best", "epochs_after_checkpoint")}
-        self.progress = {**earlier, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started,
-                         "reports": 0, "worker": this_process()}
+        self.progress = {**earlier, "attempt": self.progress.get("attempt", 0) + (1 if paused_at is None else 0),
+                         "started_at": started, "reports": 0, "worker": this_process()}
         self.progress_lines.add(progress_line(self.progress))
-        self.log(f"attempt {self.progress['attempt']} on {socket.gethostname()}")
+        resumed = "" if paused_at is None else f" resumed after its pause at {paused_at}"
+        self.log(f"attempt {self.progress['attempt']}{resumed} on {socket.gethostname()}")
         self.epoch_began = time.monotonic()
         return self.progress["attempt"]
 
