@@ -1,7 +1,7 @@
 """A tiny workload for the runner's tests: trains nothing, but behaves like a trial.
 
-It sleeps per epoch, checkpoints, and can fail on purpose (`fail`): `once` raises at its second
-epoch the first time only, `always` raises every time, `kill_once` kills its own worker process,
+It sleeps per epoch, checkpoints (every `checkpoint_every` epochs), and can fail on purpose (`fail`): `once` raises at its second
+epoch the first time only, `twice` at its second and its fourth, the first time each, `always` raises every time, `kill_once` kills its own worker process,
 `kill_after_record` kills it once the trial's record is written (a node lost before the trial returns),
 `hang_once` stops reporting at its third epoch the first time (a deadlocked data loader).
 Every start is appended to `<marker_dir>/executions.log` as `key start_epoch pid node time`, and
@@ -28,11 +28,12 @@ class Config:
     epochs: Annotated[int, Ge(1)] = 3
     sleep: Annotated[float, Ge(0)] = 0.0
     fail: str = field(default="never", metadata={
-        "choices": ("never", "once", "always", "kill_once", "kill_after_record", "hang_once")})
+        "choices": ("never", "once", "twice", "always", "kill_once", "kill_after_record", "hang_once")})
     marker_dir: str = field(default="", metadata={"identity": False})
     ballast: Annotated[int, Ge(0)] = 0  # kB of filler in each checkpoint: a trial that fills a disk
     target: float = 0.0  # the best lr: val_error grows with the distance to it
     spike_lr: float = -1.0  # the lr whose val_error at epoch 2 is 1 worse: one noisy evaluation
+    checkpoint_every: Annotated[int, Ge(1)] = 1  # epochs between checkpoints
 
 
 def _node() -> str:
@@ -61,6 +62,9 @@ def train(config: Config, session) -> dict:
                 getattr(session, "flush", lambda: None)()
                 os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("injected failure")
+        if epoch in (1, 3) and config.fail == "twice" and not (markers / f"{key}.failed{epoch + 1}").exists():
+            (markers / f"{key}.failed{epoch + 1}").touch()
+            raise RuntimeError(f"injected failure at epoch {epoch + 1}")
         if epoch == 2 and config.fail == "hang_once" and first_time:
             (markers / f"{key}.failed").touch()
             time.sleep(3600)
@@ -72,7 +76,7 @@ def train(config: Config, session) -> dict:
         # Better with more epochs and with an lr nearer the target: something for a scheduler to compare.
         spike = 1.0 if config.lr == config.spike_lr and epoch + 1 == 2 else 0.0
         session.report({"epoch": epoch + 1, "val_error": abs(config.lr - config.target) + 1 / (epoch + 2) + spike},
-                       checkpoint=state)
+                       checkpoint=state if (epoch + 1) % config.checkpoint_every == 0 else None)
     if config.fail == "kill_after_record":
         log = session.log
 

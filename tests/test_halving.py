@@ -11,14 +11,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.errors import GridError, ResultsError
 from orchestrator.plan.grid import load_grid
 from orchestrator.plan.halving import planned, read_decisions
+from orchestrator.run.halving import Halver
 from orchestrator.run.runner import run_grid
+from orchestrator.store.records import trial_schema, write_record
 from orchestrator.store.rundir import RunDir
 from tests.runs import probe_grid, quiet, trials
 
@@ -88,6 +92,7 @@ def test_each_cell_trains_one_lr_to_the_end_and_stops_the_others_at_the_rungs(tm
     assert summary.counts == {"completed": 4, "stopped": 12} and summary.exit_code == 0
     rows = trials(storage / "probe")
     done = rows[rows.status == "completed"]
+    assert (done.attempts == 1).all()  # resumed after each rung, never failed
     # The lr nearest each cell's target, both seeds together.
     assert sorted(zip(done.target, done.lr, done.seed)) == [(0.0, 0.1, 0), (0.0, 0.1, 1), (0.45, 0.4, 0), (0.45, 0.4, 1)]
     stopped = rows[rows.status == "stopped"]
@@ -146,6 +151,102 @@ def test_a_metric_summarized_by_its_best_is_ranked_by_its_best_report_up_to_the_
     rows = trials(storage / "probe").set_index("lr").sort_index()
     assert list(rows.status) == ["completed", "completed", "stopped", "stopped"]
     assert rows.status_reason[0.3] == "stopped by halving at 2: lr=0.3 ranked 3 of 4 by best val_error up to it (0.6333)"
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_trial_stopped_after_its_last_checkpoint_keeps_its_epochs_up_to_the_rung(tmp_path):
+    # Checkpoints at epochs 2 and 4: the rung, 3, is an epoch after the last checkpoint.
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.4]}, fixed={"epochs": 6, "checkpoint_every": 2},
+                      halving={"over": ["lr"], "rungs": [3], "keep": 0.5})
+    storage = tmp_path / "runs"
+    assert run(path, storage).counts == {"completed": 1, "stopped": 1}
+    rows = trials(storage / "probe").set_index("lr")
+    epochs = pd.read_parquet(storage / "probe" / "epochs.parquet")
+    stopped = epochs[epochs.trial_id == rows.trial_id[0.4]]
+    assert list(stopped.epoch) == [1, 2, 3] and rows.epochs_completed[0.4] == 3
+    # The value it was ranked by, at the rung, is its row's and its last epoch's.
+    assert rows.val_error[0.4] == stopped.val_error.iloc[-1] == pytest.approx(0.4 + 1 / 4)
+    assert list(epochs[epochs.trial_id == rows.trial_id[0.1]].epoch) == [1, 2, 3, 4, 5, 6]
+
+
+# A script that reports every 10 steps and resumes from the last step it reported.
+STEPS_SCRIPT = """\
+import argparse, json, os, time
+parser = argparse.ArgumentParser()
+for option in ("--lr", "--steps", "--seed", "--out"):
+    parser.add_argument(option)
+args = parser.parse_args()
+mark = os.path.join(args.out, "step")
+start = int(open(mark).read()) if os.path.exists(mark) else 0
+for step in range(start + 10, int(args.steps) + 1, 10):
+    open(mark + ".tmp", "w").write(str(step))
+    os.replace(mark + ".tmp", mark)  # whole: the script is killed when its trial pauses
+    print("ABLATE " + json.dumps({"step": step, "val_error": float(args.lr) + 1 / step}), flush=True)
+    time.sleep(0.5)  # a step's training: a pause ends the script before it gets further
+"""
+
+
+def steps_grid(tmp_path: Path) -> Path:
+    """STEPS_SCRIPT to step 60 at 2 lrs, halved at step 25: between two reports."""
+    (tmp_path / "steps.py").write_text(STEPS_SCRIPT)
+    path = tmp_path / "steps.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "steps", "metric": "val_error",
+        "command": {"run": [sys.executable, "steps.py", "--lr", "{lr}", "--steps", "{steps}", "--seed", "{seed}",
+                            "--out", "{trial_dir}"], "parameters": {"lr": 0.1, "steps": 60}, "steps": "steps"},
+        "axes": {"lr": [0.1, 0.4]}, "halving": {"over": ["lr"], "rungs": [25], "keep": 0.5}}))
+    return path
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_script_that_reports_steps_is_stopped_at_the_step_it_reached(tmp_path):
+    # The rung, 25, falls between two reports: a trial pauses at its report of step 30.
+    path, storage = steps_grid(tmp_path), tmp_path / "runs"
+    assert run(path, storage).counts == {"completed": 1, "stopped": 1}
+    rows = trials(storage / "steps").set_index("lr")
+    assert rows.steps_completed[0.4] == 30 and rows.steps_completed[0.1] == 60
+    epochs = pd.read_parquet(storage / "steps" / "epochs.parquet")
+    stopped = epochs[epochs.trial_id == rows.trial_id[0.4]]
+    assert list(stopped.step) == [10, 20, 30]  # the report it was ranked by included
+    assert rows.val_error[0.4] == stopped.val_error.iloc[-1] == pytest.approx(0.4 + 1 / 30)
+    shown = CliRunner().invoke(app, ["summarize", str(storage / "steps"), "--format", "markdown"])
+    assert "lr 0.1<br>stopped early: lr 0.4 at 30" in shown.stdout
+
+
+def test_a_finished_trial_is_ranked_by_its_report_where_it_would_have_paused(tmp_path):
+    # Halving given to a grid whose trials finished without it: ranked at step 25 by their report
+    # of step 30, as trials that paused there are, not as trials without a val_error at 25.
+    grid = load_grid(steps_grid(tmp_path))
+    run = RunDir(str(tmp_path / "runs" / "steps"))
+    for trial in grid.trials:
+        epochs = [{"step": s, "val_error": trial.config["lr"] + 1 / s} for s in range(10, 61, 10)]
+        write_record(run, trial_schema(grid.workload.config), trial.trial_id, trial.config,
+                     {"status": "completed", "val_error": epochs[-1]["val_error"]}, epochs)
+    Halver(grid, run).next({t.trial_id: "completed" for t in grid.trials})
+    [decision] = read_decisions(run)
+    assert [(e["values"]["lr"], e["score"]) for e in decision["ranking"]] == [(0.1, 0.1 + 1 / 30), (0.4, 0.4 + 1 / 30)]
+    assert decision["kept"] == ['{"lr": 0.1}'] and decision["note"] is None
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_max_failures_counts_a_trials_failures_over_every_round_as_without_halving(tmp_path):
+    # Each trial fails once before the rung (3) and once after it; max_failures 1 allows one.
+    outcomes = {}
+    for halving in (None, {"over": ["lr"], "rungs": [3], "keep": 0.5}):
+        path = probe_grid(tmp_path, name="halved" if halving else "plain", axes={"lr": [0.1, 0.4]},
+                          fixed={"epochs": 6, "fail": "twice", "marker_dir": str(tmp_path / str(bool(halving)))},
+                          max_failures=1, **({"halving": halving} if halving else {}))
+        (tmp_path / str(bool(halving))).mkdir()
+        grid = load_grid(path)
+        run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+        outcomes[grid.name] = trials(tmp_path / "runs" / grid.name).set_index("lr")
+    plain, halved = outcomes["plain"], outcomes["halved"]
+    assert list(plain.status) == ["failed", "failed"]
+    # lr 0.1, kept at the rung, fails there as it does without halving; lr 0.4 was stopped before.
+    assert halved.status[0.1] == "failed" and halved.status[0.4] == "stopped"
+    assert halved.error[0.1] == plain.error[0.1] == "RuntimeError: injected failure at epoch 4"
+    # Attempts: the first and the retry after a failure, not the rounds it was resumed in.
+    assert halved.attempts[0.1] == plain.attempts[0.1] == 2 and halved.attempts[0.4] == 2
 
 
 @pytest.mark.usefixtures("local_ray")

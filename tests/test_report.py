@@ -351,6 +351,30 @@ seeds: [0, 1]
     assert "ETA: 0:54" in result.stdout
 
 
+def test_status_eta_with_halving_counts_the_steps_a_stopped_script_trained(tmp_path):
+    # Halving trains at most 2 x 20 + 80 = 120 steps; lr 0.5 was stopped at step 20, its second report.
+    run = write_run(tmp_path / "run", """name: steps
+command:
+  run: python losses.py --lr {lr} --steps {steps} --seed {seed}
+  parameters:
+    lr: 0.1
+    steps: 100
+  steps: steps
+metric: val_loss
+axes:
+  lr: [0.1, 0.5]
+halving: {over: [lr], rungs: [20], keep: 0.5}
+""", lambda t: {"status": "stopped", "epochs_completed": 2, "steps_completed": 20} if t.config["lr"] == 0.5 else None)
+    kept = next(t for t in load_grid(tmp_path / "run" / "grid.yaml").trials if t.config["lr"] == 0.1)
+    run.write_progress(kept.trial_id, {"attempt": 1, "epoch": 4, "metrics": {"step": 40, "val_loss": 0.6},
+                                       "seconds": 2.0, "train_seconds": 8.0, "reports": 4,
+                                       "updated_at": now().isoformat()})
+    result = invoke("status", tmp_path / "run")
+    assert result.exit_code == 0
+    # 120 - 20 - 40 steps left at 0.2 s a step: 12 s, not the 15.6 s of taking its 2 reports for 2 steps.
+    assert "ETA: 0:12" in result.stdout
+
+
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])
 def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
     out = tmp_path / f"plot.{suffix}"
@@ -569,6 +593,22 @@ def test_a_grid_edited_since_its_run_says_so_not_that_no_trial_matches(tmp_path,
     assert result.stderr == (f"error: {tmp_path / 'fixture'}: none of the trials of its grid as it is now has finished; "
                              "--all-trials shows the 10 trials of an earlier version of the grid\n")
     assert invoke("summarize", tmp_path / "fixture", "--all-trials").exit_code == 0
+
+
+def test_status_never_shows_an_earlier_grid_versions_finished_trials_as_running(tmp_path):
+    # Finished trials keep their progress files; after the grid is edited, those of its earlier
+    # version are neither the grid's finished trials nor running ones.
+    earlier = write_fixture(tmp_path / "fixture")
+    for trial_id in records.statuses(records.read_trials(earlier)):
+        earlier.write_progress(trial_id, {"attempt": 1, "epoch": 3, "metrics": {"val_error": 0.2}, "seconds": 1200.0,
+                                          "train_seconds": 3600.0, "updated_at": now().isoformat()})
+    write_fixture(tmp_path / "fixture", fixed={**PAPER_PROTOCOL, "epochs": 40, "lr_milestones": [20, 30]})
+    status = invoke("status", tmp_path / "fixture").stdout
+    assert status.startswith(f"{tmp_path / 'fixture'}: 10 finished of 16: 6 completed, 2 diverged, 2 failed, "
+                             "6 pending\n")
+    assert "running" not in status
+    assert "and 10 finished trials of an earlier version of the grid, not counted" in status
+    assert "compute used: 10.00 CPU-hours" in status  # the grid's 10 finished trials, 1 h each
 
 
 UNREGISTERED = """

@@ -65,7 +65,7 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     """Where the run stands; `trials` holds every finished trial's row (records.read_trials)."""
     grid, untrusted = read_saved_grid(run, trust_workload)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
-    finished = statuses(trials)
+    recorded = finished = statuses(trials)
     others = 0
     if grid:  # the grid as last run: an edited grid's older trials are not part of it
         others = sum(1 for t in finished if t not in planned)
@@ -75,7 +75,8 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     order = {s: i for i, s in enumerate(STATUSES)}
     counts: dict[str, int] = {s: tally[s] for s in sorted(tally, key=lambda s: order.get(s, len(order)))}
 
-    progress_by_trial = progress_files(run, finished)
+    # Finished trials keep their progress files, those of an edited grid's earlier version too.
+    progress_by_trial = progress_files(run, recorded)
     epoch_seconds = [p["seconds"] for p in progress_by_trial.values() if "seconds" in p]
     typical = statistics.median(epoch_seconds) if epoch_seconds else 0.0
     stale = max(STALE_AFTER, timedelta(seconds=3 * typical))
@@ -114,9 +115,13 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
                     metric=saved_objective(run, grid, untrusted).metric.name, untrusted=untrusted)
     if planned and per_unit and running:
         if grid.halving and (most := halving.planned(grid.trials, grid.halving, grid.planned_epochs)):
-            # At most what halving trains (as `ablate plan` counts it), less what the finished trained.
-            trained = dict(zip(trials["trial_id"].to_pylist(), trials["epochs_completed"].to_pylist())) \
-                if trials is not None and "epochs_completed" in trials.column_names else {}
+            # At most what halving trains (as `ablate plan` counts it), less what the finished trained:
+            # their epochs, or steps where a row has them (a script that reports every N steps).
+            trained = {}
+            for column in ("epochs_completed", "steps_completed"):
+                if trials is not None and column in trials.column_names:
+                    trained.update((i, n) for i, n in zip(trials["trial_id"].to_pylist(), trials[column].to_pylist())
+                                   if n is not None)
             epochs_left = most[0] - sum(trained.get(i) or 0 for i in finished)
         else:
             epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)

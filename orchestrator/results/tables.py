@@ -361,11 +361,13 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
 
 
 def _stopped(trials: Trials, reduced: list[str]) -> str:
-    """Which settings were stopped early, and where: `stopped early: lr 0.3, 0.4 at 2; lr 0.2 at 4`."""
+    """Which settings were stopped early, and where: `stopped early: lr 0.3, 0.4 at 2; lr 0.2 at 4`
+    (the epoch, or the step of a script that reports steps)."""
     where: dict[Any, set[str]] = {}
     stopped = trials.where([s == "stopped" for s in trials["status"]])
-    for *values, at in zip(*(stopped[name] for name in reduced), stopped["epochs_completed"]):
-        where.setdefault(at, set()).add(", ".join(map(as_written, values)))
+    steps = stopped["steps_completed"] if "steps_completed" in stopped.columns else [None] * len(stopped)
+    for *values, epochs, step in zip(*(stopped[name] for name in reduced), stopped["epochs_completed"], steps):
+        where.setdefault(epochs if step is None else step, set()).add(", ".join(map(as_written, values)))
     name = ", ".join(reduced)
     return "stopped early: " + "; ".join(f"{name} {', '.join(sorted(v))} at {at}" for at, v in
                                          sorted(where.items(), key=lambda item: (item[0] is None, item[0] or 0)))

@@ -31,8 +31,13 @@ class Events(tune.Callback):
     scheduler stopped early (their workers never return a result)."""
 
     def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials,
-                 hangs: Hangs | None = None, tracking: Tracking | None = None):
+                 hangs: Hangs | None = None, tracking: Tracking | None = None, failures: dict[str, int] | None = None):
         self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
+        # trial_id -> its failures so far in this `ablate run`, counted on here. A grid with halving
+        # runs a Tune experiment per round, each with a fresh FailureConfig: a trial gets only the
+        # retries its earlier rounds left, so that max_failures means what it does without halving.
+        self.failures = {} if failures is None else failures
+        self.retries = {i: max(0, grid.max_failures - n) for i, n in self.failures.items()}
         self.tracking = tracking
         self.cells = {t.trial_id: t.cell for t in grid.trials}
         self.hangs = hangs or Hangs(None, {})
@@ -63,6 +68,8 @@ class Events(tune.Callback):
             self.storage_error = self.storage_error or str(e)
 
     def on_trial_start(self, iteration, trials, trial, **info):  # each attempt
+        if self._id(trial) in self.retries:  # Tune's per-trial count, which it checks at each failure
+            trial.max_failures = self.retries[self._id(trial)]
         self.trials.started(trial.trial_id)
         self.hangs.started(self._id(trial))
         self.display.trial_started(self._id(trial), self.cells[self._id(trial)])
@@ -104,6 +111,7 @@ class Events(tune.Callback):
         self.hangs.ended(self._id(trial))
         if self._storage_failed(trial):
             return
+        self.failures[self._id(trial)] = self.failures.get(self._id(trial), 0) + 1
         self.display.trial_retrying(self._id(trial))
 
     def _storage_failed(self, trial) -> bool:

@@ -85,23 +85,27 @@ class Halver:
             status = final[trial.trial_id]
             if status not in ("completed", "stopped"):
                 return None, status
-            return self._reported_at(trial.trial_id, rung), ""
-        progress = self.run.progress(trial.trial_id)  # paused at the rung
-        # A trial paused by an ablate that kept no best in the progress: its last report.
-        held = (self.metric.summary == "best" and progress.get("best")) or progress.get("metrics")
-        value = self.metric.best([(held or {}).get(self.metric.name)])
+            value = self._reported_at(trial.trial_id, rung)
+        else:
+            progress = self.run.progress(trial.trial_id)  # paused at the rung
+            # A trial paused by an ablate that kept no best in the progress: its last report.
+            held = (self.metric.summary == "best" and progress.get("best")) or progress.get("metrics")
+            value = self.metric.best([(held or {}).get(self.metric.name)])
         return (value, "") if value is not None else (None, f"no {self.metric.name}")
 
     def _reported_at(self, trial_id: str, rung: int) -> float | None:
-        """A finished trial's metric at the rung (or its best up to it), from its epochs."""
+        """A finished trial's metric at the rung (or its best up to it), from its epochs: at its
+        first report at or past the rung, where a trial that trained to the rung paused (a script
+        that reports every N steps may have no report at the rung itself)."""
         epochs = records.read_epochs(self.run, [trial_id], ["trial_id", "epoch", "step", self.metric.name])
         if epochs is None or self.metric.name not in epochs.column_names:
             return None
         at = epochs["step"].to_pylist() if "step" in epochs.column_names else range(1, epochs.num_rows + 1)
         reported = list(zip(at, epochs[self.metric.name].to_pylist()))
+        paused = next((i for i, (a, _) in enumerate(reported) if a >= rung), len(reported))
         if self.metric.summary == "best":
-            return self.metric.best(v for a, v in reported if a <= rung)
-        return next((v for a, v in reported if a == rung), None)
+            return self.metric.best(v for _, v in reported[:paused + 1])
+        return reported[paused][1] if paused < len(reported) else None
 
     def _decide(self, cell: str, rung: int, candidates: dict[str, list], earlier: list[dict],
                 final: dict[str, str]) -> dict[str, Any]:
@@ -143,6 +147,8 @@ class Halver:
         by = f"best {self.metric.name} up to it" if self.metric.summary == "best" else self.metric.name
         reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by {by}"
                   + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
-        write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config, rung,
-                      self.run.progress(trial.trial_id), reason)
+        progress = self.run.progress(trial.trial_id)
+        # Its epochs up to where it paused: past the rung, where the rung falls between two reports.
+        write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config, position(progress),
+                      progress, reason)
         self.on_stopped(trial.trial_id, reason)

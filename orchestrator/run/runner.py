@@ -177,6 +177,7 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
 
     halver = Halver(grid, run, on_stopped=stopped)
     retried: set[str] = set()  # a failed trial is retried once per `ablate run`, not once per round
+    failures: dict[str, int] = {}  # and has max_failures retries over all its rounds (events.py)
     by_id = {t.trial_id: t for t in grid.trials}
     statuses = records.statuses(publisher.trials)  # published whole by catch_up
     while True:
@@ -186,7 +187,7 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
         if not plan:
             return
         retried.update(i for i in plan if statuses.get(i) == "failed")
-        fit([by_id[i] for i in plan], until=plan)
+        fit([by_id[i] for i in plan], until=plan, failures=failures)
         publisher.flush()  # the round's records, and those of the trials halver.next stopped
         statuses = records.statuses(publisher.trials)
         if any(i not in statuses and (until is None or run.progress(i).get("paused_at", 0) < until)
@@ -195,7 +196,7 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
 
 
 def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking, local, hangs,
-         until=None) -> None:
+         until=None, failures=None) -> None:
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
     # every trial's start, a large part of a short trial's worker time. These are names.
     bound = functools.partial(run_trial, run_uri=run.uri, workload_ref=grid.workload_ref, grid_name=grid.name,
@@ -205,7 +206,7 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
     bound.__name__ = run_trial.__name__  # Tune names the trainable after it
     trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
     trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow
-    events = Events(grid, run, display, publisher, trials, hangs, tracking)
+    events = Events(grid, run, display, publisher, trials, hangs, tracking, failures)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune_config(trials, resources, scheduler),

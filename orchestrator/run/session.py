@@ -55,6 +55,7 @@ class StoredSession:
         # progress, for a halving decision at a rung (run/halving.py), which has no epochs of a paused trial.
         self.best_of = best_of
         self.epochs: list[dict[str, Any]] = []
+        self.checkpointed = 0  # how many of `epochs` the last checkpoint holds
         self.checkpoint_path = run.trial_file(trial_id, CHECKPOINT)
         self.progress = run.progress(trial_id)
         self.progress_lines = Lines(run, run.trial_file(trial_id, PROGRESS), latest_only=True)
@@ -65,15 +66,18 @@ class StoredSession:
         self.sent: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) as last sent to the store
 
     def start(self) -> int:
-        """Count this attempt; returns its number (1 for the first)."""
+        """Count this attempt; returns its number (1 for the first). A trial resumed after a pause
+        at a rung of halving goes on with the attempt that paused: a round is not a retry."""
         started = self.progress.get("started_at") or now().isoformat()
+        paused_at = self.progress.get("paused_at")
         # worker: so that a driver taking over from a dead one can wait for this process to end (runner.py).
         # best: of the epochs this attempt trains or restores (restore), not of an earlier attempt's.
-        earlier = {k: v for k, v in self.progress.items() if k not in ("paused_at", "best")}
-        self.progress = {**earlier, "attempt": self.progress.get("attempt", 0) + 1, "started_at": started,
-                         "reports": 0, "worker": this_process()}
+        earlier = {k: v for k, v in self.progress.items() if k not in ("paused_at", "best", "epochs_after_checkpoint")}
+        self.progress = {**earlier, "attempt": self.progress.get("attempt", 0) + (1 if paused_at is None else 0),
+                         "started_at": started, "reports": 0, "worker": this_process()}
         self.progress_lines.add(progress_line(self.progress))
-        self.log(f"attempt {self.progress['attempt']} on {socket.gethostname()}")
+        resumed = "" if paused_at is None else f" resumed after its pause at {paused_at}"
+        self.log(f"attempt {self.progress['attempt']}{resumed} on {socket.gethostname()}")
         self.epoch_began = time.monotonic()
         return self.progress["attempt"]
 
@@ -103,6 +107,7 @@ class StoredSession:
         if saved is None:
             return None
         self.epochs = saved["epochs"]
+        self.checkpointed = len(self.epochs)
         if self.best_of is not None:
             self.progress["best"] = {self.best_of.name: self.best_of.best(e.get(self.best_of.name) for e in self.epochs)}
         self.log(f"resumed from the checkpoint after epoch {len(self.epochs)}")
@@ -115,6 +120,8 @@ class StoredSession:
         seconds, self.epoch_began = time.monotonic() - self.epoch_began, time.monotonic()
         self.epochs.append(dict(metrics))
         saved = serialize({"state": checkpoint, "epochs": self.epochs}) if checkpoint is not None else None
+        if saved is not None:
+            self.checkpointed = len(self.epochs)
         self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics), "seconds": seconds,
                          "train_seconds": self.progress.get("train_seconds", 0.0) + seconds,
                          "reports": self.progress.get("reports", 0) + 1,  # in this attempt: Tune's training_iteration
@@ -131,7 +138,10 @@ class StoredSession:
         at = metrics.get("step", len(self.epochs))
         if self.until is not None and at >= self.until:
             self.flush()  # its checkpoint on storage before the progress that says it paused
-            self.progress = {**self.progress, "paused_at": at}
+            # The epochs after its checkpoint, which it trains again if kept: a trial stopped at
+            # the rung has them in its record, the one it was ranked by included (run/trial.py).
+            self.progress = {**self.progress, "paused_at": at,
+                             "epochs_after_checkpoint": self.epochs[self.checkpointed:]}
             self.progress_lines.add(progress_line(self.progress))
             raise Paused(at)
 

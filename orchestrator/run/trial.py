@@ -23,7 +23,7 @@ from orchestrator.plan.objective import Metric
 from orchestrator.run.session import Paused, StoredSession
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
-from orchestrator.store.rundir import RunDir, now
+from orchestrator.store.rundir import RunDir, now, position
 from workloads.base import RESULT_STATUSES, Workload
 
 
@@ -66,17 +66,21 @@ def write_result(run: RunDir, workload: Workload, grid_name: str, trial_id: str,
 def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str, config: dict[str, Any],
                   epoch: int | None, progress: dict[str, Any], reason: str | None = None) -> None:
     """A truthful row for a trial stopped early (by a scheduler, or by halving at a rung): where
-    it got to, what it reported there, and its epochs up to its last checkpoint. Stopped is final:
-    the next `ablate run` does not run it again."""
+    it got to, what it reported there, and its epochs up to its last checkpoint (up to `epoch`, where
+    it paused at a rung: its progress holds those after the checkpoint). Stopped is final: the next
+    `ablate run` does not run it again."""
     try:
-        saved = run.checkpoint(trial_id)
+        saved = run.checkpoint(trial_id) or {"epochs": []}
     except CheckpointError:  # one that would run code to load: the row goes without its epochs
         saved = None
-    epochs = [e for e in saved["epochs"] if epoch is None or e.get("step", e.get("epoch", 0)) <= epoch] if saved else None
+    reported = [*saved["epochs"], *progress.get("epochs_after_checkpoint", [])] if saved else None
+    epochs = [e for e in reported if epoch is None or e.get("step", e.get("epoch", 0)) <= epoch] if reported else None
     reached = {k: v for k, v in progress.get("metrics", {}).items() if k not in ("epoch", "step")}
-    write_result(run, workload, grid_name, trial_id, config, {
-        **reached, "status": records.STOPPED, "epochs_completed": progress.get("epoch", epoch),
-        "train_seconds": progress.get("train_seconds"), "status_reason": reason}, progress, epochs)
+    row = {**reached, "status": records.STOPPED, "epochs_completed": progress.get("epoch", epoch),
+           "train_seconds": progress.get("train_seconds"), "status_reason": reason}
+    if "step" in progress.get("metrics", {}):  # a script that reports every N steps, as run_trial's rows
+        row["steps_completed"] = position(progress)
+    write_result(run, workload, grid_name, trial_id, config, row, progress, epochs)
 
 
 def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
