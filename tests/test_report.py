@@ -327,20 +327,16 @@ def test_status_of_a_half_finished_run(run_dir):
     assert "interrupted trials resume from their checkpoints" in out
 
 
+def steps_grid(steps: int, rest: str) -> str:
+    """A grid over a script that reports every N steps, as examples/losses.yaml, then `rest`."""
+    return ("name: steps\ncommand:\n  run: python losses.py --lr {lr} --steps {steps} --seed {seed}\n"
+            f"  parameters:\n    lr: 0.1\n    steps: {steps}\n  steps: steps\nmetric: val_loss\n{rest}")
+
+
 def test_status_eta_of_a_script_that_reports_every_100_steps(tmp_path):
     # As examples/losses.yaml: progress in steps, a report every 100 of them, 2 s each.
-    run = write_run(tmp_path / "run", """name: steps
-command:
-  run: python losses.py --lr {lr} --steps {steps} --seed {seed}
-  parameters:
-    lr: 0.1
-    steps: 1001
-  steps: steps
-metric: val_loss
-axes:
-  lr: [0.3, 0.1, 0.03]
-seeds: [0, 1]
-""", lambda t: None)
+    run = write_run(tmp_path / "run", steps_grid(1001, "axes:\n  lr: [0.3, 0.1, 0.03]\nseeds: [0, 1]\n"),
+                    lambda t: None)
     for trial in load_grid(tmp_path / "run" / "grid.yaml").trials[:2]:
         run.write_progress(trial.trial_id, {"attempt": 1, "epoch": 3, "metrics": {"step": 300, "val_loss": 0.6},
                                             "seconds": 2.0, "train_seconds": 6.0, "reports": 3,
@@ -353,18 +349,9 @@ seeds: [0, 1]
 
 def test_status_eta_with_halving_counts_the_steps_a_stopped_script_trained(tmp_path):
     # Halving trains at most 2 x 20 + 80 = 120 steps; lr 0.5 was stopped at step 20, its second report.
-    run = write_run(tmp_path / "run", """name: steps
-command:
-  run: python losses.py --lr {lr} --steps {steps} --seed {seed}
-  parameters:
-    lr: 0.1
-    steps: 100
-  steps: steps
-metric: val_loss
-axes:
-  lr: [0.1, 0.5]
-halving: {over: [lr], rungs: [20], keep: 0.5}
-""", lambda t: {"status": "stopped", "epochs_completed": 2, "steps_completed": 20} if t.config["lr"] == 0.5 else None)
+    halved = "axes:\n  lr: [0.1, 0.5]\nhalving: {over: [lr], rungs: [20], keep: 0.5}\n"
+    stopped = {"status": "stopped", "epochs_completed": 2, "steps_completed": 20}
+    run = write_run(tmp_path / "run", steps_grid(100, halved), lambda t: stopped if t.config["lr"] == 0.5 else None)
     kept = next(t for t in load_grid(tmp_path / "run" / "grid.yaml").trials if t.config["lr"] == 0.1)
     run.write_progress(kept.trial_id, {"attempt": 1, "epoch": 4, "metrics": {"step": 40, "val_loss": 0.6},
                                        "seconds": 2.0, "train_seconds": 8.0, "reports": 4,
