@@ -125,6 +125,16 @@ def test_values_of_other_kinds_than_their_column_are_kept_as_text_and_nothing_br
     assert records.read_epochs(run, ["a", "b"])["loss"].to_pylist() == ["0.5", "nan?"]
 
 
+def test_a_list_a_mapping_or_an_array_a_trial_returned_is_kept_as_its_text(tmp_path):
+    # Per-class accuracies as a list or a NumPy array: no column type holds them, and an array once
+    # failed the trial's record after all its training.
+    run = RunDir(str(tmp_path))
+    records.write_record(run, SCHEMA, "a", {"lr": 0.1}, {"status": "completed", "per_class": [0.5, 0.25],
+                                                         "confusion": {"cat": 3}, "scores": np.array([1.0, 2.0])})
+    row = records.read_trials(run).to_pylist()[0]
+    assert (row["per_class"], row["confusion"], row["scores"]) == ("[0.5, 0.25]", "{'cat': 3}", "[1. 2.]")
+
+
 class Clock:
     def __init__(self):
         self.now = 0.0

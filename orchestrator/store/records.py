@@ -83,7 +83,11 @@ def _type_of(value) -> str | None:
     """The column type of a value no schema declares: a number, text or a flag; None for a
     missing value (another trial's record may type the column) or one of another kind."""
     item = getattr(value, "item", None)
-    value = item() if callable(item) and not isinstance(value, (list, dict)) else value
+    if callable(item) and not isinstance(value, (list, dict)):  # a NumPy or torch scalar
+        try:
+            value = item()
+        except (ValueError, RuntimeError):  # an array of several values
+            return None
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -117,13 +121,16 @@ def write_record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str
     named like a parameter does not replace the parameter's value. A value of another kind than
     its column (a script's metric named `error`, like ablate's column of a failure's message;
     text where the workload declared a number) is kept, typed as it is: readers of many records
-    make such a column text (_concat)."""
+    make such a column text (_concat). A value no column type holds (a list of per-class
+    accuracies, a mapping, an array) is kept as its text."""
     row = {**result, **config, "trial_id": trial_id}
     types = dict(_type_names(schema))
     for name, value in row.items():
         kind = _type_of(value)
         if name not in types and kind is not None:
             types[name] = kind
+        elif name not in types and value is not None:
+            types[name], row[name] = "string", str(value)
         elif name in types and not _fits(types[name], value):
             types[name], row[name] = (kind, value) if kind is not None else ("string", str(value))
         if types.get(name) == "double" and isinstance(row[name], int):  # 2**64: JSON keeps it an int
