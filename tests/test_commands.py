@@ -225,6 +225,16 @@ def test_metrics_under_an_epoch_header_belong_to_that_epoch(tmp_path):
     assert result == {"status": "completed", "loss": 0.3333, "val_loss": 0.1667, "test_loss": 0.125}
 
 
+def test_a_list_a_script_prints_is_part_of_its_result(tmp_path):
+    script = """\
+        print('ABLATE {"epoch": 1, "val_error": 0.5}')
+        print('ABLATE {"per_class": [0.5, 0.25], "classes": {"cat": 0.5}}')
+        """
+    path = script_grid(tmp_path, {"lists.py": script}, {"run": [sys.executable, "lists.py", "{seed}"]})
+    result, _ = train_once(path)
+    assert result == {"status": "completed", "val_error": 0.5, "per_class": [0.5, 0.25], "classes": {"cat": 0.5}}
+
+
 class AnnouncingSession(MemorySession):
     """Writes each epoch it is given to `reported` in the trial directory, for the script to see."""
 

@@ -221,8 +221,9 @@ def _exit(code: int) -> str:
 
 
 def _result(final: dict[str, Any]) -> dict[str, Any]:
-    """A trial's row from the command's last values: every metric, a status where it gave one."""
-    row = {k: v for k, v in final.items() if k != "status" and isinstance(v, (int, float, str, bool))}
+    """A trial's row from the command's last values: every metric (a list or a mapping too: its
+    record keeps it as text), a status where it gave one."""
+    row = {k: v for k, v in final.items() if k != "status"}
     row["status"] = final["status"] if final.get("status") in RESULT_STATUSES else "completed"
     return row
 
