@@ -113,6 +113,13 @@ def test_plan_counts_trials_per_gpu_as_ray_packs_them(tmp_path, monkeypatch):
                      "2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
 
 
+def test_plan_with_max_concurrent_takes_the_rate_of_that_many_per_gpu(tmp_path, monkeypatch):
+    # gpus: 0.25 would put 4 on a GPU, but only 1 runs at once: the rate of one trial alone.
+    lines = plan_time(tmp_path, monkeypatch, [h200(1, 64_506.0), h200(4, 93_700.0)], "{gpus: 0.25, max_concurrent: 1}")
+    assert lines == ["time on NVIDIA H200: 0.135 GPU-hours, from 64,506 images/s with 1 trial per GPU, measured "
+                     "2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
+
+
 def test_plan_with_rates_of_several_gpus_estimates_each(tmp_path, monkeypatch):
     lines = plan_time(tmp_path, monkeypatch, [h200(2, 80_000.0, "NVIDIA H100"), h200(2, 94_000.0)], "{gpus: 0.5}")
     assert lines == [
@@ -136,6 +143,11 @@ def test_plan_of_cpu_trials_uses_the_rate_of_this_kind_of_machine(tmp_path, monk
     assert plan_time(tmp_path, monkeypatch, cpu + [h200(1, 64_506.0)], "{cpus: 1}") == [
         "time on this machine (cpu: Test CPU x2): 8.74 hours, from 1,000 images/s with 2 trials at once, measured "
         "2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
+    # Half a CPU each: 4 trials at once on 2 cores, as Ray packs them; 4 were not measured, 2 were.
+    base = dict(cpu[0], variant="base")
+    assert plan_time(tmp_path, monkeypatch, cpu + [base], "{cpus: 0.5}", variants="[all, base]") == [
+        "time on this machine (cpu: Test CPU x2): 17.5 hours, from the rates of 2 networks with 2 trials at once "
+        "(this grid: 4), measured 2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
     assert plan_time(tmp_path, monkeypatch, cpu[1:], "{cpus: 1}") == [
         "time: not estimated, FLOPs only: no training rate of these trials' networks is measured on this "
         "machine's CPU (cpu: Test CPU x2)"]

@@ -6,7 +6,8 @@ The device is a GPU when the grid's trials ask for GPUs (each GPU with rates mea
 grid's networks: which one a cluster has is not known here), this machine's CPU otherwise.
 Trials that share a device (`gpus: 0.25`; several CPU trials on one machine) train at the rate
 measured with that many trials sharing it, all of them together; where that many were not
-measured, the most measured below it (the rate of fewer trials, never more).
+measured, the most measured below it, else the fewest measured (then the plan's line says how
+many this grid puts on one).
 """
 from __future__ import annotations
 
@@ -30,14 +31,15 @@ class Estimate:
 
 
 def sharing(grid) -> int:
-    """How many of the grid's trials run on one device at once."""
+    """How many of the grid's trials run on one device at once, as Ray packs them (0.35 GPU each:
+    2 on a GPU; 0.5 CPU each: 4 on 2 cores) and max_concurrent allows."""
     r, n = grid.resources, len(grid.trials)
     if r.gpus > 0:
-        at_once = math.floor(1 / r.gpus + 1e-9) if r.gpus < 1 else 1  # as Ray packs them: 0.35 -> 2
+        at_once = math.floor(1 / r.gpus + 1e-9) if r.gpus < 1 else 1
     else:
-        at_once = max(1, cpu_cores() // max(1, math.ceil(r.cpus)))
-        if r.max_concurrent:
-            at_once = min(at_once, r.max_concurrent)
+        at_once = math.floor(cpu_cores() / r.cpus + 1e-9)
+    if r.max_concurrent:
+        at_once = min(at_once, r.max_concurrent)
     return max(1, min(at_once, n))
 
 
