@@ -206,7 +206,7 @@ def test_a_dead_start_stays_dead_when_training_goes_on(data_dir):
         train(Config(**DYING, epochs=epoch), session)
     assert [e["epoch"] for e in session.epochs] == list(range(1, 11))
     assert all(e["train_loss"] == pytest.approx(LN_10, abs=1e-6) for e in session.epochs[1:])
-    assert all(line == DEAD.replace("epoch 2", f"epoch {e}") for line, e in zip(session.lines, range(2, 11)))
+    assert session.lines == [DEAD.replace("epoch 2", f"epoch {e}") for e in range(2, 11)]
 
 
 def test_a_dead_start_restarts_from_a_derived_seed_as_that_fresh_trial(data_dir):
