@@ -362,6 +362,20 @@ def test_status_eta_with_halving_counts_the_steps_a_stopped_script_trained(tmp_p
     assert "ETA: 0:12" in result.stdout
 
 
+def test_summarize_of_a_halved_script_that_reports_steps_says_its_rung_is_a_step(tmp_path):
+    halved = "axes:\n  lr: [0.1, 0.5]\n  steps: [100, 200]\nhalving: {over: [lr], rungs: [20], keep: 0.5}\n"
+
+    def result(trial):
+        if trial.config["lr"] == 0.5:
+            return {"status": "stopped", "epochs_completed": 2, "steps_completed": 20, "val_loss": 0.9}
+        return {"status": "completed", "epochs_completed": 10, "steps_completed": trial.config["steps"], "val_loss": 0.5}
+
+    write_run(tmp_path / "run", steps_grid(100, halved), result)
+    shown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "lr chosen by successive halving on val_loss at step 20**" in shown
+    assert "| 100 | 0.5 (n=1)<br>95% CI: n too small<br>lr 0.1<br>stopped early: lr 0.5 at 20 |" in shown
+
+
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])
 def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
     out = tmp_path / f"plot.{suffix}"

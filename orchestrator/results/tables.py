@@ -20,7 +20,7 @@ is like for like (references.py); `--where` picks trials (select.py).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -242,8 +242,12 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
         base = {"rows": varying[0] if varying else "seed", "cols": varying[1] if len(varying) > 1 else None}
     base["tables"] = [t for t in base.get("tables", []) if t in results.trials.columns]
     objective = results.objective
+    halving = results.grid.halving if results.grid else None
+    if halving and "steps_completed" in results.trials.columns \
+            and not _all_missing(results.trials["steps_completed"]):  # its rungs were steps
+        halving = replace(halving, unit="step")
     base.update({"metric": objective.report[0].name, "by": objective.metric.name, "mode": objective.metric.mode,
-                 "halving": results.grid.halving if results.grid else None})
+                 "halving": halving})
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["tables"] += [c for c in results.varying() if c not in results.choosable() and c not in base["tables"]]
     layout = Layout(**base, shown=objective.reported(base["metric"]))
