@@ -16,6 +16,7 @@ from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
 from orchestrator.results.select import where
 from orchestrator.results.tables import Layout, load, summarize
+from orchestrator.run.trial import write_failed
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
 from tests.results_fixture import (FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, grid_text, write_fixture,
@@ -358,6 +359,25 @@ def test_status_eta_with_halving_counts_the_steps_a_stopped_script_trained(tmp_p
                                        "updated_at": now().isoformat()})
     result = invoke("status", tmp_path / "run")
     assert result.exit_code == 0
+    # 120 - 20 - 40 steps left at 0.2 s a step: 12 s, not the 15.6 s of taking its 2 reports for 2 steps.
+    assert "ETA: 0:12" in result.stdout
+
+
+def test_status_eta_with_halving_counts_the_steps_a_failed_script_trained(tmp_path):
+    # As the stopped one above, but lr 0.5 ran out of retries at step 20: the driver writes its row.
+    halved = "axes:\n  lr: [0.1, 0.5]\nhalving: {over: [lr], rungs: [20], keep: 0.5}\n"
+    run = write_run(tmp_path / "run", steps_grid(100, halved), lambda t: None)
+    grid = load_grid(tmp_path / "run" / "grid.yaml")
+    kept, failed = sorted(grid.trials, key=lambda t: t.config["lr"])
+    write_failed(run, grid.workload, grid.name, failed.trial_id, failed.config, "RuntimeError: boom",
+                 {"attempt": 2, "epoch": 2, "metrics": {"step": 20, "val_loss": 0.9}, "reports": 2})
+    records.Publisher(run).catch_up()
+    run.write_progress(kept.trial_id, {"attempt": 1, "epoch": 4, "metrics": {"step": 40, "val_loss": 0.6},
+                                       "seconds": 2.0, "train_seconds": 8.0, "reports": 4,
+                                       "updated_at": now().isoformat()})
+    result = invoke("status", tmp_path / "run")
+    assert result.exit_code == 0
+    assert "1 finished of 2: 1 failed, 1 running" in result.stdout
     # 120 - 20 - 40 steps left at 0.2 s a step: 12 s, not the 15.6 s of taking its 2 reports for 2 steps.
     assert "ETA: 0:12" in result.stdout
 
