@@ -40,6 +40,8 @@ def _params(n: int | None) -> str:
 
 
 def _signed(value: float, metric: Metric | str) -> str:
+    if math.isnan(value):  # inf - inf: shown as "-", as a missing value is
+        return _num(value, metric)
     return ("+" if value >= 0 else "-") + _num(abs(value), metric)
 
 
@@ -153,13 +155,16 @@ def _difference_lines(d: Difference, metric: Metric | str | None = None) -> list
     metric = metric or d.metric
     if d.mean is None:
         return [f"- (n={d.n})"]
+    if d.verdict == "not finite":  # no interval around inf
+        return [f"{_signed(d.mean, metric)} (n={d.n})"]
     return [f"{_signed(d.mean, metric)} (n={d.n})", _interval(d.interval, metric, signed=True)]
 
 
 # --- `ablate compare` --------------------------------------------------------------------------
 
 SEEDS_SAY = {"lower": "lower than {base}", "higher": "higher than {base}",
-             "inconclusive": "interval includes 0", "n too small": "n too small"}
+             "inconclusive": "interval includes 0", "n too small": "n too small",
+             "not finite": "not finite: a seed's value is inf"}
 BETTER = {True: " (better)", False: " (worse)", None: ""}
 
 
