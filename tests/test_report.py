@@ -444,6 +444,18 @@ def test_plot_with_unreadable_epochs_reads_the_records_and_says_so(run_dir, tmp_
     assert result.stderr.count("\n") == 1
 
 
+def test_exports_escape_what_markdown_and_latex_would_read_in_an_axis_value(tmp_path):
+    grid = ("name: esc\ncommand:\n  run: python t.py --opt {opt} --seed {seed}\n  parameters:\n    opt: sgd\n"
+            'metric: val_loss\naxes:\n  opt: ["a|b", "x_y%z", "$^~{}#&\\\\"]\n')
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_loss": 0.5})
+    markdown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "| a\\|b | 0.5 (n=1)<br>95% CI: n too small |" in markdown
+    latex = invoke("summarize", tmp_path / "run", "-f", "latex").stdout
+    assert r"a\textbar{}b & \shortstack{0.5 (n=1)" in latex
+    assert r"x\_y\%z & " in latex
+    assert r"\$\textasciicircum{}\textasciitilde{}\{\}\#\&\textbackslash{} & " in latex
+
+
 def test_a_maximized_metric_flips_the_choice_among_settings(tmp_path):
     # mode: max: the learning rate with the highest val_error now wins (0.01 in A-base: 0.25 > 0.21).
     write_fixture(tmp_path / "fixture", objective="mode: max")
