@@ -484,6 +484,20 @@ def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):
                              "test_error, test_examples, train_examples, val_error)\n")  # not the text ones
 
 
+def test_a_run_where_every_trial_failed_shows_its_cells_as_failed(tmp_path):
+    # As a partly failed run's failed cells show; the script's rows have no val_loss column at all.
+    write_run(tmp_path / "run", steps_grid(100, "axes:\n  lr: [0.1, 0.5]\nseeds: [0, 1]\n"),
+              lambda t: {"status": "failed", "error": "RuntimeError: boom"})
+    result = invoke("summarize", tmp_path / "run", "-f", "markdown")
+    assert result.exit_code == 0
+    assert "| 0.1 | failed (2/2) |\n| 0.5 | failed (2/2) |" in result.stdout
+    compared = invoke("compare", tmp_path / "run", "--baseline", "lr=0.1", "-f", "markdown")
+    assert "| 0.5 | failed | failed | - (n=0) | n too small |" in compared.stdout
+    # A metric that is not the grid's is still one line: no trial could have reported it.
+    assert invoke("summarize", tmp_path / "run", "--metric", "typo").stderr == \
+        f"error: {tmp_path / 'run'}: no trial has a value of typo (metrics: none)\n"
+
+
 SCRIPT_GRID = """name: script
 command:
   run: python train.py --lr {lr} --seed {seed}

@@ -100,6 +100,8 @@ class Results:
     def has(self, metric: str) -> None:
         """ResultsError naming the metrics the results have, unless they have numbers of `metric`."""
         if metric not in self.trials.columns or _all_missing(self.trials[metric]):
+            if metric in self.objective.names and "completed" not in self.trials["status"]:
+                return  # a metric the grid declares, and no trial finished: its cells say how they ended
             have = [c for c in self.trials.columns if c not in RESERVED and c not in self.config_columns
                     and self.numeric(c) and not _all_missing(self.trials[c])]
             raise ResultsError(f"{self.run.display()}: no trial has a value of {metric} "
@@ -195,6 +197,9 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
     mine = [i in planned for i in ids]
     shown = [True] * len(ids) if all_trials else mine
     table = _summarized(run, table, [i for i, show in zip(ids, shown) if show], objective, notify)
+    for name in objective.names:  # a column, if empty: where no trial finished, cells say how they ended
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
     trials = Trials(table).where(shown).sorted("trial_id")
     return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted,
                    parameters=saved_parameters(run, untrusted))
