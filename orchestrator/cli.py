@@ -326,7 +326,8 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
     In each cell (e.g. dataset, augmentation, model) the mean over seeds of (value - baseline),
     taking the two runs of each seed together, with its 95% t-interval: "lower" or "higher" when
     the interval excludes 0, "interval includes 0" when the seeds cannot tell, "n too small"
-    with fewer than two paired seeds. Each side's learning rate is chosen on validation data.
+    with fewer than two paired seeds, "not finite" where a seed's value is inf. Each side's
+    learning rate is chosen on validation data.
     """
     from orchestrator.results import compare, formats
     from orchestrator.results.tables import layout_for

@@ -85,6 +85,20 @@ def test_an_interval_that_includes_zero_and_a_single_seed_are_said_as_such(tmp_p
     assert "interval includes 0 |" in markdown
 
 
+def test_a_value_that_blew_up_to_inf_is_said_not_finite_not_inconclusive(tmp_path):
+    trials = {**{("C", "base", 0.01, s): ("completed", 0.2, 0.10) for s in range(3)},
+              **{("C", "all", 0.01, s): ("completed", 0.2, math.inf if s == 1 else 0.11) for s in range(3)}}
+    results = results_of(tmp_path, trials)
+    (d,) = compare(results, LAYOUT, "variant", "base")
+    assert d.verdict == "not finite" and d.interval is None and d.better is None
+    assert {(c.verdict, c.reason) for c in check_claims(results, LAYOUT, CLAIMS)} == {
+        ("not enough seeds", "not finite: a seed's value is inf")}
+    markdown = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "markdown").stdout
+    assert "| all | 10.00 (n=3) | inf (n=3) | +inf (n=3) | not finite: a seed's value is inf |" in markdown
+    (record,) = json.loads(invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "json").stdout)
+    assert record["verdict"] == "not finite" and record["ci_low"] is None and record["ci_high"] is None
+
+
 def test_compare_command_in_every_format(tmp_path):
     write_fixture(tmp_path / "fixture", trials=PAIRED)
     table = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base")

@@ -16,6 +16,7 @@ from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
 from orchestrator.results.select import where
 from orchestrator.results.tables import Layout, load, summarize
+from orchestrator.run.trial import write_failed
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
 from tests.results_fixture import (FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, grid_text, write_fixture,
@@ -362,6 +363,39 @@ def test_status_eta_with_halving_counts_the_steps_a_stopped_script_trained(tmp_p
     assert "ETA: 0:12" in result.stdout
 
 
+def test_status_eta_with_halving_counts_the_steps_a_failed_script_trained(tmp_path):
+    # As the stopped one above, but lr 0.5 ran out of retries at step 20: the driver writes its row.
+    halved = "axes:\n  lr: [0.1, 0.5]\nhalving: {over: [lr], rungs: [20], keep: 0.5}\n"
+    run = write_run(tmp_path / "run", steps_grid(100, halved), lambda t: None)
+    grid = load_grid(tmp_path / "run" / "grid.yaml")
+    kept, failed = sorted(grid.trials, key=lambda t: t.config["lr"])
+    write_failed(run, grid.workload, grid.name, failed.trial_id, failed.config, "RuntimeError: boom",
+                 {"attempt": 2, "epoch": 2, "metrics": {"step": 20, "val_loss": 0.9}, "reports": 2})
+    records.Publisher(run).catch_up()
+    run.write_progress(kept.trial_id, {"attempt": 1, "epoch": 4, "metrics": {"step": 40, "val_loss": 0.6},
+                                       "seconds": 2.0, "train_seconds": 8.0, "reports": 4,
+                                       "updated_at": now().isoformat()})
+    result = invoke("status", tmp_path / "run")
+    assert result.exit_code == 0
+    assert "1 finished of 2: 1 failed, 1 running" in result.stdout
+    # 120 - 20 - 40 steps left at 0.2 s a step: 12 s, not the 15.6 s of taking its 2 reports for 2 steps.
+    assert "ETA: 0:12" in result.stdout
+
+
+def test_summarize_of_a_halved_script_that_reports_steps_says_its_rung_is_a_step(tmp_path):
+    halved = "axes:\n  lr: [0.1, 0.5]\n  steps: [100, 200]\nhalving: {over: [lr], rungs: [20], keep: 0.5}\n"
+
+    def result(trial):
+        if trial.config["lr"] == 0.5:
+            return {"status": "stopped", "epochs_completed": 2, "steps_completed": 20, "val_loss": 0.9}
+        return {"status": "completed", "epochs_completed": 10, "steps_completed": trial.config["steps"], "val_loss": 0.5}
+
+    write_run(tmp_path / "run", steps_grid(100, halved), result)
+    shown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "lr chosen by successive halving on val_loss at step 20**" in shown
+    assert "| 100 | 0.5 (n=1)<br>95% CI: n too small<br>lr 0.1<br>stopped early: lr 0.5 at 20 |" in shown
+
+
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])
 def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
     out = tmp_path / f"plot.{suffix}"
@@ -410,6 +444,18 @@ def test_plot_with_unreadable_epochs_reads_the_records_and_says_so(run_dir, tmp_
     assert result.stderr.count("\n") == 1
 
 
+def test_exports_escape_what_markdown_and_latex_would_read_in_an_axis_value(tmp_path):
+    grid = ("name: esc\ncommand:\n  run: python t.py --opt {opt} --seed {seed}\n  parameters:\n    opt: sgd\n"
+            'metric: val_loss\naxes:\n  opt: ["a|b", "x_y%z", "$^~{}#&\\\\"]\n')
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_loss": 0.5})
+    markdown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "| a\\|b | 0.5 (n=1)<br>95% CI: n too small |" in markdown
+    latex = invoke("summarize", tmp_path / "run", "-f", "latex").stdout
+    assert r"a\textbar{}b & \shortstack{0.5 (n=1)" in latex
+    assert r"x\_y\%z & " in latex
+    assert r"\$\textasciicircum{}\textasciitilde{}\{\}\#\&\textbackslash{} & " in latex
+
+
 def test_a_maximized_metric_flips_the_choice_among_settings(tmp_path):
     # mode: max: the learning rate with the highest val_error now wins (0.01 in A-base: 0.25 > 0.21).
     write_fixture(tmp_path / "fixture", objective="mode: max")
@@ -436,6 +482,20 @@ def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):
     assert result.exit_code == 1
     assert result.stderr == (f"error: {run_dir}: no trial has a value of test_loss (metrics: synthetic_data, "
                              "test_error, test_examples, train_examples, val_error)\n")  # not the text ones
+
+
+def test_a_run_where_every_trial_failed_shows_its_cells_as_failed(tmp_path):
+    # As a partly failed run's failed cells show; the script's rows have no val_loss column at all.
+    write_run(tmp_path / "run", steps_grid(100, "axes:\n  lr: [0.1, 0.5]\nseeds: [0, 1]\n"),
+              lambda t: {"status": "failed", "error": "RuntimeError: boom"})
+    result = invoke("summarize", tmp_path / "run", "-f", "markdown")
+    assert result.exit_code == 0
+    assert "| 0.1 | failed (2/2) |\n| 0.5 | failed (2/2) |" in result.stdout
+    compared = invoke("compare", tmp_path / "run", "--baseline", "lr=0.1", "-f", "markdown")
+    assert "| 0.5 | failed | failed | - (n=0) | n too small |" in compared.stdout
+    # A metric that is not the grid's is still one line: no trial could have reported it.
+    assert invoke("summarize", tmp_path / "run", "--metric", "typo").stderr == \
+        f"error: {tmp_path / 'run'}: no trial has a value of typo (metrics: none)\n"
 
 
 SCRIPT_GRID = """name: script

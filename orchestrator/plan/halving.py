@@ -30,6 +30,7 @@ class Halving:
     over: tuple[str, ...]
     rungs: tuple[int, ...]
     keep: float
+    unit: str = "epoch"  # or "step": where trials report steps, rungs are steps (run/halving.py)
 
     def kept(self, settings: int) -> int:
         """How many of `settings` a rung keeps."""
@@ -37,8 +38,8 @@ class Halving:
 
     @property
     def at(self) -> str:
-        """Where it decides, in words: `epochs 25, 100`."""
-        return f"{'epoch' if len(self.rungs) == 1 else 'epochs'} {', '.join(map(str, self.rungs))}"
+        """Where it decides, in words: `epochs 25, 100`, or `step 20`."""
+        return f"{self.unit}{'' if len(self.rungs) == 1 else 's'} {', '.join(map(str, self.rungs))}"
 
     def describe(self) -> str:
         return f"halving over {', '.join(self.over)} at {self.at}, keeping {self.keep:g}"

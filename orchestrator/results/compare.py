@@ -19,6 +19,7 @@ cannot tell yet.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,7 +31,7 @@ from orchestrator.results.tables import Cell, Layout, Results, as_written, cell_
 from orchestrator.results.trials import Trials, concat
 
 # What the seeds say about one paired difference.
-VERDICTS = ("lower", "higher", "inconclusive", "n too small")
+VERDICTS = ("lower", "higher", "inconclusive", "n too small", "not finite")
 
 
 @dataclass
@@ -44,13 +45,16 @@ class Difference:
     compared: Cell
     n: int = 0  # seeds with a value on both sides
     mean: float | None = None  # compared minus baseline, averaged over those seeds
-    interval: tuple[float, float] | None = None  # 95% paired t-interval; None: n too small
+    interval: tuple[float, float] | None = None  # 95% paired t-interval; None: n too small, or not finite
 
     better_when: str = "min"  # the metric's mode: whether lower or higher is better
 
     @property
     def verdict(self) -> str:
-        """lower / higher: the interval excludes 0; inconclusive: it does not; n too small."""
+        """lower / higher: the interval excludes 0; inconclusive: it does not; n too small; not
+        finite: a seed's value is inf (a loss that blew up), so is the difference: no interval."""
+        if self.mean is not None and not math.isfinite(self.mean):
+            return "not finite"
         if self.interval is None:
             return "n too small"
         low, high = self.interval
@@ -101,8 +105,10 @@ def compare(results: Results, layout: Layout, axis: str, base: Any, values: list
 def _paired(coords, axis, value, base, layout: Layout, baseline_cell: Cell, compared: Cell) -> Difference:
     seeds = [s for s in compared.values if s in baseline_cell.values]
     diffs = [compared.values[s] - baseline_cell.values[s] for s in seeds]
+    finite = all(math.isfinite(d) for d in diffs)
     return Difference(coords, axis, value, base, layout.metric, baseline_cell, compared, n=len(diffs),
-                      mean=sum(diffs) / len(diffs) if diffs else None, interval=stats.interval(diffs),
+                      mean=sum(diffs) / len(diffs) if diffs else None,
+                      interval=stats.interval(diffs) if finite else None,
                       better_when=layout.shown.mode)
 
 
@@ -159,7 +165,8 @@ def _check(claim: dict, d: Difference) -> ClaimCheck:
     if d.interval is None:
         missing = [f"{v}: {cell.status}" for v, cell in zip((d.baseline_value, d.value), sides)
                    if cell.status != "completed"]
-        return ClaimCheck(claim, d, "not enough seeds", "; ".join(missing) or f"n={d.n}", differs)
+        why = "; ".join(missing) or ("not finite: a seed's value is inf" if d.verdict == "not finite" else f"n={d.n}")
+        return ClaimCheck(claim, d, "not enough seeds", why, differs)
     # "lower" claims compared - baseline < +tolerance (for an error: no worse), "higher" claims
     # compared - baseline > -tolerance; turned around, "higher" reads as "lower".
     sign = 1 if claim["direction"] == "lower" else -1

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from rich.markup import escape
@@ -40,6 +41,8 @@ def _params(n: int | None) -> str:
 
 
 def _signed(value: float, metric: Metric | str) -> str:
+    if math.isnan(value):  # inf - inf: shown as "-", as a missing value is
+        return _num(value, metric)
     return ("+" if value >= 0 else "-") + _num(abs(value), metric)
 
 
@@ -153,13 +156,16 @@ def _difference_lines(d: Difference, metric: Metric | str | None = None) -> list
     metric = metric or d.metric
     if d.mean is None:
         return [f"- (n={d.n})"]
+    if d.verdict == "not finite":  # no interval around inf
+        return [f"{_signed(d.mean, metric)} (n={d.n})"]
     return [f"{_signed(d.mean, metric)} (n={d.n})", _interval(d.interval, metric, signed=True)]
 
 
 # --- `ablate compare` --------------------------------------------------------------------------
 
 SEEDS_SAY = {"lower": "lower than {base}", "higher": "higher than {base}",
-             "inconclusive": "interval includes 0", "n too small": "n too small"}
+             "inconclusive": "interval includes 0", "n too small": "n too small",
+             "not finite": "not finite: a seed's value is inf"}
 BETTER = {True: " (better)", False: " (worse)", None: ""}
 
 
@@ -212,19 +218,27 @@ def to_rich(sheet: Sheet) -> RichTable:
 
 
 def to_markdown(sheets: list[Sheet]) -> str:
+    def md(text: str) -> str:  # a value's `|` (an axis value "a|b") would end its table cell
+        return text.replace("|", r"\|")
+
     out = []
     for sheet in sheets:
-        out += [f"**{sheet.title}**", "", "| " + " | ".join(sheet.header) + " |", "|" + "---|" * len(sheet.header)]
-        out += ["| " + " | ".join("<br>".join(lines) for lines in row) + " |" for row in sheet.rows]
+        out += [f"**{md(sheet.title)}**", "", "| " + " | ".join(map(md, sheet.header)) + " |",
+                "|" + "---|" * len(sheet.header)]
+        out += ["| " + " | ".join("<br>".join(map(md, lines)) for lines in row) + " |" for row in sheet.rows]
         out.append("")
     return "\n".join(out)
 
 
+# LaTeX's special characters, and those that are text only in math mode, as text. Replaced in
+# one pass: the braces of \textbackslash{} must not be escaped again.
+TEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#", "%": r"\%", "_": r"\_",
+       "^": r"\textasciicircum{}", "~": r"\textasciitilde{}", "|": r"\textbar{}", "±": r"$\pm$", "<": "$<$",
+       ">": "$>$"}
+
+
 def _tex(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("±", r"$\pm$"),
-                 ("<", "$<$"), (">", "$>$")):
-        text = text.replace(a, b)
-    return text
+    return re.sub("|".join(map(re.escape, TEX)), lambda m: TEX[m.group()], text)
 
 
 def _stack(lines: list[str]) -> str:

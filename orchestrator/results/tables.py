@@ -20,7 +20,7 @@ is like for like (references.py); `--where` picks trials (select.py).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,8 @@ class Results:
     def has(self, metric: str) -> None:
         """ResultsError naming the metrics the results have, unless they have numbers of `metric`."""
         if metric not in self.trials.columns or _all_missing(self.trials[metric]):
+            if metric in self.objective.names and "completed" not in self.trials["status"]:
+                return  # a metric the grid declares, and no trial finished: its cells say how they ended
             have = [c for c in self.trials.columns if c not in RESERVED and c not in self.config_columns
                     and self.numeric(c) and not _all_missing(self.trials[c])]
             raise ResultsError(f"{self.run.display()}: no trial has a value of {metric} "
@@ -195,6 +197,9 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
     mine = [i in planned for i in ids]
     shown = [True] * len(ids) if all_trials else mine
     table = _summarized(run, table, [i for i, show in zip(ids, shown) if show], objective, notify)
+    for name in objective.names:  # a column, if empty: where no trial finished, cells say how they ended
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
     trials = Trials(table).where(shown).sorted("trial_id")
     return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted,
                    parameters=saved_parameters(run, untrusted))
@@ -242,8 +247,12 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
         base = {"rows": varying[0] if varying else "seed", "cols": varying[1] if len(varying) > 1 else None}
     base["tables"] = [t for t in base.get("tables", []) if t in results.trials.columns]
     objective = results.objective
+    halving = results.grid.halving if results.grid else None
+    if halving and "steps_completed" in results.trials.columns \
+            and not _all_missing(results.trials["steps_completed"]):  # its rungs were steps
+        halving = replace(halving, unit="step")
     base.update({"metric": objective.report[0].name, "by": objective.metric.name, "mode": objective.metric.mode,
-                 "halving": results.grid.halving if results.grid else None})
+                 "halving": halving})
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["tables"] += [c for c in results.varying() if c not in results.choosable() and c not in base["tables"]]
     layout = Layout(**base, shown=objective.reported(base["metric"]))

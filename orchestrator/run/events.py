@@ -20,7 +20,7 @@ from orchestrator.plan.grid import Grid
 from orchestrator.run.display import Display, describe
 from orchestrator.run.hangs import Hangs
 from orchestrator.run.scheduling import GridTrials
-from orchestrator.run.trial import write_result, write_stopped
+from orchestrator.run.trial import write_failed, write_stopped
 from orchestrator.run.tracking import Tracking
 from orchestrator.store.records import Publisher
 from orchestrator.store.rundir import Lines, RunDir, now
@@ -169,9 +169,8 @@ class Events(tune.Callback):
         if self._storage_failed(trial):
             return
         message = ended or last_line(_error_text(trial)) or "the trial failed"
-        progress = self.run.progress(trial_id)
-        write_result(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"],
-                     {"status": "failed", "error": message, "epochs_completed": progress.get("epoch")}, progress)
+        write_failed(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"], message,
+                     self.run.progress(trial_id))
         self.publisher.publish(trial_id)
         self._track(trial_id)
         self.display.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")

@@ -83,6 +83,15 @@ def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str
     write_result(run, workload, grid_name, trial_id, config, row, progress, epochs)
 
 
+def write_failed(run: RunDir, workload: Workload, grid_name: str, trial_id: str, config: dict[str, Any],
+                 error: str, progress: dict[str, Any]) -> None:
+    """The row of a trial that ran out of retries (its worker writes none): its error and where it got to."""
+    row = {"status": "failed", "error": error, "epochs_completed": progress.get("epoch")}
+    if "step" in progress.get("metrics", {}):  # a script that reports every N steps, as run_trial's rows
+        row["steps_completed"] = position(progress)
+    write_result(run, workload, grid_name, trial_id, config, row, progress)
+
+
 def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
               judged_by: tuple[str, ...] = (), best_of: Metric | None = None) -> None:
     """The trial `tune_config["trial"]` names; writes its own record when it has a result. A
