@@ -334,14 +334,22 @@ def steps_grid(steps: int, rest: str) -> str:
             f"  parameters:\n    lr: 0.1\n    steps: {steps}\n  steps: steps\nmetric: val_loss\n{rest}")
 
 
+HALVED_STEPS = "axes:\n  lr: [0.1, 0.5]\nhalving: {over: [lr], rungs: [20], keep: 0.5}\n"
+
+
+def running_at(run, trial_id: str, step: int, reports: int) -> None:
+    """A trial training now, at `step`, its `reports`-th report, each 2 s after the one before."""
+    run.write_progress(trial_id, {"attempt": 1, "epoch": reports, "metrics": {"step": step, "val_loss": 0.6},
+                                  "seconds": 2.0, "train_seconds": 2.0 * reports, "reports": reports,
+                                  "updated_at": now().isoformat()})
+
+
 def test_status_eta_of_a_script_that_reports_every_100_steps(tmp_path):
     # As examples/losses.yaml: progress in steps, a report every 100 of them, 2 s each.
     run = write_run(tmp_path / "run", steps_grid(1001, "axes:\n  lr: [0.3, 0.1, 0.03]\nseeds: [0, 1]\n"),
                     lambda t: None)
     for trial in load_grid(tmp_path / "run" / "grid.yaml").trials[:2]:
-        run.write_progress(trial.trial_id, {"attempt": 1, "epoch": 3, "metrics": {"step": 300, "val_loss": 0.6},
-                                            "seconds": 2.0, "train_seconds": 6.0, "reports": 3,
-                                            "updated_at": now().isoformat()})
+        running_at(run, trial.trial_id, step=300, reports=3)
     result = invoke("status", tmp_path / "run")
     assert result.exit_code == 0
     # 6 x 1001 steps less the 600 done, at 0.02 s a step, two at once: 54 s, not 100 times that.
@@ -350,13 +358,10 @@ def test_status_eta_of_a_script_that_reports_every_100_steps(tmp_path):
 
 def test_status_eta_with_halving_counts_the_steps_a_stopped_script_trained(tmp_path):
     # Halving trains at most 2 x 20 + 80 = 120 steps; lr 0.5 was stopped at step 20, its second report.
-    halved = "axes:\n  lr: [0.1, 0.5]\nhalving: {over: [lr], rungs: [20], keep: 0.5}\n"
     stopped = {"status": "stopped", "epochs_completed": 2, "steps_completed": 20}
-    run = write_run(tmp_path / "run", steps_grid(100, halved), lambda t: stopped if t.config["lr"] == 0.5 else None)
+    run = write_run(tmp_path / "run", steps_grid(100, HALVED_STEPS), lambda t: stopped if t.config["lr"] == 0.5 else None)
     kept = next(t for t in load_grid(tmp_path / "run" / "grid.yaml").trials if t.config["lr"] == 0.1)
-    run.write_progress(kept.trial_id, {"attempt": 1, "epoch": 4, "metrics": {"step": 40, "val_loss": 0.6},
-                                       "seconds": 2.0, "train_seconds": 8.0, "reports": 4,
-                                       "updated_at": now().isoformat()})
+    running_at(run, kept.trial_id, step=40, reports=4)
     result = invoke("status", tmp_path / "run")
     assert result.exit_code == 0
     # 120 - 20 - 40 steps left at 0.2 s a step: 12 s, not the 15.6 s of taking its 2 reports for 2 steps.
@@ -365,16 +370,13 @@ def test_status_eta_with_halving_counts_the_steps_a_stopped_script_trained(tmp_p
 
 def test_status_eta_with_halving_counts_the_steps_a_failed_script_trained(tmp_path):
     # As the stopped one above, but lr 0.5 ran out of retries at step 20: the driver writes its row.
-    halved = "axes:\n  lr: [0.1, 0.5]\nhalving: {over: [lr], rungs: [20], keep: 0.5}\n"
-    run = write_run(tmp_path / "run", steps_grid(100, halved), lambda t: None)
+    run = write_run(tmp_path / "run", steps_grid(100, HALVED_STEPS), lambda t: None)
     grid = load_grid(tmp_path / "run" / "grid.yaml")
     kept, failed = sorted(grid.trials, key=lambda t: t.config["lr"])
     write_failed(run, grid.workload, grid.name, failed.trial_id, failed.config, "RuntimeError: boom",
                  {"attempt": 2, "epoch": 2, "metrics": {"step": 20, "val_loss": 0.9}, "reports": 2})
     records.Publisher(run).catch_up()
-    run.write_progress(kept.trial_id, {"attempt": 1, "epoch": 4, "metrics": {"step": 40, "val_loss": 0.6},
-                                       "seconds": 2.0, "train_seconds": 8.0, "reports": 4,
-                                       "updated_at": now().isoformat()})
+    running_at(run, kept.trial_id, step=40, reports=4)
     result = invoke("status", tmp_path / "run")
     assert result.exit_code == 0
     assert "1 finished of 2: 1 failed, 1 running" in result.stdout
