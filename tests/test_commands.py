@@ -25,7 +25,7 @@ from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
 from orchestrator.run.session import StoredSession
 from orchestrator.store.rundir import RunDir
-from workloads.script.train import CommandFailed
+from workloads.script.train import CommandFailed, Metrics
 from tests.conftest import ROOT, ablate
 from tests.test_storage_s3 import s3  # noqa: F401 - a fixture
 from workloads.base import MemorySession
@@ -233,6 +233,17 @@ def test_a_list_a_script_prints_is_part_of_its_result(tmp_path):
     path = script_grid(tmp_path, {"lists.py": script}, {"run": [sys.executable, "lists.py", "{seed}"]})
     result, _ = train_once(path)
     assert result == {"status": "completed", "val_error": 0.5, "per_class": [0.5, 0.25], "classes": {"cat": 0.5}}
+
+
+def test_an_epoch_among_steps_sits_at_the_step_before_it_and_a_value_after_the_last_step_is_final():
+    patterns = [r"step (?P<step>\d+) loss (?P<loss>[\d.]+)", r"epoch (?P<epoch>\d+) val_error (?P<val_error>[\d.]+)",
+                r"epoch (?P<epoch>\d+) val_loss (?P<val_loss>[\d.]+)", r"^test_error (?P<test_error>[\d.]+)"]
+    metrics = Metrics(patterns=patterns)
+    lines = ["step 100 loss 1.0", "step 200 loss 0.9", "epoch 1 val_error 0.4", "step 300 loss 0.8", "test_error 0.08"]
+    rows = [row for line in lines for row in metrics.feed(line)] + metrics.end()
+    assert rows == [{"step": 100, "loss": 1.0}, {"step": 200, "loss": 0.9}, {"epoch": 1, "val_error": 0.4, "step": 200},
+                    {"step": 300, "loss": 0.8}]
+    assert metrics.final["test_error"] == 0.08  # the test set's number: no step's row
 
 
 class AnnouncingSession(MemorySession):

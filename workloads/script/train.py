@@ -121,10 +121,10 @@ class Metrics:
     every pattern that captures `epoch` has matched for it (a JSON line is complete at once), or
     when a later epoch begins, or at the end. Patterns that capture nothing but `epoch` are
     headers (Keras' `Epoch 3/10`): the epoch they begin is complete only when a later one begins,
-    or at the end. A pattern's match without an `epoch` joins the epoch begun and not complete
-    (the metrics under a header); otherwise, and a JSON line without an `epoch` always, it adds
-    to the final values (`ABLATE {"test_error": 0.08}` after training). An epoch printed after
-    steps is at the last step: its row holds that `step`, which places it in training.
+    or at the end. A pattern's match without an `epoch` joins the epoch a header began (the
+    metrics under it); otherwise, and a JSON line without an `epoch` always, it adds to the final
+    values (`test error 0.08` after training). An epoch printed after steps is at the last step
+    printed before it: its row holds that `step`, which places it in training.
 
     An attempt resumed from a checkpoint at `resumed_at` (an epoch, or a step) repeats what its
     script's own checkpoint is behind: reports at or before it are `repeats`, not reported, until
@@ -136,7 +136,8 @@ class Metrics:
         groups = [set(p.groupindex) for p in self.patterns]
         epoch_patterns = {i for i, names in enumerate(groups) if "epoch" in names}
         # Headers alone never complete an epoch: its metrics are on the lines that follow.
-        self.epoch_patterns = epoch_patterns if any(len(groups[i]) > 1 for i in epoch_patterns) else set()
+        self.headers = {i for i in epoch_patterns if groups[i] == {"epoch"}}
+        self.epoch_patterns = epoch_patterns if epoch_patterns - self.headers else set()
         # A line's epoch first, whatever the order of the patterns: its other metrics belong to it.
         self.order = sorted(range(len(groups)), key=lambda i: not {"epoch", "step"} & groups[i])
         self.resumed_at = resumed_at  # None: not resumed, or passed
@@ -173,7 +174,8 @@ class Metrics:
         self.seen = True
         places = {k: metrics[k] for k in ("epoch", "step") if k in metrics}
         if not places:
-            (self.pending if self.pending and pattern is not None else self.final).update(metrics)
+            under_header = pattern is not None and self.matched & self.headers
+            (self.pending if under_header else self.final).update(metrics)
             return []
         for key, at in places.items():
             if not (isinstance(at, (int, float)) and not isinstance(at, bool) and float(at).is_integer()):
@@ -181,8 +183,8 @@ class Metrics:
                 return []
         metrics = {**metrics, **{k: int(v) for k, v in places.items()}}
         key = next(iter(places))  # what it belongs to: its epoch, or its step
-        self.step = metrics.get("step", self.step)
         done = self.end() if self.pending and self.pending.get(key) != metrics[key] else []
+        self.step = metrics.get("step", self.step)
         self.pending = {**self.pending, **metrics}
         self.matched.add(pattern)
         if complete or (self.epoch_patterns and self.epoch_patterns <= self.matched):
