@@ -21,9 +21,12 @@ from orchestrator.errors import GridError, ResultsError
 from orchestrator.plan.grid import load_grid
 from orchestrator.plan.halving import planned, read_decisions
 from orchestrator.run.halving import Halver
+from orchestrator.run.halving import Halver
 from orchestrator.run.runner import run_grid
 from orchestrator.store.records import trial_schema, write_record
+from orchestrator.store.records import trial_schema, write_record
 from orchestrator.store.rundir import RunDir
+from tests.results_fixture import write_run
 from tests.runs import probe_grid, quiet, trials
 
 ABLATE = os.path.join(os.path.dirname(sys.executable), "ablate")
@@ -75,6 +78,25 @@ def test_damaged_halving_decisions_are_one_line_naming_the_file(tmp_path):
         read_decisions(run_dir)
     assert str(e.value) == (f"{tmp_path / 'halving.json'}: unreadable halving decisions (Unterminated string starting "
                             "at: line 1 column 15 (char 14)); restore it from where the run was copied")
+
+
+def test_a_script_with_epochs_among_its_steps_is_ranked_by_its_last_epoch_value_up_to_the_rung(tmp_path):
+    # val_loss comes with each epoch's row, between step rows; an evaluation before any step has no
+    # step. Ranked at step 20 (its first report there), each setting has its epoch 1's val_loss.
+    grid_text = ("name: mixed\ncommand:\n  run: python train.py --lr {lr} --steps {steps} --seed {seed}\n"
+                 "  parameters:\n    lr: 0.1\n    steps: 40\n  steps: steps\nmetric: val_loss\n"
+                 "axes:\n  lr: [0.1, 0.5]\nhalving: {over: [lr], rungs: [20], keep: 0.5}\n")
+    run = write_run(tmp_path / "run", grid_text, lambda t: None)
+    grid = load_grid(tmp_path / "run" / "grid.yaml")
+    schema = trial_schema(grid.workload.config)
+    for trial in grid.trials:
+        val_loss = 0.6 if trial.config["lr"] == 0.1 else 0.3
+        epochs = [{"epoch": 0, "val_loss": 0.95}, {"step": 10, "loss": 1.0}, {"epoch": 1, "val_loss": val_loss,
+                  "step": 10}, {"step": 20, "loss": 0.9}, {"step": 30, "loss": 0.8}, {"step": 40, "loss": 0.7}]
+        write_record(run, schema, trial.trial_id, trial.config, {"status": "completed", "val_loss": val_loss}, epochs)
+    Halver(grid, run).next({t.trial_id: "completed" for t in grid.trials})
+    (decision,) = read_decisions(run)
+    assert decision["kept"] == [json.dumps({"lr": 0.5})]
 
 
 def test_plan_counts_the_epochs_halving_trains(tmp_path):

@@ -30,6 +30,41 @@ def test_a_workload_without_torch_checkpoints_and_resumes_without_importing_it(t
     assert result.stdout.split("\n")[0] == "{'step': 7} [{'epoch': 1}] False", result.stderr
 
 
+def stopped_at_the_rung(tmp_path, name: str, reports: list[dict], until: int):
+    """The row and epochs of a trial paused at a rung by `reports`, then stopped there by halving."""
+    import dataclasses
+
+    from orchestrator.run.session import Paused
+    from orchestrator.run.trial import write_stopped
+    from orchestrator.store import records
+    from orchestrator.store.rundir import position
+    from tests.probe import WORKLOAD, Config
+
+    run = RunDir(str(tmp_path / name))
+    session = StoredSession(run, "t", until=until)
+    session.start()
+    with pytest.raises(Paused):
+        for report in reports:
+            session.report(report, checkpoint={"reports": len(session.epochs)})
+    session.close()
+    progress = run.progress("t")
+    write_stopped(run, WORKLOAD, "g", "t", dataclasses.asdict(Config()), position(progress), progress)
+    return records.read_trials(run).to_pylist()[0], records.read_epochs(run, ["t"]).to_pylist()
+
+
+def test_a_trial_stopped_at_a_rung_keeps_its_reports_and_the_last_value_of_each_metric(tmp_path):
+    # A script that prints val_loss only with its epochs, among its steps: its row has the last
+    # val_loss, which halving ranked it by, though its last report (step 20) has none.
+    reports = [{"step": 10, "loss": 1.0}, {"epoch": 1, "val_loss": 0.3, "step": 10}, {"step": 20, "loss": 0.9}]
+    row, epochs = stopped_at_the_rung(tmp_path, "steps", reports, until=20)
+    assert (row["status"], row["val_loss"], row["loss"], row["steps_completed"]) == ("stopped", 0.3, 0.9, 20)
+    assert [e["step"] for e in epochs] == [10, 10, 20]
+    # One that numbers its epochs 5, 10, ...: paused at its second report, it keeps both.
+    reports = [{"epoch": 5, "val_loss": 0.5}, {"epoch": 10, "val_loss": 0.4}]
+    row, epochs = stopped_at_the_rung(tmp_path, "fives", reports, until=2)
+    assert row["val_loss"] == 0.4 and [e["epoch"] for e in epochs] == [5, 10]
+
+
 def test_a_checkpoint_with_tensors_resumes_with_them(tmp_path):
     session = StoredSession(RunDir(str(tmp_path)), "t")
     session.start()

@@ -79,8 +79,9 @@ class Halver:
         return trial.trial_id in final or position(self.run.progress(trial.trial_id)) >= rung
 
     def _score(self, trial, rung: int, final: dict[str, str]) -> tuple[float | None, str]:
-        """The trial's metric at the rung (its best report up to the rung, for a metric summarized
-        by its best), or None and why it has none."""
+        """The trial's metric at the rung: its last value up to the rung (a script's epoch rows among
+        its step rows: the last epoch's), or its best up to it for a metric summarized by its best;
+        or None and why it has none."""
         if trial.trial_id in final:
             status = final[trial.trial_id]
             if status not in ("completed", "stopped"):
@@ -88,8 +89,9 @@ class Halver:
             value = self._reported_at(trial.trial_id, rung)
         else:
             progress = self.run.progress(trial.trial_id)  # paused at the rung
-            # A trial paused by an ablate that kept no best in the progress: its last report.
-            held = (self.metric.summary == "best" and progress.get("best")) or progress.get("metrics")
+            # A trial paused by an ablate that kept no best or last values in the progress: its last report.
+            held = (self.metric.summary == "best" and progress.get("best")) or progress.get("last") \
+                or progress.get("metrics")
             value = self.metric.best([(held or {}).get(self.metric.name)])
         return (value, "") if value is not None else (None, f"no {self.metric.name}")
 
@@ -101,11 +103,13 @@ class Halver:
         if epochs is None or self.metric.name not in epochs.column_names:
             return None
         at = epochs["step"].to_pylist() if "step" in epochs.column_names else range(1, epochs.num_rows + 1)
-        reported = list(zip(at, epochs[self.metric.name].to_pylist()))
+        # An epoch a script printed before any step has none: it is at the start.
+        reported = [(a or 0, v) for a, v in zip(at, epochs[self.metric.name].to_pylist())]
         paused = next((i for i, (a, _) in enumerate(reported) if a >= rung), len(reported))
+        values = [v for _, v in reported[:paused + 1] if v is not None]
         if self.metric.summary == "best":
-            return self.metric.best(v for _, v in reported[:paused + 1])
-        return reported[paused][1] if paused < len(reported) else None
+            return self.metric.best(values)
+        return values[-1] if paused < len(reported) and values else None
 
     def _decide(self, cell: str, rung: int, candidates: dict[str, list], earlier: list[dict],
                 final: dict[str, str]) -> dict[str, Any]:

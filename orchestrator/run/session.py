@@ -31,6 +31,12 @@ from orchestrator.store.rundir import CHECKPOINT, PROGRESS, Lines, RunDir, now, 
 _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ablate-writer")
 
 
+def _last(last: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last value of each metric over `epochs`, after those in `last`: a script's epoch rows
+    among its step rows hold metrics its latest report may not (what halving ranks by)."""
+    return {**last, **{k: v for e in epochs for k, v in e.items() if v is not None and k not in ("epoch", "step")}}
+
+
 class Paused(BaseException):
     """Raised by `StoredSession.report` once a trial reached the epoch it was to train `until`: its
     cell decides at that rung whether it goes on (run/halving.py). Not an Exception, so that a
@@ -72,7 +78,8 @@ class StoredSession:
         paused_at = self.progress.get("paused_at")
         # worker: so that a driver taking over from a dead one can wait for this process to end (runner.py).
         # best: of the epochs this attempt trains or restores (restore), not of an earlier attempt's.
-        earlier = {k: v for k, v in self.progress.items() if k not in ("paused_at", "best", "epochs_after_checkpoint")}
+        earlier = {k: v for k, v in self.progress.items()
+                   if k not in ("paused_at", "best", "last", "epochs_after_checkpoint")}
         self.progress = {**earlier, "attempt": self.progress.get("attempt", 0) + (1 if paused_at is None else 0),
                          "started_at": started, "reports": 0, "worker": this_process()}
         self.progress_lines.add(progress_line(self.progress))
@@ -108,6 +115,7 @@ class StoredSession:
             return None
         self.epochs = saved["epochs"]
         self.checkpointed = len(self.epochs)
+        self.progress["last"] = _last({}, self.epochs)
         if self.best_of is not None:
             self.progress["best"] = {self.best_of.name: self.best_of.best(e.get(self.best_of.name) for e in self.epochs)}
         self.log(f"resumed from the checkpoint after epoch {len(self.epochs)}")
@@ -123,6 +131,7 @@ class StoredSession:
         if saved is not None:
             self.checkpointed = len(self.epochs)
         self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics), "seconds": seconds,
+                         "last": _last(self.progress.get("last", {}), [metrics]),
                          "train_seconds": self.progress.get("train_seconds", 0.0) + seconds,
                          "reports": self.progress.get("reports", 0) + 1,  # in this attempt: Tune's training_iteration
                          "updated_at": now().isoformat()}

@@ -74,22 +74,27 @@ def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str
     except CheckpointError:  # one that would run code to load: the row goes without its epochs
         saved = None
     reported = [*saved["epochs"], *progress.get("epochs_after_checkpoint", [])] if saved else None
-    epochs = [e for e in reported if epoch is None or e.get("step", e.get("epoch", 0)) <= epoch] if reported else None
-    reached = {k: v for k, v in progress.get("metrics", {}).items() if k not in ("epoch", "step")}
+    # Up to `epoch`: a step where reports have one, else a count of reports (a script may number
+    # its epochs 5, 10, ... or start again at 1), as position() in rundir.py counts them.
+    epochs = [e for i, e in enumerate(reported, 1) if epoch is None or e.get("step", i) <= epoch] if reported else None
+    # As a finished trial's row: the last value of each metric (progress of an older ablate: its last report).
+    last = progress.get("last") or progress.get("metrics", {})
+    reached = {k: v for k, v in last.items() if k not in ("epoch", "step")}
     row = {**reached, "status": records.STOPPED, "epochs_completed": progress.get("epoch", epoch),
-           "train_seconds": progress.get("train_seconds"), "status_reason": reason}
-    if "step" in progress.get("metrics", {}):  # a script that reports every N steps, as run_trial's rows
-        row["steps_completed"] = position(progress)
+           "train_seconds": progress.get("train_seconds"), "status_reason": reason, **_steps(progress)}
     write_result(run, workload, grid_name, trial_id, config, row, progress, epochs)
 
 
 def write_failed(run: RunDir, workload: Workload, grid_name: str, trial_id: str, config: dict[str, Any],
                  error: str, progress: dict[str, Any]) -> None:
     """The row of a trial that ran out of retries (its worker writes none): its error and where it got to."""
-    row = {"status": "failed", "error": error, "epochs_completed": progress.get("epoch")}
-    if "step" in progress.get("metrics", {}):  # a script that reports every N steps, as run_trial's rows
-        row["steps_completed"] = position(progress)
+    row = {"status": "failed", "error": error, "epochs_completed": progress.get("epoch"), **_steps(progress)}
     write_result(run, workload, grid_name, trial_id, config, row, progress)
+
+
+def _steps(progress: dict[str, Any]) -> dict[str, int]:
+    """`steps_completed` of a script that reports every N steps, as run_trial's rows have it."""
+    return {"steps_completed": position(progress)} if "step" in progress.get("metrics", {}) else {}
 
 
 def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
