@@ -113,8 +113,9 @@ def _paired(coords, axis, value, base, layout: Layout, baseline_cell: Cell, comp
 
 
 # What a claim's check can say. "not enough seeds": fewer than two paired seeds, or an interval
-# that still reaches both sides of the tolerance (more seeds would narrow it).
-CLAIM_VERDICTS = ("holds", "fails", "not enough seeds")
+# that still reaches both sides of the tolerance (more seeds would narrow it); "not finite": a
+# seed's value is inf (a loss that blew up), which no interval can judge.
+CLAIM_VERDICTS = ("holds", "fails", "not enough seeds", "not finite")
 
 
 @dataclass
@@ -165,8 +166,9 @@ def _check(claim: dict, d: Difference) -> ClaimCheck:
     if d.interval is None:
         missing = [f"{v}: {cell.status}" for v, cell in zip((d.baseline_value, d.value), sides)
                    if cell.status != "completed"]
-        why = "; ".join(missing) or ("not finite: a seed's value is inf" if d.verdict == "not finite" else f"n={d.n}")
-        return ClaimCheck(claim, d, "not enough seeds", why, differs)
+        if not missing and d.verdict == "not finite":
+            return ClaimCheck(claim, d, "not finite", "a seed's value is inf", differs)
+        return ClaimCheck(claim, d, "not enough seeds", "; ".join(missing) or f"n={d.n}", differs)
     # "lower" claims compared - baseline < +tolerance (for an error: no worse), "higher" claims
     # compared - baseline > -tolerance; turned around, "higher" reads as "lower".
     sign = 1 if claim["direction"] == "lower" else -1

@@ -131,7 +131,7 @@ def table_sheet(table: Table) -> Sheet:
 
 # --- the study's claims ------------------------------------------------------------------------
 
-VERDICT_STYLE = {"holds": "green", "fails": "bold red", "not enough seeds": "yellow"}
+VERDICT_STYLE = {"holds": "green", "fails": "bold red", "not enough seeds": "yellow", "not finite": "yellow"}
 
 
 def claims_sheet(checks: list[ClaimCheck]) -> Sheet:
