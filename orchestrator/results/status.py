@@ -75,7 +75,8 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     order = {s: i for i, s in enumerate(STATUSES)}
     counts: dict[str, int] = {s: tally[s] for s in sorted(tally, key=lambda s: order.get(s, len(order)))}
 
-    # Finished trials keep their progress files, those of an edited grid's earlier version too.
+    # Only unfinished trials' progress: finished ones keep their progress files, those of an
+    # edited grid's earlier version too, and are neither running nor counted twice.
     progress_by_trial = progress_files(run, recorded)
     epoch_seconds = [p["seconds"] for p in progress_by_trial.values() if "seconds" in p]
     typical = statistics.median(epoch_seconds) if epoch_seconds else 0.0

@@ -119,9 +119,9 @@ class Display:
 
 
 class PlainDisplay(Display):
-    """One line per event, for logs, pipes and `--quiet`; and while trials report, a line of
-    progress every `progress_every_s`: without it a log says nothing for as long as a trial
-    trains (hours, on a paper's grid)."""
+    """One line per event, for logs, pipes and `--quiet`; and as trials report, a line of progress
+    at most every `progress_every_s`: without it a log says nothing for as long as a trial trains
+    (hours, on a paper's grid)."""
 
     progress_every_s = 300.0
     shown_running = 4  # trials whose epoch a progress line names

@@ -11,7 +11,7 @@ their trial-to-run map in memory, so a retried or resumed trial, or a second `ab
 second tracker run or logs over its own steps (ray-project/ray#38894, #29916, #46897). Here what a
 trial's tracker run is and the last step it logged live beside the trial in storage
 (`trials/<id>/tracking.json`), so every driver continues the same run and skips what is logged.
-A tracker that fails mid-run is one warning; it is left out from then on and the trials go on.
+A tracker that fails mid-run is one note; it is left out from then on and the trials go on.
 """
 from __future__ import annotations
 
@@ -281,7 +281,7 @@ class Tracking:
 
     def _each(self, trial_id: str, action, done=lambda state: False) -> None:
         """`action(tracker, state)` for every tracker still in use, but those whose stored state is
-        `done` (not even opened); one that fails is one warning and left out."""
+        `done` (not even opened); one that fails is one note and left out."""
         states = self._state(trial_id)
         changed = False
         for tracker in list(self.trackers):

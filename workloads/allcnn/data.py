@@ -86,8 +86,9 @@ def _md5(path: Path) -> str:
 def download(source: Source, root: Path) -> Path:
     """The archive in `root`, downloaded first if it is not there, checked against its MD5.
 
-    A download that fails midway keeps what it received in `<archive>.part`, never the archive's
-    name, and the next call asks the server for the rest (an HTTP Range request).
+    A download that fails midway keeps what it received in `cifar-10-python.tar.part` (the
+    archive's name with `.part` for its last suffix), never under the archive's name, and the
+    next call asks the server for the rest (an HTTP Range request).
     """
     archive = root / source.filename
     if not archive.exists():
