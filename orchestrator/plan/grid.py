@@ -343,11 +343,10 @@ def saved_objective(run, grid: Grid | None, untrusted: str | None) -> Objective:
     else the interface's defaults."""
     if grid:
         return grid.objective
-    content = run.read_bytes(run.child(GRID_FILE)) if untrusted else None
+    data = _untrusted_data(run, untrusted)
+    if data is None or not any(key in data for key in ("metric", "mode", "report")):
+        return INTERFACE
     try:
-        data = read_yaml(Path(run.display(GRID_FILE)), content) if content is not None else None
-        if not isinstance(data, dict) or not any(key in data for key in ("metric", "mode", "report")):
-            return INTERFACE
         return Objective(*declared(Path(run.display(GRID_FILE)), data, INTERFACE), declared=True)
     except GridError:
         return INTERFACE
@@ -358,13 +357,20 @@ def saved_parameters(run, untrusted: str | None) -> list[str] | None:
     names, read as data: axes, fixed values, include rules and the seed. Without the workload's
     config they tell a parameter from a metric its trials returned (a train_loss taken for a
     parameter would split every setting into single seeds). None otherwise."""
+    data = _untrusted_data(run, untrusted)
+    if data is None:
+        return None
+    include = data.get("include")
+    named = [data.get("axes"), data.get("fixed"), *(include if isinstance(include, list) else [])]
+    return list(dict.fromkeys([name for part in named if isinstance(part, dict) for name in part] + ["seed"]))
+
+
+def _untrusted_data(run, untrusted: str | None) -> dict | None:
+    """A run's grid.yaml as data, for a run whose workload was not imported (read_saved_grid);
+    None otherwise, or where it is not a readable mapping."""
     content = run.read_bytes(run.child(GRID_FILE)) if untrusted else None
     try:
         data = read_yaml(Path(run.display(GRID_FILE)), content) if content is not None else None
     except GridError:
         return None
-    if not isinstance(data, dict):
-        return None
-    include = data.get("include")
-    named = [data.get("axes"), data.get("fixed"), *(include if isinstance(include, list) else [])]
-    return list(dict.fromkeys([name for part in named if isinstance(part, dict) for name in part] + ["seed"]))
+    return data if isinstance(data, dict) else None
