@@ -126,13 +126,12 @@ def write_record(run: RunDir, schema: pa.Schema, trial_id: str, config: dict[str
     row = {**result, **config, "trial_id": trial_id}
     types = dict(_type_names(schema))
     for name, value in row.items():
-        kind = _type_of(value)
-        if name not in types and kind is not None:
+        if name in types and _fits(types[name], value):
+            pass
+        elif (kind := _type_of(value)) is not None:  # a new column, or one of another kind than declared
             types[name] = kind
-        elif name not in types and value is not None:
+        elif value is not None:
             types[name], row[name] = "string", str(value)
-        elif name in types and not _fits(types[name], value):
-            types[name], row[name] = (kind, value) if kind is not None else ("string", str(value))
         if types.get(name) == "double" and isinstance(row[name], int):  # 2**64: JSON keeps it an int
             row[name] = float(row[name])
     body = {"row": {name: row.get(name) for name in types}, "types": types, "epochs": epochs}
@@ -234,8 +233,12 @@ def _epochs_table(found: list[Record | None]) -> pa.Table | None:
         elif all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
             columns[key] = pa.array([None if v is None else float(v) for v in values], pa.float64())
         else:
-            columns[key] = pa.array([None if v is None else str(v) for v in values], pa.string())
+            columns[key] = _as_text(values)
     return pa.table(columns)
+
+
+def _as_text(values: list) -> pa.Array:
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 def _record_ids(run: RunDir) -> set[str]:
@@ -283,8 +286,7 @@ def _text_where_types_differ(tables: list[pa.Table]) -> list[pa.Table]:
     out = []
     for table in tables:
         for name in text.intersection(table.column_names):
-            values = [None if v is None else str(v) for v in table[name].to_pylist()]
-            table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, pa.string()))
+            table = table.set_column(table.schema.get_field_index(name), name, _as_text(table[name].to_pylist()))
         out.append(table)
     return out
 
