@@ -59,7 +59,7 @@ class Display:
 
     def trial_result(self, trial_id: str, metrics: dict[str, Any]) -> None:
         run = self.running.get(trial_id)
-        at = metrics.get("step", metrics.get("epoch"))  # a script may report every N steps instead (position in rundir.py)
+        at = metrics.get("step", metrics.get("epoch"))  # a script may report every N steps instead
         if run and at is not None:
             # A resumed trial's first epoch follows its checkpoint: it advances the trial by
             # several epochs, but only one was trained in this run.

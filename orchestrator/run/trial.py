@@ -23,7 +23,7 @@ from orchestrator.plan.objective import Metric
 from orchestrator.run.session import Paused, StoredSession
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
-from orchestrator.store.rundir import RunDir, now, position
+from orchestrator.store.rundir import RunDir, now
 from workloads.base import RESULT_STATUSES, Workload
 
 
@@ -81,20 +81,22 @@ def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str
     last = progress.get("last") or progress.get("metrics", {})
     reached = {k: v for k, v in last.items() if k not in ("epoch", "step")}
     row = {**reached, "status": records.STOPPED, "epochs_completed": progress.get("epoch", epoch),
-           "train_seconds": progress.get("train_seconds"), "status_reason": reason, **_steps(progress)}
+           "train_seconds": progress.get("train_seconds"), "status_reason": reason,
+           **_steps(progress.get("metrics", {}))}
     write_result(run, workload, grid_name, trial_id, config, row, progress, epochs)
 
 
 def write_failed(run: RunDir, workload: Workload, grid_name: str, trial_id: str, config: dict[str, Any],
                  error: str, progress: dict[str, Any]) -> None:
     """The row of a trial that ran out of retries (its worker writes none): its error and where it got to."""
-    row = {"status": "failed", "error": error, "epochs_completed": progress.get("epoch"), **_steps(progress)}
+    row = {"status": "failed", "error": error, "epochs_completed": progress.get("epoch"),
+           **_steps(progress.get("metrics", {}))}
     write_result(run, workload, grid_name, trial_id, config, row, progress)
 
 
-def _steps(progress: dict[str, Any]) -> dict[str, int]:
-    """`steps_completed` of a script that reports every N steps, as run_trial's rows have it."""
-    return {"steps_completed": position(progress)} if "step" in progress.get("metrics", {}) else {}
+def _steps(last: dict[str, Any]) -> dict[str, int]:
+    """A row's `steps_completed`, from a trial's last report, where it reports every N steps."""
+    return {"steps_completed": last["step"]} if "step" in last else {}
 
 
 def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
@@ -119,9 +121,7 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
         row = {**{k: v for epoch in session.epochs for k, v in epoch.items() if k not in ("epoch", "step")},
                "status": "completed", "params": workload.params(trial_config) if workload.params else None,
                "epochs_completed": len(session.epochs), "train_seconds": session.progress.get("train_seconds"),
-               **result}
-        if session.epochs and "step" in session.epochs[-1]:  # a script that reports every N steps
-            row["steps_completed"] = session.epochs[-1]["step"]
+               **result, **_steps(session.epochs[-1] if session.epochs else {})}
         if row["status"] == "completed" and (missing := [m for m in judged_by if m not in row]):
             raise ValueError(f"no value of {', '.join(missing)} in its output "
                              f"(it gave: {', '.join(sorted(set(row) - RESERVED)) or 'nothing'})")
