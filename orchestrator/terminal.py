@@ -58,14 +58,14 @@ def show_plan(console: Console, grid: Grid) -> None:
 
 
 def halving_lines(grid: Grid) -> list[str]:
-    """What halving saves: epochs and compute with it, against the full grid."""
+    """What halving saves: epochs (or steps) and compute with it, against the full grid."""
     h = grid.halving
     if h is None:
         return []
     epochs = planned(grid.trials, h, grid.planned_epochs)
     if epochs is None:
-        return [f"{h.describe()}; epochs saved: not known (the workload does not say how many its trials train)"]
-    lines = [f"{h.describe()}: at most {epochs[0]:,.0f} of {epochs[1]:,.0f} epochs ({epochs[0] / epochs[1]:.0%}); "
+        return [f"{h.describe()}; {h.unit}s saved: not known (the workload does not say how many its trials train)"]
+    lines = [f"{h.describe()}: at most {epochs[0]:,.0f} of {epochs[1]:,.0f} {h.unit}s ({epochs[0] / epochs[1]:.0%}); "
              "compute and time below are of the full grid"]
     if grid.workload.cost is not None:
         workload = grid.workload

@@ -107,6 +107,12 @@ def test_plan_counts_the_epochs_halving_trains(tmp_path):
     assert "halving over lr at epochs 2, 4, keeping 0.5: at most 64 of 128 epochs (50%)" in shown.stdout
 
 
+def test_plan_counts_the_steps_of_a_script_that_reports_steps(tmp_path):
+    shown = CliRunner().invoke(app, ["plan", str(steps_grid(tmp_path))])
+    # 2 lrs to step 25, one on to step 60.
+    assert "halving over lr at step 25, keeping 0.5: at most 85 of 120 steps (71%)" in shown.stdout
+
+
 @pytest.mark.usefixtures("local_ray")
 def test_each_cell_trains_one_lr_to_the_end_and_stops_the_others_at_the_rungs(tmp_path):
     path, storage = halved_grid(tmp_path), tmp_path / "runs"

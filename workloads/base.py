@@ -153,6 +153,9 @@ class Workload:
     train: Callable[[Any, Session], dict[str, Any]]
     # Optional: how many epochs (`session.report` calls) a trial of this config makes.
     epochs: Callable[[Any], int] | None = None
+    # What `epochs` counts, and halving's rungs with it: "epoch", or "step" for a script that
+    # reports every N steps.
+    unit: str = "epoch"
     # The reported metrics to show while trials run, in order.
     metrics: tuple[str, ...] = ("val_error",)
     # What a trial is judged by, unless its grid says otherwise (`metric`, `mode`, `report`): the

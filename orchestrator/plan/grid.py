@@ -109,7 +109,7 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
                 trial_timeout=trial_timeout(data.get("trial_timeout"), "trial_timeout", path),
                 description=str(data.get("description") or ""), fixed=spec.fixed,
                 objective=objective(path, data, workload), tracking=tracking(data.get("tracking") or {}, path),
-                halving=halving(path, data.get("halving"), spec.axes, epochs))
+                halving=halving(path, data.get("halving"), spec.axes, epochs, workload.unit))
 
 
 def _mapping(path, key, value) -> dict:

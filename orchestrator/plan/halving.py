@@ -76,9 +76,9 @@ def _key(values: dict) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
-def halving(path, given, axes: dict[str, list], planned_epochs: list[int | None]) -> Halving | None:
+def halving(path, given, axes: dict[str, list], planned_epochs: list[int | None], unit: str = "epoch") -> Halving | None:
     """A grid's `halving`, checked against its axes and its trials' epochs (`planned_epochs`, None
-    where the workload cannot say)."""
+    where the workload cannot say), which count `unit`s (epochs, or a script's steps)."""
     if given is None:
         return None
     if not isinstance(given, dict):
@@ -99,7 +99,7 @@ def halving(path, given, axes: dict[str, list], planned_epochs: list[int | None]
     rungs = given["rungs"] if isinstance(given["rungs"], list) else [given["rungs"]]
     if not rungs or any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in rungs) \
             or any(a >= b for a, b in zip(rungs, rungs[1:])):
-        raise GridError(path, "halving.rungs", f"expected increasing whole numbers of epochs >= 1, got {fmt(given['rungs'])}")
+        raise GridError(path, "halving.rungs", f"expected increasing whole numbers of {unit}s >= 1, got {fmt(given['rungs'])}")
     known = [e for e in planned_epochs if e is not None]
     if known and rungs[-1] >= min(known):
         raise GridError(path, "halving.rungs", f"the last rung ({rungs[-1]}) must come before the end of every trial "
@@ -107,7 +107,7 @@ def halving(path, given, axes: dict[str, list], planned_epochs: list[int | None]
     keep = given["keep"]
     if not isinstance(keep, (int, float)) or isinstance(keep, bool) or not 0 < keep < 1:
         raise GridError(path, "halving.keep", f"expected a fraction between 0 and 1, got {fmt(keep)}")
-    return Halving(tuple(over), tuple(rungs), float(keep))
+    return Halving(tuple(over), tuple(rungs), float(keep), unit)
 
 
 def planned(trials: list[Trial], halving: Halving, epochs_of, per_epoch=lambda trial: 1.0) -> tuple[float, float] | None:

@@ -327,7 +327,7 @@ def build(script: Script) -> Workload:
     length = script.epochs or script.steps
     return Workload(
         name="command", config=config, train=train,
-        epochs=(lambda c: getattr(c, length)) if length else None,
+        epochs=(lambda c: getattr(c, length)) if length else None, unit="step" if script.steps else "epoch",
         metrics=script.show, check=check, prepare=lambda configs: prepare(script, configs),
         invocation=lambda c: command_line(script, dataclasses.asdict(c)))
 
