@@ -37,6 +37,17 @@ def test_download_checks_the_checksum_and_caches(mirror, data_dir):
     assert mirror.requests == 1  # the second trial reads the cache
 
 
+def test_a_damaged_cache_is_made_again_from_the_archive(mirror, data_dir):
+    # A disk fault, or a copy cut short: the archive on disk is verified, so nothing is downloaded.
+    whole = prepare("cifar10", val_size=20)
+    cache = data_dir / "cifar10.npz"
+    cache.write_bytes(cache.read_bytes()[: cache.stat().st_size // 2])
+    assert torch.equal(prepare("cifar10", val_size=20).x_test, whole.x_test)
+    assert mirror.requests == 1
+    with np.load(cache) as f:
+        assert f["x_train"].shape == (200, 3, 32, 32)  # whole again
+
+
 def test_cifar100_uses_fine_labels(mirror, data_dir):
     splits = prepare("cifar100", val_size=10)
     assert splits.classes == 100 and len(splits.y_train) == 40 - 10

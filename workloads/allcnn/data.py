@@ -23,6 +23,7 @@ import pickle
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,13 +163,23 @@ def load_cifar(name: str, root: Path) -> dict[str, np.ndarray]:
         root.mkdir(parents=True, exist_ok=True)
         # Several trials on one machine may start together: one downloads, the others wait.
         with FileLock(str(root / f"{name}.lock")):
-            if not cache.exists():
+            arrays = _read_cache(cache)
+            if arrays is None:
                 arrays = _read_archive(download(source, root), source)
                 tmp = root / f".{name}.tmp.npz"
                 np.savez(tmp, **arrays)
                 tmp.rename(cache)
-        with np.load(cache) as f:
+        return arrays
+
+
+def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays cached at `path`; None where there is no cache, or a damaged one (a disk fault, a
+    copy cut short), which is made again from the verified archive."""
+    try:
+        with np.load(path) as f:
             return {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
 
 
 def load_local(name: str, root: Path) -> dict[str, np.ndarray]:
