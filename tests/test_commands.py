@@ -634,3 +634,16 @@ def test_a_script_whose_metric_is_nan_is_diverged_not_completed(tmp_path):
               judged_by=grid.objective.names)
     row = records.read_trials(RunDir(str(tmp_path / "runs"))).to_pylist()[0]
     assert (row["status"], row["status_reason"], row["epochs_completed"]) == ("diverged", "val_loss is nan", 2)
+
+
+def test_a_script_that_prints_only_final_values_runs_without_tunes_own_lines(tmp_path):
+    path = script_grid(tmp_path, {"final.py": 'print("final accuracy: 0.9125")\n'},
+                       {"run": [sys.executable, "final.py", "{seed}"],
+                        "metrics": {"patterns": [r"^final accuracy: (?P<accuracy>[\d.]+)"]}},
+                       metric="accuracy", mode="max", resources={"cpus": 1})
+    storage = tmp_path / "runs"
+    result = ablate("run", path, "--storage", storage, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "Last result" not in result.stdout  # Tune's "Trial X completed. Last result: " for a trial that reported nothing
+    (row,) = pd.read_parquet(storage / "scripts" / "trials.parquet").itertuples()
+    assert row.status == "completed" and row.accuracy == 0.9125
