@@ -613,3 +613,37 @@ def test_a_completed_trial_without_a_metric_its_grid_declares_fails_saying_so(tm
                   workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
                   judged_by=grid.objective.names)
     assert str(e.value) == "no value of val_loss in its output (it gave: test_error, train_loss, val_error)"
+
+
+def test_a_script_whose_metric_is_nan_is_diverged_not_completed(tmp_path):
+    from orchestrator.run.trial import run_trial
+    from orchestrator.store import records
+
+    script = """\
+        print("epoch 1: val loss inf")
+        print("epoch 2: val loss nan")
+        """
+    path = script_grid(tmp_path, {"blows_up.py": script},
+                       {"run": [sys.executable, "blows_up.py", "{seed}"],
+                        "metrics": {"patterns": [r"^epoch (?P<epoch>\d+): val loss (?P<val_loss>\S+)"]}},
+                       metric="val_loss")
+    grid = load_grid(path)
+    trial = grid.trials[0]
+    run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
+              workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
+              judged_by=grid.objective.names)
+    row = records.read_trials(RunDir(str(tmp_path / "runs"))).to_pylist()[0]
+    assert (row["status"], row["status_reason"], row["epochs_completed"]) == ("diverged", "val_loss is nan", 2)
+
+
+def test_a_script_that_prints_only_final_values_runs_without_tunes_own_lines(tmp_path):
+    path = script_grid(tmp_path, {"final.py": 'print("final accuracy: 0.9125")\n'},
+                       {"run": [sys.executable, "final.py", "{seed}"],
+                        "metrics": {"patterns": [r"^final accuracy: (?P<accuracy>[\d.]+)"]}},
+                       metric="accuracy", mode="max", resources={"cpus": 1})
+    storage = tmp_path / "runs"
+    result = ablate("run", path, "--storage", storage, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "Last result" not in result.stdout  # Tune's "Trial X completed. Last result: " for a trial that reported nothing
+    (row,) = pd.read_parquet(storage / "scripts" / "trials.parquet").itertuples()
+    assert row.status == "completed" and row.accuracy == 0.9125

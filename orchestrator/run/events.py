@@ -14,6 +14,7 @@ import time
 
 import ray
 from ray import tune
+from ray.tune.progress_reporter import TrialProgressCallback
 
 from orchestrator.errors import StorageError, last_line
 from orchestrator.plan.grid import Grid
@@ -213,3 +214,18 @@ class StopOnStorageError(tune.Stopper):
 
     def stop_all(self) -> bool:
         return self.events.storage_error is not None
+
+
+class NoTuneProgress(TrialProgressCallback):
+    """Stands in for Tune's own progress lines, which the display replaces: even with verbose=0 Tune
+    prints `Trial X completed. Last result: ` for a trial that reported nothing (a script that prints
+    only final values), unless a callback of this type is given."""
+
+    def on_trial_result(self, *args, **kwargs):
+        pass
+
+    def on_trial_error(self, *args, **kwargs):
+        pass
+
+    def on_trial_complete(self, *args, **kwargs):
+        pass
