@@ -615,14 +615,15 @@ def test_a_completed_trial_without_a_metric_its_grid_declares_fails_saying_so(tm
     assert str(e.value) == "no value of val_loss in its output (it gave: test_error, train_loss, val_error)"
 
 
-def test_a_script_whose_metric_is_nan_is_diverged_not_completed(tmp_path):
+@pytest.mark.parametrize("last, reason", [("nan", "val_loss is nan"), ("inf", "val_loss is inf")])
+def test_a_script_whose_metric_is_not_finite_is_diverged_not_completed(tmp_path, last, reason):
     from orchestrator.run.trial import run_trial
     from orchestrator.store import records
 
     script = """\
-        print("epoch 1: val loss inf")
-        print("epoch 2: val loss nan")
-        """
+        print("epoch 1: val loss 2.3")
+        print("epoch 2: val loss %s")
+        """ % last
     path = script_grid(tmp_path, {"blows_up.py": script},
                        {"run": [sys.executable, "blows_up.py", "{seed}"],
                         "metrics": {"patterns": [r"^epoch (?P<epoch>\d+): val loss (?P<val_loss>\S+)"]}},
@@ -633,7 +634,7 @@ def test_a_script_whose_metric_is_nan_is_diverged_not_completed(tmp_path):
               workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
               judged_by=grid.objective.names)
     row = records.read_trials(RunDir(str(tmp_path / "runs"))).to_pylist()[0]
-    assert (row["status"], row["status_reason"], row["epochs_completed"]) == ("diverged", "val_loss is nan", 2)
+    assert (row["status"], row["status_reason"], row["epochs_completed"]) == ("diverged", reason, 2)
 
 
 def test_a_script_that_prints_only_final_values_runs_without_tunes_own_lines(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import socket
 import traceback
 from datetime import datetime
@@ -126,10 +127,10 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
         if row["status"] == "completed" and (missing := [m for m in judged_by if m not in row]):
             raise ValueError(f"no value of {', '.join(missing)} in its output "
                              f"(it gave: {', '.join(sorted(set(row) - RESERVED)) or 'nothing'})")
-        if row["status"] == "completed" and (nan := [m for m in judged_by if _is_nan(row[m])]):
-            # A script knows nothing of `status`: its loss printed as nan is a diverged trial, as
-            # All-CNN's is, not a completed one that the tables show as "- (n=0)".
-            row = {**row, "status": "diverged", "status_reason": f"{', '.join(nan)} is nan"}
+        if row["status"] == "completed" and (blown := [m for m in judged_by if _not_finite(row[m])]):
+            # A script knows nothing of `status`: its loss printed as nan or inf is a diverged
+            # trial, as All-CNN's is, not a completed one that the tables show as "- (n=0)".
+            row = {**row, "status": "diverged", "status_reason": ", ".join(f"{m} is {row[m]}" for m in blown)}
         write_result(run, workload, grid_name, trial_id, config, row, session.progress, session.epochs)
         session.log(f"finished: {row['status']}")
     except Paused as paused:
@@ -144,8 +145,8 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
         session.close()
 
 
-def _is_nan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
+def _not_finite(value) -> bool:
+    return isinstance(value, numbers.Real) and not math.isfinite(value)
 
 
 def _log_if_possible(session: StoredSession, text: str) -> None:
