@@ -479,6 +479,17 @@ def test_a_metric_taken_where_the_grids_metric_was_best(tmp_path):
         "summarize", tmp_path / "fixture", "-f", "markdown").stdout  # a number, not a percentage
 
 
+def test_an_accuracy_a_script_printed_in_percent_is_not_multiplied_by_100_again(tmp_path):
+    # As pytorch/examples' mnist prints it: `Accuracy: 9081/10000 (91%)`, captured as 90.81.
+    grid = ("name: pct\ncommand:\n  run: python mnist.py --lr {lr} --seed {seed}\n  parameters:\n    lr: 0.1\n"
+            "metric: accuracy\nmode: max\naxes:\n  lr: [0.1, 1.0]\nseeds: [0, 1]\n")
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "accuracy": 90.0 + t.config["lr"] + t.config["seed"],
+                                                 "epochs_completed": 1})
+    shown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "| 1.0 | 91.5 ± 0.7071 (n=2)<br>95% CI [85.15, 97.85] |" in shown  # not 9150.00
+    assert "accuracy, mean" in shown and "accuracy %" not in shown
+
+
 def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):
     result = invoke("summarize", run_dir, "--metric", "test_loss")
     assert result.exit_code == 1

@@ -31,7 +31,8 @@ class Metric:
     name: str
     mode: str = "min"  # which way is better
     summary: str = "last"
-    format: str | None = None  # None: percent for names that end in error or accuracy, else a number
+    format: str | None = None  # None: percent for names that end in error or accuracy (results.tables
+    # keeps a number where the values are no fractions), else a number
 
     @property
     def percent(self) -> bool:

@@ -14,7 +14,6 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from orchestrator.errors import ResultsError
-from orchestrator.plan.objective import Metric
 from orchestrator.results.formats import label, percent, title, where_text
 from orchestrator.results.tables import Results, Table
 from orchestrator.results.trials import Trials
@@ -53,7 +52,7 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     x = "step" if "step" in columns and "epoch" not in columns else "epoch"
     cells = [ids for _, _, ids in wanted]
     curves = _curves(epochs, cells, x, curve_metric) if curve_metric in columns else [None] * len(cells)
-    curve = layout.shown if curve_metric == layout.metric else Metric(curve_metric)
+    curve = layout.shown if curve_metric == layout.metric else results.objective.reported(curve_metric)
 
     n = len(tables)
     fig = Figure(figsize=(10, 3.6 * (n + 1)))

@@ -201,8 +201,26 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
     trials = Trials(table).where(shown).sorted("trial_id")
+    objective = _shown_as_recorded(objective, table)
     return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted,
                    parameters=saved_parameters(run, untrusted))
+
+
+def _shown_as_recorded(objective: Objective, table: pa.Table) -> Objective:
+    """A rate shown as a percentage by its name (val_accuracy) whose values are no fractions (a
+    script that prints 91.3 for 91.3 %) is shown as the number recorded, not multiplied by 100."""
+    def shown(m: Metric) -> Metric:
+        column = table[m.name] if m.format is None and m.percent and m.name in table.column_names else None
+        if column is None or not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            return m
+        import pyarrow.compute as pc  # only here: see records.read_trials
+
+        finite = pc.filter(column, pc.is_finite(column)) if pa.types.is_floating(column.type) else column
+        bounds = pc.min_max(finite).as_py()
+        fractions = bounds["min"] is None or 0 <= bounds["min"] and bounds["max"] <= 1
+        return m if fractions else replace(m, format="number")
+
+    return replace(objective, metric=shown(objective.metric), report=tuple(map(shown, objective.report)))
 
 
 def _summarized(run: RunDir, trials: pa.Table, ids: list[str], objective: Objective, notify=None) -> pa.Table:
