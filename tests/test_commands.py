@@ -246,6 +246,17 @@ def test_an_epoch_among_steps_sits_at_the_step_before_it_and_a_value_after_the_l
     assert metrics.final["test_error"] == 0.08  # the test set's number: no step's row
 
 
+def test_a_line_at_a_fraction_of_an_epoch_is_left_out_saying_why():
+    # Hugging Face's Trainer logs its training loss between evaluations at epoch 0.5.
+    metrics = Metrics(patterns=[r"'loss': (?P<loss>[\d.]+).*'epoch': (?P<epoch>[\d.]+)",
+                                r"'eval_loss': (?P<eval_loss>[\d.]+).*'epoch': (?P<epoch>[\d.]+)"])
+    lines = ["{'loss': 0.9, 'learning_rate': 5e-05, 'epoch': 0.5}", "{'loss': 0.7, 'learning_rate': 4e-05, 'epoch': 1.0}",
+             "{'eval_loss': 0.8, 'eval_runtime': 1.2, 'epoch': 1.0}"]
+    rows = [row for line in lines for row in metrics.feed(line)] + metrics.end()
+    assert rows == [{"epoch": 1, "loss": 0.7, "eval_loss": 0.8}]
+    assert metrics.problems == ["epoch 0.5 is not a whole number: capture it under another name"]
+
+
 class AnnouncingSession(MemorySession):
     """Writes each epoch it is given to `reported` in the trial directory, for the script to see."""
 

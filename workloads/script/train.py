@@ -179,7 +179,7 @@ class Metrics:
             return []
         for key, at in places.items():
             if not (isinstance(at, (int, float)) and not isinstance(at, bool) and float(at).is_integer()):
-                self.problems.append(f"{key} {at!r} is not a whole number")
+                self.problems.append(f"{key} {at!r} is not a whole number: capture it under another name")
                 return []
         metrics = {**metrics, **{k: int(v) for k, v in places.items()}}
         key = next(iter(places))  # what it belongs to: its epoch, or its step
