@@ -622,30 +622,31 @@ def test_a_completed_trial_without_a_metric_its_grid_declares_fails_saying_so(tm
     with pytest.raises(ValueError) as e:
         run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
                   workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
-                  judged_by=grid.objective.names)
+                  objective=grid.objective)
     assert str(e.value) == "no value of val_loss in its output (it gave: test_error, train_loss, val_error)"
 
 
-@pytest.mark.parametrize("last, reason", [("nan", "val_loss is nan"), ("inf", "val_loss is inf")])
-def test_a_script_whose_metric_is_not_finite_is_diverged_not_completed(tmp_path, last, reason):
+@pytest.mark.parametrize("name, last, declared", [("val_loss", "nan", True), ("val_loss", "inf", True),
+                                                   ("val_error", "nan", False)])  # the interface's default metric
+def test_a_script_whose_metric_is_not_finite_is_diverged_not_completed(tmp_path, name, last, declared):
     from orchestrator.run.trial import run_trial
     from orchestrator.store import records
 
-    script = """\
-        print("epoch 1: val loss 2.3")
-        print("epoch 2: val loss %s")
-        """ % last
+    script = f"""\
+        print("epoch 1: {name} 2.3")
+        print("epoch 2: {name} {last}")
+        """
     path = script_grid(tmp_path, {"blows_up.py": script},
                        {"run": [sys.executable, "blows_up.py", "{seed}"],
-                        "metrics": {"patterns": [r"^epoch (?P<epoch>\d+): val loss (?P<val_loss>\S+)"]}},
-                       metric="val_loss")
+                        "metrics": {"patterns": [rf"^epoch (?P<epoch>\d+): {name} (?P<{name}>\S+)"]}},
+                       **({"metric": name} if declared else {}))
     grid = load_grid(path)
     trial = grid.trials[0]
     run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
               workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
-              judged_by=grid.objective.names)
+              objective=grid.objective)
     row = records.read_trials(RunDir(str(tmp_path / "runs"))).to_pylist()[0]
-    assert (row["status"], row["status_reason"], row["epochs_completed"]) == ("diverged", reason, 2)
+    assert (row["status"], row["status_reason"], row["epochs_completed"]) == ("diverged", f"{name} is {last}", 2)
 
 
 def test_a_script_that_prints_only_final_values_runs_without_tunes_own_lines(tmp_path):

@@ -200,9 +200,7 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
     # every trial's start, a large part of a short trial's worker time. These are names.
     bound = functools.partial(run_trial, run_uri=run.uri, workload_ref=grid.workload_ref, grid_name=grid.name,
-                              report=tune.report,
-                              judged_by=grid.objective.names if grid.objective.declared else (),
-                              best_of=grid.objective.metric if grid.objective.metric.summary == "best" else None)
+                              report=tune.report, objective=grid.objective)
     bound.__name__ = run_trial.__name__  # Tune names the trainable after it
     trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
     trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow

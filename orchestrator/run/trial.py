@@ -21,7 +21,7 @@ from typing import Any
 
 import workloads
 from orchestrator.errors import CheckpointError, StorageError
-from orchestrator.plan.objective import Metric
+from orchestrator.plan.objective import INTERFACE, Objective
 from orchestrator.run.session import Paused, StoredSession
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
@@ -102,15 +102,17 @@ def _steps(last: dict[str, Any]) -> dict[str, int]:
 
 
 def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, report,
-              judged_by: tuple[str, ...] = (), best_of: Metric | None = None) -> None:
-    """The trial `tune_config["trial"]` names; writes its own record when it has a result. A
-    completed trial must have reported or returned each metric of `judged_by` (the metric and
-    report its grid declares), if only as None: one it never named is a mistake, not a result.
-    A trial given `until` pauses there, without a record, for its cell's decision (run/halving.py),
-    which judges it by its best report of `best_of` where given (its progress holds it)."""
+              objective: Objective = INTERFACE) -> None:
+    """The trial `tune_config["trial"]` names; writes its own record when it has a result, judged
+    by its grid's `objective`. A completed trial must have reported or returned each metric the
+    grid declares, if only as None: one it never named is a mistake, not a result. One whose
+    metric is nan or inf diverged. A trial given `until` pauses there, without a record, for its
+    cell's decision (run/halving.py), which judges it by its best report of the metric where that
+    is its summary (its progress holds it)."""
     run, workload = RunDir(run_uri), workload_of(workload_ref)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
     trial_config = workload.config(**config)
+    best_of = objective.metric if objective.metric.summary == "best" else None
     session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"), best_of=best_of)
     session.start()
     try:
@@ -124,10 +126,11 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
                "status": "completed", "params": workload.params(trial_config) if workload.params else None,
                "epochs_completed": len(session.epochs), "train_seconds": session.progress.get("train_seconds"),
                **result, **_steps(session.epochs[-1] if session.epochs else {})}
-        if row["status"] == "completed" and (missing := [m for m in judged_by if m not in row]):
+        required = objective.names if objective.declared else ()
+        if row["status"] == "completed" and (missing := [m for m in required if m not in row]):
             raise ValueError(f"no value of {', '.join(missing)} in its output "
                              f"(it gave: {', '.join(sorted(set(row) - RESERVED)) or 'nothing'})")
-        if row["status"] == "completed" and (blown := [m for m in judged_by if _not_finite(row[m])]):
+        if row["status"] == "completed" and (blown := [m for m in objective.names if _not_finite(row.get(m))]):
             # A script knows nothing of `status`: its loss printed as nan or inf is a diverged
             # trial, as All-CNN's is, not a completed one that the tables show as "- (n=0)".
             row = {**row, "status": "diverged", "status_reason": ", ".join(f"{m} is {row[m]}" for m in blown)}
