@@ -63,10 +63,12 @@ def ray_messages_to(path: str):
 
 @contextlib.contextmanager
 def sigterm_as_ctrl_c():
-    """SIGTERM (a batch scheduler ending a job, `timeout`, `kill`) stops the run as Ctrl-C does:
-    Tune ends the trials where they are, the results are published, the hold is released, and
-    the user reads how to resume. Ray's own handler, set by ray.init, prints a C++ stack dump and
-    exits. Only the main thread can set a handler: elsewhere (a library caller's thread) Ray's stays."""
+    """SIGTERM sent to the driver (`kill PID`) stops the run as Ctrl-C does: Tune ends the trials
+    where they are, the results are published, the hold is released, and the user reads how to
+    resume. Ray's own handler, set by ray.init, prints a C++ stack dump and exits. A SIGTERM to the
+    whole process group (`timeout`) also reaches the local Ray's GCS and raylet, which block only
+    SIGINT, so that run dies with them. Only the main thread can set a handler: elsewhere (a
+    library caller's thread) Ray's stays."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
