@@ -1,6 +1,7 @@
 """`ablate run` as a real process: the smoke grid end to end, and a driver killed with SIGKILL."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -160,23 +161,32 @@ def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
     assert len(epochs) == 6 * 4 and not epochs.duplicated(["trial_id", "epoch"]).any()
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(tmp_path, stop):
-    # SIGTERM is how a batch scheduler, `timeout` or `kill` ends a job: as Ctrl-C, not Ray's stack dump.
+@pytest.mark.parametrize("stop, group", [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+                         ids=["ctrl-c", "sigterm", "sigterm-to-the-group"])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(tmp_path, stop, group):
+    # SIGTERM is how `kill` ends a job, and `timeout` or a batch scheduler: to every process of the
+    # job, the local Ray's own included. As Ctrl-C, not Ray's stack dump, nor a wait on a dead Ray.
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4, 0.5]}, fixed={"epochs": 3, "sleep": 0.4},
                       resources={"cpus": 1})
     storage = tmp_path / "runs"
     records = storage / "probe" / "records"
     exe = os.path.join(os.path.dirname(sys.executable), "ablate")
     driver = subprocess.Popen([exe, "run", str(path), "--storage", str(storage)], cwd=ROOT, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (records.exists() and any(records.glob("*.json"))):
-        time.sleep(0.05)
-    driver.send_signal(stop)
-    out, errors = driver.communicate(timeout=120)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (records.exists() and any(records.glob("*.json"))):
+            time.sleep(0.05)
+        if group:
+            os.killpg(driver.pid, stop)
+        else:
+            driver.send_signal(stop)
+        out, errors = driver.communicate(timeout=120)
+    finally:  # the driver's session, Ray's processes included, whatever is left of it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 1
-    assert "trials unfinished: run the same command again to resume them" in out
+    assert "trials unfinished: run the same command again to resume them" in (errors if group else out)
     assert "Traceback" not in out + errors and "SIGTERM received" not in errors
     done = {p.name.split(".")[0] for p in records.glob("*.json")}
     started_before = Counter(k for k, _, _ in executions(tmp_path))

@@ -14,8 +14,10 @@ import os
 import re
 import signal
 import socket
+import sys
 import tempfile
 import threading
+import time
 import uuid
 
 import ray
@@ -62,21 +64,43 @@ def ray_messages_to(path: str):
 
 
 @contextlib.contextmanager
-def sigterm_as_ctrl_c():
-    """SIGTERM sent to the driver (`kill PID`) stops the run as Ctrl-C does: Tune ends the trials
-    where they are, the results are published, the hold is released, and the user reads how to
-    resume. Ray's own handler, set by ray.init, prints a C++ stack dump and exits. A SIGTERM to the
-    whole process group (`timeout`) also reaches the local Ray's GCS and raylet, which block only
-    SIGINT, so that run dies with them. Only the main thread can set a handler: elsewhere (a
-    library caller's thread) Ray's stays."""
+def sigterm_as_ctrl_c(on_ray_lost):
+    """SIGTERM (`kill`, a batch scheduler ending a job, `timeout`) stops the run as Ctrl-C does:
+    Tune ends the trials where they are, the results are published, the hold is released, and
+    the user reads how to resume. Ray's own handler, set by ray.init, prints a C++ stack dump and
+    exits. Only the main thread can set a handler: elsewhere (a library caller's thread) Ray's stays.
+
+    `timeout` and schedulers signal every process of the job, the local Ray's own too (they block
+    only SIGINT): with them gone, Tune cannot end its trials, and each of its calls waits 60 s for
+    Ray before Ray ends the driver. Then `on_ray_lost()` says so and the driver exits at once, as
+    a killed one would; what finished is saved, and the next run takes the run over."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+    def stop(*_):
+        threading.Thread(target=_exit_if_ray_ends, args=(on_ray_lost,), daemon=True).start()
+        signal.raise_signal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:  # None: a handler set outside Python (Ray's), which Python cannot set back
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _exit_if_ray_ends(on_ray_lost, within_s: float = 10.0) -> None:
+    node = ray._private.worker._global_node  # private API (pinned by ray 2.60): the local Ray this driver started
+    if node is None or not node.head:
+        return  # a joined cluster's processes are not this job's
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if node.dead_processes():
+            on_ray_lost()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        time.sleep(0.1)
 
 
 def _check_one_instance(address: str | None) -> None:

@@ -39,6 +39,11 @@ from orchestrator.store.rundir import RunDir, join_uri
 from workloads.base import WorkloadError
 
 
+# What a driver says when a SIGTERM to the whole job ended the local Ray with it (cluster.py).
+RAY_LOST = ("stopped: the signal ended this machine's Ray too, so its trials could not be ended in order; "
+            "finished trials are saved in {}; trials unfinished: run the same command again to resume them")
+
+
 @dataclass
 class RunSummary:
     run: RunDir
@@ -118,7 +123,7 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
             try:
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
                 with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking(), \
-                        sigterm_as_ctrl_c():
+                        sigterm_as_ctrl_c(lambda: notify(RAY_LOST.format(run.display()))):
                     fit = functools.partial(_fit, grid, run, resources=resources, display=display, fail_fast=fail_fast,
                                             publisher=publisher, scheduler=scheduler, tracking=tracking,
                                             local=address is None, hangs=Hangs(trial_timeout, planned))
