@@ -432,6 +432,15 @@ def test_plot_gives_a_cell_one_style_in_every_panel_and_names_them_in_one_legend
         [("all", styles["all"])]
 
 
+def test_the_bar_chart_names_its_column_axis_and_what_its_error_bars_are(run_dir, tmp_path):
+    from orchestrator.results import plots
+
+    results = load(RunDir(str(run_dir)))
+    *_, bars = plots.plot(results, summarize(results, Layout(rows="model", cols="variant")), tmp_path / "p.png").axes
+    assert bars.get_legend().get_title().get_text() == "variant"
+    assert bars.get_title(loc="left").replace("\n", " ").endswith("; error bars: ± std")
+
+
 def test_plot_refuses_other_formats(run_dir, tmp_path):
     result = invoke("plot", run_dir, "--output", tmp_path / "plot.pdf")
     assert result.exit_code == 1

@@ -140,5 +140,6 @@ def _bars(ax, table: Table) -> None:
     ax.set_xticks(x + width * (len(table.cols) - 1) / 2, [label(r) for r in table.rows])
     ax.set_xlabel(table.layout.rows)
     ax.set_ylabel(metric + (" %" if scale == 100 else ""))
-    ax.set_title("\n".join(textwrap.wrap(title(table), 130)), fontsize=9, loc="left")  # the panel's width
-    ax.legend(fontsize=7, ncol=5)
+    ax.set_title("\n".join(textwrap.wrap(f"{title(table)}; error bars: ± std", 130)), fontsize=9,
+                 loc="left")  # the panel's width
+    ax.legend(fontsize=7, ncol=5, title=table.layout.cols, title_fontsize=7)
