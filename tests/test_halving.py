@@ -21,9 +21,7 @@ from orchestrator.errors import GridError, ResultsError
 from orchestrator.plan.grid import load_grid
 from orchestrator.plan.halving import planned, read_decisions
 from orchestrator.run.halving import Halver
-from orchestrator.run.halving import Halver
 from orchestrator.run.runner import run_grid
-from orchestrator.store.records import trial_schema, write_record
 from orchestrator.store.records import trial_schema, write_record
 from orchestrator.store.rundir import RunDir
 from tests.results_fixture import write_run
