@@ -246,6 +246,17 @@ def test_an_epoch_among_steps_sits_at_the_step_before_it_and_a_value_after_the_l
     assert metrics.final["test_error"] == 0.08  # the test set's number: no step's row
 
 
+def test_a_step_a_pattern_captures_is_complete_as_it_is_printed_not_when_the_next_is():
+    # The script saved its checkpoint before printing step 300: a record that waits for step 400
+    # is a step behind it, and lost if the attempt ends there.
+    metrics = Metrics(patterns=[r"^step (?P<step>\d+) train loss: (?P<train_loss>[\d.]+) val loss: (?P<val_loss>[\d.]+)",
+                                r"^step (?P<step>\d+) lr (?P<lr>[\d.]+)"])
+    assert metrics.feed("step 300 train loss: 0.2 val loss: 0.3") == []  # its lr line is still to come
+    assert metrics.feed("step 300 lr 0.1") == [{"step": 300, "train_loss": 0.2, "val_loss": 0.3, "lr": 0.1}]
+    single = Metrics(patterns=[r"^step (?P<step>\d+) val loss: (?P<val_loss>[\d.]+)"])
+    assert single.feed("step 300 val loss: 0.3") == [{"step": 300, "val_loss": 0.3}]
+
+
 def test_a_line_at_a_fraction_of_an_epoch_is_left_out_saying_why():
     # Hugging Face's Trainer logs its training loss between evaluations at epoch 0.5.
     metrics = Metrics(patterns=[r"'loss': (?P<loss>[\d.]+).*'epoch': (?P<epoch>[\d.]+)",
@@ -260,10 +271,11 @@ def test_a_line_at_a_fraction_of_an_epoch_is_left_out_saying_why():
 class AnnouncingSession(MemorySession):
     """Writes each epoch it is given to `reported` in the trial directory, for the script to see."""
 
-    def report(self, metrics, checkpoint=None):
-        super().report(metrics, checkpoint)
+    def record(self, metrics, checkpoint=None, on_pause=None):
+        super().record(metrics, checkpoint)
         with open(os.path.join(self.directory, "reported"), "a") as f:
             f.write(f"{metrics['epoch']}\n")
+        return True
 
 
 def test_epochs_on_a_line_redrawn_in_place_are_each_reported_as_they_are_printed(tmp_path):
@@ -373,11 +385,64 @@ def test_epochs_among_steps_are_each_reported_at_their_step(tmp_path):
     assert result == {"status": "completed", "loss": 0.25, "val_error": 0.25}
 
 
+# Saves its own checkpoint, then prints the step, as scripts do; resumes from it with --resume.
+CHECKPOINTING = """\
+    import json, os, sys, time
+    mark = os.path.join(os.environ["ABLATE_TRIAL_DIR"], "step")
+    start = int(open(mark).read()) if "--resume" in sys.argv else 0
+    for step in range(start + 10, int(sys.argv[1]) + 1, 10):
+        open(mark + ".tmp", "w").write(str(step))
+        os.replace(mark + ".tmp", mark)
+        print("ABLATE " + json.dumps({"step": step, "val_error": 1 / step}), flush=True)
+        time.sleep(0.05)
+    """
+
+
+class WaitingSession(MemorySession):
+    """Its announce waits, as Tune's report waits for the driver to take an epoch, here until the
+    script's six steps are recorded (or 10 s): what the driver is slow to take is recorded meanwhile."""
+
+    def announce(self):
+        deadline = time.monotonic() + 10
+        while len(self.epochs) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.waited = getattr(self, "waited", []) + [len(self.epochs)]
+
+
+def test_a_script_s_steps_are_recorded_as_printed_while_the_driver_is_slow_to_take_them(tmp_path):
+    path = script_grid(tmp_path, {"ckpt.py": CHECKPOINTING}, {"run": [sys.executable, "ckpt.py", "60", "{seed}"]})
+    result, session = train_once(path, WaitingSession())
+    assert session.waited[0] == 6  # the first wait saw every step recorded, not only the first
+    assert [e["step"] for e in session.epochs] == [10, 20, 30, 40, 50, 60]
+
+
+def test_a_script_paused_at_a_rung_is_stopped_before_it_trains_past_what_is_recorded(tmp_path):
+    # A busy driver takes 0.5 s to take each step; the rung is 25. The script, killed at its step
+    # 30, is resumed from its own checkpoint there: had it gone on to 40 meanwhile, the next
+    # attempt would resume past a step the run never recorded.
+    from orchestrator.run.session import Paused
+
+    path = script_grid(tmp_path, {"ckpt.py": CHECKPOINTING},
+                       {"run": [sys.executable, "ckpt.py", "{steps}", "{seed}"], "resume": "--resume", "steps": "steps",
+                        "parameters": {"steps": 60}})
+    grid = load_grid(path)
+    run = RunDir(str(tmp_path / "runs"))
+    session = StoredSession(run, "t", on_report=lambda metrics: time.sleep(0.5), until=25)
+    session.start()
+    with pytest.raises(Paused):
+        grid.workload.train(grid.workload.config(**grid.trials[0].config), session)
+    session.close()
+    assert [e["step"] for e in session.epochs] == [10, 20, 30]
+    with session.files() as files:
+        assert open(os.path.join(files, "step")).read() == "30"
+
+
 class StoppedSession(MemorySession):
     """Raises at the first epoch, as Ray Tune's report does in a trial it stops."""
 
-    def report(self, metrics, checkpoint=None):
-        raise SystemExit(0)
+    def announce(self):
+        if self.epochs:
+            raise SystemExit(0)
 
 
 def test_no_process_of_a_script_outlives_its_trial(tmp_path):

@@ -95,6 +95,17 @@ class Session(Protocol):
     def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None) -> None:
         """Record one epoch's metrics; `checkpoint`, if given, is the state to resume from."""
 
+    def record(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None = None,
+               on_pause: Callable[[], None] = lambda: None) -> bool:
+        """`report` in two halves, for a workload that reads its epochs in a thread of its own (a
+        script's output): `record` keeps an epoch, from any thread, as soon as it is known, while
+        the training thread may wait in `announce`, which passes the newest on. False, after
+        calling `on_pause`, where the trial is to stop there (a pause at a rung of halving)."""
+
+    def announce(self) -> None:
+        """From the training thread: the epochs recorded since the last call are reported (where
+        the trial is to stop, it stops here)."""
+
     def restore(self) -> dict[str, Any] | None:
         """The last checkpoint handed to `report`, or None for a fresh start."""
 
@@ -118,10 +129,18 @@ class MemorySession:
     directory: str | None = None  # made on first use, kept for the session's life (a retry finds it)
 
     def report(self, metrics, checkpoint=None):
+        self.record(metrics, checkpoint)
+        self.announce()
+
+    def record(self, metrics, checkpoint=None, on_pause=None) -> bool:
         self.epochs.append(dict(metrics))
         if checkpoint is not None:
             # A deep copy, as if it went to disk: later steps must not change a saved checkpoint.
             self.checkpoint = copy.deepcopy(checkpoint)
+        return True
+
+    def announce(self):
+        pass
 
     def restore(self):
         return copy.deepcopy(self.checkpoint)

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -70,6 +71,11 @@ class StoredSession:
         self.writing: Future | None = None  # the last epoch's files, while they are written
         self.local_files: str | None = None  # a local copy of files/ while `files()` is open, on an object store
         self.sent: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) as last sent to the store
+        # record() may run in a thread of the workload's (a script's output) while the training
+        # thread waits in announce() or logs.
+        self.lock = threading.RLock()
+        self.unannounced: dict[str, Any] | None = None  # the newest epoch recorded and not announced
+        self.paused_at: int | None = None  # where it reached `until`
 
     def start(self) -> int:
         """Count this attempt; returns its number (1 for the first). A trial resumed after a pause
@@ -89,17 +95,19 @@ class StoredSession:
         return self.progress["attempt"]
 
     def log(self, line: str) -> None:
-        self.flush()  # after the lines of the epochs before it
-        self._append_log(line)
+        with self.lock:
+            self.flush()  # after the lines of the epochs before it
+            self._append_log(line)
 
     def _append_log(self, line: str) -> None:
         self.log_lines.add(f"{now():%Y-%m-%d %H:%M:%S} {line}\n".encode())
 
     def flush(self) -> None:
         """Wait until the last epoch's files are written; raise what failed in writing them."""
-        writing, self.writing = self.writing, None
-        if writing is not None:
-            writing.result()
+        with self.lock:
+            writing, self.writing = self.writing, None
+            if writing is not None:
+                writing.result()
 
     def close(self) -> None:
         """The end of the attempt: its files written and closed."""
@@ -122,6 +130,42 @@ class StoredSession:
         return saved["state"]
 
     def report(self, metrics, checkpoint=None):
+        self.record(metrics, checkpoint)
+        self.announce()
+
+    def record(self, metrics, checkpoint=None, on_pause=lambda: None) -> bool:
+        """The epoch's files, written in the background (see the class), and its progress; False,
+        after calling `on_pause` first (a script is stopped before it trains further), where the
+        trial reached the epoch it trains `until`: it pauses there, and is given no more."""
+        with self.lock:
+            if self.paused_at is not None:
+                return False
+            at = metrics.get("step", len(self.epochs) + 1)
+            pausing = self.until is not None and at >= self.until
+            if pausing:
+                on_pause()
+            self._record(metrics, checkpoint)
+            if pausing:
+                self.flush()  # its checkpoint on storage before the progress that says it paused
+                # The epochs after its checkpoint, which it trains again if kept: a trial stopped at
+                # the rung has them in its record, the one it was ranked by included (run/trial.py).
+                self.progress = {**self.progress, "paused_at": at,
+                                 "epochs_after_checkpoint": self.epochs[self.checkpointed:]}
+                self.progress_lines.add(progress_line(self.progress))
+                self.paused_at = at
+            return not pausing
+
+    def announce(self) -> None:
+        """The newest epoch recorded since the last call goes on to the driver (`on_report`: Tune's,
+        which waits for the driver to take it); Paused once the trial reached `until`."""
+        with self.lock:
+            metrics, self.unannounced = self.unannounced, None
+        if metrics is not None and self.on_report is not None:
+            self.on_report(metrics)
+        if self.paused_at is not None:
+            raise Paused(self.paused_at)
+
+    def _record(self, metrics, checkpoint) -> None:
         self.flush()
         # Epochs are timed here, not by the workload: `ablate status` needs their length for
         # compute used and ETAs whatever the workload reports.
@@ -142,17 +186,7 @@ class StoredSession:
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         if self.local_files is not None:
             self._send_files()
-        if self.on_report is not None:
-            self.on_report(metrics)
-        at = metrics.get("step", len(self.epochs))
-        if self.until is not None and at >= self.until:
-            self.flush()  # its checkpoint on storage before the progress that says it paused
-            # The epochs after its checkpoint, which it trains again if kept: a trial stopped at
-            # the rung has them in its record, the one it was ranked by included (run/trial.py).
-            self.progress = {**self.progress, "paused_at": at,
-                             "epochs_after_checkpoint": self.epochs[self.checkpointed:]}
-            self.progress_lines.add(progress_line(self.progress))
-            raise Paused(at)
+        self.unannounced = dict(metrics)
 
     def _write_epoch(self, checkpoint: bytes | None, progress: dict[str, Any], line: str) -> None:
         if checkpoint is not None:  # first: progress that names an epoch means its checkpoint is there

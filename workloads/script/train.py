@@ -118,8 +118,10 @@ class Metrics:
     A line with the prefix and a JSON object, or a match of a pattern, is a set of metrics. With
     an `epoch` (or a `step`, for a script that reports every N steps), it belongs to that epoch:
     patterns that print one epoch over several lines are merged, and an epoch is complete when
-    every pattern that captures `epoch` has matched for it (a JSON line is complete at once), or
-    when a later epoch begins, or at the end. Patterns that capture nothing but `epoch` are
+    every pattern that captures `epoch` (a step: `step`) with metrics has matched for it (a JSON
+    line is complete at once), or when a later epoch begins, or at the end. It is recorded when
+    complete: a script saves its checkpoint before it prints, and an attempt that ends (killed,
+    paused at a rung) is resumed past what it printed. Patterns that capture nothing but `epoch` are
     headers (Keras' `Epoch 3/10`): the epoch they begin is complete only when a later one begins,
     or at the end. A pattern's match without an `epoch` joins the epoch a header began (the
     metrics under it); otherwise, and a JSON line without an `epoch` always, it adds to the final
@@ -134,10 +136,10 @@ class Metrics:
     def __init__(self, prefix: str = PREFIX, patterns=(), resumed_at: int | None = None):
         self.prefix, self.patterns = prefix, [re.compile(p) for p in patterns]
         groups = [set(p.groupindex) for p in self.patterns]
-        epoch_patterns = {i for i, names in enumerate(groups) if "epoch" in names}
         # Headers alone never complete an epoch: its metrics are on the lines that follow.
-        self.headers = {i for i in epoch_patterns if groups[i] == {"epoch"}}
-        self.epoch_patterns = epoch_patterns if epoch_patterns - self.headers else set()
+        self.headers = {i for i, names in enumerate(groups) if names == {"epoch"}}
+        self.completing = {key: {i for i, names in enumerate(groups) if key in names and names != {key}}
+                           for key in ("epoch", "step")}
         # A line's epoch first, whatever the order of the patterns: its other metrics belong to it.
         self.order = sorted(range(len(groups)), key=lambda i: not {"epoch", "step"} & groups[i])
         self.resumed_at = resumed_at  # None: not resumed, or passed
@@ -187,7 +189,7 @@ class Metrics:
         self.step = metrics.get("step", self.step)
         self.pending = {**self.pending, **metrics}
         self.matched.add(pattern)
-        if complete or (self.epoch_patterns and self.epoch_patterns <= self.matched):
+        if complete or (self.completing[key] and self.completing[key] <= self.matched):
             done += self.end()
         return done
 
@@ -233,7 +235,13 @@ def _result(final: dict[str, Any]) -> dict[str, Any]:
 def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session) -> dict[str, Any]:
     """One attempt of a trial: run the command `args_for(trial_dir, resuming)` in `workdir`
     (resuming: an earlier attempt left files in the trial directory), report its epochs, return
-    its last values; CommandFailed if it ends without a result."""
+    its last values; CommandFailed if it ends without a result.
+
+    Its output is read, and its epochs recorded, in a thread of their own: the session's report
+    to Tune waits for the driver, and the script trains on meanwhile. A script saves its own
+    checkpoint before it prints the epoch, so an epoch printed must be on storage at once: an
+    attempt that ends (a killed worker or driver) with printed epochs unrecorded is resumed from
+    a checkpoint past them, and they would never be printed again."""
     state = session.restore()
     metrics = Metrics(prefix, patterns, resumed_at=state["epoch"] if state else None)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
@@ -245,39 +253,19 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
         env = {**os.environ, "ABLATE_TRIAL_ID": session.trial_id, "ABLATE_TRIAL_DIR": trial_dir,
                "PYTHONUNBUFFERED": "1"}  # a Python script's epochs arrive as it prints them, not at exit
         session.log(f"running {shlex.join(args)} (in {workdir})")
-        log: list[str] = []
-
-        def flush():
-            if log:
-                session.log("\n".join(log))
-                log.clear()
-
-        def report(epochs):
-            for repeat in metrics.repeats:
-                flush()
-                place = ", ".join(f"{k} {repeat[k]}" for k in ("epoch", "step") if k in repeat)
-                session.log(f"not reported again: {place} (the checkpoint this attempt resumed from is at {state['epoch']})")
-            metrics.repeats.clear()
-            for epoch in epochs:
-                flush()
-                session.report(epoch, checkpoint={"epoch": _at(epoch)})  # where a retry takes up its output
-
         with _Process(args, workdir, env) as process:
-            for printed in process.output():
-                if printed is None:
-                    flush()
-                    continue
-                text, line = printed
-                if line is not None:
-                    log.append(f"| {line}")
-                    if len(log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
-                        flush()
-                    if line.strip():
-                        tail.append(line.strip())
-                if text:
-                    report(metrics.feed(text))
-            report(metrics.end())
-            flush()
+            recorder = _Recorder(process, metrics, session, tail, state)
+            recorder.start()
+            try:
+                while recorder.is_alive():
+                    if recorder.recorded.wait(timeout=1.0):
+                        recorder.recorded.clear()
+                        session.announce()
+                recorder.raise_failure()
+                session.announce()  # the last epochs, or the pause at a rung
+            finally:  # the trial ends here however it ends (Tune stops it): nothing records after
+                recorder.stop.set()
+                recorder.join()
             code = process.popen.wait()
     for problem in metrics.problems[:3]:
         session.log(f"not metrics: {problem}")
@@ -287,3 +275,68 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
     if not metrics.seen and not state:
         raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){said[:400]}")
     return _result(metrics.final)
+
+
+class _Recorder(threading.Thread):
+    """Reads the command's output as it prints: logs its lines, records its epochs in the session
+    (`recorded` is set after each), and kills the command where the trial pauses at a rung."""
+
+    def __init__(self, process: _Process, metrics: Metrics, session, tail, state):
+        super().__init__(daemon=True)
+        self.process, self.metrics, self.session, self.tail, self.state = process, metrics, session, tail, state
+        self.recorded, self.stop = threading.Event(), threading.Event()
+        self.log: list[str] = []
+        self.failure: BaseException | None = None
+
+    def run(self):
+        try:
+            self._read()
+        except BaseException as e:  # a storage error: the training thread raises it
+            self.failure = e
+        finally:
+            self.recorded.set()
+
+    def raise_failure(self):
+        if self.failure is not None:
+            raise self.failure
+
+    def _read(self):
+        for printed in self.process.output():
+            if self.stop.is_set():
+                return
+            if printed is None:
+                self._flush()
+                continue
+            text, line = printed
+            if line is not None:
+                self.log.append(f"| {line}")
+                if len(self.log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
+                    self._flush()
+                if line.strip():
+                    self.tail.append(line.strip())
+            if text and not self._report(self.metrics.feed(text)):
+                return
+        self._report(self.metrics.end())
+        self._flush()
+
+    def _flush(self):
+        if self.log:
+            self.session.log("\n".join(self.log))
+            self.log.clear()
+
+    def _report(self, epochs) -> bool:
+        """False where the trial pauses at a rung, its command killed before it trains further."""
+        for repeat in self.metrics.repeats:
+            self._flush()
+            place = ", ".join(f"{k} {repeat[k]}" for k in ("epoch", "step") if k in repeat)
+            self.session.log(f"not reported again: {place} (the checkpoint this attempt resumed from is at "
+                             f"{self.state['epoch']})")
+        self.metrics.repeats.clear()
+        for epoch in epochs:
+            self._flush()
+            # The checkpoint: where a retry takes up its output.
+            if not self.session.record(epoch, checkpoint={"epoch": _at(epoch)}, on_pause=self.process.kill):
+                self._flush()
+                return False
+            self.recorded.set()
+        return True
