@@ -151,7 +151,7 @@ def run(grid_file: GridPath,
                            trial_timeout=timeout, resume_stopped=resume_stopped, notify=_note)
     except KeyboardInterrupt:
         err.print(f"interrupted: finished trials are saved in {run_dir.display()}; "
-                  f"run the same command again to resume")
+                  f"run the same command again to resume", soft_wrap=True)
         raise typer.Exit(130) from None
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items()) or "no results"
     console.print(f"{grid.name}: {counts} ({summary.ran} run now, {summary.skipped} already done)")

@@ -201,6 +201,29 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(tmp_path, stop, 
         assert started[key] == started_before[key] == 1
 
 
+def test_sigterm_before_any_trial_runs_says_how_to_resume(tmp_path):
+    # Waiting for another driver of the run (this test's process holds it): no Ray yet.
+    from tests.test_lock import plant_hold
+
+    path, storage = probe_grid(tmp_path), tmp_path / "runs"
+    plant_hold(RunDir(str(storage / "probe")))
+    errors = tmp_path / "stderr"
+    exe = os.path.join(os.path.dirname(sys.executable), "ablate")
+    with open(errors, "w") as stderr:
+        driver = subprocess.Popen([exe, "run", str(path), "--storage", str(storage), "--wait"], cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while "waiting for it" not in errors.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=60) == 130
+    finally:
+        driver.kill()
+    assert errors.read_text().endswith(f"interrupted: finished trials are saved in {storage / 'probe'}; "
+                                       "run the same command again to resume\n")
+
+
 def test_an_empty_storage_is_refused_not_the_current_folder(tmp_path):
     # `--storage "$RESULTS"` with RESULTS unset would otherwise write the run where the command was typed.
     path = probe_grid(tmp_path)

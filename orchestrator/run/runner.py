@@ -82,7 +82,9 @@ def run_grid(grid: Grid, run: RunDir, display_factory, *, address: str | None = 
     A grid with `halving` runs in rounds, each up to the next rung of every cell (run/halving.py);
     `resume_stopped` trains the trials it stopped to their end instead.
     """
-    with DriverLock(run).acquire(wait=wait, notify=notify) as lock:
+    # SIGTERM stops the run as Ctrl-C does from the start (waiting for the run, fetching data);
+    # ray.init sets its own handler, so the runner sets this one again once Ray is up.
+    with _sigterm_as_ctrl_c(run, notify), DriverLock(run).acquire(wait=wait, notify=notify) as lock:
         return _run_unfinished(grid, run, display_factory, address=address, resources=resources,
                                retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir,
                                scheduler=scheduler, notify=notify, lock=lock, resume_stopped=resume_stopped,
@@ -123,7 +125,7 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
             try:
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
                 with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking(), \
-                        sigterm_as_ctrl_c(lambda: notify(RAY_LOST.format(run.display()))):
+                        _sigterm_as_ctrl_c(run, notify):
                     fit = functools.partial(_fit, grid, run, resources=resources, display=display, fail_fast=fail_fast,
                                             publisher=publisher, scheduler=scheduler, tracking=tracking,
                                             local=address is None, hangs=Hangs(trial_timeout, planned))
@@ -139,6 +141,10 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     counts = {s: statuses.count(s) for s in STATUSES if statuses.count(s)}
     return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),
                       failed_earlier=failed_earlier, ray_log=ray_log)
+
+
+def _sigterm_as_ctrl_c(run: RunDir, notify):
+    return sigterm_as_ctrl_c(lambda: notify(RAY_LOST.format(run.display())))
 
 
 def _let_workers_end(run: RunDir, todo, within_s: float, notify) -> None:
