@@ -52,6 +52,28 @@ def stopped_at_the_rung(tmp_path, name: str, reports: list[dict], until: int):
     return records.read_trials(run).to_pylist()[0], records.read_epochs(run, ["t"]).to_pylist()
 
 
+def test_the_report_that_reaches_the_rung_goes_to_the_driver_before_the_trial_pauses(tmp_path):
+    # A script's reports are recorded in a thread of their own while Tune takes the one before:
+    # the one at the rung, recorded meanwhile, is still passed on, and the trial then pauses.
+    from orchestrator.run.session import Paused
+
+    taken = []
+
+    def take(metrics):  # Tune's report, while the script's next report is recorded
+        taken.append(metrics["epoch"])
+        if metrics["epoch"] == 1:
+            session.record({"epoch": 2, "val_loss": 0.4}, checkpoint={})
+
+    session = StoredSession(RunDir(str(tmp_path)), "t", on_report=take, until=2)
+    session.start()
+    session.record({"epoch": 1, "val_loss": 0.5}, checkpoint={})
+    session.announce()
+    with pytest.raises(Paused):
+        session.announce()
+    session.close()
+    assert taken == [1, 2]
+
+
 def test_a_trial_stopped_at_a_rung_keeps_its_reports_and_the_last_value_of_each_metric(tmp_path):
     # A script that prints val_loss only with its epochs, among its steps: its row has the last
     # val_loss, which halving ranked it by, though its last report (step 20) has none.

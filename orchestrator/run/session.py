@@ -158,12 +158,12 @@ class StoredSession:
     def announce(self) -> None:
         """The newest epoch recorded since the last call goes on to the driver (`on_report`: Tune's,
         which waits for the driver to take it); Paused once the trial reached `until`."""
-        with self.lock:
-            metrics, self.unannounced = self.unannounced, None
+        with self.lock:  # paused as of the epoch taken: one that pauses meanwhile goes on at the next call
+            metrics, self.unannounced, paused_at = self.unannounced, None, self.paused_at
         if metrics is not None and self.on_report is not None:
             self.on_report(metrics)
-        if self.paused_at is not None:
-            raise Paused(self.paused_at)
+        if paused_at is not None:
+            raise Paused(paused_at)
 
     def _record(self, metrics, checkpoint) -> None:
         self.flush()
