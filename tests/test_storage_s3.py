@@ -169,3 +169,30 @@ def test_s3_storage_without_credentials_is_one_line_before_ray_starts(tmp_path, 
     assert result.stderr == ("error: s3://results/studies/probe: no AWS credentials found (set AWS_PROFILE or "
                              "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run on a node whose instance profile "
                              "gives them)\n")
+
+
+def test_a_file_a_script_replaces_while_its_files_are_sent_is_not_an_error(s3, monkeypatch):
+    # A script saves its checkpoint as a .tmp file renamed over the last one, while its trial's
+    # files are sent after each report: one listed and gone is skipped, the next send has what
+    # replaced it.
+    import os
+
+    from orchestrator.run.session import StoredSession
+
+    client, query = s3
+    session = StoredSession(RunDir(f"s3://results/r?{query}"), "t")
+    session.start()
+    walk = os.walk
+    with session.files() as files:
+        with open(os.path.join(files, "step"), "w") as f:
+            f.write("1")
+        with monkeypatch.context() as patched:  # listed, gone before its size is read
+            patched.setattr(os, "walk", lambda top: ((d, s, [*n, "step.tmp"]) for d, s, n in walk(top)))
+            session.record({"epoch": 1}, checkpoint={})
+        listed = session._local_signatures
+        with monkeypatch.context() as patched:  # listed and read, gone before it is sent
+            patched.setattr(session, "_local_signatures", lambda: {**listed(), "step.tmp": (1, 1)})
+            session.record({"epoch": 2}, checkpoint={})
+    session.close()
+    assert client.get_object(Bucket="results", Key="r/trials/t/files/step")["Body"].read() == b"1"
+    assert [e["epoch"] for e in session.epochs] == [1, 2]

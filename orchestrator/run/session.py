@@ -224,7 +224,10 @@ class StoredSession:
         out = {}
         for folder, _, names in os.walk(self.local_files):
             for name in names:
-                stat = os.stat(os.path.join(folder, name))
+                try:
+                    stat = os.stat(os.path.join(folder, name))
+                except FileNotFoundError:  # the script, running on, replaced it (`os.replace` of a .tmp)
+                    continue
                 out[os.path.relpath(os.path.join(folder, name), self.local_files)] = (stat.st_size, stat.st_mtime_ns)
         return out
 
@@ -232,7 +235,10 @@ class StoredSession:
         """Send what changed since it was last sent (a checkpoint can be large)."""
         for relative, signature in self._local_signatures().items():
             if self.sent.get(relative) != signature:
-                pafs.copy_files(os.path.join(self.local_files, relative),
-                                self.run.trial_file(self.trial_id, "files", *relative.split(os.sep)),
-                                source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.run.fs)
+                try:
+                    pafs.copy_files(os.path.join(self.local_files, relative),
+                                    self.run.trial_file(self.trial_id, "files", *relative.split(os.sep)),
+                                    source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.run.fs)
+                except FileNotFoundError:  # gone since it was listed, as above: the next send has what replaced it
+                    continue
                 self.sent[relative] = signature
