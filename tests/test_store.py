@@ -52,6 +52,20 @@ def stopped_at_the_rung(tmp_path, name: str, reports: list[dict], until: int):
     return records.read_trials(run).to_pylist()[0], records.read_epochs(run, ["t"]).to_pylist()
 
 
+def test_every_epoch_recorded_goes_to_the_driver_in_order_however_many_since_the_last(tmp_path):
+    # A script printed three epochs while the driver took the one before: a scheduler counts
+    # Tune's results as epochs (ASHA's training_iteration), so each is one result.
+    taken = []
+    session = StoredSession(RunDir(str(tmp_path)), "t", on_report=lambda metrics: taken.append(metrics["epoch"]))
+    session.start()
+    for epoch in (1, 2, 3):
+        session.record({"epoch": epoch, "val_loss": 1 / epoch}, checkpoint={})
+    session.announce()
+    session.announce()  # nothing new: nothing again
+    session.close()
+    assert taken == [1, 2, 3]
+
+
 def test_the_report_that_reaches_the_rung_goes_to_the_driver_before_the_trial_pauses(tmp_path):
     # A script's reports are recorded in a thread of their own while Tune takes the one before:
     # the one at the rung, recorded meanwhile, is still passed on, and the trial then pauses.

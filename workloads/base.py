@@ -99,7 +99,7 @@ class Session(Protocol):
                on_pause: Callable[[], None] = lambda: None) -> bool:
         """`report` in two halves, for a workload that reads its epochs in a thread of its own (a
         script's output): `record` keeps an epoch, from any thread, as soon as it is known, while
-        the training thread may wait in `announce`, which passes the newest on. False, after
+        the training thread may wait in `announce`, which passes each on, in order. False, after
         calling `on_pause`, where the trial is to stop there (a pause at a rung of halving)."""
 
     def announce(self) -> None:

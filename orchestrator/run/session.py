@@ -74,7 +74,9 @@ class StoredSession:
         # record() may run in a thread of the workload's (a script's output) while the training
         # thread waits in announce() or logs.
         self.lock = threading.RLock()
-        self.unannounced: dict[str, Any] | None = None  # the newest epoch recorded and not announced
+        # The epochs recorded and not announced: each goes to Tune, one result per epoch, as a
+        # scheduler counts them (ASHA's training_iteration) and trackers log them.
+        self.unannounced: list[dict[str, Any]] = []
         self.paused_at: int | None = None  # where it reached `until`
 
     def start(self) -> int:
@@ -156,11 +158,11 @@ class StoredSession:
             return not pausing
 
     def announce(self) -> None:
-        """The newest epoch recorded since the last call goes on to the driver (`on_report`: Tune's,
-        which waits for the driver to take it); Paused once the trial reached `until`."""
-        with self.lock:  # paused as of the epoch taken: one that pauses meanwhile goes on at the next call
-            metrics, self.unannounced, paused_at = self.unannounced, None, self.paused_at
-        if metrics is not None and self.on_report is not None:
+        """The epochs recorded since the last call go on to the driver, in order (`on_report`:
+        Tune's, which waits for the driver to take each); Paused once the trial reached `until`."""
+        with self.lock:  # paused as of the epochs taken: one that pauses meanwhile goes on at the next call
+            epochs, self.unannounced, paused_at = self.unannounced, [], self.paused_at
+        for metrics in epochs if self.on_report is not None else ():
             self.on_report(metrics)
         if paused_at is not None:
             raise Paused(paused_at)
@@ -186,7 +188,7 @@ class StoredSession:
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
         if self.local_files is not None:
             self._send_files()
-        self.unannounced = dict(metrics)
+        self.unannounced.append(dict(metrics))
 
     def _write_epoch(self, checkpoint: bytes | None, progress: dict[str, Any], line: str) -> None:
         if checkpoint is not None:  # first: progress that names an epoch means its checkpoint is there
