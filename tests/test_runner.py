@@ -291,3 +291,25 @@ def test_a_dataset_that_cannot_be_had_is_one_error_before_any_trial(tmp_path, da
     with pytest.raises(RunError, match=rf"^cifar-10-python.tar.gz is not in {data_dir} and downloading {url} failed"):
         run(path, tmp_path / "runs")
     assert not (tmp_path / "runs" / "g" / "trials").exists()  # no trial started
+
+
+def test_a_trial_a_scheduler_stops_is_recorded_with_every_epoch_its_row_counts(tmp_path):
+    # A script's epochs are recorded as it prints them: Tune stopped it on its result of epoch 1,
+    # by when it had printed 3. Its row (epoch 3's values) and its epochs say the same.
+    import dataclasses
+
+    from orchestrator.run.session import StoredSession
+    from tests.probe import WORKLOAD, Config
+
+    run = RunDir(str(tmp_path))
+    session = StoredSession(run, "t")
+    session.start()
+    for epoch in (1, 2, 3):
+        session.record({"epoch": epoch, "val_error": 1 / epoch}, checkpoint={"epoch": epoch})
+    session.close()
+    stopped = events.Events.__new__(events.Events)
+    stopped.run, stopped.grid = run, SimpleNamespace(workload=WORKLOAD, name="g")
+    stopped._record_stopped("t", dataclasses.asdict(Config()), {"training_iteration": 1, "epoch": 1})
+    row = records.read_trials(run).to_pylist()[0]
+    assert (row["status"], row["epochs_completed"], row["val_error"]) == ("stopped", 3, pytest.approx(1 / 3))
+    assert [e["epoch"] for e in records.read_epochs(run, ["t"]).to_pylist()] == [1, 2, 3]

@@ -24,7 +24,7 @@ from orchestrator.run.scheduling import GridTrials
 from orchestrator.run.trial import write_failed, write_stopped
 from orchestrator.run.tracking import Tracking
 from orchestrator.store.records import Publisher
-from orchestrator.store.rundir import Lines, RunDir, now
+from orchestrator.store.rundir import Lines, RunDir, now, position
 
 
 class Events(tune.Callback):
@@ -151,7 +151,9 @@ class Events(tune.Callback):
 
     def _record_stopped(self, trial_id: str, config: dict, last: dict) -> None:
         progress = progress_after(self.run, trial_id, last.get("training_iteration", 0))
-        write_stopped(self.run, self.grid.workload, self.grid.name, trial_id, config, last.get("epoch"), progress)
+        # Up to where its progress got, which its row says, not to the result Tune stopped it on: a
+        # script's epochs are recorded as it prints them, while Tune decides.
+        write_stopped(self.run, self.grid.workload, self.grid.name, trial_id, config, position(progress), progress)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.hangs.ended(self._id(trial))
