@@ -242,6 +242,22 @@ def test_what_would_not_load_back_without_code_is_refused_when_reported_naming_i
         session.report({"epoch": 2}, checkpoint={"w": torch.zeros(2), "mean": np.zeros(3)})
 
 
+@pytest.mark.parametrize("damage", ["cut short", "emptied", "json cut short"])
+def test_a_damaged_checkpoint_is_one_line_saying_what_to_do(tmp_path, damage):
+    session = StoredSession(RunDir(str(tmp_path)), "t")
+    session.start()
+    session.report({"epoch": 1}, checkpoint={"w": torch.zeros(2)} if damage != "json cut short" else {"epoch": 1})
+    session.close()
+    path = tmp_path / "trials" / "t" / "checkpoint.pt"
+    path.write_bytes(b"" if damage == "emptied" else path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as damaged:
+        StoredSession(RunDir(str(tmp_path)), "t").restore()
+    assert str(damaged.value).startswith(f"{path}: not a readable checkpoint (")
+    assert str(damaged.value).endswith("); delete it to train the trial from its start (`ablate run --retry-failed`), "
+                                       "or put back a copy")
+    assert "\n" not in str(damaged.value)
+
+
 @pytest.mark.parametrize("form", ["a plain pickle", "a torch.save zip"])
 def test_a_checkpoint_that_would_run_code_is_refused_naming_the_file(tmp_path, form):
     marker = tmp_path / "created-by-the-checkpoint"

@@ -78,7 +78,7 @@ def deserialize(data: bytes, name: str) -> dict[str, Any]:
         try:
             return json.loads(data)
         except ValueError as e:
-            raise CheckpointError(f"{name}: not a readable checkpoint ({e})") from None
+            raise _unreadable(name, str(e)) from None
     if data.startswith(b"PK"):  # torch.save's zip
         import torch
 
@@ -88,13 +88,19 @@ def deserialize(data: bytes, name: str) -> dict[str, Any]:
             found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
             raise _refused(name, found.group(1) if found else None) from None
         except RuntimeError as e:
-            raise CheckpointError(f"{name}: not a readable checkpoint ({str(e).splitlines()[0]})") from None
+            raise _unreadable(name, str(e).splitlines()[0]) from None
     try:
         return _PlainUnpickler(io.BytesIO(data)).load()
     except _Global as e:
         raise _refused(name, str(e)) from None
     except Exception as e:  # a pickle's own errors are of many kinds
-        raise CheckpointError(f"{name}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        raise _unreadable(name, f"{type(e).__name__}: {e}") from None
+
+
+def _unreadable(name: str, why: str) -> CheckpointError:
+    """A damaged checkpoint (a disk fault, a copy cut short): what to do about it."""
+    return CheckpointError(f"{name}: not a readable checkpoint ({why}); delete it to train the trial from its "
+                           "start (`ablate run --retry-failed`), or put back a copy")
 
 
 def _refused(name: str, found: str | None) -> CheckpointError:
