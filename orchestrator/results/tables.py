@@ -19,6 +19,7 @@ is like for like (references.py); `--where` picks trials (select.py).
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -213,12 +214,9 @@ def _shown_as_recorded(objective: Objective, table: pa.Table) -> Objective:
         column = table[m.name] if m.format is None and m.percent and m.name in table.column_names else None
         if column is None or not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
             return m
-        import pyarrow.compute as pc  # only here: see records.read_trials
-
-        finite = pc.filter(column, pc.is_finite(column)) if pa.types.is_floating(column.type) else column
-        bounds = pc.min_max(finite).as_py()
-        fractions = bounds["min"] is None or 0 <= bounds["min"] and bounds["max"] <= 1
-        return m if fractions else replace(m, format="number")
+        # As Python numbers: pyarrow.compute is not imported for this (see records.read_trials).
+        finite = [v for v in column.to_pylist() if v is not None and math.isfinite(v)]
+        return m if all(0 <= v <= 1 for v in finite) else replace(m, format="number")
 
     return replace(objective, metric=shown(objective.metric), report=tuple(map(shown, objective.report)))
 
