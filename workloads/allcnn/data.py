@@ -161,14 +161,16 @@ def load_cifar(name: str, root: Path) -> dict[str, np.ndarray]:
     cache = root / f"{name}.npz"
     with _usable(root):
         root.mkdir(parents=True, exist_ok=True)
-        # Several trials on one machine may start together: one downloads, the others wait.
-        with FileLock(str(root / f"{name}.lock")):
-            arrays = _read_cache(cache)
-            if arrays is None:
-                arrays = _read_archive(download(source, root), source)
-                tmp = root / f".{name}.tmp.npz"
-                np.savez(tmp, **arrays)
-                tmp.rename(cache)
+        arrays = _read_cache(cache)  # written aside and renamed: whole wherever it is
+        if arrays is None:
+            # Several trials on one machine may start together: one downloads, the others wait.
+            with FileLock(str(root / f"{name}.lock")):
+                arrays = _read_cache(cache)  # made while this one waited
+                if arrays is None:
+                    arrays = _read_archive(download(source, root), source)
+                    tmp = root / f".{name}.tmp.npz"
+                    np.savez(tmp, **arrays)
+                    tmp.rename(cache)
         return arrays
 
 
