@@ -162,8 +162,9 @@ class StoredSession:
         Tune's, which waits for the driver to take each); Paused once the trial reached `until`."""
         with self.lock:  # paused as of the epochs taken: one that pauses meanwhile goes on at the next call
             epochs, self.unannounced, paused_at = self.unannounced, [], self.paused_at
-        for metrics in epochs if self.on_report is not None else ():
-            self.on_report(metrics)
+        if self.on_report is not None:
+            for metrics in epochs:
+                self.on_report(metrics)
         if paused_at is not None:
             raise Paused(paused_at)
 
