@@ -186,6 +186,38 @@ def test_a_progress_file_stays_small_however_many_epochs_a_trial_reports(tmp_pat
     assert StoredSession(run, "t").start() == 2  # the attempt count survives the start over
 
 
+def test_a_checkpoint_stays_small_however_many_epochs_it_covers(tmp_path):
+    # A script that prints a report every few steps reports thousands, each with its checkpoint:
+    # one that held every report before it made a trial's reports cost time and disk quadratically.
+    run = RunDir(str(tmp_path))
+    session = StoredSession(run, "t")
+    session.start()
+    for step in range(1, 3001):
+        session.report({"step": step, "loss": 1 / step}, checkpoint={"epoch": step})
+    session.close()
+    assert (tmp_path / "trials" / "t" / "checkpoint.pt").stat().st_size < 100
+    again = StoredSession(run, "t")
+    assert again.restore() == {"epoch": 3000}
+    assert [e["step"] for e in again.epochs] == list(range(1, 3001))
+
+
+def test_a_retry_from_a_checkpoint_has_none_of_the_epochs_an_earlier_attempt_reported_past_it(tmp_path):
+    run = RunDir(str(tmp_path))
+    first = StoredSession(run, "t")
+    first.start()
+    for epoch in (1, 2, 3):  # a checkpoint every second epoch; the worker dies after epoch 3
+        first.report({"epoch": epoch, "val_error": 0.5}, checkpoint={"epoch": epoch} if epoch % 2 == 0 else None)
+    first.close()
+    retry = StoredSession(run, "t")
+    retry.start()
+    assert retry.restore() == {"epoch": 2}
+    retry.report({"epoch": 3, "val_error": 0.25}, checkpoint={"epoch": 3})
+    retry.close()
+    assert run.checkpoint("t")["epochs"] == [{"epoch": 1, "val_error": 0.5}, {"epoch": 2, "val_error": 0.5},
+                                            {"epoch": 3, "val_error": 0.25}]
+    assert len((tmp_path / "trials" / "t" / "epochs.jsonl").read_text().splitlines()) == 3
+
+
 def test_an_older_ablates_progress_file_is_still_read(tmp_path):
     """Older ablates rewrote progress.json whole: a trial they left half-way resumes with its
     attempts and time counted."""
@@ -218,7 +250,8 @@ def test_a_scripts_checkpoint_is_json_and_a_training_state_loads_with_weights_on
     session.report({"epoch": 1, "val_error": 0.5}, checkpoint={"epoch": 1})
     session.flush()
     assert json.loads((tmp_path / "trials" / "script" / "checkpoint.pt").read_bytes()) == {
-        "state": {"epoch": 1}, "epochs": [{"epoch": 1, "val_error": 0.5}]}
+        "state": {"epoch": 1}, "reported": 1}
+    assert (tmp_path / "trials" / "script" / "epochs.jsonl").read_text() == '{"epoch": 1, "val_error": 0.5}\n'
 
     # All-CNN's: model, optimizer and schedule state (a Counter of milestones), RNG states as tensors.
     session = StoredSession(run, "allcnn")
@@ -242,14 +275,15 @@ def test_what_would_not_load_back_without_code_is_refused_when_reported_naming_i
         session.report({"epoch": 2}, checkpoint={"w": torch.zeros(2), "mean": np.zeros(3)})
 
 
-@pytest.mark.parametrize("damage", ["cut short", "emptied", "json cut short"])
+@pytest.mark.parametrize("damage", ["cut short", "emptied", "json cut short", "its epochs cut short"])
 def test_a_damaged_checkpoint_is_one_line_saying_what_to_do(tmp_path, damage):
     session = StoredSession(RunDir(str(tmp_path)), "t")
     session.start()
     session.report({"epoch": 1}, checkpoint={"w": torch.zeros(2)} if damage != "json cut short" else {"epoch": 1})
     session.close()
     path = tmp_path / "trials" / "t" / "checkpoint.pt"
-    path.write_bytes(b"" if damage == "emptied" else path.read_bytes()[: path.stat().st_size // 2])
+    damaged = path.with_name("epochs.jsonl") if damage == "its epochs cut short" else path
+    damaged.write_bytes(b"" if damage == "emptied" else damaged.read_bytes()[: damaged.stat().st_size // 2])
     with pytest.raises(CheckpointError) as damaged:
         StoredSession(RunDir(str(tmp_path)), "t").restore()
     assert str(damaged.value).startswith(f"{path}: not a readable checkpoint (")
@@ -280,4 +314,9 @@ def test_an_older_ablates_plain_pickle_of_plain_values_still_resumes(tmp_path):
     path = tmp_path / "trials" / "t" / "checkpoint.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(pickle.dumps({"state": {"epoch": 2, "seen": (1, 2)}, "epochs": [{"epoch": 1}, {"epoch": 2}]}))
-    assert StoredSession(RunDir(str(tmp_path)), "t").restore() == {"epoch": 2, "seen": (1, 2)}
+    session = StoredSession(RunDir(str(tmp_path)), "t")
+    assert session.restore() == {"epoch": 2, "seen": (1, 2)}
+    assert session.epochs == [{"epoch": 1}, {"epoch": 2}]  # an older ablate kept them in the checkpoint
+    session.report({"epoch": 3}, checkpoint={"epoch": 3, "seen": [1, 2, 3]})
+    session.close()
+    assert RunDir(str(tmp_path)).checkpoint("t")["epochs"] == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]

@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 from orchestrator.plan.objective import Metric
 from orchestrator.run.processes import this_process
 from orchestrator.store.checkpoint import serialize
-from orchestrator.store.rundir import CHECKPOINT, PROGRESS, Lines, RunDir, now, progress_line
+from orchestrator.store.rundir import CHECKPOINT, EPOCHS, PROGRESS, Lines, RunDir, json_line, now
 
 # Writes a trial's epoch files while the trial goes on (StoredSession.report). One thread, so a
 # trial's files are written in the order they were queued.
@@ -66,6 +66,10 @@ class StoredSession:
         self.checkpoint_path = run.trial_file(trial_id, CHECKPOINT)
         self.progress = run.progress(trial_id)
         self.progress_lines = Lines(run, run.trial_file(trial_id, PROGRESS), latest_only=True)
+        # Every epoch, a line each, so that a checkpoint need only say how many it covers: a script
+        # reporting every few steps reports thousands, each with its checkpoint.
+        self.epoch_lines = Lines(run, run.trial_file(trial_id, EPOCHS))
+        self.epoch_lines_whole = False  # whether the file holds this attempt's `epochs`: from its first report
         self.log_lines = Lines(run, run.trial_file(trial_id, "trial.log"))
         self.epoch_began = time.monotonic()
         self.writing: Future | None = None  # the last epoch's files, while they are written
@@ -90,7 +94,7 @@ class StoredSession:
                    if k not in ("paused_at", "best", "last", "epochs_after_checkpoint")}
         self.progress = {**earlier, "attempt": self.progress.get("attempt", 0) + (1 if paused_at is None else 0),
                          "started_at": started, "reports": 0, "worker": this_process()}
-        self.progress_lines.add(progress_line(self.progress))
+        self.progress_lines.add(json_line(self.progress))
         resumed = "" if paused_at is None else f" resumed after its pause at {paused_at}"
         self.log(f"attempt {self.progress['attempt']}{resumed} on {socket.gethostname()}")
         self.epoch_began = time.monotonic()
@@ -117,6 +121,7 @@ class StoredSession:
             self.flush()
         finally:
             self.progress_lines.close()
+            self.epoch_lines.close()
             self.log_lines.close()
 
     def restore(self):
@@ -153,7 +158,7 @@ class StoredSession:
                 # the rung has them in its record, the one it was ranked by included (run/trial.py).
                 self.progress = {**self.progress, "paused_at": at,
                                  "epochs_after_checkpoint": self.epochs[self.checkpointed:]}
-                self.progress_lines.add(progress_line(self.progress))
+                self.progress_lines.add(json_line(self.progress))
                 self.paused_at = at
             return not pausing
 
@@ -174,7 +179,11 @@ class StoredSession:
         # compute used and ETAs whatever the workload reports.
         seconds, self.epoch_began = time.monotonic() - self.epoch_began, time.monotonic()
         self.epochs.append(dict(metrics))
-        saved = serialize({"state": checkpoint, "epochs": self.epochs}) if checkpoint is not None else None
+        # The attempt's first report writes its epochs whole (from its checkpoint: those an earlier
+        # attempt reported past it are trained again), the next add a line each.
+        whole, self.epoch_lines_whole = not self.epoch_lines_whole, True
+        epochs = b"".join(map(json_line, self.epochs if whole else [metrics]))
+        saved = serialize({"state": checkpoint, "reported": len(self.epochs)}) if checkpoint is not None else None
         if saved is not None:
             self.checkpointed = len(self.epochs)
         self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics), "seconds": seconds,
@@ -185,16 +194,23 @@ class StoredSession:
         if self.best_of is not None:
             name = self.best_of.name
             self.progress["best"] = {name: self.best_of.best([self.progress.get("best", {}).get(name), metrics.get(name)])}
-        self.writing = _WRITER.submit(self._write_epoch, saved, self.progress, " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        self.writing = _WRITER.submit(self._write_epoch, epochs, whole, saved, self.progress, line)
         if self.local_files is not None:
             self._send_files()
         self.unannounced.append(dict(metrics))
 
-    def _write_epoch(self, checkpoint: bytes | None, progress: dict[str, Any], line: str) -> None:
-        if checkpoint is not None:  # first: progress that names an epoch means its checkpoint is there
+    def _write_epoch(self, epochs: bytes, whole: bool, checkpoint: bytes | None, progress: dict[str, Any],
+                     line: str) -> None:
+        # In this order: a checkpoint means the epochs it covers are there, progress that names an
+        # epoch means its checkpoint is.
+        if whole:
+            self.epoch_lines.replace(epochs)
+        else:
+            self.epoch_lines.add(epochs)
+        if checkpoint is not None:
             self.run.write_bytes(self.checkpoint_path, checkpoint)
-        self.progress_lines.add(progress_line(progress))
+        self.progress_lines.add(json_line(progress))
         self._append_log(line)
 
     @contextlib.contextmanager

@@ -1,9 +1,10 @@
-"""A trial's checkpoint as bytes in the run's storage: `{"state": ..., "epochs": [...]}`, in a form
+"""A trial's checkpoint as bytes in the run's storage: `{"state": ..., "reported": n}` (the
+trial's first n epochs, in its epochs file; an older ablate's held them: `"epochs": [...]`), in a form
 that loads without running code. Whoever can write a run's storage (a shared bucket, a teammate's
 run directory) must not thereby run code on the workers that resume from it, or on the machine of
 whoever reads it (`ablate visualize`).
 
-    data = serialize({"state": state, "epochs": epochs})              # in the trial's worker
+    data = serialize({"state": state, "reported": len(epochs)})       # in the trial's worker
     saved = deserialize(data, "runs/x/trials/t/checkpoint.pt")        # a retry, or a tool on a trained trial
 
 - JSON where the checkpoint holds only what JSON holds exactly (mappings with string keys, lists,
@@ -78,7 +79,7 @@ def deserialize(data: bytes, name: str) -> dict[str, Any]:
         try:
             return json.loads(data)
         except ValueError as e:
-            raise _unreadable(name, str(e)) from None
+            raise unreadable(name, str(e)) from None
     if data.startswith(b"PK"):  # torch.save's zip
         import torch
 
@@ -88,16 +89,16 @@ def deserialize(data: bytes, name: str) -> dict[str, Any]:
             found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
             raise _refused(name, found.group(1) if found else None) from None
         except RuntimeError as e:
-            raise _unreadable(name, str(e).splitlines()[0]) from None
+            raise unreadable(name, str(e).splitlines()[0]) from None
     try:
         return _PlainUnpickler(io.BytesIO(data)).load()
     except _Global as e:
         raise _refused(name, str(e)) from None
     except Exception as e:  # a pickle's own errors are of many kinds
-        raise _unreadable(name, f"{type(e).__name__}: {e}") from None
+        raise unreadable(name, f"{type(e).__name__}: {e}") from None
 
 
-def _unreadable(name: str, why: str) -> CheckpointError:
+def unreadable(name: str, why: str) -> CheckpointError:
     """A damaged checkpoint (a disk fault, a copy cut short): what to do about it."""
     return CheckpointError(f"{name}: not a readable checkpoint ({why}); delete it to train the trial from its "
                            "start (`ablate run --retry-failed`), or put back a copy")

@@ -7,6 +7,7 @@
     <run>/epochs.parquet                      one row per epoch of every finished trial
     <run>/records/<trial_id>.json             each trial's row and epochs as it finished (records.py)
     <run>/trials/<trial_id>/checkpoint.pt     the latest training state, to resume from (checkpoint.py)
+    <run>/trials/<trial_id>/epochs.jsonl      its reports, a line each: its checkpoint covers the first N
     <run>/trials/<trial_id>/progress.jsonl    attempt, start time, latest epoch and its seconds (the last line)
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
     <run>/trials/<trial_id>/files/            the trial's own files (a script's outputs and checkpoints)
@@ -33,10 +34,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from orchestrator.errors import ResultsError, RunError, StorageError
-from orchestrator.store.checkpoint import deserialize
+from orchestrator.store.checkpoint import deserialize, unreadable
 from orchestrator.store.s3 import Bucket
 
 CHECKPOINT = "checkpoint.pt"
+EPOCHS = "epochs.jsonl"
 PROGRESS = "progress.jsonl"
 OLD_PROGRESS = "progress.json"  # older ablates rewrote one JSON object: still read
 PROGRESS_LIMIT = 64 * 1024  # a progress file grown past this starts over with its latest line
@@ -188,13 +190,28 @@ class RunDir:
 
     def write_progress(self, trial_id: str, progress: dict[str, Any]) -> None:
         """A trial's progress file holding `progress` alone, written whole."""
-        self.write_bytes(self.trial_file(trial_id, PROGRESS), progress_line(progress))
+        self.write_bytes(self.trial_file(trial_id, PROGRESS), json_line(progress))
 
     def checkpoint(self, trial_id: str) -> dict[str, Any] | None:
-        """A trial's last checkpoint as its session saved it: {"state": what the workload handed
-        to report, "epochs": every epoch's metrics up to it}; None if it has none."""
+        """A trial's last checkpoint: {"state": what the workload handed to report, "epochs": every
+        epoch's metrics up to it}; None if it has none. The session saves the state with how many
+        epochs it covers, the first lines of the trial's epochs file (an older ablate saved the
+        epochs in it)."""
         data = self.read_bytes(self.trial_file(trial_id, CHECKPOINT))
-        return None if data is None else deserialize(data, self.display("trials", trial_id, CHECKPOINT))
+        if data is None:
+            return None
+        name = self.display("trials", trial_id, CHECKPOINT)
+        saved = deserialize(data, name)
+        if "reported" not in saved:
+            return saved
+        covered = saved["reported"]
+        lines = (self.read_bytes(self.trial_file(trial_id, EPOCHS)) or b"").split(b"\n")[:-1]  # whole lines
+        if len(lines) < covered:
+            raise unreadable(name, f"{EPOCHS} beside it holds {len(lines)} of the {covered} epochs it covers")
+        try:
+            return {"state": saved["state"], "epochs": [json.loads(line) for line in lines[:covered]]}
+        except ValueError as e:
+            raise unreadable(name, f"{EPOCHS} beside it: {e}") from None
 
 
 def position(progress: dict[str, Any]) -> int:
@@ -203,8 +220,8 @@ def position(progress: dict[str, Any]) -> int:
     return progress.get("metrics", {}).get("step", progress.get("epoch", 0))
 
 
-def progress_line(progress: dict[str, Any]) -> bytes:
-    return json.dumps(progress).encode() + b"\n"
+def json_line(value: dict[str, Any]) -> bytes:
+    return json.dumps(value).encode() + b"\n"
 
 
 def _last_progress(data: bytes) -> dict[str, Any]:
@@ -248,8 +265,7 @@ class Lines:
             self.run.write_bytes(self.path, data if self.latest_only else self.held)
             return
         if self.file is not None and self.latest_only and self.file.tell() + len(data) > self.limit:
-            self.close()
-            self.run.write_bytes(self.path, data)
+            self.replace(data)
             return
         if self.file is None:
             self.run.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
@@ -258,6 +274,12 @@ class Lines:
                 data = b"\n" + data
         self.file.write(data)
         self.file.flush()
+
+    def replace(self, data: bytes) -> None:
+        """The file holding `data` alone, written whole; later lines are added to it."""
+        self.close()
+        self.run.write_bytes(self.path, data)
+        self.held = data
 
     def _ends_mid_line(self) -> bool:
         if self.file.seek(0, os.SEEK_END) == 0:
