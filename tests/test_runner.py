@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ from orchestrator.errors import RunError
 from orchestrator.plan.grid import Resources, load_grid
 from orchestrator.run import events, hangs, scheduling
 from orchestrator.run.cluster import check_resources
+from orchestrator.run.processes import alive
 from orchestrator.run.runner import run_grid
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir
@@ -103,6 +106,51 @@ def test_a_worker_lost_after_recording_its_result_leaves_the_result(tmp_path):
     row = trials(tmp_path / "runs" / "probe").iloc[0]
     assert row["status"] == "completed" and row["test_error"] == 0.1 and pd.isna(row["error"])
     assert "failed" not in output.getvalue()
+
+
+@pytest.mark.parametrize("max_failures", [0, 1])
+def test_a_trial_handed_a_reused_worker_that_died_while_idle_is_left_unfinished_not_failed(tmp_path, monkeypatch,
+                                                                                           max_failures):
+    # Tune hands the next trial the worker a finished trial left. Killed in between (the OOM killer,
+    # a user), that worker is found dead only then, and Tune errors the trial, which never began,
+    # whatever its max_failures. Here the first trial's worker is killed before the second is handed out.
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 1}, resources={"cpus": 2},  # one at a time
+                      max_failures=max_failures)
+    storage = tmp_path / "runs"
+    first_id = load_grid(path).trials[0].trial_id
+    suggest, killed = scheduling.GridTrials.suggest, []
+
+    def suggest_once_its_worker_is_dead(self, tune_id):
+        if self.given == 1 and not (self.waiting or self.running or killed):  # the first trial ended
+            worker = RunDir.for_grid(str(storage), "probe").progress(first_id)["worker"]
+            os.kill(worker["pid"], signal.SIGKILL)
+            killed.append(worker)
+            deadline = time.monotonic() + 30
+            while alive(worker) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return suggest(self, tune_id)
+
+    monkeypatch.setattr(scheduling.GridTrials, "suggest", suggest_once_its_worker_is_dead)
+    output = io.StringIO()
+    summary = run(path, storage, output)
+    assert killed and not alive(killed[0])
+    assert summary.counts == {"completed": 1} and summary.unfinished == 1 and summary.exit_code == 1
+    assert "failed" not in output.getvalue()
+    assert "unfinished: its worker died before it could start; the next `ablate run` runs it" in output.getvalue()
+    assert "lr0.2-seed0-never" not in starts(tmp_path)  # it never began
+
+    monkeypatch.setattr(scheduling.GridTrials, "suggest", suggest)
+    again = run(path, storage)  # no --retry-failed needed
+    assert again.counts == {"completed": 2} and again.exit_code == 0
+    assert starts(tmp_path) == {"lr0.1-seed0-never": 1, "lr0.2-seed0-never": 1}  # nothing trained twice
+
+
+def test_a_trial_whose_worker_dies_as_it_trains_with_no_retry_left_is_recorded_failed(tmp_path):
+    path = probe_grid(tmp_path, axes={"fail": ["kill_once"]}, max_failures=0)
+    summary = run(path, tmp_path / "runs")
+    assert summary.counts == {"failed": 1} and summary.unfinished == 0
+    row = trials(tmp_path / "runs" / "probe").iloc[0]
+    assert row["error"].startswith("The actor is dead because its worker process has died.")
 
 
 def test_failed_trials_wait_for_retry_failed(tmp_path):

@@ -79,11 +79,19 @@ class Display:
         self.show(trial_id, "paused", f"at {at}, until its cell decides which settings go on")
 
     def trial_finished(self, trial_id: str, status: str, detail: str) -> None:
+        self._ended(trial_id)
+        self.counts[status] = self.counts.get(status, 0) + 1
+        self.show(trial_id, status, detail)
+
+    def trial_unfinished(self, trial_id: str, detail: str) -> None:
+        """Ended without a result, for the next `ablate run` to run."""
+        self._ended(trial_id)
+        self.show(trial_id, "unfinished", detail)
+
+    def _ended(self, trial_id: str) -> None:
         run = self.running.pop(trial_id, None) or self.paused.pop(trial_id, None)
         if run and run.planned and self.epochs_left is not None:
             self.epochs_left -= max(0, run.planned - run.epoch)  # stopped early: those epochs never come
-        self.counts[status] = self.counts.get(status, 0) + 1
-        self.show(trial_id, status, detail)
 
     # -- numbers -------------------------------------------------------------------------------
     @property

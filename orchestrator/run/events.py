@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import time
 
 import ray
 from ray import tune
+from ray.exceptions import RayActorError
 from ray.tune.progress_reporter import TrialProgressCallback
 
 from orchestrator.errors import StorageError, last_line
@@ -43,6 +45,7 @@ class Events(tune.Callback):
         self.cells = {t.trial_id: t.cell for t in grid.trials}
         self.hangs = hangs or Hangs(None, {})
         self.ended: dict[str, str] = {}  # trial_id -> why the driver ended its attempt
+        self.began: set[str] = set()  # trials whose current attempt Tune started (on_trial_start)
         # A finished trial's line shows its first reported metric, or else the grid's metric.
         self.shown = (grid.objective.report[0].name, grid.objective.metric.name)
         # The first error of the run's storage a trial met (a full disk, an object store that does
@@ -72,6 +75,7 @@ class Events(tune.Callback):
         if self._id(trial) in self.retries:  # Tune's per-trial count, which it checks at each failure
             trial.max_failures = self.retries[self._id(trial)]
         self.trials.started(trial.trial_id)
+        self.began.add(self._id(trial))
         self.hangs.started(self._id(trial))
         self.display.trial_started(self._id(trial), self.cells[self._id(trial)])
 
@@ -107,13 +111,16 @@ class Events(tune.Callback):
         return reason
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        began = self._id(trial) in self.began
+        self.began.discard(self._id(trial))
         with self._storage_kept():
             self._ended_by_driver(self._id(trial))
         self.hangs.ended(self._id(trial))
         if self._storage_failed(trial):
             return
         self.failures[self._id(trial)] = self.failures.get(self._id(trial), 0) + 1
-        self.display.trial_retrying(self._id(trial))
+        if began:  # not one whose worker died before it started: Tune may not retry it at all (see _error)
+            self.display.trial_retrying(self._id(trial))
 
     def _storage_failed(self, trial) -> bool:
         """Whether the trial failed because the run's storage could not be written: the storage's
@@ -125,6 +132,7 @@ class Events(tune.Callback):
         return True
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.began.discard(self._id(trial))
         self.hangs.ended(self._id(trial))
         with self._storage_kept():
             self._complete(trial)
@@ -159,6 +167,7 @@ class Events(tune.Callback):
         self.hangs.ended(self._id(trial))
         with self._storage_kept():
             self._error(trial)
+        self.began.discard(self._id(trial))
 
     def _error(self, trial) -> None:
         trial_id = self._id(trial)
@@ -170,6 +179,13 @@ class Events(tune.Callback):
             self._finished(trial_id, row)
             return
         if self._storage_failed(trial):
+            return
+        if trial_id not in self.began and _worker_died(trial):
+            # Tune hands a trial the worker a finished one left; one that died meanwhile (the OOM
+            # killer, a user's kill) errors the trial whatever its max_failures (its death and its
+            # failed reset both count). The trial did not run: it is left to the next `ablate run`.
+            self.display.trial_unfinished(trial_id, "its worker died before it could start; "
+                                                    "the next `ablate run` runs it")
             return
         message = ended or last_line(_error_text(trial)) or "the trial failed"
         write_failed(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"], message,
@@ -203,6 +219,19 @@ def _error_text(trial) -> str:
         return ""
     with open(trial.error_file, encoding="utf-8", errors="replace") as f:
         return f.read()
+
+
+def _worker_died(trial) -> bool:
+    """Whether the trial's last error is its Ray worker's death, as Tune pickled it on this machine.
+    Not one of the worker's creation task: code that cannot be loaded there fails again."""
+    if not trial.pickled_error_file or not os.path.exists(trial.pickled_error_file):
+        return False
+    try:
+        with open(trial.pickled_error_file, "rb") as f:
+            error = pickle.load(f)
+    except Exception:  # a trial's own exception this driver cannot import: not a worker's death
+        return False
+    return isinstance(error, RayActorError) and not error.actor_init_failed
 
 
 class StopOnStorageError(tune.Stopper):
