@@ -356,6 +356,21 @@ def test_status_eta_of_a_script_that_reports_every_100_steps(tmp_path):
     assert "ETA: 0:54" in result.stdout
 
 
+def test_status_times_a_trial_by_its_average_report_not_a_burst(tmp_path):
+    # A script printed its validation report just after its training report: the last was timed at
+    # 0.01 s, after 3 reports in 15 minutes. Its trial is not taken for interrupted 11 minutes after
+    # its last report (less than 3 reports' time), and the ETA is not a few seconds.
+    run = write_run(tmp_path / "run", steps_grid(1000, "axes:\n  lr: [0.1]\n"), lambda t: None)
+    trial = load_grid(tmp_path / "run" / "grid.yaml").trials[0]
+    run.write_progress(trial.trial_id, {"attempt": 1, "epoch": 3, "metrics": {"step": 300, "val_loss": 0.6},
+                                        "seconds": 0.01, "train_seconds": 900.0, "reports": 3,
+                                        "updated_at": (now() - timedelta(minutes=11)).isoformat()})
+    result = invoke("status", tmp_path / "run")
+    assert result.exit_code == 0
+    assert "1 running" in result.stdout
+    assert "ETA: 35:00" in result.stdout  # 700 steps left at 3 s a step
+
+
 def test_status_eta_with_halving_counts_the_steps_a_stopped_script_trained(tmp_path):
     # Halving trains at most 2 x 20 + 80 = 120 steps; lr 0.5 was stopped at step 20, its second report.
     stopped = {"status": "stopped", "epochs_completed": 2, "steps_completed": 20}

@@ -78,8 +78,11 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     # Only unfinished trials' progress: finished ones keep their progress files, those of an
     # edited grid's earlier version too, and are neither running nor counted twice.
     progress_by_trial = progress_files(run, recorded)
-    epoch_seconds = [p["seconds"] for p in progress_by_trial.values() if "seconds" in p]
-    typical = statistics.median(epoch_seconds) if epoch_seconds else 0.0
+    # A report's seconds are the trial's average, not its last report's: a script's reports can
+    # come in a burst (a training line and a validation line at an epoch's end), the last timed at ~0 s.
+    report_seconds = [p["train_seconds"] / p["epoch"] for p in progress_by_trial.values()
+                      if p.get("train_seconds") and p.get("epoch")]
+    typical = statistics.median(report_seconds) if report_seconds else 0.0
     stale = max(STALE_AFTER, timedelta(seconds=3 * typical))
     active = []
     for trial_id, progress in sorted(progress_by_trial.items()):
@@ -105,10 +108,9 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
         seconds = sum(s for t, s in zip(trials["trial_id"].to_pylist(), trials["train_seconds"].to_pylist())
                       if t in finished and s is not None and not math.isnan(s))
     seconds += sum(a.train_seconds for a in active)
-    # The ETA counts epochs, or steps for a script that reports steps: a report's seconds cover
-    # position / reports of them (a script may report every 100 steps).
-    unit_seconds = [p["seconds"] * p["epoch"] / position(p) for p in progress_by_trial.values()
-                    if "seconds" in p and p.get("epoch") and position(p)]
+    # The ETA counts epochs, or steps for a script that reports steps (every 100 steps, say).
+    unit_seconds = [p["train_seconds"] / position(p) for p in progress_by_trial.values()
+                    if p.get("train_seconds") and position(p)]
     per_unit = statistics.median(unit_seconds) if unit_seconds else 0.0
     result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
