@@ -275,6 +275,18 @@ def test_what_would_not_load_back_without_code_is_refused_when_reported_naming_i
         session.report({"epoch": 2}, checkpoint={"w": torch.zeros(2), "mean": np.zeros(3)})
 
 
+def test_a_numpy_or_torch_scalar_metric_is_recorded_as_its_number_and_an_array_is_refused_naming_it(tmp_path):
+    run = RunDir(str(tmp_path))
+    session = StoredSession(run, "t")
+    session.start()
+    session.report({"epoch": 1, "loss": torch.tensor(0.5), "acc": np.float32(0.25), "seen": np.int64(3)},
+                   checkpoint={"epoch": 1})
+    session.flush()
+    assert run.checkpoint("t")["epochs"] == [{"epoch": 1, "loss": 0.5, "acc": 0.25, "seen": 3}]
+    with pytest.raises(TypeError, match=r"^metric 'loss': a torch.Tensor is not a number, text, list or mapping$"):
+        session.report({"epoch": 2, "loss": torch.ones(2)})
+
+
 @pytest.mark.parametrize("damage", ["cut short", "emptied", "json cut short", "its epochs cut short"])
 def test_a_damaged_checkpoint_is_one_line_saying_what_to_do(tmp_path, damage):
     session = StoredSession(RunDir(str(tmp_path)), "t")

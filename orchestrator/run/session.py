@@ -11,6 +11,7 @@ to (Tune's) is handed in.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -36,6 +37,22 @@ def _last(last: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
     """The last value of each metric over `epochs`, after those in `last`: a script's epoch rows
     among its step rows hold metrics its latest report may not (what halving ranks by)."""
     return {**last, **{k: v for e in epochs for k, v in e.items() if v is not None and k not in ("epoch", "step")}}
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A report's metrics as its record holds them: a NumPy or torch scalar (`loss` where `loss.item()`
+    was meant) as the Python number it is; TypeError naming a metric that JSON cannot hold."""
+    plain = {}
+    for name, value in metrics.items():
+        if getattr(value, "shape", None) == () and hasattr(value, "item"):  # torch.Size([]) == () too
+            value = value.item()
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"metric {name!r}: a {type(value).__module__}.{type(value).__qualname__} is not a "
+                            "number, text, list or mapping") from None
+        plain[name] = value
+    return plain
 
 
 class Paused(BaseException):
@@ -178,7 +195,8 @@ class StoredSession:
         # Epochs are timed here, not by the workload: `ablate status` needs their length for
         # compute used and ETAs whatever the workload reports.
         seconds, self.epoch_began = time.monotonic() - self.epoch_began, time.monotonic()
-        self.epochs.append(dict(metrics))
+        metrics = _plain(metrics)
+        self.epochs.append(metrics)
         # The attempt's first report writes its epochs whole (from its checkpoint: those an earlier
         # attempt reported past it are trained again), the next add a line each.
         whole, self.epoch_lines_whole = not self.epoch_lines_whole, True
