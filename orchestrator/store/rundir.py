@@ -59,13 +59,24 @@ def resolve_storage(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
+def _single_puts(uri: str) -> str:
+    """An S3 URI whose small files are written in one PUT (`allow_delayed_open`: an upload in parts
+    begins only when there is more than a part to send; a failure still comes at the latest when
+    the file is closed), not in the three requests of a multipart upload: a trial writes several
+    files at each report."""
+    if not uri.startswith("s3://") or "allow_delayed_open=" in uri:
+        return uri
+    base, _, query = uri.partition("?")
+    return f"{base}?{query}{'&' if query else ''}allow_delayed_open=true"
+
+
 class RunDir:
     """The files of one grid's run, in any storage pyarrow can open."""
 
     def __init__(self, uri: str):
         self.uri = join_uri(uri)
         try:
-            self.fs, self.path = pafs.FileSystem.from_uri(self.uri)
+            self.fs, self.path = pafs.FileSystem.from_uri(_single_puts(self.uri))
         except (pa.ArrowInvalid, OSError) as e:
             raise RunError(f"{uri}: cannot open storage ({e})") from None
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
