@@ -97,6 +97,17 @@ def test_where_every_setting_lost_a_seed_the_cell_says_how_many_did_not_finish(t
     assert row["notes"] == "2 of 3 seeds did not finish (1 diverged, 1 failed); no lr had every seed finish"
 
 
+def test_a_metric_some_seeds_did_not_report_is_shown_for_the_setting_the_grids_metric_chose(tmp_path):
+    # A-base, lr 0.1 wins on val_error (0.21 < 0.25) with both seeds, one of which gave no test_error:
+    # every table shows lr 0.1, not lr 0.01 for having a test_error on both seeds.
+    write_fixture(tmp_path / "fixture", trials={**TRIALS, ("A", "base", 0.1, 1): ("completed", 0.22, None)})
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert ("| A | 13.00 (n=1)<br>95% CI: n too small<br>lr 0.1, 839k<br>1 of 2 seeds did not finish "
+            "(no test_error)<br>paper 12.47 (+0.53) |") in markdown
+    assert "| A | 21.00 ± 1.41 (n=2)<br>95% CI [8.29, 33.71]<br>lr 0.1, 839k |" in invoke(
+        "summarize", tmp_path / "fixture", "--metric", "val_error", "-f", "markdown").stdout
+
+
 def test_a_parameter_older_rows_lack_is_a_setting_of_its_own(tmp_path):
     run = write_fixture(tmp_path / "fixture")
     # The rows of lr 0.1 were written before the workload had a split_seed: theirs is missing.

@@ -346,9 +346,11 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
     if layout.select == "best" and reduced and any(_has_value(trials, layout.metric)):
         # A setting is judged on all its seeds: one with a seed that did not finish (diverged,
         # failed, ...) is chosen only where every setting has one. A missing parameter is a key too.
+        # Judged by the grid's metric alone, so that every table of a run shows the same setting,
+        # whichever metric it shows (one that only some trials report, too).
         groups = trials.groups(reduced, dropna=False)
         settings = [groups[key] for key in sorted(groups, key=lambda key: [(v is None, v) for v in key])]
-        eligible = [part for part in settings if all(_has_value(part, layout.metric))]
+        eligible = [part for part in settings if all(_has_value(part, layout.by))]
         scored = [(score, part) for part in eligible or settings if (score := _score(part, layout)) is not None]
         if scored:
             shown = (min if layout.mode == "min" else max)(scored, key=lambda pair: pair[0])[1]
@@ -404,8 +406,8 @@ def _has_value(trials: Trials, metric: str) -> list[bool]:
 
 
 def _score(setting: Trials, layout: Layout) -> float | None:
-    """What a setting is chosen by: the mean of `by` over its trials with a value of the metric."""
-    values = [v for v, ok in zip(setting[layout.by], _has_value(setting, layout.metric)) if ok and v is not None]
+    """What a setting is chosen by: the mean of `by` over its trials that finished with one."""
+    values = [v for v, ok in zip(setting[layout.by], _has_value(setting, layout.by)) if ok]
     return _mean(values) if values else None
 
 
