@@ -510,6 +510,18 @@ def test_an_accuracy_a_script_printed_in_percent_is_not_multiplied_by_100_again(
     assert "accuracy, mean" in shown and "accuracy %" not in shown
 
 
+def test_a_metric_asked_for_is_a_percentage_only_where_its_values_are_fractions(tmp_path):
+    # Neither is the grid's: an accuracy printed in percent, and a count of errors.
+    write_run(tmp_path / "run", SCRIPT_GRID + "metric: val_loss\n",
+              lambda t: {"status": "completed", "val_loss": 0.5, "test_accuracy": 90.0 + t.config["seed"],
+                         "train_error": 10 + t.config["seed"]})
+    shown = invoke("summarize", tmp_path / "run", "--metric", "test_accuracy", "-f", "markdown").stdout
+    assert "| 0.1 | 90.5 ± 0.7071 (n=2)<br>95% CI [84.15, 96.85] |" in shown  # not 9050.00
+    assert "test_accuracy, mean" in shown
+    shown = invoke("summarize", tmp_path / "run", "--metric", "train_error", "-f", "markdown").stdout
+    assert "| 0.1 | 10.5 ± 0.7071 (n=2)<br>95% CI [4.147, 16.85] |" in shown  # not 1050.00
+
+
 def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):
     result = invoke("summarize", run_dir, "--metric", "test_loss")
     assert result.exit_code == 1

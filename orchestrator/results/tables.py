@@ -208,17 +208,20 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
 
 
 def _shown_as_recorded(objective: Objective, table: pa.Table) -> Objective:
-    """A rate shown as a percentage by its name (val_accuracy) whose values are no fractions (a
-    script that prints 91.3 for 91.3 %) is shown as the number recorded, not multiplied by 100."""
-    def shown(m: Metric) -> Metric:
-        column = table[m.name] if m.format is None and m.percent and m.name in table.column_names else None
-        if column is None or not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-            return m
-        # As Python numbers: pyarrow.compute is not imported for this (see records.read_trials).
-        finite = [v for v in column.to_pylist() if v is not None and math.isfinite(v)]
-        return m if all(0 <= v <= 1 for v in finite) else replace(m, format="number")
+    return replace(objective, metric=_as_recorded(objective.metric, table),
+                   report=tuple(_as_recorded(m, table) for m in objective.report))
 
-    return replace(objective, metric=shown(objective.metric), report=tuple(map(shown, objective.report)))
+
+def _as_recorded(m: Metric, table: pa.Table) -> Metric:
+    """A rate shown as a percentage by its name (val_accuracy) whose values are no fractions (a
+    script that prints 91.3 for 91.3 %, a count of errors) is shown as the number recorded, not
+    multiplied by 100."""
+    column = table[m.name] if m.format is None and m.percent and m.name in table.column_names else None
+    if column is None or not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        return m
+    # As Python numbers: pyarrow.compute is not imported for this (see records.read_trials).
+    finite = [v for v in column.to_pylist() if v is not None and math.isfinite(v)]
+    return m if all(0 <= v <= 1 for v in finite) else replace(m, format="number")
 
 
 def _summarized(run: RunDir, trials: pa.Table, ids: list[str], objective: Objective, notify=None) -> pa.Table:
@@ -271,7 +274,8 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
                  "halving": halving})
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["tables"] += [c for c in results.varying() if c not in results.choosable() and c not in base["tables"]]
-    layout = Layout(**base, shown=objective.reported(base["metric"]))
+    # A metric the grid does not declare (--metric) is a percentage only where its values are fractions too.
+    layout = Layout(**base, shown=_as_recorded(objective.reported(base["metric"]), results.trials.table))
     columns = list(results.trials.columns)
     for name in [layout.rows, layout.cols, *layout.tables]:
         if name is not None and name not in columns:
