@@ -108,6 +108,20 @@ def test_a_metric_some_seeds_did_not_report_is_shown_for_the_setting_the_grids_m
         "summarize", tmp_path / "fixture", "--metric", "val_error", "-f", "markdown").stdout
 
 
+def test_a_setting_with_a_seed_not_run_yet_is_chosen_only_where_every_setting_lacks_one(tmp_path):
+    # A-base: lr 0.1 is best on val_error (0.20) on seed 0, its seed 1 not run yet; lr 0.01 has both.
+    not_run = {key: value for key, value in TRIALS.items() if key != ("A", "base", 0.1, 1)}
+    write_fixture(tmp_path / "fixture", trials=not_run)
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "| A | 10.00 ± 0.00 (n=2)<br>95% CI [10.00, 10.00]<br>lr 0.01, 839k<br>paper 12.47 (-2.47) |" in markdown
+    # Now lr 0.01 lacks one too: lr 0.1 is chosen, and the cell says its seed 1 is not there.
+    del not_run[("A", "base", 0.01, 0)]
+    write_fixture(tmp_path / "lacking", trials=not_run)
+    markdown = invoke("summarize", tmp_path / "lacking", "-f", "markdown").stdout
+    assert ("| A | 13.00 (n=1)<br>95% CI: n too small<br>lr 0.1, 839k<br>1 of 2 seeds did not finish "
+            "(no result yet)<br>no lr had every seed finish<br>paper 12.47 (+0.53) |") in markdown
+
+
 def test_a_parameter_older_rows_lack_is_a_setting_of_its_own(tmp_path):
     run = write_fixture(tmp_path / "fixture")
     # The rows of lr 0.1 were written before the workload had a split_seed: theirs is missing.

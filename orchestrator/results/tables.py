@@ -354,7 +354,9 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
         # whichever metric it shows (one that only some trials report, too).
         groups = trials.groups(reduced, dropna=False)
         settings = [groups[key] for key in sorted(groups, key=lambda key: [(v is None, v) for v in key])]
-        eligible = [part for part in settings if all(_has_value(part, layout.by))]
+        # A seed another setting of the cell has a row of, and this one not yet, did not finish either.
+        seeds = set(trials["seed"])
+        eligible = [part for part in settings if all(_has_value(part, layout.by)) and set(part["seed"]) == seeds]
         scored = [(score, part) for part in eligible or settings if (score := _score(part, layout)) is not None]
         if scored:
             shown = (min if layout.mode == "min" else max)(scored, key=lambda pair: pair[0])[1]
@@ -377,11 +379,13 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
     params = [p for p in ok["params"] if p is not None] if "params" in ok.columns else []
     # Under select=all a seed has one trial per pooled value (each lr): those are paired too.
     pooled = [name for name in reduced if name not in chosen]
-    if not all(finished):
+    unrun = len(set(trials["seed"]) - set(shown["seed"])) if chosen else 0  # seeds the chosen setting has no row of
+    if not all(finished) or unrun:
         why = [s if s != "completed" else f"no {layout.metric}" for s, f in zip(shown["status"], finished) if not f]
+        why += ["no result yet"] * unrun
         kinds = sorted(Counter(why).items(), key=lambda kind: (-kind[1], kind[0]))
         said = kinds[0][0] if len(kinds) == 1 else ", ".join(f"{n} {kind}" for kind, n in kinds)
-        notes.insert(0, f"{len(why)} of {len(shown)} {'trials' if pooled else 'seeds'} did not finish ({said})")
+        notes.insert(0, f"{len(why)} of {len(shown) + unrun} {'trials' if pooled else 'seeds'} did not finish ({said})")
     by_seed = dict(zip(zip(*(ok[name] for name in ["seed", *pooled])), values))
     with np.errstate(invalid="ignore"):  # a loss that went to inf: its std is NaN, shown as "-"
         std = float(np.std(values, ddof=1)) if len(values) > 1 else None
