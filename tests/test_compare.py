@@ -13,7 +13,7 @@ from orchestrator.results import stats
 from orchestrator.results.compare import check_claims, compare
 from orchestrator.results.tables import Layout, load
 from orchestrator.store.rundir import RunDir
-from tests.results_fixture import QUARTER_WIDTH, SUBSET, write_fixture
+from tests.results_fixture import QUARTER_WIDTH, SUBSET, write_fixture, write_run
 from workloads.allcnn import CLAIMS
 
 LAYOUT = Layout(rows="model", cols="variant", tables=["dataset", "augmentation"])
@@ -194,3 +194,24 @@ def test_a_maximized_metric_turns_lower_into_worse(tmp_path):
     assert "| all | 12.00 (n=5) | 11.50 (n=5) | -0.50 (n=5)<br>95% CI [-0.55, -0.45] | lower than base (worse) |" in markdown
     (record,) = json.loads(invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "json").stdout)
     assert record["verdict"] == "lower" and record["better"] is False
+
+
+def test_a_loss_is_lower_is_better_and_an_accuracy_higher_whichever_way_the_grids_metric_goes(tmp_path):
+    # Judged by an accuracy (mode: max); its test loss, and a train loss it never declared, are losses.
+    grid = ("name: acc\ncommand:\n  run: python t.py --opt {opt} --seed {seed}\n  parameters:\n    opt: sgd\n"
+            "metric: val_accuracy\nmode: max\nreport: [test_loss]\naxes:\n  opt: [sgd, adam]\nseeds: [0, 1, 2]\n")
+    adam = {"val_accuracy": 0.1, "test_loss": -0.1, "train_loss": -0.1}  # adam: lower losses, by 0.1 or so, every seed
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", **{
+        name: 0.5 + 0.01 * t.config["seed"] ** 2 + (gain if t.config["opt"] == "adam" else 0) for name, gain in adam.items()}})
+    for metric in ("test_loss", "train_loss"):
+        (record,) = json.loads(invoke("compare", tmp_path / "run", "--baseline", "opt=sgd", "--metric", metric,
+                                      "-f", "json").stdout)
+        assert (record["verdict"], record["better"]) == ("lower", True)
+    # Judged by a loss (min); an accuracy it never declared is better higher.
+    write_run(tmp_path / "loss", grid.replace("val_accuracy\nmode: max", "val_loss").replace("name: acc", "name: loss"),
+              lambda t: {"status": "completed", "val_loss": 0.5, "test_accuracy": 0.5 + 0.01 * t.config["seed"] ** 2
+                         + (0.1 if t.config["opt"] == "adam" else 0), "test_loss": 0.5})
+    markdown = invoke("compare", tmp_path / "loss", "--baseline", "opt=sgd", "--metric", "test_accuracy",
+                      "-f", "markdown").stdout
+    assert "| adam | 51.67 (n=3) | 61.67 (n=3) | +10.00 (n=3)<br>95% CI [+10.00, +10.00] | higher than sgd (better) |" \
+        in markdown

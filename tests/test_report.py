@@ -97,6 +97,31 @@ def test_where_every_setting_lost_a_seed_the_cell_says_how_many_did_not_finish(t
     assert row["notes"] == "2 of 3 seeds did not finish (1 diverged, 1 failed); no lr had every seed finish"
 
 
+def test_a_metric_some_seeds_did_not_report_is_shown_for_the_setting_the_grids_metric_chose(tmp_path):
+    # A-base, lr 0.1 wins on val_error (0.21 < 0.25) with both seeds, one of which gave no test_error:
+    # every table shows lr 0.1, not lr 0.01 for having a test_error on both seeds.
+    write_fixture(tmp_path / "fixture", trials={**TRIALS, ("A", "base", 0.1, 1): ("completed", 0.22, None)})
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert ("| A | 13.00 (n=1)<br>95% CI: n too small<br>lr 0.1, 839k<br>1 of 2 seeds did not finish "
+            "(no test_error)<br>paper 12.47 (+0.53) |") in markdown
+    assert "| A | 21.00 ± 1.41 (n=2)<br>95% CI [8.29, 33.71]<br>lr 0.1, 839k |" in invoke(
+        "summarize", tmp_path / "fixture", "--metric", "val_error", "-f", "markdown").stdout
+
+
+def test_a_setting_with_a_seed_not_run_yet_is_chosen_only_where_every_setting_lacks_one(tmp_path):
+    # A-base: lr 0.1 is best on val_error (0.20) on seed 0, its seed 1 not run yet; lr 0.01 has both.
+    not_run = {key: value for key, value in TRIALS.items() if key != ("A", "base", 0.1, 1)}
+    write_fixture(tmp_path / "fixture", trials=not_run)
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "| A | 10.00 ± 0.00 (n=2)<br>95% CI [10.00, 10.00]<br>lr 0.01, 839k<br>paper 12.47 (-2.47) |" in markdown
+    # Now lr 0.01 lacks one too: lr 0.1 is chosen, and the cell says its seed 1 is not there.
+    del not_run[("A", "base", 0.01, 0)]
+    write_fixture(tmp_path / "lacking", trials=not_run)
+    markdown = invoke("summarize", tmp_path / "lacking", "-f", "markdown").stdout
+    assert ("| A | 13.00 (n=1)<br>95% CI: n too small<br>lr 0.1, 839k<br>1 of 2 seeds did not finish "
+            "(no result yet)<br>no lr had every seed finish<br>paper 12.47 (+0.53) |") in markdown
+
+
 def test_a_parameter_older_rows_lack_is_a_setting_of_its_own(tmp_path):
     run = write_fixture(tmp_path / "fixture")
     # The rows of lr 0.1 were written before the workload had a split_seed: theirs is missing.
@@ -512,6 +537,18 @@ def test_an_accuracy_a_script_printed_in_percent_is_not_multiplied_by_100_again(
     shown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
     assert "| 1.0 | 91.5 ± 0.7071 (n=2)<br>95% CI [85.15, 97.85] |" in shown  # not 9150.00
     assert "accuracy, mean" in shown and "accuracy %" not in shown
+
+
+def test_a_metric_asked_for_is_a_percentage_only_where_its_values_are_fractions(tmp_path):
+    # Neither is the grid's: an accuracy printed in percent, and a count of errors.
+    write_run(tmp_path / "run", SCRIPT_GRID + "metric: val_loss\n",
+              lambda t: {"status": "completed", "val_loss": 0.5, "test_accuracy": 90.0 + t.config["seed"],
+                         "train_error": 10 + t.config["seed"]})
+    shown = invoke("summarize", tmp_path / "run", "--metric", "test_accuracy", "-f", "markdown").stdout
+    assert "| 0.1 | 90.5 ± 0.7071 (n=2)<br>95% CI [84.15, 96.85] |" in shown  # not 9050.00
+    assert "test_accuracy, mean" in shown
+    shown = invoke("summarize", tmp_path / "run", "--metric", "train_error", "-f", "markdown").stdout
+    assert "| 0.1 | 10.5 ± 0.7071 (n=2)<br>95% CI [4.147, 16.85] |" in shown  # not 1050.00
 
 
 def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):

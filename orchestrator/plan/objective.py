@@ -65,7 +65,19 @@ class Objective:
         for m in (*self.report, self.metric):
             if m.name == name:
                 return m
-        return Metric(name, mode=self.metric.mode)
+        return Metric(name, mode=implied_mode(name, self.metric))
+
+
+def implied_mode(name: str, judged: Metric) -> str:
+    """Which way a metric without a mode of its own is better. The grid's `mode` is that of its metric,
+    `judged`: a metric of another kind by its name (a loss beside an accuracy) goes the other way."""
+    kind = _kind(name)
+    return judged.mode if name == judged.name or kind is None or kind == _kind(judged.name) else kind
+
+
+def _kind(name: str) -> str | None:
+    """The mode a metric's name says: a loss or an error is minimized, an accuracy maximized."""
+    return "min" if name.endswith(("loss", "error", "err")) else "max" if name.endswith(("accuracy", "acc")) else None
 
 
 # What trials are judged by where no grid says: the workload interface's defaults (workloads/base.py).
@@ -104,10 +116,12 @@ def declared(path, data: dict, defaults: Objective) -> tuple[Metric, tuple[Metri
     given = given if isinstance(given, list) else [given]
     if not given:
         raise GridError(path, "report", "expected a metric or a list of metrics, got []")
-    return metric, tuple(_metric(path, f"report[{i}]", m, mode, summaries=SUMMARIES) for i, m in enumerate(given))
+    return metric, tuple(_metric(path, f"report[{i}]", m, mode, summaries=SUMMARIES, judged=metric)
+                         for i, m in enumerate(given))
 
 
-def _metric(path, key: str, given, mode: str, summaries) -> Metric:
+def _metric(path, key: str, given, mode: str, summaries, judged: Metric | None = None) -> Metric:
+    """`judged`: the grid's metric, where this one is reported beside it (its mode, by name)."""
     if isinstance(given, str):
         given = {"name": given}
     if not isinstance(given, dict) or not isinstance(given.get("name"), str) or not given["name"].isidentifier():
@@ -121,4 +135,6 @@ def _metric(path, key: str, given, mode: str, summaries) -> Metric:
         raise GridError(path, f"{key}.mode", f"expected min or max, got {fmt(given['mode'])}")
     if given.get("format", "percent") not in FORMATS:
         raise GridError(path, f"{key}.format", f"expected percent or number, got {fmt(given['format'])}")
+    if judged is not None:
+        mode = implied_mode(given["name"], judged)
     return Metric(given["name"], given.get("mode", mode), given.get("summary", "last"), given.get("format"))

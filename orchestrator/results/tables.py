@@ -208,17 +208,20 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
 
 
 def _shown_as_recorded(objective: Objective, table: pa.Table) -> Objective:
-    """A rate shown as a percentage by its name (val_accuracy) whose values are no fractions (a
-    script that prints 91.3 for 91.3 %) is shown as the number recorded, not multiplied by 100."""
-    def shown(m: Metric) -> Metric:
-        column = table[m.name] if m.format is None and m.percent and m.name in table.column_names else None
-        if column is None or not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-            return m
-        # As Python numbers: pyarrow.compute is not imported for this (see records.read_trials).
-        finite = [v for v in column.to_pylist() if v is not None and math.isfinite(v)]
-        return m if all(0 <= v <= 1 for v in finite) else replace(m, format="number")
+    return replace(objective, metric=_as_recorded(objective.metric, table),
+                   report=tuple(_as_recorded(m, table) for m in objective.report))
 
-    return replace(objective, metric=shown(objective.metric), report=tuple(map(shown, objective.report)))
+
+def _as_recorded(m: Metric, table: pa.Table) -> Metric:
+    """A rate shown as a percentage by its name (val_accuracy) whose values are no fractions (a
+    script that prints 91.3 for 91.3 %, a count of errors) is shown as the number recorded, not
+    multiplied by 100."""
+    column = table[m.name] if m.format is None and m.percent and m.name in table.column_names else None
+    if column is None or not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        return m
+    # As Python numbers: pyarrow.compute is not imported for this (see records.read_trials).
+    finite = [v for v in column.to_pylist() if v is not None and math.isfinite(v)]
+    return m if all(0 <= v <= 1 for v in finite) else replace(m, format="number")
 
 
 def _summarized(run: RunDir, trials: pa.Table, ids: list[str], objective: Objective, notify=None) -> pa.Table:
@@ -271,7 +274,8 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
                  "halving": halving})
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["tables"] += [c for c in results.varying() if c not in results.choosable() and c not in base["tables"]]
-    layout = Layout(**base, shown=objective.reported(base["metric"]))
+    # A metric the grid does not declare (--metric) is a percentage only where its values are fractions too.
+    layout = Layout(**base, shown=_as_recorded(objective.reported(base["metric"]), results.trials.table))
     columns = list(results.trials.columns)
     for name in [layout.rows, layout.cols, *layout.tables]:
         if name is not None and name not in columns:
@@ -346,9 +350,13 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
     if layout.select == "best" and reduced and any(_has_value(trials, layout.metric)):
         # A setting is judged on all its seeds: one with a seed that did not finish (diverged,
         # failed, ...) is chosen only where every setting has one. A missing parameter is a key too.
+        # Judged by the grid's metric alone, so that every table of a run shows the same setting,
+        # whichever metric it shows (one that only some trials report, too).
         groups = trials.groups(reduced, dropna=False)
         settings = [groups[key] for key in sorted(groups, key=lambda key: [(v is None, v) for v in key])]
-        eligible = [part for part in settings if all(_has_value(part, layout.metric))]
+        # A seed another setting of the cell has a row of, and this one not yet, did not finish either.
+        seeds = set(trials["seed"])
+        eligible = [part for part in settings if all(_has_value(part, layout.by)) and set(part["seed"]) == seeds]
         scored = [(score, part) for part in eligible or settings if (score := _score(part, layout)) is not None]
         if scored:
             shown = (min if layout.mode == "min" else max)(scored, key=lambda pair: pair[0])[1]
@@ -371,11 +379,13 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
     params = [p for p in ok["params"] if p is not None] if "params" in ok.columns else []
     # Under select=all a seed has one trial per pooled value (each lr): those are paired too.
     pooled = [name for name in reduced if name not in chosen]
-    if not all(finished):
+    unrun = len(set(trials["seed"]) - set(shown["seed"])) if chosen else 0  # seeds the chosen setting has no row of
+    if not all(finished) or unrun:
         why = [s if s != "completed" else f"no {layout.metric}" for s, f in zip(shown["status"], finished) if not f]
+        why += ["no result yet"] * unrun
         kinds = sorted(Counter(why).items(), key=lambda kind: (-kind[1], kind[0]))
         said = kinds[0][0] if len(kinds) == 1 else ", ".join(f"{n} {kind}" for kind, n in kinds)
-        notes.insert(0, f"{len(why)} of {len(shown)} {'trials' if pooled else 'seeds'} did not finish ({said})")
+        notes.insert(0, f"{len(why)} of {len(shown) + unrun} {'trials' if pooled else 'seeds'} did not finish ({said})")
     by_seed = dict(zip(zip(*(ok[name] for name in ["seed", *pooled])), values))
     with np.errstate(invalid="ignore"):  # a loss that went to inf: its std is NaN, shown as "-"
         std = float(np.std(values, ddof=1)) if len(values) > 1 else None
@@ -404,8 +414,8 @@ def _has_value(trials: Trials, metric: str) -> list[bool]:
 
 
 def _score(setting: Trials, layout: Layout) -> float | None:
-    """What a setting is chosen by: the mean of `by` over its trials with a value of the metric."""
-    values = [v for v, ok in zip(setting[layout.by], _has_value(setting, layout.metric)) if ok and v is not None]
+    """What a setting is chosen by: the mean of `by` over its trials that finished with one."""
+    values = [v for v, ok in zip(setting[layout.by], _has_value(setting, layout.by)) if ok]
     return _mean(values) if values else None
 
 
