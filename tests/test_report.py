@@ -481,6 +481,20 @@ def test_the_bar_chart_names_its_column_axis_and_what_its_error_bars_are(run_dir
     assert bars.get_title(loc="left").replace("\n", " ").endswith("; error bars: ± std")
 
 
+def test_plot_of_trials_that_reported_only_final_values_is_the_bar_chart_and_says_so(tmp_path):
+    grid = "name: final\ncommand:\n  run: python t.py --lr {lr}\n  parameters:\n    lr: 0.1\nmetric: val_loss\n" \
+           "axes:\n  lr: [0.1, 0.01]\n"
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_loss": t.config["lr"] * 2})
+    result = invoke("plot", tmp_path / "run", "--output", tmp_path / "p.png")
+    assert result.exit_code == 0
+    assert result.stderr == "note: no curves: the trials reported no val_loss per epoch or step; " \
+                            "the plot is the bar chart alone\n"
+    import matplotlib.image
+
+    height, width, _ = matplotlib.image.imread(tmp_path / "p.png").shape
+    assert (width, height) == (1000, 360)  # the bar chart alone, no empty panel of curves
+
+
 def test_plot_refuses_other_formats(run_dir, tmp_path):
     result = invoke("plot", run_dir, "--output", tmp_path / "plot.pdf")
     assert result.exit_code == 1

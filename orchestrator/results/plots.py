@@ -53,8 +53,11 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     cells = [ids for _, _, ids in wanted]
     curves = _curves(epochs, cells, x, curve_metric) if curve_metric in columns else [None] * len(cells)
     curve = layout.shown if curve_metric == layout.metric else results.objective.reported(curve_metric)
+    panels = tables if any(line and line[0] for line in curves) else []
+    if not panels and notify:  # a script that prints only final values
+        notify(f"no curves: the trials reported no {curve_metric} per epoch or step; the plot is the bar chart alone")
 
-    n = len(tables)
+    n = len(panels)
     fig = Figure(figsize=(10, 3.6 * (n + 1)))
     # A PNG canvas from the start: tight_layout then measures the texts with the renderer that
     # savefig draws with, which keeps their layouts, instead of one of its own.
@@ -67,7 +70,7 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     style = {name: {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[i // 10 % 4]}
              for i, name in enumerate(labels)}
     drawn: dict[str, Line2D] = {}
-    for ax, table in zip(axes[:, 0], tables):
+    for ax, table in zip(axes[:, 0], panels):
         for (t, key, ids), line in zip(wanted, curves):
             if t is not table or line is None or not ids:
                 continue
