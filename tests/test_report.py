@@ -102,8 +102,8 @@ def test_a_metric_some_seeds_did_not_report_is_shown_for_the_setting_the_grids_m
     # every table shows lr 0.1, not lr 0.01 for having a test_error on both seeds.
     write_fixture(tmp_path / "fixture", trials={**TRIALS, ("A", "base", 0.1, 1): ("completed", 0.22, None)})
     markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
-    assert ("| A | 13.00 (n=1)<br>95% CI: n too small<br>lr 0.1, 839k<br>1 of 2 seeds did not finish "
-            "(no test_error)<br>paper 12.47 (+0.53) |") in markdown
+    assert ("| A | 13.00 (n=1)<br>95% CI: n too small<br>lr 0.1, 839k<br>1 of 2 seeds gave no test_error "
+            "(completed without it)<br>paper 12.47 (+0.53) |") in markdown
     assert "| A | 21.00 ± 1.41 (n=2)<br>95% CI [8.29, 33.71]<br>lr 0.1, 839k |" in invoke(
         "summarize", tmp_path / "fixture", "--metric", "val_error", "-f", "markdown").stdout
 

@@ -381,11 +381,13 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
     pooled = [name for name in reduced if name not in chosen]
     unrun = len(set(trials["seed"]) - set(shown["seed"])) if chosen else 0  # seeds the chosen setting has no row of
     if not all(finished) or unrun:
-        why = [s if s != "completed" else f"no {layout.metric}" for s, f in zip(shown["status"], finished) if not f]
+        why = [s if s != "completed" else "completed without it" for s, f in zip(shown["status"], finished) if not f]
         why += ["no result yet"] * unrun
         kinds = sorted(Counter(why).items(), key=lambda kind: (-kind[1], kind[0]))
         said = kinds[0][0] if len(kinds) == 1 else ", ".join(f"{n} {kind}" for kind, n in kinds)
-        notes.insert(0, f"{len(why)} of {len(shown) + unrun} {'trials' if pooled else 'seeds'} did not finish ({said})")
+        # A seed that completed without the metric (a script that did not print it) did finish.
+        verb = f"gave no {layout.metric}" if "completed without it" in why else "did not finish"
+        notes.insert(0, f"{len(why)} of {len(shown) + unrun} {'trials' if pooled else 'seeds'} {verb} ({said})")
     by_seed = dict(zip(zip(*(ok[name] for name in ["seed", *pooled])), values))
     with np.errstate(invalid="ignore"):  # a loss that went to inf: its std is NaN, shown as "-"
         std = float(np.std(values, ddof=1)) if len(values) > 1 else None
