@@ -257,15 +257,29 @@ def test_a_step_a_pattern_captures_is_complete_as_it_is_printed_not_when_the_nex
     assert single.feed("step 300 val loss: 0.3") == [{"step": 300, "val_loss": 0.3}]
 
 
-def test_a_line_at_a_fraction_of_an_epoch_is_left_out_saying_why():
+def test_a_line_at_a_fraction_of_an_epoch_is_no_report_but_its_values_are_the_trials_last_saying_so():
     # Hugging Face's Trainer logs its training loss between evaluations at epoch 0.5.
     metrics = Metrics(patterns=[r"'loss': (?P<loss>[\d.]+).*'epoch': (?P<epoch>[\d.]+)",
                                 r"'eval_loss': (?P<eval_loss>[\d.]+).*'epoch': (?P<epoch>[\d.]+)"])
     lines = ["{'loss': 0.9, 'learning_rate': 5e-05, 'epoch': 0.5}", "{'loss': 0.7, 'learning_rate': 4e-05, 'epoch': 1.0}",
-             "{'eval_loss': 0.8, 'eval_runtime': 1.2, 'epoch': 1.0}"]
+             "{'eval_loss': 0.8, 'eval_runtime': 1.2, 'epoch': 1.0}", "{'loss': 0.6, 'learning_rate': 3e-05, 'epoch': 1.5}"]
     rows = [row for line in lines for row in metrics.feed(line)] + metrics.end()
     assert rows == [{"epoch": 1, "loss": 0.7, "eval_loss": 0.8}]
-    assert metrics.problems == ["epoch 0.5 is not a whole number: capture it under another name"]
+    assert metrics.final == {"loss": 0.6, "eval_loss": 0.8}
+    assert metrics.problems == [f"not a report: epoch {e} is not a whole number; its values count only as the "
+                                "trial's last values" for e in (0.5, 1.5)]
+
+
+def test_a_script_that_evaluates_at_fractions_of_an_epoch_completes_with_its_last_values(tmp_path):
+    # Hugging Face's eval_strategy="steps": every evaluation is at a fraction of an epoch. The
+    # trial's metric is its last evaluation's, where it failed for printing none.
+    path = script_grid(tmp_path, {"hf.py": "for i in range(1, 4):\n    print({'eval_loss': 1 / i, 'epoch': i / 4})\n"},
+                       {"run": "python hf.py", "metrics": {
+                           "patterns": [r"'eval_loss': (?P<eval_loss>[\d.]+).*'epoch': (?P<epoch>[\d.]+)"]}},
+                       metric="eval_loss")
+    result, session = train_once(path)
+    assert (result["status"], result["eval_loss"], session.epochs) == ("completed", pytest.approx(1 / 3), [])
+    assert any("not a report: epoch 0.25 is not a whole number" in line for line in session.lines)
 
 
 class AnnouncingSession(MemorySession):

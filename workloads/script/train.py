@@ -149,7 +149,7 @@ class Metrics:
         self.matched: set[int] = set()  # the patterns that matched for the pending epoch
         self.final: dict[str, Any] = {}
         self.seen = False
-        self.problems: list[str] = []  # lines with the prefix that are not a JSON object
+        self.problems: list[str] = []  # for the trial's log: lines with the prefix and no JSON object, ...
 
     def feed(self, line: str) -> list[dict[str, Any]]:
         """The epochs this line completes."""
@@ -163,7 +163,7 @@ class Metrics:
             if isinstance(metrics, dict):
                 done += self._add(metrics, complete=True)
             else:
-                self.problems.append(line)
+                self.problems.append(f"not metrics: {line}")
         for i in self.order:
             if match := self.patterns[i].search(line):
                 groups = {k: _value(v) for k, v in match.groupdict().items() if v is not None}
@@ -181,8 +181,11 @@ class Metrics:
             return []
         for key, at in places.items():
             if not (isinstance(at, (int, float)) and not isinstance(at, bool) and float(at).is_integer()):
-                self.problems.append(f"{key} {at!r} is not a whole number: capture it under another name")
-                return []
+                # Hugging Face's Trainer logs at a fraction of an epoch (`'epoch': 0.37`): no place in
+                # training a row can have, but its values are the trial's latest all the same.
+                self.problems.append(f"not a report: {key} {at!r} is not a whole number; its values count "
+                                     "only as the trial's last values")
+                return self._add({k: v for k, v in metrics.items() if k not in places}, pattern=pattern)
         metrics = {**metrics, **{k: int(v) for k, v in places.items()}}
         key = next(iter(places))  # what it belongs to: its epoch, or its step
         done = self.end() if self.pending and self.pending.get(key) != metrics[key] else []
@@ -268,7 +271,7 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                 recorder.join()
             code = process.popen.wait()
     for problem in metrics.problems[:3]:
-        session.log(f"not metrics: {problem}")
+        session.log(problem)
     said = f"; its last output: {' | '.join(tail)}" if tail else "; it printed nothing"
     if code != 0:
         raise CommandFailed(f"{_exit(code)}{said[:600]}")
