@@ -291,6 +291,9 @@ class Lines:
         return self.file.read(1) != b"\n"
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        file, self.file = self.file, None
+        if file is not None:
+            try:
+                file.close()  # writes what a full disk left of the last line: it fails again
+            except OSError as e:
+                raise StorageError.at(self.run.display(), e) from None
