@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.errors import CheckpointError
+from orchestrator.errors import CheckpointError, StorageError
 from orchestrator.plan.objective import Metric
 from orchestrator.run.session import StoredSession
 from orchestrator.store.rundir import PROGRESS_LIMIT, RunDir
@@ -133,6 +133,35 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_trial_at_its_next_step(tm
     session.report({"epoch": 1}, checkpoint={"step": 1})
     with pytest.raises(OSError, match="No space left on device"):
         session.report({"epoch": 2}, checkpoint={"step": 2})
+
+
+class _FullDisk:
+    """A trial's open file on a disk that filled up: Python keeps the line it could not write and
+    tries it again when the file is closed."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        raise OSError(28, "No space left on device")
+
+    def close(self):
+        self.file.close()
+        raise OSError(28, "No space left on device")
+
+
+def test_a_disk_that_fills_up_under_a_trials_lines_ends_the_attempt_with_the_storages_error(tmp_path):
+    # The driver tells the storage's error from the trial's own by its StorageError: a plain OSError
+    # from closing the files counted as the trial failing, used up its retries and recorded it failed.
+    session = StoredSession(RunDir(str(tmp_path)), "t")
+    session.start()
+    session.report({"epoch": 1}, checkpoint={"epoch": 1})
+    session.flush()
+    session.progress_lines.file = _FullDisk(session.progress_lines.file)
+    session.report({"epoch": 2})
+    with pytest.raises(StorageError, match=r"cannot write there \(No space left on device\)"):
+        session.close()
+    assert [lines.file for lines in (session.progress_lines, session.epoch_lines, session.log_lines)] == [None] * 3
 
 
 def test_a_trials_log_and_progress_grow_by_lines_and_a_reader_takes_the_last_whole_one(tmp_path):

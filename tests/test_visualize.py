@@ -168,6 +168,20 @@ def test_a_trial_without_checkpoint(trained, tmp_path):
         checkpoint.write_bytes(saved)
 
 
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_a_trained_trial_whose_epochs_file_is_gone_still_loads_its_checkpoint(trained, tmp_path, damage):
+    # Its epochs are in the run's tables; visualize needs only the training state, which is whole.
+    epochs = trained / "trials" / "t1" / "epochs.jsonl"
+    saved = epochs.read_bytes()
+    epochs.unlink() if damage == "deleted" else epochs.write_bytes(b"")
+    try:
+        result = invoke(trained, "--trial", "t1", "--output", tmp_path / "x.png", "--units", 2, "--methods", "guided")
+        assert result.exit_code == 0, result.stderr
+        assert (tmp_path / "x.png").exists()
+    finally:
+        epochs.write_bytes(saved)
+
+
 def test_visualize_refuses_a_run_of_another_workload(tmp_path):
     from tests.probe import Config as ProbeConfig
 

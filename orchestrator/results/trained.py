@@ -28,7 +28,7 @@ def trained_trial(run: RunDir, trial: str, workload_name: str, tool: str) -> tup
                else "a workload that cannot be loaded here")
         raise AblateError(f"{run.display()}: {tool} is a command of workload '{workload_name}'; "
                           f"this run is of {ran}")
-    saved = run.checkpoint(trial)
+    saved = run.checkpoint(trial, epochs=False)
     if saved is None:
         raise AblateError(f"{run.display()}: trial '{trial}' ({rows[0]['status']}) has no checkpoint to load")
     workload = grid.workload

@@ -134,12 +134,10 @@ class StoredSession:
 
     def close(self) -> None:
         """The end of the attempt: its files written and closed."""
-        try:
+        with contextlib.ExitStack() as files:  # each closed, whichever fails (a full disk fails them all)
+            for lines in (self.log_lines, self.epoch_lines, self.progress_lines):
+                files.callback(lines.close)
             self.flush()
-        finally:
-            self.progress_lines.close()
-            self.epoch_lines.close()
-            self.log_lines.close()
 
     def restore(self):
         saved = self.run.checkpoint(self.trial_id)

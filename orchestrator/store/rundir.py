@@ -203,16 +203,19 @@ class RunDir:
         """A trial's progress file holding `progress` alone, written whole."""
         self.write_bytes(self.trial_file(trial_id, PROGRESS), json_line(progress))
 
-    def checkpoint(self, trial_id: str) -> dict[str, Any] | None:
+    def checkpoint(self, trial_id: str, epochs: bool = True) -> dict[str, Any] | None:
         """A trial's last checkpoint: {"state": what the workload handed to report, "epochs": every
         epoch's metrics up to it}; None if it has none. The session saves the state with how many
         epochs it covers, the first lines of the trial's epochs file (an older ablate saved the
-        epochs in it)."""
+        epochs in it). Without `epochs`, the state alone: a tool on a trained trial needs no more,
+        and a damaged epochs file must not keep it from a whole checkpoint."""
         data = self.read_bytes(self.trial_file(trial_id, CHECKPOINT))
         if data is None:
             return None
         name = self.display("trials", trial_id, CHECKPOINT)
         saved = deserialize(data, name)
+        if not epochs:
+            return {"state": saved["state"]}
         if "reported" not in saved:
             return saved
         covered = saved["reported"]
@@ -299,6 +302,9 @@ class Lines:
         return self.file.read(1) != b"\n"
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        file, self.file = self.file, None
+        if file is not None:
+            try:
+                file.close()  # writes what a full disk left of the last line: it fails again
+            except OSError as e:
+                raise StorageError.at(self.run.display(), e) from None
