@@ -84,6 +84,33 @@ def test_a_disk_that_fills_up_stops_the_run_and_the_next_run_completes(tmp_path,
     assert restarted == []  # what had finished is not trained again
 
 
+def test_a_disk_that_fills_up_under_tunes_own_files_stops_the_run_in_one_line(tmp_path, disk):
+    # Filled while trials report, the disk leaves Tune's files of a trial's error empty too; Tune
+    # read them back as the run ended and the driver died with click's bare "Aborted.".
+    disk.remount("size=4m")
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 2000, "sleep": 0.004, "checkpoint_every": 50},
+                      max_failures=0)
+    driver = subprocess.Popen([*ABLATE, "run", path, "--storage", disk.root, "--quiet"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(disk.root.glob("probe/trials/*/epochs.jsonl"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (disk.root / "filler").write_bytes(b"x" * ((disk.free_kb() - 16) * 1024))
+        out, err = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 1, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"error: {disk.root / 'probe'}: cannot ") and "run the same command again" in line
+
+    (disk.root / "filler").unlink()
+    again = ablate("run", path, "--storage", disk.root, "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert list(trials(disk.root / "probe")["status"]) == ["completed", "completed"]
+
+
 def read_only(directory: Path, on: bool = True) -> None:
     """Every folder under `directory` made immutable (chattr +i, which holds for root too, where
     chmod does not): nothing can be created, renamed or removed there, as on a read-only disk."""

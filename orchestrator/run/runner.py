@@ -233,7 +233,11 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
     try:
         with environment(tune_environment(len(todo), ray.cluster_resources().get("CPU", 1))):
             tuner.fit()
-    except OSError as e:  # Tune's own experiment state, in the run's storage too
+    except (OSError, EOFError) as e:
+        # Tune's own files (its experiment state, a trial's error) are in the run's storage too: a
+        # full disk leaves them empty, and Tune reads an empty error file back as it ends.
+        if events.storage_error:
+            raise RunError(events.storage_error) from None
         raise StorageError.at(run.display(), e, doing="use it") from None
     finally:
         tune_logger.setLevel(level)
