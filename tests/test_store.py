@@ -121,7 +121,7 @@ def test_a_checkpoint_holds_the_state_as_reported_though_training_goes_on_while_
     assert torch.equal(StoredSession(RunDir(str(tmp_path)), "t").restore()["weights"], torch.zeros(3))
 
 
-def test_a_checkpoint_that_cannot_be_written_fails_the_trial_at_its_next_step(tmp_path, monkeypatch):
+def test_a_checkpoint_that_cannot_be_written_fails_the_trial_at_a_step_after_it(tmp_path, monkeypatch):
     run = RunDir(str(tmp_path))
     session = StoredSession(run, "t")
     session.start()
@@ -131,8 +131,12 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_trial_at_its_next_step(tm
 
     monkeypatch.setattr(run, "write_bytes", disk_full)
     session.report({"epoch": 1}, checkpoint={"step": 1})
-    with pytest.raises(OSError, match="No space left on device"):
-        session.report({"epoch": 2}, checkpoint={"step": 2})
+    with pytest.raises(OSError, match="No space left on device"):  # written while the trial goes on
+        for epoch in range(2, 10_000):
+            session.report({"epoch": epoch}, checkpoint={"step": epoch})
+    with pytest.raises(OSError, match="No space left on device"):  # and so at its end
+        session.report({"epoch": 10_000}, checkpoint={"step": 10_000})
+        session.flush()
 
 
 class _FullDisk:

@@ -18,7 +18,8 @@ import socket
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -31,6 +32,20 @@ from orchestrator.store.rundir import CHECKPOINT, EPOCHS, PROGRESS, Lines, RunDi
 # Writes a trial's epoch files while the trial goes on (StoredSession.report). One thread, so a
 # trial's files are written in the order they were queued.
 _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ablate-writer")
+
+
+@dataclass
+class _Files:
+    """What a trial's next write puts on storage: what was reported and logged while the last was
+    written (a script can report faster than an object store takes a file)."""
+    epochs: bytearray = field(default_factory=bytearray)  # lines to add; with `whole`, all the file holds
+    whole: bool = False
+    checkpoint: bytes | None = None  # the latest, which covers every epoch before it
+    progress: dict[str, Any] | None = None  # the latest
+    log: bytearray = field(default_factory=bytearray)
+
+    def __bool__(self) -> bool:
+        return bool(self.epochs or self.whole or self.checkpoint is not None or self.progress is not None or self.log)
 
 
 def _last(last: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -67,9 +82,10 @@ class StoredSession:
 
     An epoch's files are written in the background while its result goes to Tune and the next
     epoch trains: the checkpoint is serialized when reported (later changes to the model do not
-    reach it), and the files are on storage before the next report, a log line, `flush()` or the
-    end of the trial, each of which waits for them and raises what failed in writing them. The
-    driver, which can see a result before its files, waits for them too (events.py)."""
+    reach it). Epochs and log lines that come while a write is under way go together in the next,
+    in order, each checkpoint after the epochs it covers; `flush()` and the end of the trial wait
+    for them all. What failed in writing them is raised by the next report, log line or `flush()`.
+    The driver, which can see a result before its files, waits for them (events.py)."""
 
     def __init__(self, run: RunDir, trial_id: str, on_report=None, until: int | None = None,
                  best_of: Metric | None = None):
@@ -89,7 +105,12 @@ class StoredSession:
         self.epoch_lines_whole = False  # whether the file holds this attempt's `epochs`: from its first report
         self.log_lines = Lines(run, run.trial_file(trial_id, "trial.log"))
         self.epoch_began = time.monotonic()
-        self.writing: Future | None = None  # the last epoch's files, while they are written
+        self.queued = _Files()  # what the writer takes next, under `queue_lock`
+        self.queue_lock = threading.Lock()
+        self.writing = False  # whether the writer is at work on this session's files
+        self.written = threading.Event()  # set while it is not
+        self.written.set()
+        self.failed: BaseException | None = None  # what the writer met, for the next call to raise
         self.local_files: str | None = None  # a local copy of files/ while `files()` is open, on an object store
         self.sent: dict[str, tuple[int, int]] = {}  # file -> (size, mtime) as last sent to the store
         # record() may run in a thread of the workload's (a script's output) while the training
@@ -118,19 +139,55 @@ class StoredSession:
         return self.progress["attempt"]
 
     def log(self, line: str) -> None:
-        with self.lock:
-            self.flush()  # after the lines of the epochs before it
-            self._append_log(line)
-
-    def _append_log(self, line: str) -> None:
-        self.log_lines.add(f"{now():%Y-%m-%d %H:%M:%S} {line}\n".encode())
+        self._queue(log=f"{now():%Y-%m-%d %H:%M:%S} {line}\n".encode())  # after the lines of the epochs before it
 
     def flush(self) -> None:
-        """Wait until the last epoch's files are written; raise what failed in writing them."""
-        with self.lock:
-            writing, self.writing = self.writing, None
-            if writing is not None:
-                writing.result()
+        """Wait until everything reported and logged is written; raise what failed in writing it."""
+        self.written.wait()
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        with self.queue_lock:
+            failed, self.failed = self.failed, None
+        if failed is not None:
+            raise failed
+
+    def _queue(self, epochs: bytes = b"", whole: bool = False, checkpoint: bytes | None = None,
+               progress: dict[str, Any] | None = None, log: bytes = b"") -> None:
+        """Files for the writer: started where it is not at work already."""
+        self._raise_failed()
+        with self.queue_lock:
+            queued = self.queued
+            if whole:
+                queued.epochs, queued.whole = bytearray(epochs), True
+            else:
+                queued.epochs += epochs
+            if checkpoint is not None:
+                queued.checkpoint = checkpoint
+            if progress is not None:
+                queued.progress = progress
+            queued.log += log
+            if not self.writing:
+                self.writing = True
+                self.written.clear()
+                _WRITER.submit(self._write_queued)
+
+    def _write_queued(self) -> None:
+        """The writer: what was queued, until nothing is, or until a write fails."""
+        while True:
+            with self.queue_lock:
+                files, self.queued = self.queued, _Files()
+                if not files:
+                    self.writing = False
+                    self.written.set()
+                    return
+            try:
+                self._write(files)
+            except BaseException as e:  # the next report, log line or flush raises it
+                with self.queue_lock:
+                    self.failed, self.queued, self.writing = e, _Files(), False
+                    self.written.set()
+                return
 
     def close(self) -> None:
         """The end of the attempt: its files written and closed."""
@@ -168,12 +225,12 @@ class StoredSession:
                 on_pause()
             self._record(metrics, checkpoint)
             if pausing:
-                self.flush()  # its checkpoint on storage before the progress that says it paused
                 # The epochs after its checkpoint, which it trains again if kept: a trial stopped at
                 # the rung has them in its record, the one it was ranked by included (run/trial.py).
                 self.progress = {**self.progress, "paused_at": at,
                                  "epochs_after_checkpoint": self.epochs[self.checkpointed:]}
-                self.progress_lines.add(json_line(self.progress))
+                self._queue(progress=self.progress)  # after its checkpoint
+                self.flush()
                 self.paused_at = at
             return not pausing
 
@@ -189,7 +246,7 @@ class StoredSession:
             raise Paused(paused_at)
 
     def _record(self, metrics, checkpoint) -> None:
-        self.flush()
+        self._raise_failed()
         # Epochs are timed here, not by the workload: `ablate status` needs their length for
         # compute used and ETAs whatever the workload reports.
         seconds, self.epoch_began = time.monotonic() - self.epoch_began, time.monotonic()
@@ -211,23 +268,24 @@ class StoredSession:
             name = self.best_of.name
             self.progress["best"] = {name: self.best_of.best([self.progress.get("best", {}).get(name), metrics.get(name)])}
         line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-        self.writing = _WRITER.submit(self._write_epoch, epochs, whole, saved, self.progress, line)
+        self._queue(epochs, whole, saved, self.progress, f"{now():%Y-%m-%d %H:%M:%S} {line}\n".encode())
         if self.local_files is not None:
             self._send_files()
         self.unannounced.append(dict(metrics))
 
-    def _write_epoch(self, epochs: bytes, whole: bool, checkpoint: bytes | None, progress: dict[str, Any],
-                     line: str) -> None:
+    def _write(self, files: _Files) -> None:
         # In this order: a checkpoint means the epochs it covers are there, progress that names an
         # epoch means its checkpoint is.
-        if whole:
-            self.epoch_lines.replace(epochs)
-        else:
-            self.epoch_lines.add(epochs)
-        if checkpoint is not None:
-            self.run.write_bytes(self.checkpoint_path, checkpoint)
-        self.progress_lines.add(json_line(progress))
-        self._append_log(line)
+        if files.whole:
+            self.epoch_lines.replace(files.epochs)
+        elif files.epochs:
+            self.epoch_lines.add(files.epochs)
+        if files.checkpoint is not None:
+            self.run.write_bytes(self.checkpoint_path, files.checkpoint)
+        if files.progress is not None:
+            self.progress_lines.add(json_line(files.progress))
+        if files.log:
+            self.log_lines.add(files.log)
 
     @contextlib.contextmanager
     def files(self):
