@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -343,3 +344,41 @@ def test_ablate_run_track_an_unknown_tracker_is_one_line(tmp_path):
     assert result.exit_code == 2  # as every mistake in a grid or its options
     assert "error: --track: unknown tracker 'comet' (known: mlflow, tensorboard, wandb)" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def script_grid(tmp_path: Path, name: str, script: str, **top) -> Path:
+    """A grid over one trial of a script in tmp_path that prints ablate's JSON lines."""
+    import textwrap
+
+    import yaml
+
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(script))
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "command": {"run": [sys.executable, f"{name}.py", "{seed}"]},
+                                    "metric": "val_loss", "mode": "min", **top}))
+    return path
+
+
+def test_a_script_s_step_0_is_logged_in_every_tracker_at_its_step(tmp_path, mlflow_server, local_ray, monkeypatch):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = script_grid(tmp_path, "steps0", """\
+        import json
+        for step in range(0, 301, 100):  # as examples/losses.py: the loss before training first
+            print("ABLATE " + json.dumps({"step": step, "val_loss": 1 / (step + 1)}), flush=True)
+        """, tracking={"mlflow": {"tracking_uri": mlflow_server}, "tensorboard": {}, "wandb": {}})
+    grid = load_grid(path)
+    assert run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet()).counts == {"completed": 1}
+    recorded = pd.read_parquet(tmp_path / "runs" / "steps0" / "epochs.parquet")
+    assert recorded["step"].tolist() == [0, 100, 200, 300]
+    client, (run,) = runs_of(mlflow_server, "steps0")
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] == \
+        list(zip(recorded["step"], recorded["val_loss"]))
+    trial_id = grid.trials[0].trial_id
+    logs = tmp_path / "runs" / "steps0" / "tensorboard"
+    assert tensorboard_scalars(logs / trial_id)["val_loss"] == [0, 100, 200, 300]
+    (file,) = (tmp_path / "runs" / "steps0" / "wandb").glob("offline-run-*/run-*.wandb")
+    history = [r.history for r in wandb_records(file) if r.WhichOneof("record_type") == "history"]
+    assert [h.step.num for h in history] == [0, 100, 200, 300]
+

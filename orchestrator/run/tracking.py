@@ -37,14 +37,16 @@ TUNE_KEYS = frozenset({"training_iteration", "time_total_s", "episodes_total", "
 # A tracking server that does not answer is one line in seconds, not MLflow's minutes of retries.
 MLFLOW_QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 MLFLOW_STATUS = {"failed": "FAILED", "stopped": "KILLED"}  # any other status: FINISHED
+NOTHING = -1  # the last step of a tracker run that holds none: a script's first report is often step 0
 
 
-def step_of(epoch: dict[str, Any], index: int) -> int:
-    """An epoch's step: its `epoch` (or `step`) where it reports one, else its place (from 1)."""
+def step_of(epoch: dict[str, Any], index: int | None) -> int | None:
+    """An epoch's step: its `epoch` (or `step`) where it reports one, else its place (from 1), or
+    None without an `index`."""
     for key in ("epoch", "step"):
         if isinstance(epoch.get(key), int) and not isinstance(epoch.get(key), bool):
             return epoch[key]
-    return index + 1
+    return None if index is None else index + 1
 
 
 def numbers(values: dict[str, Any], leave_out=()) -> dict[str, float]:
@@ -90,14 +92,14 @@ class MLflow:
             run_id = run.info.run_id
             from mlflow.entities import Param
             self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in config.items()])
-        return {"run_id": run_id, "last_step": max((state or {}).get("last_step", 0), self._last_step(run_id))}
+        return {"run_id": run_id, "last_step": max((state or {}).get("last_step", NOTHING), self._last_step(run_id))}
 
     def _last_step(self, run_id: str) -> int:
         """The last step the run holds, whatever this storage says: a driver killed between logging
         and storing its step logs that step once still."""
         metrics = self.client.get_run(run_id).data.metrics
         steps = [m.step for key in metrics if not key.startswith("final/") for m in self.client.get_metric_history(run_id, key)]
-        return max(steps, default=0)
+        return max(steps, default=NOTHING)
 
     def log_epochs(self, state: dict, epochs: list[tuple[int, dict[str, float]]]) -> None:
         from mlflow.entities import Metric
@@ -113,7 +115,7 @@ class MLflow:
         from mlflow.entities import Metric, RunTag
         import time
         now = int(time.time() * 1000)
-        self.client.log_batch(state["run_id"], metrics=[Metric(f"final/{k}", v, now, state["last_step"])
+        self.client.log_batch(state["run_id"], metrics=[Metric(f"final/{k}", v, now, max(state["last_step"], 0))
                                                         for k, v in final.items()],
                               tags=[RunTag("ablate.status", status)])
         self.client.set_terminated(state["run_id"], MLFLOW_STATUS.get(status, "FINISHED"))
@@ -152,8 +154,8 @@ class TensorBoard:
     def start_or_resume(self, trial_id: str, cell: dict, config: dict, state: dict | None) -> dict:
         path = os.path.join(self.log_dir, trial_id)
         logged = _tensorboard_last_step(path)  # what event files there hold, whatever this storage says
-        state = {"dir": path, "last_step": max((state or {}).get("last_step", 0), logged)}
-        if logged == 0 and not os.path.isdir(path):
+        state = {"dir": path, "last_step": max((state or {}).get("last_step", NOTHING), logged)}
+        if not os.path.isdir(path):
             text = "\n".join(f"| {k} | {v} |" for k, v in config.items())
             self._writer(state).add_text("config", f"{describe(cell)}\n\n| parameter | value |\n|---|---|\n{text}")
             self._writer(state).flush()
@@ -169,20 +171,20 @@ class TensorBoard:
     def finish(self, state: dict, status: str, final: dict[str, float]) -> None:
         writer = self._writer(state)
         for k, v in final.items():
-            writer.add_scalar(f"final/{k}", v, state["last_step"])
-        writer.add_text("status", status, state["last_step"])
+            writer.add_scalar(f"final/{k}", v, max(state["last_step"], 0))
+        writer.add_text("status", status, max(state["last_step"], 0))
         writer.close()
         del self.writers[state["dir"]]
 
 
 def _tensorboard_last_step(path: str) -> int:
     if not os.path.isdir(path):
-        return 0
+        return NOTHING
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(path, size_guidance={"scalars": 0})
     events.Reload()
     return max((e.step for tag in events.Tags()["scalars"] if not tag.startswith("final/")
-                for e in events.Scalars(tag)), default=0)
+                for e in events.Scalars(tag)), default=NOTHING)
 
 
 class WandB:
@@ -217,7 +219,7 @@ class WandB:
             id=run_id, resume="allow", project=self.project, entity=self.entity, mode=self.mode, dir=self.dir,
             name=f"{trial_id} {describe(cell)}", group=describe({k: v for k, v in cell.items() if k != "seed"}) or None,
             config=config, reinit="create_new", settings=self.wandb.Settings(silent=True, console="off"))
-        return {"run_id": run_id, "last_step": (state or {}).get("last_step", 0)}
+        return {"run_id": run_id, "last_step": (state or {}).get("last_step", NOTHING)}
 
     def _run(self, state: dict):
         return self.runs[state["run_id"]]
@@ -312,15 +314,16 @@ class Tracking:
         """A reported epoch, live, where it is the next step after those logged. Any other (one
         without an `epoch` or `step`, one after a gap: epochs a killed driver never heard of, before
         the trial resumed from its checkpoint) waits for the trial's record, where every epoch is."""
-        if not self.trackers or (step := step_of(result, -1)) == 0:
+        if not self.trackers or (step := step_of(result, None)) is None:
             return
         self._log(trial_id, [(step, numbers(result, TUNE_KEYS | {"epoch", "step"}))], next_only=True)
 
     def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]], done=lambda state: False,
              next_only=False) -> None:
         def action(tracker, state) -> bool:
-            new = [(step, values) for step, values in epochs if step > state["last_step"]
-                   and (not next_only or step == state["last_step"] + 1)]
+            last = state["last_step"]
+            new = [(step, values) for step, values in epochs if step > last
+                   and (not next_only or step == last + 1 or (last == NOTHING and step == 1))]
             if new:
                 tracker.log_epochs(state, new)
                 state.update(last_step=max(step for step, _ in new), finished=False)
@@ -337,7 +340,7 @@ class Tracking:
         if not self.trackers:
             return
         epochs = [(step_of(e, i), numbers(e, ("epoch", "step"))) for i, e in enumerate(record.epochs or [])]
-        last = max((step for step, _ in epochs), default=0)
+        last = max((step for step, _ in epochs), default=NOTHING)
 
         def done(state) -> bool:  # all there: a trial sent before (`ablate track` again) is not even opened
             return state["finished"] and state.get("status") == record.row.get("status") and state["last_step"] >= last
