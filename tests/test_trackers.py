@@ -2,6 +2,7 @@
 MlflowClient; one tracker run per trial across retries and reruns, each step once."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -382,3 +383,22 @@ def test_a_script_s_step_0_is_logged_in_every_tracker_at_its_step(tmp_path, mlfl
     history = [r.history for r in wandb_records(file) if r.WhichOneof("record_type") == "history"]
     assert [h.step.num for h in history] == [0, 100, 200, 300]
 
+
+def test_a_metric_name_mlflow_refuses_is_logged_with_its_characters_replaced(tmp_path, mlflow_server, local_ray):
+    path = script_grid(tmp_path, "names", """\
+        import json
+        for epoch in (1, 2):
+            print("ABLATE " + json.dumps({"epoch": epoch, "val_loss": 1 / epoch, "acc@1": epoch / 4,
+                                          "val/top 5": epoch / 8, "val//x": 1.0}), flush=True)
+        """, seeds=[0, 1], tracking={"mlflow": {"tracking_uri": mlflow_server}})
+    grid = load_grid(path)
+    output = io.StringIO()
+    assert run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet(output)).counts == \
+        {"completed": 2}
+    assert "tracking with mlflow stopped" not in output.getvalue()
+    client, runs = runs_of(mlflow_server, "names")
+    assert len(runs) == 2
+    for r in runs:  # every trial's every metric, each at its epoch; a name MLflow refuses with _ for what it refuses
+        assert {key: steps(client, r, key) for key in r.data.metrics if not key.startswith("final/")} == \
+            {"val_loss": [1, 2], "acc_1": [1, 2], "val/top 5": [1, 2], "val/_/x": [1, 2]}
+        assert r.data.metrics["final/acc_1"] == 0.5 and r.info.status == "FINISHED"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any
 
 from orchestrator.errors import RunError
@@ -52,6 +53,14 @@ def step_of(epoch: dict[str, Any], index: int | None) -> int | None:
 def numbers(values: dict[str, Any], leave_out=()) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if k not in leave_out and isinstance(v, (int, float))
             and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def mlflow_name(name: str) -> str:
+    """A metric's name as MLflow takes it: each character it refuses (`acc@1`, `loss(val)`) as `_`,
+    and no empty, `.` or `..` part of a path (`val//loss`), which it refuses too; a refused name
+    would fail the whole batch, and with it the trial's every metric."""
+    name = re.sub(r"[^\w.\- /]", "_", name)[:250]  # MLflow's alphabet, without the colon older servers refuse
+    return "/".join(part if part.strip(".") else part.replace(".", "_") or "_" for part in name.split("/"))
 
 
 class MLflow:
@@ -107,7 +116,7 @@ class MLflow:
         if state.get("finished"):  # a failed trial run again (--retry-failed)
             self.client.update_run(state["run_id"], status="RUNNING")
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for step, values in epochs for k, v in values.items()]
+        metrics = [Metric(mlflow_name(k), v, now, step) for step, values in epochs for k, v in values.items()]
         for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
             self.client.log_batch(state["run_id"], metrics=metrics[i:i + 1000])
 
@@ -115,9 +124,8 @@ class MLflow:
         from mlflow.entities import Metric, RunTag
         import time
         now = int(time.time() * 1000)
-        self.client.log_batch(state["run_id"], metrics=[Metric(f"final/{k}", v, now, max(state["last_step"], 0))
-                                                        for k, v in final.items()],
-                              tags=[RunTag("ablate.status", status)])
+        metrics = [Metric(mlflow_name(f"final/{k}"), v, now, max(state["last_step"], 0)) for k, v in final.items()]
+        self.client.log_batch(state["run_id"], metrics=metrics, tags=[RunTag("ablate.status", status)])
         self.client.set_terminated(state["run_id"], MLFLOW_STATUS.get(status, "FINISHED"))
 
 
