@@ -402,3 +402,34 @@ def test_a_metric_name_mlflow_refuses_is_logged_with_its_characters_replaced(tmp
         assert {key: steps(client, r, key) for key in r.data.metrics if not key.startswith("final/")} == \
             {"val_loss": [1, 2], "acc_1": [1, 2], "val/top 5": [1, 2], "val/_/x": [1, 2]}
         assert r.data.metrics["final/acc_1"] == 0.5 and r.info.status == "FINISHED"
+
+
+def test_a_script_s_epochs_between_its_steps_are_at_their_step_in_every_tracker(tmp_path, mlflow_server, local_ray,
+                                                                                 monkeypatch):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = script_grid(tmp_path, "mixed", """\
+        import json, time
+        for step in range(0, 5):  # the training loss each step, the validation loss each epoch of 2 steps
+            print("ABLATE " + json.dumps({"step": step, "train_loss": 1 / (step + 1)}), flush=True)
+            if step in (2, 4):
+                print("ABLATE " + json.dumps({"epoch": step // 2, "val_loss": 2 / (step + 1)}), flush=True)
+            time.sleep(0.2)
+        """, tracking={"mlflow": {"tracking_uri": mlflow_server}, "tensorboard": {}, "wandb": {}})
+    grid = load_grid(path)
+    assert run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet()).counts == {"completed": 1}
+    recorded = pd.read_parquet(tmp_path / "runs" / "mixed" / "epochs.parquet")
+    curves = {key: list(zip(rows["step"], rows[key])) for key in ("train_loss", "val_loss")
+              for rows in [recorded.dropna(subset=[key])]}
+    assert [step for step, _ in curves["val_loss"]] == [2, 4]  # each epoch at the step it came after
+    client, (run,) = runs_of(mlflow_server, "mixed")
+    logged = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)] for key in curves}
+    assert logged == curves
+    trial_id = grid.trials[0].trial_id
+    scalars = tensorboard_scalars(tmp_path / "runs" / "mixed" / "tensorboard" / trial_id)
+    assert {key: scalars[key] for key in curves} == {"train_loss": [0, 1, 2, 3, 4], "val_loss": [2, 4]}
+    (file,) = (tmp_path / "runs" / "mixed" / "wandb").glob("offline-run-*/run-*.wandb")
+    history = [r.history for r in wandb_records(file) if r.WhichOneof("record_type") == "history"]
+    assert [(h.step.num, "val_loss" in {_key(i) for i in h.item}) for h in history] == \
+        [(0, False), (1, False), (2, True), (3, False), (4, True)]

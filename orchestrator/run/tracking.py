@@ -42,9 +42,9 @@ NOTHING = -1  # the last step of a tracker run that holds none: a script's first
 
 
 def step_of(epoch: dict[str, Any], index: int | None) -> int | None:
-    """An epoch's step: its `epoch` (or `step`) where it reports one, else its place (from 1), or
-    None without an `index`."""
-    for key in ("epoch", "step"):
+    """An epoch's step: its `step` (or `epoch`) where it reports one, else its place (from 1), or
+    None without an `index`. A script's epoch printed after steps is at the last step before it."""
+    for key in ("step", "epoch"):
         if isinstance(epoch.get(key), int) and not isinstance(epoch.get(key), bool):
             return epoch[key]
     return None if index is None else index + 1
@@ -302,9 +302,11 @@ class Tracking:
                 continue
             try:
                 if state is None or (trial_id, tracker.name) not in self.resumed:
-                    trial = self.trials[trial_id]
+                    trial, stored = self.trials[trial_id], (state or {}).get("last_step")
                     state = {"finished": False, **(state or {}), "where": tracker.where(),
                              **tracker.start_or_resume(trial_id, trial.cell, trial.config, state)}
+                    if state["last_step"] != stored:  # which metrics its last step holds: none, or not known
+                        state["at_last"] = [] if state["last_step"] == NOTHING else None
                     self.resumed.add((trial_id, tracker.name))
                     changed = True
                 changed |= action(tracker, state)
@@ -329,12 +331,21 @@ class Tracking:
     def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]], done=lambda state: False,
              next_only=False) -> None:
         def action(tracker, state) -> bool:
-            last = state["last_step"]
-            new = [(step, values) for step, values in epochs if step > last
-                   and (not next_only or step == last + 1 or (last == NOTHING and step == 1))]
+            last, at_last = state["last_step"], state.get("at_last")
+            new: list[tuple[int, dict[str, float]]] = []
+            for step, values in epochs:
+                if step == last and at_last is not None:  # an epoch's row at the step just logged
+                    values = {k: v for k, v in values.items() if k not in at_last}
+                elif step <= last or (next_only and step != last + 1 and not (last == NOTHING and step == 1)):
+                    continue
+                if values:
+                    at_last = [*at_last, *values] if step == last else list(values)
+                    new = [*new[:-1], (step, {**new[-1][1], **values})] if new and step == last else \
+                        [*new, (step, values)]
+                    last = step
             if new:
                 tracker.log_epochs(state, new)
-                state.update(last_step=max(step for step, _ in new), finished=False)
+                state.update(last_step=last, at_last=at_last, finished=False)
             return bool(new)
         self._each(trial_id, action, done)
 
