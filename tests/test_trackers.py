@@ -2,6 +2,7 @@
 MlflowClient; one tracker run per trial across retries and reruns, each step once."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -343,3 +345,91 @@ def test_ablate_run_track_an_unknown_tracker_is_one_line(tmp_path):
     assert result.exit_code == 2  # as every mistake in a grid or its options
     assert "error: --track: unknown tracker 'comet' (known: mlflow, tensorboard, wandb)" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def script_grid(tmp_path: Path, name: str, script: str, **top) -> Path:
+    """A grid over one trial of a script in tmp_path that prints ablate's JSON lines."""
+    import textwrap
+
+    import yaml
+
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(script))
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "command": {"run": [sys.executable, f"{name}.py", "{seed}"]},
+                                    "metric": "val_loss", "mode": "min", **top}))
+    return path
+
+
+def test_a_script_s_step_0_is_logged_in_every_tracker_at_its_step(tmp_path, mlflow_server, local_ray, monkeypatch):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = script_grid(tmp_path, "steps0", """\
+        import json
+        for step in range(0, 301, 100):  # as examples/losses.py: the loss before training first
+            print("ABLATE " + json.dumps({"step": step, "val_loss": 1 / (step + 1)}), flush=True)
+        """, tracking={"mlflow": {"tracking_uri": mlflow_server}, "tensorboard": {}, "wandb": {}})
+    grid = load_grid(path)
+    assert run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet()).counts == {"completed": 1}
+    recorded = pd.read_parquet(tmp_path / "runs" / "steps0" / "epochs.parquet")
+    assert recorded["step"].tolist() == [0, 100, 200, 300]
+    client, (run,) = runs_of(mlflow_server, "steps0")
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] == \
+        list(zip(recorded["step"], recorded["val_loss"]))
+    trial_id = grid.trials[0].trial_id
+    logs = tmp_path / "runs" / "steps0" / "tensorboard"
+    assert tensorboard_scalars(logs / trial_id)["val_loss"] == [0, 100, 200, 300]
+    (file,) = (tmp_path / "runs" / "steps0" / "wandb").glob("offline-run-*/run-*.wandb")
+    history = [r.history for r in wandb_records(file) if r.WhichOneof("record_type") == "history"]
+    assert [h.step.num for h in history] == [0, 100, 200, 300]
+
+
+def test_a_metric_name_mlflow_refuses_is_logged_with_its_characters_replaced(tmp_path, mlflow_server, local_ray):
+    path = script_grid(tmp_path, "names", """\
+        import json
+        for epoch in (1, 2):
+            print("ABLATE " + json.dumps({"epoch": epoch, "val_loss": 1 / epoch, "acc@1": epoch / 4,
+                                          "val/top 5": epoch / 8, "val//x": 1.0}), flush=True)
+        """, seeds=[0, 1], tracking={"mlflow": {"tracking_uri": mlflow_server}})
+    grid = load_grid(path)
+    output = io.StringIO()
+    assert run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet(output)).counts == \
+        {"completed": 2}
+    assert "tracking with mlflow stopped" not in output.getvalue()
+    client, runs = runs_of(mlflow_server, "names")
+    assert len(runs) == 2
+    for r in runs:  # every trial's every metric, each at its epoch; a name MLflow refuses with _ for what it refuses
+        assert {key: steps(client, r, key) for key in r.data.metrics if not key.startswith("final/")} == \
+            {"val_loss": [1, 2], "acc_1": [1, 2], "val/top 5": [1, 2], "val/_/x": [1, 2]}
+        assert r.data.metrics["final/acc_1"] == 0.5 and r.info.status == "FINISHED"
+
+
+def test_a_script_s_epochs_between_its_steps_are_at_their_step_in_every_tracker(tmp_path, mlflow_server, local_ray,
+                                                                                 monkeypatch):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = script_grid(tmp_path, "mixed", """\
+        import json, time
+        for step in range(0, 5):  # the training loss each step, the validation loss each epoch of 2 steps
+            print("ABLATE " + json.dumps({"step": step, "train_loss": 1 / (step + 1)}), flush=True)
+            if step in (2, 4):
+                print("ABLATE " + json.dumps({"epoch": step // 2, "val_loss": 2 / (step + 1)}), flush=True)
+            time.sleep(0.2)
+        """, tracking={"mlflow": {"tracking_uri": mlflow_server}, "tensorboard": {}, "wandb": {}})
+    grid = load_grid(path)
+    assert run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet()).counts == {"completed": 1}
+    recorded = pd.read_parquet(tmp_path / "runs" / "mixed" / "epochs.parquet")
+    curves = {key: list(zip(rows["step"], rows[key])) for key in ("train_loss", "val_loss")
+              for rows in [recorded.dropna(subset=[key])]}
+    assert [step for step, _ in curves["val_loss"]] == [2, 4]  # each epoch at the step it came after
+    client, (run,) = runs_of(mlflow_server, "mixed")
+    logged = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)] for key in curves}
+    assert logged == curves
+    trial_id = grid.trials[0].trial_id
+    scalars = tensorboard_scalars(tmp_path / "runs" / "mixed" / "tensorboard" / trial_id)
+    assert {key: scalars[key] for key in curves} == {"train_loss": [0, 1, 2, 3, 4], "val_loss": [2, 4]}
+    (file,) = (tmp_path / "runs" / "mixed" / "wandb").glob("offline-run-*/run-*.wandb")
+    history = [r.history for r in wandb_records(file) if r.WhichOneof("record_type") == "history"]
+    assert [(h.step.num, "val_loss" in {_key(i) for i in h.item}) for h in history] == \
+        [(0, False), (1, False), (2, True), (3, False), (4, True)]

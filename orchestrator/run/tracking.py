@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any
 
 from orchestrator.errors import RunError
@@ -37,19 +38,29 @@ TUNE_KEYS = frozenset({"training_iteration", "time_total_s", "episodes_total", "
 # A tracking server that does not answer is one line in seconds, not MLflow's minutes of retries.
 MLFLOW_QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 MLFLOW_STATUS = {"failed": "FAILED", "stopped": "KILLED"}  # any other status: FINISHED
+NOTHING = -1  # the last step of a tracker run that holds none: a script's first report is often step 0
 
 
-def step_of(epoch: dict[str, Any], index: int) -> int:
-    """An epoch's step: its `epoch` (or `step`) where it reports one, else its place (from 1)."""
-    for key in ("epoch", "step"):
+def step_of(epoch: dict[str, Any], index: int | None) -> int | None:
+    """An epoch's step: its `step` (or `epoch`) where it reports one, else its place (from 1), or
+    None without an `index`. A script's epoch printed after steps is at the last step before it."""
+    for key in ("step", "epoch"):
         if isinstance(epoch.get(key), int) and not isinstance(epoch.get(key), bool):
             return epoch[key]
-    return index + 1
+    return None if index is None else index + 1
 
 
 def numbers(values: dict[str, Any], leave_out=()) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if k not in leave_out and isinstance(v, (int, float))
             and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def mlflow_name(name: str) -> str:
+    """A metric's name as MLflow takes it: each character it refuses (`acc@1`, `loss(val)`) as `_`,
+    and no empty, `.` or `..` part of a path (`val//loss`), which it refuses too; a refused name
+    would fail the whole batch, and with it the trial's every metric."""
+    name = re.sub(r"[^\w.\- /]", "_", name)[:250]  # MLflow's alphabet, without the colon older servers refuse
+    return "/".join(part if part.strip(".") else part.replace(".", "_") or "_" for part in name.split("/"))
 
 
 class MLflow:
@@ -90,14 +101,14 @@ class MLflow:
             run_id = run.info.run_id
             from mlflow.entities import Param
             self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in config.items()])
-        return {"run_id": run_id, "last_step": max((state or {}).get("last_step", 0), self._last_step(run_id))}
+        return {"run_id": run_id, "last_step": max((state or {}).get("last_step", NOTHING), self._last_step(run_id))}
 
     def _last_step(self, run_id: str) -> int:
         """The last step the run holds, whatever this storage says: a driver killed between logging
         and storing its step logs that step once still."""
         metrics = self.client.get_run(run_id).data.metrics
         steps = [m.step for key in metrics if not key.startswith("final/") for m in self.client.get_metric_history(run_id, key)]
-        return max(steps, default=0)
+        return max(steps, default=NOTHING)
 
     def log_epochs(self, state: dict, epochs: list[tuple[int, dict[str, float]]]) -> None:
         from mlflow.entities import Metric
@@ -105,7 +116,7 @@ class MLflow:
         if state.get("finished"):  # a failed trial run again (--retry-failed)
             self.client.update_run(state["run_id"], status="RUNNING")
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for step, values in epochs for k, v in values.items()]
+        metrics = [Metric(mlflow_name(k), v, now, step) for step, values in epochs for k, v in values.items()]
         for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
             self.client.log_batch(state["run_id"], metrics=metrics[i:i + 1000])
 
@@ -113,9 +124,8 @@ class MLflow:
         from mlflow.entities import Metric, RunTag
         import time
         now = int(time.time() * 1000)
-        self.client.log_batch(state["run_id"], metrics=[Metric(f"final/{k}", v, now, state["last_step"])
-                                                        for k, v in final.items()],
-                              tags=[RunTag("ablate.status", status)])
+        metrics = [Metric(mlflow_name(f"final/{k}"), v, now, max(state["last_step"], 0)) for k, v in final.items()]
+        self.client.log_batch(state["run_id"], metrics=metrics, tags=[RunTag("ablate.status", status)])
         self.client.set_terminated(state["run_id"], MLFLOW_STATUS.get(status, "FINISHED"))
 
 
@@ -152,8 +162,8 @@ class TensorBoard:
     def start_or_resume(self, trial_id: str, cell: dict, config: dict, state: dict | None) -> dict:
         path = os.path.join(self.log_dir, trial_id)
         logged = _tensorboard_last_step(path)  # what event files there hold, whatever this storage says
-        state = {"dir": path, "last_step": max((state or {}).get("last_step", 0), logged)}
-        if logged == 0 and not os.path.isdir(path):
+        state = {"dir": path, "last_step": max((state or {}).get("last_step", NOTHING), logged)}
+        if not os.path.isdir(path):
             text = "\n".join(f"| {k} | {v} |" for k, v in config.items())
             self._writer(state).add_text("config", f"{describe(cell)}\n\n| parameter | value |\n|---|---|\n{text}")
             self._writer(state).flush()
@@ -169,20 +179,20 @@ class TensorBoard:
     def finish(self, state: dict, status: str, final: dict[str, float]) -> None:
         writer = self._writer(state)
         for k, v in final.items():
-            writer.add_scalar(f"final/{k}", v, state["last_step"])
-        writer.add_text("status", status, state["last_step"])
+            writer.add_scalar(f"final/{k}", v, max(state["last_step"], 0))
+        writer.add_text("status", status, max(state["last_step"], 0))
         writer.close()
         del self.writers[state["dir"]]
 
 
 def _tensorboard_last_step(path: str) -> int:
     if not os.path.isdir(path):
-        return 0
+        return NOTHING
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(path, size_guidance={"scalars": 0})
     events.Reload()
     return max((e.step for tag in events.Tags()["scalars"] if not tag.startswith("final/")
-                for e in events.Scalars(tag)), default=0)
+                for e in events.Scalars(tag)), default=NOTHING)
 
 
 class WandB:
@@ -217,7 +227,7 @@ class WandB:
             id=run_id, resume="allow", project=self.project, entity=self.entity, mode=self.mode, dir=self.dir,
             name=f"{trial_id} {describe(cell)}", group=describe({k: v for k, v in cell.items() if k != "seed"}) or None,
             config=config, reinit="create_new", settings=self.wandb.Settings(silent=True, console="off"))
-        return {"run_id": run_id, "last_step": (state or {}).get("last_step", 0)}
+        return {"run_id": run_id, "last_step": (state or {}).get("last_step", NOTHING)}
 
     def _run(self, state: dict):
         return self.runs[state["run_id"]]
@@ -292,9 +302,11 @@ class Tracking:
                 continue
             try:
                 if state is None or (trial_id, tracker.name) not in self.resumed:
-                    trial = self.trials[trial_id]
+                    trial, stored = self.trials[trial_id], (state or {}).get("last_step")
                     state = {"finished": False, **(state or {}), "where": tracker.where(),
                              **tracker.start_or_resume(trial_id, trial.cell, trial.config, state)}
+                    if state["last_step"] != stored:  # which metrics its last step holds: none, or not known
+                        state["at_last"] = [] if state["last_step"] == NOTHING else None
                     self.resumed.add((trial_id, tracker.name))
                     changed = True
                 changed |= action(tracker, state)
@@ -312,18 +324,28 @@ class Tracking:
         """A reported epoch, live, where it is the next step after those logged. Any other (one
         without an `epoch` or `step`, one after a gap: epochs a killed driver never heard of, before
         the trial resumed from its checkpoint) waits for the trial's record, where every epoch is."""
-        if not self.trackers or (step := step_of(result, -1)) == 0:
+        if not self.trackers or (step := step_of(result, None)) is None:
             return
         self._log(trial_id, [(step, numbers(result, TUNE_KEYS | {"epoch", "step"}))], next_only=True)
 
     def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]], done=lambda state: False,
              next_only=False) -> None:
         def action(tracker, state) -> bool:
-            new = [(step, values) for step, values in epochs if step > state["last_step"]
-                   and (not next_only or step == state["last_step"] + 1)]
+            last, at_last = state["last_step"], state.get("at_last")
+            new: list[tuple[int, dict[str, float]]] = []
+            for step, values in epochs:
+                if step == last and at_last is not None:  # an epoch's row at the step just logged
+                    values = {k: v for k, v in values.items() if k not in at_last}
+                elif step <= last or (next_only and step != last + 1 and not (last == NOTHING and step == 1)):
+                    continue
+                if values:
+                    at_last = [*at_last, *values] if step == last else list(values)
+                    new = [*new[:-1], (step, {**new[-1][1], **values})] if new and step == last else \
+                        [*new, (step, values)]
+                    last = step
             if new:
                 tracker.log_epochs(state, new)
-                state.update(last_step=max(step for step, _ in new), finished=False)
+                state.update(last_step=last, at_last=at_last, finished=False)
             return bool(new)
         self._each(trial_id, action, done)
 
@@ -337,7 +359,7 @@ class Tracking:
         if not self.trackers:
             return
         epochs = [(step_of(e, i), numbers(e, ("epoch", "step"))) for i, e in enumerate(record.epochs or [])]
-        last = max((step for step, _ in epochs), default=0)
+        last = max((step for step, _ in epochs), default=NOTHING)
 
         def done(state) -> bool:  # all there: a trial sent before (`ablate track` again) is not even opened
             return state["finished"] and state.get("status") == record.row.get("status") and state["last_step"] >= last
