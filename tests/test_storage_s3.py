@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import time
 import urllib.request
 
 import boto3
@@ -133,6 +134,28 @@ def test_a_report_on_s3_writes_each_file_in_one_request(s3, monkeypatch):
     session.close()
     assert parts == []
     assert [e["step"] for e in run.checkpoint("t")["epochs"]] == [100, 200, 300]
+
+
+def test_reports_that_come_while_a_write_is_under_way_go_to_s3_together(s3, monkeypatch):
+    """A script printing faster than the store takes a file: each report waited for the last one's
+    files, and its record fell further and further behind what it printed."""
+    _, query = s3
+    puts, put_object = [], S3Response.put_object
+
+    def slow(self, *args, **kwargs):  # a store far away
+        puts.append(self.path)
+        time.sleep(0.05)
+        return put_object(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3Response, "put_object", slow)
+    run = RunDir(f"s3://results/studies/probe?{query}")
+    session = StoredSession(run, "t")
+    session.start()
+    for step in range(1, 101):
+        session.report({"step": step, "loss": 1 / step}, checkpoint={"epoch": step})
+    session.close()
+    assert [e["step"] for e in run.checkpoint("t")["epochs"]] == list(range(1, 101))
+    assert sum(path.endswith("/epochs.jsonl") for path in puts) < 20  # not one a report
 
 
 def test_a_results_file_replaced_while_it_is_read_is_read_whole(s3, monkeypatch):
