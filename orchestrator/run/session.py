@@ -70,6 +70,10 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
+def _log_line(text: str) -> bytes:
+    return f"{now():%Y-%m-%d %H:%M:%S} {text}\n".encode()
+
+
 class Paused(BaseException):
     """Raised by `StoredSession.report` once a trial reached the epoch it was to train `until`: its
     cell decides at that rung whether it goes on (run/halving.py). Not an Exception, so that a
@@ -139,7 +143,7 @@ class StoredSession:
         return self.progress["attempt"]
 
     def log(self, line: str) -> None:
-        self._queue(log=f"{now():%Y-%m-%d %H:%M:%S} {line}\n".encode())  # after the lines of the epochs before it
+        self._queue(log=_log_line(line))  # after the lines of the epochs before it
 
     def flush(self) -> None:
         """Wait until everything reported and logged is written; raise what failed in writing it."""
@@ -268,7 +272,7 @@ class StoredSession:
             name = self.best_of.name
             self.progress["best"] = {name: self.best_of.best([self.progress.get("best", {}).get(name), metrics.get(name)])}
         line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-        self._queue(epochs, whole, saved, self.progress, f"{now():%Y-%m-%d %H:%M:%S} {line}\n".encode())
+        self._queue(epochs, whole, saved, self.progress, _log_line(line))
         if self.local_files is not None:
             self._send_files()
         self.unannounced.append(dict(metrics))
