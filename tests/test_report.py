@@ -495,6 +495,17 @@ def test_plot_of_trials_that_reported_only_final_values_is_the_bar_chart_and_say
     assert (width, height) == (1000, 360)  # the bar chart alone, no empty panel of curves
 
 
+def test_a_metric_named_as_a_script_prints_it_with_a_slash_is_the_grids_metric(tmp_path):
+    # A Lightning-style script prints `ABLATE {"val/loss": ...}`: the grid refused that name.
+    grid = ("name: slash\ncommand:\n  run: python t.py --lr {lr} --seed {seed}\n  parameters:\n    lr: 0.1\n"
+            "metric: val/loss\nreport: [test/acc]\naxes:\n  lr: [0.1, 0.01]\nseeds: [0, 1]\n")
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val/loss": t.config["lr"] + t.config["seed"],
+                                                 "test/acc": 0.5 if t.config["lr"] == 0.1 else 0.75})
+    shown = invoke("summarize", tmp_path / "run", "-f", "csv")
+    assert shown.exit_code == 0, shown.stderr
+    assert "cell,0.01,test/acc,completed,0.75,0.0,2," in shown.stdout
+
+
 def test_plot_refuses_other_formats(run_dir, tmp_path):
     result = invoke("plot", run_dir, "--output", tmp_path / "plot.pdf")
     assert result.exit_code == 1

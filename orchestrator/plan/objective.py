@@ -124,7 +124,7 @@ def _metric(path, key: str, given, mode: str, summaries, judged: Metric | None =
     """`judged`: the grid's metric, where this one is reported beside it (its mode, by name)."""
     if isinstance(given, str):
         given = {"name": given}
-    if not isinstance(given, dict) or not isinstance(given.get("name"), str) or not given["name"].isidentifier():
+    if not isinstance(given, dict) or not isinstance(given.get("name"), str) or not given["name"].strip():
         raise GridError(path, key, f"expected a metric name or {{name, summary, mode, format}}, got {fmt(given)}")
     for k in given:
         if k not in METRIC_KEYS:
