@@ -43,9 +43,13 @@ class _Files:
     checkpoint: bytes | None = None  # the latest, which covers every epoch before it
     progress: dict[str, Any] | None = None  # the latest
     log: bytearray = field(default_factory=bytearray)
+    # The trial's own files (files()) sent after the checkpoint: a script's own checkpoint on the
+    # store must not be past the epochs recorded, or its retry resumes past epochs it never reports.
+    send_files: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.epochs or self.whole or self.checkpoint is not None or self.progress is not None or self.log)
+        return bool(self.epochs or self.whole or self.checkpoint is not None or self.progress is not None or self.log
+                    or self.send_files)
 
 
 def _last(last: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -157,7 +161,7 @@ class StoredSession:
             raise failed
 
     def _queue(self, epochs: bytes = b"", whole: bool = False, checkpoint: bytes | None = None,
-               progress: dict[str, Any] | None = None, log: bytes = b"") -> None:
+               progress: dict[str, Any] | None = None, log: bytes = b"", send_files: bool = False) -> None:
         """Files for the writer: started where it is not at work already."""
         self._raise_failed()
         with self.queue_lock:
@@ -171,10 +175,12 @@ class StoredSession:
             if progress is not None:
                 queued.progress = progress
             queued.log += log
+            queued.send_files |= send_files
             if not self.writing:
+                # RuntimeError in a worker whose interpreter is shutting down: flush() must not then wait.
+                _WRITER.submit(self._write_queued)
                 self.writing = True
                 self.written.clear()
-                _WRITER.submit(self._write_queued)
 
     def _write_queued(self) -> None:
         """The writer: what was queued, until nothing is, or until a write fails."""
@@ -272,9 +278,7 @@ class StoredSession:
             name = self.best_of.name
             self.progress["best"] = {name: self.best_of.best([self.progress.get("best", {}).get(name), metrics.get(name)])}
         line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-        self._queue(epochs, whole, saved, self.progress, _log_line(line))
-        if self.local_files is not None:
-            self._send_files()
+        self._queue(epochs, whole, saved, self.progress, _log_line(line), send_files=self.local_files is not None)
         self.unannounced.append(dict(metrics))
 
     def _write(self, files: _Files) -> None:
@@ -286,6 +290,8 @@ class StoredSession:
             self.epoch_lines.add(files.epochs)
         if files.checkpoint is not None:
             self.run.write_bytes(self.checkpoint_path, files.checkpoint)
+        if files.send_files and self.local_files is not None:
+            self._send_files()
         if files.progress is not None:
             self.progress_lines.add(json_line(files.progress))
         if files.log:
@@ -312,6 +318,7 @@ class StoredSession:
             yield self.local_files
         finally:
             try:
+                self.written.wait()  # the writer's last send of them, before this one and their removal
                 self._send_files()
             finally:
                 shutil.rmtree(self.local_files, ignore_errors=True)
