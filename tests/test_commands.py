@@ -497,7 +497,8 @@ def test_trial_files_on_s3_reach_the_next_attempt(s3):  # noqa: F811 - the fixtu
     first = StoredSession(run, "t1")
     with first.files() as directory:
         Path(directory, "checkpoint.pt").write_bytes(b"epoch 1")
-        first.report({"epoch": 1})  # sent now: the node may be lost before the attempt ends
+        first.report({"epoch": 1})  # sent with the report's files: the node may be lost before the attempt ends
+        first.flush()
         assert run.read_bytes(run.trial_file("t1", "files", "checkpoint.pt")) == b"epoch 1"
         Path(directory, "logs").mkdir()
         Path(directory, "logs", "last.txt").write_text("bye")
