@@ -340,8 +340,10 @@ class Tracking:
                     continue
                 if values:
                     at_last = [*at_last, *values] if step == last else list(values)
-                    new = [*new[:-1], (step, {**new[-1][1], **values})] if new and step == last else \
-                        [*new, (step, values)]
+                    if new and step == last:  # the rows at one step as one
+                        new[-1] = (step, {**new[-1][1], **values})
+                    else:
+                        new.append((step, values))
                     last = step
             if new:
                 tracker.log_epochs(state, new)
