@@ -58,20 +58,26 @@ def _last(last: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
     return {**last, **{k: v for e in epochs for k, v in e.items() if v is not None and k not in ("epoch", "step")}}
 
 
-def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    """A report's metrics as its record holds them: a NumPy or torch scalar (`loss` where `loss.item()`
-    was meant) as the Python number it is; TypeError naming a metric that JSON cannot hold."""
-    plain = {}
-    for name, value in metrics.items():
-        if getattr(value, "shape", None) == () and hasattr(value, "item"):  # torch.Size([]) == () too
-            value = value.item()
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"metric {name!r}: a {type(value).__module__}.{type(value).__qualname__} is not a "
-                            "number, text, list or mapping") from None
-        plain[name] = value
-    return plain
+def _plain(metrics: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """A report's metrics as its record holds them, and their line in the epochs file: a NumPy or
+    torch scalar (`loss` where `loss.item()` was meant) as the Python number it is; TypeError naming
+    a metric that JSON cannot hold."""
+    plain = {k: v.item() if getattr(v, "shape", None) == () and hasattr(v, "item") else v  # torch.Size([]) == () too
+             for k, v in metrics.items()}
+    try:
+        return plain, json_line(plain)
+    except (TypeError, ValueError):
+        name, value = next((k, v) for k, v in plain.items() if not _json_holds(v))
+        raise TypeError(f"metric {name!r}: a {type(value).__module__}.{type(value).__qualname__} is not a "
+                        "number, text, list or mapping") from None
+
+
+def _json_holds(value) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _log_line(text: str) -> bytes:
@@ -260,12 +266,12 @@ class StoredSession:
         # Epochs are timed here, not by the workload: `ablate status` needs their length for
         # compute used and ETAs whatever the workload reports.
         seconds, self.epoch_began = time.monotonic() - self.epoch_began, time.monotonic()
-        metrics = _plain(metrics)
+        metrics, line = _plain(metrics)
         self.epochs.append(metrics)
         # The attempt's first report writes its epochs whole (from its checkpoint: those an earlier
         # attempt reported past it are trained again), the next add a line each.
         whole, self.epoch_lines_whole = not self.epoch_lines_whole, True
-        epochs = b"".join(map(json_line, self.epochs if whole else [metrics]))
+        epochs = b"".join(map(json_line, self.epochs)) if whole else line
         saved = serialize({"state": checkpoint, "reported": len(self.epochs)}) if checkpoint is not None else None
         if saved is not None:
             self.checkpointed = len(self.epochs)
@@ -277,8 +283,8 @@ class StoredSession:
         if self.best_of is not None:
             name = self.best_of.name
             self.progress["best"] = {name: self.best_of.best([self.progress.get("best", {}).get(name), metrics.get(name)])}
-        line = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-        self._queue(epochs, whole, saved, self.progress, _log_line(line), send_files=self.local_files is not None)
+        said = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        self._queue(epochs, whole, saved, self.progress, _log_line(said), send_files=self.local_files is not None)
         self.unannounced.append(dict(metrics))
 
     def _write(self, files: _Files) -> None:
