@@ -347,6 +347,7 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
     chosen: dict[str, Any] = {}
     notes: list[str] = []
     shown = trials  # the trials of what the cell shows: the chosen setting's, or all of them
+    seeds = set(trials["seed"])
     if layout.select == "best" and reduced and any(_has_value(trials, layout.metric)):
         # A setting is judged on all its seeds: one with a seed that did not finish (diverged,
         # failed, ...) is chosen only where every setting has one. A missing parameter is a key too.
@@ -355,7 +356,6 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
         groups = trials.groups(reduced, dropna=False)
         settings = [groups[key] for key in sorted(groups, key=lambda key: [(v is None, v) for v in key])]
         # A seed another setting of the cell has a row of, and this one not yet, did not finish either.
-        seeds = set(trials["seed"])
         eligible = [part for part in settings if all(_has_value(part, layout.by)) and set(part["seed"]) == seeds]
         scored = [(score, part) for part in eligible or settings if (score := _score(part, layout)) is not None]
         if scored:
@@ -379,7 +379,7 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
     params = [p for p in ok["params"] if p is not None] if "params" in ok.columns else []
     # Under select=all a seed has one trial per pooled value (each lr): those are paired too.
     pooled = [name for name in reduced if name not in chosen]
-    unrun = len(set(trials["seed"]) - set(shown["seed"])) if chosen else 0  # seeds the chosen setting has no row of
+    unrun = len(seeds - set(shown["seed"])) if chosen else 0  # seeds the chosen setting has no row of
     if not all(finished) or unrun:
         why = [s if s != "completed" else "completed without it" for s, f in zip(shown["status"], finished) if not f]
         why += ["no result yet"] * unrun
