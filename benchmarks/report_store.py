@@ -16,6 +16,7 @@ in parts (a multipart upload: three requests), in turns. Run from the repository
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -69,7 +70,7 @@ def s3(interval: float):
     os.environ.update(CREDENTIALS)
     _, client, query = moto_s3()
     client.create_bucket(Bucket="bench")
-    runs = iter(range(1_000_000))
+    runs = itertools.count()
     return {way: lambda n, extra=extra: record(n, RunDir(f"s3://bench/{next(runs)}?{query}{extra}"), interval)
             for way, extra in [("S3, in parts", "&allow_delayed_open=false"), ("S3, one PUT", "")]}
 
