@@ -37,7 +37,6 @@ def stopped_at_the_rung(tmp_path, name: str, reports: list[dict], until: int):
     from orchestrator.run.session import Paused
     from orchestrator.run.trial import write_stopped
     from orchestrator.store import records
-    from orchestrator.store.rundir import position
     from tests.probe import WORKLOAD, Config
 
     run = RunDir(str(tmp_path / name))
@@ -48,7 +47,7 @@ def stopped_at_the_rung(tmp_path, name: str, reports: list[dict], until: int):
             session.report(report, checkpoint={"reports": len(session.epochs)})
     session.close()
     progress = run.progress("t")
-    write_stopped(run, WORKLOAD, "g", "t", dataclasses.asdict(Config()), position(progress), progress)
+    write_stopped(run, WORKLOAD, "g", "t", dataclasses.asdict(Config()), progress, until)
     return records.read_trials(run).to_pylist()[0], records.read_epochs(run, ["t"]).to_pylist()
 
 

@@ -100,7 +100,8 @@ class Session(Protocol):
         """`report` in two halves, for a workload that reads its epochs in a thread of its own (a
         script's output): `record` keeps an epoch, from any thread, as soon as it is known, while
         the training thread may wait in `announce`, which passes each on, in order. False, after
-        calling `on_pause`, where the trial is to stop there (a pause at a rung of halving)."""
+        calling `on_pause`, where the trial is to stop there (a pause at a rung of halving), and
+        for each epoch recorded after it (printed before the workload could stop): kept all the same."""
 
     def announce(self) -> None:
         """From the training thread: the epochs recorded since the last call are reported (where

@@ -26,7 +26,7 @@ from orchestrator.run.scheduling import GridTrials
 from orchestrator.run.trial import write_failed, write_stopped
 from orchestrator.run.tracking import Tracking
 from orchestrator.store.records import Publisher
-from orchestrator.store.rundir import Lines, RunDir, now, position
+from orchestrator.store.rundir import Lines, RunDir, now
 
 
 class Events(tune.Callback):
@@ -161,7 +161,7 @@ class Events(tune.Callback):
         progress = progress_after(self.run, trial_id, last.get("training_iteration", 0))
         # Up to where its progress got, which its row says, not to the result Tune stopped it on: a
         # script's epochs are recorded as it prints them, while Tune decides.
-        write_stopped(self.run, self.grid.workload, self.grid.name, trial_id, config, position(progress), progress)
+        write_stopped(self.run, self.grid.workload, self.grid.name, trial_id, config, progress)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.hangs.ended(self._id(trial))

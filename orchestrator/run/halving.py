@@ -23,9 +23,10 @@ from typing import Any
 from orchestrator.plan.grid import Grid
 from orchestrator.plan.halving import DECISIONS, cell_key, read_decisions, setting_key
 from orchestrator.plan.params import fmt
+from orchestrator.errors import CheckpointError
 from orchestrator.run.trial import write_stopped
 from orchestrator.store import records
-from orchestrator.store.rundir import RunDir, now, position
+from orchestrator.store.rundir import RunDir, now, places, position
 
 
 class Halver:
@@ -79,33 +80,34 @@ class Halver:
         return trial.trial_id in final or position(self.run.progress(trial.trial_id)) >= rung
 
     def _score(self, trial, rung: int, final: dict[str, str]) -> tuple[float | None, str]:
-        """The trial's metric at the rung: its last value up to the rung (a script's epoch rows among
-        its step rows: the last epoch's), or its best up to it for a metric summarized by its best;
-        or None and why it has none."""
+        """The trial's metric at the rung: its last value up to its first report at or past the
+        rung, where a trial that trained to the rung paused (a script that reports every N steps may
+        have no report at the rung itself; a script's epoch rows among its step rows: the last
+        epoch's), or its best up to it for a metric summarized by its best; or None and why it has none."""
         if trial.trial_id in final:
             status = final[trial.trial_id]
             if status not in ("completed", "stopped"):
                 return None, status
-            value = self._reported_at(trial.trial_id, rung)
-        else:
-            progress = self.run.progress(trial.trial_id)  # paused at the rung
-            # A trial paused by an ablate that kept no best or last values in the progress: its last report.
-            held = (self.metric.summary == "best" and progress.get("best")) or progress.get("last") \
-                or progress.get("metrics")
-            value = self.metric.best([(held or {}).get(self.metric.name)])
+            epochs = records.read_epochs(self.run, [trial.trial_id], ["trial_id", "epoch", "step", self.metric.name])
+            value = self._at_rung(epochs.to_pylist() if epochs is not None else [], rung)
+        else:  # paused at this rung, or past it where its script printed on before it was stopped
+            try:
+                reported = self.run.reported(trial.trial_id)
+            except CheckpointError:
+                return None, "an unreadable epochs file"
+            if reported is not None:
+                value = self._at_rung(reported, rung)
+            else:  # paused by an older ablate, which kept the epochs in the checkpoint: its progress
+                progress = self.run.progress(trial.trial_id)
+                held = (self.metric.summary == "best" and progress.get("best")) or progress.get("last") \
+                    or progress.get("metrics")
+                value = self.metric.best([(held or {}).get(self.metric.name)])
         return (value, "") if value is not None else (None, f"no {self.metric.name}")
 
-    def _reported_at(self, trial_id: str, rung: int) -> float | None:
-        """A finished trial's metric at the rung (or its best up to it), from its epochs: at its
-        first report at or past the rung, where a trial that trained to the rung paused (a script
-        that reports every N steps may have no report at the rung itself)."""
-        epochs = records.read_epochs(self.run, [trial_id], ["trial_id", "epoch", "step", self.metric.name])
-        if epochs is None or self.metric.name not in epochs.column_names:
-            return None
-        at = epochs["step"].to_pylist() if "step" in epochs.column_names else range(1, epochs.num_rows + 1)
-        # An epoch a script printed before any step has none: it is at the start.
-        reported = [(a or 0, v) for a, v in zip(at, epochs[self.metric.name].to_pylist())]
-        paused = next((i for i, (a, _) in enumerate(reported) if a >= rung), len(reported))
+    def _at_rung(self, epochs: list[dict], rung: int) -> float | None:
+        """The metric at the trial's first report at or past the rung (or its best up to there)."""
+        reported = [(at, e.get(self.metric.name)) for at, e in zip(places(epochs), epochs)]
+        paused = next((i for i, (at, _) in enumerate(reported) if at >= rung), len(reported))
         values = [v for _, v in reported[:paused + 1] if v is not None]
         if self.metric.summary == "best":
             return self.metric.best(values)
@@ -151,8 +153,6 @@ class Halver:
         by = f"best {self.metric.name} up to it" if self.metric.summary == "best" else self.metric.name
         reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by {by}"
                   + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
-        progress = self.run.progress(trial.trial_id)
-        # Its epochs up to where it paused: past the rung, where the rung falls between two reports.
-        write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config, position(progress),
-                      progress, reason)
+        write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config,
+                      self.run.progress(trial.trial_id), rung, reason)
         self.on_stopped(trial.trial_id, reason)

@@ -52,7 +52,7 @@ class _Files:
                     or self.send_files)
 
 
-def _last(last: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
+def last_values(last: dict[str, Any], epochs: list[dict[str, Any]]) -> dict[str, Any]:
     """The last value of each metric over `epochs`, after those in `last`: a script's epoch rows
     among its step rows hold metrics its latest report may not (what halving ranks by)."""
     return {**last, **{k: v for e in epochs for k, v in e.items() if v is not None and k not in ("epoch", "step")}}
@@ -218,7 +218,7 @@ class StoredSession:
             return None
         self.epochs = saved["epochs"]
         self.checkpointed = len(self.epochs)
-        self.progress["last"] = _last({}, self.epochs)
+        self.progress["last"] = last_values({}, self.epochs)
         if self.best_of is not None:
             self.progress["best"] = {self.best_of.name: self.best_of.best(e.get(self.best_of.name) for e in self.epochs)}
         self.log(f"resumed from the checkpoint after epoch {len(self.epochs)}")
@@ -231,9 +231,13 @@ class StoredSession:
     def record(self, metrics, checkpoint=None, on_pause=lambda: None) -> bool:
         """The epoch's files, written in the background (see the class), and its progress; False,
         after calling `on_pause` first (a script is stopped before it trains further), where the
-        trial reached the epoch it trains `until`: it pauses there, and is given no more."""
+        trial reached the epoch it trains `until`: it pauses there. False again for each epoch
+        recorded after that (a script printed it before it could be stopped)."""
         with self.lock:
             if self.paused_at is not None:
+                # What a script printed past the rung before it was killed there: recorded, as all
+                # it printed is, but the trial is ranked (and, if stopped, recorded) at the rung (halving.py).
+                self._record(metrics, checkpoint)
                 return False
             at = metrics.get("step", len(self.epochs) + 1)
             pausing = self.until is not None and at >= self.until
@@ -241,10 +245,7 @@ class StoredSession:
                 on_pause()
             self._record(metrics, checkpoint)
             if pausing:
-                # The epochs after its checkpoint, which it trains again if kept: a trial stopped at
-                # the rung has them in its record, the one it was ranked by included (run/trial.py).
-                self.progress = {**self.progress, "paused_at": at,
-                                 "epochs_after_checkpoint": self.epochs[self.checkpointed:]}
+                self.progress = {**self.progress, "paused_at": at}
                 self._queue(progress=self.progress)  # after its checkpoint
                 self.flush()
                 self.paused_at = at
@@ -276,7 +277,7 @@ class StoredSession:
         if saved is not None:
             self.checkpointed = len(self.epochs)
         self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics), "seconds": seconds,
-                         "last": _last(self.progress.get("last", {}), [metrics]),
+                         "last": last_values(self.progress.get("last", {}), [metrics]),
                          "train_seconds": self.progress.get("train_seconds", 0.0) + seconds,
                          "reports": self.progress.get("reports", 0) + 1,  # in this attempt: Tune's training_iteration
                          "updated_at": now().isoformat()}

@@ -22,10 +22,10 @@ from typing import Any
 import workloads
 from orchestrator.errors import CheckpointError, StorageError
 from orchestrator.plan.objective import INTERFACE, Objective
-from orchestrator.run.session import Paused, StoredSession
+from orchestrator.run.session import Paused, StoredSession, last_values
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
-from orchestrator.store.rundir import RunDir, now
+from orchestrator.store.rundir import RunDir, now, places
 from workloads.base import RESULT_STATUSES, Workload
 
 
@@ -66,25 +66,27 @@ def write_result(run: RunDir, workload: Workload, grid_name: str, trial_id: str,
 
 
 def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str, config: dict[str, Any],
-                  epoch: int | None, progress: dict[str, Any], reason: str | None = None) -> None:
+                  progress: dict[str, Any], rung: int | None = None, reason: str | None = None) -> None:
     """A truthful row for a trial stopped early (by a scheduler, or by halving at a rung): where
-    it got to, what it reported there, and its epochs up to its last checkpoint (up to `epoch`, where
-    it paused at a rung: its progress holds those after the checkpoint). Stopped is final: the next
-    `ablate run` does not run it again."""
+    it got to, what it reported there, and its epochs. Stopped at a rung, it got to its first report
+    at or past the rung, the one it was ranked by: a script may have printed past it before it was
+    killed there (its log has those reports). Stopped is final: the next `ablate run` does not run it again."""
     try:
-        saved = run.checkpoint(trial_id) or {"epochs": []}
-    except CheckpointError:  # one that would run code to load: the row goes without its epochs
-        saved = None
-    reported = [*saved["epochs"], *progress.get("epochs_after_checkpoint", [])] if saved else None
-    # Up to `epoch`: a step where reports have one, else a count of reports (a script may number
-    # its epochs 5, 10, ... or start again at 1), as position() in rundir.py counts them.
-    epochs = [e for i, e in enumerate(reported, 1) if epoch is None or e.get("step", i) <= epoch] if reported else None
-    # As a finished trial's row: the last value of each metric (progress of an older ablate: its last report).
-    last = progress.get("last") or progress.get("metrics", {})
-    reached = {k: v for k, v in last.items() if k not in ("epoch", "step")}
-    row = {**reached, "status": records.STOPPED, "epochs_completed": progress.get("epoch", epoch),
-           "train_seconds": progress.get("train_seconds"), "status_reason": reason,
-           **_steps(progress.get("metrics", {}))}
+        epochs = run.reported(trial_id)
+        if epochs is None:  # an older ablate's trial: its epochs up to its checkpoint, and those after it
+            saved = run.checkpoint(trial_id) or {"epochs": []}
+            epochs = [*saved["epochs"], *progress.get("epochs_after_checkpoint", [])]
+    except CheckpointError:  # one that would run code to load, or damaged: the row goes without its epochs
+        epochs = None
+    if epochs:  # as a finished trial's row: the last value of each metric
+        if rung is not None:
+            epochs = epochs[:next((i for i, at in enumerate(places(epochs)) if at >= rung), len(epochs) - 1) + 1]
+        last, where = last_values({}, epochs), {"epochs_completed": len(epochs), **_steps(epochs[-1])}
+    else:  # where they cannot be read, its progress (of an older ablate: its last report)
+        last = last_values({}, [progress.get("last") or progress.get("metrics", {})])
+        where = {"epochs_completed": progress.get("epoch"), **_steps(progress.get("metrics", {}))}
+    row = {**last, "status": records.STOPPED, "train_seconds": progress.get("train_seconds"),
+           "status_reason": reason, **where}
     write_result(run, workload, grid_name, trial_id, config, row, progress, epochs)
 
 

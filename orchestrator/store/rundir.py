@@ -219,19 +219,41 @@ class RunDir:
         if "reported" not in saved:
             return saved
         covered = saved["reported"]
-        lines = (self.read_bytes(self.trial_file(trial_id, EPOCHS)) or b"").split(b"\n")[:-1]  # whole lines
+        lines = self._epoch_lines(trial_id) or []
         if len(lines) < covered:
             raise unreadable(name, f"{EPOCHS} beside it holds {len(lines)} of the {covered} epochs it covers")
+        return {"state": saved["state"], "epochs": self._epochs(trial_id, lines[:covered])}
+
+    def reported(self, trial_id: str) -> list[dict[str, Any]] | None:
+        """Every report in a trial's epochs file: those of the attempt that reported last, from
+        the checkpoint it resumed from (those after its own checkpoint included); None if it has
+        no such file (it never reported, or an older ablate kept its epochs in the checkpoint)."""
+        lines = self._epoch_lines(trial_id)
+        return None if lines is None else self._epochs(trial_id, lines)
+
+    def _epoch_lines(self, trial_id: str) -> list[bytes] | None:
+        data = self.read_bytes(self.trial_file(trial_id, EPOCHS))
+        return None if data is None else data.split(b"\n")[:-1]  # whole lines
+
+    def _epochs(self, trial_id: str, lines: list[bytes]) -> list[dict[str, Any]]:
         try:
-            return {"state": saved["state"], "epochs": [json.loads(line) for line in lines[:covered]]}
-        except ValueError as e:
-            raise unreadable(name, f"{EPOCHS} beside it: {e}") from None
+            return [json.loads(line) for line in lines]
+        except ValueError as e:  # a disk fault: the checkpoint that covers them is no use without them
+            raise unreadable(self.display("trials", trial_id, CHECKPOINT), f"{EPOCHS} beside it: {e}") from None
 
 
 def position(progress: dict[str, Any]) -> int:
     """How far a trial's progress says it got: its last step, for a script that reports steps,
     else its epochs."""
     return progress.get("metrics", {}).get("step", progress.get("epoch", 0))
+
+
+def places(epochs: list[dict[str, Any]]) -> list[int]:
+    """Where each report is in training, as position() says of a trial's progress: its step, for a
+    script that reports steps (an epoch it printed before any step is at the start), else its count."""
+    if any(e.get("step") is not None for e in epochs):
+        return [e.get("step") or 0 for e in epochs]
+    return list(range(1, len(epochs) + 1))
 
 
 def json_line(value: dict[str, Any]) -> bytes:

@@ -266,6 +266,10 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                         session.announce()
                 recorder.raise_failure()
                 session.announce()  # the last epochs, or the pause at a rung
+            except BaseException:
+                if recorder.paused:  # killed at a rung: what it printed before it died is recorded too
+                    recorder.join()
+                raise
             finally:  # the trial ends here however it ends (Tune stops it): nothing records after
                 recorder.stop.set()
                 recorder.join()
@@ -282,7 +286,8 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
 
 class _Recorder(threading.Thread):
     """Reads the command's output as it prints: logs its lines, records its epochs in the session
-    (`recorded` is set after each), and kills the command where the trial pauses at a rung."""
+    (`recorded` is set after each), and kills the command where the trial pauses at a rung: what it
+    printed before it died, past the rung, is read to its end and recorded too."""
 
     def __init__(self, process: _Process, metrics: Metrics, session, tail, state):
         super().__init__(daemon=True)
@@ -290,6 +295,7 @@ class _Recorder(threading.Thread):
         self.recorded, self.stop = threading.Event(), threading.Event()
         self.log: list[str] = []
         self.failure: BaseException | None = None
+        self.paused = False  # at a rung, before the session says so: its training thread waits for what is left
 
     def run(self):
         try:
@@ -309,6 +315,8 @@ class _Recorder(threading.Thread):
                 return
             if printed is None:
                 self._flush()
+                if self.paused and self.process.popen.poll() is not None:
+                    break  # what it started outside its process group holds the output open
                 continue
             text, line = printed
             if line is not None:
@@ -317,8 +325,8 @@ class _Recorder(threading.Thread):
                     self._flush()
                 if line.strip():
                     self.tail.append(line.strip())
-            if text and not self._report(self.metrics.feed(text)):
-                return
+            if text:
+                self._report(self.metrics.feed(text))
         self._report(self.metrics.end())
         self._flush()
 
@@ -327,8 +335,11 @@ class _Recorder(threading.Thread):
             self.session.log("\n".join(self.log))
             self.log.clear()
 
-    def _report(self, epochs) -> bool:
-        """False where the trial pauses at a rung, its command killed before it trains further."""
+    def _pause(self):
+        self.paused = True
+        self.process.kill()
+
+    def _report(self, epochs) -> None:
         for repeat in self.metrics.repeats:
             self._flush()
             place = ", ".join(f"{k} {repeat[k]}" for k in ("epoch", "step") if k in repeat)
@@ -338,8 +349,5 @@ class _Recorder(threading.Thread):
         for epoch in epochs:
             self._flush()
             # The checkpoint: where a retry takes up its output.
-            if not self.session.record(epoch, checkpoint={"epoch": _at(epoch)}, on_pause=self.process.kill):
-                self._flush()
-                return False
+            self.session.record(epoch, checkpoint={"epoch": _at(epoch)}, on_pause=self._pause)
             self.recorded.set()
-        return True
