@@ -51,6 +51,18 @@ def test_eta_counts_the_epochs_left():
     assert "1 diverged" in p.counts_line()
 
 
+def test_a_trial_left_unfinished_before_it_started_counts_no_epochs_left_and_is_not_pending():
+    # Its reused worker died while idle: it never runs in this run (the next `ablate run` runs it).
+    p = PlainDisplay(console(), total=3, skipped=0, planned_epochs={"a": 10, "b": 10, "c": 10})
+    p.started -= 100
+    p.trial_started("a", {})
+    for epoch in range(1, 6):
+        p.trial_result("a", {"epoch": epoch})
+    p.trial_unfinished("b", "its worker died before it could start; the next `ablate run` runs it")
+    assert p.eta() == pytest.approx(100 * 15 / 5, rel=1e-3)  # a's last 5 and c's 10, not b's
+    assert p.counts_line().startswith("0/3 done, 1 running, 1 pending, 1 unfinished | ")
+
+
 def test_a_resumed_trial_counts_one_epoch_of_work_not_its_whole_history():
     p = PlainDisplay(console(), total=1, skipped=0, planned_epochs={"a": 10})
     p.started -= 10

@@ -47,6 +47,7 @@ class Display:
         self.running: dict[str, Running] = {}
         self.paused: dict[str, Running | None] = {}  # trials waiting at a rung of halving
         self.counts = {s: 0 for s in STATUSES}
+        self.unfinished = 0  # ended without a result, for the next `ablate run`
         known = list(planned_epochs.values())
         self.epochs_left = None if None in known else sum(known)
         self.epochs_trained = 0
@@ -86,11 +87,15 @@ class Display:
     def trial_unfinished(self, trial_id: str, detail: str) -> None:
         """Ended without a result, for the next `ablate run` to run."""
         self._ended(trial_id)
+        self.unfinished += 1
         self.show(trial_id, "unfinished", detail)
 
     def _ended(self, trial_id: str) -> None:
-        run = self.running.pop(trial_id, None) or self.paused.pop(trial_id, None)
-        if run and run.planned and self.epochs_left is not None:
+        # One that never started in this run (its worker died first, or it paused in an earlier one):
+        # none of its epochs come.
+        run = self.running.pop(trial_id, None) or self.paused.pop(trial_id, None) \
+            or Running({}, self.planned_epochs.get(trial_id))
+        if run.planned and self.epochs_left is not None:
             self.epochs_left -= max(0, run.planned - run.epoch)  # stopped early: those epochs never come
 
     # -- numbers -------------------------------------------------------------------------------
@@ -103,14 +108,16 @@ class Display:
         if self.epochs_left is not None and self.epochs_trained:
             return elapsed * max(0, self.epochs_left) / self.epochs_trained
         if self.done:
-            return elapsed * (self.total - self.done) / self.done
+            return elapsed * (self.total - self.done - self.unfinished) / self.done
         return None
 
     def counts_line(self) -> str:
-        pending = self.total - self.done - len(self.running) - len(self.paused)
+        pending = self.total - self.done - self.unfinished - len(self.running) - len(self.paused)
         parts = [f"{self.done}/{self.total} done", f"{len(self.running)} running",
                  *([f"{len(self.paused)} paused at a rung"] if self.paused else []), f"{pending} pending"]
         parts += [f"{n} {s}" for s, n in self.counts.items() if n and s != "completed"]
+        if self.unfinished:
+            parts.append(f"{self.unfinished} unfinished")
         if self.skipped:
             parts.append(f"{self.skipped} already done")
         return ", ".join(parts) + f" | elapsed {duration(time.monotonic() - self.started)}, ETA {duration(self.eta())}"
