@@ -69,10 +69,10 @@ class Display:
                 self.epochs_left -= at - run.epoch
             run.epoch, run.metrics = at, metrics
 
-    def trial_retrying(self, trial_id: str) -> None:
+    def trial_retrying(self, trial_id: str, detail: str = "after a failure, from its last checkpoint") -> None:
         if trial_id in self.running:
             self.running[trial_id].retries += 1
-        self.show(trial_id, "retrying", "after a failure, from its last checkpoint")
+        self.show(trial_id, "retrying", detail)
 
     def trial_paused(self, trial_id: str, at: int) -> None:
         """At a rung of halving, until every setting of its cell is there too."""

@@ -34,7 +34,8 @@ class Events(tune.Callback):
     scheduler stopped early (their workers never return a result)."""
 
     def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials,
-                 hangs: Hangs | None = None, tracking: Tracking | None = None, failures: dict[str, int] | None = None):
+                 hangs: Hangs | None = None, tracking: Tracking | None = None, failures: dict[str, int] | None = None,
+                 start_again: bool = False):
         self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
         # trial_id -> its failures so far in this `ablate run`, counted on here. A grid with halving
         # runs a Tune experiment per round, each with a fresh FailureConfig: a trial gets only the
@@ -46,6 +47,9 @@ class Events(tune.Callback):
         self.hangs = hangs or Hangs(None, {})
         self.ended: dict[str, str] = {}  # trial_id -> why the driver ended its attempt
         self.began: set[str] = set()  # trials whose current attempt Tune started (on_trial_start)
+        # Trials handed a worker that had died before they began, for the runner to start again
+        # (`start_again`); else they are left unfinished, to the next `ablate run`.
+        self.start_again, self.unstarted = start_again, []
         # A finished trial's line shows its first reported metric, or else the grid's metric.
         self.shown = (grid.objective.report[0].name, grid.objective.metric.name)
         # The first error of the run's storage a trial met (a full disk, an object store that does
@@ -183,9 +187,13 @@ class Events(tune.Callback):
         if trial_id not in self.began and _worker_died(trial):
             # Tune hands a trial the worker a finished one left; one that died meanwhile (the OOM
             # killer, a user's kill) errors the trial whatever its max_failures (its death and its
-            # failed reset both count). The trial did not run: it is left to the next `ablate run`.
-            self.display.trial_unfinished(trial_id, "its worker died before it could start; "
-                                                    "the next `ablate run` runs it")
+            # failed reset both count). The trial did not run: it is started again.
+            if self.start_again:
+                self.unstarted.append(trial_id)
+                self.display.trial_retrying(trial_id, "its worker died before it could start; it starts again")
+            else:
+                self.display.trial_unfinished(trial_id, "its worker died before it could start; "
+                                                        "the next `ablate run` runs it")
             return
         message = ended or last_line(_error_text(trial)) or "the trial failed"
         write_failed(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"], message,

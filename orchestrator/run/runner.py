@@ -214,32 +214,38 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
                               report=tune.report, objective=grid.objective)
     bound.__name__ = run_trial.__name__  # Tune names the trainable after it
     trainable = tune.with_resources(bound, {"cpu": resources.cpus, "gpu": resources.gpus})
-    trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow
-    events = Events(grid, run, display, publisher, trials, hangs, tracking, failures)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune_config(trials, resources, scheduler),
-        run_config=tune.RunConfig(
-            # Unique: a grid with halving runs several rounds, each its own Tune experiment.
-            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", storage_path=join_uri(run.uri, "ray"), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
-            stop=StopOnStorageError(events), callbacks=[events, NoTuneProgress()]),
-    )
-    # Tune logs every trial error with its traceback and warns about the result files its disabled
-    # loggers did not write; the display and each trial's log say what happened instead.
-    tune_logger = logging.getLogger("ray.tune")
-    level = tune_logger.level
-    tune_logger.setLevel(logging.CRITICAL)
-    try:
-        with environment(tune_environment(len(todo), ray.cluster_resources().get("CPU", 1))):
-            tuner.fit()
-    except (OSError, EOFError) as e:
-        # Tune's own files (its experiment state, a trial's error) are in the run's storage too: a
-        # full disk leaves them empty, and Tune reads an empty error file back as it ends.
-        if events.storage_error:
-            raise RunError(events.storage_error) from None
-        raise StorageError.at(run.display(), e, doing="use it") from None
-    finally:
-        tune_logger.setLevel(level)
-    if events.storage_error:  # a trial's StorageError, as its worker said it
-        raise RunError(events.storage_error)
+    # A trial handed a reused worker that had died while idle never began (events.py): those start
+    # again, once, in a Tune experiment of their own.
+    for start_again in (True, False):
+        trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow
+        events = Events(grid, run, display, publisher, trials, hangs, tracking, failures, start_again)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune_config(trials, resources, scheduler),
+            run_config=tune.RunConfig(
+                # Unique: a grid with halving runs several rounds, each its own Tune experiment.
+                name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", storage_path=join_uri(run.uri, "ray"), verbose=0,
+                failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
+                stop=StopOnStorageError(events), callbacks=[events, NoTuneProgress()]),
+        )
+        # Tune logs every trial error with its traceback and warns about the result files its disabled
+        # loggers did not write; the display and each trial's log say what happened instead.
+        tune_logger = logging.getLogger("ray.tune")
+        level = tune_logger.level
+        tune_logger.setLevel(logging.CRITICAL)
+        try:
+            with environment(tune_environment(len(todo), ray.cluster_resources().get("CPU", 1))):
+                tuner.fit()
+        except (OSError, EOFError) as e:
+            # Tune's own files (its experiment state, a trial's error) are in the run's storage too: a
+            # full disk leaves them empty, and Tune reads an empty error file back as it ends.
+            if events.storage_error:
+                raise RunError(events.storage_error) from None
+            raise StorageError.at(run.display(), e, doing="use it") from None
+        finally:
+            tune_logger.setLevel(level)
+        if events.storage_error:  # a trial's StorageError, as its worker said it
+            raise RunError(events.storage_error)
+        todo = [t for t in todo if t.trial_id in events.unstarted]
+        if not todo:
+            return
