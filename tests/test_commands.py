@@ -25,7 +25,8 @@ from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
 from orchestrator.run.session import StoredSession
 from orchestrator.store.rundir import RunDir
-from workloads.script.train import CommandFailed, Metrics
+from workloads.script.metrics import Metrics
+from workloads.script.train import CommandFailed
 from tests.conftest import ROOT, ablate
 from tests.test_storage_s3 import s3  # noqa: F401 - a fixture
 from workloads.base import MemorySession
