@@ -30,6 +30,9 @@ from workloads.script.metrics import Metrics, place
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 TAIL = 5  # lines of output a failure's message quotes
+# How long a report complete one way waits, with no line after it, for its place's line the other
+# way (Metrics.held): a script prints the two together.
+HELD = 0.25
 
 
 class CommandFailed(WorkloadError):
@@ -71,13 +74,13 @@ class _Process:
             self.lines.put((part, part or shown))
         self.lines.put(None)
 
-    def output(self, idle: float = 1.0):
+    def output(self, idle=lambda: 1.0):
         """(text, line) as the command prints: each text between "\r" and "\n", with the line it
-        ends as a terminal shows it, or None; None after `idle` seconds without any; ends with the
+        ends as a terminal shows it, or None; None after `idle()` seconds without any; ends with the
         output."""
         while True:
             try:
-                line = self.lines.get(timeout=idle)
+                line = self.lines.get(timeout=idle())
             except queue.Empty:
                 if self.popen.poll() is not None:  # it exited, and what it started still holds the output open
                     self.kill()
@@ -185,10 +188,12 @@ class _Recorder(threading.Thread):
             raise self.failure
 
     def _read(self):
-        for printed in self.process.output():
+        for printed in self.process.output(idle=lambda: HELD if self.metrics.held else 1.0):
             if self.stop.is_set():
                 return
             if printed is None:
+                if not self._report(self.metrics.idle()):
+                    return
                 self._flush()
                 continue
             text, line = printed
