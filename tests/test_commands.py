@@ -25,7 +25,8 @@ from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
 from orchestrator.run.session import StoredSession
 from orchestrator.store.rundir import RunDir
-from workloads.script.train import CommandFailed, Metrics
+from workloads.script.metrics import Metrics
+from workloads.script.train import CommandFailed
 from tests.conftest import ROOT, ablate
 from tests.test_storage_s3 import s3  # noqa: F401 - a fixture
 from workloads.base import MemorySession
@@ -251,10 +252,60 @@ def test_a_step_a_pattern_captures_is_complete_as_it_is_printed_not_when_the_nex
     # is a step behind it, and lost if the attempt ends there.
     metrics = Metrics(patterns=[r"^step (?P<step>\d+) train loss: (?P<train_loss>[\d.]+) val loss: (?P<val_loss>[\d.]+)",
                                 r"^step (?P<step>\d+) lr (?P<lr>[\d.]+)"])
+    # The first step waits for a pause in the output, to see whether a JSON line for it follows.
+    assert metrics.feed("step 200 train loss: 0.3 val loss: 0.4") == metrics.feed("step 200 lr 0.1") == []
+    assert metrics.idle() == [{"step": 200, "train_loss": 0.3, "val_loss": 0.4, "lr": 0.1}]
     assert metrics.feed("step 300 train loss: 0.2 val loss: 0.3") == []  # its lr line is still to come
     assert metrics.feed("step 300 lr 0.1") == [{"step": 300, "train_loss": 0.2, "val_loss": 0.3, "lr": 0.1}]
     single = Metrics(patterns=[r"^step (?P<step>\d+) val loss: (?P<val_loss>[\d.]+)"])
-    assert single.feed("step 300 val loss: 0.3") == [{"step": 300, "val_loss": 0.3}]
+    assert single.feed("step 200 val loss: 0.4") == []
+    assert single.feed("step 300 val loss: 0.3") == [{"step": 200, "val_loss": 0.4}, {"step": 300, "val_loss": 0.3}]
+
+
+def test_a_step_printed_for_people_and_as_json_is_one_report_with_the_metrics_of_both():
+    # The grid's pattern reads the line for people; the line for ablate adds what it lacks. Each
+    # report is complete once both are in, the first too.
+    metrics = Metrics(patterns=[r"^step (?P<step>\d+) loss (?P<loss>[\d.]+)"])
+    lines = ["step 100 loss 0.50", 'ABLATE {"step": 100, "acc@1": 0.25, "loss": 0.5012}',
+             "step 200 loss 0.90", 'ABLATE {"step": 200, "acc@1": 0.5, "loss": 0.25}', "done"]
+    assert [metrics.feed(line) for line in lines] == [
+        [], [{"step": 100, "loss": 0.5012, "acc@1": 0.25}], [], [{"step": 200, "loss": 0.25, "acc@1": 0.5}], []]
+    # Where both give a metric, the JSON line's value: the other rounds it (0.50), or says otherwise.
+    assert metrics.problems == ["step 200: loss is 0.90 on a line its pattern matched and 0.25 in its JSON line; "
+                                "the JSON line's value is kept"]
+
+    # The JSON line first, of an epoch a pattern prints over two lines: one report all the same.
+    metrics = Metrics(patterns=[r"^Epoch (?P<epoch>\d+) train loss (?P<loss>[\d.]+)",
+                                r"^Epoch (?P<epoch>\d+) val error (?P<val_error>[\d.]+)"])
+    lines = [f'ABLATE {{"epoch": {e}, "loss": {e / 10}}}\nEpoch {e} train loss {e / 10}\nEpoch {e} val error 0.{e}'
+             for e in (1, 2)]
+    assert [metrics.feed(line) for text in lines for line in text.splitlines()] == [
+        [], [], [{"epoch": 1, "loss": 0.1, "val_error": 0.1}], [], [], [{"epoch": 2, "loss": 0.2, "val_error": 0.2}]]
+    assert metrics.problems == []
+
+
+def test_a_step_printed_both_ways_now_and_then_is_one_report_and_the_others_are_not_held_for_long():
+    # The loss for people every step, the accuracy as JSON every other: a report complete by its
+    # pattern waits for the next line (or a pause: idle) once the script has printed both ways.
+    metrics = Metrics(patterns=[r"^step (?P<step>\d+) loss (?P<loss>[\d.]+)"])
+    assert metrics.feed("step 1 loss 0.9") == [] and metrics.feed('ABLATE {"step": 1, "acc": 0.1}') == \
+        [{"step": 1, "loss": 0.9, "acc": 0.1}]
+    assert metrics.feed("step 2 loss 0.8") == [] and metrics.feed("saving a checkpoint") == [{"step": 2, "loss": 0.8}]
+    assert metrics.feed("step 3 loss 0.7") == [] and metrics.idle() == [{"step": 3, "loss": 0.7}]
+    assert metrics.feed("step 4 loss 0.6") == []
+    assert metrics.feed('ABLATE {"step": 4, "acc": 0.4}') == [{"step": 4, "loss": 0.6, "acc": 0.4}]
+    # Its epoch printed as JSON after the step is a report of its own, at that step.
+    assert metrics.feed('ABLATE {"epoch": 1, "val_error": 0.3}') + metrics.end() == \
+        [{"epoch": 1, "val_error": 0.3, "step": 4}]
+
+
+def test_a_resumed_script_printing_both_ways_repeats_each_step_once():
+    metrics = Metrics(patterns=[r"^step (?P<step>\d+) loss (?P<loss>[\d.]+)"], resumed_at=200)
+    rows = [row for step in (100, 200, 300)
+            for line in (f"step {step} loss {100 / step}", f'ABLATE {{"step": {step}, "acc": {step / 400}}}')
+            for row in metrics.feed(line)]
+    assert rows == [{"step": 300, "loss": 100 / 300, "acc": 0.75}]
+    assert metrics.repeats == [{"step": 100, "loss": 1.0, "acc": 0.25}, {"step": 200, "loss": 0.5, "acc": 0.5}]
 
 
 def test_a_line_at_a_fraction_of_an_epoch_is_no_report_but_its_values_are_the_trials_last_saying_so():
@@ -320,6 +371,39 @@ def test_epochs_on_a_line_redrawn_in_place_are_each_reported_as_they_are_printed
     # The log keeps what a terminal shows: the line's last state.
     assert [line for line in session.lines if line.startswith("|")] == [
         f'| ABLATE {{"epoch": 3, "val_error": {0.5 / 3}}}', "| done"]
+
+
+def test_a_script_printing_both_ways_has_one_report_a_step(tmp_path):
+    script = """\
+        import json
+        for step in (100, 200, 300):
+            print(f"step {step} loss {100 / step:.4f}")
+            print("ABLATE " + json.dumps({"step": step, "acc@1": step / 400}))
+        """
+    path = script_grid(tmp_path, {"both.py": script}, {"run": [sys.executable, "both.py", "{seed}"], "metrics": {
+        "patterns": [r"^step (?P<step>\d+) loss (?P<loss>[\d.]+)"]}})
+    result, session = train_once(path)
+    assert session.epochs == [{"step": s, "loss": round(100 / s, 4), "acc@1": s / 400} for s in (100, 200, 300)]
+
+
+def test_the_first_report_of_a_script_printing_for_people_is_recorded_while_it_trains(tmp_path):
+    # It waits to see whether a JSON line for its epoch follows, but not for the next epoch.
+    script = """\
+        import os, sys, time
+        path = os.path.join(os.environ["ABLATE_TRIAL_DIR"], "reported")
+        for epoch in (1, 2):
+            print(f"epoch {epoch} val error {0.5 / epoch}", flush=True)
+            for _ in range(600):
+                if os.path.exists(path) and str(epoch) in open(path).read().split():
+                    break
+                time.sleep(0.05)
+            else:
+                sys.exit(f"epoch {epoch} was not reported while training")
+        """
+    path = script_grid(tmp_path, {"people.py": script}, {"run": [sys.executable, "people.py", "{seed}"], "metrics": {
+        "patterns": [r"^epoch (?P<epoch>\d+) val error (?P<val_error>[\d.]+)"]}})
+    result, session = train_once(path, AnnouncingSession())
+    assert session.epochs == [{"epoch": 1, "val_error": 0.5}, {"epoch": 2, "val_error": 0.25}]
 
 
 def test_a_failing_script_says_its_exit_code_and_last_lines(tmp_path):

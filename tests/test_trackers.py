@@ -404,6 +404,35 @@ def test_a_metric_name_mlflow_refuses_is_logged_with_its_characters_replaced(tmp
         assert r.data.metrics["final/acc_1"] == 0.5 and r.info.status == "FINISHED"
 
 
+def test_a_name_mlflow_refuses_beside_the_name_it_would_become_is_a_metric_of_its_own(tmp_path, mlflow_server):
+    # acc@1 would be acc_1, which the script reports too: neither is logged over the other, by
+    # each driver (a second one takes the trial up at epoch 3) and in the final values.
+    grid = load_grid(script_grid(tmp_path, "clash", "print('trained')\n",
+                                 tracking={"mlflow": {"tracking_uri": mlflow_server}}))
+    trial_id, run = grid.trials[0].trial_id, RunDir(str(tmp_path / "run"))
+    epochs = [{"epoch": e, "acc_1": e / 8, "acc@1": e / 4, "val_loss": 1 / e} for e in (1, 2, 3)]
+    first = tracking.Tracking.start(grid, run)
+    for epoch in epochs[:2]:
+        first.epoch(trial_id, epoch)
+    record = Record({"trial_id": trial_id, "status": "completed", "acc@1": 0.75, "acc_1": 0.375, "val_loss": 1 / 3},
+                    None, epochs)
+    tracking.Tracking.start(grid, run).finished(trial_id, record)
+    client, (r,) = runs_of(mlflow_server, "clash")
+    logged = {key: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)] for key in r.data.metrics}
+    assert logged == {"acc_1": [(e, e / 8) for e in (1, 2, 3)], "acc-1": [(e, e / 4) for e in (1, 2, 3)],
+                      "val_loss": [(e, 1 / e) for e in (1, 2, 3)],
+                      "final/acc_1": [(3, 0.375)], "final/acc-1": [(3, 0.75)], "final/val_loss": [(3, 1 / 3)]}
+
+
+def test_a_name_mlflow_takes_keeps_it_unless_a_refused_name_reported_before_took_it():
+    given = tracking.mlflow_names(["acc@1", "val//x"], {})
+    assert given == {"acc@1": "acc_1", "val//x": "val/_/x"}
+    assert tracking.mlflow_names(["acc@1", "acc_1", "acc#1", "val/_/x"], given) == \
+        {"acc@1": "acc_1", "val//x": "val/_/x", "acc_1": "acc_1-2", "acc#1": "acc-1", "val/_/x": "val/_/x-2"}
+    assert tracking.mlflow_names(["acc#1", "acc@1", "acc 1", "acc_1"], {}) == \
+        {"acc 1": "acc 1", "acc_1": "acc_1", "acc#1": "acc-1", "acc@1": "acc_1-2"}
+
+
 def test_a_script_s_epochs_between_its_steps_are_at_their_step_in_every_tracker(tmp_path, mlflow_server, local_ray,
                                                                                  monkeypatch):
     pytest.importorskip("tensorboard")

@@ -13,6 +13,7 @@ reports its metric.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from orchestrator.errors import GridError
@@ -75,9 +76,33 @@ def implied_mode(name: str, judged: Metric) -> str:
     return judged.mode if name == judged.name or kind is None or kind == _kind(judged.name) else kind
 
 
+# Which way a metric is better, by the last word of its name: words that name one kind of metric
+# only. A word ending in one of the first few counts too (`trainloss`, `valacc`).
+LOWER, LOWER_ENDINGS = ("ppl", "perplexity", "wer", "cer", "nll", "mse", "rmse", "mae"), ("loss", "error", "err")
+HIGHER, HIGHER_ENDINGS = ("f1", "auc", "auroc", "map", "bleu"), ("accuracy", "acc")
+AT_K = ("top",)  # a word only with its k: top1, top-5
+# Words after the one that says the kind (f1_score, error_rate, f1_macro, loss_mean), as a k or an
+# IoU is (acc@1, mAP50-95).
+SKIPPED = ("score", "rate", "macro", "micro", "weighted", "mean", "avg")
+
+
 def _kind(name: str) -> str | None:
-    """The mode a metric's name says: a loss or an error is minimized, an accuracy maximized."""
-    return "min" if name.endswith(("loss", "error", "err")) else "max" if name.endswith(("accuracy", "acc")) else None
+    """The mode a metric's name says (`val_loss`, `test/acc@1`, `top1_acc`, `bleu`, `wer`), or None
+    where it says none: a loss or an error is minimized, an accuracy maximized."""
+    words = re.findall(r"[a-z0-9]+", name.lower())
+    k = False
+    while words and (words[-1].isdigit() or words[-1] in SKIPPED):
+        k |= words.pop().isdigit()
+    if not words:
+        return None
+    word = words[-1]
+    stem = word.rstrip("0123456789")  # acc1, top5, map50: at its k, or an IoU
+    for w in (word, stem):
+        if w in LOWER or w.endswith(LOWER_ENDINGS):
+            return "min"
+        if w in HIGHER or w.endswith(HIGHER_ENDINGS) or (w in AT_K and (k or stem != word)):
+            return "max"
+    return None
 
 
 # What trials are judged by where no grid says: the workload interface's defaults (workloads/base.py).

@@ -60,6 +60,7 @@ from orchestrator.errors import GridError
 from orchestrator.plan.params import Parameters, fmt
 from orchestrator.store.columns import RESERVED
 from workloads.base import Workload, WorkloadError
+from workloads.script import metrics as script_metrics
 from workloads.script import train as script_train
 
 KEYS = ("run", "workdir", "parameters", "epochs", "steps", "resume", "metrics")
@@ -71,7 +72,7 @@ TYPES = {"int": int, "float": float, "str": str, "bool": bool,
 BOUNDS = {"gt": at.Gt, "ge": at.Ge, "lt": at.Lt, "le": at.Le, "multiple_of": at.MultipleOf}
 LENGTHS = {"min_len": at.MinLen, "max_len": at.MaxLen}
 PARAMETER_KEYS = ("type", "default", "choices", "identity", *BOUNDS, *LENGTHS)
-PREFIX = script_train.PREFIX
+PREFIX = script_metrics.PREFIX
 TRIAL_DIR = "trial_dir"  # the placeholder for the trial's own directory
 SHOWN_TRIAL_DIR = "$ABLATE_TRIAL_DIR"  # how `ablate plan` shows it: the path depends on --storage
 

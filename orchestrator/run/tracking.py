@@ -15,6 +15,7 @@ A tracker that fails mid-run is one note; it is left out from then on and the tr
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -55,12 +56,29 @@ def numbers(values: dict[str, Any], leave_out=()) -> dict[str, float]:
             and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def mlflow_name(name: str) -> str:
-    """A metric's name as MLflow takes it: each character it refuses (`acc@1`, `loss(val)`) as `_`,
+def mlflow_name(name: str, by: str = "_") -> str:
+    """A metric's name as MLflow takes it: each character it refuses (`acc@1`, `loss(val)`) as `by`,
     and no empty, `.` or `..` part of a path (`val//loss`), which it refuses too; a refused name
     would fail the whole batch, and with it the trial's every metric."""
-    name = re.sub(r"[^\w.\- /]", "_", name)[:250]  # MLflow's alphabet, without the colon older servers refuse
-    return "/".join(part if part.strip(".") else part.replace(".", "_") or "_" for part in name.split("/"))
+    name = re.sub(r"[^\w.\- /]", by, name)[:250]  # MLflow's alphabet, without the colon older servers refuse
+    return "/".join(part if part.strip(".") else part.replace(".", by) or by for part in name.split("/"))
+
+
+def mlflow_names(names, given: dict[str, str]) -> dict[str, str]:
+    """`given` (each name a run has logged -> its name in MLflow) with `names` added, no two under
+    one name in MLflow. A name MLflow takes as it is keeps it, and claims it before the others of
+    `names`; one it refuses has `_` for each character it refuses, or where another name has that,
+    `-` (`acc@1` beside `acc_1`: `acc-1`), then a space; failing those, and for a name MLflow takes
+    whose own is already another's, a number is added (`acc_1-2`)."""
+    used = set(given.values())
+    for name in sorted(dict.fromkeys(names), key=lambda n: mlflow_name(n) != n):  # stable: as they came
+        if name in given:
+            continue
+        forms = [mlflow_name(name, by) for by in "_- "]
+        given[name] = next((f for f in forms if f not in used), None) or \
+            next(f"{forms[0][:240]}-{n}" for n in itertools.count(2) if f"{forms[0][:240]}-{n}" not in used)
+        used.add(given[name])
+    return given
 
 
 class MLflow:
@@ -116,7 +134,9 @@ class MLflow:
         if state.get("finished"):  # a failed trial run again (--retry-failed)
             self.client.update_run(state["run_id"], status="RUNNING")
         now = int(time.time() * 1000)
-        metrics = [Metric(mlflow_name(k), v, now, step) for step, values in epochs for k, v in values.items()]
+        # The names stay with the trial's state: a name takes the same metric in every batch, every driver.
+        names = mlflow_names((k for _, values in epochs for k in values), state.setdefault("names", {}))
+        metrics = [Metric(names[k], v, now, step) for step, values in epochs for k, v in values.items()]
         for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
             self.client.log_batch(state["run_id"], metrics=metrics[i:i + 1000])
 
@@ -124,7 +144,8 @@ class MLflow:
         from mlflow.entities import Metric, RunTag
         import time
         now = int(time.time() * 1000)
-        metrics = [Metric(mlflow_name(f"final/{k}"), v, now, max(state["last_step"], 0)) for k, v in final.items()]
+        names = mlflow_names((f"final/{k}" for k in final), state.setdefault("names", {}))
+        metrics = [Metric(names[f"final/{k}"], v, now, max(state["last_step"], 0)) for k, v in final.items()]
         self.client.log_batch(state["run_id"], metrics=metrics, tags=[RunTag("ablate.status", status)])
         self.client.set_terminated(state["run_id"], MLFLOW_STATUS.get(status, "FINISHED"))
 
