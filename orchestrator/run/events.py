@@ -1,6 +1,7 @@
 """What the driver hears from Tune as trials run: it feeds the display, records the trials
 whose workers write no record themselves (those that ran out of retries, and those a scheduler
-stopped early), and ends attempts that hang (hangs.py).
+stopped early), and ends attempts that hang (hangs.py). A trial whose checkpoint cannot be loaded
+is failed by its worker, which raises nothing for Tune to retry (trial.py): its record says so.
 
     callbacks=[Events(grid, run, display, publisher, trials, hangs, tracking)]
 
@@ -137,9 +138,13 @@ class Events(tune.Callback):
         with self._storage_kept():
             self._complete(trial)
 
+    def _publish(self, trial_id: str) -> dict | None:
+        """The trial's record published: its status and what its line shows; None if it has none."""
+        return self.publisher.publish(trial_id, (*self.shown, "error"))
+
     def _complete(self, trial) -> None:
         trial_id = self._id(trial)
-        row = self.publisher.publish(trial_id, self.shown)
+        row = self._publish(trial_id)
         if row is None and self.storage_error:  # stopped with the run: it resumes at the next `ablate run`
             return
         until = trial.config["trial"].get("until")
@@ -148,13 +153,16 @@ class Events(tune.Callback):
             return
         if row is None:  # its worker wrote no result: a scheduler (or a stopper) ended it before `train` returned
             self._record_stopped(trial_id, trial.config["trial"]["config"], trial.last_result or {})
-            row = self.publisher.publish(trial_id, self.shown)
+            row = self._publish(trial_id)
         self._finished(trial_id, row)
 
     def _finished(self, trial_id: str, row: dict) -> None:
         self._track(trial_id)
-        score = next((row[name] for name in self.shown if isinstance(row.get(name), (int, float))), None)
-        detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
+        if row["status"] == "failed":
+            detail = f"{row['error']} (log: {self.run.log_path(trial_id)})"
+        else:
+            score = next((row[name] for name in self.shown if isinstance(row.get(name), (int, float))), None)
+            detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
         self.display.trial_finished(trial_id, row["status"], detail)
 
     def _record_stopped(self, trial_id: str, config: dict, last: dict) -> None:
@@ -174,7 +182,7 @@ class Events(tune.Callback):
         ended = self._ended_by_driver(trial_id)
         # A worker lost after writing its result (a node gone before the trial returned) is an
         # error to Tune, but the trial finished: a record that holds a result is never replaced.
-        row = self.publisher.publish(trial_id, self.shown)
+        row = self._publish(trial_id)
         if row is not None and row["status"] != "failed":
             self._finished(trial_id, row)
             return
@@ -190,9 +198,7 @@ class Events(tune.Callback):
         message = ended or last_line(_error_text(trial)) or "the trial failed"
         write_failed(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"], message,
                      self.run.progress(trial_id))
-        self.publisher.publish(trial_id)
-        self._track(trial_id)
-        self.display.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
+        self._finished(trial_id, self._publish(trial_id))
 
     def _track(self, trial_id: str) -> None:
         if self.tracking:
