@@ -294,3 +294,13 @@ def test_a_checkpoint_that_cannot_be_loaded_fails_its_trial_at_once_and_trains_f
     assert sorted((key, start) for key, start, _ in executions(tmp_path)) == [("lr0.1-seed0-never", 0),
                                                                              ("lr0.2-seed0-never", 0)]
 
+
+def test_fail_fast_stops_the_grid_at_a_trial_failed_by_its_checkpoint(tmp_path):
+    # Such a trial raises nothing for Tune's own fail_fast to see (run/trial.py).
+    path, storage, tampered, _ = with_a_damaged_checkpoint(tmp_path, "cut short", {"epochs": 20, "sleep": 0.5},
+                                                           max_failures=0)
+    result = ablate("run", path, "--storage", storage, "--quiet", "--fail-fast")
+    assert result.returncode == 1, result.stderr
+    statuses = dict(trials(storage / "probe")[["trial_id", "status"]].values)
+    assert statuses.pop(tampered) == "failed"
+    assert "completed" not in statuses.values()  # the other was stopped, or never started

@@ -35,7 +35,8 @@ class Events(tune.Callback):
     scheduler stopped early (their workers never return a result)."""
 
     def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials,
-                 hangs: Hangs | None = None, tracking: Tracking | None = None, failures: dict[str, int] | None = None):
+                 hangs: Hangs | None = None, tracking: Tracking | None = None, failures: dict[str, int] | None = None,
+                 fail_fast: bool = False):
         self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
         # trial_id -> its failures so far in this `ablate run`, counted on here. A grid with halving
         # runs a Tune experiment per round, each with a fresh FailureConfig: a trial gets only the
@@ -50,8 +51,11 @@ class Events(tune.Callback):
         # A finished trial's line shows its first reported metric, or else the grid's metric.
         self.shown = (grid.objective.report[0].name, grid.objective.metric.name)
         # The first error of the run's storage a trial met (a full disk, an object store that does
-        # not answer): the run stops (StopOnStorageError), and no trial is recorded for it.
+        # not answer): the run stops (StopAll), and no trial is recorded for it.
         self.storage_error: str | None = None
+        # Whether a trial was recorded failed, for --fail-fast: Tune's own sees no error of a trial
+        # whose worker recorded its failure.
+        self.fail_fast, self.failed = fail_fast, False
 
     def __getstate__(self):
         # Tune pickles its callbacks with the experiment for Tuner.restore, which ablate does not
@@ -159,6 +163,7 @@ class Events(tune.Callback):
     def _finished(self, trial_id: str, row: dict) -> None:
         self._track(trial_id)
         if row["status"] == "failed":
+            self.failed = True
             detail = f"{row['error']} (log: {self.run.log_path(trial_id)})"
         else:
             score = next((row[name] for name in self.shown if isinstance(row.get(name), (int, float))), None)
@@ -240,8 +245,9 @@ def _worker_died(trial) -> bool:
     return isinstance(error, RayActorError) and not error.actor_init_failed
 
 
-class StopOnStorageError(tune.Stopper):
-    """Stops every trial once one met an error of the run's storage (Events.storage_error)."""
+class StopAll(tune.Stopper):
+    """Stops every trial once one met an error of the run's storage (Events.storage_error), or with
+    --fail-fast once one was recorded failed (Events.failed)."""
 
     def __init__(self, events: Events):
         self.events = events
@@ -250,7 +256,7 @@ class StopOnStorageError(tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.events.storage_error is not None
+        return self.events.storage_error is not None or (self.events.fail_fast and self.events.failed)
 
 
 class NoTuneProgress(TrialProgressCallback):
