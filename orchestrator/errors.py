@@ -50,6 +50,11 @@ class CheckpointError(AblateError):
     """A checkpoint that cannot be written or read as one that loads without running code."""
 
 
+class UnloadableCheckpoint(CheckpointError):
+    """A stored checkpoint that cannot be loaded: damaged, or one that would run code. Every retry
+    of its trial would read the same file, so the trial fails at once (run/trial.py)."""
+
+
 class ResultsError(AblateError):
     """Results that cannot be read: a missing, empty or unreadable run directory."""
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -242,31 +243,64 @@ def test_storage_that_cannot_be_written_is_one_line(tmp_path):
     assert result.stderr == f"error: {tmp_path / 'a-file' / 'runs' / 'probe'}: cannot write there (Not a directory)\n"
 
 
-def test_a_checkpoint_that_would_run_code_is_refused_on_resume_and_nothing_else_is_lost(tmp_path):
+def with_a_damaged_checkpoint(tmp_path, damage: str, fixed: dict, **grid):
+    """A probe grid of two trials, lr 0.1 and 0.2, as if the first had run half-way and its checkpoint
+    was then replaced (`damage`: with one that would run code) or cut short. Returns the grid file,
+    the storage, the first trial's id and its checkpoint."""
     import pickle
 
     from orchestrator.plan.grid import load_grid
 
-    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 2}, resources={"cpus": 1}, max_failures=1)
-    storage, marker = tmp_path / "runs", tmp_path / "created-by-the-checkpoint"
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed=fixed, resources={"cpus": 1}, **grid)
+    storage = tmp_path / "runs"
     tampered = {t.config["lr"]: t.trial_id for t in load_grid(path).trials}[0.1]
     checkpoint = storage / "probe" / "trials" / tampered / "checkpoint.pt"
-    checkpoint.parent.mkdir(parents=True)  # as if the trial had run half-way, and someone then replaced its file
-    checkpoint.write_bytes(pickle.dumps({"state": CreatesAFile(marker), "epochs": []}))
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(pickle.dumps({"state": CreatesAFile(tmp_path / "created-by-the-checkpoint"), "epochs": []})
+                           if damage == "would run code" else b'{"state": {"epoch": 1}, "repo')
+    return path, storage, tampered, checkpoint
+
+
+@pytest.mark.parametrize("damage", ["would run code", "cut short"])
+def test_a_checkpoint_that_cannot_be_loaded_fails_its_trial_at_once_and_trains_from_its_start_once_deleted(
+        tmp_path, damage):
+    # Every retry would read the same file: retries would be spent for the same error each time.
+    path, storage, tampered, checkpoint = with_a_damaged_checkpoint(tmp_path, damage, {"epochs": 2}, max_failures=2)
+    marker = tmp_path / "created-by-the-checkpoint"
 
     result = ablate("run", path, "--storage", storage, "--quiet")
     assert result.returncode == 1, result.stderr
     assert not marker.exists()
     assert "probe: 1 completed, 1 failed (2 run now, 0 already done)" in result.stdout
-    refusal = f"{checkpoint}: refused: it names io.open, which loading it would run"
-    assert refusal in result.stdout
-    rows = trials(storage / "probe").set_index("trial_id")
-    error = rows.loc[tampered, "error"]
-    assert refusal in error and "\n" not in error and rows.loc[tampered, "attempts"] == 2
+    row = trials(storage / "probe").set_index("trial_id").loc[tampered]
+    assert row["status"] == "failed" and row["attempts"] == 1  # not max_failures + 1
+    assert re.findall(r" attempt (\d+) on ", (checkpoint.parent / "trial.log").read_text()) == ["1"]
+    if damage == "would run code":
+        assert row["error"] == (f"{checkpoint}: refused: it names io.open, which loading it would run; a checkpoint "
+                                "holds only tensors and plain values (delete the file to train the trial from its start)")
+    else:
+        assert row["error"].startswith(f"{checkpoint}: not a readable checkpoint (")
+        assert row["error"].endswith("); delete it to train the trial from its start (`ablate run --retry-failed`), "
+                                     "or put back a copy")
+    shown = [line for line in result.stdout.splitlines() if f" {tampered} " in line]
+    assert shown[-1].endswith(f"] {tampered} failed: {row['error']} (log: {checkpoint.parent / 'trial.log'})")
+    assert [line.split(" ")[2] for line in shown] == ["started:", "failed:"]  # no retry
 
-    checkpoint.unlink()  # what the refusal says to do: the trial trains from its start
+    checkpoint.unlink()  # what the error says to do: the trial trains from its start
     again = ablate("run", path, "--storage", storage, "--quiet", "--retry-failed")
     assert again.returncode == 0, again.stderr
     assert "probe: 2 completed (1 run now, 1 already done)" in again.stdout
     assert not marker.exists()
-    assert Counter(k for k, _, _ in executions(tmp_path)) == Counter({"lr0.1-seed0-never": 1, "lr0.2-seed0-never": 1})
+    assert sorted((key, start) for key, start, _ in executions(tmp_path)) == [("lr0.1-seed0-never", 0),
+                                                                             ("lr0.2-seed0-never", 0)]
+
+
+def test_fail_fast_stops_the_grid_at_a_trial_failed_by_its_checkpoint(tmp_path):
+    # Such a trial raises nothing for Tune's own fail_fast to see (run/trial.py).
+    path, storage, tampered, _ = with_a_damaged_checkpoint(tmp_path, "cut short", {"epochs": 20, "sleep": 0.5},
+                                                           max_failures=0)
+    result = ablate("run", path, "--storage", storage, "--quiet", "--fail-fast")
+    assert result.returncode == 1, result.stderr
+    statuses = dict(trials(storage / "probe")[["trial_id", "status"]].values)
+    assert statuses.pop(tampered) == "failed"
+    assert "completed" not in statuses.values()  # the other was stopped, or never started

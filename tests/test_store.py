@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.errors import CheckpointError, StorageError
+from orchestrator.errors import CheckpointError, StorageError, UnloadableCheckpoint
 from orchestrator.plan.objective import Metric
 from orchestrator.run.session import StoredSession
 from orchestrator.store.rundir import PROGRESS_LIMIT, RunDir
@@ -328,7 +328,7 @@ def test_a_damaged_checkpoint_is_one_line_saying_what_to_do(tmp_path, damage):
     path = tmp_path / "trials" / "t" / "checkpoint.pt"
     damaged = path.with_name("epochs.jsonl") if damage == "its epochs cut short" else path
     damaged.write_bytes(b"" if damage == "emptied" else damaged.read_bytes()[: damaged.stat().st_size // 2])
-    with pytest.raises(CheckpointError) as damaged:
+    with pytest.raises(UnloadableCheckpoint) as damaged:  # its trial fails at once, not retried (run/trial.py)
         StoredSession(RunDir(str(tmp_path)), "t").restore()
     assert str(damaged.value).startswith(f"{path}: not a readable checkpoint (")
     assert str(damaged.value).endswith("); delete it to train the trial from its start (`ablate run --retry-failed`), "
@@ -346,7 +346,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_naming_the_file(tmp_path, f
         path.write_bytes(pickle.dumps(payload))
     else:
         torch.save(payload, path)
-    with pytest.raises(CheckpointError) as refused:
+    with pytest.raises(UnloadableCheckpoint) as refused:  # its trial fails at once, as a damaged one
         StoredSession(RunDir(str(tmp_path / "run")), "t").restore()
     assert str(refused.value) == (f"{path}: refused: it names io.open, "
                                   "which loading it would run; a checkpoint holds only tensors and plain values "

@@ -1,6 +1,7 @@
 """What the driver hears from Tune as trials run: it feeds the display, records the trials
 whose workers write no record themselves (those that ran out of retries, and those a scheduler
-stopped early), and ends attempts that hang (hangs.py).
+stopped early), and ends attempts that hang (hangs.py). A trial whose checkpoint cannot be loaded
+is failed by its worker, which raises nothing for Tune to retry (trial.py): its record says so.
 
     callbacks=[Events(grid, run, display, publisher, trials, hangs, tracking)]
 
@@ -35,7 +36,7 @@ class Events(tune.Callback):
 
     def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials,
                  hangs: Hangs | None = None, tracking: Tracking | None = None, failures: dict[str, int] | None = None,
-                 start_again: bool = False):
+                 start_again: bool = False, fail_fast: bool = False):
         self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
         # trial_id -> its failures so far in this `ablate run`, counted on here. A grid with halving
         # runs a Tune experiment per round, each with a fresh FailureConfig: a trial gets only the
@@ -53,8 +54,11 @@ class Events(tune.Callback):
         # A finished trial's line shows its first reported metric, or else the grid's metric.
         self.shown = (grid.objective.report[0].name, grid.objective.metric.name)
         # The first error of the run's storage a trial met (a full disk, an object store that does
-        # not answer): the run stops (StopOnStorageError), and no trial is recorded for it.
+        # not answer): the run stops (StopAll), and no trial is recorded for it.
         self.storage_error: str | None = None
+        # Whether a trial was recorded failed, for --fail-fast: Tune's own sees no error of a trial
+        # whose worker recorded its failure.
+        self.fail_fast, self.failed = fail_fast, False
 
     def __getstate__(self):
         # Tune pickles its callbacks with the experiment for Tuner.restore, which ablate does not
@@ -141,9 +145,13 @@ class Events(tune.Callback):
         with self._storage_kept():
             self._complete(trial)
 
+    def _publish(self, trial_id: str) -> dict | None:
+        """The trial's record published: its status and what its line shows; None if it has none."""
+        return self.publisher.publish(trial_id, (*self.shown, "error"))
+
     def _complete(self, trial) -> None:
         trial_id = self._id(trial)
-        row = self.publisher.publish(trial_id, self.shown)
+        row = self._publish(trial_id)
         if row is None and self.storage_error:  # stopped with the run: it resumes at the next `ablate run`
             return
         until = trial.config["trial"].get("until")
@@ -152,13 +160,17 @@ class Events(tune.Callback):
             return
         if row is None:  # its worker wrote no result: a scheduler (or a stopper) ended it before `train` returned
             self._record_stopped(trial_id, trial.config["trial"]["config"], trial.last_result or {})
-            row = self.publisher.publish(trial_id, self.shown)
+            row = self._publish(trial_id)
         self._finished(trial_id, row)
 
     def _finished(self, trial_id: str, row: dict) -> None:
         self._track(trial_id)
-        score = next((row[name] for name in self.shown if isinstance(row.get(name), (int, float))), None)
-        detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
+        if row["status"] == "failed":
+            self.failed = True
+            detail = f"{row['error']} (log: {self.run.log_path(trial_id)})"
+        else:
+            score = next((row[name] for name in self.shown if isinstance(row.get(name), (int, float))), None)
+            detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
         self.display.trial_finished(trial_id, row["status"], detail)
 
     def _record_stopped(self, trial_id: str, config: dict, last: dict) -> None:
@@ -178,7 +190,7 @@ class Events(tune.Callback):
         ended = self._ended_by_driver(trial_id)
         # A worker lost after writing its result (a node gone before the trial returned) is an
         # error to Tune, but the trial finished: a record that holds a result is never replaced.
-        row = self.publisher.publish(trial_id, self.shown)
+        row = self._publish(trial_id)
         if row is not None and row["status"] != "failed":
             self._finished(trial_id, row)
             return
@@ -198,9 +210,7 @@ class Events(tune.Callback):
         message = ended or last_line(_error_text(trial)) or "the trial failed"
         write_failed(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"], message,
                      self.run.progress(trial_id))
-        self.publisher.publish(trial_id)
-        self._track(trial_id)
-        self.display.trial_finished(trial_id, "failed", f"{message} (log: {self.run.log_path(trial_id)})")
+        self._finished(trial_id, self._publish(trial_id))
 
     def _track(self, trial_id: str) -> None:
         if self.tracking:
@@ -242,8 +252,9 @@ def _worker_died(trial) -> bool:
     return isinstance(error, RayActorError) and not error.actor_init_failed
 
 
-class StopOnStorageError(tune.Stopper):
-    """Stops every trial once one met an error of the run's storage (Events.storage_error)."""
+class StopAll(tune.Stopper):
+    """Stops every trial once one met an error of the run's storage (Events.storage_error), or with
+    --fail-fast once one was recorded failed (Events.failed)."""
 
     def __init__(self, events: Events):
         self.events = events
@@ -252,7 +263,7 @@ class StopOnStorageError(tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.events.storage_error is not None
+        return self.events.storage_error is not None or (self.events.fail_fast and self.events.failed)
 
 
 class NoTuneProgress(TrialProgressCallback):

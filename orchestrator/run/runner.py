@@ -24,7 +24,7 @@ from orchestrator.errors import RunError, StorageError
 from orchestrator.plan.grid import GRID_FILE, Grid, Resources
 from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, ray_log_path, ray_messages_to,
                                       sigterm_as_ctrl_c)
-from orchestrator.run.events import Events, NoTuneProgress, StopOnStorageError
+from orchestrator.run.events import Events, NoTuneProgress, StopAll
 from orchestrator.run.halving import Halver
 from orchestrator.run.hangs import Hangs
 from orchestrator.run.lock import DriverLock
@@ -218,7 +218,7 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
     # again, once, in a Tune experiment of their own.
     for start_again in (True, False):
         trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow
-        events = Events(grid, run, display, publisher, trials, hangs, tracking, failures, start_again)
+        events = Events(grid, run, display, publisher, trials, hangs, tracking, failures, start_again, fail_fast)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune_config(trials, resources, scheduler),
@@ -226,7 +226,7 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
                 # Unique: a grid with halving runs several rounds, each its own Tune experiment.
                 name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", storage_path=join_uri(run.uri, "ray"), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
-                stop=StopOnStorageError(events), callbacks=[events, NoTuneProgress()]),
+                stop=StopAll(events), callbacks=[events, NoTuneProgress()]),
         )
         # Tune logs every trial error with its traceback and warns about the result files its disabled
         # loggers did not write; the display and each trial's log say what happened instead.

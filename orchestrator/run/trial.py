@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import workloads
-from orchestrator.errors import CheckpointError, StorageError
+from orchestrator.errors import CheckpointError, StorageError, UnloadableCheckpoint
 from orchestrator.plan.objective import INTERFACE, Objective
 from orchestrator.run.session import Paused, StoredSession, last_values
 from orchestrator.store import records
@@ -92,7 +92,8 @@ def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str
 
 def write_failed(run: RunDir, workload: Workload, grid_name: str, trial_id: str, config: dict[str, Any],
                  error: str, progress: dict[str, Any]) -> None:
-    """The row of a trial that ran out of retries (its worker writes none): its error and where it got to."""
+    """The row of a failed trial: its error and where it got to. The driver writes it for a trial that
+    ran out of retries; the trial's worker, for one whose checkpoint cannot be loaded (run_trial)."""
     row = {"status": "failed", "error": error, "epochs_completed": progress.get("epoch"),
            **_steps(progress.get("metrics", {}))}
     write_result(run, workload, grid_name, trial_id, config, row, progress)
@@ -110,7 +111,8 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
     grid declares, if only as None: one it never named is a mistake, not a result. One whose
     metric is nan or inf diverged. A trial given `until` pauses there, without a record, for its
     cell's decision (run/halving.py), which judges it by its best report of the metric where that
-    is its summary (its progress holds it)."""
+    is its summary (its progress holds it). One whose checkpoint cannot be loaded is recorded
+    `failed` by the attempt that met it, which ends without raising: every retry would fail the same way."""
     run, workload = RunDir(run_uri), workload_of(workload_ref)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
     trial_config = workload.config(**config)
@@ -138,6 +140,11 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
             row = {**row, "status": "diverged", "status_reason": ", ".join(f"{m} is {row[m]}" for m in blown)}
         write_result(run, workload, grid_name, trial_id, config, row, session.progress, session.epochs)
         session.log(f"finished: {row['status']}")
+    except UnloadableCheckpoint as e:
+        # Each retry, a fresh worker, would read the same file and fail the same way: the trial
+        # fails now, and ends without an error for Tune to retry (the driver shows its record).
+        write_failed(run, workload, grid_name, trial_id, config, str(e), session.progress)
+        session.log(f"failed: {e} (not retried: each retry would read the same file)")
     except Paused as paused:
         session.log(f"paused after {paused.args[0]} for its cell's halving decision")
     except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped

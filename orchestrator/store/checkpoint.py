@@ -17,7 +17,8 @@ whoever reads it (`ablate visualize`).
 - An older ablate's plain pickle is read with an unpickler that finds no class and no function
   (the pickle documentation's "restricting globals"): its plain values load, nothing else.
 
-A file that would need code to load is refused with one CheckpointError line naming it.
+A file that is damaged or would need code to load is refused with one UnloadableCheckpoint line
+naming it.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import re
 from collections import Counter, OrderedDict
 from typing import Any
 
-from orchestrator.errors import CheckpointError
+from orchestrator.errors import CheckpointError, UnloadableCheckpoint
 
 _SCALARS = (str, bytes, int, float, bool, complex, type(None))
 _MAPPINGS = (dict, OrderedDict, Counter)
@@ -98,14 +99,14 @@ def deserialize(data: bytes, name: str) -> dict[str, Any]:
         raise unreadable(name, f"{type(e).__name__}: {e}") from None
 
 
-def unreadable(name: str, why: str) -> CheckpointError:
+def unreadable(name: str, why: str) -> UnloadableCheckpoint:
     """A damaged checkpoint (a disk fault, a copy cut short): what to do about it."""
-    return CheckpointError(f"{name}: not a readable checkpoint ({why}); delete it to train the trial from its "
+    return UnloadableCheckpoint(f"{name}: not a readable checkpoint ({why}); delete it to train the trial from its "
                            "start (`ablate run --retry-failed`), or put back a copy")
 
 
-def _refused(name: str, found: str | None) -> CheckpointError:
-    return CheckpointError(f"{name}: refused: it names {found or 'a class or function'}, which loading it would "
+def _refused(name: str, found: str | None) -> UnloadableCheckpoint:
+    return UnloadableCheckpoint(f"{name}: refused: it names {found or 'a class or function'}, which loading it would "
                            "run; a checkpoint holds only tensors and plain values (delete the file to train the "
                            "trial from its start)")
 
