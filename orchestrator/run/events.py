@@ -56,8 +56,8 @@ class Events(tune.Callback):
         # The first error of the run's storage a trial met (a full disk, an object store that does
         # not answer): the run stops (StopAll), and no trial is recorded for it.
         self.storage_error: str | None = None
-        # Whether a trial was recorded failed, for --fail-fast: Tune's own sees no error of a trial
-        # whose worker recorded its failure.
+        # Whether a trial was recorded failed, for --fail-fast: Tune's own refuses retries, and sees
+        # no error of a trial whose worker recorded its failure.
         self.fail_fast, self.failed = fail_fast, False
 
     def __getstate__(self):
@@ -145,6 +145,10 @@ class Events(tune.Callback):
         with self._storage_kept():
             self._complete(trial)
 
+    def stopping(self) -> bool:
+        """Whether the run stops every trial: its storage failed, or --fail-fast and a trial failed."""
+        return self.storage_error is not None or (self.fail_fast and self.failed)
+
     def _publish(self, trial_id: str) -> dict | None:
         """The trial's record published: its status and what its line shows; None if it has none."""
         return self.publisher.publish(trial_id, (*self.shown, "error"))
@@ -152,7 +156,7 @@ class Events(tune.Callback):
     def _complete(self, trial) -> None:
         trial_id = self._id(trial)
         row = self._publish(trial_id)
-        if row is None and self.storage_error:  # stopped with the run: it resumes at the next `ablate run`
+        if row is None and self.stopping():  # stopped with the run: it resumes at the next `ablate run`
             return
         until = trial.config["trial"].get("until")
         if row is None and until is not None and self.run.progress(trial_id).get("paused_at", 0) >= until:
@@ -263,7 +267,7 @@ class StopAll(tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.events.storage_error is not None or (self.events.fail_fast and self.events.failed)
+        return self.events.stopping()
 
 
 class NoTuneProgress(TrialProgressCallback):

@@ -225,7 +225,8 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
             run_config=tune.RunConfig(
                 # Unique: a grid with halving runs several rounds, each its own Tune experiment.
                 name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", storage_path=join_uri(run.uri, "ray"), verbose=0,
-                failure_config=tune.FailureConfig(max_failures=grid.max_failures, fail_fast=fail_fast),
+                # Not Tune's fail_fast, which refuses retries: a trial fails once its retries are spent (StopAll).
+                failure_config=tune.FailureConfig(max_failures=grid.max_failures),
                 stop=StopAll(events), callbacks=[events, NoTuneProgress()]),
         )
         # Tune logs every trial error with its traceback and warns about the result files its disabled
