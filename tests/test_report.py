@@ -16,6 +16,7 @@ from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
 from orchestrator.results.select import where
 from orchestrator.results.tables import Layout, load, summarize
+from orchestrator.run.lock import DriverLock
 from orchestrator.run.trial import write_failed
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
@@ -961,3 +962,17 @@ def test_a_seed_not_run_yet_in_any_setting_of_a_cell_is_said(tmp_path):
     assert [d["n"] for d in json.loads(compared)] == [2, 2]
     assert "1 of 3 seeds did not finish (no result yet)" in invoke(
         "compare", tmp_path / "run", "--baseline", "width=16", "-f", "markdown").stdout
+
+
+def test_status_says_a_trial_of_a_run_no_driver_holds_is_not_running(tmp_path):
+    # `ablate run` stopped with Ctrl-C a few seconds after the trial's last report: it released its
+    # lock, and nothing trains; the trial resumes at the next run. Not "running", and no ETA.
+    run = write_run(tmp_path / "run", steps_grid(1000, "axes:\n  lr: [0.1]\n"), lambda t: None)
+    trial = load_grid(tmp_path / "run" / "grid.yaml").trials[0]
+    running_at(run, trial.trial_id, step=300, reports=3)
+    with DriverLock(run).acquire():
+        held = invoke("status", tmp_path / "run").stdout
+    assert "1 running" in held and "ETA: -" not in held
+    released = invoke("status", tmp_path / "run").stdout
+    assert "1 interrupted" in released and "ETA: -" in released and "running" not in released
+    assert "interrupted trials resume from their checkpoints at the next `ablate run`" in released
