@@ -356,12 +356,23 @@ def status(run: RunArg, storage: Storage = "./runs", trust_workload: TrustWorklo
     from orchestrator.store.records import read_trials
 
     run_dir = _open_run(run, storage)
-    s = read_status(run_dir, read_trials(run_dir, notify=_note), trust_workload)
+    s = read_status(run_dir, read_trials(run_dir, notify=_note), trust_workload, _driven(run_dir))
     if s.untrusted:
         _untrusted(run_dir, s.untrusted, "shown without the grid: no pending trials, no ETA")
     if not s.counts and not s.planned and not s.others:
         raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")
     terminal.show_status(console, run_dir.display(), s)
+
+
+def _driven(run_dir) -> bool | None:
+    """Whether a driver holds the run now; None where its lock cannot be read (a read-only copy)."""
+    from orchestrator.errors import RunError
+    from orchestrator.run.lock import DriverLock
+
+    try:
+        return DriverLock(run_dir).driven()
+    except (OSError, RunError):
+        return None
 
 
 @command

@@ -16,6 +16,7 @@ from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
 from orchestrator.results.select import where
 from orchestrator.results.tables import Layout, load, summarize
+from orchestrator.run.lock import DriverLock
 from orchestrator.run.trial import write_failed
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
@@ -928,3 +929,50 @@ def test_a_list_valued_axis_is_written_and_matched_as_in_the_grid(tmp_path):
     assert [(r["lr"], r["mean"]) for r in csv.DictReader(io.StringIO(result.stdout))] == [("0.1", "0.4"), ("0.01", "0.4")]
     compared = invoke("compare", tmp_path / "run", "--baseline", "milestones=[20, 30]", "-f", "markdown").stdout
     assert "each milestones minus milestones=[20, 30]," in compared and "lower than [20, 30] (better)" in compared
+
+
+WIDTHS = ("name: widths\ncommand:\n  run: python train.py --width {width} --lr {lr} --seed {seed}\n"
+          "  parameters:\n    width: 16\n    lr: 0.1\nmetric: val_loss\n"
+          "axes:\n  width: [16, 64]\n  lr: [0.1, 0.01]\nseeds: [0, 1, 2]\n")
+
+
+def test_a_seed_not_run_yet_in_any_setting_of_a_cell_is_said(tmp_path):
+    # An interrupted run: width 64 has seeds 0 and 1 of 3, in both learning rates; width 16 all three.
+    def result_of(trial):
+        if trial.config["width"] == 64 and trial.config["seed"] == 2:
+            return None
+        return {"status": "completed", "val_loss": trial.config["lr"] + trial.config["seed"] / 100}
+
+    write_run(tmp_path / "run", WIDTHS, result_of)
+    results = load(RunDir(str(tmp_path / "run")))
+    for select, note in [("best", "1 of 3 seeds did not finish (no result yet)"),
+                         ("all", "2 of 6 trials did not finish (no result yet)")]:  # pooled: each trial not run
+        cells = summarize(results, Layout(rows="width", metric="val_loss", by="val_loss", select=select))[0].cells
+        assert (cells[(64, None)].n, cells[(64, None)].notes) == (4 if select == "all" else 2, [note])
+        assert cells[(16, None)].notes == []
+    # Each cell of width and lr, with nothing to choose, says it as well; so does --where, of what it keeps.
+    both = invoke("summarize", tmp_path / "run", "--rows", "width", "--cols", "lr", "-f", "csv").stdout
+    notes = {(row["width"], row["lr"]): row["notes"] for row in csv.DictReader(io.StringIO(both))}
+    assert notes[("64", "0.1")] == notes[("64", "0.01")] == "1 of 3 seeds did not finish (no result yet)"
+    assert notes[("16", "0.1")] == ""
+    kept = invoke("summarize", tmp_path / "run", "--rows", "width", "--where", "lr=0.1", "-f", "csv").stdout
+    assert {row["width"]: row["notes"] for row in csv.DictReader(io.StringIO(kept))}["64"] == \
+        "1 of 3 seeds did not finish (no result yet)"
+    compared = invoke("compare", tmp_path / "run", "--baseline", "width=16", "-f", "json").stdout
+    assert [d["n"] for d in json.loads(compared)] == [2, 2]
+    assert "1 of 3 seeds did not finish (no result yet)" in invoke(
+        "compare", tmp_path / "run", "--baseline", "width=16", "-f", "markdown").stdout
+
+
+def test_status_says_a_trial_of_a_run_no_driver_holds_is_not_running(tmp_path):
+    # `ablate run` stopped with Ctrl-C a few seconds after the trial's last report: it released its
+    # lock, and nothing trains; the trial resumes at the next run. Not "running", and no ETA.
+    run = write_run(tmp_path / "run", steps_grid(1000, "axes:\n  lr: [0.1]\n"), lambda t: None)
+    trial = load_grid(tmp_path / "run" / "grid.yaml").trials[0]
+    running_at(run, trial.trial_id, step=300, reports=3)
+    with DriverLock(run).acquire():
+        held = invoke("status", tmp_path / "run").stdout
+    assert "1 running" in held and "ETA: -" not in held
+    released = invoke("status", tmp_path / "run").stdout
+    assert "1 interrupted" in released and "ETA: -" in released and "running" not in released
+    assert "interrupted trials resume from their checkpoints at the next `ablate run`" in released

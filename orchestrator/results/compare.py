@@ -96,7 +96,8 @@ def compare(results: Results, layout: Layout, axis: str, base: Any, values: list
     groups = results.trials.groups(cell_axes, dropna=False) if cell_axes else {(): results.trials}
     for key, part in groups.items():
         coords = dict(zip(cell_axes, key))
-        cells = {v: cell_of(part.matching({axis: v}), layout, reduced) for v in [base, *others]}
+        cells = {v: cell_of(part.matching({axis: v}), layout, reduced, results.planned_in({**coords, axis: v}))
+                 for v in [base, *others]}
         out += [_paired(coords, axis, v, base, layout, cells[base], cells[v]) for v in others]
     order = {a: results.values(a) for a in cell_axes}
     return sorted(out, key=lambda d: [order[a].index(d.coords[a]) for a in cell_axes])

@@ -15,7 +15,7 @@ from orchestrator.results.tables import Results, as_written
 def where(results: Results, conditions: list[str]) -> Results:
     """Keep the trials matching every `column=value` / `column!=value` condition, the value
     written as in a grid file (matches)."""
-    trials = results.trials
+    trials, planned = results.trials, results.planned
     for i, condition in enumerate(conditions):
         negate = "!=" in condition
         column, sep, value = condition.partition("!=" if negate else "=")
@@ -30,7 +30,10 @@ def where(results: Results, conditions: list[str]) -> Results:
             raise ResultsError(f"{results.run.display()}: no trial matches --where "
                                f"{' --where '.join(conditions[:i + 1])} ({column} values: {values})")
         trials = trials.where([not m for m in match] if negate else match)
-    return dataclasses.replace(results, trials=trials)
+        if planned and column in planned[0]:  # the trials not run yet that it keeps
+            match = matches([t[column] for t in planned], value)
+            planned = tuple(t for t, m in zip(planned, match) if m != negate)
+    return dataclasses.replace(results, trials=trials, planned=planned)
 
 
 def matches(values, text: str) -> list[bool]:

@@ -61,8 +61,11 @@ def progress_files(run: RunDir, finished) -> dict[str, dict]:
             if (progress := run.progress(trial_id))}
 
 
-def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = False) -> Status:
-    """Where the run stands; `trials` holds every finished trial's row (records.read_trials)."""
+def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = False,
+                driven: bool | None = None) -> Status:
+    """Where the run stands; `trials` holds every finished trial's row (records.read_trials).
+    `driven`: whether a driver holds the run (run/lock.py); False: none of its trials is running,
+    however recent its progress (a driver stopped a minute ago); None: not known, judged by age."""
     grid, untrusted = read_saved_grid(run, trust_workload)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
     recorded = finished = statuses(trials)
@@ -92,7 +95,8 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
         epochs = grid.planned_epochs(planned[trial_id]) if trial_id in planned else None
         metrics = progress.get("metrics", {})
         active.append(Active(trial_id, position(progress), epochs, metrics,
-                             progress.get("train_seconds", 0.0), updated, interrupted=now() - updated > stale,
+                             progress.get("train_seconds", 0.0), updated,
+                             interrupted=driven is False or now() - updated > stale,
                              paused="paused_at" in progress))
     running = [a for a in active if not a.interrupted and not a.paused]
     counts["running"] = len(running)

@@ -50,6 +50,8 @@ class Results:
     others: int = 0  # trials of the run directory that are not the grid's as last run, left out
     untrusted: str | None = None  # the workload grid.yaml names, where it was not imported (plan/grid.py)
     parameters: list[str] | None = None  # then, the parameters its grid.yaml names (saved_parameters)
+    # The grid's trials, each its config and trial_id, as the rows have them: a cell counts those with no row yet.
+    planned: tuple[dict, ...] | None = None
 
     @property
     def axes(self) -> dict[str, list]:
@@ -111,6 +113,13 @@ class Results:
             example = next(v for v in self.trials[metric] if v is not None)
             raise ResultsError(f"{self.run.display()}: {metric} is not numeric (values such as '{example}'), "
                                "so it has no mean over seeds")
+
+    def planned_in(self, point: dict[str, Any]) -> list[dict] | None:
+        """The grid's trials with these values (a cell's), run or not; None where that is not known:
+        no grid, or a point on a column that is no parameter."""
+        if self.planned is None or (self.planned and any(name not in self.planned[0] for name in point)):
+            return None
+        return [t for t in self.planned if all(t[name] == value for name, value in point.items())]
 
     def numeric(self, column: str) -> bool:
         """Whether a column holds numbers, which a cell can take the mean of (a flag's is a fraction).
@@ -203,8 +212,10 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
             table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
     trials = Trials(table).where(shown).sorted("trial_id")
     objective = _shown_as_recorded(objective, table)
+    planned_trials = tuple({**{k: hashable(v) for k, v in t.config.items()}, "trial_id": t.trial_id}
+                           for t in grid.trials) if grid else None
     return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted,
-                   parameters=saved_parameters(run, untrusted))
+                   parameters=saved_parameters(run, untrusted), planned=planned_trials)
 
 
 def _shown_as_recorded(objective: Objective, table: pa.Table) -> Objective:
@@ -321,7 +332,8 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
             for c in cols:
                 cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.where([]))
                 point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
-                cells[(r, c)] = _compared(cell_of(cell_trials, layout, reduced),
+                planned = results.planned_in({**coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})})
+                cells[(r, c)] = _compared(cell_of(cell_trials, layout, reduced, planned),
                                           reference(references, point, layout.metric), layout.metric, pooled)
         synthetic = "synthetic_data" in part.columns and True in part["synthetic_data"]
         out.append(Table(coords, rows, cols, cells, layout, reduced, synthetic))
@@ -340,7 +352,9 @@ def _compared(cell: Cell, reference: dict | None, metric: str, pooled: list[str]
     return cell
 
 
-def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
+def cell_of(trials: Trials, layout: Layout, reduced: list[str], planned: list[dict] | None = None) -> Cell:
+    """`planned`: the grid's trials of this cell, run or not, so that seeds not run in any of its
+    settings (an interrupted run) are counted as those that did not finish."""
     if trials.empty:
         return Cell("missing")
     counts = dict(Counter(trials["status"]).most_common())
@@ -379,7 +393,11 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str]) -> Cell:
     params = [p for p in ok["params"] if p is not None] if "params" in ok.columns else []
     # Under select=all a seed has one trial per pooled value (each lr): those are paired too.
     pooled = [name for name in reduced if name not in chosen]
-    unrun = len(seeds - set(shown["seed"])) if chosen else 0  # seeds the chosen setting has no row of
+    if chosen:  # seeds the chosen setting has no row of, that another setting has or the grid plans
+        wanted = seeds | {t["seed"] for t in planned or () if all(t[k] == v for k, v in chosen.items())}
+        unrun = len(wanted - set(shown["seed"]))
+    else:  # the cell's planned trials with no row
+        unrun = len({t["trial_id"] for t in planned or ()} - set(trials["trial_id"]))
     if not all(finished) or unrun:
         why = [s if s != "completed" else "completed without it" for s, f in zip(shown["status"], finished) if not f]
         why += ["no result yet"] * unrun

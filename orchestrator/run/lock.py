@@ -184,6 +184,14 @@ class DriverLock:
         finally:
             self.store.close()
 
+    def driven(self) -> bool | None:
+        """Whether a driver may be running the run now (as `acquire` judges it: not released, not
+        stale, its process not ended on this machine); None where no driver ever held it here (a
+        copy of its results). `ablate status` asks, to say no trial of a run nobody drives is
+        running, however recently it reported."""
+        holder = self.holder()
+        return None if holder is None else self._free(holder) is None
+
     def _record(self, beats: int = 0, released: bool = False) -> bytes:
         me = this_process()
         return json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
