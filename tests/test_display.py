@@ -19,10 +19,10 @@ def test_plain_display_prints_one_line_per_event():
     p.trial_started("a", {"model": "C", "lr": 0.1})
     p.trial_result("a", {"epoch": 1, "val_error": 0.5})
     p.trial_retrying("a")
-    p.trial_finished("a", "completed", "model=C lr=0.1 -> 0.1000")
+    p.trial_finished("a", "completed", "model=C lr=0.1 -> test_error 0.1")
     text = out.file.getvalue().splitlines()
     assert text == ["[0/2] a started: model=C lr=0.1", "[0/2] a retrying: after a failure, from its last checkpoint",
-                    "[1/2] a completed: model=C lr=0.1 -> 0.1000"]
+                    "[1/2] a completed: model=C lr=0.1 -> test_error 0.1"]
     assert p.counts_line().startswith("1/2 done, 0 running, 1 pending, 1 already done | elapsed 0:00, ETA ")
 
 

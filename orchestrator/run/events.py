@@ -173,8 +173,8 @@ class Events(tune.Callback):
             self.failed = True
             detail = f"{row['error']} (log: {self.run.log_path(trial_id)})"
         else:
-            score = next((row[name] for name in self.shown if isinstance(row.get(name), (int, float))), None)
-            detail = describe(self.cells[trial_id]) + ("" if score is None else f" -> {score:.4f}")
+            name = next((name for name in self.shown if isinstance(row.get(name), (int, float))), None)
+            detail = describe(self.cells[trial_id]) + ("" if name is None else f" -> {name} {row[name]:.4g}")
         self.display.trial_finished(trial_id, row["status"], detail)
 
     def _record_stopped(self, trial_id: str, config: dict, last: dict) -> None:
