@@ -10,14 +10,16 @@
     <run>/trials/<trial_id>/epochs.jsonl      its reports, a line each: its checkpoint covers the first N
     <run>/trials/<trial_id>/progress.jsonl    attempt, start time, latest epoch and its seconds (the last line)
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
+    <run>/trials/<trial_id>/*.segments/       on an object store, a log's or epochs' lines while written (lines.py)
     <run>/trials/<trial_id>/files/            the trial's own files (a script's outputs and checkpoints)
     <run>/grid.yaml                           the grid file as last run
     <run>/lock                                the driver that runs it now (run/lock.py)
     <run>/ray/                                Ray Tune's own experiment folders
 
 Every file is written whole under a temporary dot-name and then renamed (an S3 put is atomic by
-itself), so nobody ever reads half a file; but a trial's log and progress grow by lines while it
-runs (store/lines.py): a reader takes the lines that end in a newline.
+itself), so nobody ever reads half a file; but a trial's log, epochs and progress grow by lines
+while it runs (store/lines.py: on an object store, in segments beside the file until the attempt
+ends): a reader takes the lines that end in a newline.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import pyarrow.parquet as pq
 
 from orchestrator.errors import ResultsError, RunError, StorageError
 from orchestrator.store.checkpoint import deserialize, unreadable
+from orchestrator.store.lines import read_lines
 from orchestrator.store.s3 import Bucket
 
 CHECKPOINT = "checkpoint.pt"
@@ -127,6 +130,16 @@ class RunDir:
         except FileNotFoundError:
             return None
 
+    def remove(self, paths: list[str]) -> None:
+        """Remove the files of these paths that exist, in this order (on an object store, a
+        request for each thousand, those of one request in no order)."""
+        if not self.local:
+            self._bucket().delete([self._bucket().key(path) for path in paths])
+            return
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
     def _bucket(self) -> Bucket:
         if self.s3 is None:
             self.s3 = Bucket(self)
@@ -218,7 +231,7 @@ class RunDir:
         if "reported" not in saved:
             return saved
         covered = saved["reported"]
-        lines = (self.read_bytes(self.trial_file(trial_id, EPOCHS)) or b"").split(b"\n")[:-1]  # whole lines
+        lines = (read_lines(self, self.trial_file(trial_id, EPOCHS)) or b"").split(b"\n")[:-1]  # whole lines
         if len(lines) < covered:
             raise unreadable(name, f"{EPOCHS} beside it holds {len(lines)} of the {covered} epochs it covers")
         try:

@@ -31,13 +31,20 @@ class Bucket:
         """The key of a path of the run's filesystem (`bucket/prefix/...`)."""
         return path.partition("/")[2]
 
-    def call(self, method: str, key: str, **kwargs):
-        """One S3 request; None where its condition failed (someone else wrote first) or the
-        object does not exist; RunError, one line, for what the user must fix."""
+    def delete(self, keys: list[str]) -> None:
+        """Delete the objects of these keys that exist: a request for each thousand."""
+        for start in range(0, len(keys), 1000):
+            self.call("delete_objects", None, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
+                                                      "Quiet": True})
+
+    def call(self, method: str, key: str | None, **kwargs):
+        """One S3 request (of an object where `key` is not None); None where its condition failed
+        (someone else wrote first) or the object does not exist; RunError, one line, for what the
+        user must fix."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
-            return getattr(self.client, method)(Bucket=self.name, Key=key, **kwargs)
+            return getattr(self.client, method)(Bucket=self.name, **({} if key is None else {"Key": key}), **kwargs)
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
