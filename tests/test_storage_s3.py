@@ -401,6 +401,7 @@ def test_a_writer_killed_between_any_two_requests_leaves_a_file_that_reads_whole
         assert read == after or not finished
         next_attempt = Lines(run, path)
         next_attempt.add(b"more\n")
+        assert read_lines(run, path) == read + b"more\n", killed_at
         next_attempt.close()
         assert read_lines(run, path) == read + b"more\n", killed_at
         if finished:
@@ -408,24 +409,27 @@ def test_a_writer_killed_between_any_two_requests_leaves_a_file_that_reads_whole
     assert killed_at >= 3  # a put and some removals
 
 
-@pytest.mark.parametrize("rewrite", ["replace", "close"])
-def test_a_file_rewritten_while_it_is_read_is_read_whole(s3, monkeypatch, rewrite):
-    """A reader lists a file's segments, then reads them: the writer may replace the file or join
-    its segments into one object in between."""
+@pytest.mark.parametrize("stored, rewrite", [("segments", "replace"), ("segments", "close"), ("object", "replace")])
+def test_a_file_rewritten_while_it_is_read_is_read_whole(s3, monkeypatch, stored, rewrite):
+    """A reader lists a file's segments, then reads them or, where there are none, the object: the
+    writer may replace the file or join its segments into one object in between."""
     _, query = s3
     monkeypatch.setattr(lines, "SEGMENT_SIZE", 8)
     run, reader = RunDir(f"s3://results/r?{query}"), RunDir(f"s3://results/r?{query}")
-    path = run.trial_file("t", "trial.log")
+    path = run.trial_file("t", "epochs.jsonl")
     writer = Lines(run, path)
     old = b"".join(b"%d\n" % i for i in range(20))
     for line in old.splitlines(keepends=True):
         writer.add(line)
+    if stored == "object":
+        writer.close()
     read_bytes, rewrites = reader.read_bytes, [rewrite]
 
     def rewritten_first(path):
-        if ".segments/" in path and rewrites:
+        if rewrites:
             writer.replace(b"new\n") if rewrites.pop() == "replace" else writer.close()
         return read_bytes(path)
 
     monkeypatch.setattr(reader, "read_bytes", rewritten_first)
     assert read_lines(reader, path) == {"replace": b"new\n", "close": old}[rewrite]
+    assert not rewrites  # it came between the listing and the read
