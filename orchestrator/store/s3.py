@@ -1,6 +1,7 @@
-"""S3 requests that pyarrow's filesystem does not make: conditional PUTs (run/lock.py) and the
-read of one object in a single GET. pyarrow reads an object with a HEAD for its size and then
-ranged GETs, which can come from two versions while the driver replaces the file.
+"""S3 requests that pyarrow's filesystem does not make: conditional PUTs (run/lock.py), the read
+of one object in a single GET, and the removal of many objects in one request (store/lines.py's
+segments). pyarrow reads an object with a HEAD for its size and then ranged GETs, which can come
+from two versions while the driver replaces the file.
 
     bucket = Bucket(run)
     data = bucket.call("get_object", key)["Body"].read()
