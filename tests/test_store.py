@@ -15,7 +15,8 @@ import torch
 from orchestrator.errors import CheckpointError, StorageError, UnloadableCheckpoint
 from orchestrator.plan.objective import Metric
 from orchestrator.run.session import StoredSession
-from orchestrator.store.rundir import PROGRESS_LIMIT, RunDir
+from orchestrator.store.lines import PROGRESS_LIMIT
+from orchestrator.store.rundir import RunDir
 from tests.conftest import ROOT
 
 

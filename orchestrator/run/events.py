@@ -27,7 +27,8 @@ from orchestrator.run.scheduling import GridTrials
 from orchestrator.run.trial import write_failed, write_stopped
 from orchestrator.run.tracking import Tracking
 from orchestrator.store.records import Publisher
-from orchestrator.store.rundir import Lines, RunDir, now
+from orchestrator.store.lines import Lines
+from orchestrator.store.rundir import RunDir, now
 
 
 class Events(tune.Callback):

@@ -27,7 +27,8 @@ import pyarrow.fs as pafs
 from orchestrator.plan.objective import Metric
 from orchestrator.run.processes import this_process
 from orchestrator.store.checkpoint import serialize
-from orchestrator.store.rundir import CHECKPOINT, EPOCHS, PROGRESS, Lines, RunDir, json_line, now
+from orchestrator.store.lines import Lines
+from orchestrator.store.rundir import CHECKPOINT, EPOCHS, PROGRESS, RunDir, json_line, now
 
 # Writes a trial's epoch files while the trial goes on (StoredSession.report). One thread, so a
 # trial's files are written in the order they were queued.

@@ -10,14 +10,16 @@
     <run>/trials/<trial_id>/epochs.jsonl      its reports, a line each: its checkpoint covers the first N
     <run>/trials/<trial_id>/progress.jsonl    attempt, start time, latest epoch and its seconds (the last line)
     <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
+    <run>/trials/<trial_id>/*.segments/       on an object store, a log's or epochs' lines while written (lines.py)
     <run>/trials/<trial_id>/files/            the trial's own files (a script's outputs and checkpoints)
     <run>/grid.yaml                           the grid file as last run
     <run>/lock                                the driver that runs it now (run/lock.py)
     <run>/ray/                                Ray Tune's own experiment folders
 
 Every file is written whole under a temporary dot-name and then renamed (an S3 put is atomic by
-itself), so nobody ever reads half a file; but a trial's log and progress grow by lines while it
-runs (see Lines): a reader takes the lines that end in a newline.
+itself), so nobody ever reads half a file; but a trial's log, epochs and progress grow by lines
+while it runs (store/lines.py: on an object store, in segments beside the file until the attempt
+ends): a reader takes the lines that end in a newline.
 """
 from __future__ import annotations
 
@@ -35,13 +37,13 @@ import pyarrow.parquet as pq
 
 from orchestrator.errors import ResultsError, RunError, StorageError
 from orchestrator.store.checkpoint import deserialize, unreadable
+from orchestrator.store.lines import read_lines
 from orchestrator.store.s3 import Bucket
 
 CHECKPOINT = "checkpoint.pt"
 EPOCHS = "epochs.jsonl"
 PROGRESS = "progress.jsonl"
 OLD_PROGRESS = "progress.json"  # older ablates rewrote one JSON object: still read
-PROGRESS_LIMIT = 64 * 1024  # a progress file grown past this starts over with its latest line
 
 
 def now() -> datetime:
@@ -127,6 +129,16 @@ class RunDir:
                 return f.read()
         except FileNotFoundError:
             return None
+
+    def remove(self, paths: list[str]) -> None:
+        """Remove the files of these paths that exist, in this order (on an object store, a
+        request for each thousand, those of one request in no order)."""
+        if not self.local:
+            self._bucket().delete([self._bucket().key(path) for path in paths])
+            return
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def _bucket(self) -> Bucket:
         if self.s3 is None:
@@ -232,7 +244,7 @@ class RunDir:
         return None if lines is None else self._epochs(trial_id, lines)
 
     def _epoch_lines(self, trial_id: str) -> list[bytes] | None:
-        data = self.read_bytes(self.trial_file(trial_id, EPOCHS))
+        data = read_lines(self, self.trial_file(trial_id, EPOCHS))
         return None if data is None else data.split(b"\n")[:-1]  # whole lines
 
     def _epochs(self, trial_id: str, lines: list[bytes]) -> list[dict[str, Any]]:
@@ -270,63 +282,3 @@ def _last_progress(data: bytes) -> dict[str, Any]:
         except ValueError:
             continue
     return {}
-
-
-class Lines:
-    """A file that a trial adds lines to while it runs: its log, its progress.
-
-    On a local path or NFS the file stays open and a line is one append: rewriting the file
-    instead costs the filesystem a truncate or a replace, several times an epoch, far more than an
-    append (benchmarks/README.md). An object store cannot append: there the object is put again, with every line (`latest_only`
-    false, a log) or with the latest alone (a progress file, of which only the last line is read).
-    A local file of latest-only lines starts over, written whole, once it passes `limit` bytes."""
-
-    def __init__(self, run: RunDir, path: str, latest_only: bool = False, limit: int = PROGRESS_LIMIT):
-        self.run, self.path, self.latest_only, self.limit = run, path, latest_only, limit
-        self.file = None  # the open file, on a local path
-        self.held: bytes | None = None  # what the object holds, on an object store
-
-    def add(self, data: bytes) -> None:
-        try:
-            self._add(data)
-        except OSError as e:  # a line the disk had no room for is cut short: the next attempt starts its own
-            raise StorageError.at(self.run.display(), e) from None
-
-    def _add(self, data: bytes) -> None:
-        if not self.run.local:
-            if not self.latest_only:
-                if self.held is None:  # an earlier attempt's lines
-                    self.held = self.run.read_bytes(self.path) or b""
-                self.held += data
-            self.run.write_bytes(self.path, data if self.latest_only else self.held)
-            return
-        if self.file is not None and self.latest_only and self.file.tell() + len(data) > self.limit:
-            self.replace(data)
-            return
-        if self.file is None:
-            self.run.fs.create_dir(self.path.rsplit("/", 1)[0], recursive=True)
-            self.file = open(self.path, "a+b")
-            if self._ends_mid_line():  # a crash cut the last line short: this one starts a line of its own
-                data = b"\n" + data
-        self.file.write(data)
-        self.file.flush()
-
-    def replace(self, data: bytes) -> None:
-        """The file holding `data` alone, written whole; later lines are added to it."""
-        self.close()
-        self.run.write_bytes(self.path, data)
-        self.held = data
-
-    def _ends_mid_line(self) -> bool:
-        if self.file.seek(0, os.SEEK_END) == 0:
-            return False
-        self.file.seek(-1, os.SEEK_END)
-        return self.file.read(1) != b"\n"
-
-    def close(self) -> None:
-        file, self.file = self.file, None
-        if file is not None:
-            try:
-                file.close()  # writes what a full disk left of the last line: it fails again
-            except OSError as e:
-                raise StorageError.at(self.run.display(), e) from None

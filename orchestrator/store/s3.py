@@ -1,6 +1,7 @@
-"""S3 requests that pyarrow's filesystem does not make: conditional PUTs (run/lock.py) and the
-read of one object in a single GET. pyarrow reads an object with a HEAD for its size and then
-ranged GETs, which can come from two versions while the driver replaces the file.
+"""S3 requests that pyarrow's filesystem does not make: conditional PUTs (run/lock.py), the read
+of one object in a single GET, and the removal of many objects in one request (store/lines.py's
+segments). pyarrow reads an object with a HEAD for its size and then ranged GETs, which can come
+from two versions while the driver replaces the file.
 
     bucket = Bucket(run)
     data = bucket.call("get_object", key)["Body"].read()
@@ -31,13 +32,20 @@ class Bucket:
         """The key of a path of the run's filesystem (`bucket/prefix/...`)."""
         return path.partition("/")[2]
 
-    def call(self, method: str, key: str, **kwargs):
-        """One S3 request; None where its condition failed (someone else wrote first) or the
-        object does not exist; RunError, one line, for what the user must fix."""
+    def delete(self, keys: list[str]) -> None:
+        """Delete the objects of these keys that exist: a request for each thousand."""
+        for start in range(0, len(keys), 1000):
+            self.call("delete_objects", None, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]],
+                                                      "Quiet": True})
+
+    def call(self, method: str, key: str | None, **kwargs):
+        """One S3 request (of an object where `key` is not None); None where its condition failed
+        (someone else wrote first) or the object does not exist; RunError, one line, for what the
+        user must fix."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
-            return getattr(self.client, method)(Bucket=self.name, Key=key, **kwargs)
+            return getattr(self.client, method)(Bucket=self.name, **({} if key is None else {"Key": key}), **kwargs)
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
