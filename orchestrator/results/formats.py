@@ -117,7 +117,7 @@ def _chosen(cell: Cell) -> list[str]:
 
 
 STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no_progress": "yellow", "missing": "dim",
-         "pending": "dim"}
+         "pending": "dim", "no result yet": "dim", "not in the grid": "dim"}
 
 
 def table_sheet(table: Table) -> Sheet:
