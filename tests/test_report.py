@@ -592,7 +592,7 @@ def test_a_run_where_every_trial_failed_shows_its_cells_as_failed(tmp_path):
     assert result.exit_code == 0
     assert "| 0.1 | failed (2/2) |\n| 0.5 | failed (2/2) |" in result.stdout
     compared = invoke("compare", tmp_path / "run", "--baseline", "lr=0.1", "-f", "markdown")
-    assert "| 0.5 | failed | failed | - (n=0) | n too small |" in compared.stdout
+    assert "| 0.5 | failed | failed | - (n=0) | lr=0.1 failed; lr=0.5 failed |" in compared.stdout
     # A metric that is not the grid's is still one line: no trial could have reported it.
     assert invoke("summarize", tmp_path / "run", "--metric", "typo").stderr == \
         f"error: {tmp_path / 'run'}: no trial has a value of typo (metrics: none)\n"

@@ -177,10 +177,13 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
     cell_axes = [a for a in d0.coords if a not in shared]
     rows, styles = [], []
     for d in differences:
-        shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d, metric),
-                 [SEEDS_SAY[d.verdict].format(base=as_written(d.baseline_value)) + BETTER[d.better]]]
+        says = "; ".join(f"{d.axis}={label(v)} {status}" for v, status in d.unvalued.items()) if d.unvalued \
+            else SEEDS_SAY[d.verdict].format(base=as_written(d.baseline_value)) + BETTER[d.better]
+        shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d, metric), [says]]
         rows.append([[label(d.coords[a])] for a in cell_axes] + [[label(d.value)]] + shown)
-        styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
+        style = STYLE.get(next(iter(d.unvalued.values()))) if d.unvalued \
+            else "dim" if d.verdict in ("inconclusive", "n too small") else None
+        styles.append([None] * (len(cell_axes) + 4) + [style])
     base = as_written(d0.baseline_value)
     title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={base}, "
              f"paired by seed; 95% t-interval of the mean difference; "
