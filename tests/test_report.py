@@ -997,3 +997,12 @@ def test_a_cell_the_grid_excludes_reads_apart_from_one_not_run_yet(tmp_path):
         assert {(str(r["width"]), str(r["warmup"])): r["status"] for r in rows if r["status"] != "completed"} == {
             ("16", "100"): "diverged", ("32", "100"): "no result yet", ("64", "100"): "not in the grid",
             ("128", "100"): "not in the grid"}
+
+
+def test_each_column_names_its_axis_in_every_format_that_has_a_header(tmp_path):
+    write_run(tmp_path / "run", RULES_GRID, rules_result)
+    assert "| width | warmup=0 | warmup=100 |\n" in invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "width & warmup=0 & warmup=100 \\\\\n" in invoke("summarize", tmp_path / "run", "-f", "latex").stdout
+    assert re.search(r"┃ width ┃ +warmup=0 ┃ +warmup=100 ┃", invoke("summarize", tmp_path / "run").stdout)
+    compared = invoke("compare", tmp_path / "run", "--baseline", "warmup=0", "-f", "markdown").stdout
+    assert "| width | warmup | warmup=0 | value | difference | seeds say |" in compared

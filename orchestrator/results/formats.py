@@ -123,7 +123,8 @@ STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no
 def table_sheet(table: Table) -> Sheet:
     metric = table.layout.shown
     cells = [[table.cells[(r, c)] for c in table.cols] for r in table.rows]
-    header = [label(c) for c in table.cols] if table.layout.cols else [metric.name]
+    # A column says its axis (warmup=0), as the first says the rows'.
+    header = [where_text({table.layout.cols: c}) for c in table.cols] if table.layout.cols else [metric.name]
     return Sheet(title(table), [table.layout.rows] + header,
                  [[[label(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
                  [[None] + [STYLE.get(cell.status) for cell in row] for row in cells])
@@ -193,7 +194,7 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
                 if layout.select == "best"
                 else "the other axes pooled and paired too"))
     return Sheet((f"{where_text(shared)}: " if shared else "") + title,
-                 [*cell_axes, d0.axis, base, "value", "difference", "seeds say"], rows, styles)
+                 [*cell_axes, d0.axis, f"{d0.axis}={base}", "value", "difference", "seeds say"], rows, styles)
 
 
 def _mean_lines(cell: Cell, metric: Metric | str) -> list[str]:
