@@ -1006,3 +1006,25 @@ def test_each_column_names_its_axis_in_every_format_that_has_a_header(tmp_path):
     assert re.search(r"┃ width ┃ +warmup=0 ┃ +warmup=100 ┃", invoke("summarize", tmp_path / "run").stdout)
     compared = invoke("compare", tmp_path / "run", "--baseline", "warmup=0", "-f", "markdown").stdout
     assert "| width | warmup | warmup=0 | value | difference | seeds say |" in compared
+
+
+def test_plot_draws_a_diverged_cell_up_to_where_it_diverged_and_says_so(tmp_path):
+    from orchestrator.results import plots
+
+    # Every seed of `all` diverged, its val_error finite in each epoch it reported.
+    write_fixture(tmp_path / "fixture", trials={("A", variant, 0.1, seed): (
+        ("completed", 0.2, 0.1) if variant == "base" else ("diverged", None, None))
+        for variant in ("base", "all") for seed in (0, 1)})
+    results = load(RunDir(str(tmp_path / "fixture")))
+    curves, bars = plots.plot(results, summarize(results, Layout(rows="variant")), tmp_path / "p.png").axes
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["base", "all (diverged)"]
+    diverged = curves.lines[1]
+    assert list(diverged.get_xdata()) == [1, 2, 3]
+    assert list(diverged.get_ydata()) == pytest.approx([100 * (0.9 + 0.1 / e) for e in (1, 2, 3)])
+    # Where every lr of a cell diverged, nothing was chosen: its curve pools them, and says so.
+    write_fixture(tmp_path / "lrs", trials={("A", variant, lr, seed): (
+        ("completed", 0.2 + lr, 0.1) if variant == "base" else ("diverged", None, None))
+        for variant in ("base", "all") for lr in (0.1, 0.01) for seed in (0, 1)})
+    results = load(RunDir(str(tmp_path / "lrs")))
+    curves, bars = plots.plot(results, summarize(results, Layout(rows="variant")), tmp_path / "q.png").axes
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["base", "all (diverged, lr pooled)"]
