@@ -32,11 +32,19 @@ def show_plan(console: Console, grid: Grid) -> None:
     table.add_column("axis", style="bold")
     table.add_column("values")
     table.add_column("count", justify="right")
-    for axis, values in grid.axes.items():
-        table.add_row(axis, Text(", ".join(map(str, values))), str(len(values)))  # Text: a value is not markup
+    for axis in grid.axes:
+        # Where the rules leave some values fewer trials than others (or add one), each says how many.
+        values = grid.axis_values(axis)
+        even = len({n for _, n in values}) == 1 and len(values) == len(grid.axes[axis])
+        shown = ", ".join(str(v) if even else f"{v} ({n} trials)" for v, n in values)
+        table.add_row(axis, Text(shown), str(len(values)))  # Text: a value is not markup
     seeds = sorted({t.config["seed"] for t in grid.trials})
     table.add_row("seed", ", ".join(map(str, seeds)), str(len(seeds)))
     console.print(table)
+    for word, rules in (("exclude", grid.exclude), ("include", grid.include)):
+        for rule in rules:
+            said = ", ".join(f"{k}={'/'.join(map(str, v))}" for k, v in rule.items())
+            console.print(f"{word}: {said}", markup=False, soft_wrap=True)
     if grid.description:
         console.print(grid.description, markup=False)
     if grid.fixed:

@@ -1,5 +1,5 @@
 """A small results set written the way `ablate run` writes it, with every case a table must show:
-a learning rate that wins on validation but not on test, diverged, failed and missing cells.
+a learning rate that wins on validation but not on test, diverged, failed cells and one not run yet.
 
 By default its trials ran the paper's protocol on the whole of real CIFAR-10, as their rows say;
 `write_fixture(path, fixed=QUARTER_WIDTH, data=SUBSET)` writes the issue's run instead (model C
@@ -98,3 +98,32 @@ def write_run(path, grid: str, result_of: Callable[[Trial], dict | None]) -> Run
                          {"epochs_completed": 3, "train_seconds": 10.0, "attempts": 1, **result})
     Publisher(run).catch_up()
     return run
+
+
+# A grid with rules: width 64 never runs with warmup 100 (exclude), width 128 only with warmup 0
+# (include); `rules_result` leaves width 32 at warmup 100 unrun and diverges width 16 there.
+RULES_GRID = """name: rules
+command:
+  run: python train.py --width {width} --warmup {warmup} --seed {seed}
+  parameters:
+    width: 16
+    warmup: 0
+axes:
+  width: [16, 32, 64]
+  warmup: [0, 100]
+seeds: [0, 1]
+exclude:
+  - {width: 64, warmup: 100}
+include:
+  - {width: 128, warmup: 0}
+metric: val_loss
+"""
+
+
+def rules_result(trial: Trial) -> dict | None:
+    width, warmup, seed = trial.config["width"], trial.config["warmup"], trial.config["seed"]
+    if (width, warmup) == (32, 100):
+        return None
+    if (width, warmup) == (16, 100):
+        return {"status": "diverged", "val_loss": None}
+    return {"status": "completed", "val_loss": 1 / width + 0.01 * seed}

@@ -13,7 +13,7 @@ from orchestrator.results import stats
 from orchestrator.results.compare import check_claims, compare
 from orchestrator.results.tables import Layout, load
 from orchestrator.store.rundir import RunDir
-from tests.results_fixture import QUARTER_WIDTH, SUBSET, write_fixture, write_run
+from tests.results_fixture import QUARTER_WIDTH, RULES_GRID, SUBSET, rules_result, write_fixture, write_run
 from workloads.allcnn import CLAIMS
 
 LAYOUT = Layout(rows="model", cols="variant", tables=["dataset", "augmentation"])
@@ -217,3 +217,18 @@ def test_a_loss_is_lower_is_better_and_an_accuracy_higher_whichever_way_the_grid
                       "-f", "markdown").stdout
     assert "| adam | 51.67 (n=3) | 61.67 (n=3) | +10.00 (n=3)<br>95% CI [+10.00, +10.00] | higher than sgd (better) |" \
         in markdown
+
+
+def test_a_side_with_no_value_is_said_as_why_not_as_too_few_seeds(tmp_path):
+    # More seeds would not help: warmup=100 diverged at width 16, has not run at 32, is excluded at 64,
+    # and at 128 only an include rule gives warmup=0.
+    write_run(tmp_path / "run", RULES_GRID, rules_result)
+    markdown = invoke("compare", tmp_path / "run", "--baseline", "warmup=0", "-f", "markdown").stdout
+    assert [line.split(" | ")[-1] for line in markdown.splitlines()[4:]] == [
+        "warmup=100 diverged |", "warmup=100 no result yet |", "warmup=100 not in the grid |",
+        "warmup=100 not in the grid |"]
+    rows = json.loads(invoke("compare", tmp_path / "run", "--baseline", "width=64", "-f", "json").stdout)
+    # width=64 and width=128 at warmup=100: the grid plans neither, so no row.
+    assert [(r["warmup"], r["width"], r["verdict"], r["better"]) for r in rows] == [
+        (0, 16, "higher", False), (0, 32, "higher", False), (0, 128, "lower", True),
+        (100, 16, "not in the grid, diverged", None), (100, 32, "not in the grid, no result yet", None)]

@@ -382,3 +382,21 @@ def test_a_workload_without_a_seed_parameter_is_one_error(tmp_path, monkeypatch)
     result = CliRunner().invoke(app, ["plan", str(path)])
     assert (result.exit_code, result.stderr) == (
         2, f"error: {path}: workload: the config of workload 'seedless' (Config) has no `seed: int` parameter\n")
+
+
+def test_plan_shows_the_values_the_rules_leave_and_add_and_the_rules(tmp_path):
+    # The axes give width 16, 32, 64; exclude drops 64 with depth 18; include adds width 128.
+    path = write(tmp_path, "name: rules\ncommand:\n  run: python t.py --width {width} --depth {depth}\n"
+                           "  parameters:\n    width: 16\n    depth: 18\n"
+                           "axes:\n  width: [16, 32, 64]\n  depth: [18, 34]\nseeds: [0, 1]\n"
+                           "exclude:\n  - {width: 64, depth: 18}\ninclude:\n  - {width: 128, depth: 34}\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("rules: 12 trials")
+    rows = [[part.strip() for part in line.split("│")[1:-1]] for line in result.stdout.splitlines() if "│" in line]
+    assert rows == [["width", "16 (4 trials), 32 (4 trials), 64 (2 trials), 128 (2 trials)", "4"],
+                    ["depth", "18 (4 trials), 34 (8 trials)", "2"], ["seed", "0, 1", "2"]]
+    assert "\nexclude: width=64, depth=18\ninclude: width=128, depth=34\n" in result.stdout
+    # Where no rule changes an axis, its values are as the file gives them.
+    plain = CliRunner().invoke(app, ["plan", str(write(tmp_path, BASE, "plain.yaml"))]).stdout
+    assert "│ model │ A, C      │     2 │" in plain

@@ -20,8 +20,8 @@ from orchestrator.run.lock import DriverLock
 from orchestrator.run.trial import write_failed
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir, now
-from tests.results_fixture import (FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, SUBSET, TRIALS, grid_text, write_fixture,
-                                  write_run)
+from tests.results_fixture import (FULL_DATA, PAPER_PROTOCOL, QUARTER_WIDTH, RULES_GRID, SUBSET, TRIALS, grid_text,
+                                  rules_result, write_fixture, write_run)
 from workloads.allcnn import REFERENCES, RESULTS
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -153,7 +153,7 @@ def test_without_validation_values_nothing_is_chosen_and_the_table_says_so(tmp_p
 def test_failed_and_missing_cells_are_shown_as_such(run_dir):
     c = cells(run_dir)
     assert c[("C", "base")].status == "failed" and c[("C", "base")].mean is None
-    assert c[("C", "all")].status == "missing"
+    assert c[("C", "all")].status == "no result yet"  # the grid plans it
 
 
 def test_a_run_under_the_papers_protocol_shows_its_difference_to_the_paper(run_dir):
@@ -163,7 +163,7 @@ def test_a_run_under_the_papers_protocol_shows_its_difference_to_the_paper(run_d
     assert c[("A", "base")].comparable is True and c[("A", "base")].differs == []
     assert c[("A", "base")].difference == pytest.approx(0.0003)
     table = invoke("summarize", run_dir).stdout
-    assert "paper 12.47 (+0.03)" in table and "failed (2/2)" in table and "missing" in table
+    assert "paper 12.47 (+0.03)" in table and "failed (2/2)" in table and "no result yet" in table
 
 
 def test_a_quarter_width_run_shows_the_paper_number_without_a_difference_and_says_why(tmp_path):
@@ -592,7 +592,7 @@ def test_a_run_where_every_trial_failed_shows_its_cells_as_failed(tmp_path):
     assert result.exit_code == 0
     assert "| 0.1 | failed (2/2) |\n| 0.5 | failed (2/2) |" in result.stdout
     compared = invoke("compare", tmp_path / "run", "--baseline", "lr=0.1", "-f", "markdown")
-    assert "| 0.5 | failed | failed | - (n=0) | n too small |" in compared.stdout
+    assert "| 0.5 | failed | failed | - (n=0) | lr=0.1 failed; lr=0.5 failed |" in compared.stdout
     # A metric that is not the grid's is still one line: no trial could have reported it.
     assert invoke("summarize", tmp_path / "run", "--metric", "typo").stderr == \
         f"error: {tmp_path / 'run'}: no trial has a value of typo (metrics: none)\n"
@@ -976,3 +976,55 @@ def test_status_says_a_trial_of_a_run_no_driver_holds_is_not_running(tmp_path):
     released = invoke("status", tmp_path / "run").stdout
     assert "1 interrupted" in released and "ETA: -" in released and "running" not in released
     assert "interrupted trials resume from their checkpoints at the next `ablate run`" in released
+
+
+def test_a_cell_the_grid_excludes_reads_apart_from_one_not_run_yet(tmp_path):
+    write_run(tmp_path / "run", RULES_GRID, rules_result)
+    (table,) = summarize(load(RunDir(str(tmp_path / "run"))), Layout(rows="width", cols="warmup", metric="val_loss"))
+    c = {key: cell.status for key, cell in table.cells.items()}
+    assert c == {(16, 0): "completed", (16, 100): "diverged", (32, 0): "completed", (32, 100): "no result yet",
+                 (64, 0): "completed", (64, 100): "not in the grid", (128, 0): "completed", (128, 100): "not in the grid"}
+    markdown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "| 32 | 0.03625 ± 0.007071 (n=2)<br>95% CI [-0.02728, 0.09978] | no result yet |" in markdown
+    assert "| 64 | 0.02063 ± 0.007071 (n=2)<br>95% CI [-0.04291, 0.08416] | not in the grid |" in markdown
+    latex = invoke("summarize", tmp_path / "run", "-f", "latex").stdout
+    assert r"\shortstack{no result yet}" in latex and r"\shortstack{not in the grid}" in latex
+    table = invoke("summarize", tmp_path / "run").stdout
+    assert "no result yet" in table and "not in the grid" in table and "missing" not in table
+    for fmt in ("csv", "json"):
+        text = invoke("summarize", tmp_path / "run", "-f", fmt).stdout
+        rows = list(csv.DictReader(io.StringIO(text))) if fmt == "csv" else json.loads(text)
+        assert {(str(r["width"]), str(r["warmup"])): r["status"] for r in rows if r["status"] != "completed"} == {
+            ("16", "100"): "diverged", ("32", "100"): "no result yet", ("64", "100"): "not in the grid",
+            ("128", "100"): "not in the grid"}
+
+
+def test_each_column_names_its_axis_in_every_format_that_has_a_header(tmp_path):
+    write_run(tmp_path / "run", RULES_GRID, rules_result)
+    assert "| width | warmup=0 | warmup=100 |\n" in invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "width & warmup=0 & warmup=100 \\\\\n" in invoke("summarize", tmp_path / "run", "-f", "latex").stdout
+    assert re.search(r"┃ width ┃ +warmup=0 ┃ +warmup=100 ┃", invoke("summarize", tmp_path / "run").stdout)
+    compared = invoke("compare", tmp_path / "run", "--baseline", "warmup=0", "-f", "markdown").stdout
+    assert "| width | warmup | warmup=0 | value | difference | seeds say |" in compared
+
+
+def test_plot_draws_a_diverged_cell_up_to_where_it_diverged_and_says_so(tmp_path):
+    from orchestrator.results import plots
+
+    # Every seed of `all` diverged, its val_error finite in each epoch it reported.
+    write_fixture(tmp_path / "fixture", trials={("A", variant, 0.1, seed): (
+        ("completed", 0.2, 0.1) if variant == "base" else ("diverged", None, None))
+        for variant in ("base", "all") for seed in (0, 1)})
+    results = load(RunDir(str(tmp_path / "fixture")))
+    curves, bars = plots.plot(results, summarize(results, Layout(rows="variant")), tmp_path / "p.png").axes
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["base", "all (diverged)"]
+    diverged = curves.lines[1]
+    assert list(diverged.get_xdata()) == [1, 2, 3]
+    assert list(diverged.get_ydata()) == pytest.approx([100 * (0.9 + 0.1 / e) for e in (1, 2, 3)])
+    # Where every lr of a cell diverged, nothing was chosen: its curve pools them, and says so.
+    write_fixture(tmp_path / "lrs", trials={("A", variant, lr, seed): (
+        ("completed", 0.2 + lr, 0.1) if variant == "base" else ("diverged", None, None))
+        for variant in ("base", "all") for lr in (0.1, 0.01) for seed in (0, 1)})
+    results = load(RunDir(str(tmp_path / "lrs")))
+    curves, bars = plots.plot(results, summarize(results, Layout(rows="variant")), tmp_path / "q.png").axes
+    assert [t.get_text() for t in curves.get_legend().get_texts()] == ["base", "all (diverged, lr pooled)"]

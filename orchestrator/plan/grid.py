@@ -66,6 +66,20 @@ class Grid:
     objective: Objective | None = None  # what trials are judged by; None: the workload's
     tracking: dict[str, dict[str, str]] = field(default_factory=dict)  # tracker -> its settings (TRACKERS)
     halving: Halving | None = None  # successive halving inside each cell (plan/halving.py)
+    # The file's rules, checked: each {parameter: [values]} (expand.py's Spec).
+    exclude: list[dict[str, list]] = field(default_factory=list)
+    include: list[dict[str, list]] = field(default_factory=list)
+
+    def axis_values(self, axis: str) -> list[tuple[Any, int]]:
+        """Every value of an axis that the trials have, each with its number of trials: the axis's
+        own values less those every trial of which an exclude rule drops, then those only an
+        include rule gives, so that the axes say what the trials are."""
+        counts: dict[Any, list] = {}
+        for value in [*self.axes[axis], *(t.config[axis] for t in self.trials)]:
+            counts.setdefault(hashable(value), [value, 0])
+        for t in self.trials:
+            counts[hashable(t.config[axis])][1] += 1
+        return [(value, n) for value, n in counts.values() if n]
 
     def __post_init__(self):
         if self.objective is None:
@@ -109,7 +123,8 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
                 trial_timeout=trial_timeout(data.get("trial_timeout"), "trial_timeout", path),
                 description=str(data.get("description") or ""), fixed=spec.fixed,
                 objective=objective(path, data, workload), tracking=tracking(data.get("tracking") or {}, path),
-                halving=halving(path, data.get("halving"), spec.axes, epochs, workload.unit))
+                halving=halving(path, data.get("halving"), spec.axes, epochs, workload.unit),
+                exclude=spec.exclude, include=spec.include)
 
 
 def _mapping(path, key, value) -> dict:

@@ -30,7 +30,8 @@ from orchestrator.results.select import matches
 from orchestrator.results.tables import Cell, Layout, Results, as_written, cell_of
 from orchestrator.results.trials import Trials, concat
 
-# What the seeds say about one paired difference.
+# What the seeds say about one paired difference; where a side has no value, why instead (its
+# cell's status: diverged, failed, no result yet, not in the grid, ...), which more seeds would not change.
 VERDICTS = ("lower", "higher", "inconclusive", "n too small", "not finite")
 
 
@@ -50,9 +51,18 @@ class Difference:
     better_when: str = "min"  # the metric's mode: whether lower or higher is better
 
     @property
+    def unvalued(self) -> dict[Any, str]:
+        """The sides with no value, each its value of the axis and its cell's status (diverged, ...)."""
+        sides = {self.baseline_value: self.baseline, self.value: self.compared}
+        return {value: cell.status for value, cell in sides.items() if cell.status != "completed"}
+
+    @property
     def verdict(self) -> str:
         """lower / higher: the interval excludes 0; inconclusive: it does not; n too small; not
-        finite: a seed's value is inf (a loss that blew up), so is the difference: no interval."""
+        finite: a seed's value is inf (a loss that blew up), so is the difference: no interval.
+        Where a side has no value, its status (both sides': "failed, diverged")."""
+        if self.unvalued:
+            return ", ".join(dict.fromkeys(self.unvalued.values()))
         if self.mean is not None and not math.isfinite(self.mean):
             return "not finite"
         if self.interval is None:
@@ -98,7 +108,9 @@ def compare(results: Results, layout: Layout, axis: str, base: Any, values: list
         coords = dict(zip(cell_axes, key))
         cells = {v: cell_of(part.matching({axis: v}), layout, reduced, results.planned_in({**coords, axis: v}))
                  for v in [base, *others]}
-        out += [_paired(coords, axis, v, base, layout, cells[base], cells[v]) for v in others]
+        # A pair the grid plans neither side of (both removed by an exclude rule) is no comparison.
+        out += [_paired(coords, axis, v, base, layout, cells[base], cells[v]) for v in others
+                if not cells[base].status == cells[v].status == "not in the grid"]
     order = {a: results.values(a) for a in cell_axes}
     return sorted(out, key=lambda d: [order[a].index(d.coords[a]) for a in cell_axes])
 

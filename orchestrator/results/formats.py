@@ -117,13 +117,14 @@ def _chosen(cell: Cell) -> list[str]:
 
 
 STYLE = {"failed": "bold red", "diverged": "yellow", "dead_start": "yellow", "no_progress": "yellow", "missing": "dim",
-         "pending": "dim"}
+         "pending": "dim", "no result yet": "dim", "not in the grid": "dim"}
 
 
 def table_sheet(table: Table) -> Sheet:
     metric = table.layout.shown
     cells = [[table.cells[(r, c)] for c in table.cols] for r in table.rows]
-    header = [label(c) for c in table.cols] if table.layout.cols else [metric.name]
+    # A column says its axis (warmup=0), as the first says the rows'.
+    header = [where_text({table.layout.cols: c}) for c in table.cols] if table.layout.cols else [metric.name]
     return Sheet(title(table), [table.layout.rows] + header,
                  [[[label(r)]] + [cell_parts(cell, metric) for cell in row] for r, row in zip(table.rows, cells)],
                  [[None] + [STYLE.get(cell.status) for cell in row] for row in cells])
@@ -177,10 +178,13 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
     cell_axes = [a for a in d0.coords if a not in shared]
     rows, styles = [], []
     for d in differences:
-        shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d, metric),
-                 [SEEDS_SAY[d.verdict].format(base=as_written(d.baseline_value)) + BETTER[d.better]]]
+        says = "; ".join(f"{d.axis}={label(v)} {status}" for v, status in d.unvalued.items()) if d.unvalued \
+            else SEEDS_SAY[d.verdict].format(base=as_written(d.baseline_value)) + BETTER[d.better]
+        shown = [_mean_lines(d.baseline, metric), _mean_lines(d.compared, metric), _difference_lines(d, metric), [says]]
         rows.append([[label(d.coords[a])] for a in cell_axes] + [[label(d.value)]] + shown)
-        styles.append([None] * (len(cell_axes) + 4) + ["dim" if d.verdict in ("inconclusive", "n too small") else None])
+        style = STYLE.get(next(iter(d.unvalued.values()))) if d.unvalued \
+            else "dim" if d.verdict in ("inconclusive", "n too small") else None
+        styles.append([None] * (len(cell_axes) + 4) + [style])
     base = as_written(d0.baseline_value)
     title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={base}, "
              f"paired by seed; 95% t-interval of the mean difference; "
@@ -190,7 +194,7 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
                 if layout.select == "best"
                 else "the other axes pooled and paired too"))
     return Sheet((f"{where_text(shared)}: " if shared else "") + title,
-                 [*cell_axes, d0.axis, base, "value", "difference", "seeds say"], rows, styles)
+                 [*cell_axes, d0.axis, f"{d0.axis}={base}", "value", "difference", "seeds say"], rows, styles)
 
 
 def _mean_lines(cell: Cell, metric: Metric | str) -> list[str]:

@@ -35,11 +35,21 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     if output.suffix.lower() not in SUFFIXES:
         raise ResultsError(f"{output}: the plot is written as PNG or SVG; use a .png or .svg name")
     done = results.trials.where([status == "completed" for status in results.trials["status"]])
-    wanted = []
+    lost = results.trials.where([status == "diverged" for status in results.trials["status"]])
+    wanted = []  # (table, cell, the ids of its trials drawn, what the legend adds to the cell's name)
     for table in tables:
-        part = done.matching(table.key)
-        wanted += [(table, key, _cell_trials(part, table, *key)) for key in table.cells]
-    all_ids = sorted({i for _, _, ids in wanted for i in ids})
+        part, gone = done.matching(table.key), lost.matching(table.key)
+        for key, cell in table.cells.items():
+            if cell.status != "diverged":
+                wanted.append((table, key, _cell_trials(part, table, *key), ""))
+                continue
+            # A cell that diverged in every trial has no value, but its epochs before it diverged
+            # are a curve: drawn, and marked so. Nothing was chosen there: several settings are pooled.
+            ids = _cell_trials(gone, table, *key)
+            drawn = gone.where([i in set(ids) for i in gone["trial_id"]])
+            pooled = [name for name in table.reduced if len(drawn.distinct(name)) > 1]
+            wanted.append((table, key, ids, f" (diverged{', ' + ', '.join(pooled) + ' pooled' if pooled else ''})"))
+    all_ids = sorted({i for _, _, ids, _ in wanted for i in ids})
     # Curves of the metric that chooses, over epochs or steps, or of what the table shows where
     # the trials reported only that.
     layout = tables[0].layout
@@ -50,7 +60,7 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
         if epochs is not None else []
     curve_metric = next((m for m in (layout.by, layout.metric) if m in columns), layout.by)
     x = "step" if "step" in columns and "epoch" not in columns else "epoch"
-    cells = [ids for _, _, ids in wanted]
+    cells = [ids for _, _, ids, _ in wanted]
     curves = _curves(epochs, cells, x, curve_metric) if curve_metric in columns else [None] * len(cells)
     curve = layout.shown if curve_metric == layout.metric else results.objective.reported(curve_metric)
     panels = tables if any(line and line[0] for line in curves) else []
@@ -66,17 +76,18 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     scale = 100 if percent(curve) else 1
     # A cell keeps its colour and line style in every panel, and one legend names them all: the
     # same legend in each panel would cost a fifth of drawing a figure of four.
-    labels = list(dict.fromkeys(_cell_label(table, key) for table, key, _ in wanted))
+    labels = list(dict.fromkeys(_cell_label(table, key) for table, key, _, _ in wanted))
     style = {name: {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[i // 10 % 4]}
              for i, name in enumerate(labels)}
     drawn: dict[str, Line2D] = {}
     for ax, table in zip(axes[:, 0], panels):
-        for (t, key, ids), line in zip(wanted, curves):
+        for (t, key, ids, suffix), line in zip(wanted, curves):
             if t is not table or line is None or not ids:
                 continue
             steps, means = line
             name = _cell_label(table, key)
-            (drawn[name],) = ax.plot(steps, [m * scale for m in means], label=name, linewidth=1.2, **style[name])
+            shown = name + suffix
+            (drawn[shown],) = ax.plot(steps, [m * scale for m in means], label=shown, linewidth=1.2, **style[name])
         where = where_text(table.key)
         chosen = f"; {', '.join(table.reduced)} as chosen for the table" if table.reduced else ""
         ax.set_title(f"{where + ': ' if where else ''}{curve_metric} per {x}, mean over seeds{chosen}",
@@ -87,7 +98,9 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     if drawn:
         first = next(ax for ax in axes[:-1, 0] if ax.lines)
         named = ", ".join(a for a in (layout.rows, layout.cols) if a) + (" (in every panel)" if len(tables) > 1 else "")
-        first.legend(handles=[drawn[name] for name in labels if name in drawn], fontsize=7, ncol=4,
+        names = list(dict.fromkeys(_cell_label(t, key) + suffix for t, key, _, suffix in wanted))
+        names = sorted((n for n in names if n in drawn), key=lambda n: labels.index(n.split(" (diverged")[0]))
+        first.legend(handles=[drawn[name] for name in names], fontsize=7, ncol=4,
                      title=named, title_fontsize=7)
     _bars(axes[-1, 0], tables[0])
     fig.tight_layout()

@@ -148,7 +148,10 @@ class Layout:
 
 @dataclass
 class Cell:
-    status: str  # completed (has a value), failed, diverged, dead_start, no_progress, pending, missing
+    # completed (has a value), failed, diverged, dead_start, no_progress, pending; with no trial: no result
+    # yet (the grid plans some), not in the grid (it plans none: an exclude rule, a value only an include
+    # gives elsewhere), missing (not known: no grid)
+    status: str
     mean: float | None = None
     std: float | None = None
     n: int = 0
@@ -356,7 +359,7 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str], planned: list[di
     """`planned`: the grid's trials of this cell, run or not, so that seeds not run in any of its
     settings (an interrupted run) are counted as those that did not finish."""
     if trials.empty:
-        return Cell("missing")
+        return Cell("missing" if planned is None else "no result yet" if planned else "not in the grid")
     counts = dict(Counter(trials["status"]).most_common())
     chosen: dict[str, Any] = {}
     notes: list[str] = []
