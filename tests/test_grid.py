@@ -162,6 +162,17 @@ def test_readers_of_a_grid_that_ran_skip_the_per_trial_checks(tmp_path):
     assert len(load_grid(bad, check_trials=False).trials) == 4
 
 
+def test_a_metric_without_a_mode_goes_the_way_its_name_says_and_a_grid_that_ran_reads_as_it_ran(tmp_path):
+    # An accuracy was minimized: every cell chose its worst setting.
+    script = "command:\n  run: python t.py --lr {lr}\n  parameters:\n    lr: 0.1\n"
+    assert load_grid(write(tmp_path, f"name: t\n{script}metric: val_acc\n")).objective.metric.mode == "max"
+    assert load_grid(write(tmp_path, f"name: t\n{script}metric: val/loss\n")).objective.metric.mode == "min"
+    ran = write(tmp_path, f"name: t\n{script}metric: reward\n")  # refused now; an older ablate minimized it
+    with pytest.raises(GridError, match="mode: missing"):
+        load_grid(ran)
+    assert load_grid(ran, check_trials=False).objective.metric.mode == "min"
+
+
 ERRORS = [
     ("name: [unclosed\n", "not valid YAML at line 2, column 1: did not find expected ',' or ']'"),
     ("- a\n- b\n", "expected a YAML mapping with keys name, description, workload, command, axes, fixed, seeds, repeats, "
@@ -176,6 +187,8 @@ ERRORS = [
     ("name: t\nfixed:\n  compile: off\n", "fixed.compile: expected str, got false (YAML reads a bare false as a boolean: quote the word)"),
     ("name: t\naxes:\n  lr: []\n", "axes.lr: expected a non-empty list of values, got []"),
     ("name: t\nmode: best\n", "mode: expected min or max, got 'best'"),
+    ("name: t\nmetric: reward\n", "mode: missing: expected min or max (the name 'reward' does not say which way is "
+                                   "better)"),
     ("name: t\nmetric: val_loss\n", "metric: workload 'allcnn' reports no metric 'val_loss' (it reports: val_error, "
                                      "test_error, images_per_second, trained_on, restarts, train_examples, test_examples, "
                                      "data_fingerprint, synthetic_data, train_loss, train_error, lr, seconds, restart)"),

@@ -101,8 +101,9 @@ class Grid:
 
 def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool = True) -> Grid:
     """The grid file at `path` (or `content`, named by `path` in errors), checked and expanded.
-    `check_trials=False` leaves out the workload's checks across parameters of each trial: for
-    readers of a grid that ran, checked when it did."""
+    `check_trials=False` leaves out the workload's checks across parameters of each trial, and
+    the need for a `mode` its metric's name does not say: for readers of a grid that ran, checked
+    when it did."""
     path = Path(path)
     data = _read(path, content)
     workload, ref = _workload(path, data)
@@ -122,7 +123,7 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
                 max_failures=_number(path, "max_failures", data.get("max_failures", 1), integer=True),
                 trial_timeout=trial_timeout(data.get("trial_timeout"), "trial_timeout", path),
                 description=str(data.get("description") or ""), fixed=spec.fixed,
-                objective=objective(path, data, workload), tracking=tracking(data.get("tracking") or {}, path),
+                objective=objective(path, data, workload, strict=check_trials), tracking=tracking(data.get("tracking") or {}, path),
                 halving=halving(path, data.get("halving"), spec.axes, epochs, workload.unit),
                 exclude=spec.exclude, include=spec.include)
 
@@ -362,7 +363,7 @@ def saved_objective(run, grid: Grid | None, untrusted: str | None) -> Objective:
     if data is None or not any(key in data for key in ("metric", "mode", "report")):
         return INTERFACE
     try:
-        return Objective(*declared(Path(run.display(GRID_FILE)), data, INTERFACE), declared=True)
+        return Objective(*declared(Path(run.display(GRID_FILE)), data, INTERFACE, strict=False), declared=True)
     except GridError:
         return INTERFACE
 

@@ -114,11 +114,12 @@ def default(workload) -> Objective:
                      tuple(Metric(name, workload.mode) for name in workload.report))
 
 
-def objective(path, data: dict, workload) -> Objective:
-    """The grid's `metric`, `mode` and `report`, each checked; the workload's where not given."""
+def objective(path, data: dict, workload, strict: bool = True) -> Objective:
+    """The grid's `metric`, `mode` and `report`, each checked (`strict`: see declared); the
+    workload's where not given."""
     if not any(key in data for key in ("metric", "mode", "report")):
         return default(workload)
-    metric, report = declared(path, data, default(workload))
+    metric, report = declared(path, data, default(workload), strict)
     parameters = {f.name for f in dataclasses.fields(workload.config)}
     for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
         if m.name in parameters:
@@ -130,10 +131,12 @@ def objective(path, data: dict, workload) -> Objective:
     return Objective(metric, report, declared=True)
 
 
-def declared(path, data: dict, defaults: Objective) -> tuple[Metric, tuple[Metric, ...]]:
+def declared(path, data: dict, defaults: Objective, strict: bool = True) -> tuple[Metric, tuple[Metric, ...]]:
     """The metric and report a grid file's mapping declares, each checked on its own, with
-    `defaults` for what it leaves out; nothing is checked against a workload."""
-    mode = data.get("mode", defaults.metric.mode if "metric" not in data else "min")
+    `defaults` for what it leaves out; nothing is checked against a workload. Not `strict`, for a
+    grid that ran: a metric without a mode whose name does not say one is minimized, as it ran."""
+    mode = data["mode"] if "mode" in data else \
+        defaults.metric.mode if "metric" not in data else _mode_of(path, data["metric"], strict)
     if mode not in MODES:
         raise GridError(path, "mode", f"expected min or max, got {fmt(mode)}")
     metric = _metric(path, "metric", data.get("metric", defaults.metric.name), mode, summaries=("last", "best"))
@@ -143,6 +146,18 @@ def declared(path, data: dict, defaults: Objective) -> tuple[Metric, tuple[Metri
         raise GridError(path, "report", "expected a metric or a list of metrics, got []")
     return metric, tuple(_metric(path, f"report[{i}]", m, mode, summaries=SUMMARIES, judged=metric)
                          for i, m in enumerate(given))
+
+
+def _mode_of(path, metric, strict: bool) -> str:
+    """Which way the grid's metric, declared without a `mode`, is better: as its mapping says, or
+    its name (`val_loss`, `val_acc`); a name that says neither is no reason to assume one."""
+    if isinstance(metric, dict) and metric.get("mode") is not None:
+        return metric["mode"]
+    name = metric.get("name") if isinstance(metric, dict) else metric
+    if not isinstance(name, str) or (mode := _kind(name)) is not None or not strict:
+        return mode or "min"  # not a name: _metric says what is wrong with it
+    raise GridError(path, "mode", f"missing: expected min or max (the name {fmt(name)} does not say which way "
+                                  "is better)")
 
 
 def _metric(path, key: str, given, mode: str, summaries, judged: Metric | None = None) -> Metric:
