@@ -5,6 +5,7 @@
     ablate summarize runs/smoke         the results as the paper's tables
     ablate compare runs/smoke --baseline variant=base   each variant against base, paired by seed
     ablate status runs/smoke            where a run stands
+    ablate log runs/smoke --trial ID    a trial's log, on any storage
     ablate plot runs/smoke -o smoke.png validation curves and a bar chart
     ablate models                       a workload's networks and their parameter counts
 
@@ -362,6 +363,25 @@ def status(run: RunArg, storage: Storage = "./runs", trust_workload: TrustWorklo
     if not s.counts and not s.planned and not s.others:
         raise AblateError(f"{run_dir.display()}: nothing there yet: no results, no running trials, no grid")
     terminal.show_status(console, run_dir.display(), s)
+
+
+@command
+def log(run: RunArg, trial: Annotated[str, typer.Option(
+            help="The trial_id, as `ablate run` and `ablate status` show it.", show_default=False)],
+        storage: Storage = "./runs"):
+    """Print a trial's log: each attempt, a script's output, the traceback of a failure.
+
+    From any storage (on S3 a running trial's log is kept in parts), while the trial runs too.
+    """
+    from orchestrator.store.lines import read_lines
+
+    run_dir = _open_run(run, storage)
+    started = sorted(run_dir.names(run_dir.child("trials")))
+    if trial not in started:
+        raise AblateError(f"{run_dir.display()}: no trial '{trial}' has started" + (
+            f" (those that have: {', '.join(started[:5])}{', ...' if len(started) > 5 else ''})" if started else ""))
+    data = read_lines(run_dir, run_dir.trial_file(trial, "trial.log"))
+    sys.stdout.write((data or b"").decode(errors="replace"))
 
 
 def _driven(run_dir) -> bool | None:

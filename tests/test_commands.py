@@ -701,6 +701,14 @@ def test_a_script_that_prints_only_losses_end_to_end(tmp_path):
     assert (tmp_path / "losses.png").stat().st_size > 10_000
     status = ablate("status", run_dir)
     assert status.returncode == 0 and "12 finished of 12: 12 completed" in status.stdout
+    trial_id = rows.trial_id[(rows.degree == 3) & (rows.lr == 0.1) & (rows.seed == 0)].item()
+    log = ablate("log", run_dir, "--trial", trial_id)
+    assert log.returncode == 0, log.stderr
+    assert log.stdout.splitlines()[-1].endswith(" finished: completed")  # the script's output, then its end
+    assert "| step 1000 train loss: 0.0122 val loss: 0.0145 test loss: 0.0121\n" in log.stdout
+    unknown = ablate("log", run_dir, "--trial", "nope")
+    assert unknown.returncode == 1 and unknown.stderr.startswith(f"error: {run_dir}: no trial 'nope' has started "
+                                                                 "(those that have: ")
 
 
 def test_a_script_that_must_be_told_to_resume_is_told(tmp_path):

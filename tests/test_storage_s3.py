@@ -337,6 +337,23 @@ def test_a_long_trials_log_and_epochs_cost_s3_bytes_in_proportion_to_their_lengt
     assert [e["step"] for e in run.checkpoint("t")["epochs"]] == list(range(1, 302))
 
 
+def test_ablate_log_prints_a_running_trials_log_kept_in_parts_on_s3(s3, monkeypatch):
+    client, query = s3
+    monkeypatch.setattr(lines, "SEGMENT_SIZE", 64)  # a log of several parts
+    run = RunDir(f"s3://results/study?{query}")
+    session = StoredSession(run, "t")
+    session.start()
+    for step in range(1, 6):
+        session.log(f"step {step} of a script's output")
+        session.flush()  # each its own write; running, not closed: its log is still in parts
+    assert len(_keys(client, "study/trials/t/trial.log.segments/")) > 1
+    shown = ablate("log", run.uri, "--trial", "t")
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split(" ", 2)[2] for line in shown.stdout.splitlines()] == [
+        f"attempt 1 on {socket.gethostname()}", *(f"step {step} of a script's output" for step in range(1, 6))]
+    session.close()
+
+
 def test_a_trial_an_older_ablate_wrote_on_s3_as_whole_objects_resumes_with_its_epochs_and_log(s3):
     """Older ablates put a trial's log and epochs whole, one object each, at every write."""
     client, query = s3
