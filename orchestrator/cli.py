@@ -327,7 +327,8 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
     In each cell (e.g. dataset, augmentation, model) the mean over seeds of (value - baseline),
     taking the two runs of each seed together, with its 95% t-interval: "lower" or "higher" when
     the interval excludes 0, "interval includes 0" when the seeds cannot tell, "n too small"
-    with fewer than two paired seeds, "not finite" where a seed's value is inf. Each side's
+    with fewer than two paired seeds, "not finite" where a seed's value is inf; where a side has
+    no value, why ("warmup=100 diverged", failed, no result yet, not in the grid). Each side's
     learning rate is chosen on validation data.
     """
     from orchestrator.results import compare, formats

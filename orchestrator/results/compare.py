@@ -127,8 +127,9 @@ def _paired(coords, axis, value, base, layout: Layout, baseline_cell: Cell, comp
 
 # What a claim's check can say. "not enough seeds": fewer than two paired seeds, or an interval
 # that still reaches both sides of the tolerance (more seeds would narrow it); "not finite": a
-# seed's value is inf (a loss that blew up), which no interval can judge.
-CLAIM_VERDICTS = ("holds", "fails", "not enough seeds", "not finite")
+# seed's value is inf (a loss that blew up), which no interval can judge; "not checked": a side
+# has no value (failed, diverged, no result yet), which more seeds would not change.
+CLAIM_VERDICTS = ("holds", "fails", "not enough seeds", "not finite", "not checked")
 
 
 @dataclass
@@ -136,7 +137,7 @@ class ClaimCheck:
     claim: dict  # as the workload states it
     difference: Difference
     verdict: str
-    reason: str  # why not enough seeds, e.g. "n=1" or "base: failed"
+    reason: str  # why not enough seeds or not checked, e.g. "n=1" or "base: failed"
     differs: list[str] = field(default_factory=list)  # where the trials left the claim's protocol
 
     @property
@@ -176,12 +177,12 @@ def _check(claim: dict, d: Difference) -> ClaimCheck:
     sides = [d.baseline, d.compared]
     ran = [cell.trials for cell in sides if cell.trials is not None]
     differs = differences(concat(ran), claim.get("protocol", {}), claim.get("data", {})) if ran else []
+    if d.unvalued:
+        return ClaimCheck(claim, d, "not checked", "; ".join(f"{v}: {s}" for v, s in d.unvalued.items()), differs)
     if d.interval is None:
-        missing = [f"{v}: {cell.status}" for v, cell in zip((d.baseline_value, d.value), sides)
-                   if cell.status != "completed"]
-        if not missing and d.verdict == "not finite":
+        if d.verdict == "not finite":
             return ClaimCheck(claim, d, "not finite", "a seed's value is inf", differs)
-        return ClaimCheck(claim, d, "not enough seeds", "; ".join(missing) or f"n={d.n}", differs)
+        return ClaimCheck(claim, d, "not enough seeds", f"n={d.n}", differs)
     # "lower" claims compared - baseline < +tolerance (for an error: no worse), "higher" claims
     # compared - baseline > -tolerance; turned around, "higher" reads as "lower".
     sign = 1 if claim["direction"] == "lower" else -1

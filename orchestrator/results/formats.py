@@ -132,7 +132,8 @@ def table_sheet(table: Table) -> Sheet:
 
 # --- the study's claims ------------------------------------------------------------------------
 
-VERDICT_STYLE = {"holds": "green", "fails": "bold red", "not enough seeds": "yellow", "not finite": "yellow"}
+VERDICT_STYLE = {"holds": "green", "fails": "bold red", "not enough seeds": "yellow", "not finite": "yellow",
+                 "not checked": "yellow"}
 
 
 def claims_sheet(checks: list[ClaimCheck]) -> Sheet:
