@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from orchestrator.errors import CheckpointError, StorageError, UnloadableCheckpoint
-from orchestrator.plan.objective import Metric
 from orchestrator.run.session import StoredSession
 from orchestrator.store.lines import PROGRESS_LIMIT
 from orchestrator.store.rundir import RunDir
@@ -188,23 +187,6 @@ def test_a_trials_log_and_progress_grow_by_lines_and_a_reader_takes_the_last_who
     assert again.start() == 2
     again.close()
     assert run.progress("t")["attempt"] == 2
-
-
-def test_the_progress_holds_the_best_report_of_the_epochs_the_trial_has(tmp_path):
-    run, judged = RunDir(str(tmp_path)), Metric("val_loss", mode="min", summary="best")
-    session = StoredSession(run, "t", best_of=judged)
-    session.start()
-    for epoch, loss in enumerate([0.9, 0.4, float("nan"), 0.7], start=1):
-        session.report({"epoch": epoch, "val_loss": loss}, checkpoint={"epoch": epoch} if epoch == 1 else None)
-    session.close()
-    assert run.progress("t")["best"] == {"val_loss": 0.4} and run.progress("t")["metrics"]["val_loss"] == 0.7
-    # The next attempt resumes after epoch 1, its checkpoint: the 0.4 of the epoch it trains again is gone.
-    again = StoredSession(run, "t", best_of=judged)
-    again.start()
-    again.restore()
-    again.report({"epoch": 2, "val_loss": 0.95})
-    again.close()
-    assert run.progress("t")["best"] == {"val_loss": 0.9}
 
 
 def test_a_progress_file_stays_small_however_many_epochs_a_trial_reports(tmp_path):

@@ -24,7 +24,6 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from orchestrator.plan.objective import Metric
 from orchestrator.run.processes import this_process
 from orchestrator.store.checkpoint import serialize
 from orchestrator.store.lines import Lines
@@ -102,15 +101,10 @@ class StoredSession:
     for them all. What failed in writing them is raised by the next report, log line or `flush()`.
     The driver, which can see a result before its files, waits for them (events.py)."""
 
-    def __init__(self, run: RunDir, trial_id: str, on_report=None, until: int | None = None,
-                 best_of: Metric | None = None):
+    def __init__(self, run: RunDir, trial_id: str, on_report=None, until: int | None = None):
         self.run, self.trial_id, self.on_report = run, trial_id, on_report
         self.until = until  # the epoch (or step) after which the trial pauses (Paused); None: to its end
-        # The grid's metric where a trial is judged by its best report: its best so far goes in the
-        # progress, for a halving decision at a rung (run/halving.py), which has no epochs of a paused trial.
-        self.best_of = best_of
         self.epochs: list[dict[str, Any]] = []
-        self.checkpointed = 0  # how many of `epochs` the last checkpoint holds
         self.checkpoint_path = run.trial_file(trial_id, CHECKPOINT)
         self.progress = run.progress(trial_id)
         self.progress_lines = Lines(run, run.trial_file(trial_id, PROGRESS), latest_only=True)
@@ -218,10 +212,7 @@ class StoredSession:
         if saved is None:
             return None
         self.epochs = saved["epochs"]
-        self.checkpointed = len(self.epochs)
         self.progress["last"] = last_values({}, self.epochs)
-        if self.best_of is not None:
-            self.progress["best"] = {self.best_of.name: self.best_of.best(e.get(self.best_of.name) for e in self.epochs)}
         self.log(f"resumed from the checkpoint after epoch {len(self.epochs)}")
         return saved["state"]
 
@@ -275,16 +266,11 @@ class StoredSession:
         whole, self.epoch_lines_whole = not self.epoch_lines_whole, True
         epochs = b"".join(map(json_line, self.epochs)) if whole else line
         saved = serialize({"state": checkpoint, "reported": len(self.epochs)}) if checkpoint is not None else None
-        if saved is not None:
-            self.checkpointed = len(self.epochs)
         self.progress = {**self.progress, "epoch": len(self.epochs), "metrics": dict(metrics), "seconds": seconds,
                          "last": last_values(self.progress.get("last", {}), [metrics]),
                          "train_seconds": self.progress.get("train_seconds", 0.0) + seconds,
                          "reports": self.progress.get("reports", 0) + 1,  # in this attempt: Tune's training_iteration
                          "updated_at": now().isoformat()}
-        if self.best_of is not None:
-            name = self.best_of.name
-            self.progress["best"] = {name: self.best_of.best([self.progress.get("best", {}).get(name), metrics.get(name)])}
         said = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         self._queue(epochs, whole, saved, self.progress, _log_line(said), send_files=self.local_files is not None)
         self.unannounced.append(dict(metrics))

@@ -110,14 +110,12 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
     by its grid's `objective`. A completed trial must have reported or returned each metric the
     grid declares, if only as None: one it never named is a mistake, not a result. One whose
     metric is nan or inf diverged. A trial given `until` pauses there, without a record, for its
-    cell's decision (run/halving.py), which judges it by its best report of the metric where that
-    is its summary (its progress holds it). One whose checkpoint cannot be loaded is recorded
+    cell's decision (run/halving.py), which judges it by its reports up to the rung. One whose checkpoint cannot be loaded is recorded
     `failed` by the attempt that met it, which ends without raising: every retry would fail the same way."""
     run, workload = RunDir(run_uri), workload_of(workload_ref)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
     trial_config = workload.config(**config)
-    best_of = objective.metric if objective.metric.summary == "best" else None
-    session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"), best_of=best_of)
+    session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"))
     session.start()
     try:
         result = workload.train(trial_config, session)
