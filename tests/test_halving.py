@@ -365,3 +365,14 @@ def test_status_counts_the_epochs_left_as_halving_trains_them(tmp_path):
     status = read_status(run, None, trust_workload=True)
     assert status.counts == {"running": 1, "pending": 15}
     assert status.eta_seconds == (64 - 1) * 10.0  # not (128 - 1) x 10 s: the epochs halving will not train
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_fail_fast_stops_a_halving_grid_at_a_failed_trial_though_the_others_paused_at_the_rung(tmp_path):
+    # The others paused at the rung before the trial failed its retries: no next round runs them.
+    path = probe_grid(tmp_path, axes={"fail": ["never", "always"]}, fixed={"epochs": 6},
+                      halving={"over": ["fail"], "rungs": [3], "keep": 0.5})
+    summary = run(path, tmp_path / "runs", fail_fast=True)
+    assert summary.counts == {"failed": 1} and summary.unfinished == 1
+    assert sorted(epoch for key, epoch, _ in (line.split() for line in
+                  (tmp_path / "markers" / "epochs.log").read_text().splitlines()) if "never" in key) == ["1", "2", "3"]

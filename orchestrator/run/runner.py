@@ -198,16 +198,17 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
         if not plan:
             return
         retried.update(i for i in plan if statuses.get(i) == "failed")
-        fit([by_id[i] for i in plan], until=plan, failures=failures)
+        stopped = fit([by_id[i] for i in plan], until=plan, failures=failures)
         publisher.flush()  # the round's records, and those of the trials halver.next stopped
         statuses = records.statuses(publisher.trials)
         if any(i not in statuses and (until is None or run.progress(i).get("paused_at", 0) < until)
-               for i, until in plan.items()):
+               for i, until in plan.items()) or stopped:  # --fail-fast: no next round
             return
 
 
 def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking, local, hangs,
-         until=None, failures=None) -> None:
+         until=None, failures=None) -> bool:
+    """Run `todo` in a Tune experiment; True where --fail-fast stopped it (a trial failed)."""
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
     # every trial's start, a large part of a short trial's worker time. These are names.
     bound = functools.partial(run_trial, run_uri=run.uri, workload_ref=grid.workload_ref, grid_name=grid.name,
@@ -247,6 +248,9 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
             tune_logger.setLevel(level)
         if events.storage_error:  # a trial's StorageError, as its worker said it
             raise RunError(events.storage_error)
+        if events.stopping():  # --fail-fast: nothing starts again
+            return True
         todo = [t for t in todo if t.trial_id in events.unstarted]
         if not todo:
-            return
+            return False
+    return False
