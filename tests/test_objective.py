@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.plan.objective import INTERFACE, Metric, declared, implied_mode
+from pathlib import Path
+
+from orchestrator.errors import GridError
+from orchestrator.plan.objective import INTERFACE, Metric, Objective, declared, implied_mode
 
 LOSS, ACCURACY = Metric("val_loss", "min"), Metric("val_accuracy", "max")
 
@@ -36,3 +39,13 @@ def test_a_grids_report_metrics_go_the_way_their_names_say_unless_given_a_mode()
         "test_loss", "test/acc@1", "top5", "test_ppl", "throughput", {"name": "val_bleu", "mode": "min"}]}, INTERFACE)
     assert metric.mode == "min"
     assert [m.mode for m in report] == ["min", "max", "max", "min", "min", "min"]
+
+
+def test_the_workloads_own_metric_restated_without_a_mode_goes_the_way_the_workload_says():
+    # A grid that asks for the workload's metric summarized by its best: the workload says max.
+    workload = Objective(Metric("reward", "max"), (Metric("reward", "max"),))
+    metric, _ = declared(Path("g.yaml"), {"metric": {"name": "reward", "summary": "best"}}, workload)
+    assert (metric.mode, metric.summary) == ("max", "best")
+    assert declared(Path("g.yaml"), {"metric": "reward"}, workload)[0].mode == "max"
+    with pytest.raises(GridError, match="mode: missing"):  # another metric the name says nothing of
+        declared(Path("g.yaml"), {"metric": "score"}, workload)

@@ -136,7 +136,7 @@ def declared(path, data: dict, defaults: Objective, strict: bool = True) -> tupl
     `defaults` for what it leaves out; nothing is checked against a workload. Not `strict`, for a
     grid that ran: a metric without a mode whose name does not say one is minimized, as it ran."""
     mode = data["mode"] if "mode" in data else \
-        defaults.metric.mode if "metric" not in data else _mode_of(path, data["metric"], strict)
+        defaults.metric.mode if "metric" not in data else _mode_of(path, data["metric"], strict, defaults.metric)
     if mode not in MODES:
         raise GridError(path, "mode", f"expected min or max, got {fmt(mode)}")
     metric = _metric(path, "metric", data.get("metric", defaults.metric.name), mode, summaries=("last", "best"))
@@ -148,12 +148,15 @@ def declared(path, data: dict, defaults: Objective, strict: bool = True) -> tupl
                          for i, m in enumerate(given))
 
 
-def _mode_of(path, metric, strict: bool) -> str:
+def _mode_of(path, metric, strict: bool, default: Metric) -> str:
     """Which way the grid's metric, declared without a `mode`, is better: as its mapping says, or
-    its name (`val_loss`, `val_acc`); a name that says neither is no reason to assume one."""
+    its name (`val_loss`, `val_acc`), or, for the metric its workload judges by (`default`), as the
+    workload says; a name that says neither is no reason to assume one."""
     if isinstance(metric, dict) and metric.get("mode") is not None:
         return metric["mode"]
     name = metric.get("name") if isinstance(metric, dict) else metric
+    if isinstance(name, str) and _kind(name) is None and name == default.name:
+        return default.mode
     if not isinstance(name, str) or (mode := _kind(name)) is not None or not strict:
         return mode or "min"  # not a name: _metric says what is wrong with it
     raise GridError(path, "mode", f"missing: expected min or max (the name {fmt(name)} does not say which way "
