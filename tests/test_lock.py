@@ -395,3 +395,11 @@ def test_a_driver_taking_over_waits_for_the_dead_drivers_trial_workers_on_this_m
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_asking_whether_a_run_is_driven_writes_nothing_where_no_driver_ever_held_it(tmp_path):
+    # `ablate status` of a copy of a run's results (no lock folder): not known, and left as it was.
+    run_dir = tmp_path / "runs" / "copy"
+    run_dir.mkdir(parents=True)
+    assert DriverLock(RunDir(str(run_dir))).driven() is None
+    assert list(run_dir.iterdir()) == []

@@ -188,7 +188,9 @@ class DriverLock:
         """Whether a driver may be running the run now (as `acquire` judges it: not released, not
         stale, its process not ended on this machine); None where no driver ever held it here (a
         copy of its results). `ablate status` asks, to say no trial of a run nobody drives is
-        running, however recently it reported."""
+        running, however recently it reported. Asks without writing where no lock folder is."""
+        if self.run.local and not os.path.isdir(self.store.folder):
+            return None
         holder = self.holder()
         return None if holder is None else self._free(holder) is None
 
