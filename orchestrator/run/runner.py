@@ -201,8 +201,7 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
         stopped = fit([by_id[i] for i in plan], until=plan, failures=failures)
         publisher.flush()  # the round's records, and those of the trials halver.next stopped
         statuses = records.statuses(publisher.trials)
-        if any(i not in statuses and (until is None or run.progress(i).get("paused_at", 0) < until)
-               for i, until in plan.items()) or stopped:  # --fail-fast: no next round
+        if stopped or _ended_early(run, statuses, plan, plan):  # --fail-fast, or interrupted: no next round
             return
 
 
@@ -250,7 +249,16 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
             raise RunError(events.storage_error)
         if events.stopping():  # --fail-fast: nothing starts again
             return True
-        todo = [t for t in todo if t.trial_id in events.unstarted]
-        if not todo:
-            return False
+        again = [t for t in todo if t.trial_id in events.unstarted]
+        ran = [t.trial_id for t in todo if t.trial_id not in events.unstarted]
+        if not again or _ended_early(run, records.statuses(publisher.trials), ran, until):
+            return False  # done, or interrupted (Ctrl-C): what is left is for the next `ablate run`
+        todo = again
     return False
+
+
+def _ended_early(run: RunDir, statuses: dict[str, str], trial_ids, until: dict[str, int | None] | None) -> bool:
+    """Whether a trial of these has no result and did not pause where it was to (`until`, halving's
+    rung): its Tune experiment ended before it did (Ctrl-C, SIGTERM)."""
+    return any(i not in statuses and ((until or {}).get(i) is None or run.progress(i).get("paused_at", 0) < until[i])
+               for i in trial_ids)
