@@ -414,6 +414,22 @@ def test_a_failing_script_says_its_exit_code_and_last_lines(tmp_path):
         train_once(path)
 
 
+def test_a_failure_s_message_ends_with_the_script_s_last_line_after_long_ones(tmp_path):
+    # `print(args)` of a script with many options, then the error that ended it.
+    script = """\
+        print("Namespace(" + ", ".join(f"option_{i}=0.123456789" for i in range(60)) + ")")
+        print("x" * 100_000)
+        open("data/train.csv")
+        """
+    path = script_grid(tmp_path, {"crashes.py": script}, {"run": [sys.executable, "crashes.py", "{seed}"]})
+    with pytest.raises(CommandFailed) as e:
+        train_once(path)
+    message = str(e.value)
+    assert message.startswith("the command exited with code 1; its last output: ")
+    assert message.endswith(" | FileNotFoundError: [Errno 2] No such file or directory: 'data/train.csv'")
+    assert len(message) < 700
+
+
 def test_a_killed_script_says_by_which_signal(tmp_path):
     script = """\
         import os, signal

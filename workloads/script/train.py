@@ -30,6 +30,7 @@ from workloads.script.metrics import Metrics, place
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 TAIL = 5  # lines of output a failure's message quotes
+LINE = 300  # characters of each: a long line before the error (`print(args)`) must not crowd it out
 # How long a report complete one way waits, with no line after it, for its place's line the other
 # way (Metrics.held): a script prints the two together.
 HELD = 0.25
@@ -111,6 +112,15 @@ def _exit(code: int) -> str:
     return f"the command exited with code {code}"
 
 
+def _last_output(tail, limit: int) -> str:
+    """The end of a failure's message: the last lines of output that fit in `limit` characters,
+    the last (where an error is) kept first."""
+    lines = list(tail)
+    while len(" | ".join(lines)) > limit and len(lines) > 1:
+        lines.pop(0)
+    return f"; its last output: {' | '.join(lines)}" if lines else "; it printed nothing"
+
+
 def _result(final: dict[str, Any]) -> dict[str, Any]:
     """A trial's row from the command's last values: every metric (a list or a mapping too: its
     record keeps it as text), a status where it gave one."""
@@ -160,11 +170,10 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
             code = process.popen.wait()
     for problem in metrics.problems[:3]:
         session.log(problem)
-    said = f"; its last output: {' | '.join(tail)}" if tail else "; it printed nothing"
     if code != 0:
-        raise CommandFailed(f"{_exit(code)}{said[:600]}")
+        raise CommandFailed(f"{_exit(code)}{_last_output(tail, 600)}")
     if not metrics.seen and not state:
-        raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){said[:400]}")
+        raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){_last_output(tail, 400)}")
     return _result(metrics.final)
 
 
@@ -208,8 +217,8 @@ class _Recorder(threading.Thread):
                 self.log.append(f"| {line}")
                 if len(self.log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
                     self._flush()
-                if line.strip():
-                    self.tail.append(line.strip())
+                if shown := line.strip():
+                    self.tail.append(shown if len(shown) <= LINE else shown[:LINE] + "...")
             if text:
                 self._report(self.metrics.feed(text))
         self._report(self.metrics.end())
