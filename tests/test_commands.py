@@ -430,6 +430,22 @@ def test_a_failure_s_message_ends_with_the_script_s_last_line_after_long_ones(tm
     assert len(message) < 700
 
 
+def test_a_json_line_naming_a_file_whose_name_is_not_utf8_is_recorded(tmp_path):
+    # json.dumps writes the byte 0xff of such a name (os.listdir gives it as "\udcff") as \udcff.
+    script = """\
+        import json
+        print("ABLATE " + json.dumps({"epoch": 1, "val_error": 0.5, "shard": "train-\\udcff.tar"}))
+        """
+    path = script_grid(tmp_path, {"files.py": script}, {"run": [sys.executable, "files.py", "{seed}"]})
+    run = RunDir(str(tmp_path / "runs" / "files"))
+    session = StoredSession(run, "t1")
+    session.start()
+    result, _ = train_once(path, session)
+    session.close()
+    assert result["shard"] == "train-\ufffd.tar" and session.epochs[0]["shard"] == "train-\ufffd.tar"
+    assert "epoch=1 val_error=0.5 shard=train-\ufffd.tar" in Path(run.trial_file("t1", "trial.log")).read_text()
+
+
 def test_a_killed_script_says_by_which_signal(tmp_path):
     script = """\
         import os, signal
