@@ -702,6 +702,9 @@ def test_ctrl_c_leaves_no_process_of_the_script(tmp_path):
     assert driver.returncode == 1, out
     assert "trials unfinished: run the same command again to resume them" in out
     assert not left, "processes of the script outlived `ablate run`"
+    logs = [log.read_text() for log in storage.glob("scripts/trials/*/trial.log")]
+    assert len(logs) == 2 and all("stopped by the driver (a scheduler's decision, or the run stopping" in log
+                                  and "by the scheduler" not in log for log in logs), logs
 
 
 def test_a_script_that_prints_only_losses_end_to_end(tmp_path):

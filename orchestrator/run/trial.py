@@ -145,8 +145,10 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
         session.log(f"failed: {e} (not retried: each retry would read the same file)")
     except Paused as paused:
         session.log(f"paused after {paused.args[0]} for its cell's halving decision")
-    except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped
-        _log_if_possible(session, "stopped early by the scheduler")
+    except SystemExit:  # how Tune ends the training thread of a trial it stops, whatever the reason
+        # A scheduler's decision, or the run stopping (Ctrl-C, --fail-fast): the worker cannot tell which.
+        _log_if_possible(session, "stopped by the driver (a scheduler's decision, or the run stopping: "
+                                  "Ctrl-C, --fail-fast)")
         raise
     except BaseException:
         _log_if_possible(session, "failed:\n" + traceback.format_exc())
