@@ -779,6 +779,40 @@ def test_a_script_that_must_be_told_to_resume_is_told(tmp_path):
     assert list(epochs["step"]) == [0, 1, 2, 3, 4]  # each once, across the crash
 
 
+def test_a_script_that_failed_before_its_first_report_is_not_told_to_resume(tmp_path):
+    # It writes its arguments first, as many scripts do, and fails once before its first epoch (a
+    # flaky start): its retry has no checkpoint of its to resume from, only args.json.
+    script = """\
+        import argparse, json, os, sys
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--out")
+        parser.add_argument("--resume", action="store_true")
+        parser.add_argument("seed")
+        args = parser.parse_args()
+        json.dump(vars(args), open(os.path.join(args.out, "args.json"), "w"))
+        start = json.load(open(os.path.join(args.out, "last.json")))["epoch"] if args.resume else 0
+        if not os.path.exists(os.path.join(args.out, "flaked")):
+            open(os.path.join(args.out, "flaked"), "w").close()
+            sys.exit("RuntimeError: NCCL error: unhandled system error")
+        for epoch in range(start + 1, 4):
+            json.dump({"epoch": epoch}, open(os.path.join(args.out, "last.json"), "w"))
+            print('ABLATE {"epoch": %d, "val_error": %f}' % (epoch, 0.5 / epoch), flush=True)
+            if epoch == 2 and not os.path.exists(os.path.join(args.out, "crashed")):
+                open(os.path.join(args.out, "crashed"), "w").close()
+                sys.exit("killed")
+        """
+    path = script_grid(tmp_path, {"flaky.py": script}, {
+        "run": [sys.executable, "flaky.py", "--out", "{trial_dir}", "{seed}"], "resume": ["--resume"]})
+    session = MemorySession()
+    for message in ("NCCL error", "killed"):
+        with pytest.raises(CommandFailed, match=message):
+            train_once(path, session)
+    result, _ = train_once(path, session)  # after a report, told to resume: each epoch once
+    assert [e["epoch"] for e in session.epochs] == [1, 2, 3] and result["val_error"] == 0.166667
+    first, second, third = [line for line in session.lines if line.startswith("running ")]
+    assert " --resume " not in first + second and " --resume " in third
+
+
 def test_a_script_that_hangs_is_ended_at_its_trial_timeout_retried_and_leaves_no_process(tmp_path):
     # Seed 0 hangs after its first epoch (a data loader that never returns) while the flag file
     # exists; seed 1 finishes. Each start is logged, to count what ran.

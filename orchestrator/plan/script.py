@@ -87,7 +87,7 @@ class Script:
     parameters: dict[str, dict[str, Any]]  # name -> {"type": "float", "default": ..., constraints}
     epochs: str | None = None  # the parameter that says how many epochs a trial reports
     steps: str | None = None  # or how many steps, for a script that reports every N steps
-    resume: tuple[str, ...] = ()  # arguments added when an earlier attempt left files in the trial directory
+    resume: tuple[str, ...] = ()  # arguments added once an earlier attempt reported (its checkpoint is there)
     prefix: str = PREFIX
     patterns: tuple[str, ...] = ()
     show: tuple[str, ...] = ()  # the live table's columns beside the grid's metric
@@ -354,8 +354,8 @@ def _text(value, spec: str | None = None) -> str:
 
 
 def argv(script: Script, values: dict[str, Any], trial_dir: str, resuming: bool = False) -> list[str]:
-    """The arguments one trial runs: the placeholders of `run` (and of `resume`, when an earlier
-    attempt left files to resume from) filled in."""
+    """The arguments one trial runs: the placeholders of `run` (and of `resume`, once an earlier
+    attempt reported: its checkpoint is there) filled in."""
     values = {**values, TRIAL_DIR: trial_dir}
     out = []
     for arg in (*script.run, *(script.resume if resuming else ())):

@@ -131,7 +131,7 @@ def _result(final: dict[str, Any]) -> dict[str, Any]:
 
 def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session) -> dict[str, Any]:
     """One attempt of a trial: run the command `args_for(trial_dir, resuming)` in `workdir`
-    (resuming: an earlier attempt left files in the trial directory), report its epochs, return
+    (resuming: an earlier attempt reported, so its checkpoint is there), report its epochs, return
     its last values; CommandFailed if it ends without a result.
 
     Its output is read, and its epochs recorded, in a thread of their own: the session's report
@@ -143,7 +143,9 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
     metrics = Metrics(prefix, patterns, resumed_at=state["epoch"] if state else None)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     with session.files() as trial_dir:
-        args = args_for(trial_dir, resuming=bool(os.listdir(trial_dir)))
+        # Told to resume once an attempt has reported: its script saved the checkpoint before printing.
+        # Files alone may be all that a script writes before it (its arguments, a log).
+        args = args_for(trial_dir, resuming=state is not None)
         if not os.path.isdir(workdir):
             raise WorkloadError(f"{workdir}: the command's working directory does not exist on this node")
         # CUDA_VISIBLE_DEVICES is already the GPUs Ray assigned to this trial's worker.
