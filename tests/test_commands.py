@@ -407,6 +407,28 @@ def test_the_first_report_of_a_script_printing_for_people_is_recorded_while_it_t
     assert session.epochs == [{"epoch": 1, "val_error": 0.5}, {"epoch": 2, "val_error": 0.25}]
 
 
+def test_a_chatty_script_s_lines_reach_its_log_while_it_trains(tmp_path):
+    # A long epoch printing a loss every 0.2 s: `ablate log` reads trial.log, beside its files.
+    script = """\
+        import os, sys, time
+        log = os.path.join(os.environ["ABLATE_TRIAL_DIR"], os.pardir, "trial.log")
+        for batch in range(1, 100):
+            print(f"batch {batch} loss {1 / batch:.3f}", flush=True)
+            if "| batch 1 loss 1.000" in open(log).read():
+                break
+            time.sleep(0.2)
+        else:
+            sys.exit("its lines never reached the log while it trained")
+        print('ABLATE {"epoch": 1, "val_error": 0.5}')
+        """
+    path = script_grid(tmp_path, {"chatty.py": script}, {"run": [sys.executable, "chatty.py", "{seed}"]})
+    session = StoredSession(RunDir(str(tmp_path / "runs" / "chatty")), "t1")
+    session.start()
+    result, _ = train_once(path, session)
+    session.close()
+    assert result["val_error"] == 0.5
+
+
 def test_a_failing_script_says_its_exit_code_and_last_lines(tmp_path):
     path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "fails.py", "{seed}"]})
     with pytest.raises(CommandFailed, match=r"^the command exited with code 3; its last output: loading data \| "

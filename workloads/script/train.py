@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ LINE = 300  # characters of each: a long line before the error (`print(args)`) m
 # How long a report complete one way waits, with no line after it, for its place's line the other
 # way (Metrics.held): a script prints the two together.
 HELD = 0.25
+# How often the lines of a script that never pauses go to its log, so that `ablate log` shows them
+# while it trains (on S3 each write puts the log's last segment again).
+LOG_EVERY_S = 2.0
 
 
 class CommandFailed(WorkloadError):
@@ -189,6 +193,7 @@ class _Recorder(threading.Thread):
         self.process, self.metrics, self.session, self.tail, self.state = process, metrics, session, tail, state
         self.recorded, self.stop = threading.Event(), threading.Event()
         self.log: list[str] = []
+        self.logged_at = time.monotonic()
         self.failure: BaseException | None = None
         self.paused = False  # at a rung, before the session says so: its training thread waits for what is left
 
@@ -217,7 +222,7 @@ class _Recorder(threading.Thread):
             text, line = printed
             if line is not None:
                 self.log.append(f"| {line}")
-                if len(self.log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
+                if len(self.log) >= 1000 or time.monotonic() - self.logged_at >= LOG_EVERY_S:
                     self._flush()
                 if shown := line.strip():
                     self.tail.append(shown if len(shown) <= LINE else shown[:LINE] + "...")
@@ -227,6 +232,7 @@ class _Recorder(threading.Thread):
         self._flush()
 
     def _flush(self):
+        self.logged_at = time.monotonic()
         if self.log:
             self.session.log("\n".join(self.log))
             self.log.clear()
