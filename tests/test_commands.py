@@ -201,6 +201,16 @@ def test_a_bad_command_grid_is_one_line(tmp_path, grid, message):
 
 # -- a trial, without Ray --------------------------------------------------------------------------
 
+@pytest.mark.parametrize("run, missing", [("python trian.py --seed {seed}", "trian.py"),
+                                          ("python3 -u scripts/train.py --seed {seed}", "scripts/train.py")])
+def test_a_script_that_is_not_there_is_one_line_before_any_trial_runs(tmp_path, run, missing):
+    (tmp_path / "train.py").write_text("print(0)\n")  # in the grid's folder, not in scripts/
+    path = script_grid(tmp_path, {}, {"run": run}, seeds=[0, 1])
+    result = CliRunner().invoke(app, ["run", str(path), "--storage", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {missing}: the command's script is not found (in {tmp_path})\n"
+
+
 def test_metrics_from_regular_expressions(tmp_path):
     path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "plain.py", "{seed}"],
                                             "metrics": {"patterns": PATTERNS}})

@@ -386,3 +386,9 @@ def prepare(script: Script, configs: list) -> None:
              else shutil.which(program) is not None)
     if not found:
         raise WorkloadError(f"{program}: the command's program is not found (in {script.workdir} or on PATH)")
+    # The script the program runs (`python train.py`, `python -u train.py`): a typo would fail every
+    # trial. Not one in the trial's directory, which the command itself may write.
+    for config in configs:
+        first = next((arg for arg in argv(script, dataclasses.asdict(config), "\0")[1:] if not arg.startswith("-")), "")
+        if first.endswith(".py") and "\0" not in first and not os.path.isfile(os.path.join(script.workdir, first)):
+            raise WorkloadError(f"{first}: the command's script is not found (in {script.workdir})")
