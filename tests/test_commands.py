@@ -845,6 +845,21 @@ def test_a_script_that_failed_before_its_first_report_is_not_told_to_resume(tmp_
     assert " --resume " not in first + second and " --resume " in third
 
 
+def test_a_retry_after_a_failure_before_any_report_is_shown_from_its_start(tmp_path):
+    script = """\
+        import os, sys
+        marker = os.path.join(os.environ["ABLATE_TRIAL_DIR"], "flaked")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            sys.exit("RuntimeError: CUDA error: initialization error")
+        print('ABLATE {"epoch": 1, "val_error": 0.5}')
+        """
+    path = script_grid(tmp_path, {"flaky.py": script}, {"run": [sys.executable, "flaky.py", "{seed}"]}, max_failures=1)
+    result = ablate("run", path, "--storage", tmp_path / "runs", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\] \w+ retrying: after a failure, from its start\n", result.stdout), result.stdout
+
+
 def test_a_script_that_hangs_is_ended_at_its_trial_timeout_retried_and_leaves_no_process(tmp_path):
     # Seed 0 hangs after its first epoch (a data loader that never returns) while the flag file
     # exists; seed 1 finishes. Each start is logged, to count what ran.
