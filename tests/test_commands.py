@@ -917,6 +917,21 @@ def test_a_completed_trial_without_a_metric_its_grid_declares_fails_saying_so(tm
     assert str(e.value) == "no value of val_loss in its output (it gave: test_error, train_loss, val_error)"
 
 
+def test_a_failed_script_s_log_says_why_in_one_line_without_ablate_s_traceback(tmp_path):
+    from orchestrator.run.trial import run_trial
+
+    path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "fails.py", "{seed}"]})
+    grid = load_grid(path)
+    trial = grid.trials[0]
+    with pytest.raises(CommandFailed):
+        run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
+                  workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None)
+    log = (tmp_path / "runs" / "trials" / trial.trial_id / "trial.log").read_text()
+    assert log.endswith(" failed: the command exited with code 3; its last output: loading data | "
+                        "ValueError: no such file: data.csv\n")
+    assert "Traceback" not in log and "orchestrator" not in log
+
+
 @pytest.mark.parametrize("name, last, declared", [("val_loss", "nan", True), ("val_loss", "inf", True),
                                                    ("val_error", "nan", False)])  # the interface's default metric
 def test_a_script_whose_metric_is_not_finite_is_diverged_not_completed(tmp_path, name, last, declared):
