@@ -201,6 +201,16 @@ def test_a_bad_command_grid_is_one_line(tmp_path, grid, message):
 
 # -- a trial, without Ray --------------------------------------------------------------------------
 
+@pytest.mark.parametrize("run, missing", [("python trian.py --seed {seed}", "trian.py"),
+                                          ("python3 -u scripts/train.py --seed {seed}", "scripts/train.py")])
+def test_a_script_that_is_not_there_is_one_line_before_any_trial_runs(tmp_path, run, missing):
+    (tmp_path / "train.py").write_text("print(0)\n")  # in the grid's folder, not in scripts/
+    path = script_grid(tmp_path, {}, {"run": run}, seeds=[0, 1])
+    result = CliRunner().invoke(app, ["run", str(path), "--storage", str(tmp_path / "runs")])
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {missing}: the command's script is not found (in {tmp_path})\n"
+
+
 def test_metrics_from_regular_expressions(tmp_path):
     path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "plain.py", "{seed}"],
                                             "metrics": {"patterns": PATTERNS}})
@@ -407,11 +417,65 @@ def test_the_first_report_of_a_script_printing_for_people_is_recorded_while_it_t
     assert session.epochs == [{"epoch": 1, "val_error": 0.5}, {"epoch": 2, "val_error": 0.25}]
 
 
+def test_a_chatty_script_s_lines_reach_its_log_while_it_trains(tmp_path):
+    # A long epoch printing a loss every 0.2 s: `ablate log` reads trial.log, beside its files.
+    script = """\
+        import os, sys, time
+        log = os.path.join(os.environ["ABLATE_TRIAL_DIR"], os.pardir, "trial.log")
+        for batch in range(1, 100):
+            print(f"batch {batch} loss {1 / batch:.3f}", flush=True)
+            if "| batch 1 loss 1.000" in open(log).read():
+                break
+            time.sleep(0.2)
+        else:
+            sys.exit("its lines never reached the log while it trained")
+        print('ABLATE {"epoch": 1, "val_error": 0.5}')
+        """
+    path = script_grid(tmp_path, {"chatty.py": script}, {"run": [sys.executable, "chatty.py", "{seed}"]})
+    session = StoredSession(RunDir(str(tmp_path / "runs" / "chatty")), "t1")
+    session.start()
+    result, _ = train_once(path, session)
+    session.close()
+    assert result["val_error"] == 0.5
+
+
 def test_a_failing_script_says_its_exit_code_and_last_lines(tmp_path):
     path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "fails.py", "{seed}"]})
     with pytest.raises(CommandFailed, match=r"^the command exited with code 3; its last output: loading data \| "
                                             r"ValueError: no such file: data.csv$"):
         train_once(path)
+
+
+def test_a_failure_s_message_ends_with_the_script_s_last_line_after_long_ones(tmp_path):
+    # `print(args)` of a script with many options, then the error that ended it.
+    script = """\
+        print("Namespace(" + ", ".join(f"option_{i}=0.123456789" for i in range(60)) + ")")
+        print("x" * 100_000)
+        open("data/train.csv")
+        """
+    path = script_grid(tmp_path, {"crashes.py": script}, {"run": [sys.executable, "crashes.py", "{seed}"]})
+    with pytest.raises(CommandFailed) as e:
+        train_once(path)
+    message = str(e.value)
+    assert message.startswith("the command exited with code 1; its last output: ")
+    assert message.endswith(" | FileNotFoundError: [Errno 2] No such file or directory: 'data/train.csv'")
+    assert len(message) < 700
+
+
+def test_a_json_line_naming_a_file_whose_name_is_not_utf8_is_recorded(tmp_path):
+    # json.dumps writes the byte 0xff of such a name (os.listdir gives it as "\udcff") as \udcff.
+    script = """\
+        import json
+        print("ABLATE " + json.dumps({"epoch": 1, "val_error": 0.5, "shard": "train-\\udcff.tar"}))
+        """
+    path = script_grid(tmp_path, {"files.py": script}, {"run": [sys.executable, "files.py", "{seed}"]})
+    run = RunDir(str(tmp_path / "runs" / "files"))
+    session = StoredSession(run, "t1")
+    session.start()
+    result, _ = train_once(path, session)
+    session.close()
+    assert result["shard"] == "train-\ufffd.tar" and session.epochs[0]["shard"] == "train-\ufffd.tar"
+    assert "epoch=1 val_error=0.5 shard=train-\ufffd.tar" in Path(run.trial_file("t1", "trial.log")).read_text()
 
 
 def test_a_killed_script_says_by_which_signal(tmp_path):
@@ -670,6 +734,9 @@ def test_ctrl_c_leaves_no_process_of_the_script(tmp_path):
     assert driver.returncode == 1, out
     assert "trials unfinished: run the same command again to resume them" in out
     assert not left, "processes of the script outlived `ablate run`"
+    logs = [log.read_text() for log in storage.glob("scripts/trials/*/trial.log")]
+    assert len(logs) == 2 and all("stopped by the driver (a scheduler's decision, or the run stopping" in log
+                                  and "by the scheduler" not in log for log in logs), logs
 
 
 def test_a_script_that_prints_only_losses_end_to_end(tmp_path):
@@ -744,6 +811,55 @@ def test_a_script_that_must_be_told_to_resume_is_told(tmp_path):
     assert list(epochs["step"]) == [0, 1, 2, 3, 4]  # each once, across the crash
 
 
+def test_a_script_that_failed_before_its_first_report_is_not_told_to_resume(tmp_path):
+    # It writes its arguments first, as many scripts do, and fails once before its first epoch (a
+    # flaky start): its retry has no checkpoint of its to resume from, only args.json.
+    script = """\
+        import argparse, json, os, sys
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--out")
+        parser.add_argument("--resume", action="store_true")
+        parser.add_argument("seed")
+        args = parser.parse_args()
+        json.dump(vars(args), open(os.path.join(args.out, "args.json"), "w"))
+        start = json.load(open(os.path.join(args.out, "last.json")))["epoch"] if args.resume else 0
+        if not os.path.exists(os.path.join(args.out, "flaked")):
+            open(os.path.join(args.out, "flaked"), "w").close()
+            sys.exit("RuntimeError: NCCL error: unhandled system error")
+        for epoch in range(start + 1, 4):
+            json.dump({"epoch": epoch}, open(os.path.join(args.out, "last.json"), "w"))
+            print('ABLATE {"epoch": %d, "val_error": %f}' % (epoch, 0.5 / epoch), flush=True)
+            if epoch == 2 and not os.path.exists(os.path.join(args.out, "crashed")):
+                open(os.path.join(args.out, "crashed"), "w").close()
+                sys.exit("killed")
+        """
+    path = script_grid(tmp_path, {"flaky.py": script}, {
+        "run": [sys.executable, "flaky.py", "--out", "{trial_dir}", "{seed}"], "resume": ["--resume"]})
+    session = MemorySession()
+    for message in ("NCCL error", "killed"):
+        with pytest.raises(CommandFailed, match=message):
+            train_once(path, session)
+    result, _ = train_once(path, session)  # after a report, told to resume: each epoch once
+    assert [e["epoch"] for e in session.epochs] == [1, 2, 3] and result["val_error"] == 0.166667
+    first, second, third = [line for line in session.lines if line.startswith("running ")]
+    assert " --resume " not in first + second and " --resume " in third
+
+
+def test_a_retry_after_a_failure_before_any_report_is_shown_from_its_start(tmp_path):
+    script = """\
+        import os, sys
+        marker = os.path.join(os.environ["ABLATE_TRIAL_DIR"], "flaked")
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            sys.exit("RuntimeError: CUDA error: initialization error")
+        print('ABLATE {"epoch": 1, "val_error": 0.5}')
+        """
+    path = script_grid(tmp_path, {"flaky.py": script}, {"run": [sys.executable, "flaky.py", "{seed}"]}, max_failures=1)
+    result = ablate("run", path, "--storage", tmp_path / "runs", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"\] \w+ retrying: after a failure, from its start\n", result.stdout), result.stdout
+
+
 def test_a_script_that_hangs_is_ended_at_its_trial_timeout_retried_and_leaves_no_process(tmp_path):
     # Seed 0 hangs after its first epoch (a data loader that never returns) while the flag file
     # exists; seed 1 finishes. Each start is logged, to count what ran.
@@ -799,6 +915,21 @@ def test_a_completed_trial_without_a_metric_its_grid_declares_fails_saying_so(tm
                   workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
                   objective=grid.objective)
     assert str(e.value) == "no value of val_loss in its output (it gave: test_error, train_loss, val_error)"
+
+
+def test_a_failed_script_s_log_says_why_in_one_line_without_ablate_s_traceback(tmp_path):
+    from orchestrator.run.trial import run_trial
+
+    path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "fails.py", "{seed}"]})
+    grid = load_grid(path)
+    trial = grid.trials[0]
+    with pytest.raises(CommandFailed):
+        run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
+                  workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None)
+    log = (tmp_path / "runs" / "trials" / trial.trial_id / "trial.log").read_text()
+    assert log.endswith(" failed: the command exited with code 3; its last output: loading data | "
+                        "ValueError: no such file: data.csv\n")
+    assert "Traceback" not in log and "orchestrator" not in log
 
 
 @pytest.mark.parametrize("name, last, declared", [("val_loss", "nan", True), ("val_loss", "inf", True),

@@ -87,7 +87,7 @@ class Script:
     parameters: dict[str, dict[str, Any]]  # name -> {"type": "float", "default": ..., constraints}
     epochs: str | None = None  # the parameter that says how many epochs a trial reports
     steps: str | None = None  # or how many steps, for a script that reports every N steps
-    resume: tuple[str, ...] = ()  # arguments added when an earlier attempt left files in the trial directory
+    resume: tuple[str, ...] = ()  # arguments added once an earlier attempt reported (its checkpoint is there)
     prefix: str = PREFIX
     patterns: tuple[str, ...] = ()
     show: tuple[str, ...] = ()  # the live table's columns beside the grid's metric
@@ -354,8 +354,8 @@ def _text(value, spec: str | None = None) -> str:
 
 
 def argv(script: Script, values: dict[str, Any], trial_dir: str, resuming: bool = False) -> list[str]:
-    """The arguments one trial runs: the placeholders of `run` (and of `resume`, when an earlier
-    attempt left files to resume from) filled in."""
+    """The arguments one trial runs: the placeholders of `run` (and of `resume`, once an earlier
+    attempt reported: its checkpoint is there) filled in."""
     values = {**values, TRIAL_DIR: trial_dir}
     out = []
     for arg in (*script.run, *(script.resume if resuming else ())):
@@ -386,3 +386,9 @@ def prepare(script: Script, configs: list) -> None:
              else shutil.which(program) is not None)
     if not found:
         raise WorkloadError(f"{program}: the command's program is not found (in {script.workdir} or on PATH)")
+    # The script the program runs (`python train.py`, `python -u train.py`): a typo would fail every
+    # trial. Not one in the trial's directory, which the command itself may write.
+    for config in configs:
+        first = next((arg for arg in argv(script, dataclasses.asdict(config), "\0")[1:] if not arg.startswith("-")), "")
+        if first.endswith(".py") and "\0" not in first and not os.path.isfile(os.path.join(script.workdir, first)):
+            raise WorkloadError(f"{first}: the command's script is not found (in {script.workdir})")

@@ -129,7 +129,14 @@ class Events(tune.Callback):
             return
         self.failures[self._id(trial)] = self.failures.get(self._id(trial), 0) + 1
         if began:  # not one whose worker died before it started: Tune may not retry it at all (see _error)
-            self.display.trial_retrying(self._id(trial))
+            # A trial that failed before its first report (a script's startup) has no checkpoint.
+            reported = None
+            with self._storage_kept():
+                reported = self.run.progress(self._id(trial)).get("epoch")
+            if reported:
+                self.display.trial_retrying(self._id(trial))
+            else:
+                self.display.trial_retrying(self._id(trial), "after a failure, from its start")
 
     def _storage_failed(self, trial) -> bool:
         """Whether the trial failed because the run's storage could not be written: the storage's

@@ -26,7 +26,7 @@ from orchestrator.run.session import Paused, StoredSession, last_values
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
 from orchestrator.store.rundir import RunDir, now, places
-from workloads.base import RESULT_STATUSES, Workload
+from workloads.base import RESULT_STATUSES, Workload, WorkloadError
 
 
 def _version(package: str) -> str | None:
@@ -145,8 +145,13 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
         session.log(f"failed: {e} (not retried: each retry would read the same file)")
     except Paused as paused:
         session.log(f"paused after {paused.args[0]} for its cell's halving decision")
-    except SystemExit:  # how Tune ends the training thread of a trial its scheduler stopped
-        _log_if_possible(session, "stopped early by the scheduler")
+    except SystemExit:  # how Tune ends the training thread of a trial it stops, whatever the reason
+        # A scheduler's decision, or the run stopping (Ctrl-C, --fail-fast): the worker cannot tell which.
+        _log_if_possible(session, "stopped by the driver (a scheduler's decision, or the run stopping: "
+                                  "Ctrl-C, --fail-fast)")
+        raise
+    except WorkloadError as e:  # what the user can fix, said in one line (a script's exit and last output)
+        _log_if_possible(session, f"failed: {e}")
         raise
     except BaseException:
         _log_if_possible(session, "failed:\n" + traceback.format_exc())

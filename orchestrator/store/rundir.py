@@ -9,7 +9,7 @@
     <run>/trials/<trial_id>/checkpoint.pt     the latest training state, to resume from (checkpoint.py)
     <run>/trials/<trial_id>/epochs.jsonl      its reports, a line each: its checkpoint covers the first N
     <run>/trials/<trial_id>/progress.jsonl    attempt, start time, latest epoch and its seconds (the last line)
-    <run>/trials/<trial_id>/trial.log         what each attempt did, with the traceback of a failure
+    <run>/trials/<trial_id>/trial.log         what each attempt did, a failure's traceback (a WorkloadError's line)
     <run>/trials/<trial_id>/*.segments/       on an object store, a log's or epochs' lines while written (lines.py)
     <run>/trials/<trial_id>/files/            the trial's own files (a script's outputs and checkpoints)
     <run>/grid.yaml                           the grid file as last run

@@ -87,6 +87,8 @@ class Metrics:
                 metrics = json.loads(line[at + len(self.prefix):])
             except ValueError:
                 metrics = None
+            if "\\ud" in line.lower():  # an escaped lone surrogate: no file can hold it
+                metrics = _replace_surrogates(metrics)
             if isinstance(metrics, dict):
                 found.append((metrics, None, {}))
             else:
@@ -187,6 +189,18 @@ class Metrics:
     def expected(self) -> str:
         said = f"lines with {self.prefix.strip()!r} and a JSON object"
         return said + "".join(f", or matching {p.pattern!r}" for p in self.patterns)
+
+
+def _replace_surrogates(value):
+    """`value` with each lone surrogate (JSON's `\\udcff`, as json.dumps writes the byte 0xff of a
+    file name that is not UTF-8) made U+FFFD, as output that is not UTF-8 is read."""
+    if isinstance(value, str):
+        return re.sub("[\ud800-\udfff]", "\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _rounds_to(text: str, value) -> bool:

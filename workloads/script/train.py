@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,13 @@ from workloads.script.metrics import Metrics, place
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
 TAIL = 5  # lines of output a failure's message quotes
+LINE = 300  # characters of each: a long line before the error (`print(args)`) must not crowd it out
 # How long a report complete one way waits, with no line after it, for its place's line the other
 # way (Metrics.held): a script prints the two together.
 HELD = 0.25
+# How often the lines of a script that never pauses go to its log, so that `ablate log` shows them
+# while it trains (on S3 each write puts the log's last segment again).
+LOG_EVERY_S = 2.0
 
 
 class CommandFailed(WorkloadError):
@@ -111,6 +116,15 @@ def _exit(code: int) -> str:
     return f"the command exited with code {code}"
 
 
+def _last_output(tail, limit: int) -> str:
+    """The end of a failure's message: the last lines of output that fit in `limit` characters,
+    the last (where an error is) kept first."""
+    lines = list(tail)
+    while len(" | ".join(lines)) > limit and len(lines) > 1:
+        lines.pop(0)
+    return f"; its last output: {' | '.join(lines)}" if lines else "; it printed nothing"
+
+
 def _result(final: dict[str, Any]) -> dict[str, Any]:
     """A trial's row from the command's last values: every metric (a list or a mapping too: its
     record keeps it as text), a status where it gave one."""
@@ -121,7 +135,7 @@ def _result(final: dict[str, Any]) -> dict[str, Any]:
 
 def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session) -> dict[str, Any]:
     """One attempt of a trial: run the command `args_for(trial_dir, resuming)` in `workdir`
-    (resuming: an earlier attempt left files in the trial directory), report its epochs, return
+    (resuming: an earlier attempt reported, so its checkpoint is there), report its epochs, return
     its last values; CommandFailed if it ends without a result.
 
     Its output is read, and its epochs recorded, in a thread of their own: the session's report
@@ -133,7 +147,9 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
     metrics = Metrics(prefix, patterns, resumed_at=state["epoch"] if state else None)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     with session.files() as trial_dir:
-        args = args_for(trial_dir, resuming=bool(os.listdir(trial_dir)))
+        # Told to resume once an attempt has reported: its script saved the checkpoint before printing.
+        # Files alone may be all that a script writes before it (its arguments, a log).
+        args = args_for(trial_dir, resuming=state is not None)
         if not os.path.isdir(workdir):
             raise WorkloadError(f"{workdir}: the command's working directory does not exist on this node")
         # CUDA_VISIBLE_DEVICES is already the GPUs Ray assigned to this trial's worker.
@@ -160,11 +176,10 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
             code = process.popen.wait()
     for problem in metrics.problems[:3]:
         session.log(problem)
-    said = f"; its last output: {' | '.join(tail)}" if tail else "; it printed nothing"
     if code != 0:
-        raise CommandFailed(f"{_exit(code)}{said[:600]}")
+        raise CommandFailed(f"{_exit(code)}{_last_output(tail, 600)}")
     if not metrics.seen and not state:
-        raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){said[:400]}")
+        raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){_last_output(tail, 400)}")
     return _result(metrics.final)
 
 
@@ -178,6 +193,7 @@ class _Recorder(threading.Thread):
         self.process, self.metrics, self.session, self.tail, self.state = process, metrics, session, tail, state
         self.recorded, self.stop = threading.Event(), threading.Event()
         self.log: list[str] = []
+        self.logged_at = time.monotonic()
         self.failure: BaseException | None = None
         self.paused = False  # at a rung, before the session says so: its training thread waits for what is left
 
@@ -206,16 +222,17 @@ class _Recorder(threading.Thread):
             text, line = printed
             if line is not None:
                 self.log.append(f"| {line}")
-                if len(self.log) >= 1000:  # a chatty script between epochs: on S3 each write is the whole log
+                if len(self.log) >= 1000 or time.monotonic() - self.logged_at >= LOG_EVERY_S:
                     self._flush()
-                if line.strip():
-                    self.tail.append(line.strip())
+                if shown := line.strip():
+                    self.tail.append(shown if len(shown) <= LINE else shown[:LINE] + "...")
             if text:
                 self._report(self.metrics.feed(text))
         self._report(self.metrics.end())
         self._flush()
 
     def _flush(self):
+        self.logged_at = time.monotonic()
         if self.log:
             self.session.log("\n".join(self.log))
             self.log.clear()
