@@ -181,7 +181,7 @@ BAD = [
      "command.metrics.patterns[0]: has no named group; (?P<val_error>[0-9.]+) makes a metric val_error"),
     ({"command": {"run": "python train.py --n {attempts}", "parameters": {"attempts": 1}}},
      "command.parameters.attempts: 'attempts' is taken (by a result column or the command itself); name it otherwise"),
-    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr"},
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},
      "metric: 'lr' is a parameter of workload 'command'; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},
      "command.steps: give either epochs (a script that reports every epoch) or steps (every N steps), not both"),
