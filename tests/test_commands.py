@@ -688,8 +688,7 @@ def test_a_grid_over_scripts_end_to_end(tmp_path):
     assert (run_dir / "trials" / plain.trial_id / "files" / "who.txt").read_text() == plain.trial_id
 
     assert fails.status == silent.status == "failed" and fails.attempts == silent.attempts == 2
-    assert fails.error.endswith("the command exited with code 3; its last output: loading data | "
-                                "ValueError: no such file: data.csv")
+    assert fails.error == "the command exited with code 3; its last output: loading data | ValueError: no such file: data.csv"
     assert "the command printed no metric (expected lines with 'ABLATE' and a JSON object" in silent.error
     assert "ValueError: no such file: data.csv" in (run_dir / "trials" / fails.trial_id / "trial.log").read_text()
 

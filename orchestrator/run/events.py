@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import sys
 import time
 
 import ray
@@ -29,6 +30,7 @@ from orchestrator.run.tracking import Tracking
 from orchestrator.store.records import Publisher
 from orchestrator.store.lines import Lines
 from orchestrator.store.rundir import RunDir, now
+from workloads.base import WorkloadError
 
 
 class Events(tune.Callback):
@@ -219,7 +221,7 @@ class Events(tune.Callback):
                 self.display.trial_unfinished(trial_id, "its worker died before it could start; "
                                                         "the next `ablate run` runs it")
             return
-        message = ended or last_line(_error_text(trial)) or "the trial failed"
+        message = ended or _as_said(last_line(_error_text(trial))) or "the trial failed"
         write_failed(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"], message,
                      self.run.progress(trial_id))
         self._finished(trial_id, self._publish(trial_id))
@@ -239,6 +241,16 @@ def progress_after(run: RunDir, trial_id: str, reports: int, timeout_s: float = 
         time.sleep(0.01)
         progress = run.progress(trial_id)
     return progress
+
+
+def _as_said(error: str) -> str:
+    """A trial's error as a user reads it: a WorkloadError's message alone (something to fix outside
+    the code, `the command exited with code 3; ...`: its class adds nothing), any other error as
+    Python names it (`RuntimeError: ...`). Only a class this driver has imported is looked up."""
+    kind, sep, message = error.partition(": ")
+    module, _, name = kind.rpartition(".")
+    cls = getattr(sys.modules.get(module), name, None)
+    return message if sep and isinstance(cls, type) and issubclass(cls, WorkloadError) else error
 
 
 def _error_text(trial) -> str:
