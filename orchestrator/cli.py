@@ -125,7 +125,7 @@ def run(grid_file: GridPath,
     import dataclasses
 
     from orchestrator.plan.grid import load_grid, resources as checked_resources, tracking, trial_timeout as checked_timeout
-    from orchestrator.run.display import LiveDisplay, PlainDisplay
+    from orchestrator.run.display import LiveDisplay, PlainDisplay, trials
     from orchestrator.run.runner import run_grid
     from orchestrator.store.rundir import RunDir
 
@@ -145,7 +145,7 @@ def run(grid_file: GridPath,
     def display(total, skipped, planned_epochs, metrics):
         return (LiveDisplay if live else PlainDisplay)(console, total, skipped, planned_epochs, metrics)
 
-    console.print(f"{grid.name}: {len(grid.trials)} trials; results in {run_dir.display()}", soft_wrap=True)
+    console.print(f"{grid.name}: {trials(len(grid.trials))}; results in {run_dir.display()}", soft_wrap=True)
     try:
         summary = run_grid(grid, run_dir, display, address=address, resources=resources,
                            retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir, wait=wait,
@@ -157,9 +157,9 @@ def run(grid_file: GridPath,
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items()) or "no results"
     console.print(f"{grid.name}: {counts} ({summary.ran} run now, {summary.skipped} already done)")
     if summary.failed_earlier:
-        console.print(f"{summary.failed_earlier} trials failed in an earlier run; --retry-failed runs them again")
+        console.print(f"{trials(summary.failed_earlier)} failed in an earlier run; --retry-failed runs them again")
     if summary.unfinished:
-        console.print(f"{summary.unfinished} trials unfinished: run the same command again to resume them")
+        console.print(f"{trials(summary.unfinished)} unfinished: run the same command again to resume them")
     console.print(f"results: {run_dir.display('trials.parquet')} and {run_dir.display('epochs.parquet')}",
                   soft_wrap=True)
     if summary.ray_log:
@@ -406,6 +406,7 @@ def track(run: RunArg, to: Annotated[list[str], typer.Option(
     (MLFLOW_TRACKING_URI). Run it again and what the tracker holds is not sent twice.
     """
     from orchestrator.plan.grid import read_saved_grid, tracking
+    from orchestrator.run.display import trials
     from orchestrator.run.tracking import track_run
 
     run_dir = _open_run(run, storage)
@@ -415,7 +416,7 @@ def track(run: RunArg, to: Annotated[list[str], typer.Option(
         raise AblateError(f"{run_dir.display('grid.yaml')}: the run's grid is missing or does not load here")
     names = list(tracking({name: {} for name in to}, key="--to"))
     sent = track_run(grid, run_dir, names, notify=_note)
-    console.print(f"{run_dir.display()}: {sent} trials in {', '.join(names)}", soft_wrap=True)
+    console.print(f"{run_dir.display()}: {trials(sent)} in {', '.join(names)}", soft_wrap=True)
 
 
 @command

@@ -10,7 +10,7 @@ from orchestrator.plan.estimate import Estimate, estimate
 from orchestrator.plan.grid import Grid
 from orchestrator.plan.halving import planned
 from orchestrator.results.status import Status
-from orchestrator.run.display import duration, number
+from orchestrator.run.display import duration, number, trials
 from orchestrator.store.rundir import now
 
 
@@ -27,7 +27,7 @@ def show_plan(console: Console, grid: Grid) -> None:
     """The grid's axes, seeds, fixed values, each trial's command line (a script's), compute, time and resources."""
     invocation = grid.workload.invocation
     cost = grid.cost()
-    title = f"{grid.name}: {len(grid.trials)} trials of workload '{grid.workload.name}'"
+    title = f"{grid.name}: {trials(len(grid.trials))} of workload '{grid.workload.name}'"
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("axis", style="bold")
     table.add_column("values")
@@ -36,7 +36,7 @@ def show_plan(console: Console, grid: Grid) -> None:
         # Where the rules leave some values fewer trials than others (or add one), each says how many.
         values = grid.axis_values(axis)
         even = len({n for _, n in values}) == 1 and len(values) == len(grid.axes[axis])
-        shown = ", ".join(str(v) if even else f"{v} ({n} trials)" for v, n in values)
+        shown = ", ".join(str(v) if even else f"{v} ({trials(n)})" for v, n in values)
         table.add_row(axis, Text(shown), str(len(values)))  # Text: a value is not markup
     seeds = sorted({t.config["seed"] for t in grid.trials})
     table.add_row("seed", ", ".join(map(str, seeds)), str(len(seeds)))

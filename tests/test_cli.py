@@ -15,7 +15,7 @@ from tests.conftest import ROOT, ablate
 from workloads.allcnn import rates
 
 GRIDS = sorted((ROOT / "grids").glob("*.yaml")) + [ROOT / "examples" / "toy.yaml"]
-COMMANDS = ["plan", "run", "summarize", "compare", "status", "track", "plot", "models", "visualize"]
+COMMANDS = ["plan", "run", "summarize", "compare", "status", "log", "track", "plot", "models", "visualize"]
 
 
 def test_help_lists_every_command():

@@ -314,7 +314,7 @@ def test_fail_fast_stops_the_grid_once_a_trial_has_failed_its_retries_and_the_ne
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     rows = trials(storage / "probe")
     assert rows[["fail", "status", "attempts"]].values.tolist() == [["always", "failed", 2]]
-    assert "1 trials unfinished: run the same command again to resume them" in result.stdout
+    assert "1 trial unfinished: run the same command again to resume them" in result.stdout
 
     again = ablate("run", path, "--storage", storage, "--quiet")
     assert again.returncode == 1, again.stderr  # the failed trial waits for --retry-failed

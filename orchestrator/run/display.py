@@ -23,6 +23,10 @@ def duration(seconds: float | None) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
+def trials(n: int) -> str:
+    return f"{n} trial" if n == 1 else f"{n} trials"
+
+
 def describe(cell: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in cell.items())
 
