@@ -196,14 +196,16 @@ def test_a_trial_stopped_after_its_last_checkpoint_keeps_its_epochs_up_to_the_ru
 
 
 # A script that reports every 10 steps and resumes from the last step it reported.
-STEPS_SCRIPT = """\
-import argparse, json, os, time
+SCRIPT_START = """\
+import argparse, json, os, sys, time
 parser = argparse.ArgumentParser()
 for option in ("--lr", "--steps", "--seed", "--out"):
     parser.add_argument(option)
 args = parser.parse_args()
 mark = os.path.join(args.out, "step")
 start = int(open(mark).read()) if os.path.exists(mark) else 0
+"""
+STEPS_SCRIPT = SCRIPT_START + """\
 for step in range(start + 10, int(args.steps) + 1, 10):
     open(mark + ".tmp", "w").write(str(step))
     os.replace(mark + ".tmp", mark)  # whole: the script is killed when its trial pauses
@@ -212,15 +214,15 @@ for step in range(start + 10, int(args.steps) + 1, 10):
 """
 
 
-def steps_grid(tmp_path: Path) -> Path:
-    """STEPS_SCRIPT to step 60 at 2 lrs, halved at step 25: between two reports."""
-    (tmp_path / "steps.py").write_text(STEPS_SCRIPT)
+def steps_grid(tmp_path: Path, script: str = STEPS_SCRIPT, steps: int = 60, lrs=(0.1, 0.4), rungs=(25,)) -> Path:
+    """A script (STEPS_SCRIPT) to step 60 at 2 lrs, halved at step 25: between two reports."""
+    (tmp_path / "steps.py").write_text(script)
     path = tmp_path / "steps.yaml"
     path.write_text(yaml.safe_dump({
         "name": "steps", "metric": "val_error",
         "command": {"run": [sys.executable, "steps.py", "--lr", "{lr}", "--steps", "{steps}", "--seed", "{seed}",
-                            "--out", "{trial_dir}"], "parameters": {"lr": 0.1, "steps": 60}, "steps": "steps"},
-        "axes": {"lr": [0.1, 0.4]}, "halving": {"over": ["lr"], "rungs": [25], "keep": 0.5}}))
+                            "--out", "{trial_dir}"], "parameters": {"lr": 0.1, "steps": steps}, "steps": "steps"},
+        "axes": {"lr": list(lrs)}, "halving": {"over": ["lr"], "rungs": list(rungs), "keep": 0.5}}))
     return path
 
 
@@ -241,14 +243,7 @@ def test_a_script_that_reports_steps_is_stopped_at_the_step_it_reached(tmp_path)
 
 # A script too fast to stop at a rung: it saves and prints every step to 200 at once, before the
 # trial's pause at step 25 can kill it (examples/losses.py trains its 1,001 steps in milliseconds).
-FAST_SCRIPT = """\
-import argparse, json, os, sys
-parser = argparse.ArgumentParser()
-for option in ("--lr", "--steps", "--seed", "--out"):
-    parser.add_argument(option)
-args = parser.parse_args()
-mark = os.path.join(args.out, "step")
-start = int(open(mark).read()) if os.path.exists(mark) else 0
+FAST_SCRIPT = SCRIPT_START + """\
 open(mark, "w").write(args.steps)
 sys.stdout.write("".join("ABLATE " + json.dumps({"step": step, "val_error": float(args.lr) + 1 / step}) + "\\n"
                          for step in range(start + 10, int(args.steps) + 1, 10)))
@@ -257,23 +252,18 @@ sys.stdout.write("".join("ABLATE " + json.dumps({"step": step, "val_error": floa
 
 @pytest.mark.usefixtures("local_ray")
 def test_what_a_script_printed_past_a_rung_before_it_was_stopped_is_recorded_and_not_ranked_by(tmp_path):
-    (tmp_path / "fast.py").write_text(FAST_SCRIPT)
-    path, storage = tmp_path / "fast.yaml", tmp_path / "runs"
-    path.write_text(yaml.safe_dump({
-        "name": "fast", "metric": "val_error",
-        "command": {"run": [sys.executable, "fast.py", "--lr", "{lr}", "--steps", "{steps}", "--seed", "{seed}",
-                            "--out", "{trial_dir}"], "parameters": {"lr": 0.1, "steps": 200}, "steps": "steps"},
-        "axes": {"lr": [0.1, 0.2, 0.4, 0.8]}, "halving": {"over": ["lr"], "rungs": [25, 100], "keep": 0.5}}))
+    path = steps_grid(tmp_path, FAST_SCRIPT, steps=200, lrs=(0.1, 0.2, 0.4, 0.8), rungs=(25, 100))
+    storage = tmp_path / "runs"
     assert run(path, storage).counts == {"completed": 1, "stopped": 3}
-    rows = trials(storage / "fast").set_index("lr")
-    epochs = pd.read_parquet(storage / "fast" / "epochs.parquet")
+    rows = trials(storage / "steps").set_index("lr")
+    epochs = pd.read_parquet(storage / "steps" / "epochs.parquet")
     # Kept at both rungs: every step it printed, to its end, though it printed them before its pause at 25.
     assert rows.status[0.1] == "completed" and rows.steps_completed[0.1] == 200
     assert list(epochs[epochs.trial_id == rows.trial_id[0.1]].step) == list(range(10, 201, 10))
     assert rows.val_error[0.1] == pytest.approx(0.1 + 1 / 200)
     # Ranked, and recorded where stopped, at each rung's first report at or past it: not at step 200.
     decisions = {d["rung"]: [(e["values"]["lr"], e["score"]) for e in d["ranking"]]
-                 for d in read_decisions(RunDir(str(storage / "fast")))}
+                 for d in read_decisions(RunDir(str(storage / "steps")))}
     assert decisions[25] == [(lr, pytest.approx(lr + 1 / 30)) for lr in (0.1, 0.2, 0.4, 0.8)]
     assert decisions[100] == [(lr, pytest.approx(lr + 1 / 100)) for lr in (0.1, 0.2)]
     for lr, step in ((0.2, 100), (0.4, 30), (0.8, 30)):
