@@ -330,6 +330,10 @@ def test_a_line_at_a_fraction_of_an_epoch_is_no_report_but_its_values_are_the_tr
     assert metrics.final == {"loss": 0.6, "eval_loss": 0.8}
     assert metrics.problems == [f"not a report: epoch {e} is not a whole number; its values count only as the "
                                 "trial's last values" for e in (0.5, 1.5)]
+    # It logs one at every logging step: the trial's log says the first few, and how many more.
+    for step in range(1000):
+        metrics.feed(f"{{'loss': 0.5, 'learning_rate': 3e-05, 'epoch': {step + 0.25}}}")
+    assert len(metrics.problems) == 3 and metrics.more_problems == 999
 
 
 def test_a_script_that_evaluates_at_fractions_of_an_epoch_completes_with_its_last_values(tmp_path):

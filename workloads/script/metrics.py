@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 PREFIX = "ABLATE "  # what a line of metrics starts with, unless a grid says otherwise
+PROBLEMS = 3  # how many of its output's problems a trial's log says in full
 
 
 def _value(text: str):
@@ -76,7 +77,9 @@ class Metrics:
         self.texts: dict[str, str] = {}  # and those patterns gave, as printed
         self.final: dict[str, Any] = {}
         self.seen = False
-        self.problems: list[str] = []  # for the trial's log: lines with the prefix and no JSON object, ...
+        # For the trial's log: lines with the prefix and no JSON object, ...; the first few, and how many more.
+        self.problems: list[str] = []
+        self.more_problems = 0
 
     def feed(self, line: str) -> list[dict[str, Any]]:
         """The epochs this line completes."""
@@ -92,7 +95,7 @@ class Metrics:
             if isinstance(metrics, dict):
                 found.append((metrics, None, {}))
             else:
-                self.problems.append(f"not metrics: {line}")
+                self._problem(f"not metrics: {line}")
         for i in self.order:
             if match := self.patterns[i].search(line):
                 texts = {k: v for k, v in match.groupdict().items() if v is not None}
@@ -101,6 +104,13 @@ class Metrics:
         for metrics, pattern, texts in found:
             done += self._add(metrics, pattern, texts)
         return done
+
+    def _problem(self, text: str) -> None:
+        """Kept where it is among the first few: a Hugging Face script has one at every logging step."""
+        if len(self.problems) < PROBLEMS:
+            self.problems.append(text)
+        else:
+            self.more_problems += 1
 
     def idle(self) -> list[dict[str, Any]]:
         """The epoch held for a line of its place the other way, once the output pauses without it."""
@@ -123,7 +133,7 @@ class Metrics:
             if not (isinstance(at, (int, float)) and not isinstance(at, bool) and float(at).is_integer()):
                 # Hugging Face's Trainer logs at a fraction of an epoch (`'epoch': 0.37`): no place in
                 # training a row can have, but its values are the trial's latest all the same.
-                self.problems.append(f"not a report: {key} {at!r} is not a whole number; its values count "
+                self._problem(f"not a report: {key} {at!r} is not a whole number; its values count "
                                      "only as the trial's last values")
                 return self._add({k: v for k, v in metrics.items() if k not in places}, pattern=pattern)
         metrics = {**metrics, **{k: int(v) for k, v in places.items()}}
@@ -166,7 +176,7 @@ class Metrics:
 
     def _compare(self, name: str, text: str, value) -> None:
         if not _rounds_to(text, value):
-            self.problems.append(f"{self.kind} {self.pending[self.kind]}: {name} is {text} on a line its pattern "
+            self._problem(f"{self.kind} {self.pending[self.kind]}: {name} is {text} on a line its pattern "
                                  f"matched and {json.dumps(value)} in its JSON line; the JSON line's value is kept")
 
     def end(self) -> list[dict[str, Any]]:

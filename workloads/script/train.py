@@ -174,8 +174,10 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                 recorder.stop.set()
                 recorder.join()
             code = process.popen.wait()
-    for problem in metrics.problems[:3]:
+    for problem in metrics.problems:
         session.log(problem)
+    if metrics.more_problems:
+        session.log(f"(and {metrics.more_problems} more like these)")
     if code != 0:
         raise CommandFailed(f"{_exit(code)}{_last_output(tail, 600)}")
     if not metrics.seen and not state:
