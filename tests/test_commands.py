@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -642,6 +643,54 @@ def test_no_process_of_a_script_outlives_its_trial(tmp_path):
     finally:
         left = none_left(marker, within=10)
     assert result["val_error"] == 0.5 and not left
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_a_process_a_script_starts_in_a_session_of_its_own_ends_with_its_trial(tmp_path, stopped):
+    # A daemon (start_new_session) leaves the script's process group, holding its output open: the
+    # trial ends all the same, when the script exits or is stopped, and takes it along.
+    script = """\
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]], start_new_session=True)
+        print('ABLATE {"epoch": 1, "val_error": 0.5}', flush=True)
+        time.sleep(float(sys.argv[2]))
+        """
+    marker = f"marker-{tmp_path.name}"
+    path = script_grid(tmp_path, {"daemon.py": script},
+                       {"run": [sys.executable, "daemon.py", marker + "-{seed}", "600" if stopped else "0"]})
+    try:
+        if stopped:
+            with pytest.raises(SystemExit):
+                train_once(path, StoppedSession())
+        else:  # in a thread: a trial that waits for the daemon's end of its output would never end
+            ended = []
+            trial = threading.Thread(target=lambda: ended.append(train_once(path)), daemon=True)
+            trial.start()
+            trial.join(timeout=60)
+            assert ended and ended[0][0]["val_error"] == 0.5, "the trial did not end when its script did"
+    finally:
+        left = none_left(marker, within=10)
+    assert not left, "a process the script started in a session of its own was still running"
+
+
+def test_a_process_that_clears_its_environment_escapes_but_its_trial_still_ends(tmp_path):
+    # Nothing marks it as the trial's: the output it holds open is read for a while, then the trial ends.
+    script = """\
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]], start_new_session=True,
+                         env={})
+        print('ABLATE {"epoch": 1, "val_error": 0.5}', flush=True)
+        """
+    marker = f"marker-{tmp_path.name}"
+    path = script_grid(tmp_path, {"clears.py": script}, {"run": [sys.executable, "clears.py", marker + "-{seed}"]})
+    ended = []
+    trial = threading.Thread(target=lambda: ended.append(train_once(path)), daemon=True)
+    try:
+        trial.start()
+        trial.join(timeout=60)
+    finally:
+        none_left(marker, within=0)  # it escaped: this test ends it, by PID
+    assert ended and ended[0][0]["val_error"] == 0.5, "the trial did not end when its script did"
 
 
 def test_trial_files_on_s3_reach_the_next_attempt(s3):  # noqa: F811 - the fixture

@@ -12,6 +12,10 @@ A worker that Ray kills (a trial ended for hanging, run/hangs.py) has its childr
 SIGKILL first, which no handler sees: so a guard, a second child of this one in the group, asks
 Linux for a SIGTERM when this process ends, however it ends, and then kills the group.
 
+What the command starts in a session of its own (a daemon, `start_new_session=True`) leaves the
+group: every process of the command has the trial's token in its environment (TOKEN, set by
+train.py), and each of those kills ends those too, as does the end of the command (end_processes).
+
 It exits as the command did, with its exit code or killed by the same signal, so the trial sees
 what happened to the command itself. Standard library only, run without site-packages (-I -S):
 it adds milliseconds to a trial's start, and it forks before any thread exists, which
@@ -23,18 +27,44 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+TOKEN = "ABLATE_PROCESSES"  # in the environment of each process of a trial's command: its attempt's token
+
+
+def end_processes(token: str | None) -> None:
+    """SIGKILL to every process but this one whose environment holds `token`, in any session: what
+    a command started in a session of its own has left its process group. (Jenkins ends a build's
+    processes so, by the BUILD_ID in their environment.) Where there is no /proc, nothing."""
+    if token is None or not os.path.isdir("/proc"):
+        return
+    mark = f"{TOKEN}={token}".encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if mark in f.read().split(b"\0"):
+                    os.kill(int(name), signal.SIGKILL)
+        except OSError:  # gone meanwhile, or another user's
+            continue
+
+
+def end_all() -> None:
+    """This process group and every process of the command outside it."""
+    end_processes(os.environ.get(TOKEN))
+    os.killpg(0, signal.SIGKILL)
 
 
 def end_group_when_parent_ends(parent: int) -> bool:
-    """Kill this process group as soon as `parent` (this process's parent) ends; False where
-    Linux cannot be asked to tell (the trial still kills the group when it stops or fails)."""
-    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
+    """Kill this process group, and what the command started outside it, as soon as `parent` (this
+    process's parent) ends; False where Linux cannot be asked to tell (the trial still kills them
+    when it stops or fails)."""
+    signal.signal(signal.SIGTERM, lambda *_: end_all())
     try:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except AttributeError:  # not Linux
         return False
     if os.getppid() != parent:  # it ended before the request above took effect
-        os.killpg(0, signal.SIGKILL)
+        end_all()
     return True
 
 
@@ -60,6 +90,7 @@ def main(parent: int, argv: list[str]) -> None:
             os.write(2, f"ablate: cannot run {argv[0]}: {e.strerror}\n".encode())
             os._exit(127)  # what a shell exits with for a command it cannot find
     _, status = os.waitpid(child, 0)
+    end_processes(os.environ.get(TOKEN))  # what it left running, outside its group too
     if os.WIFSIGNALED(status):
         killed_by = os.WTERMSIG(status)
         if killed_by not in (signal.SIGKILL, signal.SIGSTOP):  # the two whose handling cannot change

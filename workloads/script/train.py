@@ -22,11 +22,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from workloads.base import RESULT_STATUSES, WorkloadError
+from workloads.script import launch
 from workloads.script.metrics import Metrics, place
 
 LAUNCHER = str(Path(__file__).with_name("launch.py"))
@@ -38,6 +40,9 @@ HELD = 0.25
 # How often the lines of a script that never pauses go to its log, so that `ablate log` shows them
 # while it trains (on S3 each write puts the log's last segment again).
 LOG_EVERY_S = 2.0
+# How long the output is read after the command's end and the kill of all it started: a process
+# that escaped both (it cleared its environment) may hold it open for ever.
+GONE_S = 5.0
 
 
 class CommandFailed(WorkloadError):
@@ -49,13 +54,15 @@ class _Process:
     started when the trial ends, whichever way it ends."""
 
     def __init__(self, args: list[str], cwd: str, env: dict[str, str]):
+        self.token = uuid.uuid4().hex  # in the environment of all it starts, in any session (launch.py)
         self.popen = subprocess.Popen([sys.executable, "-I", "-S", LAUNCHER, str(os.getpid()), *args], cwd=cwd,
-                                      env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+                                      env={**env, launch.TOKEN: self.token}, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         # A thread drains the output: `session.report` blocks until Ray asks for the result, and a
         # script blocked on a full pipe meanwhile would stop training.
         self.lines: queue.Queue[tuple[str, str | None] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self):
         # A line redrawn after each "\r" (a progress bar, an epoch printed in place) ends only at
@@ -83,12 +90,16 @@ class _Process:
         """(text, line) as the command prints: each text between "\r" and "\n", with the line it
         ends as a terminal shows it, or None; None after `idle()` seconds without any; ends with the
         output."""
+        exited_at = None
         while True:
             try:
                 line = self.lines.get(timeout=idle())
             except queue.Empty:
                 if self.popen.poll() is not None:  # it exited, and what it started still holds the output open
                     self.kill()
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > GONE_S:  # a process it started that no kill reaches
+                        return
                 yield None
                 continue
             if line is None:
@@ -100,6 +111,7 @@ class _Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
         except ProcessLookupError:  # the whole group has ended
             pass
+        launch.end_processes(self.token)  # and what it started in a session of its own
 
     def __enter__(self):
         return self
@@ -107,7 +119,11 @@ class _Process:
     def __exit__(self, *exc):
         self.kill()
         self.popen.wait()
-        self.popen.stdout.close()
+        # Not while the reader waits on it (close would wait too): a process that no kill reaches,
+        # outside the command's group and without its token, may hold the output open.
+        self.reader.join(timeout=GONE_S)
+        if not self.reader.is_alive():
+            self.popen.stdout.close()
 
 
 def _exit(code: int) -> str:
