@@ -209,7 +209,9 @@ def _mean_lines(cell: Cell, metric: Metric | str) -> list[str]:
 def to_rich(sheet: Sheet) -> RichTable:
     out = RichTable(title=escape(sheet.title), title_justify="left", show_lines=True)
     for i, name in enumerate(sheet.header):
-        out.add_column(escape(name), style="bold" if i == 0 else None, justify="left" if i == 0 else "right")
+        # A column's axis over its value (variant= / convpool): as narrow as either, in a terminal's 80 columns.
+        out.add_column(escape(name).replace("=", "=\n", 1), style="bold" if i == 0 else None,
+                       justify="left" if i == 0 else "right")
     for i, row in enumerate(sheet.rows):
         texts = []
         for j, lines in enumerate(row):
