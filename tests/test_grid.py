@@ -187,6 +187,7 @@ ERRORS = [
     ("name: t\nfixed:\n  compile: off\n", "fixed.compile: expected str, got false (YAML reads a bare false as a boolean: quote the word)"),
     ("name: t\naxes:\n  lr: []\n", "axes.lr: expected a non-empty list of values, got []"),
     ("name: t\nmode: best\n", "mode: expected min or max, got 'best'"),
+    ("name: t\nmetric: 5\n", "metric: expected a metric name or {name, summary, mode, format}, got 5"),
     ("name: t\nmetric: reward\n", "mode: missing: expected min or max (the name 'reward' does not say which way is "
                                    "better)"),
     ("name: t\nmetric: val_loss\n", "metric: workload 'allcnn' reports no metric 'val_loss' (it reports: val_error, "

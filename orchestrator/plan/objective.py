@@ -155,10 +155,11 @@ def _mode_of(path, metric, strict: bool, default: Metric) -> str:
     if isinstance(metric, dict) and metric.get("mode") is not None:
         return metric["mode"]
     name = metric.get("name") if isinstance(metric, dict) else metric
-    if isinstance(name, str) and _kind(name) is None and name == default.name:
-        return default.mode
-    if not isinstance(name, str) or (mode := _kind(name)) is not None or not strict:
-        return mode or "min"  # not a name: _metric says what is wrong with it
+    if not isinstance(name, str):
+        return "min"  # not a name: _metric says what is wrong with it
+    mode = _kind(name) or (default.mode if name == default.name else None)
+    if mode is not None or not strict:
+        return mode or "min"
     raise GridError(path, "mode", f"missing: expected min or max (the name {fmt(name)} does not say which way "
                                   "is better)")
 
