@@ -26,7 +26,7 @@ from orchestrator.plan.params import fmt
 from orchestrator.errors import CheckpointError
 from orchestrator.run.trial import write_stopped
 from orchestrator.store import records
-from orchestrator.store.rundir import RunDir, now, places, position
+from orchestrator.store.rundir import RunDir, now, position, up_to
 
 
 class Halver:
@@ -106,12 +106,11 @@ class Halver:
 
     def _at_rung(self, epochs: list[dict], rung: int) -> float | None:
         """The metric at the trial's first report at or past the rung (or its best up to there)."""
-        reported = [(at, e.get(self.metric.name)) for at, e in zip(places(epochs), epochs)]
-        paused = next((i for i, (at, _) in enumerate(reported) if at >= rung), len(reported))
-        values = [v for _, v in reported[:paused + 1] if v is not None]
+        reached, there = up_to(epochs, rung)
+        values = [v for e in reached if (v := e.get(self.metric.name)) is not None]
         if self.metric.summary == "best":
             return self.metric.best(values)
-        return values[-1] if paused < len(reported) and values else None
+        return values[-1] if there and values else None
 
     def _decide(self, cell: str, rung: int, candidates: dict[str, list], earlier: list[dict],
                 final: dict[str, str]) -> dict[str, Any]:

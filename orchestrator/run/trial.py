@@ -25,7 +25,7 @@ from orchestrator.plan.objective import INTERFACE, Objective
 from orchestrator.run.session import Paused, StoredSession, last_values
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
-from orchestrator.store.rundir import RunDir, now, places
+from orchestrator.store.rundir import RunDir, now, up_to
 from workloads.base import RESULT_STATUSES, Workload, WorkloadError
 
 
@@ -80,7 +80,7 @@ def write_stopped(run: RunDir, workload: Workload, grid_name: str, trial_id: str
         epochs = None
     if epochs:  # as a finished trial's row: the last value of each metric
         if rung is not None:
-            epochs = epochs[:next((i for i, at in enumerate(places(epochs)) if at >= rung), len(epochs) - 1) + 1]
+            epochs, _ = up_to(epochs, rung)
         last, where = last_values({}, epochs), {"epochs_completed": len(epochs), **_steps(epochs[-1])}
     else:  # where they cannot be read, its progress (of an older ablate: its last report)
         last = last_values({}, [progress.get("last") or progress.get("metrics", {})])

@@ -268,6 +268,13 @@ def places(epochs: list[dict[str, Any]]) -> list[int]:
     return list(range(1, len(epochs) + 1))
 
 
+def up_to(epochs: list[dict[str, Any]], rung: int) -> tuple[list[dict[str, Any]], bool]:
+    """A trial's reports up to its first at or past a rung of halving (places()), where it paused
+    and is ranked, and whether it has one (else all of them)."""
+    at = next((i for i, place in enumerate(places(epochs)) if place >= rung), None)
+    return (epochs, False) if at is None else (epochs[:at + 1], True)
+
+
 def json_line(value: dict[str, Any]) -> bytes:
     return json.dumps(value).encode() + b"\n"
 
