@@ -219,34 +219,7 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
     for start_again in (True, False):
         trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow
         events = Events(grid, run, display, publisher, trials, hangs, tracking, failures, start_again, fail_fast)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune_config(trials, resources, scheduler),
-            run_config=tune.RunConfig(
-                # Unique: a grid with halving runs several rounds, each its own Tune experiment.
-                name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", storage_path=join_uri(run.uri, "ray"), verbose=0,
-                # Not Tune's fail_fast, which refuses retries: a trial fails once its retries are spent (StopAll).
-                failure_config=tune.FailureConfig(max_failures=grid.max_failures),
-                stop=StopAll(events), callbacks=[events, NoTuneProgress()]),
-        )
-        # Tune logs every trial error with its traceback and warns about the result files its disabled
-        # loggers did not write; the display and each trial's log say what happened instead.
-        tune_logger = logging.getLogger("ray.tune")
-        level = tune_logger.level
-        tune_logger.setLevel(logging.CRITICAL)
-        try:
-            with environment(tune_environment(len(todo), ray.cluster_resources().get("CPU", 1))):
-                tuner.fit()
-        except (OSError, EOFError) as e:
-            # Tune's own files (its experiment state, a trial's error) are in the run's storage too: a
-            # full disk leaves them empty, and Tune reads an empty error file back as it ends.
-            if events.storage_error:
-                raise RunError(events.storage_error) from None
-            raise StorageError.at(run.display(), e, doing="use it") from None
-        finally:
-            tune_logger.setLevel(level)
-        if events.storage_error:  # a trial's StorageError, as its worker said it
-            raise RunError(events.storage_error)
+        _experiment(grid, run, trainable, trials, events, resources, scheduler)
         if events.stopping():  # --fail-fast: nothing starts again
             return True
         again = [t for t in todo if t.trial_id in events.unstarted]
@@ -255,6 +228,38 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
             return False  # done, or interrupted (Ctrl-C): what is left is for the next `ablate run`
         todo = again
     return False
+
+
+def _experiment(grid, run, trainable, trials: GridTrials, events: Events, resources, scheduler) -> None:
+    """One Tune experiment of `trials`, its events told to `events`."""
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune_config(trials, resources, scheduler),
+        run_config=tune.RunConfig(
+            # Unique: a grid with halving runs several rounds, each its own Tune experiment.
+            name=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}", storage_path=join_uri(run.uri, "ray"), verbose=0,
+            # Not Tune's fail_fast, which refuses retries: a trial fails once its retries are spent (StopAll).
+            failure_config=tune.FailureConfig(max_failures=grid.max_failures),
+            stop=StopAll(events), callbacks=[events, NoTuneProgress()]),
+    )
+    # Tune logs every trial error with its traceback and warns about the result files its disabled
+    # loggers did not write; the display and each trial's log say what happened instead.
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    tune_logger.setLevel(logging.CRITICAL)
+    try:
+        with environment(tune_environment(len(trials.trials), ray.cluster_resources().get("CPU", 1))):
+            tuner.fit()
+    except (OSError, EOFError) as e:
+        # Tune's own files (its experiment state, a trial's error) are in the run's storage too: a
+        # full disk leaves them empty, and Tune reads an empty error file back as it ends.
+        if events.storage_error:
+            raise RunError(events.storage_error) from None
+        raise StorageError.at(run.display(), e, doing="use it") from None
+    finally:
+        tune_logger.setLevel(level)
+    if events.storage_error:  # a trial's StorageError, as its worker said it
+        raise RunError(events.storage_error)
 
 
 def _ended_early(run: RunDir, statuses: dict[str, str], trial_ids, until: dict[str, int | None] | None) -> bool:
