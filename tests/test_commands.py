@@ -785,6 +785,8 @@ def test_ctrl_c_leaves_no_process_of_the_script(tmp_path):
         left = none_left(marker)
     assert driver.returncode == 1, out
     assert "trials unfinished: run the same command again to resume them" in out
+    # Said as Ctrl-C comes, not only once Tune has waited for the trials to end.
+    assert "stopping: running trials end within about 15 s" in out, out
     assert not left, "processes of the script outlived `ablate run`"
     logs = [log.read_text() for log in storage.glob("scripts/trials/*/trial.log")]
     # A worker that unwinds before Ray ends it says why it stopped (one ended first cannot), not

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import sys
+import threading
 import time
 
 import ray
@@ -67,6 +69,16 @@ class Events(tune.Callback):
         # Tune pickles its callbacks with the experiment for Tuner.restore, which ablate does not
         # use (runs resume from the run's own record); the live display cannot be pickled.
         return {}
+
+    def setup(self, **info):
+        # Inside Tuner.fit, once Tune has set its Ctrl-C handler (it stops the trials and restores
+        # the handler before it): the user hears at once that the run stops, not after Tune's wait.
+        tune_handler = signal.getsignal(signal.SIGINT)
+        if callable(tune_handler) and threading.current_thread() is threading.main_thread():
+            def stopping(*args):
+                self.display.stopping()
+                tune_handler(*args)
+            signal.signal(signal.SIGINT, stopping)
 
     @staticmethod
     def _id(trial) -> str:
