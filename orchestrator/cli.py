@@ -33,7 +33,7 @@ from workloads.base import WorkloadError
 
 app = typer.Typer(help="Run ablation grids of deep-learning experiments: one YAML grid becomes a "
                   "reproducible study. Plan it, run it as Ray Tune trials, read the results from Parquet.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="markdown")
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -104,12 +104,12 @@ def run(grid_file: GridPath,
         gpus: Annotated[Optional[float], typer.Option(help="GPUs per trial; a fraction shares a GPU.")] = None,
         trials_per_gpu: Annotated[Optional[int], typer.Option(help="Trials packed on one GPU (sets --gpus 1/N).")] = None,
         max_concurrent: Annotated[Optional[int], typer.Option(help="At most this many trials at once.")] = None,
-        retry_failed: Annotated[bool, typer.Option(help="Run failed trials again.")] = False,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed trials again.")] = False,
         resume_stopped: Annotated[bool, typer.Option(
-            help="Train the trials that halving (or a scheduler) stopped to their end, from their checkpoints.")] = False,
-        fail_fast: Annotated[bool, typer.Option(help="Stop the whole grid at the first failed trial.")] = False,
+            "--resume-stopped", help="Train the trials that halving (or a scheduler) stopped to their end, from their checkpoints.")] = False,
+        fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop the whole grid at the first failed trial.")] = False,
         data_dir: Annotated[Optional[str], typer.Option(help="Dataset cache (default: $ABLATE_DATA or ~/.cache/ablate/data).")] = None,
-        wait: Annotated[bool, typer.Option(help="If another `ablate run` is running this grid in this storage, "
+        wait: Annotated[bool, typer.Option("--wait", help="If another `ablate run` is running this grid in this storage, "
                                            "wait for it to end (or its heartbeat to stop), then run.")] = False,
         trial_timeout: Annotated[Optional[float], typer.Option(
             help="End an attempt of a trial that runs longer than this many seconds, as a failure "
@@ -120,7 +120,8 @@ def run(grid_file: GridPath,
     """Run a grid's trials with Ray Tune; run it again to resume or to run what was added.
 
     Trials with a result are skipped, unfinished ones resume from their last checkpoint, and
-    results go to STORAGE/<grid name>/ as Parquet (trials.parquet, epochs.parquet).
+    results go to STORAGE/NAME/, NAME being the grid's `name`, as Parquet (trials.parquet,
+    epochs.parquet).
     """
     import dataclasses
 
@@ -168,7 +169,7 @@ def run(grid_file: GridPath,
 
 
 RunArg = Annotated[str, typer.Argument(
-    help="A run directory (<storage>/<grid name>, local or s3://...), or a grid file (then --storage applies).",
+    help="A run directory (runs/paper, s3://bucket/runs/paper), or a grid file (then --storage applies).",
     show_default=False)]
 
 
@@ -282,7 +283,7 @@ MetricOption = Annotated[Optional[str], typer.Option(
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")]
 TrustWorkload = Annotated[bool, typer.Option(
-    help="Import the workload module the run's grid.yaml names where it is not a registered workload. "
+    "--trust-workload", help="Import the workload module the run's grid.yaml names where it is not a registered workload. "
          "That runs the module's code: only for a run whose files you trust. Without it such a run's "
          "results are shown without the workload's layout, published numbers and claims.")]
 

@@ -34,6 +34,17 @@ def test_every_command_explains_itself(command):
     assert len(result.stdout.splitlines()) > 5
 
 
+def test_help_reads_as_sentences_at_the_terminal_width():
+    result = ablate("run", "--help", env={"COLUMNS": "200"})
+    # A paragraph flows to the width, not broken where the source breaks it, and names the folder.
+    assert "resume from their last checkpoint, and results go to STORAGE/NAME/, NAME being the grid's name" \
+        in result.stdout
+    # A flag is one option, so the panel leaves its help the room: --retry-failed, not --no-retry-failed too.
+    options = re.findall(r"^│ (--[a-z-]+)", result.stdout, re.M)
+    assert {"--retry-failed", "--resume-stopped", "--fail-fast", "--wait"} <= set(options)
+    assert "--no-" not in result.stdout
+
+
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda p: p.stem)
 def test_plan_json_lists_every_trial_with_its_resolved_config(grid):
     result = CliRunner().invoke(app, ["plan", str(grid), "--json"])
