@@ -27,8 +27,10 @@ def show_plan(console: Console, grid: Grid) -> None:
     """The grid's axes, seeds, fixed values, each trial's command line (a script's), compute, time and resources."""
     invocation = grid.workload.invocation
     cost = grid.cost()
-    title = f"{grid.name}: {trials(len(grid.trials))} of workload '{grid.workload.name}'"
-    table = Table(title=title, title_justify="left", show_lines=False)
+    # Above the table, not its title: a title wraps to the width of a narrow table.
+    console.print(f"{grid.name}: {trials(len(grid.trials))} of workload '{grid.workload.name}'",
+                  style="italic", markup=False, soft_wrap=True)
+    table = Table(show_lines=False)
     table.add_column("axis", style="bold")
     table.add_column("values")
     table.add_column("count", justify="right")
