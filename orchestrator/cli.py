@@ -163,6 +163,8 @@ def run(grid_file: GridPath,
         console.print(f"{trials(summary.unfinished)} unfinished: run the same command again to resume them")
     console.print(f"results: {run_dir.display('trials.parquet')} and {run_dir.display('epochs.parquet')}",
                   soft_wrap=True)
+    if summary.counts:
+        console.print(f"tables: ablate summarize {run_dir.display()}", soft_wrap=True, markup=False)
     if summary.ray_log:
         console.print(f"Ray's own messages: {summary.ray_log}", soft_wrap=True)
     raise typer.Exit(summary.exit_code)

@@ -802,6 +802,7 @@ def test_a_script_that_prints_only_losses_end_to_end(tmp_path):
     result = ablate("run", ROOT / "examples" / "losses.yaml", "--storage", storage, "--quiet", env=PATH)
     assert result.returncode == 0, result.stderr
     assert "losses: 12 completed (12 run now, 0 already done)" in result.stdout
+    assert f"tables: ablate summarize {storage / 'losses'}\n" in result.stdout  # what to type next
     # Each finished trial's line names the value it shows: the first report metric, test_loss.
     assert re.search(r"completed: degree=3 lr=0.1 seed=0 -> test_loss 0\.\d+\n", result.stdout), result.stdout
     run_dir = storage / "losses"
