@@ -348,7 +348,10 @@ command(compare_values, "compare")  # `compare` is the library module the comman
 
 
 @command
-def status(run: RunArg, storage: Storage = "./runs", trust_workload: TrustWorkload = False):
+def status(run: RunArg, storage: Storage = "./runs", trust_workload: Annotated[bool, typer.Option(
+               help="Import the workload module the run's grid.yaml names where it is not a registered workload. "
+                    "That runs the module's code: only for a run whose files you trust. Without it such a run "
+                    "is shown without its grid: no pending trials, no ETA.")] = False):
     """Where a run stands: trials by status, running trials with their epoch, compute used, ETA.
 
     Reads what is on disk, so it works while `ablate run` is running, and after.
