@@ -425,7 +425,7 @@ def track(run: RunArg, to: Annotated[list[str], typer.Option(
 @command
 def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", help="A .png or .svg file.")],
          storage: Storage = "./runs",
-         where: Annotated[Optional[list[str]], typer.Option(help="Keep trials with column=value; repeat to combine.")] = None,
+         where: Where = None,
          all_trials: AllTrials = False, trust_workload: TrustWorkload = False):
     """Plot the grid's metric per epoch (or step) for each cell, grouped as in the tables, and a bar chart of the main table."""
     from orchestrator.results import plots
