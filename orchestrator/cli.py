@@ -7,6 +7,7 @@
     ablate status runs/smoke            where a run stands
     ablate log runs/smoke --trial ID    a trial's log, on any storage
     ablate plot runs/smoke -o smoke.png validation curves and a bar chart
+    ablate track runs/smoke --to mlflow send a finished run to a tracker
     ablate models                       a workload's networks and their parameter counts
 
 Registered workloads add their own tools on trained trials as commands (the All-CNN study's
