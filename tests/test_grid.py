@@ -217,6 +217,7 @@ ERRORS = [
     (BASE + "resources:\n  gpus: -1\n", "resources.gpus: expected a number >= 0, got -1"),
     (BASE + "resources:\n  gpu: 1\n", "resources.gpu: unknown key (allowed: cpus, gpus, trials_per_gpu, max_concurrent)"),
     (BASE + "resources:\n  trials_per_gpu: 0\n", "resources.trials_per_gpu: expected an integer >= 1, got 0"),
+    (BASE + "resources: 2\n", "resources: expected a mapping with keys cpus, gpus, trials_per_gpu, max_concurrent, got 2"),
     (BASE + "max_failures: -1\n", "max_failures: expected an integer >= 0, got -1"),
     (BASE + "trial_timeout: 0\n", "trial_timeout: expected a number > 0, got 0"),
     (BASE + "trial_timeout: 1 hour\n", "trial_timeout: expected a number > 0, got '1 hour'"),
