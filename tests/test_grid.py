@@ -399,6 +399,20 @@ def test_a_workload_without_a_seed_parameter_is_one_error(tmp_path, monkeypatch)
         2, f"error: {path}: workload: the config of workload 'seedless' (Config) has no `seed: int` parameter\n")
 
 
+@pytest.mark.parametrize("code, message", [
+    ("import os\nraise RuntimeError('no GPU found')\n", "RuntimeError: no GPU found (broken.py, line 2)"),
+    ("WORKLOAD = (\n", "SyntaxError: '(' was never closed (broken.py, line 1)"),
+], ids=["raises", "syntax-error"])
+def test_a_workload_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch, code, message):
+    # A mistake in the user's own module is reported where it is, as a grid's mistakes are: no traceback.
+    (tmp_path / "broken.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path, "name: b\nworkload: broken:WORKLOAD\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: {path}: workload: cannot import workload 'broken:WORKLOAD': {message}\n")
+
+
 def test_plan_shows_the_values_the_rules_leave_and_add_and_the_rules(tmp_path):
     # The axes give width 16, 32, 64; exclude drops 64 with depth 18; include adds width 128.
     path = write(tmp_path, "name: rules\ncommand:\n  run: python t.py --width {width} --depth {depth}\n"
