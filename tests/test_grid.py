@@ -190,6 +190,9 @@ ERRORS = [
     ("name: t\nmetric: 5\n", "metric: expected a metric name or {name, summary, mode, format}, got 5"),
     ("name: t\nmetric: reward\n", "mode: missing: expected min or max (the name 'reward' does not say which way is "
                                    "better)"),
+    ("name: t\nmetric: lr\n", "metric: 'lr' is a parameter of workload 'allcnn'; name a metric its trials report"),
+    ("name: t\nmetric: val_error\nreport: [{name: width}]\n",
+     "report[0]: 'width' is a parameter of workload 'allcnn'; name a metric its trials report"),
     ("name: t\nmetric: val_loss\n", "metric: workload 'allcnn' reports no metric 'val_loss' (it reports: val_error, "
                                      "test_error, images_per_second, trained_on, restarts, train_examples, test_examples, "
                                      "data_fingerprint, synthetic_data, train_loss, train_error, lr, seconds, restart)"),
