@@ -402,6 +402,15 @@ def test_a_workload_without_a_seed_parameter_is_one_error(tmp_path, monkeypatch)
         2, f"error: {path}: workload: the config of workload 'seedless' (Config) has no `seed: int` parameter\n")
 
 
+def test_a_workload_path_to_something_else_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "other.py").write_text("WORKLOAD = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path, "name: o\nworkload: other:WORKLOAD\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: {path}: workload: 'other:WORKLOAD' is not a workloads.base.Workload (it is of type int)\n")
+
+
 @pytest.mark.parametrize("code, message", [
     ("import os\nraise RuntimeError('no GPU found')\n", "RuntimeError: no GPU found (broken.py, line 2)"),
     ("WORKLOAD = (\n", "SyntaxError: '(' was never closed (broken.py, line 1)"),

@@ -40,5 +40,5 @@ def get(name: str) -> Workload:
         where = "" if isinstance(e, SyntaxError) else f" ({os.path.basename(frame.filename)}, line {frame.lineno})"
         raise UnknownWorkload(f"cannot import workload '{name}': {type(e).__name__}: {e}{where}") from None
     if not isinstance(workload, Workload):
-        raise UnknownWorkload(f"'{name}' is a {type(workload).__name__}, not a workloads.base.Workload")
+        raise UnknownWorkload(f"'{name}' is not a workloads.base.Workload (it is of type {type(workload).__name__})")
     return workload
