@@ -7,6 +7,7 @@
     ablate status runs/smoke            where a run stands
     ablate log runs/smoke --trial ID    a trial's log, on any storage
     ablate plot runs/smoke -o smoke.png validation curves and a bar chart
+    ablate track runs/smoke --to mlflow send a finished run to a tracker
     ablate models                       a workload's networks and their parameter counts
 
 Registered workloads add their own tools on trained trials as commands (the All-CNN study's
@@ -351,7 +352,10 @@ command(compare_values, "compare")  # `compare` is the library module the comman
 
 
 @command
-def status(run: RunArg, storage: Storage = "./runs", trust_workload: TrustWorkload = False):
+def status(run: RunArg, storage: Storage = "./runs", trust_workload: Annotated[bool, typer.Option(
+               help="Import the workload module the run's grid.yaml names where it is not a registered workload. "
+                    "That runs the module's code: only for a run whose files you trust. Without it such a run "
+                    "is shown without its grid: no pending trials, no ETA.")] = False):
     """Where a run stands: trials by status, running trials with their epoch, compute used, ETA.
 
     Reads what is on disk, so it works while `ablate run` is running, and after.
@@ -425,7 +429,7 @@ def track(run: RunArg, to: Annotated[list[str], typer.Option(
 @command
 def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", help="A .png or .svg file.")],
          storage: Storage = "./runs",
-         where: Annotated[Optional[list[str]], typer.Option(help="Keep trials with column=value; repeat to combine.")] = None,
+         where: Where = None,
          all_trials: AllTrials = False, trust_workload: TrustWorkload = False):
     """Plot the grid's metric per epoch (or step) for each cell, grouped as in the tables, and a bar chart of the main table."""
     from orchestrator.results import plots

@@ -190,6 +190,9 @@ ERRORS = [
     ("name: t\nmetric: 5\n", "metric: expected a metric name or {name, summary, mode, format}, got 5"),
     ("name: t\nmetric: reward\n", "mode: missing: expected min or max (the name 'reward' does not say which way is "
                                    "better)"),
+    ("name: t\nmetric: lr\n", "metric: 'lr' is a parameter of workload 'allcnn'; name a metric its trials report"),
+    ("name: t\nmetric: val_error\nreport: [{name: width}]\n",
+     "report[0]: 'width' is a parameter of workload 'allcnn'; name a metric its trials report"),
     ("name: t\nmetric: val_loss\n", "metric: workload 'allcnn' reports no metric 'val_loss' (it reports: val_error, "
                                      "test_error, images_per_second, trained_on, restarts, train_examples, test_examples, "
                                      "data_fingerprint, synthetic_data, train_loss, train_error, lr, seconds, restart)"),
@@ -217,6 +220,7 @@ ERRORS = [
     (BASE + "resources:\n  gpus: -1\n", "resources.gpus: expected a number >= 0, got -1"),
     (BASE + "resources:\n  gpu: 1\n", "resources.gpu: unknown key (allowed: cpus, gpus, trials_per_gpu, max_concurrent)"),
     (BASE + "resources:\n  trials_per_gpu: 0\n", "resources.trials_per_gpu: expected an integer >= 1, got 0"),
+    (BASE + "resources: 2\n", "resources: expected a mapping with keys cpus, gpus, trials_per_gpu, max_concurrent, got 2"),
     (BASE + "max_failures: -1\n", "max_failures: expected an integer >= 0, got -1"),
     (BASE + "trial_timeout: 0\n", "trial_timeout: expected a number > 0, got 0"),
     (BASE + "trial_timeout: 1 hour\n", "trial_timeout: expected a number > 0, got '1 hour'"),
@@ -396,6 +400,29 @@ def test_a_workload_without_a_seed_parameter_is_one_error(tmp_path, monkeypatch)
     result = CliRunner().invoke(app, ["plan", str(path)])
     assert (result.exit_code, result.stderr) == (
         2, f"error: {path}: workload: the config of workload 'seedless' (Config) has no `seed: int` parameter\n")
+
+
+def test_a_workload_path_to_something_else_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "other.py").write_text("WORKLOAD = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path, "name: o\nworkload: other:WORKLOAD\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: {path}: workload: 'other:WORKLOAD' is not a workloads.base.Workload (it is of type int)\n")
+
+
+@pytest.mark.parametrize("code, message", [
+    ("import os\nraise RuntimeError('no GPU found')\n", "RuntimeError: no GPU found (broken.py, line 2)"),
+    ("WORKLOAD = (\n", "SyntaxError: '(' was never closed (broken.py, line 1)"),
+], ids=["raises", "syntax-error"])
+def test_a_workload_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch, code, message):
+    # A mistake in the user's own module is reported where it is, as a grid's mistakes are: no traceback.
+    (tmp_path / "broken.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path, "name: b\nworkload: broken:WORKLOAD\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert (result.exit_code, result.stderr) == (
+        2, f"error: {path}: workload: cannot import workload 'broken:WORKLOAD': {message}\n")
 
 
 def test_plan_shows_the_values_the_rules_leave_and_add_and_the_rules(tmp_path):

@@ -307,11 +307,22 @@ def test_a_grid_file_names_its_run_under_storage(run_dir, tmp_path):
     (["--where", "model"], "--where 'model': expected column=value or column!=value"),
     (["--where", "model=Z"], ": no trial matches --where model=Z"),
     (["--rows", "colour"], "unknown column 'colour' (columns: "),
+    # The layout's columns are variant: rows of variant too would be a diagonal, the rest 'no result yet'.
+    (["--rows", "variant"], "variant is both the rows and the columns: give --rows, --cols and --tables a column each"),
+    (["--tables", "model"], "model is both the rows and the tables: give --rows, --cols and --tables a column each"),
 ])
 def test_bad_options_are_one_line_errors(run_dir, args, message):
     result = invoke("summarize", run_dir, *args)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_rows_asked_for_leave_the_workloads_tables(run_dir):
+    # All-CNN's layout splits tables by dataset and augmentation: --rows dataset takes dataset from them.
+    result = invoke("summarize", run_dir, "--rows", "dataset", "-f", "markdown")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("**augmentation=none: test_error %")
+    assert "\n| dataset | variant=base | variant=all |\n|---|---|---|\n| cifar10 | " in result.stdout
 
 
 def test_missing_empty_and_unreadable_runs(tmp_path):

@@ -7,6 +7,8 @@ A grid may also name any `module:object` that is a `workloads.base.Workload`, im
 from __future__ import annotations
 
 import importlib
+import os
+import traceback
 
 from workloads.base import Workload
 
@@ -33,6 +35,10 @@ def get(name: str) -> Workload:
         workload = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
         raise UnknownWorkload(f"cannot import workload '{name}': {e}") from None
+    except Exception as e:  # the module's own code failed (a typo in it): where, in one line
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        where = "" if isinstance(e, SyntaxError) else f" ({os.path.basename(frame.filename)}, line {frame.lineno})"
+        raise UnknownWorkload(f"cannot import workload '{name}': {type(e).__name__}: {e}{where}") from None
     if not isinstance(workload, Workload):
-        raise UnknownWorkload(f"'{name}' is a {type(workload).__name__}, not a workloads.base.Workload")
+        raise UnknownWorkload(f"'{name}' is not a workloads.base.Workload (it is of type {type(workload).__name__})")
     return workload

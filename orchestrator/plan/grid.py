@@ -119,7 +119,9 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
     epochs = ([workload.epochs(workload.config(**t.config)) for t in trials]
               if workload.epochs and data.get("halving") is not None else [])
     return Grid(name=data["name"], path=path, workload=workload, workload_ref=ref, axes=spec.axes, trials=trials,
-                resources=resources(_mapping(path, "resources", data.get("resources") or {}), "resources.{}".format, path),
+                resources=resources(_mapping(path, "resources", data.get("resources") or {},
+                                             f"a mapping with keys {', '.join(RESOURCE_KEYS)}"),
+                                    "resources.{}".format, path),
                 max_failures=_number(path, "max_failures", data.get("max_failures", 1), integer=True),
                 trial_timeout=trial_timeout(data.get("trial_timeout"), "trial_timeout", path),
                 description=str(data.get("description") or ""), fixed=spec.fixed,
@@ -128,9 +130,9 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
                 exclude=spec.exclude, include=spec.include)
 
 
-def _mapping(path, key, value) -> dict:
+def _mapping(path, key, value, expected: str = "a mapping of parameter: value") -> dict:
     if not isinstance(value, dict):
-        raise GridError(path, key, f"expected a mapping of parameter: value, got {fmt(value)}")
+        raise GridError(path, key, f"expected {expected}, got {fmt(value)}")
     return value
 
 

@@ -119,12 +119,17 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
     workload's where not given."""
     if not any(key in data for key in ("metric", "mode", "report")):
         return default(workload)
-    metric, report = declared(path, data, default(workload), strict)
+    # A parameter given as the metric (`metric: lr`) is said first: its name says no mode either.
     parameters = {f.name for f in dataclasses.fields(workload.config)}
-    for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
-        if m.name in parameters:
-            raise GridError(path, key, f"'{m.name}' is a parameter of workload '{workload.name}'; "
+    report = data.get("report", [])
+    for key, given in [("metric", data.get("metric")),
+                       *((f"report[{i}]", m) for i, m in enumerate(report if isinstance(report, list) else [report]))]:
+        name = given.get("name") if isinstance(given, dict) else given
+        if isinstance(name, str) and name in parameters:
+            raise GridError(path, key, f"'{name}' is a parameter of workload '{workload.name}'; "
                                        "name a metric its trials report")
+    metric, report = declared(path, data, default(workload), strict)
+    for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
         if workload.produces is not None and m.name not in workload.produces:
             raise GridError(path, key, f"workload '{workload.name}' reports no metric '{m.name}' "
                                        f"(it reports: {', '.join(workload.produces)})")

@@ -6,7 +6,7 @@ interval is
     mean ± t(0.975, n - 1) · s / √n        (s: the standard deviation over seeds)
 
 and a difference between two cells is the same interval over the seed-by-seed differences (a
-paired t-interval; orchestrator/compare.py).
+paired t-interval; compare.py).
 
 Why t and not a bootstrap: rliable (Agarwal et al., NeurIPS 2021) recommends stratified bootstrap
 intervals for aggregates over many tasks, where each task has few runs but there are many tasks

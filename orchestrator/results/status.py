@@ -1,8 +1,8 @@
 """`ablate status`: where a run stands, from what is on disk, while it runs or after.
 
-Finished trials come from trials.parquet; running ones from their progress files (a trial whose
-progress has not moved for a long while belongs to a run that was stopped); pending ones are
-the grid's trials with neither.
+Finished trials come from trials.parquet; running ones from their progress files, while a driver
+holds the run (run/lock.py) and their progress moved lately (else they are interrupted: their run
+was stopped); pending ones are the grid's trials with neither.
 """
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ class Active:
     metrics: dict[str, Any]
     train_seconds: float  # wall time of its epochs so far, every attempt
     updated: datetime
-    interrupted: bool  # no progress for a long while: its run was interrupted
+    interrupted: bool  # no driver holds the run, or no progress for a long while: its run was stopped
     paused: bool = False  # at a rung of halving, until its cell decides
 
 
 @dataclass
 class Status:
     counts: dict[str, int]  # finished trials by status (stopped: by halving or a scheduler), plus running /
-    # paused (at a rung of halving) / interrupted (no progress for a long while) / pending
+    # paused (at a rung of halving) / interrupted (no driver, or no progress for a long while) / pending
     active: list[Active] = field(default_factory=list)
     planned: int | None = None
     used_hours: float = 0.0

@@ -287,6 +287,8 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
     base.update({"metric": objective.report[0].name, "by": objective.metric.name, "mode": objective.metric.mode,
                  "halving": halving})
     base.update({k: v for k, v in overrides.items() if v is not None})
+    if overrides.get("tables") is None:  # the workload's tables give up a column asked for as rows or columns
+        base["tables"] = [t for t in base["tables"] if t not in (base.get("rows"), base.get("cols"))]
     base["tables"] += [c for c in results.varying() if c not in results.choosable() and c not in base["tables"]]
     # A metric the grid does not declare (--metric) is a percentage only where its values are fractions too.
     layout = Layout(**base, shown=_as_recorded(objective.reported(base["metric"]), results.trials.table))
@@ -294,6 +296,11 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
     for name in [layout.rows, layout.cols, *layout.tables]:
         if name is not None and name not in columns:
             raise ResultsError(f"unknown column '{name}' (columns: {', '.join(columns)})")
+    placed: dict[str, str] = {}
+    for place, name in [("rows", layout.rows), ("columns", layout.cols), *(("tables", t) for t in layout.tables)]:
+        if name is not None and placed.setdefault(name, place) != place:  # a table of it would be its diagonal
+            raise ResultsError(f"{name} is both the {placed[name]} and the {place}: give --rows, --cols and "
+                               "--tables a column each")
     results.has(layout.metric)
     if layout.by in columns and not _all_missing(results.trials[layout.by]):
         results.has(layout.by)  # what chooses among settings is a mean too

@@ -14,6 +14,8 @@
     <run>/trials/<trial_id>/files/            the trial's own files (a script's outputs and checkpoints)
     <run>/grid.yaml                           the grid file as last run
     <run>/lock                                the driver that runs it now (run/lock.py)
+    <run>/halving.json                        halving's decisions (run/halving.py)
+    <run>/driver.log                          Ray's own messages, for local storage (run/cluster.py)
     <run>/ray/                                Ray Tune's own experiment folders
 
 Every file is written whole under a temporary dot-name and then renamed (an S3 put is atomic by
