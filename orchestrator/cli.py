@@ -406,7 +406,7 @@ def _driven(run_dir) -> bool | None:
 @command
 def track(run: RunArg, to: Annotated[list[str], typer.Option(
               "--to", help="The tracker to send to (mlflow, tensorboard, wandb); repeat for several.", show_default=False)],
-          storage: Storage = "./runs"):
+          storage: Storage = "./runs", trust_workload: TrustWorkload = False):
     """Send a run's finished trials to a tracker afterwards, as `ablate run --track` would have.
 
     Where it writes follows the run's grid (`tracking:`) and the tracker's own settings
@@ -418,7 +418,10 @@ def track(run: RunArg, to: Annotated[list[str], typer.Option(
 
     run_dir = _open_run(run, storage)
     # Like `ablate run`, it needs the run's workload (its config names the tracker's parameters).
-    grid, _ = read_saved_grid(run_dir, trust_workload=True)
+    grid, untrusted = read_saved_grid(run_dir, trust_workload)
+    if untrusted:
+        raise AblateError(f"{run_dir.display('grid.yaml')}: its workload '{untrusted}' is not a registered one, and "
+                          "importing it runs its code: --trust-workload imports it, for a run whose files you trust")
     if grid is None:
         raise AblateError(f"{run_dir.display('grid.yaml')}: the run's grid is missing or does not load here")
     names = list(tracking({name: {} for name in to}, key="--to"))

@@ -141,7 +141,7 @@ def test_ablate_track_sends_a_finished_run_afterwards_twice_the_same_runs(tmp_pa
     run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     for _ in range(2):
-        result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "mlf-later"), "--to", "mlflow"])
+        result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "mlf-later"), "--trust-workload", "--to", "mlflow"])
         assert result.exit_code == 0, result.output
         assert "2 trials in mlflow" in result.output
     client, runs = runs_of(mlflow_server, "mlf-later")
@@ -235,7 +235,7 @@ def test_ablate_track_to_tensorboard_twice_writes_each_step_once(tmp_path, local
     grid = load_grid(path)
     run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
     for _ in range(2):
-        result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "tb-later"), "--to", "tensorboard"])
+        result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "tb-later"), "--trust-workload", "--to", "tensorboard"])
         assert result.exit_code == 0, result.output
     for t in grid.trials:
         scalars = tensorboard_scalars(tmp_path / "runs" / "tb-later" / "tensorboard" / t.trial_id)
@@ -278,7 +278,7 @@ def test_wandb_offline_one_run_per_trial_with_config_history_and_summary(tmp_pat
     run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
     assert run_grid(grid, run, quiet()).counts == {"completed": 1}
     run_grid(grid, run, quiet())  # done: logs nothing new
-    result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "wb"), "--to", "wandb"])
+    result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "wb"), "--trust-workload", "--to", "wandb"])
     assert result.exit_code == 0, result.output
     files = sorted((tmp_path / "runs" / "wb" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1  # neither the second run nor `ablate track` opened the finished trial's run again
