@@ -306,7 +306,8 @@ def test_a_grid_file_names_its_run_under_storage(run_dir, tmp_path):
     (["--where", "colour=red"], "--where 'colour=red': unknown column 'colour' (columns: "),
     (["--where", "model"], "--where 'model': expected column=value or column!=value"),
     (["--where", "model=Z"], ": no trial matches --where model=Z"),
-    (["--rows", "colour"], "unknown column 'colour' (columns: "),
+    (["--rows", "colour"], "error: --rows: unknown column 'colour' (columns: "),
+    (["--tables", "model,colour"], "error: --tables: unknown column 'colour' (columns: "),
     # The layout's columns are variant: rows of variant too would be a diagonal, the rest 'no result yet'.
     (["--rows", "variant"], "variant is both the rows and the columns: give --rows, --cols and --tables a column each"),
     (["--tables", "model"], "model is both the rows and the tables: give --rows, --cols and --tables a column each"),

@@ -293,9 +293,11 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
     # A metric the grid does not declare (--metric) is a percentage only where its values are fractions too.
     layout = Layout(**base, shown=_as_recorded(objective.reported(base["metric"]), results.trials.table))
     columns = list(results.trials.columns)
-    for name in [layout.rows, layout.cols, *layout.tables]:
-        if name is not None and name not in columns:
-            raise ResultsError(f"unknown column '{name}' (columns: {', '.join(columns)})")
+    for option, names in (("--rows", [layout.rows]), ("--cols", [layout.cols]), ("--tables", layout.tables)):
+        for name in names:
+            if name is not None and name not in columns:
+                given = f"{option}: " if overrides.get(option[2:]) is not None else ""  # else the workload's layout
+                raise ResultsError(f"{given}unknown column '{name}' (columns: {', '.join(columns)})")
     placed: dict[str, str] = {}
     for place, name in [("rows", layout.rows), ("columns", layout.cols), *(("tables", t) for t in layout.tables)]:
         if name is not None and placed.setdefault(name, place) != place:  # a table of it would be its diagonal
