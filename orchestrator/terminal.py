@@ -28,7 +28,8 @@ def show_plan(console: Console, grid: Grid) -> None:
     invocation = grid.workload.invocation
     cost = grid.cost()
     # Above the table, not its title: a title wraps to the width of a narrow table.
-    console.print(f"{grid.name}: {trials(len(grid.trials))} of workload '{grid.workload.name}'",
+    owner = "its command" if invocation else f"workload '{grid.workload.name}'"
+    console.print(f"{grid.name}: {trials(len(grid.trials))} of {owner}",
                   style="italic", markup=False, soft_wrap=True)
     table = Table(show_lines=False)
     table.add_column("axis", style="bold")

@@ -79,7 +79,7 @@ def test_plan_shows_axes_trials_and_compute():
 
 def test_plan_names_the_grid_on_one_line_above_a_narrow_table():
     result = ablate("plan", ROOT / "examples" / "losses.yaml", env={"COLUMNS": "80"})
-    assert result.stdout.splitlines()[0] == "losses: 12 trials of workload 'command'"
+    assert result.stdout.splitlines()[0] == "losses: 12 trials of its command"
 
 
 # All-CNN-C at the paper's width and batch; 350 epochs of 45,000 CIFAR-10 images (5,000 held out)

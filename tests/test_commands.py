@@ -170,7 +170,7 @@ BAD = [
       "axes": {"opt": ["sgd", "rmsprop"]}},
      "axes.opt[1]: unknown opt 'rmsprop' (known: sgd, adam)"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "fixed": {"wd": 0.1}},
-     "fixed.wd: unknown parameter of workload 'command' (known: lr, seed, command)"),
+     "fixed.wd: unknown parameter of the command (known: lr, seed; declare another under command.parameters)"),
     ({"command": {"run": "python train.py --epochs {epochs:d}", "parameters": {"epochs": 0.5}}},
      "command.run: cannot write '{epochs:d}' (Unknown format code 'd' for object of type 'float') "
      "(in the trial seed=0)"),
@@ -183,7 +183,7 @@ BAD = [
     ({"command": {"run": "python train.py --n {attempts}", "parameters": {"attempts": 1}}},
      "command.parameters.attempts: 'attempts' is taken (by a result column or the command itself); name it otherwise"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},
-     "metric: 'lr' is a parameter of workload 'command'; name a metric its trials report"),
+     "metric: 'lr' is a parameter of the command; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},
      "command.steps: give either epochs (a script that reports every epoch) or steps (every N steps), not both"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "resume": "--from {checkpoint}"}},

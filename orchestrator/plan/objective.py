@@ -126,8 +126,8 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
                        *((f"report[{i}]", m) for i, m in enumerate(report if isinstance(report, list) else [report]))]:
         name = given.get("name") if isinstance(given, dict) else given
         if isinstance(name, str) and name in parameters:
-            raise GridError(path, key, f"'{name}' is a parameter of workload '{workload.name}'; "
-                                       "name a metric its trials report")
+            owner = "the command" if workload.invocation else f"workload '{workload.name}'"
+            raise GridError(path, key, f"'{name}' is a parameter of {owner}; name a metric its trials report")
     metric, report = declared(path, data, default(workload), strict)
     for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
         if workload.produces is not None and m.name not in workload.produces:

@@ -120,8 +120,11 @@ class Parameters:
 
     def param(self, key: str, name) -> None:
         if name not in self.fields:
-            self.fail(key, f"unknown parameter of workload '{self.workload.name}' "
-                           f"(known: {', '.join(self.fields)})")
+            if self.workload.invocation is None:
+                self.fail(key, f"unknown parameter of workload '{self.workload.name}' (known: {', '.join(self.fields)})")
+            declared = [f for f in self.fields if f != "command"]  # its command line, a field of every trial's
+            self.fail(key, f"unknown parameter of the command (known: {', '.join(declared)}; "
+                           "declare another under command.parameters)")
         if name == "seed":
             self.fail(key, "seeds are set by the top-level 'seeds' or 'repeats' key")
 
