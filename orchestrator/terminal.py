@@ -57,8 +57,8 @@ def show_plan(console: Console, grid: Grid) -> None:
         for t in grid.trials:
             console.print(f"  {t.trial_id}  {invocation(grid.workload.config(**t.config))}", markup=False, soft_wrap=True)
     r = grid.resources
-    console.print(f"trials: {len(grid.trials)}   training images: {si(cost['images'], 'images')}   "
-                  f"compute: {si(cost['flops'], 'FLOP')}")
+    console.print(f"trials: {len(grid.trials)}" + ("" if grid.workload.cost is None else
+                  f"   training images: {si(cost['images'], 'images')}   compute: {si(cost['flops'], 'FLOP')}"))
     for line in halving_lines(grid):
         console.print(line, markup=False, soft_wrap=True)
     for line in time_lines(grid):

@@ -77,9 +77,14 @@ def test_plan_shows_axes_trials_and_compute():
     assert "0.25 GPU" in out
 
 
-def test_plan_names_the_grid_on_one_line_above_a_narrow_table():
+def test_plan_of_a_command_grid_names_it_on_a_line_and_its_cost_as_unknown_once():
     result = ablate("plan", ROOT / "examples" / "losses.yaml", env={"COLUMNS": "80"})
-    assert result.stdout.splitlines()[0] == "losses: 12 trials of its command"
+    lines = result.stdout.splitlines()
+    assert lines[0] == "losses: 12 trials of its command"
+    # A command's cost is unknown until it runs: said once, not as unknown images and FLOPs.
+    assert "trials: 12" in lines and "unknown" not in result.stdout
+    assert "time: not estimated: a command says nothing of its cost before it runs; `ablate status` has an ETA " \
+           "once trials report" in lines
 
 
 # All-CNN-C at the paper's width and batch; 350 epochs of 45,000 CIFAR-10 images (5,000 held out)

@@ -50,6 +50,8 @@ def _pick(rates: list[dict[str, Any]], n: int) -> dict[str, Any]:
 
 def estimate(grid) -> list[Estimate] | str:
     workload, r = grid.workload, grid.resources
+    if workload.cost is None and workload.invocation:
+        return "a command says nothing of its cost before it runs; `ablate status` has an ETA once trials report"
     if workload.cost is None:
         return f"workload '{workload.name}' does not say how many images its trials train"
     if workload.rates is None:
