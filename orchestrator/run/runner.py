@@ -103,6 +103,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
     skipped = len(grid.trials) - len(todo) - failed_earlier
     run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
+    if resume_stopped:  # the published rows of stopped trials would hide the results they train to
+        publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
 
     ray_log = None
     if todo and lock.previous is not None:
