@@ -62,11 +62,12 @@ def progress_files(run: RunDir, finished) -> dict[str, dict]:
 
 
 def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = False,
-                driven: bool | None = None) -> Status:
+                driven: bool | None = None, notify=None) -> Status:
     """Where the run stands; `trials` holds every finished trial's row (records.read_trials).
     `driven`: whether a driver holds the run (run/lock.py); False: none of its trials is running,
-    however recent its progress (a driver stopped a minute ago); None: not known, judged by age."""
-    grid, untrusted = read_saved_grid(run, trust_workload)
+    however recent its progress (a driver stopped a minute ago); None: not known, judged by age.
+    `notify`: told of a grid.yaml that does not load (read_saved_grid)."""
+    grid, untrusted = read_saved_grid(run, trust_workload, notify)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
     recorded = finished = statuses(trials)
     others = 0
