@@ -365,7 +365,7 @@ def status(run: RunArg, storage: Storage = "./runs", trust_workload: Annotated[b
     from orchestrator.store.records import read_trials
 
     run_dir = _open_run(run, storage)
-    s = read_status(run_dir, read_trials(run_dir, notify=_note), trust_workload, _driven(run_dir))
+    s = read_status(run_dir, read_trials(run_dir, notify=_note), trust_workload, _driven(run_dir), _note)
     if s.untrusted:
         _untrusted(run_dir, s.untrusted, "shown without the grid: no pending trials, no ETA")
     if not s.counts and not s.planned and not s.others:

@@ -3,6 +3,8 @@
 It sleeps per epoch, checkpoints (every `checkpoint_every` epochs), and can fail on purpose (`fail`): `once` raises at its second
 epoch the first time only, `twice` at its second and its fourth, the first time each, `always` raises every time, `kill_once` kills its own worker process,
 `kill_after_record` kills it once the trial's record is written (a node lost before the trial returns),
+`kill_driver_after_record` kills the driver whose pid a test wrote to `<marker_dir>/driver.pid` then, once
+(a driver killed between a record and its publication),
 `hang_once` stops reporting at its third epoch the first time (a deadlocked data loader).
 Every start is appended to `<marker_dir>/executions.log` as `key start_epoch pid node time`, and
 every finished epoch to `<marker_dir>/epochs.log`, so tests can see what ran, where and when.
@@ -28,7 +30,8 @@ class Config:
     epochs: Annotated[int, Ge(1)] = 3
     sleep: Annotated[float, Ge(0)] = 0.0
     fail: str = field(default="never", metadata={
-        "choices": ("never", "once", "twice", "always", "kill_once", "kill_after_record", "hang_once")})
+        "choices": ("never", "once", "twice", "always", "kill_once", "kill_after_record", "kill_driver_after_record",
+                    "hang_once")})
     marker_dir: str = field(default="", metadata={"identity": False})
     ballast: Annotated[int, Ge(0)] = 0  # kB of filler in each checkpoint: a trial that fills a disk
     target: float = 0.0  # the best lr: val_error grows with the distance to it
@@ -77,12 +80,17 @@ def train(config: Config, session) -> dict:
         spike = 1.0 if config.lr == config.spike_lr and epoch + 1 == 2 else 0.0
         session.report({"epoch": epoch + 1, "val_error": abs(config.lr - config.target) + 1 / (epoch + 2) + spike},
                        checkpoint=state if (epoch + 1) % config.checkpoint_every == 0 else None)
-    if config.fail == "kill_after_record":
+    if config.fail in ("kill_after_record", "kill_driver_after_record"):
         log = session.log
 
         def dying(line):  # run_trial logs "finished: ..." right after writing the record
-            if line.startswith("finished:"):
+            driver = markers / "driver.pid"
+            if line.startswith("finished:") and config.fail == "kill_after_record":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if line.startswith("finished:") and config.fail == "kill_driver_after_record" and driver.exists():
+                pid = int(driver.read_text())
+                driver.unlink()
+                os.kill(pid, signal.SIGKILL)
             log(line)
 
         session.log = dying

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, ablate
+from tests.results_fixture import RULES_GRID, rules_result, write_run
 from tests.runs import executions, probe_grid, trials
 from tests.test_storage_s3 import CREDENTIALS, moto_s3
 
@@ -241,3 +242,17 @@ def test_damaged_results_files_are_read_past_and_written_again(tmp_path):
     assert len(executions(tmp_path)) - starts_before == 1  # only the trial whose record was damaged
     assert len(trials(run_dir)) == 3  # trials.parquet written again, readable
     assert ablate("summarize", run_dir, "-f", "csv", "--trust-workload").stderr == ""
+
+
+def test_a_damaged_grid_yaml_is_named_in_a_note_where_the_run_is_shown_without_it(tmp_path):
+    # A grid.yaml cut short was read past in silence: status dropped the trials still to run, and
+    # summarize of a script's run said "no trial has a value of test_error (metrics: none)".
+    run_dir = tmp_path / "rules"
+    write_run(run_dir, RULES_GRID, rules_result)
+    grid = run_dir / "grid.yaml"
+    grid.write_text(RULES_GRID.split("32, 64]")[0])  # a copy cut short
+    note = (f"note: {grid}: not valid YAML at line 9, column 1: did not find expected node content; "
+            "the run is shown without its grid")
+    for command in ("status", "summarize"):
+        shown = ablate(command, run_dir)
+        assert shown.stderr.splitlines()[0] == note, shown.stderr

@@ -2,6 +2,7 @@
 the end, what is stopped where, what a rerun, a killed driver and a grown grid do."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -162,6 +163,52 @@ def test_each_cell_trains_one_lr_to_the_end_and_stops_the_others_at_the_rungs(tm
         [(0.0, "completed", 8)] * 3 + [(0.45, "stopped", 2)] * 3
     assert epochs_trained(tmp_path) - trained == 3 * (8 + 2)
     assert set(decisions) < set(kept(storage / "probe"))  # the earlier decisions stand; the new lr's are added
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_failed_trial_that_retry_failed_runs_again_pauses_at_its_rung_and_goes_on_as_decided(tmp_path):
+    # Both settings fail before the rung, and the cell, where every setting failed, keeps the first.
+    # Run again by --retry-failed, lr 0.2 paused at the rung while its record still held the earlier
+    # failure: the run showed that failure again, with its old error, and left the trial failed.
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 6, "target": 0.1, "fail": "once"},
+                      max_failures=0, halving={"over": ["lr"], "rungs": [3], "keep": 0.5})
+    storage = tmp_path / "runs"
+    assert run(path, storage).counts == {"failed": 2}
+    output = io.StringIO()
+    grid = load_grid(path)
+    summary = run_grid(grid, RunDir.for_grid(str(storage), grid.name), quiet(output), retry_failed=True)
+    assert summary.counts == {"completed": 1, "stopped": 1}
+    assert "injected failure" not in output.getvalue()
+    rows = trials(storage / "probe")
+    assert sorted(zip(rows.lr, rows.status, rows.epochs_completed)) == [(0.1, "completed", 6), (0.2, "stopped", 3)]
+
+
+def test_a_driver_killed_before_it_published_a_resumed_stopped_trial_leaves_its_full_result(tmp_path):
+    # --resume-stopped replaces a stopped trial's record with its full-length result. A driver killed
+    # before it published that record left trials.parquet saying `stopped`, which every reader and
+    # every later `ablate run` took for the truth: the result it trained was never shown.
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]},
+                      fixed={"epochs": 4, "target": 0.1, "fail": "kill_driver_after_record"},
+                      halving={"over": ["lr"], "rungs": [2], "keep": 0.5})
+    storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "probe"
+    assert subprocess.run([ABLATE, "run", str(path), "--storage", str(storage), "--quiet"], cwd=ROOT,
+                          capture_output=True).returncode == 0
+    assert sorted(zip(trials(run_dir).lr, trials(run_dir).status)) == [(0.1, "completed"), (0.2, "stopped")]
+
+    driver = subprocess.Popen([ABLATE, "run", str(path), "--storage", str(storage), "--quiet", "--resume-stopped"],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tmp_path / "markers" / "driver.pid").write_text(str(driver.pid))  # killed once lr 0.2's record is written
+    assert driver.wait(timeout=300) == -signal.SIGKILL
+
+    status = CliRunner().invoke(app, ["status", str(run_dir), "--trust-workload"])
+    assert "2 finished of 2: 2 completed" in status.stdout
+    again = subprocess.run([ABLATE, "run", str(path), "--storage", str(storage), "--quiet"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert "probe: 2 completed (0 run now, 2 already done)" in again.stdout, again.stdout + again.stderr
+    rows = trials(run_dir)
+    assert sorted(zip(rows.lr, rows.status, rows.epochs_completed)) == [(0.1, "completed", 4), (0.2, "completed", 4)]
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert list(epochs[epochs.trial_id == rows[rows.lr == 0.2].trial_id.iloc[0]].epoch) == [1, 2, 3, 4]
 
 
 @pytest.mark.usefixtures("local_ray")

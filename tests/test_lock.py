@@ -117,6 +117,18 @@ def test_a_damaged_lock_record_is_one_line_and_takes_nothing_over(run):
                             "column 11 (char 10)); if no `ablate run` is running this run, delete it and run again")
 
 
+def test_a_lock_that_is_a_file_is_one_line_naming_it(local_run):
+    # A run on S3 copied to a local path (aws s3 sync) brings its lock, one object, as a file where a
+    # local run keeps a folder of generations: `ablate run` said "cannot write there (File exists)".
+    os.makedirs(local_run.path)
+    Path(local_run.path, "lock").write_bytes(b'{"token": "ab", "host": "node-1", "pid": 7}')
+    with pytest.raises(RunError) as e:
+        DriverLock(local_run, heartbeat_s=60, stale_s=30).acquire()
+    assert str(e.value) == (f"{local_run.display('lock')}: expected the folder of a run's lock on a local path, found "
+                            "a file (a run's lock on S3, copied here?); if no `ablate run` is running this run, "
+                            "delete it and run again")
+
+
 @pytest.mark.parametrize("leaving", [KeyboardInterrupt, ValueError])
 def test_ctrl_c_and_errors_release_the_run(local_run, leaving):
     with pytest.raises(leaving):

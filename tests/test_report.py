@@ -346,6 +346,24 @@ def test_missing_empty_and_unreadable_runs(tmp_path):
                          f"error: {tmp_path / 'bad'}: nothing there yet: no results, no running trials, no grid")
 
 
+def test_status_never_shows_an_earlier_grid_versions_unfinished_trials_as_to_resume(tmp_path):
+    # An interrupted run, then its grid edited and run again: the earlier version's unfinished trials
+    # were listed as interrupted ("resume from their checkpoints at the next `ablate run`"), which
+    # they never do, and counted beside the grid's own ("10 finished of 16: ..., 2 interrupted").
+    earlier = write_fixture(tmp_path / "fixture")
+    finished = records.statuses(records.read_trials(earlier))
+    unfinished = [t.trial_id for t in load_grid(tmp_path / "fixture" / "grid.yaml").trials if t.trial_id not in finished]
+    for trial_id, updated in zip(unfinished, (now(), now() - timedelta(hours=2))):
+        earlier.write_progress(trial_id, {"attempt": 1, "epoch": 2, "metrics": {"val_error": 0.5}, "seconds": 60.0,
+                                          "train_seconds": 120.0, "updated_at": updated.isoformat()})
+    write_fixture(tmp_path / "fixture", fixed={**PAPER_PROTOCOL, "epochs": 40, "lr_milestones": [20, 30]})
+    status = invoke("status", tmp_path / "fixture").stdout
+    assert status.startswith(f"{tmp_path / 'fixture'}: 10 finished of 16: 6 completed, 2 diverged, 2 failed, "
+                             "6 pending\n")
+    assert "running" not in status and "interrupted" not in status
+    assert "compute used: 10.00 CPU-hours" in status  # the grid's 10 finished trials, 1 h each
+
+
 def test_status_of_a_half_finished_run(run_dir):
     run = RunDir(str(run_dir))
     finished = records.statuses(records.read_trials(run))

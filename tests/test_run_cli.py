@@ -109,6 +109,16 @@ def test_gpus_on_a_machine_without_gpus_is_refused_up_front(tmp_path):
         "(or resources.gpus: 0) to train on CPUs")
 
 
+def test_a_trial_whose_worker_died_leaves_rays_message_in_the_driver_log_not_among_the_runs_lines(tmp_path):
+    # Ray's listener prints what its raylet says of a dead worker straight to the driver's stdout,
+    # "\x1b[33m(raylet)\x1b[0m A worker died or was killed ...", between the display's lines.
+    path = probe_grid(tmp_path, axes={"fail": ["kill_once"]}, fixed={"epochs": 3}, max_failures=1)
+    result = ablate("run", path, "--storage", tmp_path / "runs", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "raylet" not in result.stdout + result.stderr
+    assert "(raylet) A worker died or was killed" in (tmp_path / "runs" / "probe" / "driver.log").read_text()
+
+
 def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}, fixed={"epochs": 4, "sleep": 0.4},
                       resources={"cpus": 1})

@@ -328,29 +328,28 @@ def tracking(given, path: Path | None = None, key: str = "tracking") -> dict[str
     return out
 
 
-def read_saved_grid(run, trust_workload: bool = False) -> tuple[Grid | None, str | None]:
+def read_saved_grid(run, trust_workload: bool = False, notify=None) -> tuple[Grid | None, str | None]:
     """The grid a run (store.RunDir) was last run with, from its grid.yaml (None where there is
-    none, or it no longer loads here), and the workload it names where that was not imported: a
-    module that is not a registered workload, which only `trust_workload` imports. Whoever can
-    write a run directory (a shared bucket, a teammate's folder) writes its grid.yaml, and reading
-    the run's results must not run a module it names. A registered workload is part of this
-    installation, and a `command:` grid runs nothing here."""
+    none, or it no longer loads here: with `notify`, said in a note), and the workload it names
+    where that was not imported: a module that is not a registered workload, which only
+    `trust_workload` imports. Whoever can write a run directory (a shared bucket, a teammate's
+    folder) writes its grid.yaml, and reading the run's results must not run a module it names. A
+    registered workload is part of this installation, and a `command:` grid runs nothing here."""
     content = run.read_bytes(run.child(GRID_FILE))
     if content is None:
         return None, None
     path = run.display(GRID_FILE)
-    if not trust_workload:
-        try:
-            data = read_yaml(Path(path), content)
-        except GridError:
-            return None, None
-        ref = data.get("workload", workloads.DEFAULT) if isinstance(data, dict) else None
-        if (isinstance(ref, str) and "command" not in data
-                and ref not in workloads.REGISTRY and ref not in workloads.REGISTRY.values()):
-            return None, ref
     try:
+        if not trust_workload:
+            data = read_yaml(Path(path), content)
+            ref = data.get("workload", workloads.DEFAULT) if isinstance(data, dict) else None
+            if (isinstance(ref, str) and "command" not in data
+                    and ref not in workloads.REGISTRY and ref not in workloads.REGISTRY.values()):
+                return None, ref
         return load_grid(path, content, check_trials=False), None
-    except GridError:
+    except GridError as e:  # a damaged copy, or a grid this installation no longer takes
+        if notify is not None:
+            notify(f"{e}; the run is shown without its grid")
         return None, None
 
 

@@ -62,11 +62,12 @@ def progress_files(run: RunDir, finished) -> dict[str, dict]:
 
 
 def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = False,
-                driven: bool | None = None) -> Status:
+                driven: bool | None = None, notify=None) -> Status:
     """Where the run stands; `trials` holds every finished trial's row (records.read_trials).
     `driven`: whether a driver holds the run (run/lock.py); False: none of its trials is running,
-    however recent its progress (a driver stopped a minute ago); None: not known, judged by age."""
-    grid, untrusted = read_saved_grid(run, trust_workload)
+    however recent its progress (a driver stopped a minute ago); None: not known, judged by age.
+    `notify`: told of a grid.yaml that does not load (read_saved_grid)."""
+    grid, untrusted = read_saved_grid(run, trust_workload, notify)
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
     recorded = finished = statuses(trials)
     others = 0
@@ -79,8 +80,11 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     counts: dict[str, int] = {s: tally[s] for s in sorted(tally, key=lambda s: order.get(s, len(order)))}
 
     # Only unfinished trials' progress: finished ones keep their progress files, those of an
-    # edited grid's earlier version too, and are neither running nor counted twice.
+    # edited grid's earlier version too, and are neither running nor counted twice. The earlier
+    # version's unfinished trials are no longer to run: neither running nor to resume.
     progress_by_trial = progress_files(run, recorded)
+    if grid:
+        progress_by_trial = {i: p for i, p in progress_by_trial.items() if i in planned}
     # A report's seconds are the trial's average, not its last report's: a script's reports can
     # come in a burst (a training line and a validation line at an epoch's end), the last timed at ~0 s.
     report_seconds = [p["train_seconds"] / p["epoch"] for p in progress_by_trial.values()

@@ -203,7 +203,7 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
         damaged = run.fs.get_file_info(run.child("trials.parquet")).is_file  # and no record to read instead
         raise ResultsError(f"{run.display()}: no results yet (" + (
             "no readable trials.parquet, no record" if damaged else f"no {run.display('trials.parquet')}") + ")")
-    grid, untrusted = read_saved_grid(run, trust_workload)
+    grid, untrusted = read_saved_grid(run, trust_workload, notify)
     objective = saved_objective(run, grid, untrusted)
     ids = table["trial_id"].to_pylist()
     planned = {t.trial_id for t in grid.trials} if grid else set(ids)

@@ -49,16 +49,28 @@ def ray_messages_to(path: str):
     """Ray's driver-side log lines ("Started a local Ray instance", its token-authentication
     notice, Tune's warnings) go to `path` instead of the terminal, where ablate's own lines are
     what a user reads. Ray logs through the "ray" logger, whose handlers it set when imported and
-    keeps with ray.init's default configure_logging=True (which only reformats them)."""
+    keeps with ray.init's default configure_logging=True (which only reformats them).
+
+    So do the errors Ray's nodes push to the driver ("(raylet) A worker died or was killed ..." where
+    a trial's worker died), which Ray's listener thread prints straight to stdout whatever
+    `log_to_driver` says: in the middle of the display's lines. Private API (pinned by ray 2.60)."""
     ray_logger = logging.getLogger("ray")
     saved = list(ray_logger.handlers)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     handler = _QuietFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
     ray_logger.handlers[:] = [handler]
+    printing = ray._private.worker.print_to_stdstream
+
+    def to_log(data, ignore_prefix):
+        for line in data["lines"]:
+            ray_logger.error(f"({data['pid']}) {line}")
+
+    ray._private.worker.print_to_stdstream = to_log
     try:
         yield path
     finally:
+        ray._private.worker.print_to_stdstream = printing
         ray_logger.handlers[:] = saved
         handler.close()
 

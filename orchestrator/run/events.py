@@ -181,8 +181,11 @@ class Events(tune.Callback):
         if row is None and self.stopping():  # stopped with the run: it resumes at the next `ablate run`
             return
         until = trial.config["trial"].get("until")
-        if row is None and until is not None and self.run.progress(trial_id).get("paused_at", 0) >= until:
-            self.display.trial_paused(trial_id, until)  # at a rung, for its cell's decision (halving.py)
+        # At a rung, for its cell's decision (halving.py). A failed trial that --retry-failed runs
+        # again keeps its record of the earlier failure until it has a result.
+        if (row is None or row["status"] == "failed") and until is not None \
+                and self.run.progress(trial_id).get("paused_at", 0) >= until:
+            self.display.trial_paused(trial_id, until)
             return
         if row is None:  # its worker wrote no result: a scheduler (or a stopper) ended it before `train` returned
             self._record_stopped(trial_id, trial.config["trial"]["config"], trial.last_result or {})

@@ -255,14 +255,23 @@ class _FileStore:
     def _generation(self, n: int) -> str:
         return os.path.join(self.folder, str(n))
 
+    def _made(self) -> None:
+        """The lock folder, made where there is none. A file in its place is the lock of a run on
+        S3 (one object), copied here with the run: a holder this protocol cannot judge."""
+        if os.path.isfile(self.folder):
+            raise RunError(f"{self.run.display('lock')}: expected the folder of a run's lock on a local path, found "
+                           "a file (a run's lock on S3, copied here?); if no `ablate run` is running this run, "
+                           "delete it and run again")
+        os.makedirs(self.folder, exist_ok=True)
+
     def place(self) -> str:
         """The lock folder, as its inode: a copy of the run directory has a folder of its own."""
-        os.makedirs(self.folder, exist_ok=True)
+        self._made()
         return f"inode {os.stat(self.folder).st_ino}"
 
     def read(self) -> tuple[Holder | None, int | None]:
         """The holder and generation of the hold, or (None, None) where nobody ever held the run."""
-        os.makedirs(self.folder, exist_ok=True)
+        self._made()
         with open(self.draft, "ab"):  # touched now: its mtime is the storage's "now"
             os.utime(self.draft)
         storage_now = os.stat(self.draft).st_mtime

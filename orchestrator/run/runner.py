@@ -103,6 +103,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
     skipped = len(grid.trials) - len(todo) - failed_earlier
     run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
+    if resume_stopped:  # the published rows of stopped trials would hide the results they train to
+        publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
 
     ray_log = None
     if todo and lock.previous is not None:
@@ -191,8 +193,9 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
     failures: dict[str, int] = {}  # and has max_failures retries over all its rounds (events.py)
     by_id = {t.trial_id: t for t in grid.trials}
     statuses = records.statuses(publisher.trials)  # published whole by catch_up
+    paused: set[str] = set()  # failed trials run again that paused at their rung: their records are of the failure
     while True:
-        final = {i: s for i, s in statuses.items() if s in STATUSES
+        final = {i: s for i, s in statuses.items() if s in STATUSES and i not in paused
                  and not (retry_failed and s == "failed" and i not in retried)}
         plan = halver.next(final)
         if not plan:
@@ -201,6 +204,8 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
         stopped = fit([by_id[i] for i in plan], until=plan, failures=failures)
         publisher.flush()  # the round's records, and those of the trials halver.next stopped
         statuses = records.statuses(publisher.trials)
+        paused = {i for i, rung in plan.items() if statuses.get(i) == "failed" and rung is not None
+                  and run.progress(i).get("paused_at", 0) >= rung}
         if stopped or _ended_early(run, statuses, plan, plan):  # --fail-fast, or interrupted: no next round
             return
 

@@ -418,6 +418,17 @@ class Publisher:
                     self.epochs = _concat([_without(self.epochs, new), table])
                     self.run.write_table(self.run.child("epochs.parquet"), self.epochs)
 
+    def withdraw(self, trial_ids: list[str]) -> None:
+        """Take trials out of both files now: trials that train on (--resume-stopped), whose records
+        their new results replace. Until they are published again, readers and the next driver read
+        their records, so a driver killed in between leaves the new result to them."""
+        if not trial_ids:
+            return
+        self.trials, self.epochs = _without(self.trials, trial_ids), _without(self.epochs, trial_ids)
+        for name, table in (("trials.parquet", self.trials), ("epochs.parquet", self.epochs)):
+            if table is not None:
+                self.run.write_table(self.run.child(name), table)
+
     def catch_up(self) -> None:
         """Publish whatever is not published yet (what a killed driver left, too), and write both
         files now."""
