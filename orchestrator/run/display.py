@@ -52,6 +52,7 @@ class Display:
         self.paused: dict[str, Running | None] = {}  # trials waiting at a rung of halving
         self.counts = {s: 0 for s in STATUSES}
         self.unfinished = 0  # ended without a result, for the next `ablate run`
+        self.ran: set[str] = set()  # trials that began an attempt in this run
         known = list(planned_epochs.values())
         self.epochs_left = None if None in known else sum(known)
         self.epochs_trained = 0
@@ -59,6 +60,7 @@ class Display:
 
     # -- events --------------------------------------------------------------------------------
     def trial_started(self, trial_id: str, cell: dict[str, Any]) -> None:
+        self.ran.add(trial_id)
         self.running[trial_id] = self.paused.pop(trial_id, None) or Running(cell, self.planned_epochs.get(trial_id))
         self.show(trial_id, "started", describe(cell))
 

@@ -106,7 +106,7 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     if resume_stopped:  # the published rows of stopped trials would hide the results they train to
         publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
 
-    ray_log = None
+    ray_log, ran = None, set()
     if todo and lock.previous is not None:
         _let_workers_end(run, todo, lock.stale_s, notify)
     if todo:
@@ -135,13 +135,14 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                         _halve(grid, run, fit, publisher, display, retry_failed, tracking)
                     else:
                         fit(todo)
+                ran = display.ran  # not all of `todo` where the run was stopped (Ctrl-C)
             finally:
                 publisher.catch_up()  # every record in both files, whatever the pace left for later
 
     finished = records.statuses(publisher.trials)
     statuses = [finished.get(t.trial_id) for t in grid.trials]
     counts = {s: statuses.count(s) for s in STATUSES if statuses.count(s)}
-    return RunSummary(run, counts, ran=len(todo), skipped=skipped, unfinished=statuses.count(None),
+    return RunSummary(run, counts, ran=len(ran), skipped=skipped, unfinished=statuses.count(None),
                       failed_earlier=failed_earlier, ray_log=ray_log)
 
 
