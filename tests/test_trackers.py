@@ -462,3 +462,25 @@ def test_a_script_s_epochs_between_its_steps_are_at_their_step_in_every_tracker(
     history = [r.history for r in wandb_records(file) if r.WhichOneof("record_type") == "history"]
     assert [(h.step.num, "val_loss" in {_key(i) for i in h.item}) for h in history] == \
         [(0, False), (1, False), (2, True), (3, False), (4, True)]
+
+
+def test_a_count_that_starts_again_goes_on_after_the_last_step_in_every_tracker(tmp_path, mlflow_server):
+    # Pretraining then fine-tuning, both counted from epoch 1: epochs.parquet has both, so must the
+    # trackers, whose steps only go forward; fine-tuning's epoch 4 is not pretraining's next step.
+    pytest.importorskip("tensorboard")
+    grid = load_grid(script_grid(tmp_path, "again", "print('trained')\n",
+                                 tracking={"mlflow": {"tracking_uri": mlflow_server}, "tensorboard": {}}))
+    trial_id, run = grid.trials[0].trial_id, RunDir(str(tmp_path / "run"))
+    epochs = [{"epoch": e, "val_loss": 1 / e} for e in (1, 2, 3)] + \
+             [{"epoch": e, "val_loss": 0.1 / e} for e in (1, 2, 3, 4, 5)]
+    live = tracking.Tracking.start(grid, run)
+    for epoch in epochs:
+        live.epoch(trial_id, epoch)
+    live.finished(trial_id, Record({"trial_id": trial_id, "status": "completed", "val_loss": 0.02}, None, epochs))
+    curve = [(step, e["val_loss"]) for step, e in enumerate(epochs, 1)]
+    client, (r,) = runs_of(mlflow_server, "again")
+    assert [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "val_loss")] == curve
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / trial_id), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("val_loss")] == curve
