@@ -484,3 +484,12 @@ def test_a_count_that_starts_again_goes_on_after_the_last_step_in_every_tracker(
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / trial_id), size_guidance={"scalars": 0})
     events.Reload()
     assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("val_loss")] == curve
+
+
+def test_a_wandb_mode_that_is_none_of_its_modes_is_a_grid_error(tmp_path):
+    # As any value in a grid file: one line naming the file and key at `ablate plan`, exit code 2.
+    path = probe_grid(tmp_path, tracking={"wandb": {"mode": "offlne"}})
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == \
+        f"error: {path}: tracking.wandb.mode: expected one of online, offline, disabled, got 'offlne'"
