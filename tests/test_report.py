@@ -439,6 +439,19 @@ def test_summarize_of_a_halved_script_that_reports_steps_says_its_rung_is_a_step
     assert "| 100 | 0.5 (n=1)<br>95% CI: n too small<br>lr 0.1<br>stopped early: lr 0.5 at 20 |" in shown
 
 
+def test_summarize_of_one_cell_whose_lr_halving_chose_is_its_mean_over_seeds_not_a_row_per_seed(tmp_path):
+    # Only the halved axis varies: the table is the grid's one cell, both seeds in its mean.
+    def result(trial):
+        if trial.config["lr"] == 0.5:
+            return {"status": "stopped", "epochs_completed": 2, "steps_completed": 20, "val_loss": 0.9, "grid": "steps"}
+        return {"status": "completed", "epochs_completed": 10, "steps_completed": 100,
+                "val_loss": 0.4 + trial.config["seed"] / 10, "grid": "steps"}
+
+    write_run(tmp_path / "run", steps_grid(100, HALVED_STEPS + "seeds: [0, 1]\n"), result)
+    shown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "| steps | 0.45 ± 0.07071 (n=2)<br>95% CI [-0.1853, 1.085]<br>lr 0.1<br>stopped early: lr 0.5 at 20 |" in shown
+
+
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])
 def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
     out = tmp_path / f"plot.{suffix}"

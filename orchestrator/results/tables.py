@@ -278,6 +278,9 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
     base = dict(workload_layout or {})
     if not base:
         base = {"rows": varying[0] if varying else "seed", "cols": varying[1] if len(varying) > 1 else None}
+        if not varying and halved:  # one cell, its setting chosen by halving: one row, its mean over seeds
+            base["rows"] = next((axis for axis in results.axes if axis not in halved),
+                                "grid" if "grid" in results.trials.columns else "seed")
     base["tables"] = [t for t in base.get("tables", []) if t in results.trials.columns]
     objective = results.objective
     halving = results.grid.halving if results.grid else None
