@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
 from orchestrator.results.select import where
-from orchestrator.results.tables import Layout, load, summarize
+from orchestrator.results.tables import Layout, layout_for, load, summarize
 from orchestrator.run.lock import DriverLock
 from orchestrator.run.trial import write_failed
 from orchestrator.store import records
@@ -486,6 +486,25 @@ def test_plot_gives_a_cell_one_style_in_every_panel_and_names_them_in_one_legend
         [("all", styles["all"])]
 
 
+def test_plot_of_a_count_that_starts_again_goes_on_after_its_last_epoch_not_a_mean_of_both_phases(tmp_path):
+    # Pretraining then fine-tuning, both from epoch 1: epoch 1 of the curve is not (1.0 + 0.1) / 2.
+    from orchestrator.results import plots
+
+    grid = "name: ft\ncommand:\n  run: python t.py --seed {seed}\nmetric: val_loss\n"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "grid.yaml").write_text(grid)
+    loaded, run = load_grid(tmp_path / "run" / "grid.yaml"), RunDir(str(tmp_path / "run"))
+    for trial in loaded.trials:
+        epochs = [{"epoch": e, "val_loss": phase / e} for phase in (1.0, 0.1) for e in (1, 2)]
+        records.write_record(run, records.trial_schema(loaded.workload.config), trial.trial_id, trial.config,
+                             {"status": "completed", "epochs_completed": 4, "val_loss": 0.05}, epochs)
+    records.Publisher(run).catch_up()
+    results = load(run)
+    curves, _ = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
+    (line,) = curves.lines
+    assert (list(line.get_xdata()), list(line.get_ydata())) == ([1, 2, 3, 4], [1.0, 0.5, 0.1, 0.05])
+
+
 def test_the_bar_chart_names_its_column_axis_and_what_its_error_bars_are(run_dir, tmp_path):
     from orchestrator.results import plots
 
@@ -863,8 +882,8 @@ def test_plot_curves_are_the_mean_over_seeds_at_each_epoch_leaving_out_missing_v
 
     from orchestrator.results import plots
 
-    epochs = pa.table({"trial_id": ["a", "a", "b", "b", "c", "c"], "epoch": [1, 2, 1, 2, 2, 1],
-                       "val_error": [0.5, 0.4, 0.3, None, 0.2, float("nan")]})
+    epochs = pa.table({"trial_id": ["a", "a", "b", "b", "c", "c"], "epoch": [1, 2, 1, 2, 1, 2],
+                       "val_error": [0.5, 0.4, 0.3, None, float("nan"), 0.2]})
     (a_b, c) = plots._curves(epochs, [["a", "b"], ["c"]], "epoch", "val_error")
     assert a_b == ([1, 2], [0.4, 0.4])
     assert c[0] == [1, 2] and math.isnan(c[1][0]) and c[1][1] == 0.2
