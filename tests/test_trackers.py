@@ -493,3 +493,24 @@ def test_a_wandb_mode_that_is_none_of_its_modes_is_a_grid_error(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == \
         f"error: {path}: tracking.wandb.mode: expected one of online, offline, disabled, got 'offlne'"
+
+
+def test_a_trial_that_finished_as_the_run_was_stopped_ends_its_tracker_run(tmp_path, local_ray, monkeypatch):
+    # Ctrl-C as its result came in: its record is written, the driver never took it, and a later
+    # run skips it as finished. Its tracker run ends as the driver stops, not left RUNNING.
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from orchestrator.run import events
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(events.Events, "on_trial_complete", interrupted)
+    grid = load_grid(probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 2}, tracking=["tensorboard"]))
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+    logs = EventAccumulator(str(tmp_path / "runs" / "probe" / "tensorboard" / grid.trials[0].trial_id),
+                            size_guidance={"scalars": 0, "tensors": 0})
+    logs.Reload()
+    assert [e.step for e in logs.Scalars("final/val_error")] == [2]
+    assert [e.step for e in logs.Tensors("status/text_summary")] == [2]

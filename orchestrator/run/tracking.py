@@ -388,6 +388,11 @@ class Tracking:
             return bool(new)
         self._each(trial_id, action, done)
 
+    def left_open(self) -> list[str]:
+        """The trials whose tracker run this driver has logged to and not ended."""
+        return [trial_id for trial_id, states in self.states.items()
+                if any(not state.get("finished") for state in states.values())]
+
     def recorded(self, trial_id: str) -> None:
         """`finished` with the record the trial has now, where it has one."""
         if self.trackers and (record := records.read_record(self.run, trial_id)) is not None:
