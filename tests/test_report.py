@@ -439,6 +439,18 @@ def test_summarize_of_a_halved_script_that_reports_steps_says_its_rung_is_a_step
     assert "| 100 | 0.5 (n=1)<br>95% CI: n too small<br>lr 0.1<br>stopped early: lr 0.5 at 20 |" in shown
 
 
+def test_summarize_of_a_run_partly_done_is_laid_out_by_the_grid_s_axes_not_by_seed(tmp_path):
+    # Mid-run only width=16 lr=0.3 has finished: its cell, of both its seeds; not a row per seed
+    # whose "seeds that did not finish" are the other cells' trials.
+    grid = ("name: part\ncommand:\n  run: python t.py --width {width} --lr {lr} --seed {seed}\n  parameters:\n"
+            "    width: 16\n    lr: 0.1\nmetric: val_loss\naxes:\n  width: [16, 32]\n  lr: [0.3, 0.1]\nseeds: [0, 1]\n")
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_loss": 0.5 + t.config["seed"] / 10}
+              if (t.config["width"], t.config["lr"]) == (16, 0.3) else None)
+    shown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "| width | lr=0.3 |" in shown
+    assert "| 16 | 0.55 ± 0.07071 (n=2)<br>95% CI [-0.08531, 1.185] |" in shown
+
+
 def test_summarize_of_one_cell_whose_lr_halving_chose_is_its_mean_over_seeds_not_a_row_per_seed(tmp_path):
     # Only the halved axis varies: the table is the grid's one cell, both seeds in its mean.
     def result(trial):

@@ -81,7 +81,10 @@ class Results:
         same = set()
         if self.workload:
             same = {f.name for f in fields(self.workload.config) if not f.metadata.get("identity", True)}
-        varying = [c for c in self.config_columns if c not in same and len(self.trials.distinct(c)) > 1]
+        # With the values the grid plans: a run partly done is laid out as the whole will be, not by seed.
+        planned = self.planned or ()
+        varying = [c for c in self.config_columns if c not in same
+                   and len({*map(hashable, self.trials.distinct(c)), *(t[c] for t in planned if c in t)}) > 1]
         return sorted(varying, key=lambda c: list(self.axes).index(c) if c in self.axes else len(self.axes))
 
     def choosable(self) -> list[str]:
