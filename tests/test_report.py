@@ -517,6 +517,27 @@ def test_plot_of_a_count_that_starts_again_goes_on_after_its_last_epoch_not_a_me
     assert (list(line.get_xdata()), list(line.get_ydata())) == ([1, 2, 3, 4], [1.0, 0.5, 0.1, 0.05])
 
 
+def test_plot_of_a_metric_reported_every_n_steps_beside_epochs_is_over_steps(tmp_path):
+    # val_loss every 10 steps, val_acc at each epoch's end: the curve of val_loss is over steps, not
+    # an empty panel over the epochs its reports do not have.
+    from orchestrator.results import plots
+
+    grid = ("name: mix\ncommand:\n  run: python t.py --steps {steps} --seed {seed}\n  parameters:\n    steps: 40\n"
+            "  steps: steps\nmetric: val_loss\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "grid.yaml").write_text(grid)
+    loaded, run = load_grid(tmp_path / "run" / "grid.yaml"), RunDir(str(tmp_path / "run"))
+    epochs = [{"step": 10, "val_loss": 0.4}, {"step": 20, "val_loss": 0.3}, {"step": 20, "epoch": 1, "val_acc": 0.5}]
+    records.write_record(run, records.trial_schema(loaded.workload.config), loaded.trials[0].trial_id,
+                         loaded.trials[0].config, {"status": "completed", "epochs_completed": 3, "val_loss": 0.3}, epochs)
+    records.Publisher(run).catch_up()
+    results = load(run)
+    curves, _ = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
+    (line,) = curves.lines
+    assert (list(line.get_xdata()), list(line.get_ydata())) == ([10, 20], [0.4, 0.3])
+    assert curves.get_xlabel() == "step"
+
+
 def test_the_bar_chart_names_its_column_axis_and_what_its_error_bars_are(run_dir, tmp_path):
     from orchestrator.results import plots
 

@@ -59,7 +59,8 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     columns = [f.name for f in epochs.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)] \
         if epochs is not None else []
     curve_metric = next((m for m in (layout.by, layout.metric) if m in columns), layout.by)
-    x = "step" if "step" in columns and "epoch" not in columns else "epoch"
+    x = "step" if "step" in columns and ("epoch" not in columns or not _every(epochs, curve_metric, "epoch")) \
+        else "epoch"
     cells = [ids for _, _, ids, _ in wanted]
     curves = _curves(epochs, cells, x, curve_metric) if curve_metric in columns else [None] * len(cells)
     curve = layout.shown if curve_metric == layout.metric else results.objective.reported(curve_metric)
@@ -112,6 +113,14 @@ def _cell_label(table: Table, key: tuple) -> str:
     """A cell's row and column values, as the tables label them (a missing one: not recorded)."""
     r, c = key
     return label(r) + (f" {label(c)}" if table.layout.cols else "")
+
+
+def _every(epochs: pa.Table, metric: str, x: str) -> bool:
+    """Whether every report of `metric` has an `x`: a script's val_loss every 100 steps beside its
+    epochs' val_acc has no epoch, and its curve is over steps."""
+    if metric not in epochs.column_names:
+        return True
+    return not np.any(~np.isnan(arrays.floats(epochs[metric])) & np.isnan(arrays.floats(epochs[x])))
 
 
 def _continued(trial: np.ndarray, at: np.ndarray) -> np.ndarray:
