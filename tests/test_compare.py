@@ -232,3 +232,18 @@ def test_a_side_with_no_value_is_said_as_why_not_as_too_few_seeds(tmp_path):
     assert [(r["warmup"], r["width"], r["verdict"], r["better"]) for r in rows] == [
         (0, 16, "higher", False), (0, 32, "higher", False), (0, 128, "lower", True),
         (100, 16, "not in the grid, diverged", None), (100, 32, "not in the grid, no result yet", None)]
+
+
+def test_the_title_names_the_axes_chosen_for_each_side_and_none_where_every_axis_is_the_table_s(tmp_path):
+    grid = ("name: opt\ncommand:\n  run: python t.py --opt {opt} --lr {lr} --seed {seed}\n  parameters:\n"
+            "    opt: sgd\n    lr: 0.1\nmetric: val_loss\naxes:\n  opt: [sgd, adam]\n  lr: [0.1, 0.01]\nseeds: [0, 1]\n")
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_loss": t.config["lr"] + t.config["seed"]})
+    first = invoke("compare", tmp_path / "run", "--baseline", "opt=sgd", "-f", "markdown").stdout.splitlines()[0]
+    # lr is the table's rows: each side is every lr, none chosen.
+    assert first == "**val_loss: each opt minus opt=sgd, paired by seed; 95% t-interval of the mean difference**"
+    write_run(tmp_path / "three", grid.replace("lr: [0.1, 0.01]", "lr: [0.1, 0.01]\n  wd: [0, 1]").replace(
+        "lr: 0.1\n", "lr: 0.1\n    wd: 0\n").replace("--seed", "--wd {wd} --seed"),
+        lambda t: {"status": "completed", "val_loss": t.config["lr"] + t.config["seed"] + t.config["wd"]})
+    first = invoke("compare", tmp_path / "three", "--baseline", "opt=sgd", "-f", "markdown").stdout.splitlines()[0]
+    assert first == ("**val_loss: each opt minus opt=sgd, paired by seed; 95% t-interval of the mean difference; "
+                     "wd chosen for each side by best val_loss among settings with every seed finished**")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.plan.grid import load_grid
 from orchestrator.results.select import where
-from orchestrator.results.tables import Layout, load, summarize
+from orchestrator.results.tables import Layout, layout_for, load, summarize
 from orchestrator.run.lock import DriverLock
 from orchestrator.run.trial import write_failed
 from orchestrator.store import records
@@ -469,6 +469,31 @@ def test_summarize_of_a_halved_script_that_reports_steps_says_its_rung_is_a_step
     assert "| 100 | 0.5 (n=1)<br>95% CI: n too small<br>lr 0.1<br>stopped early: lr 0.5 at 20 |" in shown
 
 
+def test_summarize_of_a_run_partly_done_is_laid_out_by_the_grid_s_axes_not_by_seed(tmp_path):
+    # Mid-run only width=16 lr=0.3 has finished: its cell, of both its seeds; not a row per seed
+    # whose "seeds that did not finish" are the other cells' trials.
+    grid = ("name: part\ncommand:\n  run: python t.py --width {width} --lr {lr} --seed {seed}\n  parameters:\n"
+            "    width: 16\n    lr: 0.1\nmetric: val_loss\naxes:\n  width: [16, 32]\n  lr: [0.3, 0.1]\nseeds: [0, 1]\n")
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_loss": 0.5 + t.config["seed"] / 10}
+              if (t.config["width"], t.config["lr"]) == (16, 0.3) else None)
+    shown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "| width | lr=0.3 |" in shown
+    assert "| 16 | 0.55 ± 0.07071 (n=2)<br>95% CI [-0.08531, 1.185] |" in shown
+
+
+def test_summarize_of_one_cell_whose_lr_halving_chose_is_its_mean_over_seeds_not_a_row_per_seed(tmp_path):
+    # Only the halved axis varies: the table is the grid's one cell, both seeds in its mean.
+    def result(trial):
+        if trial.config["lr"] == 0.5:
+            return {"status": "stopped", "epochs_completed": 2, "steps_completed": 20, "val_loss": 0.9, "grid": "steps"}
+        return {"status": "completed", "epochs_completed": 10, "steps_completed": 100,
+                "val_loss": 0.4 + trial.config["seed"] / 10, "grid": "steps"}
+
+    write_run(tmp_path / "run", steps_grid(100, HALVED_STEPS + "seeds: [0, 1]\n"), result)
+    shown = invoke("summarize", tmp_path / "run", "-f", "markdown").stdout
+    assert "| steps | 0.45 ± 0.07071 (n=2)<br>95% CI [-0.1853, 1.085]<br>lr 0.1<br>stopped early: lr 0.5 at 20 |" in shown
+
+
 @pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml")])
 def test_plot_writes_an_image(run_dir, tmp_path, suffix, magic):
     out = tmp_path / f"plot.{suffix}"
@@ -501,6 +526,46 @@ def test_plot_gives_a_cell_one_style_in_every_panel_and_names_them_in_one_legend
     assert len(set(styles.values())) == 2
     assert [(line.get_label(), (line.get_color(), line.get_linestyle())) for line in second.lines] == \
         [("all", styles["all"])]
+
+
+def test_plot_of_a_count_that_starts_again_goes_on_after_its_last_epoch_not_a_mean_of_both_phases(tmp_path):
+    # Pretraining then fine-tuning, both from epoch 1: epoch 1 of the curve is not (1.0 + 0.1) / 2.
+    from orchestrator.results import plots
+
+    grid = "name: ft\ncommand:\n  run: python t.py --seed {seed}\nmetric: val_loss\n"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "grid.yaml").write_text(grid)
+    loaded, run = load_grid(tmp_path / "run" / "grid.yaml"), RunDir(str(tmp_path / "run"))
+    for trial in loaded.trials:
+        epochs = [{"epoch": e, "val_loss": phase / e} for phase in (1.0, 0.1) for e in (1, 2)]
+        records.write_record(run, records.trial_schema(loaded.workload.config), trial.trial_id, trial.config,
+                             {"status": "completed", "epochs_completed": 4, "val_loss": 0.05}, epochs)
+    records.Publisher(run).catch_up()
+    results = load(run)
+    curves, _ = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
+    (line,) = curves.lines
+    assert (list(line.get_xdata()), list(line.get_ydata())) == ([1, 2, 3, 4], [1.0, 0.5, 0.1, 0.05])
+
+
+def test_plot_of_a_metric_reported_every_n_steps_beside_epochs_is_over_steps(tmp_path):
+    # val_loss every 10 steps, val_acc at each epoch's end: the curve of val_loss is over steps, not
+    # an empty panel over the epochs its reports do not have.
+    from orchestrator.results import plots
+
+    grid = ("name: mix\ncommand:\n  run: python t.py --steps {steps} --seed {seed}\n  parameters:\n    steps: 40\n"
+            "  steps: steps\nmetric: val_loss\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "grid.yaml").write_text(grid)
+    loaded, run = load_grid(tmp_path / "run" / "grid.yaml"), RunDir(str(tmp_path / "run"))
+    epochs = [{"step": 10, "val_loss": 0.4}, {"step": 20, "val_loss": 0.3}, {"step": 20, "epoch": 1, "val_acc": 0.5}]
+    records.write_record(run, records.trial_schema(loaded.workload.config), loaded.trials[0].trial_id,
+                         loaded.trials[0].config, {"status": "completed", "epochs_completed": 3, "val_loss": 0.3}, epochs)
+    records.Publisher(run).catch_up()
+    results = load(run)
+    curves, _ = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
+    (line,) = curves.lines
+    assert (list(line.get_xdata()), list(line.get_ydata())) == ([10, 20], [0.4, 0.3])
+    assert curves.get_xlabel() == "step"
 
 
 def test_the_bar_chart_names_its_column_axis_and_what_its_error_bars_are(run_dir, tmp_path):
@@ -883,8 +948,8 @@ def test_plot_curves_are_the_mean_over_seeds_at_each_epoch_leaving_out_missing_v
 
     from orchestrator.results import plots
 
-    epochs = pa.table({"trial_id": ["a", "a", "b", "b", "c", "c"], "epoch": [1, 2, 1, 2, 2, 1],
-                       "val_error": [0.5, 0.4, 0.3, None, 0.2, float("nan")]})
+    epochs = pa.table({"trial_id": ["a", "a", "b", "b", "c", "c"], "epoch": [1, 2, 1, 2, 1, 2],
+                       "val_error": [0.5, 0.4, 0.3, None, float("nan"), 0.2]})
     (a_b, c) = plots._curves(epochs, [["a", "b"], ["c"]], "epoch", "val_error")
     assert a_b == ([1, 2], [0.4, 0.4])
     assert c[0] == [1, 2] and math.isnan(c[1][0]) and c[1][1] == 0.2

@@ -87,6 +87,24 @@ def test_the_report_that_reaches_the_rung_goes_to_the_driver_before_the_trial_pa
     assert taken == [1, 2]
 
 
+def test_what_a_script_printed_past_the_rung_is_recorded_but_not_passed_to_the_driver(tmp_path):
+    # Its trial may be stopped at the rung: the driver's trackers and live table must not show it
+    # going on past there (MLflow holds what it is sent: a stopped trial's curve ran to epoch 72).
+    from orchestrator.run.session import Paused
+
+    taken = []
+    session = StoredSession(RunDir(str(tmp_path)), "t", on_report=lambda metrics: taken.append(metrics["epoch"]),
+                            until=2)
+    session.start()
+    for epoch in (1, 2, 3, 4):  # printed before it could be killed at the rung
+        session.record({"epoch": epoch, "val_loss": 1 / epoch}, checkpoint={})
+    with pytest.raises(Paused):
+        session.announce()
+    session.close()
+    assert taken == [1, 2]
+    assert [e["epoch"] for e in session.epochs] == [1, 2, 3, 4]
+
+
 def test_a_trial_stopped_at_a_rung_keeps_its_reports_and_the_last_value_of_each_metric(tmp_path):
     # A script that prints val_loss only with its epochs, among its steps: its row has the last
     # val_loss, which halving ranked it by, though its last report (step 20) has none.

@@ -462,3 +462,55 @@ def test_a_script_s_epochs_between_its_steps_are_at_their_step_in_every_tracker(
     history = [r.history for r in wandb_records(file) if r.WhichOneof("record_type") == "history"]
     assert [(h.step.num, "val_loss" in {_key(i) for i in h.item}) for h in history] == \
         [(0, False), (1, False), (2, True), (3, False), (4, True)]
+
+
+def test_a_count_that_starts_again_goes_on_after_the_last_step_in_every_tracker(tmp_path, mlflow_server):
+    # Pretraining then fine-tuning, both counted from epoch 1: epochs.parquet has both, so must the
+    # trackers, whose steps only go forward; fine-tuning's epoch 4 is not pretraining's next step.
+    pytest.importorskip("tensorboard")
+    grid = load_grid(script_grid(tmp_path, "again", "print('trained')\n",
+                                 tracking={"mlflow": {"tracking_uri": mlflow_server}, "tensorboard": {}}))
+    trial_id, run = grid.trials[0].trial_id, RunDir(str(tmp_path / "run"))
+    epochs = [{"epoch": e, "val_loss": 1 / e} for e in (1, 2, 3)] + \
+             [{"epoch": e, "val_loss": 0.1 / e} for e in (1, 2, 3, 4, 5)]
+    live = tracking.Tracking.start(grid, run)
+    for epoch in epochs:
+        live.epoch(trial_id, epoch)
+    live.finished(trial_id, Record({"trial_id": trial_id, "status": "completed", "val_loss": 0.02}, None, epochs))
+    curve = [(step, e["val_loss"]) for step, e in enumerate(epochs, 1)]
+    client, (r,) = runs_of(mlflow_server, "again")
+    assert [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "val_loss")] == curve
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / trial_id), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("val_loss")] == curve
+
+
+def test_a_wandb_mode_that_is_none_of_its_modes_is_a_grid_error(tmp_path):
+    # As any value in a grid file: one line naming the file and key at `ablate plan`, exit code 2.
+    path = probe_grid(tmp_path, tracking={"wandb": {"mode": "offlne"}})
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == \
+        f"error: {path}: tracking.wandb.mode: expected one of online, offline, disabled, got 'offlne'"
+
+
+def test_a_trial_that_finished_as_the_run_was_stopped_ends_its_tracker_run(tmp_path, local_ray, monkeypatch):
+    # Ctrl-C as its result came in: its record is written, the driver never took it, and a later
+    # run skips it as finished. Its tracker run ends as the driver stops, not left RUNNING.
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from orchestrator.run import events
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(events.Events, "on_trial_complete", interrupted)
+    grid = load_grid(probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 2}, tracking=["tensorboard"]))
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet())
+    logs = EventAccumulator(str(tmp_path / "runs" / "probe" / "tensorboard" / grid.trials[0].trial_id),
+                            size_guidance={"scalars": 0, "tensors": 0})
+    logs.Reload()
+    assert [e.step for e in logs.Scalars("final/val_error")] == [2]
+    assert [e.step for e in logs.Tensors("status/text_summary")] == [2]

@@ -37,6 +37,7 @@ RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
 # WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE).
 TRACKERS = {"mlflow": ("tracking_uri", "experiment"), "tensorboard": ("log_dir",),
             "wandb": ("project", "entity", "mode", "dir")}
+TRACKER_CHOICES = {("wandb", "mode"): ("online", "offline", "disabled")}  # settings with a few values
 GRID_FILE = "grid.yaml"  # a run's copy of its grid file, as last run
 # More trials than any study runs on purpose: past it a grid is most likely a typo (`repeats: 100000000`),
 # and expanding it would take minutes. A grid's own `max_trials: N` raises it.
@@ -324,6 +325,9 @@ def tracking(given, path: Path | None = None, key: str = "tracking") -> dict[str
                 raise GridError(path, f"{key}.{name}.{setting}", f"unknown key (allowed: {', '.join(TRACKERS[name])})")
             if not isinstance(value, str) or not value:
                 raise GridError(path, f"{key}.{name}.{setting}", f"expected a text, got {fmt(value)}")
+            if value not in TRACKER_CHOICES.get((name, setting), (value,)):
+                raise GridError(path, f"{key}.{name}.{setting}",
+                                f"expected one of {', '.join(TRACKER_CHOICES[name, setting])}, got {fmt(value)}")
         out[name] = dict(settings)
     return out
 

@@ -49,6 +49,7 @@ class Difference:
     interval: tuple[float, float] | None = None  # 95% paired t-interval; None: n too small, or not finite
 
     better_when: str = "min"  # the metric's mode: whether lower or higher is better
+    reduced: tuple[str, ...] = ()  # the axes each side's setting is chosen among (pooled, under select=all)
 
     @property
     def unvalued(self) -> dict[Any, str]:
@@ -109,20 +110,20 @@ def compare(results: Results, layout: Layout, axis: str, base: Any, values: list
         cells = {v: cell_of(part.matching({axis: v}), layout, reduced, results.planned_in({**coords, axis: v}))
                  for v in [base, *others]}
         # A pair the grid plans neither side of (both removed by an exclude rule) is no comparison.
-        out += [_paired(coords, axis, v, base, layout, cells[base], cells[v]) for v in others
+        out += [_paired(coords, axis, v, base, layout, cells[base], cells[v], reduced) for v in others
                 if not cells[base].status == cells[v].status == "not in the grid"]
     order = {a: results.values(a) for a in cell_axes}
     return sorted(out, key=lambda d: [order[a].index(d.coords[a]) for a in cell_axes])
 
 
-def _paired(coords, axis, value, base, layout: Layout, baseline_cell: Cell, compared: Cell) -> Difference:
+def _paired(coords, axis, value, base, layout: Layout, baseline_cell: Cell, compared: Cell, reduced) -> Difference:
     seeds = [s for s in compared.values if s in baseline_cell.values]
     diffs = [compared.values[s] - baseline_cell.values[s] for s in seeds]
     finite = all(math.isfinite(d) for d in diffs)
     return Difference(coords, axis, value, base, layout.metric, baseline_cell, compared, n=len(diffs),
                       mean=sum(diffs) / len(diffs) if diffs else None,
                       interval=stats.interval(diffs) if finite else None,
-                      better_when=layout.shown.mode)
+                      better_when=layout.shown.mode, reduced=tuple(reduced))
 
 
 # What a claim's check can say. "not enough seeds": fewer than two paired seeds, or an interval

@@ -186,14 +186,15 @@ def comparison_sheet(differences: list[Difference], layout: Layout) -> Sheet:
         style = STYLE.get(next(iter(d.unvalued.values()))) if d.unvalued \
             else "dim" if d.verdict in ("inconclusive", "n too small") else None
         styles.append([None] * (len(cell_axes) + 4) + [style])
-    base = as_written(d0.baseline_value)
+    base, names = as_written(d0.baseline_value), ", ".join(d0.reduced)
     title = (f"{metric.name}{' %' if percent(metric) else ''}: each {d0.axis} minus {d0.axis}={base}, "
-             f"paired by seed; 95% t-interval of the mean difference; "
-             + (f"the other axes {layout.halving.chosen(layout.by)}" if layout.select == "best" and layout.halving
+             f"paired by seed; 95% t-interval of the mean difference"
+             + ("" if not d0.reduced  # every axis is the table's: nothing chosen, nothing pooled
+                else f"; {names} {layout.halving.chosen(layout.by)}" if layout.select == "best" and layout.halving
                 and any("stopped" in cell.counts for d in differences for cell in (d.baseline, d.compared))
-                else f"the other axes chosen for each side by best {layout.by} among settings with every seed finished"
+                else f"; {names} chosen for each side by best {layout.by} among settings with every seed finished"
                 if layout.select == "best"
-                else "the other axes pooled and paired too"))
+                else f"; {names} pooled and paired too"))
     return Sheet((f"{where_text(shared)}: " if shared else "") + title,
                  [*cell_axes, d0.axis, f"{d0.axis}={base}", "value", "difference", "seeds say"], rows, styles)
 

@@ -59,7 +59,8 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     columns = [f.name for f in epochs.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)] \
         if epochs is not None else []
     curve_metric = next((m for m in (layout.by, layout.metric) if m in columns), layout.by)
-    x = "step" if "step" in columns and "epoch" not in columns else "epoch"
+    x = "step" if "step" in columns and ("epoch" not in columns or not _every(epochs, curve_metric, "epoch")) \
+        else "epoch"
     cells = [ids for _, _, ids, _ in wanted]
     curves = _curves(epochs, cells, x, curve_metric) if curve_metric in columns else [None] * len(cells)
     curve = layout.shown if curve_metric == layout.metric else results.objective.reported(curve_metric)
@@ -114,6 +115,26 @@ def _cell_label(table: Table, key: tuple) -> str:
     return label(r) + (f" {label(c)}" if table.layout.cols else "")
 
 
+def _every(epochs: pa.Table, metric: str, x: str) -> bool:
+    """Whether every report of `metric` has an `x`: a script's val_loss every 100 steps beside its
+    epochs' val_acc has no epoch, and its curve is over steps."""
+    if metric not in epochs.column_names:
+        return True
+    return not np.any(~np.isnan(arrays.floats(epochs[metric])) & np.isnan(arrays.floats(epochs[x])))
+
+
+def _continued(trial: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Each row's x (rows of a trial in the order it reported), where a trial's count starts again
+    (fine-tuning after pretraining, both from epoch 1) one past its x before, as the trackers log
+    it: no point of a curve is the mean of two phases."""
+    same = np.r_[False, trial[1:] == trial[:-1]]  # the row is of the trial of the row before
+    back = same & np.r_[False, at[1:] < at[:-1]]
+    jump = np.where(back, np.r_[np.nan, at[:-1]] + 1 - at, 0)
+    total = np.cumsum(jump)
+    first = np.maximum.accumulate(np.where(same, 0, np.arange(len(at))))  # each row's trial's first row
+    return at + total - total[first]
+
+
 def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> list[tuple[list, list]]:
     """For each cell (the ids of its trials, each trial in one cell), the values of `x` its trials
     reported and the mean of `metric` over them at each (NaN where none has a value there)."""
@@ -122,8 +143,10 @@ def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> li
     cell_of = {trial_id: n for n, ids in enumerate(cells) for trial_id in ids}
     ids = pc.dictionary_encode(epochs["trial_id"]).combine_chunks()
     cell = np.array([cell_of[i] for i in ids.dictionary.to_pylist()])[arrays.floats(ids.indices).astype(np.int64)]
-    steps = pc.unique(epochs[x]).drop_null().sort()
-    place, values = arrays.floats(pc.index_in(epochs[x], value_set=steps)), arrays.floats(epochs[metric])
+    at = _continued(arrays.floats(ids.indices), arrays.floats(epochs[x]))
+    steps = np.unique(at[~np.isnan(at)])
+    place = np.where(np.isnan(at), np.nan, np.searchsorted(steps, at))
+    values = arrays.floats(epochs[metric])
     rows = ~np.isnan(place)
     shape = (len(cells), len(steps))
     key, values = np.ravel_multi_index((cell[rows], place[rows].astype(np.int64)), shape), values[rows]
@@ -132,7 +155,7 @@ def _curves(epochs: pa.Table, cells: list[list[str]], x: str, metric: str) -> li
     counts = np.bincount(key[valid], minlength=shape[0] * shape[1]).reshape(shape)
     sums = np.bincount(key[valid], weights=values[valid], minlength=shape[0] * shape[1]).reshape(shape)
     means = np.divide(sums, counts, out=np.full(shape, np.nan), where=counts > 0)
-    xs = np.array(steps.to_pylist(), dtype=np.int64)
+    xs = steps.astype(np.int64)
     return [(xs[reported[n]].tolist(), means[n][reported[n]].tolist()) for n in range(len(cells))]
 
 

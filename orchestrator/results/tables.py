@@ -81,7 +81,10 @@ class Results:
         same = set()
         if self.workload:
             same = {f.name for f in fields(self.workload.config) if not f.metadata.get("identity", True)}
-        varying = [c for c in self.config_columns if c not in same and len(self.trials.distinct(c)) > 1]
+        # With the values the grid plans: a run partly done is laid out as the whole will be, not by seed.
+        planned = self.planned or ()
+        varying = [c for c in self.config_columns if c not in same
+                   and len({*map(hashable, self.trials.distinct(c)), *(t[c] for t in planned if c in t)}) > 1]
         return sorted(varying, key=lambda c: list(self.axes).index(c) if c in self.axes else len(self.axes))
 
     def choosable(self) -> list[str]:
@@ -278,6 +281,9 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
     base = dict(workload_layout or {})
     if not base:
         base = {"rows": varying[0] if varying else "seed", "cols": varying[1] if len(varying) > 1 else None}
+        if not varying and halved:  # one cell, its setting chosen by halving: one row, its mean over seeds
+            base["rows"] = next((axis for axis in results.axes if axis not in halved),
+                                "grid" if "grid" in results.trials.columns else "seed")
     base["tables"] = [t for t in base.get("tables", []) if t in results.trials.columns]
     objective = results.objective
     halving = results.grid.halving if results.grid else None

@@ -138,6 +138,11 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                 ran = display.ran  # not all of `todo` where the run was stopped (Ctrl-C)
             finally:
                 publisher.catch_up()  # every record in both files, whatever the pace left for later
+                # A trial that finished as the run was stopped (Ctrl-C) was never taken by the driver:
+                # a run later skips it, so its tracker run ends now, or it stays RUNNING.
+                with environment_for_tracking():
+                    for trial_id in tracking.left_open():
+                        tracking.recorded(trial_id)
 
     finished = records.statuses(publisher.trials)
     statuses = [finished.get(t.trial_id) for t in grid.trials]

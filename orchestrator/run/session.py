@@ -228,8 +228,9 @@ class StoredSession:
         with self.lock:
             if self.paused_at is not None:
                 # What a script printed past the rung before it was killed there: recorded, as all
-                # it printed is, but the trial is ranked (and, if stopped, recorded) at the rung (halving.py).
-                self._record(metrics, checkpoint)
+                # it printed is, but the trial is ranked (and, if stopped, recorded) at the rung (halving.py),
+                # and the driver is not told: a trial it stops there must not go on in its trackers.
+                self._record(metrics, checkpoint, announce=False)
                 return False
             at = metrics.get("step", len(self.epochs) + 1)
             pausing = self.until is not None and at >= self.until
@@ -254,7 +255,7 @@ class StoredSession:
         if paused_at is not None:
             raise Paused(paused_at)
 
-    def _record(self, metrics, checkpoint) -> None:
+    def _record(self, metrics, checkpoint, announce=True) -> None:
         self._raise_failed()
         # Epochs are timed here, not by the workload: `ablate status` needs their length for
         # compute used and ETAs whatever the workload reports.
@@ -273,7 +274,8 @@ class StoredSession:
                          "updated_at": now().isoformat()}
         said = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
         self._queue(epochs, whole, saved, self.progress, _log_line(said), send_files=self.local_files is not None)
-        self.unannounced.append(dict(metrics))
+        if announce:
+            self.unannounced.append(dict(metrics))
 
     def _write(self, files: _Files) -> None:
         # In this order: a checkpoint means the epochs it covers are there, progress that names an

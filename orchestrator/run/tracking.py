@@ -51,6 +51,18 @@ def step_of(epoch: dict[str, Any], index: int | None) -> int | None:
     return None if index is None else index + 1
 
 
+def steps_of(epochs: list[dict[str, Any]]) -> list[tuple[int, dict[str, float]]]:
+    """A trial's reports, each at its step in a tracker, whose steps only go forward: a count that
+    starts again (fine-tuning after pretraining, both from epoch 1) goes on one past the step before."""
+    logged, offset = [], 0
+    for i, epoch in enumerate(epochs):
+        step = step_of(epoch, i)
+        if logged and step + offset < logged[-1][0]:
+            offset = logged[-1][0] + 1 - step
+        logged.append((step + offset, numbers(epoch, ("epoch", "step"))))
+    return logged
+
+
 def numbers(values: dict[str, Any], leave_out=()) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if k not in leave_out and isinstance(v, (int, float))
             and not isinstance(v, bool) and math.isfinite(v)}
@@ -353,6 +365,10 @@ class Tracking:
              next_only=False) -> None:
         def action(tracker, state) -> bool:
             last, at_last = state["last_step"], state.get("at_last")
+            if next_only and (state.get("restarted") or any(step < last for step, _ in epochs)):
+                # A count that started again: where it goes on in the tracker is the record's (steps_of).
+                restarted, state["restarted"] = state.get("restarted", False), True
+                return not restarted
             new: list[tuple[int, dict[str, float]]] = []
             for step, values in epochs:
                 if step == last and at_last is not None:  # an epoch's row at the step just logged
@@ -372,6 +388,11 @@ class Tracking:
             return bool(new)
         self._each(trial_id, action, done)
 
+    def left_open(self) -> list[str]:
+        """The trials whose tracker run this driver has logged to and not ended."""
+        return [trial_id for trial_id, states in self.states.items()
+                if any(not state.get("finished") for state in states.values())]
+
     def recorded(self, trial_id: str) -> None:
         """`finished` with the record the trial has now, where it has one."""
         if self.trackers and (record := records.read_record(self.run, trial_id)) is not None:
@@ -381,7 +402,7 @@ class Tracking:
         """The trial's epochs not logged yet, then its status and final metrics, once."""
         if not self.trackers:
             return
-        epochs = [(step_of(e, i), numbers(e, ("epoch", "step"))) for i, e in enumerate(record.epochs or [])]
+        epochs = steps_of(record.epochs or [])
         last = max((step for step, _ in epochs), default=NOTHING)
 
         def done(state) -> bool:  # all there: a trial sent before (`ablate track` again) is not even opened
