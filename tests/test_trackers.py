@@ -144,6 +144,9 @@ def test_ablate_track_sends_a_finished_run_afterwards_twice_the_same_runs(tmp_pa
         result = CliRunner().invoke(app, ["track", str(tmp_path / "runs" / "mlf-later"), "--trust-workload", "--to", "mlflow"])
         assert result.exit_code == 0, result.output
         assert "2 trials in mlflow" in result.output
+        # Where they are, once; not MLflow's two lines of links for every trial.
+        assert f"note: trials are tracked in MLflow: {mlflow_server}/#/experiments/" in result.output
+        assert "View run" not in result.output
     client, runs = runs_of(mlflow_server, "mlf-later")
     assert len(runs) == 2
     for r in runs:
@@ -183,6 +186,9 @@ def test_a_tracker_failing_mid_run_is_one_warning_and_tracking_stops(tmp_path, m
         def where(self):
             return "nowhere"
 
+        def shown(self):
+            return "nowhere"
+
         def start_or_resume(self, *args):
             raise ConnectionError("server went away")
 
@@ -194,7 +200,7 @@ def test_a_tracker_failing_mid_run_is_one_warning_and_tracking_stops(tmp_path, m
                     [{"epoch": 1, "val_error": 0.2}])
     t.epoch(grid.trials[0].trial_id, {"epoch": 1, "val_error": 0.2})
     t.finished(grid.trials[0].trial_id, record)
-    assert notes == ["tracking with mlflow stopped (server went away); the trials go on, their results are saved "
+    assert notes == ["trials are tracked in nowhere", "tracking with mlflow stopped (server went away); the trials go on, their results are saved "
                      f"as always: `ablate track {tmp_path / 'run'} --to mlflow` sends them once it works again"]
 
 

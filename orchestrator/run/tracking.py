@@ -119,6 +119,13 @@ class MLflow:
     def where(self) -> str:
         return f"{self.uri} experiment {self.experiment_name}"
 
+    def shown(self) -> str:
+        """Where a user finds the trials: the experiment's page, said once for the run (MLflow's
+        own links, two lines per trial among the run's, are switched off: environment_for_tracking)."""
+        if self.uri.startswith(("http://", "https://")):
+            return f"MLflow: {self.uri.rstrip('/')}/#/experiments/{self.experiment}"
+        return f"MLflow: {self.uri}, experiment {self.experiment_name}"
+
     def start_or_resume(self, trial_id: str, cell: dict, config: dict, state: dict | None) -> dict:
         run_id = (state or {}).get("run_id")
         if run_id is None:  # a driver killed before it stored the run's id: the run is found by its tag
@@ -185,6 +192,9 @@ class TensorBoard:
 
     def where(self) -> str:
         return self.log_dir
+
+    def shown(self) -> str:
+        return f"TensorBoard: tensorboard --logdir {self.log_dir}"
 
     def _writer(self, state: dict):
         from torch.utils.tensorboard import SummaryWriter
@@ -253,6 +263,11 @@ class WandB:
     def where(self) -> str:
         return f"{self.mode} {self.entity or ''}/{self.project}"
 
+    def shown(self) -> str:
+        if self.mode == "offline":
+            return f"W&B, offline in {os.path.join(self.dir or '.', 'wandb')} (`wandb sync` uploads them)"
+        return f"W&B project {self.entity + '/' if self.entity else ''}{self.project} ({self.mode})"
+
     def start_or_resume(self, trial_id: str, cell: dict, config: dict, state: dict | None) -> dict:
         import hashlib
         run_id = (state or {}).get("run_id") or hashlib.sha1(f"{self.grid.name}/{trial_id}".encode()).hexdigest()[:16]
@@ -305,7 +320,10 @@ class Tracking:
     def start(cls, grid: Grid, run: RunDir, notify=lambda message: None, names=None) -> "Tracking":
         """Every tracker of the grid (or `names`) made and checked: a RunError if one cannot be used."""
         wanted = grid.tracking if names is None else {n: grid.tracking.get(n, {}) for n in names}
-        return cls(grid, run, [TRACKERS[name](grid, run, settings) for name, settings in wanted.items()], notify)
+        trackers = [TRACKERS[name](grid, run, settings) for name, settings in wanted.items()]
+        for tracker in trackers:
+            notify(f"trials are tracked in {tracker.shown()}")
+        return cls(grid, run, trackers, notify)
 
     def __bool__(self) -> bool:
         return bool(self.trackers)
@@ -421,9 +439,11 @@ class Tracking:
 
 def environment_for_tracking():
     """Bounds MLflow's retries for the whole run: a server that stops answering mid-run costs one
-    warning after seconds, not the driver's minutes."""
+    warning after seconds, not the driver's minutes. And no links from MLflow as each trial ends,
+    where the run's own lines are: Tracking.start says where the trials are, once."""
     return environment({k: os.environ.get(k, v) for k, v in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-                                                              "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}.items()})
+                                                              "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+                                                              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items()})
 
 
 def track_run(grid: Grid, run: RunDir, names: list[str], notify=lambda message: None) -> int:
