@@ -337,3 +337,25 @@ def test_fail_fast_stops_the_grid_once_a_trial_has_failed_its_retries_and_the_ne
     trained = [line.split()[1] for line in (tmp_path / "markers" / "epochs.log").read_text().splitlines()
                if "-never" in line]
     assert sorted(trained, key=int) == [str(epoch) for epoch in range(1, 21)]  # each epoch once
+
+
+def test_a_local_ray_that_cannot_start_is_one_line(tmp_path):
+    # Under a 2 MB file-size limit Ray's own processes die as they start, and ray.init raises a bare
+    # Exception after its startup timeout.
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+
+    path = probe_grid(tmp_path)
+    exe = os.path.join(os.path.dirname(sys.executable), "ablate")
+    driver = subprocess.Popen([exe, "run", str(path), "--storage", str(tmp_path / "runs")], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limit,
+                              start_new_session=True)
+    try:
+        _, errors = driver.communicate(timeout=240)
+    finally:  # what Ray started, whatever is left of it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 1
+    assert errors.startswith("error: cannot start Ray on this machine: ") and errors.count("\n") == 1, errors

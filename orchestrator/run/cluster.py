@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -177,6 +176,10 @@ def connect(address: str | None, env: dict[str, str] | None = None) -> None:
             ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {last_line(str(e))}") from None
+    except Exception as e:  # a local Ray whose processes could not start (a file-size limit, a full /tmp): Ray's bare Exception
+        if address is not None:
+            raise
+        raise RunError(f"cannot start Ray on this machine: {last_line(str(e))}") from None
 
 
 @ray.remote(num_cpus=0)
