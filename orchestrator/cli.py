@@ -285,10 +285,17 @@ MetricOption = Annotated[Optional[str], typer.Option(
     help="The metric shown in each cell (default: those the grid reports, e.g. test_error).", show_default=False)]
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")]
-TrustWorkload = Annotated[bool, typer.Option(
-    "--trust-workload", help="Import the workload module the run's grid.yaml names where it is not a registered workload. "
-         "That runs the module's code: only for a run whose files you trust. Without it such a run's "
-         "results are shown without the workload's layout, published numbers and claims.")]
+
+
+def _trust_workload(without: str):
+    """--trust-workload, its help ending with what the command does `without` it."""
+    return Annotated[bool, typer.Option(
+        "--trust-workload", help="Import the workload module the run's grid.yaml names where it is not a registered "
+        f"workload. That runs the module's code: only for a run whose files you trust. Without it {without}")]
+
+
+TrustWorkload = _trust_workload(
+    "such a run's results are shown without the workload's layout, published numbers and claims.")
 
 
 @command
@@ -351,11 +358,11 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
 command(compare_values, "compare")  # `compare` is the library module the command calls
 
 
+StatusTrustWorkload = _trust_workload("such a run is shown without its grid: no pending trials, no ETA.")
+
+
 @command
-def status(run: RunArg, storage: Storage = "./runs", trust_workload: Annotated[bool, typer.Option(
-               help="Import the workload module the run's grid.yaml names where it is not a registered workload. "
-                    "That runs the module's code: only for a run whose files you trust. Without it such a run "
-                    "is shown without its grid: no pending trials, no ETA.")] = False):
+def status(run: RunArg, storage: Storage = "./runs", trust_workload: StatusTrustWorkload = False):
     """Where a run stands: trials by status, running trials with their epoch, compute used, ETA.
 
     Reads what is on disk, so it works while `ablate run` is running, and after.

@@ -45,6 +45,14 @@ def test_help_reads_as_sentences_at_the_terminal_width():
     assert "--no-" not in result.stdout
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_flag_is_one_option(command):
+    # As in `run`: --trust-workload, not --no-trust-workload beside it and a default named after it.
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--no-" not in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda p: p.stem)
 def test_plan_json_lists_every_trial_with_its_resolved_config(grid):
     result = CliRunner().invoke(app, ["plan", str(grid), "--json"])
