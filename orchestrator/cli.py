@@ -410,10 +410,13 @@ def _driven(run_dir) -> bool | None:
         return None
 
 
+TrackTrustWorkload = _trust_workload("such a run is refused.")
+
+
 @command
 def track(run: RunArg, to: Annotated[list[str], typer.Option(
               "--to", help="The tracker to send to (mlflow, tensorboard, wandb); repeat for several.", show_default=False)],
-          storage: Storage = "./runs", trust_workload: TrustWorkload = False):
+          storage: Storage = "./runs", trust_workload: TrackTrustWorkload = False):
     """Send a run's finished trials to a tracker afterwards, as `ablate run --track` would have.
 
     Where it writes follows the run's grid (`tracking:`) and the tracker's own settings
