@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -258,6 +260,9 @@ def _experiment(grid, run, trainable, trials: GridTrials, events: Events, resour
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
     tune_logger.setLevel(logging.CRITICAL)
+    # Tune's Ctrl-C handler (wrapped by Events.setup) outlives an experiment that was not stopped:
+    # a Ctrl-C after it would say "stopping" and be swallowed.
+    ctrl_c = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         with environment(tune_environment(len(trials.trials), ray.cluster_resources().get("CPU", 1))):
             tuner.fit()
@@ -269,6 +274,8 @@ def _experiment(grid, run, trainable, trials: GridTrials, events: Events, resour
         raise StorageError.at(run.display(), e, doing="use it") from None
     finally:
         tune_logger.setLevel(level)
+        if ctrl_c is not None:
+            signal.signal(signal.SIGINT, ctrl_c)
     if events.storage_error:  # a trial's StorageError, as its worker said it
         raise RunError(events.storage_error)
 
