@@ -105,8 +105,6 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
     skipped = len(grid.trials) - len(todo) - failed_earlier
     run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
-    if resume_stopped:  # the published rows of stopped trials would hide the results they train to
-        publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
 
     ray_log, ran = None, set()
     if todo and lock.previous is not None:
@@ -127,6 +125,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                 notify(note)
             planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
             try:
+                if resume_stopped:  # the published rows of stopped trials would hide the results they train to
+                    publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
                 with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking(), \
                         _sigterm_as_ctrl_c(run, notify):
