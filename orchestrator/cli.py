@@ -285,10 +285,17 @@ MetricOption = Annotated[Optional[str], typer.Option(
     help="The metric shown in each cell (default: those the grid reports, e.g. test_error).", show_default=False)]
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file.")]
-TrustWorkload = Annotated[bool, typer.Option(
-    "--trust-workload", help="Import the workload module the run's grid.yaml names where it is not a registered workload. "
-         "That runs the module's code: only for a run whose files you trust. Without it such a run's "
-         "results are shown without the workload's layout, published numbers and claims.")]
+
+
+def _trust_workload(without: str):
+    """--trust-workload, its help ending with what the command does `without` it."""
+    return Annotated[bool, typer.Option(
+        "--trust-workload", help="Import the workload module the run's grid.yaml names where it is not a registered "
+        f"workload. That runs the module's code: only for a run whose files you trust. Without it {without}")]
+
+
+TrustWorkload = _trust_workload(
+    "such a run's results are shown without the workload's layout, published numbers and claims.")
 
 
 @command
@@ -351,11 +358,11 @@ def compare_values(run: RunArg, storage: Storage = "./runs",
 command(compare_values, "compare")  # `compare` is the library module the command calls
 
 
+StatusTrustWorkload = _trust_workload("such a run is shown without its grid: no pending trials, no ETA.")
+
+
 @command
-def status(run: RunArg, storage: Storage = "./runs", trust_workload: Annotated[bool, typer.Option(
-               help="Import the workload module the run's grid.yaml names where it is not a registered workload. "
-                    "That runs the module's code: only for a run whose files you trust. Without it such a run "
-                    "is shown without its grid: no pending trials, no ETA.")] = False):
+def status(run: RunArg, storage: Storage = "./runs", trust_workload: StatusTrustWorkload = False):
     """Where a run stands: trials by status, running trials with their epoch, compute used, ETA.
 
     Reads what is on disk, so it works while `ablate run` is running, and after.
@@ -403,10 +410,13 @@ def _driven(run_dir) -> bool | None:
         return None
 
 
+TrackTrustWorkload = _trust_workload("such a run is refused.")
+
+
 @command
 def track(run: RunArg, to: Annotated[list[str], typer.Option(
               "--to", help="The tracker to send to (mlflow, tensorboard, wandb); repeat for several.", show_default=False)],
-          storage: Storage = "./runs", trust_workload: TrustWorkload = False):
+          storage: Storage = "./runs", trust_workload: TrackTrustWorkload = False):
     """Send a run's finished trials to a tracker afterwards, as `ablate run --track` would have.
 
     Where it writes follows the run's grid (`tracking:`) and the tracker's own settings

@@ -45,6 +45,22 @@ def test_help_reads_as_sentences_at_the_terminal_width():
     assert "--no-" not in result.stdout
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_flag_is_one_option(command):
+    # As in `run`: --trust-workload, not --no-trust-workload beside it and a default named after it.
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--no-" not in result.stdout, result.stdout
+
+
+def test_track_help_says_a_run_of_an_untrusted_workload_is_refused():
+    # track sends nothing without the workload (its config names the trackers' parameters): no
+    # "results are shown without the workload's layout", which is summarize's.
+    result = CliRunner().invoke(app, ["track", "--help"], env={"COLUMNS": "200"})
+    assert "Without it such a run is refused." in result.stdout, result.stdout
+    assert "shown without" not in result.stdout
+
+
 @pytest.mark.parametrize("grid", GRIDS, ids=lambda p: p.stem)
 def test_plan_json_lists_every_trial_with_its_resolved_config(grid):
     result = CliRunner().invoke(app, ["plan", str(grid), "--json"])

@@ -414,7 +414,10 @@ def test_a_workload_path_to_something_else_is_one_line(tmp_path, monkeypatch):
 @pytest.mark.parametrize("code, message", [
     ("import os\nraise RuntimeError('no GPU found')\n", "RuntimeError: no GPU found (broken.py, line 2)"),
     ("WORKLOAD = (\n", "SyntaxError: '(' was never closed (broken.py, line 1)"),
-], ids=["raises", "syntax-error"])
+    # Where in the module, not in the library whose call failed (json/decoder.py).
+    ("import json\n\nSETTINGS = json.loads('{')\n",
+     "JSONDecodeError: Expecting property name enclosed in double quotes: line 1 column 2 (char 1) (broken.py, line 3)"),
+], ids=["raises", "syntax-error", "in-a-library"])
 def test_a_workload_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch, code, message):
     # A mistake in the user's own module is reported where it is, as a grid's mistakes are: no traceback.
     (tmp_path / "broken.py").write_text(code)

@@ -183,6 +183,30 @@ def test_a_failed_trial_that_retry_failed_runs_again_pauses_at_its_rung_and_goes
     assert sorted(zip(rows.lr, rows.status, rows.epochs_completed)) == [(0.1, "completed", 6), (0.2, "stopped", 3)]
 
 
+def test_resume_stopped_refused_before_any_trial_leaves_the_stopped_rows_in_trials_parquet(tmp_path, monkeypatch):
+    # A run that stops before training (a tracker that cannot be used) leaves the files as they were:
+    # trials.parquet is what users read, and it kept no row of the stopped trial.
+    from orchestrator.errors import RunError
+    from orchestrator.run import tracking
+    from orchestrator.store.records import Publisher
+
+    class Unusable:
+        def __init__(self, grid, run, settings):
+            raise RunError("tracking with mlflow: no server")
+
+    monkeypatch.setitem(tracking.TRACKERS, "mlflow", Unusable)
+    grid = load_grid(probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 4}, tracking=["mlflow"]))
+    run, (trial,) = RunDir.for_grid(str(tmp_path / "runs"), grid.name), grid.trials
+    write_record(run, trial_schema(grid.workload.config), trial.trial_id, trial.config,
+                 {"status": "stopped", "epochs_completed": 2, "val_error": 0.5},
+                 [{"epoch": e, "val_error": 0.5} for e in (1, 2)])
+    Publisher(run).catch_up()
+    with pytest.raises(RunError):
+        run_grid(grid, run, quiet(), resume_stopped=True)
+    assert pd.read_parquet(run.child("trials.parquet"))["status"].tolist() == ["stopped"]
+    assert pd.read_parquet(run.child("epochs.parquet"))["epoch"].tolist() == [1, 2]
+
+
 def test_a_driver_killed_before_it_published_a_resumed_stopped_trial_leaves_its_full_result(tmp_path):
     # --resume-stopped replaces a stopped trial's record with its full-length result. A driver killed
     # before it published that record left trials.parquet saying `stopped`, which every reader and

@@ -955,6 +955,16 @@ def test_plot_curves_are_the_mean_over_seeds_at_each_epoch_leaving_out_missing_v
     assert c[0] == [1, 2] and math.isnan(c[1][0]) and c[1][1] == 0.2
 
 
+def test_plot_of_a_count_that_starts_again_after_a_row_without_an_epoch_goes_on_after_its_last_epoch():
+    # A script's step rows have no epoch: fine-tuning's epoch 1 after one is still a count that
+    # starts again, not pretraining's epoch 1 to average with.
+    from orchestrator.results import plots
+
+    epochs = pa.table({"trial_id": ["a"] * 6, "epoch": [1, 2, None, 1, None, 2],
+                       "val_loss": [1.0, 0.5, None, 0.1, None, 0.05]})
+    assert plots._curves(epochs, [["a"]], "epoch", "val_loss") == [([1, 2, 3, 4], [1.0, 0.5, 0.1, 0.05])]
+
+
 def test_an_unimported_workloads_run_is_judged_by_what_its_grid_declares(tmp_path):
     from orchestrator.plan.grid import saved_objective
     from orchestrator.plan.objective import INTERFACE

@@ -43,6 +43,18 @@ def test_four_trials_packed_on_one_gpu_run_at_once(tmp_path):
     assert max(began) < min(ended)  # all four were training at the same moment
 
 
+def test_ctrl_c_after_the_run_is_the_caller_s_again(tmp_path):
+    # Tune sets its Ctrl-C handler in Tuner.fit and leaves it set once the experiment ends; wrapped
+    # to say "stopping", a Ctrl-C after the run (or between halving's rounds) said the run stopped
+    # and was swallowed.
+    output = io.StringIO()
+    summary = run(probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 1}), tmp_path / "runs", output)
+    assert summary.counts == {"completed": 1}
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    assert "stopping" not in output.getvalue()
+
+
 def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     path = probe_grid(tmp_path, axes={"fail": ["once"]}, fixed={"epochs": 3}, max_failures=1)
     summary = run(path, tmp_path / "runs")

@@ -520,3 +520,35 @@ def test_a_trial_that_finished_as_the_run_was_stopped_ends_its_tracker_run(tmp_p
     logs.Reload()
     assert [e.step for e in logs.Scalars("final/val_error")] == [2]
     assert [e.step for e in logs.Tensors("status/text_summary")] == [2]
+
+
+def test_a_retried_trial_goes_on_logging_live_past_the_epochs_logged_before(tmp_path, monkeypatch):
+    # An attempt that failed at epoch 5 is retried from its checkpoint after epoch 2: its epochs 3
+    # to 5 were logged, epoch 6 is the next step and is logged as it comes, not only at the end.
+    logged = []
+
+    class Recording:
+        name = "mlflow"
+
+        def __init__(self, grid, run, settings):
+            pass
+
+        def where(self):
+            return "here"
+
+        def start_or_resume(self, trial_id, cell, config, state):
+            return {"last_step": (state or {}).get("last_step", tracking.NOTHING)}
+
+        def log_epochs(self, state, epochs):
+            logged.extend(step for step, _ in epochs)
+
+    monkeypatch.setitem(tracking.TRACKERS, "mlflow", Recording)
+    grid = load_grid(probe_grid(tmp_path, tracking=["mlflow"]))
+    trial_id = grid.trials[0].trial_id
+    live = tracking.Tracking.start(grid, RunDir(str(tmp_path / "run")))
+    for epoch in (1, 2, 3, 4, 5):
+        live.epoch(trial_id, {"epoch": epoch, "val_error": 0.1})
+    live.attempt(trial_id)  # Tune starts its retry (events.py, on_trial_start)
+    for epoch in (3, 4, 5, 6, 7):
+        live.epoch(trial_id, {"epoch": epoch, "val_error": 0.1})
+    assert logged == [1, 2, 3, 4, 5, 6, 7]

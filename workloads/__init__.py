@@ -36,7 +36,9 @@ def get(name: str) -> Workload:
     except (ImportError, AttributeError) as e:
         raise UnknownWorkload(f"cannot import workload '{name}': {e}") from None
     except Exception as e:  # the module's own code failed (a typo in it): where, in one line
-        frame = traceback.extract_tb(e.__traceback__)[-1]
+        frames = traceback.extract_tb(e.__traceback__)
+        # The module's own line: the first frame of a module's code, not the library call it made.
+        frame = next((f for f in frames if f.name == "<module>"), frames[-1])
         where = "" if isinstance(e, SyntaxError) else f" ({os.path.basename(frame.filename)}, line {frame.lineno})"
         raise UnknownWorkload(f"cannot import workload '{name}': {type(e).__name__}: {e}{where}") from None
     if not isinstance(workload, Workload):

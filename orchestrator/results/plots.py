@@ -127,11 +127,14 @@ def _continued(trial: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Each row's x (rows of a trial in the order it reported), where a trial's count starts again
     (fine-tuning after pretraining, both from epoch 1) one past its x before, as the trackers log
     it: no point of a curve is the mean of two phases."""
+    rows = np.arange(len(at))
     same = np.r_[False, trial[1:] == trial[:-1]]  # the row is of the trial of the row before
-    back = same & np.r_[False, at[1:] < at[:-1]]
-    jump = np.where(back, np.r_[np.nan, at[:-1]] + 1 - at, 0)
+    first = np.maximum.accumulate(np.where(same, 0, rows))  # each row's trial's first row
+    # The last row before each that has an x (a script's step rows have no epoch), of its trial.
+    before = np.r_[-1, np.maximum.accumulate(np.where(np.isnan(at), -1, rows))][:len(at)]
+    back = (before >= first) & (at < at[np.maximum(before, 0)])
+    jump = np.where(back, at[np.maximum(before, 0)] + 1 - at, 0)
     total = np.cumsum(jump)
-    first = np.maximum.accumulate(np.where(same, 0, np.arange(len(at))))  # each row's trial's first row
     return at + total - total[first]
 
 

@@ -100,6 +100,8 @@ class Events(tune.Callback):
         self.trials.started(trial.trial_id)
         self.began.add(self._id(trial))
         self.hangs.started(self._id(trial))
+        if self.tracking:
+            self.tracking.attempt(self._id(trial))
         self.display.trial_started(self._id(trial), self.cells[self._id(trial)])
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -103,8 +105,6 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
     skipped = len(grid.trials) - len(todo) - failed_earlier
     run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
-    if resume_stopped:  # the published rows of stopped trials would hide the results they train to
-        publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
 
     ray_log, ran = None, set()
     if todo and lock.previous is not None:
@@ -125,6 +125,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                 notify(note)
             planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
             try:
+                if resume_stopped:  # the published rows of stopped trials would hide the results they train to
+                    publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
                 with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking(), \
                         _sigterm_as_ctrl_c(run, notify):
@@ -258,6 +260,9 @@ def _experiment(grid, run, trainable, trials: GridTrials, events: Events, resour
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
     tune_logger.setLevel(logging.CRITICAL)
+    # Tune's Ctrl-C handler (wrapped by Events.setup) outlives an experiment that was not stopped:
+    # a Ctrl-C after it would say "stopping" and be swallowed.
+    ctrl_c = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         with environment(tune_environment(len(trials.trials), ray.cluster_resources().get("CPU", 1))):
             tuner.fit()
@@ -269,6 +274,8 @@ def _experiment(grid, run, trainable, trials: GridTrials, events: Events, resour
         raise StorageError.at(run.display(), e, doing="use it") from None
     finally:
         tune_logger.setLevel(level)
+        if ctrl_c is not None:
+            signal.signal(signal.SIGINT, ctrl_c)
     if events.storage_error:  # a trial's StorageError, as its worker said it
         raise RunError(events.storage_error)
 

@@ -315,6 +315,9 @@ class Tracking:
         self.trials = {t.trial_id: t for t in grid.trials}
         self.states: dict[str, dict] = {}  # trial_id -> tracker name -> its state, as stored
         self.resumed: set[tuple[str, str]] = set()  # (trial_id, tracker name) this driver has found its run of
+        # trial_id -> the step of its attempt's last report: a step before it is a count that started
+        # again; an attempt's first report is not, where it goes back (a retry from its checkpoint).
+        self.heard: dict[str, int] = {}
 
     @classmethod
     def start(cls, grid: Grid, run: RunDir, notify=lambda message: None, names=None) -> "Tracking":
@@ -377,13 +380,18 @@ class Tracking:
         the trial resumed from its checkpoint) waits for the trial's record, where every epoch is."""
         if not self.trackers or (step := step_of(result, None)) is None:
             return
-        self._log(trial_id, [(step, numbers(result, TUNE_KEYS | {"epoch", "step"}))], next_only=True)
+        back, self.heard[trial_id] = step < self.heard.get(trial_id, step), step
+        self._log(trial_id, [(step, numbers(result, TUNE_KEYS | {"epoch", "step"}))], next_only=True, back=back)
+
+    def attempt(self, trial_id: str) -> None:
+        """An attempt of the trial began (its first, a retry, a resumption)."""
+        self.heard.pop(trial_id, None)
 
     def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]], done=lambda state: False,
-             next_only=False) -> None:
+             next_only=False, back=False) -> None:
         def action(tracker, state) -> bool:
             last, at_last = state["last_step"], state.get("at_last")
-            if next_only and (state.get("restarted") or any(step < last for step, _ in epochs)):
+            if next_only and (state.get("restarted") or back):
                 # A count that started again: where it goes on in the tracker is the record's (steps_of).
                 restarted, state["restarted"] = state.get("restarted", False), True
                 return not restarted
