@@ -104,9 +104,10 @@ class Display:
         if run.planned and self.epochs_left is not None:
             self.epochs_left -= max(0, run.planned - run.epoch)  # stopped early: those epochs never come
 
-    def stopping(self) -> None:
+    def stop_asked(self) -> None:
         """The run was told to stop (Ctrl-C, SIGTERM): said at once, as Tune then gives the running
-        trials up to 10 s to end before it kills their workers, and the next run goes on with them."""
+        trials up to 10 s to end before it kills their workers (about 15 s in all), and the next run
+        goes on with them."""
         self.console.print("stopping: running trials end within about 15 s, and the next `ablate run` goes on "
                            "with what is left", soft_wrap=True, markup=False, highlight=False)
 

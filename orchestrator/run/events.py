@@ -76,7 +76,7 @@ class Events(tune.Callback):
         tune_handler = signal.getsignal(signal.SIGINT)
         if callable(tune_handler) and threading.current_thread() is threading.main_thread():
             def stopping(*args):
-                self.display.stopping()
+                self.display.stop_asked()
                 tune_handler(*args)
             signal.signal(signal.SIGINT, stopping)
 
