@@ -822,6 +822,10 @@ def test_the_grid_as_last_run_is_what_readers_show(tmp_path):
     assert "augmentation=none, epochs=350, lr_milestones=[200, 250, 300]: test_error %" in every
     assert "augmentation=none, epochs=40, lr_milestones=[20, 30]: test_error %" in every
     assert "epochs chosen" not in every and "epochs, " not in every.split("chosen by")[0]
+    # Asked for as the rows, a parameter edited between the versions is the rows, not also the tables.
+    by_epochs = invoke("summarize", tmp_path / "fixture", "-f", "csv", "--all-trials", "--rows", "epochs")
+    assert by_epochs.exit_code == 0, by_epochs.stderr
+    assert {"40", "350"} <= {row["epochs"] for row in csv.DictReader(io.StringIO(by_epochs.stdout))}
 
 
 @pytest.mark.parametrize("command", [["summarize"], ["compare", "--baseline", "lr=0.1"], ["plot", "-o", "p.png"]])

@@ -295,7 +295,8 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
     base.update({k: v for k, v in overrides.items() if v is not None})
     if overrides.get("tables") is None:  # the workload's tables give up a column asked for as rows or columns
         base["tables"] = [t for t in base["tables"] if t not in (base.get("rows"), base.get("cols"))]
-    base["tables"] += [c for c in results.varying() if c not in results.choosable() and c not in base["tables"]]
+    base["tables"] += [c for c in results.varying() if c not in results.choosable()
+                       and c not in (*base["tables"], base.get("rows"), base.get("cols"))]
     # A metric the grid does not declare (--metric) is a percentage only where its values are fractions too.
     layout = Layout(**base, shown=_as_recorded(objective.reported(base["metric"]), results.trials.table))
     columns = list(results.trials.columns)
