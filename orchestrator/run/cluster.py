@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
