@@ -130,6 +130,16 @@ def test_visualize_writes_one_row_per_unit_and_a_column_per_method(trained, tmp_
     assert (width, height) == size
 
 
+def test_the_file_written_is_the_one_named_and_said(trained, tmp_path):
+    # Without a suffix matplotlib would add ".png" and write units.png while saying "wrote units".
+    out = tmp_path / "units"
+    result = invoke(trained, "--trial", "t1", "--output", out, "--units", 2, "--methods", "guided")
+    assert result.exit_code == 0, result.stderr
+    assert " ".join(result.stdout.split()).startswith(f"wrote {out}: ")
+    assert matplotlib.image.imread(out, format="png").shape[:2] == (2 * 120 + 40, 2 * 120)
+    assert not (tmp_path / "units.png").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--trial", "nope"], "unknown trial 'nope' (for example: t1)"),
     (["--trial", "t1", "--layer", "conv99"], "trial 't1': unknown layer 'conv99' (layers: conv1, conv2, conv3, conv4, "

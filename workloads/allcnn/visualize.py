@@ -121,7 +121,8 @@ def figure(image_rows: list[list[torch.Tensor]], columns: list[str], row_labels:
             if c == 0:
                 ax.set_ylabel(row_labels[r], fontsize=7)
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.01, top=1 - 0.4 / (1.2 * rows + 0.4), wspace=0.05, hspace=0.1)
-    fig.savefig(output, dpi=100)
+    # The format named: with none, matplotlib would add ".png" and write a file other than `output`.
+    fig.savefig(output, dpi=100, format=Path(output).suffix[1:] or "png")
 
 
 def _show_image(x: torch.Tensor) -> torch.Tensor:
