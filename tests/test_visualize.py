@@ -140,6 +140,12 @@ def test_the_file_written_is_the_one_named_and_said(trained, tmp_path):
     assert not (tmp_path / "units.png").exists()
 
 
+def test_an_output_that_is_a_folder_is_one_line(trained, tmp_path):
+    result = invoke(trained, "--trial", "t1", "--output", tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: --output {tmp_path}: is a folder; name the file to write\n"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--trial", "nope"], "unknown trial 'nope' (for example: t1)"),
     (["--trial", "t1", "--layer", "conv99"], "trial 't1': unknown layer 'conv99' (layers: conv1, conv2, conv3, conv4, "
