@@ -72,7 +72,9 @@ def command(fn, name: str | None = None):
 
 
 def _check_output(output: Path) -> None:
-    """An output file can be written only into a folder that exists."""
+    """An output file can be written only into a folder that exists, and not over a folder."""
+    if output.is_dir():
+        raise AblateError(f"--output {output}: is a folder; name the file to write")
     if not output.parent.is_dir():
         why = f"{output.parent} is not a folder" if output.parent.exists() else f"there is no folder {output.parent}"
         raise AblateError(f"--output {output}: {why}")

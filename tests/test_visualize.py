@@ -116,6 +116,27 @@ def test_visualize_shows_what_units_respond_to_in_real_photos(trained_on_photos,
         assert (grad > 0).sum() <= 19 * 19
 
 
+def test_the_input_patch_is_the_photo_itself_after_zca_whitening(data_dir, monkeypatch):
+    # The network sees ZCA-whitened images (edges and stripes); the figure shows the test photo.
+    from workloads.allcnn import visualize as vis
+    from workloads.allcnn.data import synthetic
+    from workloads.base import MemorySession
+
+    config = Config(model="C", variant="all", dataset="synthetic", width=0.125, epochs=1, batch_size=32,
+                    train_size=300, val_size=50, test_size=40, preprocessing="zca", device="cpu")
+    session = MemorySession()
+    train(config, session)
+    drawn = []
+    monkeypatch.setattr(vis, "figure", lambda rows, columns, labels, output: drawn.extend(rows))
+    vis.visualize_state(config, session.checkpoint, data_dir / "x.png", units=3, images=40, methods=("guided",))
+
+    photos = torch.from_numpy(synthetic(10, 300, 40)["x_test"]).float() / 255
+    for tile, _ in drawn:
+        _, h, w = tile.shape
+        assert any(torch.allclose(photo[:, y:y + h, x:x + w], tile) for photo in photos
+                   for y in range(33 - h) for x in range(33 - w))
+
+
 def invoke(*args):
     return CliRunner().invoke(app, ["visualize", *map(str, args)])
 
@@ -128,6 +149,22 @@ def test_visualize_writes_one_row_per_unit_and_a_column_per_method(trained, tmp_
     assert "layer conv6" in result.stdout  # All-CNN-C: the strided conv that replaced the second pool
     height, width, _ = matplotlib.image.imread(out).shape
     assert (width, height) == size
+
+
+def test_the_file_written_is_the_one_named_and_said(trained, tmp_path):
+    # Without a suffix matplotlib would add ".png" and write units.png while saying "wrote units".
+    out = tmp_path / "units"
+    result = invoke(trained, "--trial", "t1", "--output", out, "--units", 2, "--methods", "guided")
+    assert result.exit_code == 0, result.stderr
+    assert " ".join(result.stdout.split()).startswith(f"wrote {out}: ")
+    assert matplotlib.image.imread(out, format="png").shape[:2] == (2 * 120 + 40, 2 * 120)
+    assert not (tmp_path / "units.png").exists()
+
+
+def test_an_output_that_is_a_folder_is_one_line(trained, tmp_path):
+    result = invoke(trained, "--trial", "t1", "--output", tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: --output {tmp_path}: is a folder; name the file to write\n"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -292,9 +292,9 @@ class Splits:
                                             ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
 
 
-def prepare(dataset: str, *, val_size: int = 5000, train_size: int = 0, test_size: int = 0,
-            preprocessing: str = "channel", split_seed: int = 0, root: str = "") -> Splits:
-    """Float32 splits, preprocessed with statistics of the training split only.
+def load_arrays(dataset: str, *, train_size: int = 0, test_size: int = 0, split_seed: int = 0,
+                root: str = "") -> dict[str, np.ndarray]:
+    """The uint8 images and labels a trial's splits are made from, as `prepare` takes them.
 
     `train_size` / `test_size` of 0 mean the whole official set (50,000 / 10,000; the same sizes
     for synthetic data); a smaller number takes a seeded subset, for cheap runs.
@@ -310,6 +310,13 @@ def prepare(dataset: str, *, val_size: int = 5000, train_size: int = 0, test_siz
     if test_size and test_size < len(arrays["y_test"]):
         keep = np.sort(rng.permutation(len(arrays["y_test"]))[:test_size])
         arrays["x_test"], arrays["y_test"] = arrays["x_test"][keep], arrays["y_test"][keep]
+    return arrays
+
+
+def prepare(dataset: str, *, val_size: int = 5000, train_size: int = 0, test_size: int = 0,
+            preprocessing: str = "channel", split_seed: int = 0, root: str = "") -> Splits:
+    """Float32 splits of `load_arrays`'s images, preprocessed with statistics of the training split only."""
+    arrays = load_arrays(dataset, train_size=train_size, test_size=test_size, split_seed=split_seed, root=root)
     train_idx, val_idx = split(len(arrays["y_train"]), val_size, split_seed)
     x_all = torch.from_numpy(arrays["x_train"]).float() / 255
     x_train, x_val = x_all[train_idx], x_all[val_idx]

@@ -121,7 +121,8 @@ def figure(image_rows: list[list[torch.Tensor]], columns: list[str], row_labels:
             if c == 0:
                 ax.set_ylabel(row_labels[r], fontsize=7)
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.01, top=1 - 0.4 / (1.2 * rows + 0.4), wspace=0.05, hspace=0.1)
-    fig.savefig(output, dpi=100)
+    # The format named: with none, matplotlib would add ".png" and write a file other than `output`.
+    fig.savefig(output, dpi=100, format=Path(output).suffix[1:] or "png")
 
 
 def _show_image(x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +142,10 @@ def _crop(tensors: list[torch.Tensor], support: torch.Tensor) -> list[torch.Tens
 
 
 def visualize(net: nn.Sequential, images: torch.Tensor, output: Path, layer: str | None = None, units: int = 6,
-              methods: tuple[str, ...] = METHODS) -> dict:
+              methods: tuple[str, ...] = METHODS, photos: torch.Tensor | None = None) -> dict:
     """Write the figure: one row per top unit of `layer`, its input patch then one reconstruction
-    per method. Returns what was drawn."""
+    per method. `photos`: `images` as a person sees them (RGB in [0, 1]) for the input patch;
+    without them the network's input is shown, rescaled. Returns what was drawn."""
     net = with_rule_relus(net).eval()
     available = layers(net)
     layer = layer or default_layer(net)
@@ -159,7 +161,8 @@ def visualize(net: nn.Sequential, images: torch.Tensor, output: Path, layer: str
         image = images[unit[1]]
         maps = [reconstruct(net, index, image, unit, m) for m in methods]
         support = sum(m.abs().sum(0) for m in maps) > 0
-        tiles = _crop([_show_image(image)] + [_show_gradient(m) for m in maps], support)
+        shown = _show_image(image) if photos is None else photos[unit[1]]
+        tiles = _crop([shown] + [_show_gradient(m) for m in maps], support)
         rows.append(tiles)
         labels.append(f"unit {unit[0]}")
     figure(rows, ["input", *methods], labels, output)
@@ -170,7 +173,7 @@ def visualize_state(config, state: dict, output: Path, layer: str | None = None,
                     images: int = 500, methods: tuple[str, ...] = METHODS) -> dict:
     """Load a trial's final weights (its checkpoint `state`) and visualize its units on `images`
     test images."""
-    from workloads.allcnn.data import prepare
+    from workloads.allcnn.data import load_arrays, prepare
     from workloads.allcnn.models import build
 
     data = prepare(config.dataset, val_size=config.val_size, train_size=config.train_size,
@@ -178,4 +181,9 @@ def visualize_state(config, state: dict, output: Path, layer: str | None = None,
                    root=config.data_dir)
     net = build(config.model, config.variant, data.classes, config.width)
     net.load_state_dict(state["model"])
-    return visualize(net, data.x_test[:images], output, layer, units, methods)
+    # The paper shows the image patches themselves: after ZCA whitening the network's input is
+    # edges and stripes, not the photo.
+    raw = load_arrays(config.dataset, train_size=config.train_size, test_size=config.test_size,
+                      split_seed=config.split_seed, root=config.data_dir)["x_test"][:images]
+    photos = torch.from_numpy(raw).float() / 255
+    return visualize(net, data.x_test[:images], output, layer, units, methods, photos)
