@@ -262,7 +262,11 @@ ERRORS = [
     (BASE + "exclude:\n  - {model: A, lr: [0.1, .nan]}\n", "exclude[0].lr[1]: expected a finite float > 0, got nan"),
     # Rules across parameters: the parameter to blame, and the trial it failed in.
     ("name: t\naxes:\n  dataset: [cifar10]\nfixed:\n  val_size: 60000\n",
-     "val_size: expected fewer than the 50,000 training images of cifar10, got 60000 (in the trial dataset='cifar10', seed=0)"),
+     "val_size: expected at most half of the 50,000 training images of cifar10, got 60000 (in the trial dataset='cifar10', seed=0)"),
+    # The default val_size of 5,000, for the full CIFAR, would leave 85 of the subset's 5,085 to train on.
+    ("name: t\naxes:\n  dataset: [cifar10-subset]\n",
+     "val_size: expected at most half of the 5,085 training images of cifar10-subset, got 5000 (in the trial "
+     "dataset='cifar10-subset', seed=0)"),
     ("name: t\nfixed:\n  train_size: 60000\n",
      "train_size: expected at most the 50,000 training images of cifar10, got 60000 (in the trial seed=0)"),
     ("name: t\naxes:\n  epochs: [400, 250]\n",

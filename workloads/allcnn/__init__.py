@@ -86,8 +86,8 @@ def check(config: Config) -> None:
             raise ValueError(f"test_size: expected at most the {full_test:,} test images of "
                              f"{config.dataset}, got {config.test_size}")
     train = config.train_size or full_train
-    if config.val_size >= train:
-        raise ValueError(f"val_size: expected fewer than the {train:,} training images "
+    if config.val_size > train // 2:  # more held out than trained on: the default 5,000 of a small dataset
+        raise ValueError(f"val_size: expected at most half of the {train:,} training images "
                          f"{'of train_size' if config.train_size else 'of ' + config.dataset}, got {config.val_size}")
     if config.batch_size > train - config.val_size:
         raise ValueError(f"batch_size: expected at most the {train - config.val_size:,} training images left "
