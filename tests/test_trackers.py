@@ -536,6 +536,9 @@ def test_a_retried_trial_goes_on_logging_live_past_the_epochs_logged_before(tmp_
         def where(self):
             return "here"
 
+        def shown(self):
+            return "here"
+
         def start_or_resume(self, trial_id, cell, config, state):
             return {"last_step": (state or {}).get("last_step", tracking.NOTHING)}
 
