@@ -176,19 +176,22 @@ def test_an_unknown_tracker_is_a_grid_error(tmp_path):
         load_grid(probe_grid(tmp_path, tracking=["comet"]))
 
 
+class FakeTracker:
+    """In MLflow's place, for a test to say what starting or logging a trial does."""
+    name = "mlflow"
+
+    def __init__(self, grid, run, settings):
+        pass
+
+    def where(self):
+        return "nowhere"
+
+    def shown(self):
+        return "nowhere"
+
+
 def test_a_tracker_failing_mid_run_is_one_warning_and_tracking_stops(tmp_path, monkeypatch):
-    class Failing:
-        name = "mlflow"
-
-        def __init__(self, grid, run, settings):
-            pass
-
-        def where(self):
-            return "nowhere"
-
-        def shown(self):
-            return "nowhere"
-
+    class Failing(FakeTracker):
         def start_or_resume(self, *args):
             raise ConnectionError("server went away")
 
@@ -527,18 +530,7 @@ def test_a_retried_trial_goes_on_logging_live_past_the_epochs_logged_before(tmp_
     # to 5 were logged, epoch 6 is the next step and is logged as it comes, not only at the end.
     logged = []
 
-    class Recording:
-        name = "mlflow"
-
-        def __init__(self, grid, run, settings):
-            pass
-
-        def where(self):
-            return "here"
-
-        def shown(self):
-            return "here"
-
+    class Recording(FakeTracker):
         def start_or_resume(self, trial_id, cell, config, state):
             return {"last_step": (state or {}).get("last_step", tracking.NOTHING)}
 
