@@ -99,8 +99,11 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
     if drawn:
         first = next(ax for ax in axes[:-1, 0] if ax.lines)
         named = ", ".join(a for a in (layout.rows, layout.cols) if a) + (" (in every panel)" if len(tables) > 1 else "")
-        names = list(dict.fromkeys(_cell_label(t, key) + suffix for t, key, _, suffix in wanted))
-        names = sorted((n for n in names if n in drawn), key=lambda n: labels.index(n.split(" (diverged")[0]))
+        # In the cells' order, a cell's curve where it diverged beside its curve where it did not.
+        order: dict[str, int] = {}
+        for t, key, _, suffix in wanted:
+            order.setdefault(_cell_label(t, key) + suffix, labels.index(_cell_label(t, key)))
+        names = sorted((n for n in order if n in drawn), key=order.get)
         first.legend(handles=[drawn[name] for name in names], fontsize=7, ncol=4,
                      title=named, title_fontsize=7)
     _bars(axes[-1, 0], tables[0])
