@@ -237,9 +237,13 @@ def _tables(run: str, storage: str, where: list[str] | None, all_trials: bool = 
     return results, summary
 
 
+def _not_imported(run_dir, workload: str) -> str:
+    return (f"{run_dir.display('grid.yaml')}: workload '{workload}' is not a registered workload, so it was "
+            "not imported (--trust-workload imports it, running its code)")
+
+
 def _untrusted(run_dir, workload: str, without: str) -> None:
-    err.print(f"note: {run_dir.display('grid.yaml')}: workload '{workload}' is not a registered workload, so it was "
-              f"not imported (--trust-workload imports it, running its code); {without}", markup=False, soft_wrap=True)
+    err.print(f"note: {_not_imported(run_dir, workload)}; {without}", markup=False, soft_wrap=True)
 
 
 class Format(str, Enum):
@@ -432,8 +436,7 @@ def track(run: RunArg, to: Annotated[list[str], typer.Option(
     # Like `ablate run`, it needs the run's workload (its config names the tracker's parameters).
     grid, untrusted = read_saved_grid(run_dir, trust_workload)
     if untrusted:
-        raise AblateError(f"{run_dir.display('grid.yaml')}: its workload '{untrusted}' is not a registered one, and "
-                          "importing it runs its code: --trust-workload imports it, for a run whose files you trust")
+        raise AblateError(f"{_not_imported(run_dir, untrusted)}; track needs it to send the trials")
     if grid is None:
         raise AblateError(f"{run_dir.display('grid.yaml')}: the run's grid is missing or does not load here")
     names = list(tracking({name: {} for name in to}, key="--to"))
