@@ -150,8 +150,8 @@ def test_the_real_subset_missing_is_one_line_saying_where_to_put_it(data_dir):
     with pytest.raises(DataError) as e:
         prepare("cifar10-subset")
     assert str(e.value) == (f"cifar10-subset.npz is not in {data_dir} and is never downloaded: copy it there (the "
-                            "project keeps it in shared/data/ beside the repository) or set ABLATE_DATA to the "
-                            "folder that holds it")
+                            "project keeps it in shared/data/ beside the repository) or name the folder that holds "
+                            "it with --data-dir or ABLATE_DATA")
 
 
 def test_a_file_that_is_not_the_subset_is_refused(data_dir):

@@ -245,9 +245,10 @@ def on_cifar10(trained, run):
     return run
 
 
-def test_a_dataset_that_cannot_be_loaded_is_one_line(trained, tmp_path, monkeypatch):
+@pytest.mark.parametrize("named_by", ["ABLATE_DATA", "--data-dir"])
+def test_a_dataset_that_cannot_be_loaded_is_one_line(trained, tmp_path, monkeypatch, named_by):
     """A workload's own error (here a corrupted CIFAR-10 archive, as after an interrupted download)
-    is one `error:` line, not a traceback."""
+    is one `error:` line, not a traceback; the data directory is the one named, by either means."""
     import hashlib
 
     from workloads.allcnn.data import SOURCES
@@ -256,8 +257,12 @@ def test_a_dataset_that_cannot_be_loaded_is_one_line(trained, tmp_path, monkeypa
     archive = tmp_path / "data" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()
     archive.write_bytes(b"half a download")
-    monkeypatch.setenv("ABLATE_DATA", str(archive.parent))
-    result = invoke(run, "--trial", "t1", "--output", tmp_path / "x.png")
+    if named_by == "ABLATE_DATA":
+        monkeypatch.setenv("ABLATE_DATA", str(archive.parent))
+        result = invoke(run, "--trial", "t1", "--output", tmp_path / "x.png")
+    else:
+        monkeypatch.setenv("ABLATE_DATA", str(tmp_path / "elsewhere"))
+        result = invoke(run, "--trial", "t1", "--output", tmp_path / "x.png", "--data-dir", archive.parent)
     assert result.exit_code == 1
     assert result.stderr == (f"error: {archive}: checksum mismatch (md5 {hashlib.md5(b'half a download').hexdigest()}, "
                              f"expected {SOURCES['cifar10'].md5}): the archive is corrupted or incomplete; "

@@ -190,7 +190,7 @@ def load_local(name: str, root: Path) -> dict[str, np.ndarray]:
     path = root / LOCAL[name]
     if not path.is_file():
         raise DataError(f"{LOCAL[name]} is not in {root} and is never downloaded: copy it there (the project "
-                        "keeps it in shared/data/ beside the repository) or set ABLATE_DATA to the folder that holds it")
+                        "keeps it in shared/data/ beside the repository) or name the folder that holds it with --data-dir or ABLATE_DATA")
     try:
         with np.load(path) as f:
             arrays = {k: f[k] for k in _LOCAL_ARRAYS}
