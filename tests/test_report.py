@@ -1091,6 +1091,23 @@ def test_status_says_a_trial_of_a_run_no_driver_holds_is_not_running(tmp_path):
     assert "interrupted trials resume from their checkpoints at the next `ablate run`" in released
 
 
+def test_status_names_a_damaged_lock_record_and_what_it_means(tmp_path):
+    # A lock record cut short (a bad copy) was read past in silence: a trial of a run that nobody
+    # drives was shown running, for up to 10 minutes after its last report.
+    run = write_run(tmp_path / "run", steps_grid(1000, "axes:\n  lr: [0.1]\n"), lambda t: None)
+    trial = load_grid(tmp_path / "run" / "grid.yaml").trials[0]
+    running_at(run, trial.trial_id, step=300, reports=3)
+    DriverLock(run).acquire().release()
+    (tmp_path / "run" / "lock" / "1").write_bytes(b'{"token": "ab')
+    result = invoke("status", tmp_path / "run")
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"note: {tmp_path / 'run' / 'lock' / '1'}: unreadable lock record (JSONDecodeError: Unterminated string "
+        "starting at: line 1 column 11 (char 10)); if no `ablate run` is running this run, delete it and run again; "
+        "until then whether a driver runs it cannot be told, and a trial that reported in the last 10 minutes "
+        "(3 of its epochs, if longer) is shown running\n")
+
+
 def test_a_cell_the_grid_excludes_reads_apart_from_one_not_run_yet(tmp_path):
     write_run(tmp_path / "run", RULES_GRID, rules_result)
     (table,) = summarize(load(RunDir(str(tmp_path / "run"))), Layout(rows="width", cols="warmup", metric="val_loss"))
