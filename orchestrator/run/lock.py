@@ -66,7 +66,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from orchestrator.errors import RunError
+from orchestrator.errors import RunError, StorageError
 from orchestrator.run.processes import alive, this_process
 from orchestrator.store.s3 import Bucket
 from orchestrator.store.rundir import RunDir, now
@@ -156,7 +156,7 @@ class DriverLock:
                     told = True
                 time.sleep(self.heartbeat_s)
         except OSError as e:  # the first write to a run's storage: where it cannot be written, say so
-            raise RunError(f"{self.run.display()}: cannot write there ({e.strerror or e})") from None
+            raise StorageError.at(self.run.display(), e) from None
         finally:
             self.store.close()
         self._beating.start()
