@@ -16,6 +16,7 @@ Registered workloads add their own tools on trained trials as commands (the All-
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import json
@@ -84,11 +85,11 @@ def _check_output(output: Path) -> None:
 @contextlib.contextmanager
 def _writing(output: Path | None):
     """Writing `output`: where it cannot be written (a read-only folder, a full disk), one line naming it.
-    An error that names another file is not the output's."""
+    Only the output's own errors: one naming it, or a full disk (a read of the run is never that)."""
     try:
         yield
     except OSError as e:
-        if output is None or e.filename not in (None, str(output)):
+        if output is None or not (e.filename == str(output) or e.errno in (errno.ENOSPC, errno.EDQUOT)):
             raise
         raise AblateError(f"--output {output}: cannot write it ({e.strerror or e})") from None
 
