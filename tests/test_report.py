@@ -318,6 +318,24 @@ def test_bad_options_are_one_line_errors(run_dir, args, message):
     assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_a_folder_in_place_of_a_results_file_is_read_past_from_the_records(tmp_path):
+    # A dataset written where trials.parquet or epochs.parquet is (pandas' partition_cols, Spark) was
+    # a traceback, and from `plot` an error blaming its --output.
+    write_fixture(tmp_path / "run")
+    for name in ("trials.parquet", "epochs.parquet"):
+        (tmp_path / "run" / name).unlink()
+        (tmp_path / "run" / name).mkdir()
+    for command in ("summarize", "status", "plot"):
+        result = invoke(command, tmp_path / "run", *(["-o", tmp_path / "p.png"] if command == "plot" else []))
+        assert result.exit_code == 0, result.stderr
+        notes = result.stderr.splitlines()
+        assert notes[0] == (f"note: {tmp_path / 'run' / 'trials.parquet'}: unreadable Parquet (Expected file path, "
+                            f"but {tmp_path / 'run' / 'trials.parquet'} is a directory): read from the trials' records instead")
+        if command == "plot":
+            assert notes[1].startswith(f"note: {tmp_path / 'run' / 'epochs.parquet'}: unreadable Parquet (")
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
 def test_rows_asked_for_leave_the_workloads_tables(run_dir):
     # All-CNN's layout splits tables by dataset and augmentation: --rows dataset takes dataset from them.
     result = invoke("summarize", run_dir, "--rows", "dataset", "-f", "markdown")

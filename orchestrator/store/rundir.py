@@ -158,11 +158,11 @@ class RunDir:
         """One Parquet or (`.arrow`: an older ablate's record) Arrow IPC file, or None where there is none.
         Of a Parquet file, `columns`: only those of them it has (the file is read in one piece all the
         same); `dictionary`: columns read as dictionary arrays (few distinct values, many rows)."""
-        data = self._read_buffer(path)
-        if data is None:
-            return None
         arrow = path.endswith(".arrow")
         try:
+            data = self._read_buffer(path)  # a folder in the file's place (a dataset written there) too is unreadable
+            if data is None:
+                return None
             if arrow:
                 return pa.ipc.open_file(pa.BufferReader(data)).read_all()
             # Not read_table: its dataset layer costs more than the read.
