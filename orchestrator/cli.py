@@ -424,17 +424,17 @@ def log(run: RunArg, trial: Annotated[str, typer.Option(
 def _driven(run_dir) -> bool | None:
     """Whether a driver holds the run now; None where its lock cannot be read (a read-only copy,
     said nothing of; a damaged lock record, said in a note)."""
-    from orchestrator.errors import RunError, StorageError
+    from orchestrator.errors import RunError
     from orchestrator.results.status import STALE_AFTER
-    from orchestrator.run.lock import DriverLock
+    from orchestrator.run.lock import DriverLock, UnreadableLock
 
     try:
         return DriverLock(run_dir).driven()
-    except (OSError, StorageError):
-        return None
-    except RunError as e:
+    except UnreadableLock as e:
         _note(f"{e}; until then whether a driver runs it cannot be told, and a trial that reported in the last "
               f"{STALE_AFTER.seconds // 60} minutes (3 of its epochs, if longer) is shown running")
+        return None
+    except (OSError, RunError):
         return None
 
 
