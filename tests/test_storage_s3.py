@@ -240,6 +240,23 @@ def test_a_bucket_that_refuses_access_is_one_line(tmp_path, s3, monkeypatch):
                              "Key Id you provided does not exist in our records.)\n")
 
 
+@pytest.mark.parametrize("command", ["summarize", "status"])
+def test_reading_a_store_that_does_not_answer_is_one_line_saying_to_run_again_once_it_can_be_reached(
+        monkeypatch, command):
+    # It said "run the same command again once it can be written", of a command that writes nothing.
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = ablate(command, f"s3://results/studies/probe?endpoint_override=http://127.0.0.1:{port}&region=us-east-1",
+                    env={"AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode == 1
+    assert result.stderr == (f'error: s3://results/studies/probe: cannot reach it (Could not connect to the endpoint '
+                             f'URL: "http://127.0.0.1:{port}/results/studies/probe/trials.parquet"); what finished is '
+                             "kept: run the same command again once it can be reached\n")
+
+
 def test_s3_storage_without_credentials_is_one_line_before_ray_starts(tmp_path, monkeypatch):
     path = probe_grid(tmp_path)
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
