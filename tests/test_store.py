@@ -185,6 +185,16 @@ def test_a_disk_that_fills_up_under_a_trials_lines_ends_the_attempt_with_the_sto
     assert [lines.file for lines in (session.progress_lines, session.epoch_lines, session.log_lines)] == [None] * 3
 
 
+@pytest.mark.parametrize("folder", ["my runs ü", "a?b", "a#b%20c"])
+def test_a_local_storage_path_is_taken_as_it_is_written(tmp_path, folder):
+    # A `?` was read as the start of a URI's query: `--storage /data/a?b` put the run in /data/a/probe?b.
+    run = RunDir.for_grid(str(tmp_path / folder), "probe")
+    run.write_progress("t", {"epoch": 1})
+    assert run.display() == str(tmp_path / folder / "probe")
+    assert RunDir(run.display()).progress("t") == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [folder]
+
+
 def test_a_trials_log_and_progress_grow_by_lines_and_a_reader_takes_the_last_whole_one(tmp_path):
     run = RunDir(str(tmp_path))
     session = StoredSession(run, "t")

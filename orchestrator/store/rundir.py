@@ -53,8 +53,9 @@ def now() -> datetime:
 
 
 def join_uri(uri: str, *parts: str) -> str:
-    """`uri` with path parts appended, keeping a query such as `?endpoint_override=...` at the end."""
-    base, sep, query = uri.partition("?")
+    """`uri` with path parts appended, keeping a query such as `?endpoint_override=...` at the end (a
+    local path has none: a `?` there is part of a folder's name)."""
+    base, sep, query = uri.partition("?") if "://" in uri else (uri, "", "")
     return "/".join([base.rstrip("/"), *parts]) + sep + query
 
 
