@@ -15,6 +15,8 @@ Registered workloads add their own tools on trained trials as commands (the All-
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import inspect
 import json
@@ -78,6 +80,18 @@ def _check_output(output: Path) -> None:
     if not output.parent.is_dir():
         why = f"{output.parent} is not a folder" if output.parent.exists() else f"there is no folder {output.parent}"
         raise AblateError(f"--output {output}: {why}")
+
+
+@contextlib.contextmanager
+def _writing(output: Path | None):
+    """Writing `output`: where it cannot be written (a read-only folder, a full disk), one line naming it.
+    Only the output's own errors: one naming it, or a full disk (a read of the run is never that)."""
+    try:
+        yield
+    except OSError as e:
+        if output is None or not (e.filename == str(output) or e.errno in (errno.ENOSPC, errno.EDQUOT)):
+            raise
+        raise AblateError(f"--output {output}: cannot write it ({e.strerror or e})") from None
 
 
 @command
@@ -264,16 +278,18 @@ def _write(sheets, rows, format: Format, output: Path | None):
     from orchestrator.results import formats
 
     if format is Format.table:
-        target = Console(file=open(output, "w"), width=200) if output else console
-        for sheet in sheets:
-            target.print(formats.to_rich(sheet))
-        if output:
-            target.file.close()
+        with _writing(output):
+            target = Console(file=open(output, "w"), width=200) if output else console
+            for sheet in sheets:
+                target.print(formats.to_rich(sheet))
+            if output:
+                target.file.close()
     else:
         text = {"markdown": lambda: formats.to_markdown(sheets), "latex": lambda: formats.to_latex(sheets),
                 "csv": lambda: formats.to_csv(rows), "json": lambda: formats.to_json(rows)}[format.value]()
         if output:
-            output.write_text(text)
+            with _writing(output):
+                output.write_text(text)
         else:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if output:
@@ -406,12 +422,18 @@ def log(run: RunArg, trial: Annotated[str, typer.Option(
 
 
 def _driven(run_dir) -> bool | None:
-    """Whether a driver holds the run now; None where its lock cannot be read (a read-only copy)."""
+    """Whether a driver holds the run now; None where its lock cannot be read (a read-only copy,
+    said nothing of; a damaged lock record, said in a note)."""
     from orchestrator.errors import RunError
-    from orchestrator.run.lock import DriverLock
+    from orchestrator.results.status import STALE_AFTER
+    from orchestrator.run.lock import DriverLock, UnreadableLock
 
     try:
         return DriverLock(run_dir).driven()
+    except UnreadableLock as e:
+        _note(f"{e}; until then whether a driver runs it cannot be told, and a trial that reported in the last "
+              f"{STALE_AFTER.seconds // 60} minutes (3 of its epochs, if longer) is shown running")
+        return None
     except (OSError, RunError):
         return None
 
@@ -453,7 +475,8 @@ def plot(run: RunArg, output: Annotated[Path, typer.Option("--output", "-o", hel
     from orchestrator.results import plots
 
     results, summary = _tables(run, storage, where, all_trials, trust_workload)
-    plots.plot(results, [t for t in summary if t.layout.metric == summary[0].layout.metric], output, _note)
+    with _writing(output):
+        plots.plot(results, [t for t in summary if t.layout.metric == summary[0].layout.metric], output, _note)
     console.print(f"wrote {output}")
 
 
@@ -496,7 +519,9 @@ def _tool_command(name: str, workload_name: str, tool):
         run_dir = _open_run(run, storage)
         config, state = trained_trial(run_dir, trial, workload_name, name)
         try:
-            console.print(tool(config, state, output, **options))
+            with _writing(output):
+                shown = tool(config, state, output, **options)
+            console.print(shown)
         except ValueError as e:
             raise AblateError(f"{run_dir.display()}: trial '{trial}': {e}") from None
 

@@ -42,8 +42,9 @@ class StorageError(RunError):
         reason = re.sub(r"^.*\[errno \d+\] ", "", reason)  # pyarrow's "Error writing bytes ... [errno 28] No space left"
         aws = re.search(r"AWS Error (\w+) during (\w+) operation: ([^;]*)", reason)  # pyarrow's S3 errors
         reason = f"{aws[1]} in {aws[2]}: {aws[3].strip()}" if aws else reason
+        again = "reached" if doing == "reach it" else "written"  # `ablate summarize` of a store out of reach writes nothing
         return cls(f"{where}: cannot {doing} ({reason}); what finished is kept: run the same command again once "
-                   "it can be written")
+                   f"it can be {again}")
 
 
 class CheckpointError(AblateError):

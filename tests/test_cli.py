@@ -242,3 +242,32 @@ def test_an_output_file_in_a_missing_folder_is_one_line_before_any_work(tmp_path
         assert result.exit_code == 1
         assert result.stderr == f"error: --output {output}: {why}\n"
         assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["summarize", "-f", "markdown"], ["summarize"], ["compare", "--baseline", "lr=0.1"],
+                                  ["plot"]], ids=" ".join)
+@pytest.mark.parametrize("where", ["a read-only folder", "a full disk"])
+def test_an_output_file_that_cannot_be_written_is_one_line(tmp_path, args, where):
+    # A folder that exists but cannot be written ended the command with a traceback.
+    from tests.results_fixture import write_fixture
+
+    write_fixture(tmp_path / "run")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    if where == "a read-only folder":  # chattr +i holds for root, where chmod does not
+        made, undo, why = ["chattr", "+i", str(folder)], ["chattr", "-i", str(folder)], "Operation not permitted"
+    else:
+        made, undo, why = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], ["umount", "-l", str(folder)], \
+            "No space left on device"
+    probe = subprocess.run(made, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make {where} here: {probe.stderr.decode().strip()}")
+    try:
+        if where == "a full disk":
+            (folder / "filler").write_bytes(b"x" * 64 * 1024)
+        output = folder / "out.png"
+        result = CliRunner().invoke(app, [args[0], str(tmp_path / "run"), *args[1:], "-o", str(output)])
+    finally:
+        subprocess.run(undo, check=True)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: --output {output}: cannot write it ({why})\n"

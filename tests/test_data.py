@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import socket
+import subprocess
 
 import numpy as np
 import pytest
@@ -135,6 +136,23 @@ def test_a_data_directory_that_is_a_file_is_one_error(data_dir, dataset, preproc
     with pytest.raises(DataError) as e:  # --data-dir: a folder under that file
         prepare(dataset, train_size=300, val_size=50, test_size=50, preprocessing=preprocessing, root=str(data_dir / "sub"))
     assert str(e.value).startswith(f"{data_dir / 'sub'}: cannot use as the data directory ([Errno 20] Not a directory")
+
+
+@pytest.mark.parametrize("dataset, preprocessing, lock", [("cifar10", "channel", "cifar10.lock"),
+                                                         ("synthetic", "zca", "zca-synthetic-300-50-0.pt.lock")])
+def test_a_data_directory_that_cannot_be_written_is_one_error(data_dir, dataset, preprocessing, lock):
+    # Made immutable (chattr +i holds for root, where chmod does not), as a read-only disk would be.
+    data_dir.mkdir()
+    probe = subprocess.run(["chattr", "+i", str(data_dir)], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no immutable folders on this filesystem: {probe.stderr.decode().strip()}")
+    try:
+        with pytest.raises(DataError) as e:
+            prepare(dataset, train_size=300, val_size=50, test_size=50, preprocessing=preprocessing)
+    finally:
+        subprocess.run(["chattr", "-i", str(data_dir)], check=True)
+    assert str(e.value) == (f"{data_dir}: cannot use as the data directory ([Errno 1] Operation not permitted: "
+                            f"'{data_dir / lock}')")
 
 
 def test_the_real_cifar10_subset_loads_as_what_it_is(real_images):

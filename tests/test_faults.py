@@ -85,6 +85,17 @@ def test_a_disk_that_fills_up_stops_the_run_and_the_next_run_completes(tmp_path,
     assert restarted == []  # what had finished is not trained again
 
 
+def test_a_disk_already_full_when_the_run_takes_its_lock_is_the_same_one_line(tmp_path, disk):
+    # The lock is the run's first write: its error lacked what every other full-disk error says.
+    path = probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 1})
+    (disk.root / "filler").write_bytes(b"x" * disk.free_kb() * 1024)
+    result = ablate("run", path, "--storage", disk.root, "--quiet")
+    assert result.returncode == 1
+    assert one_line(result) == (f"error: {disk.root / 'probe'}: cannot write there (No space left on device); "
+                                "what finished is kept: run the same command again once it can be written")
+    assert executions(tmp_path) == []
+
+
 def test_a_disk_that_fills_up_under_tunes_own_files_stops_the_run_in_one_line(tmp_path, disk):
     # Filled while trials report, the disk leaves Tune's files of a trial's error empty too; Tune
     # read them back as the run ended and the driver died with click's bare "Aborted.".

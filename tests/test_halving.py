@@ -98,6 +98,29 @@ def test_a_script_with_epochs_among_its_steps_is_ranked_by_its_last_epoch_value_
     assert decision["kept"] == [json.dumps({"lr": 0.5})]
 
 
+def test_a_paused_trial_whose_epochs_file_is_damaged_ranks_last_and_is_named_in_a_note(tmp_path):
+    # Its setting ranked last in silence: the best lr was stopped for good by a disk fault, unnamed.
+    grid_text = ("name: paused\ncommand:\n  run: python train.py --lr {lr} --epochs {epochs} --seed {seed}\n"
+                 "  parameters:\n    lr: 0.1\n    epochs: 4\n  epochs: epochs\nmetric: val_loss\n"
+                 "axes:\n  lr: [0.1, 0.2]\nhalving: {over: [lr], rungs: [2], keep: 0.5}\n")
+    run = write_run(tmp_path / "run", grid_text, lambda t: None)
+    grid = load_grid(tmp_path / "run" / "grid.yaml")
+    for trial in grid.trials:  # both paused at the rung; lr 0.1 is the better, but its epochs file is damaged
+        lines = [json.dumps({"epoch": e, "val_loss": trial.config["lr"] + 1 / e}) for e in (1, 2)]
+        if trial.config["lr"] == 0.1:
+            lines[1] = lines[1][:12]
+        run.write_bytes(run.trial_file(trial.trial_id, "epochs.jsonl"), "".join(f"{line}\n" for line in lines).encode())
+        run.write_progress(trial.trial_id, {"attempt": 1, "epoch": 2, "paused_at": 2, "metrics": {}})
+    notes = []
+    Halver(grid, run, notify=notes.append).next({})
+    damaged = next(t.trial_id for t in grid.trials if t.config["lr"] == 0.1)
+    assert notes == [f"{tmp_path / 'run' / 'trials' / damaged / 'epochs.jsonl'}: unreadable, so trial {damaged} "
+                     "has no val_loss at 2: its setting ranks last there"]
+    (decision,) = read_decisions(run)
+    assert decision["kept"] == [json.dumps({"lr": 0.2})]
+    assert decision["ranking"][1]["why"] == "an unreadable epochs file"
+
+
 def test_plan_counts_the_epochs_halving_trains(tmp_path):
     grid = load_grid(halved_grid(tmp_path))
     # Per cell: 4 lrs x 2 seeds to epoch 2, 2 lrs on to 4, 1 lr on to 8.

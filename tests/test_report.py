@@ -318,6 +318,24 @@ def test_bad_options_are_one_line_errors(run_dir, args, message):
     assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_a_folder_in_place_of_a_results_file_is_read_past_from_the_records(tmp_path):
+    # A dataset written where trials.parquet or epochs.parquet is (pandas' partition_cols, Spark) was
+    # a traceback, and from `plot` an error blaming its --output.
+    write_fixture(tmp_path / "run")
+    for name in ("trials.parquet", "epochs.parquet"):
+        (tmp_path / "run" / name).unlink()
+        (tmp_path / "run" / name).mkdir()
+    for command in ("summarize", "status", "plot"):
+        result = invoke(command, tmp_path / "run", *(["-o", tmp_path / "p.png"] if command == "plot" else []))
+        assert result.exit_code == 0, result.stderr
+        notes = result.stderr.splitlines()
+        assert notes[0] == (f"note: {tmp_path / 'run' / 'trials.parquet'}: unreadable Parquet (Expected file path, "
+                            f"but {tmp_path / 'run' / 'trials.parquet'} is a directory): read from the trials' records instead")
+        if command == "plot":
+            assert notes[1].startswith(f"note: {tmp_path / 'run' / 'epochs.parquet'}: unreadable Parquet (")
+    assert (tmp_path / "p.png").stat().st_size > 0
+
+
 def test_rows_asked_for_leave_the_workloads_tables(run_dir):
     # All-CNN's layout splits tables by dataset and augmentation: --rows dataset takes dataset from them.
     result = invoke("summarize", run_dir, "--rows", "dataset", "-f", "markdown")
@@ -1089,6 +1107,23 @@ def test_status_says_a_trial_of_a_run_no_driver_holds_is_not_running(tmp_path):
     released = invoke("status", tmp_path / "run").stdout
     assert "1 interrupted" in released and "ETA: -" in released and "running" not in released
     assert "interrupted trials resume from their checkpoints at the next `ablate run`" in released
+
+
+def test_status_names_a_damaged_lock_record_and_what_it_means(tmp_path):
+    # A lock record cut short (a bad copy) was read past in silence: a trial of a run that nobody
+    # drives was shown running, for up to 10 minutes after its last report.
+    run = write_run(tmp_path / "run", steps_grid(1000, "axes:\n  lr: [0.1]\n"), lambda t: None)
+    trial = load_grid(tmp_path / "run" / "grid.yaml").trials[0]
+    running_at(run, trial.trial_id, step=300, reports=3)
+    DriverLock(run).acquire().release()
+    (tmp_path / "run" / "lock" / "1").write_bytes(b'{"token": "ab')
+    result = invoke("status", tmp_path / "run")
+    assert result.exit_code == 0
+    assert result.stderr == (
+        f"note: {tmp_path / 'run' / 'lock' / '1'}: unreadable lock record (JSONDecodeError: Unterminated string "
+        "starting at: line 1 column 11 (char 10)); if no `ablate run` is running this run, delete it and run again; "
+        "until then whether a driver runs it cannot be told, and a trial that reported in the last 10 minutes "
+        "(3 of its epochs, if longer) is shown running\n")
 
 
 def test_a_cell_the_grid_excludes_reads_apart_from_one_not_run_yet(tmp_path):

@@ -240,6 +240,54 @@ def test_a_bucket_that_refuses_access_is_one_line(tmp_path, s3, monkeypatch):
                              "Key Id you provided does not exist in our records.)\n")
 
 
+@pytest.mark.parametrize("command", ["summarize", "status"])
+def test_reading_a_store_that_does_not_answer_is_one_line_saying_to_run_again_once_it_can_be_reached(
+        monkeypatch, command):
+    # It said "run the same command again once it can be written", of a command that writes nothing.
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = ablate(command, f"s3://results/studies/probe?endpoint_override=http://127.0.0.1:{port}&region=us-east-1",
+                    env={"AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode == 1
+    assert result.stderr == (f'error: s3://results/studies/probe: cannot reach it (Could not connect to the endpoint '
+                             f'URL: "http://127.0.0.1:{port}/results/studies/probe/trials.parquet"); what finished is '
+                             "kept: run the same command again once it can be reached\n")
+
+
+def test_an_object_whose_transfer_is_cut_short_is_one_line(monkeypatch):
+    # botocore retries a request, not the reading of its body: a connection cut while an object came
+    # (a flaky network, a proxy) was a traceback (ResponseStreamingError).
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def cut_short():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nETag: \"e\"\r\n"
+                                   b"Last-Modified: Mon, 07 Dec 2026 19:00:00 GMT\r\n\r\nPAR1" + b"x" * 100)
+
+    threading.Thread(target=cut_short, daemon=True).start()
+    try:
+        result = ablate("summarize", f"s3://results/studies/probe?endpoint_override=http://127.0.0.1:{port}&region=us-east-1")
+    finally:
+        server.close()
+    assert result.returncode == 1
+    assert result.stderr == ("error: s3://results/studies/probe: cannot reach it (An error occurred while reading from "
+                             "response stream: ('Connection broken: IncompleteRead(104 bytes read, 99896 more expected)', "
+                             "IncompleteRead(104 bytes read, 99896 more expected))); what finished is kept: run the "
+                             "same command again once it can be reached\n")
+
+
 def test_s3_storage_without_credentials_is_one_line_before_ray_starts(tmp_path, monkeypatch):
     path = probe_grid(tmp_path)
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):

@@ -185,6 +185,16 @@ def test_a_disk_that_fills_up_under_a_trials_lines_ends_the_attempt_with_the_sto
     assert [lines.file for lines in (session.progress_lines, session.epoch_lines, session.log_lines)] == [None] * 3
 
 
+@pytest.mark.parametrize("folder", ["my runs ü", "a?b", "a#b%20c"])
+def test_a_local_storage_path_is_taken_as_it_is_written(tmp_path, folder):
+    # A `?` was read as the start of a URI's query: `--storage /data/a?b` put the run in /data/a/probe?b.
+    run = RunDir.for_grid(str(tmp_path / folder), "probe")
+    run.write_progress("t", {"epoch": 1})
+    assert run.display() == str(tmp_path / folder / "probe")
+    assert RunDir(run.display()).progress("t") == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [folder]
+
+
 def test_a_trials_log_and_progress_grow_by_lines_and_a_reader_takes_the_last_whole_one(tmp_path):
     run = RunDir(str(tmp_path))
     session = StoredSession(run, "t")
@@ -320,11 +330,15 @@ def test_a_numpy_or_torch_scalar_metric_is_recorded_as_its_number_and_an_array_i
         session.report({"epoch": 2, "loss": torch.ones(2)})
 
 
-@pytest.mark.parametrize("damage", ["cut short", "emptied", "json cut short", "its epochs cut short"])
+@pytest.mark.parametrize("damage", ["cut short", "emptied", "json cut short", "its epochs cut short",
+                                    "20 kB cut short"])
 def test_a_damaged_checkpoint_is_one_line_saying_what_to_do(tmp_path, damage):
+    # "20 kB cut short": torch's zip reader raised ValueError (negative seek value), so the trial was
+    # retried, each retry failing the same way, and recorded failed without the file's name.
     session = StoredSession(RunDir(str(tmp_path)), "t")
     session.start()
-    session.report({"epoch": 1}, checkpoint={"w": torch.zeros(2)} if damage != "json cut short" else {"epoch": 1})
+    state = {"w": torch.zeros(50, 100) if damage == "20 kB cut short" else torch.zeros(2)}
+    session.report({"epoch": 1}, checkpoint=state if damage != "json cut short" else {"epoch": 1})
     session.close()
     path = tmp_path / "trials" / "t" / "checkpoint.pt"
     damaged = path.with_name("epochs.jsonl") if damage == "its epochs cut short" else path

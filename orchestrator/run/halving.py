@@ -26,15 +26,16 @@ from orchestrator.plan.params import fmt
 from orchestrator.errors import CheckpointError
 from orchestrator.run.trial import write_stopped
 from orchestrator.store import records
-from orchestrator.store.rundir import RunDir, now, position, up_to
+from orchestrator.store.rundir import EPOCHS, RunDir, now, position, up_to
 
 
 class Halver:
     """The halving of one run's grid: its cells, their settings and the decisions made so far."""
 
-    def __init__(self, grid: Grid, run: RunDir, on_stopped=lambda trial_id, reason: None):
+    def __init__(self, grid: Grid, run: RunDir, on_stopped=lambda trial_id, reason: None, notify=lambda message: None):
         self.grid, self.run, self.halving, self.metric = grid, run, grid.halving, grid.objective.metric
         self.on_stopped = on_stopped  # each trial recorded as stopped, once its record is written
+        self.notify = notify  # told of a paused trial whose epochs file is damaged
         self.cells: dict[str, dict[str, list]] = {}  # cell -> setting -> its trials, in the grid's order
         for trial in grid.trials:
             self.cells.setdefault(cell_key(trial, self.halving), {}).setdefault(
@@ -93,7 +94,9 @@ class Halver:
         else:  # paused at this rung, or past it where its script printed on before it was stopped
             try:
                 reported = self.run.reported(trial.trial_id)
-            except CheckpointError:
+            except CheckpointError:  # a disk fault, a copy cut short: as one that failed before the rung
+                self.notify(f"{self.run.display('trials', trial.trial_id, EPOCHS)}: unreadable, so trial "
+                            f"{trial.trial_id} has no {self.metric.name} at {rung}: its setting ranks last there")
                 return None, "an unreadable epochs file"
             if reported is not None:
                 value = self._at_rung(reported, rung)

@@ -66,7 +66,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from orchestrator.errors import RunError
+from orchestrator.errors import RunError, StorageError
 from orchestrator.run.processes import alive, this_process
 from orchestrator.store.s3 import Bucket
 from orchestrator.store.rundir import RunDir, now
@@ -92,6 +92,10 @@ class Holder:
                 f"(heartbeat {self.age:.0f} s ago)")
 
 
+class UnreadableLock(RunError):
+    """A lock whose holder cannot be known: a damaged record, a file where a folder should be."""
+
+
 class RunLocked(RunError):
     """Another live driver runs this run directory."""
 
@@ -110,7 +114,7 @@ def _holder(data: bytes, age: float, where: str, released: bool = False) -> Hold
         return Holder(record["host"], record["pid"], datetime.fromisoformat(record["since"]), age,
                       released or record["released"], process, record.get("place"))
     except (ValueError, KeyError, TypeError) as e:
-        raise RunError(f"{where}: unreadable lock record ({type(e).__name__}: {e}); if no `ablate run` is running "
+        raise UnreadableLock(f"{where}: unreadable lock record ({type(e).__name__}: {e}); if no `ablate run` is running "
                        "this run, delete it and run again") from None
 
 
@@ -156,7 +160,7 @@ class DriverLock:
                     told = True
                 time.sleep(self.heartbeat_s)
         except OSError as e:  # the first write to a run's storage: where it cannot be written, say so
-            raise RunError(f"{self.run.display()}: cannot write there ({e.strerror or e})") from None
+            raise StorageError.at(self.run.display(), e) from None
         finally:
             self.store.close()
         self._beating.start()
@@ -259,7 +263,7 @@ class _FileStore:
         """The lock folder, made where there is none. A file in its place is the lock of a run on
         S3 (one object), copied here with the run: a holder this protocol cannot judge."""
         if os.path.isfile(self.folder):
-            raise RunError(f"{self.run.display('lock')}: expected the folder of a run's lock on a local path, found "
+            raise UnreadableLock(f"{self.run.display('lock')}: expected the folder of a run's lock on a local path, found "
                            "a file (a run's lock on S3, copied here?); if no `ablate run` is running this run, "
                            "delete it and run again")
         os.makedirs(self.folder, exist_ok=True)

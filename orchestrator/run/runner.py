@@ -134,7 +134,7 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                                             publisher=publisher, scheduler=scheduler, tracking=tracking,
                                             local=address is None, hangs=Hangs(trial_timeout, planned))
                     if grid.halving and not resume_stopped:
-                        _halve(grid, run, fit, publisher, display, retry_failed, tracking)
+                        _halve(grid, run, fit, publisher, display, retry_failed, tracking, notify)
                     else:
                         fit(todo)
                 ran = display.ran  # not all of `todo` where the run was stopped (Ctrl-C)
@@ -187,7 +187,7 @@ def _prepare(grid: Grid, todo) -> None:
         raise RunError(str(e)) from None
 
 
-def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
+def _halve(grid, run, fit, publisher, display, retry_failed, tracking, notify) -> None:
     """Rounds of trials, each up to its cell's next rung, until every cell has decided them all
     or a round ends with a trial that neither paused nor has a result (the run was interrupted)."""
     def stopped(trial_id, reason):
@@ -196,7 +196,7 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
             tracking.recorded(trial_id)  # its tracker run ends too (MLflow: KILLED), at the rung
         display.trial_finished(trial_id, STOPPED, reason)
 
-    halver = Halver(grid, run, on_stopped=stopped)
+    halver = Halver(grid, run, on_stopped=stopped, notify=notify)
     retried: set[str] = set()  # a failed trial is retried once per `ablate run`, not once per round
     failures: dict[str, int] = {}  # and has max_failures retries over all its rounds (events.py)
     by_id = {t.trial_id: t for t in grid.trials}

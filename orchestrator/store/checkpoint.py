@@ -89,8 +89,8 @@ def deserialize(data: bytes, name: str) -> dict[str, Any]:
         except pickle.UnpicklingError as e:
             found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
             raise _refused(name, found.group(1) if found else None) from None
-        except RuntimeError as e:
-            raise unreadable(name, str(e).splitlines()[0]) from None
+        except Exception as e:  # damaged: its zip reader's RuntimeError, or (a zip cut short) ValueError, EOFError, ...
+            raise unreadable(name, (str(e).splitlines() or [type(e).__name__])[0]) from None
     try:
         return _PlainUnpickler(io.BytesIO(data)).load()
     except _Global as e:

@@ -53,8 +53,9 @@ def now() -> datetime:
 
 
 def join_uri(uri: str, *parts: str) -> str:
-    """`uri` with path parts appended, keeping a query such as `?endpoint_override=...` at the end."""
-    base, sep, query = uri.partition("?")
+    """`uri` with path parts appended, keeping a query such as `?endpoint_override=...` at the end (a
+    local path has none: a `?` there is part of a folder's name)."""
+    base, sep, query = uri.partition("?") if "://" in uri else (uri, "", "")
     return "/".join([base.rstrip("/"), *parts]) + sep + query
 
 
@@ -158,11 +159,11 @@ class RunDir:
         """One Parquet or (`.arrow`: an older ablate's record) Arrow IPC file, or None where there is none.
         Of a Parquet file, `columns`: only those of them it has (the file is read in one piece all the
         same); `dictionary`: columns read as dictionary arrays (few distinct values, many rows)."""
-        data = self._read_buffer(path)
-        if data is None:
-            return None
         arrow = path.endswith(".arrow")
         try:
+            data = self._read_buffer(path)  # a folder in the file's place (a dataset written there) too is unreadable
+            if data is None:
+                return None
             if arrow:
                 return pa.ipc.open_file(pa.BufferReader(data)).read_all()
             # Not read_table: its dataset layer costs more than the read.

@@ -8,6 +8,7 @@ from two versions while the driver replaces the file.
 """
 from __future__ import annotations
 
+import io
 from urllib.parse import parse_qs
 
 from orchestrator.errors import RunError, StorageError
@@ -45,7 +46,10 @@ class Bucket:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
-            return getattr(self.client, method)(Bucket=self.name, **({} if key is None else {"Key": key}), **kwargs)
+            response = getattr(self.client, method)(Bucket=self.name, **({} if key is None else {"Key": key}), **kwargs)
+            if method == "get_object":  # its body read here: a connection cut while it comes is one line too
+                response["Body"] = io.BytesIO(response["Body"].read())
+            return response
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
