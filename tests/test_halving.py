@@ -23,6 +23,7 @@ from orchestrator.plan.grid import load_grid
 from orchestrator.plan.halving import planned, read_decisions
 from orchestrator.run.halving import Halver
 from orchestrator.run.runner import run_grid
+from orchestrator.store import records
 from orchestrator.store.records import trial_schema, write_record
 from orchestrator.store.rundir import RunDir
 from tests.results_fixture import write_run
@@ -356,6 +357,32 @@ def test_a_finished_trial_is_ranked_by_its_report_where_it_would_have_paused(tmp
     [decision] = read_decisions(run)
     assert [(e["values"]["lr"], e["score"]) for e in decision["ranking"]] == [(0.1, 0.1 + 1 / 30), (0.4, 0.4 + 1 / 30)]
     assert decision["kept"] == ['{"lr": 0.1}'] and decision["note"] is None
+
+
+
+@pytest.mark.parametrize("blown", [float("nan"), float("-inf")])
+def test_a_setting_whose_metric_is_nan_or_inf_at_the_rung_ranks_last_as_a_diverged_one(tmp_path, blown):
+    # lr 0.9's loss blew up before the rung, and it paused there with val_error nan: it was ranked
+    # first and kept (halving.json said "score": NaN), stopping lr 0.2, a good setting, in its place.
+    grid = load_grid(probe_grid(tmp_path, axes={"lr": [0.9, 0.1, 0.2, 0.3]}, fixed={"epochs": 6},
+                                halving={"over": ["lr"], "rungs": [2], "keep": 0.5}))
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    for trial in grid.trials:  # each paused at the rung, as its worker leaves it
+        errors = [blown, blown] if trial.config["lr"] == 0.9 else [trial.config["lr"] + 1 / e for e in (1, 2)]
+        run.write_bytes(run.trial_file(trial.trial_id, "epochs.jsonl"),
+                        b"".join(json.dumps({"epoch": e, "val_error": v}).encode() + b"\n"
+                                 for e, v in enumerate(errors, 1)))
+        run.write_progress(trial.trial_id, {"epoch": 2, "paused_at": 2, "metrics": {"val_error": errors[-1]}})
+    plan = Halver(grid, run).next({})
+    [decision] = read_decisions(run)
+    assert [(e["values"]["lr"], e["score"], e["why"]) for e in decision["ranking"]] == [
+        (0.1, 0.6, None), (0.2, 0.7, None), (0.3, pytest.approx(0.8), None), (0.9, None, "diverged")]
+    assert decision["kept"] == [json.dumps({"lr": 0.1}), json.dumps({"lr": 0.2})]
+    assert sorted(grid.trials[i].config["lr"] for i, t in enumerate(grid.trials) if t.trial_id in plan) == [0.1, 0.2]
+    stopped = records.read_trials(run).to_pylist()
+    assert {r["lr"]: r["status_reason"] for r in stopped}[0.9] == \
+        "stopped by halving at 2: lr=0.9 ranked 4 of 4 by val_error (diverged)"
+    json.loads((tmp_path / "runs" / "probe" / "halving.json").read_text(), parse_constant=pytest.fail)  # plain JSON
 
 
 @pytest.mark.usefixtures("local_ray")

@@ -17,6 +17,7 @@ that rung against it and kept where it is at least as good as the worst setting 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from typing import Any
 
@@ -102,7 +103,10 @@ class Halver:
                 held = (self.metric.summary == "best" and progress.get("best")) or progress.get("last") \
                     or progress.get("metrics")
                 value = self.metric.best([(held or {}).get(self.metric.name)])
-        return (value, "") if value is not None else (None, f"no {self.metric.name}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):  # None, or text
+            return None, f"no {self.metric.name}"
+        # A loss that blew up before the rung (nan, or inf either way) would sort first, or anywhere.
+        return (value, "") if math.isfinite(value) else (None, "diverged")
 
     def _at_rung(self, epochs: list[dict], rung: int) -> float | None:
         """The metric at the trial's first report at or past the rung (or its best up to there)."""
