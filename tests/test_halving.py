@@ -360,6 +360,24 @@ def test_a_finished_trial_is_ranked_by_its_report_where_it_would_have_paused(tmp
 
 
 
+
+def test_a_trial_that_ended_before_the_rung_is_ranked_by_its_last_report(tmp_path):
+    # lr 0.1's seed 0 stopped early itself (its own early stopping) at epoch 2, before the rung at 3:
+    # the best setting was ranked last as having "no val_error", and its seed 1 stopped by halving.
+    grid = load_grid(probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 6}, seeds=[0, 1],
+                                halving={"over": ["lr"], "rungs": [3], "keep": 0.5}))
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    for trial in grid.trials:
+        ended = 2 if trial.config["lr"] == 0.1 and trial.config["seed"] == 0 else 6
+        epochs = [{"epoch": e, "val_error": trial.config["lr"] + 1 / e} for e in range(1, ended + 1)]
+        write_record(run, trial_schema(grid.workload.config), trial.trial_id, trial.config,
+                     {"status": "completed", "val_error": epochs[-1]["val_error"]}, epochs)
+    Halver(grid, run).next({t.trial_id: "completed" for t in grid.trials})
+    [decision] = read_decisions(run)
+    assert [(e["values"]["lr"], e["score"]) for e in decision["ranking"]][0] == (0.1, pytest.approx(0.1 + (1 / 2 + 1 / 3) / 2))
+    assert decision["kept"] == [json.dumps({"lr": 0.1}), json.dumps({"lr": 0.2})]
+
+
 @pytest.mark.parametrize("blown", [float("nan"), float("-inf")])
 def test_a_setting_whose_metric_is_nan_or_inf_at_the_rung_ranks_last_as_a_diverged_one(tmp_path, blown):
     # lr 0.9's loss blew up before the rung, and it paused there with val_error nan: it was ranked

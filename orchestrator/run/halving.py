@@ -90,7 +90,8 @@ class Halver:
             if status not in ("completed", "stopped"):
                 return None, status
             epochs = records.read_epochs(self.run, [trial.trial_id], ["trial_id", "epoch", "step", self.metric.name])
-            value = self._at_rung(epochs.to_pylist() if epochs is not None else [], rung)
+            # One that completed before the rung (its own early stopping) ended at its last report.
+            value = self._at_rung(epochs.to_pylist() if epochs is not None else [], rung, ended=status == "completed")
         else:  # paused at this rung, or past it where its script printed on before it was stopped
             try:
                 reported = self.run.reported(trial.trial_id)
@@ -108,13 +109,14 @@ class Halver:
         # A loss that blew up before the rung (nan, or inf either way) would sort first, or anywhere.
         return (value, "") if math.isfinite(value) else (None, "diverged")
 
-    def _at_rung(self, epochs: list[dict], rung: int) -> float | None:
-        """The metric at the trial's first report at or past the rung (or its best up to there)."""
+    def _at_rung(self, epochs: list[dict], rung: int, ended: bool = False) -> float | None:
+        """The metric at the trial's first report at or past the rung (or its best up to there), or
+        at its last where it `ended` before the rung."""
         reached, there = up_to(epochs, rung)
         values = [v for e in reached if (v := e.get(self.metric.name)) is not None]
         if self.metric.summary == "best":
             return self.metric.best(values)
-        return values[-1] if there and values else None
+        return values[-1] if (there or ended) and values else None
 
     def _decide(self, cell: str, rung: int, candidates: dict[str, list], earlier: list[dict],
                 final: dict[str, str]) -> dict[str, Any]:
