@@ -378,6 +378,34 @@ def test_a_trial_that_ended_before_the_rung_is_ranked_by_its_last_report(tmp_pat
     assert decision["kept"] == [json.dumps({"lr": 0.1}), json.dumps({"lr": 0.2})]
 
 
+
+def paused_at_rung(run: RunDir, trial, errors: list[float]) -> None:
+    """The trial's files as its worker leaves them when it pauses at a rung, after epochs of `errors`."""
+    run.write_bytes(run.trial_file(trial.trial_id, "epochs.jsonl"),
+                    b"".join(json.dumps({"epoch": e, "val_error": v}).encode() + b"\n" for e, v in enumerate(errors, 1)))
+    run.write_progress(trial.trial_id, {"epoch": len(errors), "paused_at": len(errors),
+                                        "metrics": {"val_error": errors[-1]}})
+
+
+def test_a_new_setting_stopped_at_a_decided_rung_is_said_to_rank_where_its_score_places_it(tmp_path):
+    # lr 0.25 joined a cell that had kept 0.1 and 0.2 at the rung, stopping 0.3 and 0.4: worse than 0.2,
+    # better than 0.3, it was said to rank "5 of 5", after the settings it beat.
+    path = probe_grid(tmp_path, axes={"lr": LRS}, fixed={"epochs": 6}, halving={"over": ["lr"], "rungs": [2], "keep": 0.5})
+    run = RunDir.for_grid(str(tmp_path / "runs"), "probe")
+    for trial in load_grid(path).trials:
+        paused_at_rung(run, trial, [1.0, trial.config["lr"]])
+    Halver(load_grid(path), run).next({})
+    grown = load_grid(probe_grid(tmp_path, axes={"lr": [0.25, *LRS]}, fixed={"epochs": 6},
+                                 halving={"over": ["lr"], "rungs": [2], "keep": 0.5}))
+    [new] = [t for t in grown.trials if t.config["lr"] == 0.25]
+    paused_at_rung(run, new, [1.0, 0.25])
+    Halver(grown, run).next({r["trial_id"]: r["status"] for r in records.read_trials(run).to_pylist()})
+    reasons = {r["lr"]: r["status_reason"] for r in records.read_trials(run).to_pylist()}
+    assert reasons == {0.25: "stopped by halving at 2: lr=0.25 ranked 3 of 5 by val_error (0.25)",
+                       0.3: "stopped by halving at 2: lr=0.3 ranked 3 of 4 by val_error (0.3)",
+                       0.4: "stopped by halving at 2: lr=0.4 ranked 4 of 4 by val_error (0.4)"}
+
+
 @pytest.mark.parametrize("blown", [float("nan"), float("-inf")])
 def test_a_setting_whose_metric_is_nan_or_inf_at_the_rung_ranks_last_as_a_diverged_one(tmp_path, blown):
     # lr 0.9's loss blew up before the rung, and it paused there with val_error nan: it was ranked
@@ -385,12 +413,9 @@ def test_a_setting_whose_metric_is_nan_or_inf_at_the_rung_ranks_last_as_a_diverg
     grid = load_grid(probe_grid(tmp_path, axes={"lr": [0.9, 0.1, 0.2, 0.3]}, fixed={"epochs": 6},
                                 halving={"over": ["lr"], "rungs": [2], "keep": 0.5}))
     run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
-    for trial in grid.trials:  # each paused at the rung, as its worker leaves it
-        errors = [blown, blown] if trial.config["lr"] == 0.9 else [trial.config["lr"] + 1 / e for e in (1, 2)]
-        run.write_bytes(run.trial_file(trial.trial_id, "epochs.jsonl"),
-                        b"".join(json.dumps({"epoch": e, "val_error": v}).encode() + b"\n"
-                                 for e, v in enumerate(errors, 1)))
-        run.write_progress(trial.trial_id, {"epoch": 2, "paused_at": 2, "metrics": {"val_error": errors[-1]}})
+    for trial in grid.trials:
+        paused_at_rung(run, trial, [blown, blown] if trial.config["lr"] == 0.9
+                       else [trial.config["lr"] + 1 / e for e in (1, 2)])
     plan = Halver(grid, run).next({})
     [decision] = read_decisions(run)
     assert [(e["values"]["lr"], e["score"], e["why"]) for e in decision["ranking"]] == [

@@ -151,7 +151,9 @@ class Halver:
         return decision
 
     def _stop(self, trial, rung: int, setting: str, made: list[dict]) -> None:
-        entries = [e for d in made for e in d["ranking"]]
+        # In one order over the rung's decisions: a setting new to a decided rung among those it beat.
+        entries = sorted((e for d in made for e in d["ranking"]), key=lambda e: (
+            e["score"] is None, 0 if e["score"] is None else e["score"] if self.metric.mode == "min" else -e["score"]))
         place = next(i for i, e in enumerate(entries) if e["setting"] == setting)
         score = entries[place]["score"]
         values = ", ".join(f"{k}={fmt(v)}" for k, v in json.loads(setting).items())
