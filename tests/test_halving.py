@@ -99,6 +99,19 @@ def test_a_script_with_epochs_among_its_steps_is_ranked_by_its_last_epoch_value_
     assert decision["kept"] == [json.dumps({"lr": 0.5})]
 
 
+
+def test_a_cell_whose_kept_settings_still_train_has_no_result_yet_not_stopped(tmp_path):
+    # Mid-run, after the rung: lr 0.3 and 0.4 were stopped, lr 0.1 and 0.2 train on. The table said
+    # the cell was "stopped (4/4)", as if every lr of it had been stopped.
+    grid_text = ("name: mid\ncommand:\n  run: python train.py --lr {lr} --model {model} --seed {seed}\n  parameters:\n    lr: 0.1\n"
+                 "    model: a\nmetric: val_error\naxes:\n  model: [a, b]\n  lr: [0.1, 0.2, 0.3, 0.4]\nseeds: [0, 1]\n"
+                 "halving: {over: [lr], rungs: [2], keep: 0.5}\n")
+    write_run(tmp_path / "mid", grid_text, lambda t: {"status": "stopped", "epochs_completed": 2, "val_error": 0.5}
+              if t.config["lr"] > 0.2 and t.config["model"] == "a" else None)
+    shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "mid"), "--format", "markdown"])
+    assert "| a | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
+
+
 def test_plan_counts_the_epochs_halving_trains(tmp_path):
     grid = load_grid(halved_grid(tmp_path))
     # Per cell: 4 lrs x 2 seeds to epoch 2, 2 lrs on to 4, 1 lr on to 8.

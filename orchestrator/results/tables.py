@@ -403,11 +403,13 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str], planned: list[di
     finished = _has_value(shown, layout.metric)
     ok = shown.where(finished)
     if ok.empty:
-        # No value to show: say why, the most telling status first.
+        # No value to show: say why, the most telling status first. Settings stopped early are not
+        # the cell's end while the grid plans trials of it that have no row (those kept train on).
+        waiting = planned is not None and bool({t["trial_id"] for t in planned} - set(trials["trial_id"]))
         for status in ("failed", "diverged", "dead_start", "no_progress", *STATUSES):
-            if counts.get(status):
+            if counts.get(status) and not (status == "stopped" and waiting):
                 return Cell(status, counts=counts)
-        return Cell("pending", counts=counts)
+        return Cell("no result yet" if waiting else "pending", counts=counts, notes=notes)
     values = [float(v) for v in ok[layout.metric]]
     params = [p for p in ok["params"] if p is not None] if "params" in ok.columns else []
     # Under select=all a seed has one trial per pooled value (each lr): those are paired too.
