@@ -110,6 +110,12 @@ def test_a_cell_whose_kept_settings_still_train_has_no_result_yet_not_stopped(tm
               if t.config["lr"] > 0.2 and t.config["model"] == "a" else None)
     shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "mid"), "--format", "markdown"])
     assert "| a | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
+    # A grid whose only varying axis is halved is one cell, its row the grid's name.
+    write_run(tmp_path / "one", grid_text.replace("name: mid", "name: one").replace("  model: [a, b]\n", ""),
+              lambda t: {"status": "stopped", "epochs_completed": 2, "val_error": 0.5, "grid": "one"}
+              if t.config["lr"] > 0.2 else None)
+    shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "one"), "--format", "markdown"])
+    assert "| one | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
 
 
 def test_plan_counts_the_epochs_halving_trains(tmp_path):

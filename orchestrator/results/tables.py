@@ -120,6 +120,9 @@ class Results:
     def planned_in(self, point: dict[str, Any]) -> list[dict] | None:
         """The grid's trials with these values (a cell's), run or not; None where that is not known:
         no grid, or a point on a column that is no parameter."""
+        if self.grid is not None and point.get("grid") == self.grid.name and self.planned \
+                and "grid" not in self.planned[0]:  # the one cell of a grid whose only varying axes are halved
+            point = {name: value for name, value in point.items() if name != "grid"}
         if self.planned is None or (self.planned and any(name not in self.planned[0] for name in point)):
             return None
         return [t for t in self.planned if all(t[name] == value for name, value in point.items())]
