@@ -425,6 +425,25 @@ def test_a_new_setting_stopped_at_a_decided_rung_is_said_to_rank_where_its_score
                        0.4: "stopped by halving at 2: lr=0.4 ranked 4 of 4 by val_error (0.4)"}
 
 
+
+def test_a_grid_whose_fixed_values_changed_decides_anew_for_its_new_trials(tmp_path):
+    # The same grid run again with another fixed target: new trials, whose best lr is the other end.
+    # The first run's decisions were applied to them: lr 0.4, now the best, was stopped "ranked 4 of
+    # 4 (0.4)", a score of another experiment, and lr 0.1, now the worst, trained to the end.
+    def grid(target):
+        return load_grid(probe_grid(tmp_path, axes={"lr": LRS}, fixed={"epochs": 6, "target": target},
+                                    halving={"over": ["lr"], "rungs": [2], "keep": 0.5}))
+    run = RunDir.for_grid(str(tmp_path / "runs"), "probe")
+    for target in (0.0, 0.45):
+        edited = grid(target)
+        for trial in edited.trials:
+            paused_at_rung(run, trial, [1.0, abs(trial.config["lr"] - target)])
+        plan = Halver(edited, run).next({})
+        assert sorted(t.config["lr"] for t in edited.trials if t.trial_id in plan) == ([0.1, 0.2] if target == 0 else [0.3, 0.4])
+    assert [d["kept"] for d in read_decisions(run)] == [[json.dumps({"lr": 0.1}), json.dumps({"lr": 0.2})],
+                                                        [json.dumps({"lr": 0.4}), json.dumps({"lr": 0.3})]]
+
+
 @pytest.mark.parametrize("blown", [float("nan"), float("-inf")])
 def test_a_setting_whose_metric_is_nan_or_inf_at_the_rung_ranks_last_as_a_diverged_one(tmp_path, blown):
     # lr 0.9's loss blew up before the rung, and it paused there with val_error nan: it was ranked

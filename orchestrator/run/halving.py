@@ -16,6 +16,8 @@ that rung against it and kept where it is at least as good as the worst setting 
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import statistics
@@ -37,10 +39,21 @@ class Halver:
         self.grid, self.run, self.halving, self.metric = grid, run, grid.halving, grid.objective.metric
         self.on_stopped = on_stopped  # each trial recorded as stopped, once its record is written
         self.cells: dict[str, dict[str, list]] = {}  # cell -> setting -> its trials, in the grid's order
+        self.basis: dict[str, str] = {}  # cell -> what its trials share beyond the axes (_basis)
         for trial in grid.trials:
             self.cells.setdefault(cell_key(trial, self.halving), {}).setdefault(
                 setting_key(trial, self.halving), []).append(trial)
+            self.basis.setdefault(cell_key(trial, self.halving), self._basis(trial))
         self.decisions = read_decisions(run)
+
+    def _basis(self, trial) -> str:
+        """A hash of what a cell's trials share beyond its axes' values: the workload, and the fixed
+        values and defaults that count for a trial's id. A decision holds for those only: the grid
+        run again with another fixed value (new trials) decides anew."""
+        identity = {f.name for f in dataclasses.fields(self.grid.workload.config) if f.metadata.get("identity", True)}
+        shared = {k: v for k, v in trial.config.items() if k in identity and k not in trial.cell}
+        text = json.dumps({"workload": self.grid.workload.name, "config": shared}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def next(self, final: dict[str, str]) -> dict[str, int | None]:
         """Make every decision that can be made now, given `final` (trial_id -> status of each
@@ -54,7 +67,8 @@ class Halver:
         plan: dict[str, int | None] = {}
         alive = list(settings)
         for rung in self.halving.rungs:
-            made = [d for d in self.decisions if d["cell_key"] == cell and d["rung"] == rung]
+            made = [d for d in self.decisions if d["cell_key"] == cell and d["rung"] == rung
+                    and d.get("basis", self.basis[cell]) == self.basis[cell]]  # one of an older ablate holds
             ranked = {entry["setting"] for d in made for entry in d["ranking"]}
             new = [s for s in alive if s not in ranked]
             if any(not self._reached(t, rung, final) for s in new for t in settings[s]):
@@ -141,7 +155,7 @@ class Halver:
                 kept = ranking[:1]
                 note = (f"no setting has a {self.metric.name} at {rung} (every one has a seed that "
                         f"{' or '.join(sorted({e['why'] for e in ranking}))}): the first is kept")
-        decision = {"cell": json.loads(cell), "cell_key": cell, "rung": rung,
+        decision = {"cell": json.loads(cell), "cell_key": cell, "basis": self.basis[cell], "rung": rung,
                     "metric": self.metric.name, "mode": self.metric.mode, "summary": self.metric.summary,
                     "ranking": ranking, "kept": [e["setting"] for e in kept], "note": note,
                     "decided_at": now().isoformat()}
