@@ -404,6 +404,8 @@ def paused_at_rung(run: RunDir, trial, errors: list[float]) -> None:
                     b"".join(json.dumps({"epoch": e, "val_error": v}).encode() + b"\n" for e, v in enumerate(errors, 1)))
     run.write_progress(trial.trial_id, {"epoch": len(errors), "paused_at": len(errors),
                                         "metrics": {"val_error": errors[-1]}})
+    run.write_bytes(run.trial_file(trial.trial_id, "trial.log"),
+                    f"2026-12-07 19:00:00 paused after {len(errors)} for its cell's halving decision\n".encode())
 
 
 def test_a_new_setting_stopped_at_a_decided_rung_is_said_to_rank_where_its_score_places_it(tmp_path):
@@ -423,6 +425,9 @@ def test_a_new_setting_stopped_at_a_decided_rung_is_said_to_rank_where_its_score
     assert reasons == {0.25: "stopped by halving at 2: lr=0.25 ranked 3 of 5 by val_error (0.25)",
                        0.3: "stopped by halving at 2: lr=0.3 ranked 3 of 4 by val_error (0.3)",
                        0.4: "stopped by halving at 2: lr=0.4 ranked 4 of 4 by val_error (0.4)"}
+    # Its log, which ended at its pause ("paused after 2 for its cell's halving decision"), says so too.
+    assert (tmp_path / "runs" / "probe" / "trials" / new.trial_id / "trial.log").read_text().endswith(
+        " stopped by halving at 2: lr=0.25 ranked 3 of 5 by val_error (0.25)\n")
 
 
 

@@ -29,6 +29,7 @@ from orchestrator.plan.params import fmt
 from orchestrator.errors import CheckpointError
 from orchestrator.run.trial import write_stopped
 from orchestrator.store import records
+from orchestrator.store.lines import Lines
 from orchestrator.store.rundir import RunDir, now, position, up_to
 
 
@@ -174,6 +175,12 @@ class Halver:
         by = f"best {self.metric.name} up to it" if self.metric.summary == "best" else self.metric.name
         reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by {by}"
                   + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
+        # Its log ends at its pause otherwise; said before the record, so that a driver killed between says it again.
+        log = Lines(self.run, self.run.trial_file(trial.trial_id, "trial.log"))
+        try:
+            log.add(f"{now():%Y-%m-%d %H:%M:%S} {reason}\n".encode())
+        finally:
+            log.close()
         write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config,
                       self.run.progress(trial.trial_id), rung, reason)
         self.on_stopped(trial.trial_id, reason)
