@@ -23,6 +23,7 @@ from orchestrator.plan.grid import load_grid
 from orchestrator.plan.halving import planned, read_decisions
 from orchestrator.run.halving import Halver
 from orchestrator.run.runner import run_grid
+from orchestrator.store import records
 from orchestrator.store.records import trial_schema, write_record
 from orchestrator.store.rundir import RunDir
 from tests.results_fixture import write_run
@@ -119,6 +120,24 @@ def test_a_paused_trial_whose_epochs_file_is_damaged_ranks_last_and_is_named_in_
     (decision,) = read_decisions(run)
     assert decision["kept"] == [json.dumps({"lr": 0.2})]
     assert decision["ranking"][1]["why"] == "an unreadable epochs file"
+
+
+def test_a_cell_whose_kept_settings_still_train_has_no_result_yet_not_stopped(tmp_path):
+    # Mid-run, after the rung: lr 0.3 and 0.4 were stopped, lr 0.1 and 0.2 train on. The table said
+    # the cell was "stopped (4/4)", as if every lr of it had been stopped.
+    grid_text = ("name: mid\ncommand:\n  run: python train.py --lr {lr} --model {model} --seed {seed}\n  parameters:\n    lr: 0.1\n"
+                 "    model: a\nmetric: val_error\naxes:\n  model: [a, b]\n  lr: [0.1, 0.2, 0.3, 0.4]\nseeds: [0, 1]\n"
+                 "halving: {over: [lr], rungs: [2], keep: 0.5}\n")
+    write_run(tmp_path / "mid", grid_text, lambda t: {"status": "stopped", "epochs_completed": 2, "val_error": 0.5}
+              if t.config["lr"] > 0.2 and t.config["model"] == "a" else None)
+    shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "mid"), "--format", "markdown"])
+    assert "| a | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
+    # A grid whose only varying axis is halved is one cell, its row the grid's name.
+    write_run(tmp_path / "one", grid_text.replace("name: mid", "name: one").replace("  model: [a, b]\n", ""),
+              lambda t: {"status": "stopped", "epochs_completed": 2, "val_error": 0.5, "grid": "one"}
+              if t.config["lr"] > 0.2 else None)
+    shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "one"), "--format", "markdown"])
+    assert "| one | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
 
 
 def test_plan_counts_the_epochs_halving_trains(tmp_path):
@@ -379,6 +398,99 @@ def test_a_finished_trial_is_ranked_by_its_report_where_it_would_have_paused(tmp
     [decision] = read_decisions(run)
     assert [(e["values"]["lr"], e["score"]) for e in decision["ranking"]] == [(0.1, 0.1 + 1 / 30), (0.4, 0.4 + 1 / 30)]
     assert decision["kept"] == ['{"lr": 0.1}'] and decision["note"] is None
+
+
+
+
+def test_a_trial_that_ended_before_the_rung_is_ranked_by_its_last_report(tmp_path):
+    # lr 0.1's seed 0 stopped early itself (its own early stopping) at epoch 2, before the rung at 3:
+    # the best setting was ranked last as having "no val_error", and its seed 1 stopped by halving.
+    grid = load_grid(probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4]}, fixed={"epochs": 6}, seeds=[0, 1],
+                                halving={"over": ["lr"], "rungs": [3], "keep": 0.5}))
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    for trial in grid.trials:
+        ended = 2 if trial.config["lr"] == 0.1 and trial.config["seed"] == 0 else 6
+        epochs = [{"epoch": e, "val_error": trial.config["lr"] + 1 / e} for e in range(1, ended + 1)]
+        write_record(run, trial_schema(grid.workload.config), trial.trial_id, trial.config,
+                     {"status": "completed", "val_error": epochs[-1]["val_error"]}, epochs)
+    Halver(grid, run).next({t.trial_id: "completed" for t in grid.trials})
+    [decision] = read_decisions(run)
+    assert [(e["values"]["lr"], e["score"]) for e in decision["ranking"]][0] == (0.1, pytest.approx(0.1 + (1 / 2 + 1 / 3) / 2))
+    assert decision["kept"] == [json.dumps({"lr": 0.1}), json.dumps({"lr": 0.2})]
+
+
+
+def paused_at_rung(run: RunDir, trial, errors: list[float]) -> None:
+    """The trial's files as its worker leaves them when it pauses at a rung, after epochs of `errors`."""
+    run.write_bytes(run.trial_file(trial.trial_id, "epochs.jsonl"),
+                    b"".join(json.dumps({"epoch": e, "val_error": v}).encode() + b"\n" for e, v in enumerate(errors, 1)))
+    run.write_progress(trial.trial_id, {"epoch": len(errors), "paused_at": len(errors),
+                                        "metrics": {"val_error": errors[-1]}})
+    run.write_bytes(run.trial_file(trial.trial_id, "trial.log"),
+                    f"2026-12-07 19:00:00 paused after {len(errors)} for its cell's halving decision\n".encode())
+
+
+def test_a_new_setting_stopped_at_a_decided_rung_is_said_to_rank_where_its_score_places_it(tmp_path):
+    # lr 0.25 joined a cell that had kept 0.1 and 0.2 at the rung, stopping 0.3 and 0.4: worse than 0.2,
+    # better than 0.3, it was said to rank "5 of 5", after the settings it beat.
+    path = probe_grid(tmp_path, axes={"lr": LRS}, fixed={"epochs": 6}, halving={"over": ["lr"], "rungs": [2], "keep": 0.5})
+    run = RunDir.for_grid(str(tmp_path / "runs"), "probe")
+    for trial in load_grid(path).trials:
+        paused_at_rung(run, trial, [1.0, trial.config["lr"]])
+    Halver(load_grid(path), run).next({})
+    grown = load_grid(probe_grid(tmp_path, axes={"lr": [0.25, *LRS]}, fixed={"epochs": 6},
+                                 halving={"over": ["lr"], "rungs": [2], "keep": 0.5}))
+    [new] = [t for t in grown.trials if t.config["lr"] == 0.25]
+    paused_at_rung(run, new, [1.0, 0.25])
+    Halver(grown, run).next({r["trial_id"]: r["status"] for r in records.read_trials(run).to_pylist()})
+    reasons = {r["lr"]: r["status_reason"] for r in records.read_trials(run).to_pylist()}
+    assert reasons == {0.25: "stopped by halving at 2: lr=0.25 ranked 3 of 5 by val_error (0.25)",
+                       0.3: "stopped by halving at 2: lr=0.3 ranked 3 of 4 by val_error (0.3)",
+                       0.4: "stopped by halving at 2: lr=0.4 ranked 4 of 4 by val_error (0.4)"}
+    # Its log, which ended at its pause ("paused after 2 for its cell's halving decision"), says so too.
+    assert (tmp_path / "runs" / "probe" / "trials" / new.trial_id / "trial.log").read_text().endswith(
+        " stopped by halving at 2: lr=0.25 ranked 3 of 5 by val_error (0.25)\n")
+
+
+
+def test_a_grid_whose_fixed_values_changed_decides_anew_for_its_new_trials(tmp_path):
+    # The same grid run again with another fixed target: new trials, whose best lr is the other end.
+    # The first run's decisions were applied to them: lr 0.4, now the best, was stopped "ranked 4 of
+    # 4 (0.4)", a score of another experiment, and lr 0.1, now the worst, trained to the end.
+    def grid(target):
+        return load_grid(probe_grid(tmp_path, axes={"lr": LRS}, fixed={"epochs": 6, "target": target},
+                                    halving={"over": ["lr"], "rungs": [2], "keep": 0.5}))
+    run = RunDir.for_grid(str(tmp_path / "runs"), "probe")
+    for target in (0.0, 0.45):
+        edited = grid(target)
+        for trial in edited.trials:
+            paused_at_rung(run, trial, [1.0, abs(trial.config["lr"] - target)])
+        plan = Halver(edited, run).next({})
+        assert sorted(t.config["lr"] for t in edited.trials if t.trial_id in plan) == ([0.1, 0.2] if target == 0 else [0.3, 0.4])
+    assert [d["kept"] for d in read_decisions(run)] == [[json.dumps({"lr": 0.1}), json.dumps({"lr": 0.2})],
+                                                        [json.dumps({"lr": 0.4}), json.dumps({"lr": 0.3})]]
+
+
+@pytest.mark.parametrize("blown", [float("nan"), float("-inf")])
+def test_a_setting_whose_metric_is_nan_or_inf_at_the_rung_ranks_last_as_a_diverged_one(tmp_path, blown):
+    # lr 0.9's loss blew up before the rung, and it paused there with val_error nan: it was ranked
+    # first and kept (halving.json said "score": NaN), stopping lr 0.2, a good setting, in its place.
+    grid = load_grid(probe_grid(tmp_path, axes={"lr": [0.9, 0.1, 0.2, 0.3]}, fixed={"epochs": 6},
+                                halving={"over": ["lr"], "rungs": [2], "keep": 0.5}))
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    for trial in grid.trials:
+        paused_at_rung(run, trial, [blown, blown] if trial.config["lr"] == 0.9
+                       else [trial.config["lr"] + 1 / e for e in (1, 2)])
+    plan = Halver(grid, run).next({})
+    [decision] = read_decisions(run)
+    assert [(e["values"]["lr"], e["score"], e["why"]) for e in decision["ranking"]] == [
+        (0.1, 0.6, None), (0.2, 0.7, None), (0.3, pytest.approx(0.8), None), (0.9, None, "diverged")]
+    assert decision["kept"] == [json.dumps({"lr": 0.1}), json.dumps({"lr": 0.2})]
+    assert sorted(grid.trials[i].config["lr"] for i, t in enumerate(grid.trials) if t.trial_id in plan) == [0.1, 0.2]
+    stopped = records.read_trials(run).to_pylist()
+    assert {r["lr"]: r["status_reason"] for r in stopped}[0.9] == \
+        "stopped by halving at 2: lr=0.9 ranked 4 of 4 by val_error (diverged)"
+    json.loads((tmp_path / "runs" / "probe" / "halving.json").read_text(), parse_constant=pytest.fail)  # plain JSON
 
 
 @pytest.mark.usefixtures("local_ray")

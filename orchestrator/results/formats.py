@@ -97,8 +97,8 @@ def cell_parts(cell: Cell, metric: Metric | str) -> list[str]:
     """The lines of one cell: value, interval, what was chosen, the published number."""
     if cell.status != "completed":
         total = sum(cell.counts.values())
-        lines = [cell.status + (f" ({cell.counts.get(cell.status, total)}/{total})" if total else "")]
-        return lines + ([f"paper {_num(cell.reference, metric)}"] if cell.reference is not None else [])
+        lines = [cell.status + (f" ({cell.counts[cell.status]}/{total})" if cell.status in cell.counts else "")]
+        return lines + cell.notes + ([f"paper {_num(cell.reference, metric)}"] if cell.reference is not None else [])
     value = _num(cell.mean, metric) + (f" ± {_num(cell.std, metric)}" if cell.std is not None else "")
     lines = [f"{value} (n={cell.n})", _interval(cell.interval, metric)]
     extra = _chosen(cell) + ([_params(cell.params)] if cell.params else [])

@@ -120,6 +120,9 @@ class Results:
     def planned_in(self, point: dict[str, Any]) -> list[dict] | None:
         """The grid's trials with these values (a cell's), run or not; None where that is not known:
         no grid, or a point on a column that is no parameter."""
+        if self.grid is not None and point.get("grid") == self.grid.name and self.planned \
+                and "grid" not in self.planned[0]:  # the one cell of a grid whose only varying axes are halved
+            point = {name: value for name, value in point.items() if name != "grid"}
         if self.planned is None or (self.planned and any(name not in self.planned[0] for name in point)):
             return None
         return [t for t in self.planned if all(t[name] == value for name, value in point.items())]
@@ -403,11 +406,13 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str], planned: list[di
     finished = _has_value(shown, layout.metric)
     ok = shown.where(finished)
     if ok.empty:
-        # No value to show: say why, the most telling status first.
+        # No value to show: say why, the most telling status first. Settings stopped early are not
+        # the cell's end while the grid plans trials of it that have no row (those kept train on).
+        waiting = planned is not None and bool({t["trial_id"] for t in planned} - set(trials["trial_id"]))
         for status in ("failed", "diverged", "dead_start", "no_progress", *STATUSES):
-            if counts.get(status):
+            if counts.get(status) and not (status == "stopped" and waiting):
                 return Cell(status, counts=counts)
-        return Cell("pending", counts=counts)
+        return Cell("no result yet" if waiting else "pending", counts=counts, notes=notes)
     values = [float(v) for v in ok[layout.metric]]
     params = [p for p in ok["params"] if p is not None] if "params" in ok.columns else []
     # Under select=all a seed has one trial per pooled value (each lr): those are paired too.

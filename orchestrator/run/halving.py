@@ -16,7 +16,10 @@ that rung against it and kept where it is at least as good as the worst setting 
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
 import statistics
 from typing import Any
 
@@ -26,6 +29,7 @@ from orchestrator.plan.params import fmt
 from orchestrator.errors import CheckpointError
 from orchestrator.run.trial import write_stopped
 from orchestrator.store import records
+from orchestrator.store.lines import Lines
 from orchestrator.store.rundir import EPOCHS, RunDir, now, position, up_to
 
 
@@ -37,10 +41,21 @@ class Halver:
         self.on_stopped = on_stopped  # each trial recorded as stopped, once its record is written
         self.notify = notify  # told of a paused trial whose epochs file is damaged
         self.cells: dict[str, dict[str, list]] = {}  # cell -> setting -> its trials, in the grid's order
+        self.basis: dict[str, str] = {}  # cell -> what its trials share beyond the axes (_basis)
         for trial in grid.trials:
             self.cells.setdefault(cell_key(trial, self.halving), {}).setdefault(
                 setting_key(trial, self.halving), []).append(trial)
+            self.basis.setdefault(cell_key(trial, self.halving), self._basis(trial))
         self.decisions = read_decisions(run)
+
+    def _basis(self, trial) -> str:
+        """A hash of what a cell's trials share beyond its axes' values: the workload, and the fixed
+        values and defaults that count for a trial's id. A decision holds for those only: the grid
+        run again with another fixed value (new trials) decides anew."""
+        identity = {f.name for f in dataclasses.fields(self.grid.workload.config) if f.metadata.get("identity", True)}
+        shared = {k: v for k, v in trial.config.items() if k in identity and k not in trial.cell}
+        text = json.dumps({"workload": self.grid.workload.name, "config": shared}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def next(self, final: dict[str, str]) -> dict[str, int | None]:
         """Make every decision that can be made now, given `final` (trial_id -> status of each
@@ -54,7 +69,8 @@ class Halver:
         plan: dict[str, int | None] = {}
         alive = list(settings)
         for rung in self.halving.rungs:
-            made = [d for d in self.decisions if d["cell_key"] == cell and d["rung"] == rung]
+            made = [d for d in self.decisions if d["cell_key"] == cell and d["rung"] == rung
+                    and d.get("basis", self.basis[cell]) == self.basis[cell]]  # one of an older ablate holds
             ranked = {entry["setting"] for d in made for entry in d["ranking"]}
             new = [s for s in alive if s not in ranked]
             if any(not self._reached(t, rung, final) for s in new for t in settings[s]):
@@ -90,7 +106,8 @@ class Halver:
             if status not in ("completed", "stopped"):
                 return None, status
             epochs = records.read_epochs(self.run, [trial.trial_id], ["trial_id", "epoch", "step", self.metric.name])
-            value = self._at_rung(epochs.to_pylist() if epochs is not None else [], rung)
+            # One that completed before the rung (its own early stopping) ended at its last report.
+            value = self._at_rung(epochs.to_pylist() if epochs is not None else [], rung, ended=status == "completed")
         else:  # paused at this rung, or past it where its script printed on before it was stopped
             try:
                 reported = self.run.reported(trial.trial_id)
@@ -105,15 +122,19 @@ class Halver:
                 held = (self.metric.summary == "best" and progress.get("best")) or progress.get("last") \
                     or progress.get("metrics")
                 value = self.metric.best([(held or {}).get(self.metric.name)])
-        return (value, "") if value is not None else (None, f"no {self.metric.name}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):  # None, or text
+            return None, f"no {self.metric.name}"
+        # A loss that blew up before the rung (nan, or inf either way) would sort first, or anywhere.
+        return (value, "") if math.isfinite(value) else (None, "diverged")
 
-    def _at_rung(self, epochs: list[dict], rung: int) -> float | None:
-        """The metric at the trial's first report at or past the rung (or its best up to there)."""
+    def _at_rung(self, epochs: list[dict], rung: int, ended: bool = False) -> float | None:
+        """The metric at the trial's first report at or past the rung (or its best up to there), or
+        at its last where it `ended` before the rung."""
         reached, there = up_to(epochs, rung)
         values = [v for e in reached if (v := e.get(self.metric.name)) is not None]
         if self.metric.summary == "best":
             return self.metric.best(values)
-        return values[-1] if there and values else None
+        return values[-1] if (there or ended) and values else None
 
     def _decide(self, cell: str, rung: int, candidates: dict[str, list], earlier: list[dict],
                 final: dict[str, str]) -> dict[str, Any]:
@@ -138,7 +159,7 @@ class Halver:
                 kept = ranking[:1]
                 note = (f"no setting has a {self.metric.name} at {rung} (every one has a seed that "
                         f"{' or '.join(sorted({e['why'] for e in ranking}))}): the first is kept")
-        decision = {"cell": json.loads(cell), "cell_key": cell, "rung": rung,
+        decision = {"cell": json.loads(cell), "cell_key": cell, "basis": self.basis[cell], "rung": rung,
                     "metric": self.metric.name, "mode": self.metric.mode, "summary": self.metric.summary,
                     "ranking": ranking, "kept": [e["setting"] for e in kept], "note": note,
                     "decided_at": now().isoformat()}
@@ -148,13 +169,21 @@ class Halver:
         return decision
 
     def _stop(self, trial, rung: int, setting: str, made: list[dict]) -> None:
-        entries = [e for d in made for e in d["ranking"]]
+        # In one order over the rung's decisions: a setting new to a decided rung among those it beat.
+        entries = sorted((e for d in made for e in d["ranking"]), key=lambda e: (
+            e["score"] is None, 0 if e["score"] is None else e["score"] if self.metric.mode == "min" else -e["score"]))
         place = next(i for i, e in enumerate(entries) if e["setting"] == setting)
         score = entries[place]["score"]
         values = ", ".join(f"{k}={fmt(v)}" for k, v in json.loads(setting).items())
         by = f"best {self.metric.name} up to it" if self.metric.summary == "best" else self.metric.name
         reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by {by}"
                   + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
+        # Its log ends at its pause otherwise; said before the record, so that a driver killed between says it again.
+        log = Lines(self.run, self.run.trial_file(trial.trial_id, "trial.log"))
+        try:
+            log.add(f"{now():%Y-%m-%d %H:%M:%S} {reason}\n".encode())
+        finally:
+            log.close()
         write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config,
                       self.run.progress(trial.trial_id), rung, reason)
         self.on_stopped(trial.trial_id, reason)
