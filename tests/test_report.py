@@ -150,6 +150,15 @@ def test_without_validation_values_nothing_is_chosen_and_the_table_says_so(tmp_p
     assert "95% t-interval; no val_error: lr pooled**" in markdown and "chosen by" not in markdown
 
 
+def test_learning_rates_pooled_for_want_of_validation_values_are_not_set_against_the_paper(tmp_path):
+    # Every trial ran the paper's protocol, but A-base pools lr 0.1 and 0.01: the paper's number is of one.
+    write_fixture(tmp_path / "fixture", trials={key: (status, None, test) for key, (status, _, test) in TRIALS.items()})
+    a_base = cells(tmp_path / "fixture")[("A", "base")]
+    assert a_base.comparable is False and a_base.differs == ["lr pooled"] and a_base.difference is None
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "no val_error: lr pooled<br>paper 12.47 (not comparable: lr pooled) |" in markdown
+
+
 def test_failed_and_missing_cells_are_shown_as_such(run_dir):
     c = cells(run_dir)
     assert c[("C", "base")].status == "failed" and c[("C", "base")].mean is None

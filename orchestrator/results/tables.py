@@ -349,21 +349,22 @@ def summarize(results: Results, layout: Layout, references: tuple[dict, ...] = (
         # A trial whose row or column value is missing (a parameter older rows lack) has a cell too.
         by_cell = part.groups([layout.rows, layout.cols] if layout.cols else [layout.rows], dropna=False)
         cells = {}
-        pooled = reduced if layout.select == "all" else []
         for r in rows:
             for c in cols:
                 cell_trials = by_cell.get((r, c) if layout.cols else (r,), part.where([]))
                 point = {**shared, **coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})}
                 planned = results.planned_in({**coords, layout.rows: r, **({layout.cols: c} if layout.cols else {})})
-                cells[(r, c)] = _compared(cell_of(cell_trials, layout, reduced, planned),
-                                          reference(references, point, layout.metric), layout.metric, pooled)
+                cell = cell_of(cell_trials, layout, reduced, planned)
+                # What was not chosen is pooled: under select=all, or with no validation value to choose by.
+                pooled = [name for name in reduced if name not in cell.chosen]
+                cells[(r, c)] = _compared(cell, reference(references, point, layout.metric), layout.metric, pooled)
         synthetic = "synthetic_data" in part.columns and True in part["synthetic_data"]
         out.append(Table(coords, rows, cols, cells, layout, reduced, synthetic))
     return out
 
 
 def _compared(cell: Cell, reference: dict | None, metric: str, pooled: list[str]) -> Cell:
-    """`pooled`: the axes whose settings a value pools (select=all); a published number is of one."""
+    """`pooled`: the axes whose settings a value pools (not chosen); a published number is of one."""
     if reference is None:
         return cell
     cell.reference = reference[metric]
