@@ -61,6 +61,17 @@ def test_learning_rate_is_chosen_on_validation_never_on_test(run_dir):
     assert a_base.std == pytest.approx(0.00707107, rel=1e-4)
 
 
+def test_learning_rates_tied_on_validation_are_said_to_tie_not_split_by_rounding(tmp_path):
+    # Both average 16.5% on validation; in floats 0.15 and 0.18 average 0.16499999999999998, a hair below 0.165.
+    tied = {("A", "base", 0.1, 0): ("completed", 0.15, 0.13), ("A", "base", 0.1, 1): ("completed", 0.18, 0.12),
+            ("A", "base", 0.01, 0): ("completed", 0.165, 0.10), ("A", "base", 0.01, 1): ("completed", 0.165, 0.10)}
+    write_fixture(tmp_path / "fixture", trials=tied)
+    a_base = cells(tmp_path / "fixture")[("A", "base")]
+    assert a_base.chosen == {"lr": 0.01} and a_base.notes == ["lr 0.01 and 0.1 tie on val_error: the first taken"]
+    markdown = invoke("summarize", tmp_path / "fixture", "-f", "markdown").stdout
+    assert "lr 0.01, 839k<br>lr 0.01 and 0.1 tie on val_error: the first taken<br>paper" in markdown
+
+
 def test_a_diverged_learning_rate_leaves_the_others(run_dir):
     a_all = cells(run_dir)[("A", "all")]
     assert a_all.chosen == {"lr": 0.01} and a_all.mean == pytest.approx(0.105)

@@ -396,8 +396,14 @@ def cell_of(trials: Trials, layout: Layout, reduced: list[str], planned: list[di
         eligible = [part for part in settings if all(_has_value(part, layout.by)) and set(part["seed"]) == seeds]
         scored = [(score, part) for part in eligible or settings if (score := _score(part, layout)) is not None]
         if scored:
-            shown = (min if layout.mode == "min" else max)(scored, key=lambda pair: pair[0])[1]
+            best = (min if layout.mode == "min" else max)(score for score, _ in scored)
+            # Means equal but for rounding (0.15 and 0.18 against 0.165 twice) are a tie, not a choice.
+            tied = [part for score, part in scored if math.isclose(score, best, rel_tol=1e-9, abs_tol=1e-12)]
+            shown = tied[0]
             chosen = {name: shown[name][0] for name in reduced}
+            if len(tied) > 1:
+                which = " and ".join(", ".join(as_written(part[name][0]) for name in reduced) for part in tied)
+                notes.append(f"{', '.join(reduced)} {which} tie on {layout.by}: the first taken")
             if not eligible:
                 notes.append(f"no {', '.join(reduced)} had every seed finish")
         else:  # no validation data (val_size 0): nothing to choose by
