@@ -115,11 +115,23 @@ def test_compare_command_in_every_format(tmp_path):
     (record,) = json.loads(invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "json").stdout)
     assert record == {"dataset": "cifar10", "augmentation": "none", "model": "C", "variant": "all",
                       "metric": "test_error", "baseline": "base", "baseline_status": "completed",
-                      "baseline_mean": 0.12, "status": "completed", "mean": 0.115, "difference": -0.005,
-                      "ci_low": -0.005473, "ci_high": -0.004527, "n": 5, "verdict": "lower", "better": True}
+                      "baseline_mean": 0.12, "baseline_n": 5, "status": "completed", "mean": 0.115, "value_n": 5,
+                      "difference": -0.005, "ci_low": -0.005473, "ci_high": -0.004527, "n": 5, "verdict": "lower",
+                      "better": True, "baseline_notes": None, "notes": None}
     csv = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "csv").stdout
-    assert csv.splitlines()[1] == ("cifar10,none,C,all,test_error,base,completed,0.12,completed,0.115,"
-                                   "-0.005,-0.005473,-0.004527,5,lower,True")
+    assert csv.splitlines()[1] == ("cifar10,none,C,all,test_error,base,completed,0.12,5,completed,0.115,5,"
+                                   "-0.005,-0.005473,-0.004527,5,lower,True,,")
+
+
+def test_the_exports_say_what_each_side_rests_on_as_the_table_does(tmp_path):
+    # all is 0.5 points better on every seed it has, but two of its five seeds diverged.
+    trials = {k: (("diverged", None, None) if k[1] == "all" and k[3] >= 3 else v) for k, v in PAIRED.items()}
+    write_fixture(tmp_path / "fixture", trials=trials)
+    markdown = invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "markdown").stdout
+    assert "| all | 12.00 (n=5) | 11.50 (n=3)<br>2 of 5 seeds did not finish (diverged) | -0.50 (n=3)" in markdown
+    (record,) = json.loads(invoke("compare", tmp_path / "fixture", "--baseline", "variant=base", "-f", "json").stdout)
+    assert (record["baseline_n"], record["value_n"], record["n"]) == (5, 3, 3)
+    assert record["notes"] == "2 of 5 seeds did not finish (diverged)" and record["baseline_notes"] is None
 
 
 def test_each_side_keeps_its_learning_rate_chosen_on_validation(tmp_path):

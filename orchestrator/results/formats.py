@@ -301,8 +301,10 @@ def comparison_rows(differences: list[Difference]) -> list[dict]:
         chosen |= {f"baseline_chosen_{k}": v for k, v in d.baseline.chosen.items()}
         out.append(_row({**d.coords, d.axis: d.value}, {
             "metric": d.metric, "baseline": d.baseline_value, "baseline_status": d.baseline.status,
-            "baseline_mean": _round(d.baseline.mean), "status": d.compared.status, "mean": _round(d.compared.mean),
-            **_difference_row(d), "verdict": d.verdict, "better": d.better, **chosen}))
+            "baseline_mean": _round(d.baseline.mean), "baseline_n": d.baseline.n, "status": d.compared.status,
+            "mean": _round(d.compared.mean), "value_n": d.compared.n,  # n: the seeds paired, as in the claims
+            **_difference_row(d), "verdict": d.verdict, "better": d.better, **chosen,
+            "baseline_notes": "; ".join(d.baseline.notes) or None, "notes": "; ".join(d.compared.notes) or None}))
     return out
 
 
