@@ -5,6 +5,7 @@ import csv
 import io
 import re
 import json
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -1197,3 +1198,16 @@ def test_plot_draws_a_diverged_cell_up_to_where_it_diverged_and_says_so(tmp_path
     results = load(RunDir(str(tmp_path / "lrs")))
     curves, bars = plots.plot(results, summarize(results, Layout(rows="variant")), tmp_path / "q.png").axes
     assert [t.get_text() for t in curves.get_legend().get_texts()] == ["base", "all (diverged, lr pooled)"]
+
+
+def test_plot_of_a_mean_that_blew_up_to_inf_says_so_where_its_bar_would_be(tmp_path):
+    from orchestrator.results import plots
+
+    grid = "name: inf\ncommand:\n  run: python t.py --opt {opt}\n  parameters:\n    opt: sgd\nmetric: val_loss\n" \
+           "axes:\n  opt: [sgd, adam]\nseeds: [0, 1]\n"
+    write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_loss": math.inf if
+                                                 (t.config["opt"], t.config["seed"]) == ("adam", 1) else 0.3})
+    results = load(RunDir(str(tmp_path / "run")))
+    (bars,) = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
+    assert [t.get_text() for t in bars.texts] == ["mean inf"]
+    assert [p.get_height() for p in bars.patches] == [pytest.approx(0.3), 0]

@@ -2,6 +2,7 @@
 chart of the main table. PNG or SVG, by the output's suffix."""
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -172,12 +173,15 @@ def _bars(ax, table: Table) -> None:
     x = np.arange(len(table.rows))
     for i, c in enumerate(table.cols):
         cells = [table.cells[(r, c)] for r in table.rows]
-        means = [(cell.mean or 0) * scale for cell in cells]
-        errors = [(cell.std or 0) * scale for cell in cells]
+        # A mean of inf (a loss that blew up) has no bar either: its std is NaN.
+        drawn = [cell.status == "completed" and math.isfinite(cell.mean) for cell in cells]
+        means = [cell.mean * scale if bar else 0 for cell, bar in zip(cells, drawn)]
+        errors = [(cell.std or 0) * scale if bar else 0 for cell, bar in zip(cells, drawn)]
         ax.bar(x + i * width, means, width, yerr=errors, label=label(c) if table.layout.cols else metric, capsize=2)
-        for j, cell in enumerate(cells):
-            if cell.status != "completed":  # no bar: say why
-                ax.text(x[j] + i * width, 0, cell.status, rotation=90, ha="center", va="bottom", fontsize=7)
+        for j, (cell, bar) in enumerate(zip(cells, drawn)):
+            if not bar:  # no bar: say why
+                why = cell.status if cell.status != "completed" else f"mean {cell.mean:g}"
+                ax.text(x[j] + i * width, 0, why, rotation=90, ha="center", va="bottom", fontsize=7)
         refs = [(j, cell.reference * scale) for j, cell in enumerate(cells) if cell.reference is not None]
         if refs:
             ax.scatter([x[j] + i * width for j, _ in refs], [v for _, v in refs], marker="_", s=200, color="black",
