@@ -110,6 +110,8 @@ def plan(grid_file: GridPath,
             for t in grid.trials]}))
         return
     terminal.show_plan(console, grid)
+    if note := grid.unseeded():
+        _note(note)
 
 
 @command
@@ -164,6 +166,8 @@ def run(grid_file: GridPath,
         return (LiveDisplay if live else PlainDisplay)(console, total, skipped, planned_epochs, metrics)
 
     console.print(f"{grid.name}: {trials(len(grid.trials))}; results in {run_dir.display()}", soft_wrap=True)
+    if note := grid.unseeded():
+        _note(note)
     try:
         summary = run_grid(grid, run_dir, display, address=address, resources=resources,
                            retry_failed=retry_failed, fail_fast=fail_fast, data_dir=data_dir, wait=wait,

@@ -182,6 +182,9 @@ BAD = [
      "command.metrics.patterns[0]: has no named group; (?P<val_error>[0-9.]+) makes a metric val_error"),
     ({"command": {"run": "python train.py --n {attempts}", "parameters": {"attempts": 1}}},
      "command.parameters.attempts: 'attempts' is taken (by a result column or the command itself); name it otherwise"),
+    ({"command": {"run": "python train.py --lr {lr:.0e}", "parameters": {"lr": 0.1}}, "axes": {"lr": [0.1, 0.12]}},
+     "command.run: trials with lr=0.1 and with lr=0.12 run the same command line (python train.py --lr 1e-01): a "
+     "format spec rounds their values to one; give one that tells them apart"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},
      "metric: 'lr' is a parameter of the command; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},
@@ -198,6 +201,20 @@ def test_a_bad_command_grid_is_one_line(tmp_path, grid, message):
     result = CliRunner().invoke(app, ["plan", str(path)])
     assert result.exit_code == 2
     assert result.stderr == f"error: {path}: {message}\n"
+
+
+@pytest.mark.parametrize("run", ["python train.py --lr {lr}", "python train.py --lr {lr} --seed {seed}"])
+def test_seeds_a_command_never_sees_are_said_to_run_the_same_command_line(tmp_path, run):
+    # Three seeds of `python train.py --lr 0.1` are one run three times: a deterministic script's
+    # table would show a std of 0.00 as if it rested on three seeds.
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump({"name": "seeds", "command": {"run": run, "parameters": {"lr": 0.1}},
+                                    "seeds": [0, 1, 2]}))
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 0, result.stderr
+    said = ("note: the command never sees {seed}: each of its 3 seeds runs the same command line, so they differ "
+            "only where the script is not deterministic (add {seed} to command.run to seed it)\n")
+    assert result.stderr == (said if "{seed}" not in run else "")
 
 
 # -- a trial, without Ray --------------------------------------------------------------------------

@@ -90,6 +90,14 @@ class Grid:
         """How many epochs the trial trains, where its workload says."""
         return self.workload.epochs(self.workload.config(**trial.config)) if self.workload.epochs else None
 
+    def unseeded(self) -> str | None:
+        """Where a command never sees `{seed}`: a note that its seeds run one command line again."""
+        seeds = {t.config["seed"] for t in self.trials}
+        if self.workload.invocation is None or len(_commands(self.workload, self.trials)) == len(self.trials):
+            return None  # (trials that differ in another parameter run different lines: _distinct_commands)
+        return (f"the command never sees {{seed}}: each of its {len(seeds)} seeds runs the same command line, so "
+                "they differ only where the script is not deterministic (add {seed} to command.run to seed it)")
+
     def cost(self) -> dict[str, float | None]:
         """Training images and FLOPs of the whole grid, as far as the workload can say."""
         if self.workload.cost is None:
@@ -117,6 +125,8 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
             params.check_trial(trial.config, trial.cell)
     if not trials:
         raise GridError(path, "", "the grid expands to zero trials")
+    if check_trials:
+        _distinct_commands(path, workload, trials)
     epochs = ([workload.epochs(workload.config(**t.config)) for t in trials]
               if workload.epochs and data.get("halving") is not None else [])
     return Grid(name=data["name"], path=path, workload=workload, workload_ref=ref, axes=spec.axes, trials=trials,
@@ -129,6 +139,30 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
                 objective=objective(path, data, workload, strict=check_trials), tracking=tracking(data.get("tracking") or {}, path),
                 halving=halving(path, data.get("halving"), spec.axes, epochs, workload.unit),
                 exclude=spec.exclude, include=spec.include)
+
+
+def _commands(workload: Workload, trials: list[Trial]) -> dict[str, Trial]:
+    """Each command line the trials run, with the first trial to run it."""
+    lines: dict[str, Trial] = {}
+    for trial in trials:
+        lines.setdefault(workload.invocation(workload.config(**trial.config)), trial)
+    return lines
+
+
+def _distinct_commands(path: Path, workload: Workload, trials: list[Trial]) -> None:
+    """Trials of a command that differ in a parameter must run different command lines: a format
+    spec that rounds (`{lr:.0e}` of 0.1 and 0.12) would run one setting under two names."""
+    if workload.invocation is None:
+        return
+    lines = _commands(workload, trials)
+    for trial in trials:
+        line = workload.invocation(workload.config(**trial.config))
+        first = lines[line].config
+        differ = [k for k in trial.config if k != "seed" and first[k] != trial.config[k]]
+        if differ:
+            one, other = (", ".join(f"{k}={fmt(config[k])}" for k in differ) for config in (first, trial.config))
+            raise GridError(path, "command.run", f"trials with {one} and with {other} run the same command line "
+                            f"({line}): a format spec rounds their values to one; give one that tells them apart")
 
 
 def _mapping(path, key, value, expected: str = "a mapping of parameter: value") -> dict:
