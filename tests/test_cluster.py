@@ -2,6 +2,8 @@
 is survived by resuming its trial from the checkpoint on another node."""
 from __future__ import annotations
 
+import re
+import signal
 import threading
 import time
 
@@ -63,3 +65,33 @@ def test_trials_spread_over_nodes_and_a_lost_node_is_survived(tmp_path, cluster)
     assert again and again[0][0] >= 2 and again[0][1] != killed["node"]  # resumed elsewhere, from its checkpoint
     rows = trials(tmp_path / "runs" / "probe")
     assert sorted(rows["attempts"]) == [1, 2]
+
+
+def test_trials_that_no_node_can_start_are_said_to_wait(tmp_path, cluster, monkeypatch):
+    # A fixed cluster (no autoscaler) whose nodes have 1 CPU each, and trials that ask for 2: they
+    # never start. The run says so instead of waiting in silence; the user then stops it (Ctrl-C).
+    from orchestrator.run import events
+
+    monkeypatch.setattr(events, "WAIT_NOTE_S", 2.0)
+    path = probe_grid(tmp_path, resources={"cpus": 2})
+    grid = load_grid(path)
+    notes = []
+
+    def notify(message):
+        notes.append(message)
+        if message.startswith("no trial has started"):
+            signal.raise_signal(signal.SIGINT)
+
+    give_up = threading.Timer(90, signal.raise_signal, (signal.SIGINT,))  # without the note: a failure, not a hang
+    give_up.start()
+    try:
+        summary = run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet(),
+                           address=cluster[0].address, notify=notify)
+    finally:
+        give_up.cancel()
+    assert summary.unfinished == 2 and summary.ran == 0
+    waited = re.search(r"started in (\d+) s", notes[-1])
+    assert waited and notes[-1] == (
+        f"no trial has started in {waited[1]} s: each asks for 2 CPUs and 0 GPU, which no Ray node has free (3 node(s), "
+        "the largest with 1 CPUs and 0 GPUs); they start once a node has them, but if no autoscaler can add one (`ray "
+        "status` on the head shows what waits), stop the run with Ctrl-C and ask for less (--cpus, --gpus)")

@@ -235,3 +235,16 @@ def check_resources(resources: Resources, autoscaling: bool = False) -> list[str
     if problems and not autoscaling:
         raise RunError(problems[0])
     return [p.split(";")[0] + ": trials wait until the cluster's autoscaler adds such a node" for p in problems]
+
+
+def waiting_note(asked: dict[str, float], waited_s: float) -> str:
+    """What a run says where no trial has started for `waited_s` while trials wait for the CPUs
+    and GPUs each asks for (`asked`, Tune's {"CPU": c, "GPU": g}): Tune only logs it, and on a
+    cluster whose autoscaler cannot add such a node (or that has none) they wait forever."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most = {r: max((n.get(r, 0) for n in nodes), default=0) for r in ("CPU", "GPU")}
+    return (f"no trial has started in {waited_s:.0f} s: each asks for {asked.get('CPU', 0):g} CPUs and "
+            f"{asked.get('GPU', 0):g} GPU, which no Ray node has free ({len(nodes)} node(s), the largest with "
+            f"{most['CPU']:g} CPUs and {most['GPU']:g} GPUs); they start once a node has them, but if no "
+            "autoscaler can add one (`ray status` on the head shows what waits), stop the run with Ctrl-C and "
+            "ask for less (--cpus, --gpus)")

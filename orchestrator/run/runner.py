@@ -132,7 +132,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                         _sigterm_as_ctrl_c(run, notify):
                     fit = functools.partial(_fit, grid, run, resources=resources, display=display, fail_fast=fail_fast,
                                             publisher=publisher, scheduler=scheduler, tracking=tracking,
-                                            local=address is None, hangs=Hangs(trial_timeout, planned))
+                                            local=address is None, hangs=Hangs(trial_timeout, planned),
+                                            notify=notify)
                     if grid.halving and not resume_stopped:
                         _halve(grid, run, fit, publisher, display, retry_failed, tracking)
                     else:
@@ -218,7 +219,7 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking) -> None:
             return
 
 
-def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking, local, hangs,
+def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking, local, hangs, notify,
          until=None, failures=None) -> bool:
     """Run `todo` in a Tune experiment; True where --fail-fast stopped it (a trial failed)."""
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
@@ -231,7 +232,8 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
     # again, once, in a Tune experiment of their own.
     for start_again in (True, False):
         trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow
-        events = Events(grid, run, display, publisher, trials, hangs, tracking, failures, start_again, fail_fast)
+        events = Events(grid, run, display, publisher, trials, hangs, tracking, failures, start_again, fail_fast,
+                        notify)
         _experiment(grid, run, trainable, trials, events, resources, scheduler)
         if events.stopping():  # --fail-fast: nothing starts again
             return True
