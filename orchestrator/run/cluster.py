@@ -176,11 +176,27 @@ def connect(address: str | None, env: dict[str, str] | None = None) -> None:
         else:
             ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {last_line(str(e))}") from None
+        raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {_why(e)}") from None
     except Exception as e:  # a local Ray whose processes could not start (a file-size limit, a full /tmp): Ray's bare Exception
         if address is not None:
             raise
         raise RunError(f"cannot start Ray on this machine: {last_line(str(e))}") from None
+
+
+def _why(error: BaseException) -> str:
+    """Why ray.init could not join: its own last line ("Failed to connect to Ray cluster at ...")
+    where the cause, a head with token authentication (on by default for `ray start --head` where
+    ~/.ray/auth_token exists), is only in the error below it."""
+    causes = []
+    while error is not None:
+        causes.append(str(error))
+        error = error.__cause__ or error.__context__
+    if not any("InvalidAuthToken" in cause for cause in causes):
+        return last_line(causes[0])
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray sends a token to an explicit address only then
+        return ("its head asks for Ray's authentication token and this driver sent none: run with RAY_AUTH_MODE=token "
+                "and the cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN)")
+    return "its head refused this driver's authentication token: give it the cluster's (~/.ray/auth_token or RAY_AUTH_TOKEN)"
 
 
 @ray.remote(num_cpus=0)
