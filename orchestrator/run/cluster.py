@@ -140,15 +140,34 @@ ANSWER_S = 10.0
 def _check_answers(address: str) -> None:
     """An address HOST:PORT where nothing accepts a connection is one error line within seconds:
     Ray itself retries for minutes, printing its C++ client's warnings on the terminal."""
+    if re.match(r"https?://", address):  # Ray's own error names RAY_ADDRESS, which was not set
+        raise RunError(f"cannot connect to Ray at {address}: that is an HTTP address (the dashboard's, which `ray job "
+                       "submit` takes); pass the head's address, HOST:PORT as `ray start --head` printed (port 6379 by "
+                       "default), or --address auto on the head")
     found = re.fullmatch(r"\[?([^\[\]/]+?)\]?:(\d+)", address)
     if found is None:  # auto, ray://..., or a form Ray reads that this does not: Ray decides
         return
     try:
-        socket.create_connection((found[1], int(found[2])), timeout=ANSWER_S).close()
+        with socket.create_connection((found[1], int(found[2])), timeout=ANSWER_S) as connection:
+            http = _speaks_http(connection)
     except OSError as e:
         reason = f"no answer in {ANSWER_S:g} s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
         raise RunError(f"cannot connect to Ray at {address} ({reason}): is its head running, and is this the "
                        "port `ray start --head` printed (6379 by default)?") from None
+    if http:
+        raise RunError(f"cannot connect to Ray at {address}: it answers HTTP, as a dashboard does (8265, which `ray "
+                       "dashboard` forwards), not as a Ray head; pass the port `ray start --head` printed (6379 by default)")
+
+
+def _speaks_http(connection: socket.socket) -> bool:
+    """Whether an HTTP server answers (a dashboard), where Ray would wait for a head for minutes. A
+    head's GCS speaks gRPC: it answers a request at once with HTTP/2's binary settings frame."""
+    try:
+        connection.settimeout(2)
+        connection.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+        return connection.recv(5) == b"HTTP/"
+    except OSError:  # silent, or closed: not HTTP; Ray decides
+        return False
 
 
 def connect(address: str | None, env: dict[str, str] | None = None) -> None:
