@@ -1,5 +1,6 @@
 """Several Ray nodes on one machine (ray.cluster_utils.Cluster): trials spread, and a lost node
-is survived by resuming its trial from the checkpoint on another node."""
+is survived by resuming its trial from the checkpoint on another node; trials no node can start
+are said to wait; a head that asks for a token is named."""
 from __future__ import annotations
 
 import re
@@ -14,6 +15,8 @@ from ray.cluster_utils import Cluster
 from orchestrator.plan.grid import load_grid
 from orchestrator.run.runner import run_grid
 from orchestrator.store.rundir import RunDir
+from tests.conftest import ablate
+from tests.fake_cluster import FakeCluster
 from tests.runs import executions, probe_grid, quiet, trials
 
 
@@ -95,3 +98,24 @@ def test_trials_that_no_node_can_start_are_said_to_wait(tmp_path, cluster, monke
         f"no trial has started in {waited[1]} s: each asks for 2 CPUs and 0 GPU, which no Ray node has free (3 node(s), "
         "the largest with 1 CPUs and 0 GPUs); they start once a node has them, but if no autoscaler can add one (`ray "
         "status` on the head shows what waits), stop the run with Ctrl-C and ask for less (--cpus, --gpus)")
+
+
+def test_a_head_that_asks_for_a_token_is_named(tmp_path, monkeypatch):
+    # `ray start --head` turns token authentication on where ~/.ray/auth_token exists (any local
+    # `ablate run` writes it); Ray sends no token to an explicit --address unless RAY_AUTH_MODE=token.
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "0123456789abcdef0123456789abcdef")
+    head = FakeCluster.start(tmp_path, autoscaling=False, watch=False)
+    try:
+        command = ("run", probe_grid(tmp_path), "--address", head.address, "--storage", tmp_path / "runs")
+        none = ablate(*command, env={"RAY_AUTH_MODE": "disabled"})
+        wrong = ablate(*command, env={"RAY_AUTH_TOKEN": "fedcba9876543210fedcba9876543210"})
+    finally:
+        head.stop()
+    assert none.returncode == 1 and wrong.returncode == 1
+    assert none.stderr.splitlines()[-1] == (
+        f"error: cannot connect to Ray at {head.address}: its head asks for Ray's authentication token and this "
+        "driver sent none: run with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN)")
+    assert wrong.stderr.splitlines()[-1] == (
+        f"error: cannot connect to Ray at {head.address}: its head refused this driver's authentication token: give "
+        "it the cluster's (~/.ray/auth_token or RAY_AUTH_TOKEN)")
