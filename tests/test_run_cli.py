@@ -125,6 +125,17 @@ def test_an_http_address_is_one_line_at_once(tmp_path):
         "forwards), not as a Ray head; pass the port `ray start --head` printed (6379 by default)\n")
 
 
+def test_ray_client_is_refused_up_front(tmp_path):
+    # Through Ray Client, Tune runs the experiment on the head, with none of this driver's callbacks:
+    # it ended in a traceback (AttributeError: 'Events' object has no attribute 'hangs').
+    result = ablate("run", probe_grid(tmp_path), "--storage", tmp_path / "runs", "--address", "ray://127.0.0.1:10001",
+                    timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: cannot run through Ray Client (ray://127.0.0.1:10001): ablate's driver must run on the cluster; run it "
+        "on the head (`ray attach`, then --address auto) or submit it as a Ray job (`ray job submit`)\n")
+
+
 def test_gpus_on_a_machine_without_gpus_is_refused_up_front(tmp_path):
     result = ablate("run", "grids/smoke.yaml", "--storage", tmp_path / "runs", "--trials-per-gpu", "4")
     assert result.returncode == 1

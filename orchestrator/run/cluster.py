@@ -140,12 +140,15 @@ ANSWER_S = 10.0
 def _check_answers(address: str) -> None:
     """An address HOST:PORT where nothing accepts a connection is one error line within seconds:
     Ray itself retries for minutes, printing its C++ client's warnings on the terminal."""
+    if address.startswith("ray://"):  # Tune runs a Ray Client's experiment on the head, without this driver's callbacks
+        raise RunError(f"cannot run through Ray Client ({address}): ablate's driver must run on the cluster; run it "
+                       "on the head (`ray attach`, then --address auto) or submit it as a Ray job (`ray job submit`)")
     if re.match(r"https?://", address):  # Ray's own error names RAY_ADDRESS, which was not set
         raise RunError(f"cannot connect to Ray at {address}: that is an HTTP address (the dashboard's, which `ray job "
                        "submit` takes); pass the head's address, HOST:PORT as `ray start --head` printed (port 6379 by "
                        "default), or --address auto on the head")
     found = re.fullmatch(r"\[?([^\[\]/]+?)\]?:(\d+)", address)
-    if found is None:  # auto, ray://..., or a form Ray reads that this does not: Ray decides
+    if found is None:  # auto, or a form Ray reads that this does not: Ray decides
         return
     try:
         with socket.create_connection((found[1], int(found[2])), timeout=ANSWER_S) as connection:
