@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -15,8 +18,8 @@ from ray.cluster_utils import Cluster
 from orchestrator.plan.grid import load_grid
 from orchestrator.run.runner import run_grid
 from orchestrator.store.rundir import RunDir
-from tests.conftest import ablate
-from tests.fake_cluster import FakeCluster
+from tests.conftest import ROOT, ablate
+from tests.fake_cluster import FakeCluster, kill_tree, wait_until
 from tests.runs import executions, probe_grid, quiet, trials
 
 
@@ -119,3 +122,30 @@ def test_a_head_that_asks_for_a_token_is_named(tmp_path, monkeypatch):
     assert wrong.stderr.splitlines()[-1] == (
         f"error: cannot connect to Ray at {head.address}: its head refused this driver's authentication token: give "
         "it the cluster's (~/.ray/auth_token or RAY_AUTH_TOKEN)")
+
+
+def test_a_head_that_is_lost_is_said_in_ablates_words(tmp_path):
+    # Trials that wait (a CPU-less head, no autoscaler) keep the driver joined; then the cluster goes.
+    # Ray ends the driver a minute later with a line of its C++ log that says nothing of the run.
+    head = FakeCluster.start(tmp_path, autoscaling=False, watch=False)
+    path = probe_grid(tmp_path)
+    storage = tmp_path / "runs"
+    err = tmp_path / "err"
+    try:
+        with open(err, "w") as out:
+            driver = subprocess.Popen([str(Path(sys.executable).parent / "ablate"), "run", str(path), "--address",
+                                       head.address, "--storage", str(storage), "--quiet"],
+                                      stdout=subprocess.DEVNULL, stderr=out, cwd=ROOT)
+        try:
+            wait_until(lambda: "trials wait until" in err.read_text(), 120, "the driver to join")
+            head.stop()
+            wait_until(lambda: "does not answer" in err.read_text(), 40, "the driver to say the head is lost",
+                       explain=err.read_text)
+        finally:
+            kill_tree({driver.pid})
+    finally:
+        head.stop()
+    assert err.read_text().splitlines()[-1] == (
+        f"note: the Ray cluster at {head.address} does not answer (its head is gone?); Ray ends this driver if it is "
+        f"not back within a minute: finished trials are saved in {storage / 'probe'}; run the same command again once "
+        "the cluster is back")

@@ -101,6 +101,33 @@ def sigterm_as_ctrl_c(on_ray_lost):
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+@contextlib.contextmanager
+def head_watched(on_lost, after_s: float = 10.0, every_s: float = 1.0):
+    """On a joined cluster, a head that stops answering (its machine lost, `ray down`) is told to
+    `on_lost()` once, after `after_s`: Ray itself ends the driver only once its GCS has been gone for
+    a minute (it may come back), with a line of its C++ log that says nothing of the run."""
+    host, port = ray.get_runtime_context().gcs_address.rsplit(":", 1)
+    stop = threading.Event()
+
+    def watch():
+        lost_since = None
+        while not stop.wait(every_s):
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=every_s).close()
+                lost_since = None
+            except OSError:
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since >= after_s:
+                    on_lost()
+                    return
+
+    threading.Thread(target=watch, daemon=True, name="ablate-head-watch").start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def _exit_if_ray_ends(on_ray_lost, within_s: float = 10.0) -> None:
     node = ray._private.worker._global_node  # private API (pinned by ray 2.60): the local Ray this driver started
     if node is None or not node.head:
