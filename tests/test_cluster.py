@@ -15,6 +15,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from orchestrator.errors import RunError
 from orchestrator.plan.grid import load_grid
 from orchestrator.run.runner import run_grid
 from orchestrator.store.rundir import RunDir
@@ -149,3 +150,22 @@ def test_a_head_that_is_lost_is_said_in_ablates_words(tmp_path):
         f"note: the Ray cluster at {head.address} does not answer (its head is gone?); Ray ends this driver if it is "
         f"not back within a minute: finished trials are saved in {storage / 'probe'}; run the same command again once "
         "the cluster is back")
+
+
+def test_a_node_that_goes_during_the_storage_check_is_not_asked(tmp_path, cluster, monkeypatch):
+    # An idle node the autoscaler removes (or a lost one) just after the run listed the nodes: its
+    # question could not be scheduled, and the run ended in TaskUnschedulableError's traceback.
+    from orchestrator.run.cluster import check_storage_shared
+
+    cluster, workers = cluster
+    listed = ray.nodes()
+    cluster.remove_node(workers[0], allow_graceful=False)
+    monkeypatch.setattr(ray, "nodes", lambda: listed)
+    run = RunDir(str(tmp_path / "runs" / "probe"))
+    check_storage_shared(run)  # the other node sees the run: nothing to say
+    # A path the other node cannot see is still named, with that node alone.
+    monkeypatch.setattr(RunDir, "write_bytes", lambda self, path, data: None)
+    with pytest.raises(RunError) as error:
+        check_storage_shared(run)
+    assert str(error.value).startswith(f"{run.display()} is not seen by Ray node(s) {workers[1].node_ip_address} "
+                                       f"{workers[1].node_id[:8]}: ")

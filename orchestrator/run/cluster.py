@@ -253,6 +253,15 @@ def _sees(path: str) -> bool:
     return os.path.exists(path)
 
 
+def _answer(answer, deadline: float) -> bool:
+    """A node's answer to _sees; True for a node gone since it was listed (an idle node the
+    autoscaler removed, a lost one): it runs no trial."""
+    try:
+        return ray.get(answer, timeout=max(0.0, deadline - time.monotonic()))
+    except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError):
+        return True
+
+
 def check_storage_shared(run: RunDir, timeout_s: float = 60) -> None:
     """A run on a local path, joined to a cluster: every node that can run trials must see the
     same files, or trials there would checkpoint where no one else looks (and Tune fails them
@@ -271,7 +280,8 @@ def check_storage_shared(run: RunDir, timeout_s: float = 60) -> None:
         answers = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _sees.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker)
             for n in nodes}
-        blind = [node for node, seen in zip(answers, ray.get(list(answers.values()), timeout=timeout_s)) if not seen]
+        deadline = time.monotonic() + timeout_s
+        blind = [node for node, answer in answers.items() if not _answer(answer, deadline)]
     finally:
         with contextlib.suppress(FileNotFoundError):
             run.fs.delete_file(marker)
