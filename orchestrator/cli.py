@@ -118,7 +118,7 @@ def plan(grid_file: GridPath,
 def run(grid_file: GridPath,
         storage: Storage = "./runs",
         address: Annotated[Optional[str], typer.Option(
-            help="A Ray cluster to join ('auto', 'ray://host:10001'). Default: start Ray on this machine.")] = None,
+            help="A Ray cluster to join ('auto', or its head's HOST:6379). Default: start Ray on this machine.")] = None,
         cpus: Annotated[Optional[float], typer.Option(help="CPUs per trial (overrides the grid).")] = None,
         gpus: Annotated[Optional[float], typer.Option(help="GPUs per trial; a fraction shares a GPU.")] = None,
         trials_per_gpu: Annotated[Optional[int], typer.Option(help="Trials packed on one GPU (sets --gpus 1/N).")] = None,

@@ -303,7 +303,14 @@ def main() -> None:  # pragma: no cover - for people, see README "Try it on one 
     """`python -m tests.fake_cluster`: start the cluster, print its address, end it on Ctrl-C."""
     work_dir = Path(tempfile.mkdtemp(prefix="ablate-fake-cluster-"))
     cluster = FakeCluster.start(work_dir, watch=False)
-    print(f"fake cluster up: ablate run GRID --address {cluster.address}\n"
+    # The head asks for Ray's token where one exists here (any local `ablate run` writes
+    # ~/.ray/auth_token), and Ray sends it to an explicit --address only with RAY_AUTH_MODE=token.
+    from ray._raylet import AuthenticationTokenLoader  # private API (pinned by ray 2.60), as `ray start` decides
+
+    mode = os.environ.get("RAY_AUTH_MODE") or (
+        "token" if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True) else "disabled")
+    join = "RAY_AUTH_MODE=token " if mode.lower() == "token" else ""
+    print(f"fake cluster up: {join}ablate run GRID --address {cluster.address}\n"
           f"autoscaler log: {cluster.temp_dir}/session_latest/logs/monitor.log; Ctrl-C ends it", flush=True)
     try:
         while cluster.check():

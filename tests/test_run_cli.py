@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -99,6 +101,39 @@ def test_an_address_where_no_ray_answers_is_one_line_at_once(tmp_path):
     assert result.returncode == 1
     assert result.stderr == (f"error: cannot connect to Ray at {address} (Connection refused): is its head running, "
                              "and is this the port `ray start --head` printed (6379 by default)?\n")
+
+
+def test_an_http_address_is_one_line_at_once(tmp_path):
+    # The dashboard's address, which `ray job submit` takes (README: `ray dashboard` forwards 8265),
+    # given to --address: Ray waited on it for minutes, or blamed a RAY_ADDRESS that was not set.
+    dashboard = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=dashboard.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{dashboard.server_address[1]}"
+    try:
+        as_url, as_host_port = (ablate("run", probe_grid(tmp_path), "--storage", tmp_path / "runs", "--address", a,
+                                       timeout=60)
+                                for a in (f"http://{address}", address))
+    finally:
+        dashboard.shutdown()
+    assert as_url.returncode == as_host_port.returncode == 1
+    assert as_url.stderr == (
+        f"error: cannot connect to Ray at http://{address}: that is an HTTP address (the dashboard's, which `ray job "
+        "submit` takes); pass the head's address, HOST:PORT as `ray start --head` printed (port 6379 by default), or "
+        "--address auto on the head\n")
+    assert as_host_port.stderr == (
+        f"error: cannot connect to Ray at {address}: it answers HTTP, as a dashboard does (8265, which `ray dashboard` "
+        "forwards), not as a Ray head; pass the port `ray start --head` printed (6379 by default)\n")
+
+
+def test_ray_client_is_refused_up_front(tmp_path):
+    # Through Ray Client, Tune runs the experiment on the head, with none of this driver's callbacks:
+    # it ended in a traceback (AttributeError: 'Events' object has no attribute 'hangs').
+    result = ablate("run", probe_grid(tmp_path), "--storage", tmp_path / "runs", "--address", "ray://127.0.0.1:10001",
+                    timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: cannot run through Ray Client (ray://127.0.0.1:10001): ablate's driver must run on the cluster; run it "
+        "on the head (`ray attach`, then --address auto) or submit it as a Ray job (`ray job submit`)\n")
 
 
 def test_gpus_on_a_machine_without_gpus_is_refused_up_front(tmp_path):

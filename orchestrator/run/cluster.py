@@ -101,6 +101,33 @@ def sigterm_as_ctrl_c(on_ray_lost):
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+@contextlib.contextmanager
+def head_watched(on_lost, after_s: float = 10.0, every_s: float = 1.0):
+    """On a joined cluster, a head that stops answering (its machine lost, `ray down`) is told to
+    `on_lost()` once, after `after_s`: Ray itself ends the driver only once its GCS has been gone for
+    a minute (it may come back), with a line of its C++ log that says nothing of the run."""
+    host, port = ray.get_runtime_context().gcs_address.rsplit(":", 1)
+    stop = threading.Event()
+
+    def watch():
+        lost_since = None
+        while not stop.wait(every_s):
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=every_s).close()
+                lost_since = None
+            except OSError:
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since >= after_s:
+                    on_lost()
+                    return
+
+    threading.Thread(target=watch, daemon=True, name="ablate-head-watch").start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def _exit_if_ray_ends(on_ray_lost, within_s: float = 10.0) -> None:
     node = ray._private.worker._global_node  # private API (pinned by ray 2.60): the local Ray this driver started
     if node is None or not node.head:
@@ -140,15 +167,37 @@ ANSWER_S = 10.0
 def _check_answers(address: str) -> None:
     """An address HOST:PORT where nothing accepts a connection is one error line within seconds:
     Ray itself retries for minutes, printing its C++ client's warnings on the terminal."""
+    if address.startswith("ray://"):  # Tune runs a Ray Client's experiment on the head, without this driver's callbacks
+        raise RunError(f"cannot run through Ray Client ({address}): ablate's driver must run on the cluster; run it "
+                       "on the head (`ray attach`, then --address auto) or submit it as a Ray job (`ray job submit`)")
+    if re.match(r"https?://", address):  # Ray's own error names RAY_ADDRESS, which was not set
+        raise RunError(f"cannot connect to Ray at {address}: that is an HTTP address (the dashboard's, which `ray job "
+                       "submit` takes); pass the head's address, HOST:PORT as `ray start --head` printed (port 6379 by "
+                       "default), or --address auto on the head")
     found = re.fullmatch(r"\[?([^\[\]/]+?)\]?:(\d+)", address)
-    if found is None:  # auto, ray://..., or a form Ray reads that this does not: Ray decides
+    if found is None:  # auto, or a form Ray reads that this does not: Ray decides
         return
     try:
-        socket.create_connection((found[1], int(found[2])), timeout=ANSWER_S).close()
+        with socket.create_connection((found[1], int(found[2])), timeout=ANSWER_S) as connection:
+            http = _speaks_http(connection)
     except OSError as e:
         reason = f"no answer in {ANSWER_S:g} s" if isinstance(e, TimeoutError) else (e.strerror or str(e))
         raise RunError(f"cannot connect to Ray at {address} ({reason}): is its head running, and is this the "
                        "port `ray start --head` printed (6379 by default)?") from None
+    if http:
+        raise RunError(f"cannot connect to Ray at {address}: it answers HTTP, as a dashboard does (8265, which `ray "
+                       "dashboard` forwards), not as a Ray head; pass the port `ray start --head` printed (6379 by default)")
+
+
+def _speaks_http(connection: socket.socket) -> bool:
+    """Whether an HTTP server answers (a dashboard), where Ray would wait for a head for minutes. A
+    head's GCS speaks gRPC: it answers a request at once with HTTP/2's binary settings frame."""
+    try:
+        connection.settimeout(2)
+        connection.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+        return connection.recv(5) == b"HTTP/"
+    except OSError:  # silent, or closed: not HTTP; Ray decides
+        return False
 
 
 def connect(address: str | None, env: dict[str, str] | None = None) -> None:
@@ -176,16 +225,41 @@ def connect(address: str | None, env: dict[str, str] | None = None) -> None:
         else:
             ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {last_line(str(e))}") from None
+        raise RunError(f"cannot connect to Ray at {address or 'a new local instance'}: {_why(e)}") from None
     except Exception as e:  # a local Ray whose processes could not start (a file-size limit, a full /tmp): Ray's bare Exception
         if address is not None:
             raise
         raise RunError(f"cannot start Ray on this machine: {last_line(str(e))}") from None
 
 
+def _why(error: BaseException) -> str:
+    """Why ray.init could not join: its own last line ("Failed to connect to Ray cluster at ...")
+    where the cause, a head with token authentication (on by default for `ray start --head` where
+    ~/.ray/auth_token exists), is only in the error below it."""
+    causes = []
+    while error is not None:
+        causes.append(str(error))
+        error = error.__cause__ or error.__context__
+    if not any("InvalidAuthToken" in cause for cause in causes):
+        return last_line(causes[0])
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":  # Ray sends a token to an explicit address only then
+        return ("its head asks for Ray's authentication token and this driver sent none: run with RAY_AUTH_MODE=token "
+                "and the cluster's token in ~/.ray/auth_token (or RAY_AUTH_TOKEN)")
+    return "its head refused this driver's authentication token: give it the cluster's (~/.ray/auth_token or RAY_AUTH_TOKEN)"
+
+
 @ray.remote(num_cpus=0)
 def _sees(path: str) -> bool:
     return os.path.exists(path)
+
+
+def _answer(answer, deadline: float) -> bool:
+    """A node's answer to _sees; True for a node gone since it was listed (an idle node the
+    autoscaler removed, a lost one): it runs no trial."""
+    try:
+        return ray.get(answer, timeout=max(0.0, deadline - time.monotonic()))
+    except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError):
+        return True
 
 
 def check_storage_shared(run: RunDir, timeout_s: float = 60) -> None:
@@ -206,7 +280,8 @@ def check_storage_shared(run: RunDir, timeout_s: float = 60) -> None:
         answers = {n["NodeManagerAddress"] + " " + n["NodeID"][:8]: _sees.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker)
             for n in nodes}
-        blind = [node for node, seen in zip(answers, ray.get(list(answers.values()), timeout=timeout_s)) if not seen]
+        deadline = time.monotonic() + timeout_s
+        blind = [node for node, answer in answers.items() if not _answer(answer, deadline)]
     finally:
         with contextlib.suppress(FileNotFoundError):
             run.fs.delete_file(marker)
@@ -235,3 +310,16 @@ def check_resources(resources: Resources, autoscaling: bool = False) -> list[str
     if problems and not autoscaling:
         raise RunError(problems[0])
     return [p.split(";")[0] + ": trials wait until the cluster's autoscaler adds such a node" for p in problems]
+
+
+def waiting_note(asked: dict[str, float], waited_s: float) -> str:
+    """What a run says where no trial has started for `waited_s` while trials wait for the CPUs
+    and GPUs each asks for (`asked`, Tune's {"CPU": c, "GPU": g}): Tune only logs it, and on a
+    cluster whose autoscaler cannot add such a node (or that has none) they wait forever."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    most = {r: max((n.get(r, 0) for n in nodes), default=0) for r in ("CPU", "GPU")}
+    return (f"no trial has started in {waited_s:.0f} s: each asks for {asked.get('CPU', 0):g} CPUs and "
+            f"{asked.get('GPU', 0):g} GPU, which no Ray node has free ({len(nodes)} node(s), the largest with "
+            f"{most['CPU']:g} CPUs and {most['GPU']:g} GPUs); they start once a node has them, but if no "
+            "autoscaler can add one (`ray status` on the head shows what waits), stop the run with Ctrl-C and "
+            "ask for less (--cpus, --gpus)")

@@ -24,6 +24,7 @@ from ray.tune.progress_reporter import TrialProgressCallback
 
 from orchestrator.errors import StorageError, last_line
 from orchestrator.plan.grid import Grid
+from orchestrator.run.cluster import waiting_note
 from orchestrator.run.display import Display, describe
 from orchestrator.run.hangs import Hangs
 from orchestrator.run.scheduling import GridTrials
@@ -35,13 +36,17 @@ from orchestrator.store.rundir import RunDir, now
 from workloads.base import WorkloadError
 
 
+# How long trials may all wait for resources, none running, before the run says so.
+WAIT_NOTE_S = 60.0
+
+
 class Events(tune.Callback):
     """Driver-side: feeds the display, and records trials that ran out of retries or that a
     scheduler stopped early (their workers never return a result)."""
 
     def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials,
                  hangs: Hangs | None = None, tracking: Tracking | None = None, failures: dict[str, int] | None = None,
-                 start_again: bool = False, fail_fast: bool = False):
+                 start_again: bool = False, fail_fast: bool = False, notify=lambda message: None):
         self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
         # trial_id -> its failures so far in this `ablate run`, counted on here. A grid with halving
         # runs a Tune experiment per round, each with a fresh FailureConfig: a trial gets only the
@@ -64,6 +69,8 @@ class Events(tune.Callback):
         # Whether a trial was recorded failed, for --fail-fast: Tune's own refuses retries, and sees
         # no error of a trial whose worker recorded its failure.
         self.fail_fast, self.failed = fail_fast, False
+        # Since when no trial runs while some wait for a node (None: not so), and whether it was said.
+        self.notify, self.waiting_since, self.wait_noted = notify, None, False
 
     def __getstate__(self):
         # Tune pickles its callbacks with the experiment for Tuner.restore, which ablate does not
@@ -112,6 +119,7 @@ class Events(tune.Callback):
                 self.tracking.epoch(self._id(trial), result)
 
     def on_step_begin(self, iteration, trials, **info):
+        self._note_waiting(trials)
         overdue = self.hangs.overdue()
         if not overdue:
             return
@@ -123,6 +131,19 @@ class Events(tune.Callback):
                 # group dies with it (workloads/script/launch.py). Tune sees a failed attempt.
                 self.ended[trial_id] = reason
                 ray.kill(actor, no_restart=True)
+
+    def _note_waiting(self, trials) -> None:
+        """Say once, after WAIT_NOTE_S, that trials wait for resources no node gives while none runs."""
+        pending = [t for t in trials if t.status == t.PENDING]
+        if not pending or any(t.status == t.RUNNING for t in trials):
+            self.waiting_since = None
+            return
+        if self.waiting_since is None:
+            self.waiting_since, self.wait_noted = time.monotonic(), False
+        elif not self.wait_noted and time.monotonic() - self.waiting_since > WAIT_NOTE_S:
+            self.wait_noted = True
+            self.notify(waiting_note(pending[0].placement_group_factory.required_resources,
+                                     time.monotonic() - self.waiting_since))
 
     def _ended_by_driver(self, trial_id: str) -> str | None:
         """Why the driver ended the trial's last attempt, written to its log; None if it did not."""

@@ -10,6 +10,7 @@ state after SIGKILL (../shared/RAY_NOTES.md); trials here find their checkpoints
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -24,8 +25,8 @@ from ray import tune
 
 from orchestrator.errors import RunError, StorageError
 from orchestrator.plan.grid import GRID_FILE, Grid, Resources
-from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, ray_log_path, ray_messages_to,
-                                      sigterm_as_ctrl_c)
+from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, head_watched, ray_log_path,
+                                      ray_messages_to, sigterm_as_ctrl_c)
 from orchestrator.run.events import Events, NoTuneProgress, StopAll
 from orchestrator.run.halving import Halver
 from orchestrator.run.hangs import Hangs
@@ -44,6 +45,9 @@ from workloads.base import WorkloadError
 # What a driver says when a SIGTERM to the whole job ended the local Ray with it (cluster.py).
 RAY_LOST = ("stopped: the signal ended this machine's Ray too, so its trials could not be ended in order; "
             "finished trials are saved in {}; trials unfinished: run the same command again to resume them")
+# What it says when the head of the cluster it joined stops answering (cluster.py).
+HEAD_LOST = ("the Ray cluster at {} does not answer (its head is gone?); Ray ends this driver if it is not back within "
+             "a minute: finished trials are saved in {}; run the same command again once the cluster is back")
 
 
 @dataclass
@@ -128,11 +132,14 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                 if resume_stopped:  # the published rows of stopped trials would hide the results they train to
                     publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
+                watched = contextlib.nullcontext() if address is None else \
+                    head_watched(lambda: notify(HEAD_LOST.format(address, run.display())))
                 with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking(), \
-                        _sigterm_as_ctrl_c(run, notify):
+                        _sigterm_as_ctrl_c(run, notify), watched:
                     fit = functools.partial(_fit, grid, run, resources=resources, display=display, fail_fast=fail_fast,
                                             publisher=publisher, scheduler=scheduler, tracking=tracking,
-                                            local=address is None, hangs=Hangs(trial_timeout, planned))
+                                            local=address is None, hangs=Hangs(trial_timeout, planned),
+                                            notify=notify)
                     if grid.halving and not resume_stopped:
                         _halve(grid, run, fit, publisher, display, retry_failed, tracking, notify)
                     else:
@@ -218,7 +225,7 @@ def _halve(grid, run, fit, publisher, display, retry_failed, tracking, notify) -
             return
 
 
-def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking, local, hangs,
+def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, tracking, local, hangs, notify,
          until=None, failures=None) -> bool:
     """Run `todo` in a Tune experiment; True where --fail-fast stopped it (a trial failed)."""
     # Not tune.with_parameters, made for large objects: it fetches each from Ray's object store at
@@ -231,7 +238,8 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
     # again, once, in a Tune experiment of their own.
     for start_again in (True, False):
         trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow
-        events = Events(grid, run, display, publisher, trials, hangs, tracking, failures, start_again, fail_fast)
+        events = Events(grid, run, display, publisher, trials, hangs, tracking, failures, start_again, fail_fast,
+                        notify)
         _experiment(grid, run, trainable, trials, events, resources, scheduler)
         if events.stopping():  # --fail-fast: nothing starts again
             return True
