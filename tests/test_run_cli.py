@@ -289,7 +289,8 @@ def test_storage_that_cannot_be_written_is_one_line(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     result = ablate("run", path, "--storage", tmp_path / "a-file" / "runs")
     assert result.returncode == 1
-    assert result.stderr == f"error: {tmp_path / 'a-file' / 'runs' / 'probe'}: cannot write there (Not a directory)\n"
+    assert result.stderr == (f"error: {tmp_path / 'a-file' / 'runs' / 'probe'}: cannot write there (Not a directory); "
+                             "what finished is kept: run the same command again once it can be written\n")
 
 
 def with_a_damaged_checkpoint(tmp_path, damage: str, fixed: dict, **grid):
