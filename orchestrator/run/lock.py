@@ -114,8 +114,8 @@ def _holder(data: bytes, age: float, where: str, released: bool = False) -> Hold
         return Holder(record["host"], record["pid"], datetime.fromisoformat(record["since"]), age,
                       released or record["released"], process, record.get("place"))
     except (ValueError, KeyError, TypeError) as e:
-        raise UnreadableLock(f"{where}: unreadable lock record ({type(e).__name__}: {e}); if no `ablate run` is running "
-                       "this run, delete it and run again") from None
+        raise UnreadableLock(f"{where}: unreadable lock record ({type(e).__name__}: {e}); if no `ablate run` is "
+                             "running this run, delete it and run again") from None
 
 
 class DriverLock:
@@ -263,9 +263,9 @@ class _FileStore:
         """The lock folder, made where there is none. A file in its place is the lock of a run on
         S3 (one object), copied here with the run: a holder this protocol cannot judge."""
         if os.path.isfile(self.folder):
-            raise UnreadableLock(f"{self.run.display('lock')}: expected the folder of a run's lock on a local path, found "
-                           "a file (a run's lock on S3, copied here?); if no `ablate run` is running this run, "
-                           "delete it and run again")
+            raise UnreadableLock(f"{self.run.display('lock')}: expected the folder of a run's lock on a local path, "
+                                 "found a file (a run's lock on S3, copied here?); if no `ablate run` is running this "
+                                 "run, delete it and run again")
         os.makedirs(self.folder, exist_ok=True)
 
     def place(self) -> str:
