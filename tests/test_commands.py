@@ -389,6 +389,28 @@ def test_epochs_on_a_line_redrawn_in_place_are_each_reported_as_they_are_printed
         f'| ABLATE {{"epoch": 3, "val_error": {0.5 / 3}}}', "| done"]
 
 
+def test_a_progress_bar_redrawing_an_epochs_metrics_is_one_report_an_epoch_with_its_last_values(tmp_path):
+    # PyTorch Lightning's bar: one line redrawn after each "\r" for every batch, "Epoch 1: ..."
+    # showing the last validation's metrics (the epoch before's until this one's ends). It was a
+    # report a redraw: 25 rows for 3 epochs, most of them with the epoch before's values.
+    script = """\
+        import sys
+        shown = "v_num=0"
+        for epoch in range(3):
+            for batch in range(8):
+                sys.stderr.write(f"\\rEpoch {epoch}: {batch}/8 [00:00<00:00, {shown}]")
+            shown = f"v_num=0, val_loss={1 / (epoch + 1):.3f}"
+            sys.stderr.write(f"\\rEpoch {epoch}: 8/8 [00:00<00:00, {shown}]")
+        sys.stderr.write("\\nfit stopped\\n")
+        """
+    path = script_grid(tmp_path, {"bar.py": script}, {"run": [sys.executable, "bar.py", "{seed}"], "metrics": {
+        "patterns": [r"Epoch (?P<epoch>\d+):.*val_loss=(?P<val_loss>[\d.]+)"]}}, metric="val_loss")
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": 0, "val_loss": 1.0}, {"epoch": 1, "val_loss": 0.5},
+                              {"epoch": 2, "val_loss": 0.333}]
+    assert result == {"status": "completed", "val_loss": 0.333}
+
+
 def test_a_script_printing_both_ways_has_one_report_a_step(tmp_path):
     script = """\
         import json

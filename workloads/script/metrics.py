@@ -50,6 +50,11 @@ class Metrics:
     place (it printed that kind of place before, or none is reported yet: the first waits to
     see), until the next line is not for it, the output pauses (`idle`), or it ends.
 
+    A report on a part of a line that is drawn again after a "\r" (a progress bar's) is held
+    until a part or line follows that is not for its place, not ended by a pause: one for its place
+    draws it again (Lightning's bar shows the last validation's metrics at every batch, the epoch
+    before's until this one's ends), and its last values are the report.
+
     An attempt resumed from a checkpoint at `resumed_at` (an epoch, or a step) repeats what its
     script's own checkpoint is behind: reports at or before it are `repeats`, not reported, until
     one passes it. After that a count may start again (a second phase of training).
@@ -70,6 +75,7 @@ class Metrics:
         self.pending: dict[str, Any] = {}
         self.matched: set[int | None] = set()  # the patterns that matched for the pending epoch (None: a JSON line)
         self.held = False  # whether the pending epoch is complete but for a line of its place the other way
+        self.redrawn = False  # or for the part of a line drawn again after it (held until its place changes)
         self.kind = "epoch"  # what the pending report belongs to: an epoch, or a step
         self.ways: dict[str, set[str]] = {"epoch": set(), "step": set()}  # "json", "patterns": how each kind is printed
         self.reported: set[str] = set()  # the kinds of place reported so far
@@ -81,8 +87,8 @@ class Metrics:
         self.problems: list[str] = []
         self.more_problems = 0
 
-    def feed(self, line: str) -> list[dict[str, Any]]:
-        """The epochs this line completes."""
+    def feed(self, line: str, redrawn: bool = False) -> list[dict[str, Any]]:
+        """The epochs this line completes (`redrawn`: a part of a line that a "\r" follows)."""
         found = []  # (metrics, the pattern or None for JSON, the pattern's text of each)
         at = line.find(self.prefix)
         if at >= 0:
@@ -102,7 +108,7 @@ class Metrics:
                 found.append(({k: _value(v) for k, v in texts.items()}, i, texts))
         done = self.end() if self.held and not any(self._at_pending(metrics) for metrics, _, _ in found) else []
         for metrics, pattern, texts in found:
-            done += self._add(metrics, pattern, texts)
+            done += self._add(metrics, pattern, texts, redrawn)
         return done
 
     def _problem(self, text: str) -> None:
@@ -114,13 +120,13 @@ class Metrics:
 
     def idle(self) -> list[dict[str, Any]]:
         """The epoch held for a line of its place the other way, once the output pauses without it."""
-        return self.end() if self.held else []
+        return self.end() if self.held and not self.redrawn else []
 
     def _at_pending(self, metrics: dict[str, Any]) -> bool:
         key = next((k for k in ("epoch", "step") if k in metrics), None)
         return key is not None and self.pending.get(key) == metrics[key]
 
-    def _add(self, metrics: dict[str, Any], pattern=None, texts=None) -> list[dict[str, Any]]:
+    def _add(self, metrics: dict[str, Any], pattern=None, texts=None, redrawn=False) -> list[dict[str, Any]]:
         if not metrics:
             return []
         self.seen = True
@@ -148,6 +154,10 @@ class Metrics:
         by_json, patterns = None in self.matched, self.completing[key]
         by_patterns = bool(patterns) and patterns <= self.matched
         if not (by_json or by_patterns):  # its patterns' other lines, or the next place, are still to come
+            return done
+        self.redrawn = redrawn
+        if redrawn:  # its place may be drawn again, with its latest values
+            self.held = True
             return done
         if by_json and (by_patterns or not patterns):
             return done + self.end()
@@ -182,7 +192,7 @@ class Metrics:
     def end(self) -> list[dict[str, Any]]:
         """The pending epoch, unless it repeats what the checkpoint this attempt resumed from has."""
         row, self.pending, self.matched = self.pending, {}, set()
-        self.held, self.from_json, self.texts = False, set(), {}
+        self.held, self.redrawn, self.from_json, self.texts = False, False, set(), {}
         if not row:
             return []
         self.reported.add(self.kind)
