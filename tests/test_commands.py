@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -625,6 +626,31 @@ def test_a_script_paused_at_a_rung_is_stopped_before_it_trains_past_what_is_reco
     assert [e["step"] for e in session.epochs] == [10, 20, 30]
     with session.files() as files:
         assert open(os.path.join(files, "step")).read() == "30"
+
+
+def test_a_retry_of_a_script_reporting_steps_says_the_step_it_resumes_after(tmp_path):
+    # Its log said "after epoch 2" beside the script's own "resumed from step 20".
+    path = script_grid(tmp_path, {"ckpt.py": CHECKPOINTING},
+                       {"run": [sys.executable, "ckpt.py", "{steps}", "{seed}"], "resume": "--resume", "steps": "steps",
+                        "parameters": {"steps": 40}})
+    grid = load_grid(path)
+    config = grid.workload.config(**grid.trials[0].config)
+    run = RunDir(str(tmp_path / "runs"))
+    def killed_after_step_20(metrics):  # as a lost node ends an attempt
+        if metrics["step"] == 20:
+            raise KeyboardInterrupt
+
+    first = StoredSession(run, "t", on_report=killed_after_step_20)
+    first.start()
+    with pytest.raises(KeyboardInterrupt):
+        grid.workload.train(config, first)
+    first.close()
+    retry = StoredSession(run, "t")
+    retry.start()
+    grid.workload.train(config, retry)
+    retry.close()
+    said = [line.split(" ", 2)[2] for line in (tmp_path / "runs" / "trials" / "t" / "trial.log").read_text().splitlines()]
+    assert said[said.index("attempt 2 on " + socket.gethostname()) + 1] == "resumed from the checkpoint after step 20"
 
 
 class StoppedSession(MemorySession):
