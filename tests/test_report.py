@@ -586,6 +586,27 @@ def test_plot_of_a_metric_reported_every_n_steps_beside_epochs_is_over_steps(tmp
     assert curves.get_xlabel() == "step"
 
 
+def test_plot_of_trials_of_one_epoch_draws_each_cell_s_point(tmp_path):
+    # A line through one point draws nothing: the panel was empty but for its legend, over ticks
+    # 0.96, 0.98, ... of epochs no trial has.
+    from orchestrator.results import plots
+
+    grid = ("name: one\ncommand:\n  run: python t.py --lr {lr} --seed {seed}\n  parameters:\n    lr: 0.1\n"
+            "metric: val_loss\naxes:\n  lr: [0.1, 0.01]\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "grid.yaml").write_text(grid)
+    loaded, run = load_grid(tmp_path / "run" / "grid.yaml"), RunDir(str(tmp_path / "run"))
+    for trial in loaded.trials:
+        records.write_record(run, records.trial_schema(loaded.workload.config), trial.trial_id, trial.config,
+                             {"status": "completed", "epochs_completed": 1, "val_loss": trial.config["lr"]},
+                             [{"epoch": 1, "val_loss": trial.config["lr"]}])
+    records.Publisher(run).catch_up()
+    results = load(run)
+    curves, _ = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
+    assert [(list(line.get_xdata()), line.get_marker()) for line in curves.lines] == [([1], "o"), ([1], "o")]
+    assert list(curves.get_xticks()) == [1]
+
+
 def test_the_bar_chart_names_its_column_axis_and_what_its_error_bars_are(run_dir, tmp_path):
     from orchestrator.results import plots
 
