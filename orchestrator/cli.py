@@ -21,6 +21,7 @@ import functools
 import inspect
 import json
 import os
+import shlex
 import sys
 import typing
 from enum import Enum
@@ -181,7 +182,8 @@ def run(grid_file: GridPath,
     console.print(f"results: {run_dir.display('trials.parquet')} and {run_dir.display('epochs.parquet')}",
                   soft_wrap=True)
     if summary.counts:
-        console.print(f"tables: ablate summarize {run_dir.display()}", soft_wrap=True, markup=False)
+        # To paste as it is: a storage path with a space (`--storage "my runs"`) quoted.
+        console.print(f"tables: ablate summarize {shlex.quote(run_dir.display())}", soft_wrap=True, markup=False)
     if summary.ray_log:
         console.print(f"Ray's own messages: {summary.ray_log}", soft_wrap=True)
     raise typer.Exit(summary.exit_code)

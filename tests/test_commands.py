@@ -846,11 +846,11 @@ def test_ctrl_c_leaves_no_process_of_the_script(tmp_path):
 def test_a_script_that_prints_only_losses_end_to_end(tmp_path):
     """examples/losses.py prints `step 500 train loss: ... val loss: ... test loss: ...` and knows
     nothing of ablate; examples/losses.yaml reads those lines and judges trials by val_loss."""
-    storage = tmp_path / "runs"
+    storage = tmp_path / "my runs"  # its trials' own directories, `--out {trial_dir}`, have a space too
     result = ablate("run", ROOT / "examples" / "losses.yaml", "--storage", storage, "--quiet", env=PATH)
     assert result.returncode == 0, result.stderr
     assert "losses: 12 completed (12 run now, 0 already done)" in result.stdout
-    assert f"tables: ablate summarize {storage / 'losses'}\n" in result.stdout  # what to type next
+    assert f"tables: ablate summarize '{storage / 'losses'}'\n" in result.stdout  # what to type next, to paste
     # Each finished trial's line names the value it shows: the first report metric, test_loss.
     assert re.search(r"completed: degree=3 lr=0.1 seed=0 -> test_loss 0\.\d+\n", result.stdout), result.stdout
     run_dir = storage / "losses"
