@@ -391,9 +391,9 @@ def test_epochs_on_a_line_redrawn_in_place_are_each_reported_as_they_are_printed
 
 
 def test_a_progress_bar_redrawing_an_epochs_metrics_is_one_report_an_epoch_with_its_last_values(tmp_path):
-    # PyTorch Lightning's bar: one line redrawn after each "\r" for every batch, "Epoch 1: ..."
-    # showing the last validation's metrics (the epoch before's until this one's ends). It was a
-    # report a redraw: 25 rows for 3 epochs, most of them with the epoch before's values.
+    # A tqdm bar with the metrics in its postfix: one line redrawn after each "\r" for every batch,
+    # "Epoch 1: ..." showing the last validation's metrics (the epoch before's until this one's
+    # ends). It was a report a redraw: 25 rows for 3 epochs, most of them with the epoch before's values.
     script = """\
         import sys
         shown = "v_num=0"

@@ -52,7 +52,7 @@ class Metrics:
 
     A report on a part of a line that is drawn again after a "\r" (a progress bar's) is held
     until a part or line follows that is not for its place, not ended by a pause: one for its place
-    draws it again (Lightning's bar shows the last validation's metrics at every batch, the epoch
+    draws it again (a bar may show the last validation's metrics at every batch, the epoch
     before's until this one's ends), and its last values are the report.
 
     An attempt resumed from a checkpoint at `resumed_at` (an epoch, or a step) repeats what its
