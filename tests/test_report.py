@@ -718,6 +718,18 @@ def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):
                              "test_error, test_examples, train_examples, val_error)\n")  # not the text ones
 
 
+def test_a_script_s_run_whose_grid_names_no_metric_says_which_it_looked_for_and_why(tmp_path):
+    # It said only "no trial has a value of test_error", a name the grid never gave.
+    write_run(tmp_path / "run", SCRIPT_GRID, lambda t: {"status": "completed", "loss": 0.5, "test_loss": 0.4})
+    for command in (["summarize"], ["compare", "--baseline", "lr=0.1"]):
+        result = invoke(*command, tmp_path / "run")
+        assert result.exit_code == 1
+        assert result.stderr == (f"error: {tmp_path / 'run'}: no trial has a value of test_error (metrics: loss, "
+                                 "test_loss); the grid names no metric, and test_error is the default: give "
+                                 "--metric (summarize, compare), or name the grid's (metric:, report:) and `ablate "
+                                 "run` it again, which trains nothing more\n")
+
+
 def test_a_run_where_every_trial_failed_shows_its_cells_as_failed(tmp_path):
     # As a partly failed run's failed cells show; the script's rows have no val_loss column at all.
     write_run(tmp_path / "run", steps_grid(100, "axes:\n  lr: [0.1, 0.5]\nseeds: [0, 1]\n"),
