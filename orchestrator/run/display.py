@@ -61,7 +61,9 @@ class Display:
     # -- events --------------------------------------------------------------------------------
     def trial_started(self, trial_id: str, cell: dict[str, Any]) -> None:
         self.ran.add(trial_id)
-        self.running[trial_id] = self.paused.pop(trial_id, None) or Running(cell, self.planned_epochs.get(trial_id))
+        # A retry goes on where its trial got to (its checkpoint), as a retry.
+        self.running[trial_id] = self.paused.pop(trial_id, None) or self.running.get(trial_id) \
+            or Running(cell, self.planned_epochs.get(trial_id))
         self.show(trial_id, "started", describe(cell))
 
     def trial_result(self, trial_id: str, metrics: dict[str, Any]) -> None:
