@@ -162,7 +162,8 @@ def run(grid_file: GridPath,
     run_dir = RunDir.for_grid(storage, grid.name)
 
     def display(total, skipped, planned_epochs, metrics):
-        return (LiveDisplay if live else PlainDisplay)(console, total, skipped, planned_epochs, metrics)
+        return (LiveDisplay if live else PlainDisplay)(console, total, skipped, planned_epochs, metrics,
+                                                       grid.workload.unit)
 
     console.print(f"{grid.name}: {trials(len(grid.trials))}; results in {run_dir.display()}", soft_wrap=True)
     try:

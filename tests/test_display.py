@@ -118,10 +118,12 @@ def test_duration_format():
 
 
 def test_a_script_that_reports_steps_shows_its_progress_in_steps():
-    live = LiveDisplay(console(terminal=True), total=1, skipped=0, planned_epochs={"a": 1001}, metrics=("val_loss",))
+    live = LiveDisplay(console(terminal=True), total=1, skipped=0, planned_epochs={"a": 1001}, metrics=("val_loss",),
+                       unit="step")
     live.trial_started("a", {"lr": 0.1})
     live.trial_result("a", {"step": 400, "loss": 0.3})
     live.trial_result("a", {"epoch": 1, "step": 500, "val_loss": 0.2498})  # an epoch among steps is at its step
     out = console()
     out.print(live.render())
     assert "500/1001" in out.file.getvalue() and "0.2498" in out.file.getvalue()
+    assert re.search(r"trial +cell +step +val_loss", out.file.getvalue())  # headed as `ablate status` heads it
