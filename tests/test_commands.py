@@ -312,6 +312,24 @@ def test_a_step_printed_both_ways_now_and_then_is_one_report_and_the_others_are_
         [{"epoch": 1, "val_error": 0.3, "step": 4}]
 
 
+def test_an_epoch_printed_in_json_lines_of_training_then_validation_is_one_report():
+    # Each JSON line was a report: two rows an epoch, and `ablate status` at epoch 6/3. The first
+    # epoch so printed is two, as that is seen only then; each later one is one report, complete at
+    # its validation's line however long that takes (not at a pause), or at the next epoch's line.
+    metrics = Metrics()
+    said = []
+    for e in (1, 2, 3):
+        said.append(metrics.feed(f'ABLATE {{"epoch": {e}, "train_loss": {1 / e}}}'))
+        said.append(metrics.feed("evaluating") + metrics.idle())
+        said.append(metrics.feed(f'ABLATE {{"epoch": {e}, "val_loss": {2 / e}}}'))
+    said.append(metrics.feed('ABLATE {"epoch": 4, "train_loss": 0.25}'))  # no validation this epoch
+    said.append(metrics.feed('ABLATE {"epoch": 5, "train_loss": 0.2}') + metrics.end())
+    assert said == [[{"epoch": 1, "train_loss": 1.0}], [], [{"epoch": 1, "val_loss": 2.0}],
+                    [], [], [{"epoch": 2, "train_loss": 0.5, "val_loss": 1.0}],
+                    [], [], [{"epoch": 3, "train_loss": 1 / 3, "val_loss": 2 / 3}],
+                    [], [{"epoch": 4, "train_loss": 0.25}, {"epoch": 5, "train_loss": 0.2}]]
+
+
 def test_a_resumed_script_printing_both_ways_repeats_each_step_once():
     metrics = Metrics(patterns=[r"^step (?P<step>\d+) loss (?P<loss>[\d.]+)"], resumed_at=200)
     rows = [row for step in (100, 200, 300)

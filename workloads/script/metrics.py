@@ -43,6 +43,10 @@ class Metrics:
     values (`test error 0.08` after training). An epoch printed after steps is at the last step
     printed before it: its row holds that `step`, which places it in training.
 
+    An epoch printed in several JSON lines (training's metrics, then validation's) is two reports
+    the first time, as that is seen only then; from then on each is complete at its last line (as
+    many as the last had), or when a later epoch begins, or at the end.
+
     An epoch (a step) printed both ways, by patterns and in a JSON line (a line for people and one
     for ablate, in either order), is one report with the metrics of both; where both give a
     metric, the JSON line's value is kept (a line for people rounds it), and `problems` says where
@@ -79,6 +83,12 @@ class Metrics:
         self.kind = "epoch"  # what the pending report belongs to: an epoch, or a step
         self.ways: dict[str, set[str]] = {"epoch": set(), "step": set()}  # "json", "patterns": how each kind is printed
         self.reported: set[str] = set()  # the kinds of place reported so far
+        # How many JSON lines a place of each kind is printed in (training's metrics, then
+        # validation's), as seen; how many the pending one has had; and the last place reported, with its.
+        self.json_lines = {"epoch": 1, "step": 1}
+        self.pending_json = 0
+        self.last: tuple[str, int] | None = None
+        self.last_json = 0
         self.from_json: set[str] = set()  # the pending epoch's metrics a JSON line gave
         self.texts: dict[str, str] = {}  # and those patterns gave, as printed
         self.final: dict[str, Any] = {}
@@ -145,12 +155,18 @@ class Metrics:
         metrics = {**metrics, **{k: int(v) for k, v in places.items()}}
         key = next(iter(places))  # what it belongs to: its epoch, or its step
         done = self.end() if self.pending and self.pending.get(key) != metrics[key] else []
+        if pattern is None and not self.pending and self.last == (key, metrics[key]):
+            # Another JSON line of the place just reported (validation's, after training's): this
+            # one is a report of its own, but each place from now on is one, of all its lines.
+            self.json_lines[key] = self.last_json + 1
+            self.pending_json = self.last_json
         if not self.pending:
             self.kind = key
         self.ways[key].add("patterns" if pattern is not None else "json")
         self.step = metrics.get("step", self.step)
         self._merge(metrics, pattern, texts or {})
         self.matched.add(pattern)
+        self.pending_json += pattern is None
         by_json, patterns = None in self.matched, self.completing[key]
         by_patterns = bool(patterns) and patterns <= self.matched
         if not (by_json or by_patterns):  # its patterns' other lines, or the next place, are still to come
@@ -160,6 +176,8 @@ class Metrics:
             self.held = True
             return done
         if by_json and (by_patterns or not patterns):
+            if self.pending_json < self.json_lines[key]:  # its other JSON lines, or the next place, are to come
+                return done
             return done + self.end()
         # Complete one way. The other way may still print its place where it printed this kind
         # before, or none is reported yet (the first waits to see), or it printed a part of it.
@@ -195,6 +213,7 @@ class Metrics:
         self.held, self.redrawn, self.from_json, self.texts = False, False, set(), {}
         if not row:
             return []
+        self.last, self.last_json, self.pending_json = (self.kind, row[self.kind]), self.pending_json, 0
         self.reported.add(self.kind)
         if "step" not in row and self.step is not None:
             row["step"] = self.step
