@@ -213,7 +213,7 @@ class Metrics:
         self.held, self.redrawn, self.from_json, self.texts = False, False, set(), {}
         if not row:
             return []
-        self.last, self.last_json, self.pending_json = (self.kind, row[self.kind]), self.pending_json, 0
+        self.last, self.last_json, self.pending_json = (self.kind, row.get(self.kind)), self.pending_json, 0
         self.reported.add(self.kind)
         if "step" not in row and self.step is not None:
             row["step"] = self.step
