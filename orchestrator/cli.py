@@ -21,6 +21,7 @@ import functools
 import inspect
 import json
 import os
+import shlex
 import sys
 import typing
 from enum import Enum
@@ -163,7 +164,8 @@ def run(grid_file: GridPath,
     run_dir = RunDir.for_grid(storage, grid.name)
 
     def display(total, skipped, planned_epochs, metrics):
-        return (LiveDisplay if live else PlainDisplay)(console, total, skipped, planned_epochs, metrics)
+        return (LiveDisplay if live else PlainDisplay)(console, total, skipped, planned_epochs, metrics,
+                                                       grid.workload.unit)
 
     console.print(f"{grid.name}: {trials(len(grid.trials))}; results in {run_dir.display()}", soft_wrap=True)
     if note := grid.unseeded():
@@ -185,7 +187,8 @@ def run(grid_file: GridPath,
     console.print(f"results: {run_dir.display('trials.parquet')} and {run_dir.display('epochs.parquet')}",
                   soft_wrap=True)
     if summary.counts:
-        console.print(f"tables: ablate summarize {run_dir.display()}", soft_wrap=True, markup=False)
+        # To paste as it is: a storage path with a space (`--storage "my runs"`) quoted.
+        console.print(f"tables: ablate summarize {shlex.quote(run_dir.display())}", soft_wrap=True, markup=False)
     if summary.ray_log:
         console.print(f"Ray's own messages: {summary.ray_log}", soft_wrap=True)
     raise typer.Exit(summary.exit_code)

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -328,6 +329,24 @@ def test_a_step_printed_both_ways_now_and_then_is_one_report_and_the_others_are_
         [{"epoch": 1, "val_error": 0.3, "step": 4}]
 
 
+def test_an_epoch_printed_in_json_lines_of_training_then_validation_is_one_report():
+    # Each JSON line was a report: two rows an epoch, and `ablate status` at epoch 6/3. The first
+    # epoch so printed is two, as that is seen only then; each later one is one report, complete at
+    # its validation's line however long that takes (not at a pause), or at the next epoch's line.
+    metrics = Metrics()
+    said = []
+    for e in (1, 2, 3):
+        said.append(metrics.feed(f'ABLATE {{"epoch": {e}, "train_loss": {1 / e}}}'))
+        said.append(metrics.feed("evaluating") + metrics.idle())
+        said.append(metrics.feed(f'ABLATE {{"epoch": {e}, "val_loss": {2 / e}}}'))
+    said.append(metrics.feed('ABLATE {"epoch": 4, "train_loss": 0.25}'))  # no validation this epoch
+    said.append(metrics.feed('ABLATE {"epoch": 5, "train_loss": 0.2}') + metrics.end())
+    assert said == [[{"epoch": 1, "train_loss": 1.0}], [], [{"epoch": 1, "val_loss": 2.0}],
+                    [], [], [{"epoch": 2, "train_loss": 0.5, "val_loss": 1.0}],
+                    [], [], [{"epoch": 3, "train_loss": 1 / 3, "val_loss": 2 / 3}],
+                    [], [{"epoch": 4, "train_loss": 0.25}, {"epoch": 5, "train_loss": 0.2}]]
+
+
 def test_a_resumed_script_printing_both_ways_repeats_each_step_once():
     metrics = Metrics(patterns=[r"^step (?P<step>\d+) loss (?P<loss>[\d.]+)"], resumed_at=200)
     rows = [row for step in (100, 200, 300)
@@ -404,6 +423,28 @@ def test_epochs_on_a_line_redrawn_in_place_are_each_reported_as_they_are_printed
     # The log keeps what a terminal shows: the line's last state.
     assert [line for line in session.lines if line.startswith("|")] == [
         f'| ABLATE {{"epoch": 3, "val_error": {0.5 / 3}}}', "| done"]
+
+
+def test_a_progress_bar_redrawing_an_epochs_metrics_is_one_report_an_epoch_with_its_last_values(tmp_path):
+    # A tqdm bar with the metrics in its postfix: one line redrawn after each "\r" for every batch,
+    # "Epoch 1: ..." showing the last validation's metrics (the epoch before's until this one's
+    # ends). It was a report a redraw: 25 rows for 3 epochs, most of them with the epoch before's values.
+    script = """\
+        import sys
+        shown = "v_num=0"
+        for epoch in range(3):
+            for batch in range(8):
+                sys.stderr.write(f"\\rEpoch {epoch}: {batch}/8 [00:00<00:00, {shown}]")
+            shown = f"v_num=0, val_loss={1 / (epoch + 1):.3f}"
+            sys.stderr.write(f"\\rEpoch {epoch}: 8/8 [00:00<00:00, {shown}]")
+        sys.stderr.write("\\nfit stopped\\n")
+        """
+    path = script_grid(tmp_path, {"bar.py": script}, {"run": [sys.executable, "bar.py", "{seed}"], "metrics": {
+        "patterns": [r"Epoch (?P<epoch>\d+):.*val_loss=(?P<val_loss>[\d.]+)"]}}, metric="val_loss")
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": 0, "val_loss": 1.0}, {"epoch": 1, "val_loss": 0.5},
+                              {"epoch": 2, "val_loss": 0.333}]
+    assert result == {"status": "completed", "val_loss": 0.333}
 
 
 def test_a_script_printing_both_ways_has_one_report_a_step(tmp_path):
@@ -622,6 +663,31 @@ def test_a_script_paused_at_a_rung_is_stopped_before_it_trains_past_what_is_reco
         assert open(os.path.join(files, "step")).read() == "30"
 
 
+def test_a_retry_of_a_script_reporting_steps_says_the_step_it_resumes_after(tmp_path):
+    # Its log said "after epoch 2" beside the script's own "resumed from step 20".
+    path = script_grid(tmp_path, {"ckpt.py": CHECKPOINTING},
+                       {"run": [sys.executable, "ckpt.py", "{steps}", "{seed}"], "resume": "--resume", "steps": "steps",
+                        "parameters": {"steps": 40}})
+    grid = load_grid(path)
+    config = grid.workload.config(**grid.trials[0].config)
+    run = RunDir(str(tmp_path / "runs"))
+    def killed_after_step_20(metrics):  # as a lost node ends an attempt
+        if metrics["step"] == 20:
+            raise KeyboardInterrupt
+
+    first = StoredSession(run, "t", on_report=killed_after_step_20)
+    first.start()
+    with pytest.raises(KeyboardInterrupt):
+        grid.workload.train(config, first)
+    first.close()
+    retry = StoredSession(run, "t")
+    retry.start()
+    grid.workload.train(config, retry)
+    retry.close()
+    said = [line.split(" ", 2)[2] for line in (tmp_path / "runs" / "trials" / "t" / "trial.log").read_text().splitlines()]
+    assert said[said.index("attempt 2 on " + socket.gethostname()) + 1] == "resumed from the checkpoint after step 20"
+
+
 class StoppedSession(MemorySession):
     """Raises at the first epoch, as Ray Tune's report does in a trial it stops."""
 
@@ -815,11 +881,11 @@ def test_ctrl_c_leaves_no_process_of_the_script(tmp_path):
 def test_a_script_that_prints_only_losses_end_to_end(tmp_path):
     """examples/losses.py prints `step 500 train loss: ... val loss: ... test loss: ...` and knows
     nothing of ablate; examples/losses.yaml reads those lines and judges trials by val_loss."""
-    storage = tmp_path / "runs"
+    storage = tmp_path / "my runs"  # its trials' own directories, `--out {trial_dir}`, have a space too
     result = ablate("run", ROOT / "examples" / "losses.yaml", "--storage", storage, "--quiet", env=PATH)
     assert result.returncode == 0, result.stderr
     assert "losses: 12 completed (12 run now, 0 already done)" in result.stdout
-    assert f"tables: ablate summarize {storage / 'losses'}\n" in result.stdout  # what to type next
+    assert f"tables: ablate summarize '{storage / 'losses'}'\n" in result.stdout  # what to type next, to paste
     # Each finished trial's line names the value it shows: the first report metric, test_loss.
     assert re.search(r"completed: degree=3 lr=0.1 seed=0 -> test_loss 0\.\d+\n", result.stdout), result.stdout
     run_dir = storage / "losses"
@@ -979,16 +1045,23 @@ def test_a_script_that_hangs_is_ended_at_its_trial_timeout_retried_and_leaves_no
 
 def test_a_completed_trial_without_a_metric_its_grid_declares_fails_saying_so(tmp_path):
     from orchestrator.run.trial import run_trial
+    from orchestrator.store import records
 
     path = script_grid(tmp_path, SCRIPTS, {"run": [sys.executable, "plain.py", "{seed}"], "metrics": {"patterns": PATTERNS}},
                        metric="val_loss")
     grid = load_grid(path)
     trial = grid.trials[0]
-    with pytest.raises(ValueError) as e:
-        run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
-                  workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
-                  objective=grid.objective)
-    assert str(e.value) == "no value of val_loss in its output (it gave: test_error, train_loss, val_error)"
+    # Recorded failed without raising, so not retried: each retry would train it again to end the
+    # same way (a name the grid got wrong). Its log says so in one line, without ablate's traceback.
+    run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
+              workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
+              objective=grid.objective)
+    said = "no value of val_loss in its output (it gave: test_error, train_loss, val_error)"
+    (row,) = records.read_trials(RunDir(str(tmp_path / "runs"))).to_pylist()
+    assert (row["status"], row["error"]) == ("failed", said)
+    log = (tmp_path / "runs" / "trials" / trial.trial_id / "trial.log").read_text()
+    assert log.endswith(f" failed: {said} (not retried: each retry would end the same way)\n")
+    assert "Traceback" not in log
 
 
 def test_a_failed_script_s_log_says_why_in_one_line_without_ablate_s_traceback(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from rich.console import Console
@@ -71,6 +72,22 @@ def test_a_resumed_trial_counts_one_epoch_of_work_not_its_whole_history():
     assert p.epochs_trained == 1 and p.epochs_left == 4
 
 
+def test_a_retried_trial_is_shown_where_its_checkpoint_is_as_a_retry():
+    # Its next attempt showed it at 0/10 without "(retry 1)", and took its first report (epoch 5)
+    # for 5 epochs trained: the ETA counted its first 4 twice.
+    live = LiveDisplay(console(terminal=True), total=1, skipped=0, planned_epochs={"a": 10})
+    live.trial_started("a", {"lr": 0.1})
+    for epoch in range(1, 5):
+        live.trial_result("a", {"epoch": epoch})
+    live.trial_retrying("a")
+    live.trial_started("a", {"lr": 0.1})  # its next attempt, from its checkpoint after epoch 4
+    render = console()
+    render.print(live.render())
+    assert re.search(r"lr=0\.1 \(retry 1\) +4/10 ", render.file.getvalue())
+    live.trial_result("a", {"epoch": 5})
+    assert (live.epochs_trained, live.epochs_left) == (5, 5)
+
+
 def test_live_table_shows_running_trials_with_epoch_and_metrics():
     out = console(terminal=True)
     p = LiveDisplay(out, total=3, skipped=0, planned_epochs={"a": 350, "b": 350, "c": 350},
@@ -101,10 +118,12 @@ def test_duration_format():
 
 
 def test_a_script_that_reports_steps_shows_its_progress_in_steps():
-    live = LiveDisplay(console(terminal=True), total=1, skipped=0, planned_epochs={"a": 1001}, metrics=("val_loss",))
+    live = LiveDisplay(console(terminal=True), total=1, skipped=0, planned_epochs={"a": 1001}, metrics=("val_loss",),
+                       unit="step")
     live.trial_started("a", {"lr": 0.1})
     live.trial_result("a", {"step": 400, "loss": 0.3})
     live.trial_result("a", {"epoch": 1, "step": 500, "val_loss": 0.2498})  # an epoch among steps is at its step
     out = console()
     out.print(live.render())
     assert "500/1001" in out.file.getvalue() and "0.2498" in out.file.getvalue()
+    assert re.search(r"trial +cell +step +val_loss", out.file.getvalue())  # headed as `ablate status` heads it

@@ -607,6 +607,27 @@ def test_plot_of_a_metric_reported_every_n_steps_beside_epochs_is_over_steps(tmp
     assert curves.get_xlabel() == "step"
 
 
+def test_plot_of_trials_of_one_epoch_draws_each_cell_s_point(tmp_path):
+    # A line through one point draws nothing: the panel was empty but for its legend, over ticks
+    # 0.96, 0.98, ... of epochs no trial has.
+    from orchestrator.results import plots
+
+    grid = ("name: one\ncommand:\n  run: python t.py --lr {lr} --seed {seed}\n  parameters:\n    lr: 0.1\n"
+            "metric: val_loss\naxes:\n  lr: [0.1, 0.01]\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "grid.yaml").write_text(grid)
+    loaded, run = load_grid(tmp_path / "run" / "grid.yaml"), RunDir(str(tmp_path / "run"))
+    for trial in loaded.trials:
+        records.write_record(run, records.trial_schema(loaded.workload.config), trial.trial_id, trial.config,
+                             {"status": "completed", "epochs_completed": 1, "val_loss": trial.config["lr"]},
+                             [{"epoch": 1, "val_loss": trial.config["lr"]}])
+    records.Publisher(run).catch_up()
+    results = load(run)
+    curves, _ = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
+    assert [(list(line.get_xdata()), line.get_marker()) for line in curves.lines] == [([1], "o"), ([1], "o")]
+    assert list(curves.get_xticks()) == [1]
+
+
 def test_the_bar_chart_names_its_column_axis_and_what_its_error_bars_are(run_dir, tmp_path):
     from orchestrator.results import plots
 
@@ -716,6 +737,18 @@ def test_a_metric_no_trial_has_is_one_line_naming_those_it_has(run_dir):
     assert result.exit_code == 1
     assert result.stderr == (f"error: {run_dir}: no trial has a value of test_loss (metrics: synthetic_data, "
                              "test_error, test_examples, train_examples, val_error)\n")  # not the text ones
+
+
+def test_a_script_s_run_whose_grid_names_no_metric_says_which_it_looked_for_and_why(tmp_path):
+    # It said only "no trial has a value of test_error", a name the grid never gave.
+    write_run(tmp_path / "run", SCRIPT_GRID, lambda t: {"status": "completed", "loss": 0.5, "test_loss": 0.4})
+    for command in (["summarize"], ["compare", "--baseline", "lr=0.1"]):
+        result = invoke(*command, tmp_path / "run")
+        assert result.exit_code == 1
+        assert result.stderr == (f"error: {tmp_path / 'run'}: no trial has a value of test_error (metrics: loss, "
+                                 "test_loss); the grid names no metric, and test_error is the default: give "
+                                 "--metric (summarize, compare), or name the grid's (metric:, report:) and `ablate "
+                                 "run` it again, which trains nothing more\n")
 
 
 def test_a_run_where_every_trial_failed_shows_its_cells_as_failed(tmp_path):

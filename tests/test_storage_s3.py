@@ -381,7 +381,7 @@ def test_a_long_trials_log_and_epochs_cost_s3_bytes_in_proportion_to_their_lengt
                                                ("checkpoint.pt", "epochs.jsonl", "progress.jsonl", "trial.log")]
     whole = client.get_object(Bucket="results", Key="long/trials/t/trial.log")["Body"].read().decode().splitlines()
     assert [line.split(" ", 2)[2] for line in whole] == [*said, "attempt 2 on " + socket.gethostname(),
-                                                         "resumed from the checkpoint after epoch 300", "step=301 loss=0"]
+                                                         "resumed from the checkpoint after step 300", "step=301 loss=0"]
     assert [e["step"] for e in run.checkpoint("t")["epochs"]] == list(range(1, 302))
 
 

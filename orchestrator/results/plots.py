@@ -89,12 +89,17 @@ def plot(results: Results, tables: list[Table], output: Path, notify=None) -> Fi
             steps, means = line
             name = _cell_label(table, key)
             shown = name + suffix
-            (drawn[shown],) = ax.plot(steps, [m * scale for m in means], label=shown, linewidth=1.2, **style[name])
+            # A line through one point draws nothing (one epoch, or one before it diverged): a dot.
+            dot = {"marker": "o", "markersize": 4} if np.isfinite(means).sum() == 1 else {}
+            (drawn[shown],) = ax.plot(steps, [m * scale for m in means], label=shown, linewidth=1.2, **dot,
+                                      **style[name])
         where = where_text(table.key)
         chosen = f"; {', '.join(table.reduced)} as chosen for the table" if table.reduced else ""
         ax.set_title(f"{where + ': ' if where else ''}{curve_metric} per {x}, mean over seeds{chosen}",
                      fontsize=9, loc="left")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(placed := {p for line in ax.lines for p in line.get_xdata()}) == 1:  # else ticks at 0.96, 0.98, ...
+            ax.set_xticks(list(placed))
         ax.set_xlabel(x)
         ax.set_ylabel(curve_metric + (" %" if scale == 100 else ""))
     if drawn:

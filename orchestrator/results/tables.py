@@ -110,8 +110,13 @@ class Results:
                 return  # a metric the grid declares, and no trial finished: its cells say how they ended
             have = [c for c in self.trials.columns if c not in RESERVED and c not in self.config_columns
                     and self.numeric(c) and not _all_missing(self.trials[c])]
+            # A script's grid without `metric:` is read by the defaults, names its user never gave.
+            default = self.grid is not None and not self.objective.declared and metric in self.objective.names
             raise ResultsError(f"{self.run.display()}: no trial has a value of {metric} "
-                               f"(metrics: {', '.join(sorted(have)) or 'none'})")
+                               f"(metrics: {', '.join(sorted(have)) or 'none'})"
+                               + (f"; the grid names no metric, and {metric} is the default: give --metric "
+                                  "(summarize, compare), or name the grid's (metric:, report:) and `ablate run` it "
+                                  "again, which trains nothing more" if default else ""))
         if not self.numeric(metric):
             example = next(v for v in self.trials[metric] if v is not None)
             raise ResultsError(f"{self.run.display()}: {metric} is not numeric (values such as '{example}'), "

@@ -44,8 +44,9 @@ class Display:
     """Counts and ETA of a run. Subclasses decide how to show them."""
 
     def __init__(self, console: Console, total: int, skipped: int, planned_epochs: dict[str, int | None],
-                 metrics: tuple[str, ...] = ("val_error",)):
+                 metrics: tuple[str, ...] = ("val_error",), unit: str = "epoch"):
         self.console, self.total, self.skipped = console, total, skipped
+        self.unit = unit  # what a trial counts its progress in: "step" for a script reporting every N steps
         self.planned_epochs = planned_epochs  # trial_id -> epochs it trains, where known, for the ETA
         self.metrics = metrics  # the workload's metrics to show for running trials
         self.running: dict[str, Running] = {}
@@ -61,7 +62,9 @@ class Display:
     # -- events --------------------------------------------------------------------------------
     def trial_started(self, trial_id: str, cell: dict[str, Any]) -> None:
         self.ran.add(trial_id)
-        self.running[trial_id] = self.paused.pop(trial_id, None) or Running(cell, self.planned_epochs.get(trial_id))
+        # A retry goes on where its trial got to (its checkpoint), as a retry.
+        self.running[trial_id] = self.paused.pop(trial_id, None) or self.running.get(trial_id) \
+            or Running(cell, self.planned_epochs.get(trial_id))
         self.show(trial_id, "started", describe(cell))
 
     def trial_result(self, trial_id: str, metrics: dict[str, Any]) -> None:
@@ -197,7 +200,7 @@ class LiveDisplay(Display):
 
     def render(self):
         table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("trial", "cell", "epoch", *self.metrics):
+        for column in ("trial", "cell", self.unit, *self.metrics):
             table.add_column(column, justify="left" if column in ("trial", "cell") else "right")
         for trial_id, run in list(self.running.items())[:20]:
             table.add_row(trial_id, describe(run.cell) + (f" (retry {run.retries})" if run.retries else ""),

@@ -213,7 +213,10 @@ class StoredSession:
             return None
         self.epochs = saved["epochs"]
         self.progress["last"] = last_values({}, self.epochs)
-        self.log(f"resumed from the checkpoint after epoch {len(self.epochs)}")
+        last = self.epochs[-1] if self.epochs else {}
+        # A script reporting every N steps resumes at a step, as its own log says.
+        where = f"step {last['step']}" if "step" in last else f"epoch {len(self.epochs)}"
+        self.log(f"resumed from the checkpoint after {where}")
         return saved["state"]
 
     def report(self, metrics, checkpoint=None):

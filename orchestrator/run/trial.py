@@ -110,8 +110,9 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
     by its grid's `objective`. A completed trial must have reported or returned each metric the
     grid declares, if only as None: one it never named is a mistake, not a result. One whose
     metric is nan or inf diverged. A trial given `until` pauses there, without a record, for its
-    cell's decision (run/halving.py), which judges it by its reports up to the rung. One whose checkpoint cannot be loaded is recorded
-    `failed` by the attempt that met it, which ends without raising: every retry would fail the same way."""
+    cell's decision (run/halving.py), which judges it by its reports up to the rung. One whose checkpoint cannot be loaded,
+    or that completed without a metric of its grid, is recorded `failed` by the attempt that met
+    it, which ends without raising: every retry would fail the same way."""
     run, workload = RunDir(run_uri), workload_of(workload_ref)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
     trial_config = workload.config(**config)
@@ -130,8 +131,13 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
                **result, **_steps(session.epochs[-1] if session.epochs else {})}
         required = objective.names if objective.declared else ()
         if row["status"] == "completed" and (missing := [m for m in required if m not in row]):
-            raise ValueError(f"no value of {', '.join(missing)} in its output "
-                             f"(it gave: {', '.join(sorted(set(row) - RESERVED)) or 'nothing'})")
+            # A name the grid got wrong (`report: [test_acc]` for test_accuracy), said in one line:
+            # each retry would train the trial again to end the same way.
+            error = (f"no value of {', '.join(missing)} in its output "
+                     f"(it gave: {', '.join(sorted(set(row) - RESERVED)) or 'nothing'})")
+            write_failed(run, workload, grid_name, trial_id, config, error, session.progress)
+            session.log(f"failed: {error} (not retried: each retry would end the same way)")
+            return
         if row["status"] == "completed" and (blown := [m for m in objective.names if _not_finite(row.get(m))]):
             # A script knows nothing of `status`: its loss printed as nan or inf is a diverged
             # trial, as All-CNN's is, not a completed one that the tables show as "- (n=0)".

@@ -43,12 +43,21 @@ class Metrics:
     values (`test error 0.08` after training). An epoch printed after steps is at the last step
     printed before it: its row holds that `step`, which places it in training.
 
+    An epoch printed in several JSON lines (training's metrics, then validation's) is two reports
+    the first time, as that is seen only then; from then on each is complete at its last line (as
+    many as the last had), or when a later epoch begins, or at the end.
+
     An epoch (a step) printed both ways, by patterns and in a JSON line (a line for people and one
     for ablate, in either order), is one report with the metrics of both; where both give a
     metric, the JSON line's value is kept (a line for people rounds it), and `problems` says where
     they differ by more. A report complete one way is `held` while the other may still print its
     place (it printed that kind of place before, or none is reported yet: the first waits to
     see), until the next line is not for it, the output pauses (`idle`), or it ends.
+
+    A report on a part of a line that is drawn again after a "\r" (a progress bar's) is held
+    until a part or line follows that is not for its place, not ended by a pause: one for its place
+    draws it again (a bar may show the last validation's metrics at every batch, the epoch
+    before's until this one's ends), and its last values are the report.
 
     An attempt resumed from a checkpoint at `resumed_at` (an epoch, or a step) repeats what its
     script's own checkpoint is behind: reports at or before it are `repeats`, not reported, until
@@ -70,9 +79,16 @@ class Metrics:
         self.pending: dict[str, Any] = {}
         self.matched: set[int | None] = set()  # the patterns that matched for the pending epoch (None: a JSON line)
         self.held = False  # whether the pending epoch is complete but for a line of its place the other way
+        self.redrawn = False  # or for the part of a line drawn again after it (held until its place changes)
         self.kind = "epoch"  # what the pending report belongs to: an epoch, or a step
         self.ways: dict[str, set[str]] = {"epoch": set(), "step": set()}  # "json", "patterns": how each kind is printed
         self.reported: set[str] = set()  # the kinds of place reported so far
+        # How many JSON lines a place of each kind is printed in (training's metrics, then
+        # validation's), as seen; how many the pending one has had; and the last place reported, with its.
+        self.json_lines = {"epoch": 1, "step": 1}
+        self.pending_json = 0
+        self.last: tuple[str, int] | None = None
+        self.last_json = 0
         self.from_json: set[str] = set()  # the pending epoch's metrics a JSON line gave
         self.texts: dict[str, str] = {}  # and those patterns gave, as printed
         self.final: dict[str, Any] = {}
@@ -81,8 +97,8 @@ class Metrics:
         self.problems: list[str] = []
         self.more_problems = 0
 
-    def feed(self, line: str) -> list[dict[str, Any]]:
-        """The epochs this line completes."""
+    def feed(self, line: str, redrawn: bool = False) -> list[dict[str, Any]]:
+        """The epochs this line completes (`redrawn`: a part of a line that a "\r" follows)."""
         found = []  # (metrics, the pattern or None for JSON, the pattern's text of each)
         at = line.find(self.prefix)
         if at >= 0:
@@ -102,7 +118,7 @@ class Metrics:
                 found.append(({k: _value(v) for k, v in texts.items()}, i, texts))
         done = self.end() if self.held and not any(self._at_pending(metrics) for metrics, _, _ in found) else []
         for metrics, pattern, texts in found:
-            done += self._add(metrics, pattern, texts)
+            done += self._add(metrics, pattern, texts, redrawn)
         return done
 
     def _problem(self, text: str) -> None:
@@ -114,13 +130,13 @@ class Metrics:
 
     def idle(self) -> list[dict[str, Any]]:
         """The epoch held for a line of its place the other way, once the output pauses without it."""
-        return self.end() if self.held else []
+        return self.end() if self.held and not self.redrawn else []
 
     def _at_pending(self, metrics: dict[str, Any]) -> bool:
         key = next((k for k in ("epoch", "step") if k in metrics), None)
         return key is not None and self.pending.get(key) == metrics[key]
 
-    def _add(self, metrics: dict[str, Any], pattern=None, texts=None) -> list[dict[str, Any]]:
+    def _add(self, metrics: dict[str, Any], pattern=None, texts=None, redrawn=False) -> list[dict[str, Any]]:
         if not metrics:
             return []
         self.seen = True
@@ -139,17 +155,29 @@ class Metrics:
         metrics = {**metrics, **{k: int(v) for k, v in places.items()}}
         key = next(iter(places))  # what it belongs to: its epoch, or its step
         done = self.end() if self.pending and self.pending.get(key) != metrics[key] else []
+        if pattern is None and not self.pending and self.last == (key, metrics[key]):
+            # Another JSON line of the place just reported (validation's, after training's): this
+            # one is a report of its own, but each place from now on is one, of all its lines.
+            self.json_lines[key] = self.last_json + 1
+            self.pending_json = self.last_json
         if not self.pending:
             self.kind = key
         self.ways[key].add("patterns" if pattern is not None else "json")
         self.step = metrics.get("step", self.step)
         self._merge(metrics, pattern, texts or {})
         self.matched.add(pattern)
+        self.pending_json += pattern is None
         by_json, patterns = None in self.matched, self.completing[key]
         by_patterns = bool(patterns) and patterns <= self.matched
         if not (by_json or by_patterns):  # its patterns' other lines, or the next place, are still to come
             return done
+        self.redrawn = redrawn
+        if redrawn:  # its place may be drawn again, with its latest values
+            self.held = True
+            return done
         if by_json and (by_patterns or not patterns):
+            if self.pending_json < self.json_lines[key]:  # its other JSON lines, or the next place, are to come
+                return done
             return done + self.end()
         # Complete one way. The other way may still print its place where it printed this kind
         # before, or none is reported yet (the first waits to see), or it printed a part of it.
@@ -182,9 +210,10 @@ class Metrics:
     def end(self) -> list[dict[str, Any]]:
         """The pending epoch, unless it repeats what the checkpoint this attempt resumed from has."""
         row, self.pending, self.matched = self.pending, {}, set()
-        self.held, self.from_json, self.texts = False, set(), {}
+        self.held, self.redrawn, self.from_json, self.texts = False, False, set(), {}
         if not row:
             return []
+        self.last, self.last_json, self.pending_json = (self.kind, row.get(self.kind)), self.pending_json, 0
         self.reported.add(self.kind)
         if "step" not in row and self.step is not None:
             row["step"] = self.step

@@ -245,7 +245,7 @@ class _Recorder(threading.Thread):
                 if shown := line.strip():
                     self.tail.append(shown if len(shown) <= LINE else shown[:LINE] + "...")
             if text:
-                self._report(self.metrics.feed(text))
+                self._report(self.metrics.feed(text, redrawn=line is None))
         self._report(self.metrics.end())
         self._flush()
 
