@@ -186,6 +186,12 @@ BAD = [
     ({"command": {"run": "python train.py --lr {lr:.0e}", "parameters": {"lr": 0.1}}, "axes": {"lr": [0.1, 0.12]}},
      "command.run: trials with lr=0.1 and with lr=0.12 run the same command line (python train.py --lr 1e-01): a "
      "format spec rounds their values to one; give one that tells them apart"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "error", "mode": "min"},
+     "metric: 'error' is a column ablate writes for every trial, in words; name a metric its trials report (a "
+     "script's own 'error' can be read under another name by a metrics pattern, (?P<my_error>...))"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "host"]},
+     "report[1]: 'host' is a column ablate writes for every trial, in words; name a metric its trials report (a "
+     "script's own 'host' can be read under another name by a metrics pattern, (?P<my_host>...))"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},
      "metric: 'lr' is a parameter of the command; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},

@@ -18,6 +18,11 @@ from dataclasses import dataclass
 
 from orchestrator.errors import GridError
 from orchestrator.plan.params import fmt
+from orchestrator.store.columns import RESULT_COLUMNS
+
+# Columns ablate writes in words or times for every trial (a failed one's `error`, its `host`): a
+# metric of the same name would share a column with them, numbers beside text.
+WRITTEN = frozenset({"trial_id", "status", *(name for name, kind in RESULT_COLUMNS if kind not in ("int64", "double"))})
 
 MODES = ("min", "max")
 # A trial's value of a metric: its last report (or what train returned), its best report, or its
@@ -128,6 +133,10 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
         if isinstance(name, str) and name in parameters:
             owner = "the command" if workload.invocation else f"workload '{workload.name}'"
             raise GridError(path, key, f"'{name}' is a parameter of {owner}; name a metric its trials report")
+        if isinstance(name, str) and name in WRITTEN:
+            raise GridError(path, key, f"'{name}' is a column ablate writes for every trial, in words; name a metric "
+                                       f"its trials report (a script's own '{name}' can be read under another name "
+                                       f"by a metrics pattern, (?P<my_{name}>...))")
     metric, report = declared(path, data, default(workload), strict)
     for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
         if workload.produces is not None and m.name not in workload.produces:
