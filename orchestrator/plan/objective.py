@@ -133,7 +133,7 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
         if isinstance(name, str) and name in parameters:
             owner = "the command" if workload.invocation else f"workload '{workload.name}'"
             raise GridError(path, key, f"'{name}' is a parameter of {owner}; name a metric its trials report")
-        if isinstance(name, str) and name in WRITTEN:
+        if strict and isinstance(name, str) and name in WRITTEN:  # (a run an older ablate let be is read as it ran)
             raise GridError(path, key, f"'{name}' is a column ablate writes for every trial, in words; name a metric "
                                        f"its trials report (a script's own '{name}' can be read under another name "
                                        f"by a metrics pattern, (?P<my_{name}>...))")
