@@ -154,6 +154,10 @@ BAD = [
     ({"command": {"run": "python train.py", "parameters": {"lr": 0.1}}},
      "command.parameters.lr: not used in command.run; a parameter the command never sees would only change "
      "trial ids (add {lr} to the command line)"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1, "data": {"type": "str", "default": "/d",
+                                                                                    "identity": False}}}},
+     "command.parameters.data: not used in command.run; a parameter the command never sees would do nothing (add "
+     "{data} to the command line)"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": {"type": "double", "default": 0.1}}}},
      "command.parameters.lr.type: expected one of int, float, str, bool, list[int], list[float], list[str], got 'double'"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": "1e-3"}}, "axes": {"lr": [0.01, 0.001]}},

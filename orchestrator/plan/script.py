@@ -260,8 +260,9 @@ def _placeholders(fail, run, parameters, resume=()) -> None:
             used |= _used(lambda message: fail(key, message), arg, parameters)
     for name, p in parameters.items():
         if name not in used and not p.get("implicit"):
-            fail(f"parameters.{name}", f"not used in command.run; a parameter the command never sees would only "
-                                       f"change trial ids (add {{{name}}} to the command line)")
+            effect = "only change trial ids" if p.get("identity", True) else "do nothing"
+            fail(f"parameters.{name}", f"not used in command.run; a parameter the command never sees would {effect} "
+                                       f"(add {{{name}}} to the command line)")
 
 
 def _used(fail, arg: str, parameters) -> set[str]:
