@@ -132,6 +132,14 @@ def test_trial_ids_depend_on_the_command(tmp_path):
     assert ids["a"] == ids["c"] and not ids["a"] & ids["b"]
 
 
+def test_shell_characters_quoted_or_escaped_are_text_to_pass_on(tmp_path):
+    path = script_grid(tmp_path, {}, {"run": "python train.py --lr {lr} --sep '|' --expr \"a;b>c\" --pipe a\\|b",
+                                      "parameters": {"lr": 0.1}})
+    grid = load_grid(path)
+    assert grid.workload.invocation(grid.workload.config(**grid.trials[0].config)) == \
+        "python train.py --lr 0.1 --sep '|' --expr 'a;b>c' --pipe 'a|b'"
+
+
 def test_values_become_arguments_as_argparse_reads_them(tmp_path):
     path = script_grid(tmp_path, {}, {
         "run": "python train.py --milestones {milestones} --tag=run-{tag} --name {name} --amp {amp} --lr {lr:.0e} --out {trial_dir}/x",
@@ -151,6 +159,14 @@ BAD = [
      "command.run: unknown placeholder {wd} (parameters: lr, seed; or {trial_dir})"),
     ({"command": {"run": "python train.py --lr {lr", "parameters": {"lr": 0.1}}},
      "command.run: expected '}' before end of string in '{lr' (a literal brace is written {{ or }})"),
+    ({"command": {"run": "python train.py --lr {lr} 2>&1 | tee train.log", "parameters": {"lr": 0.1}}},
+     "command.run: '2>&1' is shell syntax, but no shell runs the command: the program would get it as an argument; "
+     "put what needs a shell in a script (`workdir` says where the command runs, and each trial's output is kept in "
+     "its trial.log), or quote it to pass it as text"),
+    ({"command": {"run": "python train.py --lr {lr}", "resume": "--resume && echo resumed", "parameters": {"lr": 0.1}}},
+     "command.resume: '&&' is shell syntax, but no shell runs the command: the program would get it as an argument; "
+     "put what needs a shell in a script (`workdir` says where the command runs, and each trial's output is kept in "
+     "its trial.log), or quote it to pass it as text"),
     ({"command": {"run": "python train.py", "parameters": {"lr": 0.1}}},
      "command.parameters.lr: not used in command.run; a parameter the command never sees would only change "
      "trial ids (add {lr} to the command line)"),

@@ -158,12 +158,23 @@ def load(path: Path, section) -> tuple[Workload, str]:
     return build(script), ref(script)
 
 
+# A shell's operators, outside quotes and escapes: `2>&1 | tee log`, `cd src && python ...`.
+_UNQUOTED = re.compile(r"""\\.|'[^']*'|"(?:\\.|[^"\\])*"|([|&;<>]+)""")
+
+
 def _run(fail, run) -> tuple[str, ...]:
     if isinstance(run, str):
         try:
-            run = shlex.split(run)
+            split = shlex.split(run)
         except ValueError as e:  # an unclosed quote
             fail("run", f"cannot split into arguments as a shell would ({e})")
+        for found in _UNQUOTED.finditer(run):
+            if found[1]:
+                word = next(arg for arg in split if found[1] in arg)
+                fail("run", f"'{word}' is shell syntax, but no shell runs the command: the program would get it as an "
+                            "argument; put what needs a shell in a script (`workdir` says where the command runs, and "
+                            "each trial's output is kept in its trial.log), or quote it to pass it as text")
+        run = split
     elif isinstance(run, list):
         for i, arg in enumerate(run):
             if not isinstance(arg, (str, int, float)) or isinstance(arg, bool):
