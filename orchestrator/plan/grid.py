@@ -92,9 +92,9 @@ class Grid:
 
     def unseeded(self) -> str | None:
         """Where a command never sees `{seed}`: a note that its seeds run one command line again."""
-        seeds = {t.config["seed"] for t in self.trials}
-        if self.workload.invocation is None or len(_commands(self.workload, self.trials)) == len(self.trials):
+        if self.workload.invocation is None or len(set(_command_lines(self.workload, self.trials))) == len(self.trials):
             return None  # (trials that differ in another parameter run different lines: _distinct_commands)
+        seeds = {t.config["seed"] for t in self.trials}
         return (f"the command never sees {{seed}}: each of its {len(seeds)} seeds runs the same command line, so "
                 "they differ only where the script is not deterministic (add {seed} to command.run to seed it)")
 
@@ -141,12 +141,8 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
                 exclude=spec.exclude, include=spec.include)
 
 
-def _commands(workload: Workload, trials: list[Trial]) -> dict[str, Trial]:
-    """Each command line the trials run, with the first trial to run it."""
-    lines: dict[str, Trial] = {}
-    for trial in trials:
-        lines.setdefault(workload.invocation(workload.config(**trial.config)), trial)
-    return lines
+def _command_lines(workload: Workload, trials: list[Trial]) -> list[str]:
+    return [workload.invocation(workload.config(**trial.config)) for trial in trials]
 
 
 def _distinct_commands(path: Path, workload: Workload, trials: list[Trial]) -> None:
@@ -154,13 +150,12 @@ def _distinct_commands(path: Path, workload: Workload, trials: list[Trial]) -> N
     spec that rounds (`{lr:.0e}` of 0.1 and 0.12) would run one setting under two names."""
     if workload.invocation is None:
         return
-    lines = _commands(workload, trials)
-    for trial in trials:
-        line = workload.invocation(workload.config(**trial.config))
-        first = lines[line].config
-        differ = [k for k in trial.config if k != "seed" and first[k] != trial.config[k]]
+    first: dict[str, Trial] = {}  # each command line, with the first trial to run it
+    for trial, line in zip(trials, _command_lines(workload, trials)):
+        earlier = first.setdefault(line, trial).config
+        differ = [k for k in trial.config if k != "seed" and earlier[k] != trial.config[k]]
         if differ:
-            one, other = (", ".join(f"{k}={fmt(config[k])}" for k in differ) for config in (first, trial.config))
+            one, other = (", ".join(f"{k}={fmt(config[k])}" for k in differ) for config in (earlier, trial.config))
             raise GridError(path, "command.run", f"trials with {one} and with {other} run the same command line "
                             f"({line}): a format spec rounds their values to one; give one that tells them apart")
 
