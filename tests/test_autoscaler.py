@@ -90,10 +90,10 @@ def test_an_autoscaled_gpu_cluster_runs_a_grid_and_survives_lost_nodes(tmp_path,
 
     # What the user saw: ablate's lines and its notes on what the autoscaler must add, none of Ray's.
     assert err.splitlines() == [
-        "note: each trial asks for 0.25 GPU but the Ray cluster has no GPU: trials wait until the cluster's "
-        "autoscaler adds such a node",
-        "note: each trial asks for 2 CPUs but the largest Ray node has 0: trials wait until the cluster's "
-        "autoscaler adds such a node"]
+        "note: each trial asks for 0.25 GPU but the Ray cluster has no GPU: trials wait until such a node joins "
+        "(one the cluster's autoscaler adds, if it has one)",
+        "note: each trial asks for 2 CPUs but the largest Ray node has 0: trials wait until such a node joins "
+        "(one the cluster's autoscaler adds, if it has one)"]
     assert "probe: 8 completed (8 run now, 0 already done)" in out
     assert f"Ray's own messages: {tmp_path / 'runs' / 'probe' / 'driver.log'}" in out
 

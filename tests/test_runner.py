@@ -324,10 +324,10 @@ def test_results_are_written_as_trials_finish(tmp_path, monkeypatch):
 def test_on_a_joined_cluster_missing_nodes_are_a_note_not_an_error():
     # With --address an autoscaler may still add the node; the user is told, the run waits.
     notes = check_resources(Resources(cpus=64, gpus=2), autoscaling=True)
-    assert notes == ["each trial asks for 2 GPUs but no Ray node has that many: trials wait until the "
-                     "cluster's autoscaler adds such a node",
-                     "each trial asks for 64 CPUs but the largest Ray node has 2: trials wait until the "
-                     "cluster's autoscaler adds such a node"]
+    assert notes == ["each trial asks for 2 GPUs but no Ray node has that many: trials wait until such a node "
+                     "joins (one the cluster's autoscaler adds, if it has one)",
+                     "each trial asks for 64 CPUs but the largest Ray node has 2: trials wait until such a node "
+                     "joins (one the cluster's autoscaler adds, if it has one)"]
     assert check_resources(Resources(cpus=1, gpus=0.25), autoscaling=False) == []
 
 

@@ -309,7 +309,8 @@ def check_resources(resources: Resources, autoscaling: bool = False) -> list[str
                         f"{most_cpus:g}; use --cpus {max(1, int(most_cpus))} or fewer")
     if problems and not autoscaling:
         raise RunError(problems[0])
-    return [p.split(";")[0] + ": trials wait until the cluster's autoscaler adds such a node" for p in problems]
+    return [p.split(";")[0] + ": trials wait until such a node joins (one the cluster's autoscaler adds, if it has one)"
+            for p in problems]
 
 
 def waiting_note(asked: dict[str, float], waited_s: float) -> str:
