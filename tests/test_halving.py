@@ -140,6 +140,19 @@ def test_a_cell_whose_kept_settings_still_train_has_no_result_yet_not_stopped(tm
     assert "| one | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
 
 
+def test_a_finished_cell_shown_by_its_stopped_trials_alone_is_stopped_not_waiting(tmp_path):
+    # `--where status=stopped` of a finished run: the kept settings completed, their rows left out by
+    # the filter. The cell said "no result yet", as if they still trained.
+    grid_text = ("name: done\ncommand:\n  run: python train.py --lr {lr} --seed {seed}\n  parameters:\n    lr: 0.1\n"
+                 "metric: val_error\naxes:\n  lr: [0.1, 0.2, 0.3, 0.4]\nseeds: [0, 1]\n"
+                 "halving: {over: [lr], rungs: [2], keep: 0.5}\n")
+    write_run(tmp_path / "done", grid_text, lambda t: {"status": "stopped", "epochs_completed": 2, "val_error": 0.5, "grid": "done"}
+              if t.config["lr"] > 0.2 else {"status": "completed", "val_error": 0.3, "grid": "done"})
+    shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "done"), "--format", "markdown",
+                                     "--where", "status=stopped"])
+    assert "| done | stopped (4/4) |" in shown.stdout, shown.stdout
+
+
 def test_plan_counts_the_epochs_halving_trains(tmp_path):
     grid = load_grid(halved_grid(tmp_path))
     # Per cell: 4 lrs x 2 seeds to epoch 2, 2 lrs on to 4, 1 lr on to 8.
