@@ -166,7 +166,14 @@ ANSWER_S = 10.0
 
 def _check_answers(address: str) -> None:
     """An address HOST:PORT where nothing accepts a connection is one error line within seconds:
-    Ray itself retries for minutes, printing its C++ client's warnings on the terminal."""
+    Ray itself retries for minutes, printing its C++ client's warnings on the terminal. `auto`
+    joins RAY_ADDRESS where it is set (as ray.init does): that address is checked."""
+    if address == "auto" and os.environ.get("RAY_ADDRESS", "auto") != "auto":
+        try:
+            _check_answers(os.environ["RAY_ADDRESS"])
+        except RunError as e:
+            raise RunError(f"RAY_ADDRESS, which --address auto takes: {e}") from None
+        return
     if address.startswith("ray://"):  # Tune runs a Ray Client's experiment on the head, without this driver's callbacks
         raise RunError(f"cannot run through Ray Client ({address}): ablate's driver must run on the cluster; run it "
                        "on the head (`ray attach`, then --address auto) or submit it as a Ray job (`ray job submit`)")
