@@ -104,9 +104,11 @@ def sigterm_as_ctrl_c(on_ray_lost):
 @contextlib.contextmanager
 def head_watched(on_lost, after_s: float = 10.0, every_s: float = 1.0):
     """On a joined cluster, a head that stops answering (its machine lost, `ray down`) is told to
-    `on_lost()` once, after `after_s`: Ray itself ends the driver only once its GCS has been gone for
-    a minute (it may come back), with a line of its C++ log that says nothing of the run."""
-    host, port = ray.get_runtime_context().gcs_address.rsplit(":", 1)
+    `on_lost(address)` once, after `after_s`, with the head's address (the one joined, where
+    `--address auto` found it): Ray itself ends the driver only once its GCS has been gone for a
+    minute (it may come back), with a line of its C++ log that says nothing of the run."""
+    address = ray.get_runtime_context().gcs_address
+    host, port = address.rsplit(":", 1)
     stop = threading.Event()
 
     def watch():
@@ -118,7 +120,7 @@ def head_watched(on_lost, after_s: float = 10.0, every_s: float = 1.0):
             except OSError:
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since >= after_s:
-                    on_lost()
+                    on_lost(address)
                     return
 
     threading.Thread(target=watch, daemon=True, name="ablate-head-watch").start()
