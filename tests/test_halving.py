@@ -157,6 +157,12 @@ def test_a_finished_cell_shown_by_its_stopped_trials_alone_is_stopped_not_waitin
     shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "done"), "--format", "markdown",
                                      "--where", "status=stopped"])
     assert "| done | stopped (4/4) |" in shown.stdout, shown.stdout
+    # Mid-run, the kept settings' trials have no row yet: the cell still waits for them.
+    write_run(tmp_path / "mid", grid_text.replace("name: done", "name: mid"), lambda t: {
+        "status": "stopped", "epochs_completed": 2, "val_error": 0.5, "grid": "mid"} if t.config["lr"] > 0.2 else None)
+    shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "mid"), "--format", "markdown",
+                                     "--where", "status=stopped"])
+    assert "| mid | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
 
 
 def test_plan_counts_the_epochs_halving_trains(tmp_path):
