@@ -3,6 +3,7 @@ is survived by resuming its trial from the checkpoint on another node; trials no
 are said to wait; a head that asks for a token is named."""
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -125,18 +126,21 @@ def test_a_head_that_asks_for_a_token_is_named(tmp_path, monkeypatch):
         "it the cluster's (~/.ray/auth_token or RAY_AUTH_TOKEN)")
 
 
-def test_a_head_that_is_lost_is_said_in_ablates_words(tmp_path):
+@pytest.mark.parametrize("given", ["HOST:PORT", "auto"])
+def test_a_head_that_is_lost_is_said_in_ablates_words(tmp_path, given):
     # Trials that wait (a CPU-less head, no autoscaler) keep the driver joined; then the cluster goes.
     # Ray ends the driver a minute later with a line of its C++ log that says nothing of the run.
+    # Joined by `auto` (here from RAY_ADDRESS), the note named "the Ray cluster at auto".
     head = FakeCluster.start(tmp_path, autoscaling=False, watch=False)
     path = probe_grid(tmp_path)
     storage = tmp_path / "runs"
     err = tmp_path / "err"
+    env = {**os.environ, "RAY_ADDRESS": head.address} if given == "auto" else None
     try:
         with open(err, "w") as out:
             driver = subprocess.Popen([str(Path(sys.executable).parent / "ablate"), "run", str(path), "--address",
-                                       head.address, "--storage", str(storage), "--quiet"],
-                                      stdout=subprocess.DEVNULL, stderr=out, cwd=ROOT)
+                                       head.address if given == "HOST:PORT" else "auto", "--storage", str(storage),
+                                       "--quiet"], stdout=subprocess.DEVNULL, stderr=out, cwd=ROOT, env=env)
         try:
             wait_until(lambda: "trials wait until" in err.read_text(), 120, "the driver to join")
             head.stop()

@@ -99,8 +99,11 @@ def test_a_script_with_epochs_among_its_steps_is_ranked_by_its_last_epoch_value_
     assert decision["kept"] == [json.dumps({"lr": 0.5})]
 
 
-def test_a_paused_trial_whose_epochs_file_is_damaged_ranks_last_and_is_named_in_a_note(tmp_path):
+@pytest.mark.parametrize("other", ["paused", "diverged"])
+def test_a_paused_trial_whose_epochs_file_is_damaged_ranks_last_and_is_named_in_a_note(tmp_path, other):
     # Its setting ranked last in silence: the best lr was stopped for good by a disk fault, unnamed.
+    # Where the other setting has no value either (it diverged), the first is kept: the note said
+    # of that one that it "ranks last".
     grid_text = ("name: paused\ncommand:\n  run: python train.py --lr {lr} --epochs {epochs} --seed {seed}\n"
                  "  parameters:\n    lr: 0.1\n    epochs: 4\n  epochs: epochs\nmetric: val_loss\n"
                  "axes:\n  lr: [0.1, 0.2]\nhalving: {over: [lr], rungs: [2], keep: 0.5}\n")
@@ -110,16 +113,19 @@ def test_a_paused_trial_whose_epochs_file_is_damaged_ranks_last_and_is_named_in_
         lines = [json.dumps({"epoch": e, "val_loss": trial.config["lr"] + 1 / e}) for e in (1, 2)]
         if trial.config["lr"] == 0.1:
             lines[1] = lines[1][:12]
+        elif other == "diverged":
+            lines[1] = json.dumps({"epoch": 2, "val_loss": float("nan")})
         run.write_bytes(run.trial_file(trial.trial_id, "epochs.jsonl"), "".join(f"{line}\n" for line in lines).encode())
         run.write_progress(trial.trial_id, {"attempt": 1, "epoch": 2, "paused_at": 2, "metrics": {}})
     notes = []
     Halver(grid, run, notify=notes.append).next({})
     damaged = next(t.trial_id for t in grid.trials if t.config["lr"] == 0.1)
     assert notes == [f"{tmp_path / 'run' / 'trials' / damaged / 'epochs.jsonl'}: unreadable, so trial {damaged} "
-                     "has no val_loss at 2: its setting ranks last there"]
+                     "has no val_loss at 2: its setting ranks after those that have one there"]
     (decision,) = read_decisions(run)
-    assert decision["kept"] == [json.dumps({"lr": 0.2})]
-    assert decision["ranking"][1]["why"] == "an unreadable epochs file"
+    assert decision["kept"] == [json.dumps({"lr": 0.2 if other == "paused" else 0.1})]
+    assert [e["why"] for e in decision["ranking"]] == ([None, "an unreadable epochs file"] if other == "paused"
+                                                       else ["an unreadable epochs file", "diverged"])
 
 
 def test_a_cell_whose_kept_settings_still_train_has_no_result_yet_not_stopped(tmp_path):
@@ -138,6 +144,25 @@ def test_a_cell_whose_kept_settings_still_train_has_no_result_yet_not_stopped(tm
               if t.config["lr"] > 0.2 else None)
     shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "one"), "--format", "markdown"])
     assert "| one | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
+
+
+def test_a_finished_cell_shown_by_its_stopped_trials_alone_is_stopped_not_waiting(tmp_path):
+    # `--where status=stopped` of a finished run: the kept settings completed, their rows left out by
+    # the filter. The cell said "no result yet", as if they still trained.
+    grid_text = ("name: done\ncommand:\n  run: python train.py --lr {lr} --seed {seed}\n  parameters:\n    lr: 0.1\n"
+                 "metric: val_error\naxes:\n  lr: [0.1, 0.2, 0.3, 0.4]\nseeds: [0, 1]\n"
+                 "halving: {over: [lr], rungs: [2], keep: 0.5}\n")
+    write_run(tmp_path / "done", grid_text, lambda t: {"status": "stopped", "epochs_completed": 2, "val_error": 0.5, "grid": "done"}
+              if t.config["lr"] > 0.2 else {"status": "completed", "val_error": 0.3, "grid": "done"})
+    shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "done"), "--format", "markdown",
+                                     "--where", "status=stopped"])
+    assert "| done | stopped (4/4) |" in shown.stdout, shown.stdout
+    # Mid-run, the kept settings' trials have no row yet: the cell still waits for them.
+    write_run(tmp_path / "mid", grid_text.replace("name: done", "name: mid"), lambda t: {
+        "status": "stopped", "epochs_completed": 2, "val_error": 0.5, "grid": "mid"} if t.config["lr"] > 0.2 else None)
+    shown = CliRunner().invoke(app, ["summarize", str(tmp_path / "mid"), "--format", "markdown",
+                                     "--where", "status=stopped"])
+    assert "| mid | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
 
 
 def test_plan_counts_the_epochs_halving_trains(tmp_path):

@@ -136,6 +136,19 @@ def test_ray_client_is_refused_up_front(tmp_path):
         "on the head (`ray attach`, then --address auto) or submit it as a Ray job (`ray job submit`)\n")
 
 
+@pytest.mark.parametrize("ray_address, refused", [
+    ("ray://127.0.0.1:10001", "cannot run through Ray Client (ray://127.0.0.1:10001): "),
+    ("http://127.0.0.1:8265", "cannot connect to Ray at http://127.0.0.1:8265: that is an HTTP address ")])
+def test_an_address_that_auto_takes_from_ray_address_is_checked_as_one_given(tmp_path, ray_address, refused):
+    # ray.init("auto") joins RAY_ADDRESS where it is set (Ray's job docs export the dashboard's): through
+    # Ray Client, or "cannot connect to Ray at auto: 2. Set RAY_ADDRESS to the GCS address instead".
+    result = ablate("run", probe_grid(tmp_path), "--storage", tmp_path / "runs", "--address", "auto",
+                    env={"RAY_ADDRESS": ray_address}, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: RAY_ADDRESS, which --address auto takes: {refused}"), result.stderr
+    assert result.stderr.count("\n") == 1
+
+
 def test_gpus_on_a_machine_without_gpus_is_refused_up_front(tmp_path):
     result = ablate("run", "grids/smoke.yaml", "--storage", tmp_path / "runs", "--trials-per-gpu", "4")
     assert result.returncode == 1

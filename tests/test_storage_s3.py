@@ -276,11 +276,15 @@ def test_an_object_whose_transfer_is_cut_short_is_one_line(monkeypatch):
                 connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nETag: \"e\"\r\n"
                                    b"Last-Modified: Mon, 07 Dec 2026 19:00:00 GMT\r\n\r\nPAR1" + b"x" * 100)
 
-    threading.Thread(target=cut_short, daemon=True).start()
+    serving = threading.Thread(target=cut_short, daemon=True)
+    serving.start()
     try:
         result = ablate("summarize", f"s3://results/studies/probe?endpoint_override=http://127.0.0.1:{port}&region=us-east-1")
     finally:
+        server.shutdown(socket.SHUT_RDWR)  # close() alone leaves accept() waiting, and the port open
         server.close()
+        serving.join(5)
+    assert not serving.is_alive()
     assert result.returncode == 1
     assert result.stderr == ("error: s3://results/studies/probe: cannot reach it (An error occurred while reading from "
                              "response stream: ('Connection broken: IncompleteRead(104 bytes read, 99896 more expected)', "

@@ -29,10 +29,13 @@ def where(results: Results, conditions: list[str]) -> Results:
             values = ", ".join(as_written(v) for v in left if v is not None) or "none recorded"
             raise ResultsError(f"{results.run.display()}: no trial matches --where "
                                f"{' --where '.join(conditions[:i + 1])} ({column} values: {values})")
-        trials = trials.where([not m for m in match] if negate else match)
         if planned and column in planned[0]:  # the trials not run yet that it keeps
-            match = matches([t[column] for t in planned], value)
-            planned = tuple(t for t, m in zip(planned, match) if m != negate)
+            kept = matches([t[column] for t in planned], value)
+            planned = tuple(t for t, m in zip(planned, kept) if m != negate)
+        elif planned:  # a column of the rows alone (a status): the grid's trials whose rows it leaves out go too
+            left_out = {trial_id for trial_id, m in zip(trials["trial_id"], match) if m == negate}
+            planned = tuple(t for t in planned if t["trial_id"] not in left_out)
+        trials = trials.where([not m for m in match] if negate else match)
     return dataclasses.replace(results, trials=trials, planned=planned)
 
 

@@ -104,9 +104,11 @@ def sigterm_as_ctrl_c(on_ray_lost):
 @contextlib.contextmanager
 def head_watched(on_lost, after_s: float = 10.0, every_s: float = 1.0):
     """On a joined cluster, a head that stops answering (its machine lost, `ray down`) is told to
-    `on_lost()` once, after `after_s`: Ray itself ends the driver only once its GCS has been gone for
-    a minute (it may come back), with a line of its C++ log that says nothing of the run."""
-    host, port = ray.get_runtime_context().gcs_address.rsplit(":", 1)
+    `on_lost(address)` once, after `after_s`, with the head's address (the one joined, where
+    `--address auto` found it): Ray itself ends the driver only once its GCS has been gone for a
+    minute (it may come back), with a line of its C++ log that says nothing of the run."""
+    address = ray.get_runtime_context().gcs_address
+    host, port = address.rsplit(":", 1)
     stop = threading.Event()
 
     def watch():
@@ -118,7 +120,7 @@ def head_watched(on_lost, after_s: float = 10.0, every_s: float = 1.0):
             except OSError:
                 lost_since = lost_since or time.monotonic()
                 if time.monotonic() - lost_since >= after_s:
-                    on_lost()
+                    on_lost(address)
                     return
 
     threading.Thread(target=watch, daemon=True, name="ablate-head-watch").start()
@@ -166,7 +168,14 @@ ANSWER_S = 10.0
 
 def _check_answers(address: str) -> None:
     """An address HOST:PORT where nothing accepts a connection is one error line within seconds:
-    Ray itself retries for minutes, printing its C++ client's warnings on the terminal."""
+    Ray itself retries for minutes, printing its C++ client's warnings on the terminal. `auto`
+    joins RAY_ADDRESS where it is set (as ray.init does): that address is checked."""
+    if address == "auto" and os.environ.get("RAY_ADDRESS", "auto") != "auto":
+        try:
+            _check_answers(os.environ["RAY_ADDRESS"])
+        except RunError as e:
+            raise RunError(f"RAY_ADDRESS, which --address auto takes: {e}") from None
+        return
     if address.startswith("ray://"):  # Tune runs a Ray Client's experiment on the head, without this driver's callbacks
         raise RunError(f"cannot run through Ray Client ({address}): ablate's driver must run on the cluster; run it "
                        "on the head (`ray attach`, then --address auto) or submit it as a Ray job (`ray job submit`)")

@@ -113,7 +113,8 @@ class Halver:
                 reported = self.run.reported(trial.trial_id)
             except CheckpointError:  # a disk fault, a copy cut short: as one that failed before the rung
                 self.notify(f"{self.run.display('trials', trial.trial_id, EPOCHS)}: unreadable, so trial "
-                            f"{trial.trial_id} has no {self.metric.name} at {rung}: its setting ranks last there")
+                            f"{trial.trial_id} has no {self.metric.name} at {rung}: its setting ranks after "
+                            "those that have one there")
                 return None, "an unreadable epochs file"
             if reported is not None:
                 value = self._at_rung(reported, rung)

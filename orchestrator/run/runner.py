@@ -133,7 +133,7 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                     publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
                 shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
                 watched = contextlib.nullcontext() if address is None else \
-                    head_watched(lambda: notify(HEAD_LOST.format(address, run.display())))
+                    head_watched(lambda head: notify(HEAD_LOST.format(head, run.display())))
                 with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking(), \
                         _sigterm_as_ctrl_c(run, notify), watched:
                     fit = functools.partial(_fit, grid, run, resources=resources, display=display, fail_fast=fail_fast,
