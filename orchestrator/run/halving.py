@@ -43,9 +43,10 @@ class Halver:
         self.cells: dict[str, dict[str, list]] = {}  # cell -> setting -> its trials, in the grid's order
         self.basis: dict[str, str] = {}  # cell -> what its trials share beyond the axes (_basis)
         for trial in grid.trials:
-            self.cells.setdefault(cell_key(trial, self.halving), {}).setdefault(
-                setting_key(trial, self.halving), []).append(trial)
-            self.basis.setdefault(cell_key(trial, self.halving), self._basis(trial))
+            cell = cell_key(trial, self.halving)
+            self.cells.setdefault(cell, {}).setdefault(setting_key(trial, self.halving), []).append(trial)
+            if cell not in self.basis:
+                self.basis[cell] = self._basis(trial)
         self.decisions = read_decisions(run)
 
     def _basis(self, trial) -> str:
@@ -146,9 +147,8 @@ class Halver:
             ranking.append({"setting": setting, "values": json.loads(setting),
                             "score": statistics.fmean(v for v, _ in scores) if not missing else None,
                             "seeds": len(trials), "why": ", ".join(sorted(set(missing))) or None})
-        scored = sorted((e for e in ranking if e["score"] is not None),
-                        key=lambda e: e["score"] if self.metric.mode == "min" else -e["score"])
-        ranking = scored + [e for e in ranking if e["score"] is None]
+        ranking = self._ranked(ranking)
+        scored = [e for e in ranking if e["score"] is not None]
         note = None
         if earlier:  # settings new to a decided rung join those it kept where they are as good
             bar = [e["score"] for d in earlier for e in d["ranking"] if e["setting"] in d["kept"] and e["score"] is not None]
@@ -169,10 +169,15 @@ class Halver:
         self.run.write_bytes(self.run.child(DECISIONS), json.dumps(self.decisions, indent=1).encode())
         return decision
 
+    def _ranked(self, entries: list[dict]) -> list[dict]:
+        """Ranking entries best first by score, in the metric's mode; those without one last, as they were."""
+        scored = sorted((e for e in entries if e["score"] is not None),
+                        key=lambda e: e["score"] if self.metric.mode == "min" else -e["score"])
+        return scored + [e for e in entries if e["score"] is None]
+
     def _stop(self, trial, rung: int, setting: str, made: list[dict]) -> None:
         # In one order over the rung's decisions: a setting new to a decided rung among those it beat.
-        entries = sorted((e for d in made for e in d["ranking"]), key=lambda e: (
-            e["score"] is None, 0 if e["score"] is None else e["score"] if self.metric.mode == "min" else -e["score"]))
+        entries = self._ranked([e for d in made for e in d["ranking"]])
         place = next(i for i, e in enumerate(entries) if e["setting"] == setting)
         score = entries[place]["score"]
         values = ", ".join(f"{k}={fmt(v)}" for k, v in json.loads(setting).items())
