@@ -100,8 +100,8 @@ def test_trials_that_no_node_can_start_are_said_to_wait(tmp_path, cluster, monke
     assert summary.unfinished == 2 and summary.ran == 0
     waited = re.search(r"started in (\d+) s", notes[-1])
     assert waited and notes[-1] == (
-        f"no trial has started in {waited[1]} s: each asks for 2 CPUs and 0 GPU, which no Ray node has free (3 node(s), "
-        "the largest with 1 CPUs and 0 GPUs); they start once a node has them, but if no autoscaler can add one (`ray "
+        f"no trial has started in {waited[1]} s: each asks for 2 CPUs and 0 GPUs, which no Ray node has free (3 node(s), "
+        "the largest with 1 CPU and 0 GPUs); they start once a node has them, but if no autoscaler can add one (`ray "
         "status` on the head shows what waits), stop the run with Ctrl-C and ask for less (--cpus, --gpus)")
 
 

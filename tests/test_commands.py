@@ -204,8 +204,8 @@ BAD = [
     ({"command": {"run": "python train.py --n {attempts}", "parameters": {"attempts": 1}}},
      "command.parameters.attempts: 'attempts' is taken (by a result column or the command itself); name it otherwise"),
     ({"command": {"run": "python train.py --lr {lr:.0e}", "parameters": {"lr": 0.1}}, "axes": {"lr": [0.1, 0.12]}},
-     "command.run: trials with lr=0.1 and with lr=0.12 run the same command line (python train.py --lr 1e-01): a "
-     "format spec rounds their values to one; give one that tells them apart"),
+     "command.run: trials with lr=0.1 and with lr=0.12 run the same command line (python train.py --lr 1e-01): it "
+     "must tell their values apart (a format spec may round them to one)"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "error", "mode": "min"},
      "metric: 'error' is a column ablate writes for every trial, in words; name a metric its trials report (a "
      "script's own 'error' can be read under another name by a metrics pattern, (?P<my_error>...))"),

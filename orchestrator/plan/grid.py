@@ -157,7 +157,7 @@ def _distinct_commands(path: Path, workload: Workload, trials: list[Trial]) -> N
         if differ:
             one, other = (", ".join(f"{k}={fmt(config[k])}" for k in differ) for config in (earlier, trial.config))
             raise GridError(path, "command.run", f"trials with {one} and with {other} run the same command line "
-                            f"({line}): a format spec rounds their values to one; give one that tells them apart")
+                            f"({line}): it must tell their values apart (a format spec may round them to one)")
 
 
 def _mapping(path, key, value, expected: str = "a mapping of parameter: value") -> dict:

@@ -328,8 +328,12 @@ def waiting_note(asked: dict[str, float], waited_s: float) -> str:
     cluster whose autoscaler cannot add such a node (or that has none) they wait forever."""
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     most = {r: max((n.get(r, 0) for n in nodes), default=0) for r in ("CPU", "GPU")}
-    return (f"no trial has started in {waited_s:.0f} s: each asks for {asked.get('CPU', 0):g} CPUs and "
-            f"{asked.get('GPU', 0):g} GPU, which no Ray node has free ({len(nodes)} node(s), the largest with "
-            f"{most['CPU']:g} CPUs and {most['GPU']:g} GPUs); they start once a node has them, but if no "
+    return (f"no trial has started in {waited_s:.0f} s: each asks for {_amount(asked.get('CPU', 0), 'CPU')} and "
+            f"{_amount(asked.get('GPU', 0), 'GPU')}, which no Ray node has free ({len(nodes)} node(s), the largest with "
+            f"{_amount(most['CPU'], 'CPU')} and {_amount(most['GPU'], 'GPU')}); they start once a node has them, but if no "
             "autoscaler can add one (`ray status` on the head shows what waits), stop the run with Ctrl-C and "
             "ask for less (--cpus, --gpus)")
+
+
+def _amount(n: float, unit: str) -> str:
+    return f"{n:g} {unit}" + ("s" if n == 0 or n > 1 else "")  # 0.25 GPU, 1 CPU, 2 CPUs, 0 GPUs

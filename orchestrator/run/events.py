@@ -46,7 +46,7 @@ class Events(tune.Callback):
 
     def __init__(self, grid: Grid, run: RunDir, display: Display, publisher: Publisher, trials: GridTrials,
                  hangs: Hangs | None = None, tracking: Tracking | None = None, failures: dict[str, int] | None = None,
-                 start_again: bool = False, fail_fast: bool = False, notify=lambda message: None):
+                 start_again: bool = False, fail_fast: bool = False, notify=None):
         self.grid, self.run, self.display, self.publisher, self.trials = grid, run, display, publisher, trials
         # trial_id -> its failures so far in this `ablate run`, counted on here. A grid with halving
         # runs a Tune experiment per round, each with a fresh FailureConfig: a trial gets only the
@@ -69,7 +69,8 @@ class Events(tune.Callback):
         # Whether a trial was recorded failed, for --fail-fast: Tune's own refuses retries, and sees
         # no error of a trial whose worker recorded its failure.
         self.fail_fast, self.failed = fail_fast, False
-        # Since when no trial runs while some wait for a node (None: not so), and whether it was said.
+        # Since when no trial runs while some wait for a node (None: not so), and whether it was said
+        # to `notify` (None: not watched, on this machine).
         self.notify, self.waiting_since, self.wait_noted = notify, None, False
 
     def __getstate__(self):
@@ -135,7 +136,7 @@ class Events(tune.Callback):
     def _note_waiting(self, trials) -> None:
         """Say once, after WAIT_NOTE_S, that trials wait for resources no node gives while none runs."""
         pending = [t for t in trials if t.status == t.PENDING]
-        if not pending or any(t.status == t.RUNNING for t in trials):
+        if self.notify is None or not pending or any(t.status == t.RUNNING for t in trials):
             self.waiting_since = None
             return
         if self.waiting_since is None:

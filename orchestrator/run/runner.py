@@ -238,8 +238,9 @@ def _fit(grid, run, todo, resources, display, fail_fast, publisher, scheduler, t
     # again, once, in a Tune experiment of their own.
     for start_again in (True, False):
         trials = GridTrials(todo, slots(resources) if local else None, until=until)  # a joined cluster may grow
+        # On this machine every trial fits a node (check_resources): only a joined cluster's may wait for one.
         events = Events(grid, run, display, publisher, trials, hangs, tracking, failures, start_again, fail_fast,
-                        notify)
+                        notify=None if local else notify)
         _experiment(grid, run, trainable, trials, events, resources, scheduler)
         if events.stopping():  # --fail-fast: nothing starts again
             return True
