@@ -151,4 +151,3 @@ def test_storage_that_a_node_does_not_see_is_refused(tmp_path, cluster, monkeypa
     assert str(error.value) == (f"{run.display()} is not seen by Ray node(s) {node['NodeManagerAddress']} "
                                 f"{node['NodeID'][:8]}: on a multi-node cluster use s3://bucket/prefix or an NFS "
                                 "path mounted at the same place on every node")
-

@@ -425,8 +425,6 @@ def test_a_finished_trial_is_ranked_by_its_report_where_it_would_have_paused(tmp
     assert decision["kept"] == ['{"lr": 0.1}'] and decision["note"] is None
 
 
-
-
 def test_a_trial_that_ended_before_the_rung_is_ranked_by_its_last_report(tmp_path):
     # lr 0.1's seed 0 stopped early itself (its own early stopping) at epoch 2, before the rung at 3:
     # the best setting was ranked last as having "no val_error", and its seed 1 stopped by halving.
@@ -442,7 +440,6 @@ def test_a_trial_that_ended_before_the_rung_is_ranked_by_its_last_report(tmp_pat
     [decision] = read_decisions(run)
     assert [(e["values"]["lr"], e["score"]) for e in decision["ranking"]][0] == (0.1, pytest.approx(0.1 + (1 / 2 + 1 / 3) / 2))
     assert decision["kept"] == [json.dumps({"lr": 0.1}), json.dumps({"lr": 0.2})]
-
 
 
 def paused_at_rung(run: RunDir, trial, errors: list[float]) -> None:
@@ -475,7 +472,6 @@ def test_a_new_setting_stopped_at_a_decided_rung_is_said_to_rank_where_its_score
     # Its log, which ended at its pause ("paused after 2 for its cell's halving decision"), says so too.
     assert (tmp_path / "runs" / "probe" / "trials" / new.trial_id / "trial.log").read_text().endswith(
         " stopped by halving at 2: lr=0.25 ranked 3 of 5 by val_error (0.25)\n")
-
 
 
 def test_a_grid_whose_fixed_values_changed_decides_anew_for_its_new_trials(tmp_path):

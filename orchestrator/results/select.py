@@ -61,4 +61,3 @@ def _same(value, wanted) -> bool:
         except ValueError:
             return False
     return value == wanted
-
