@@ -84,9 +84,11 @@ def write_fixture(path, trials: dict = TRIALS, fixed: dict = PAPER_PROTOCOL, dat
     return run
 
 
-def write_run(path, grid: str, result_of: Callable[[Trial], dict | None]) -> RunDir:
+def write_run(path, grid: str, result_of: Callable[[Trial], dict | None],
+              epochs_of: Callable[[Trial], list[dict]] = lambda trial: []) -> RunDir:
     """The run of a grid file's text: each trial's record holds what `result_of(trial)` returns
-    (its status and metrics), or there is none where it returns None (not run yet)."""
+    (its status and metrics) and the reports `epochs_of(trial)`, or there is none where it returns
+    None (not run yet)."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "grid.yaml").write_text(grid)
     loaded = load_grid(path / "grid.yaml")
@@ -95,7 +97,7 @@ def write_run(path, grid: str, result_of: Callable[[Trial], dict | None]) -> Run
     for trial in loaded.trials:
         if (result := result_of(trial)) is not None:
             write_record(run, schema, trial.trial_id, trial.config,
-                         {"epochs_completed": 3, "train_seconds": 10.0, "attempts": 1, **result})
+                         {"epochs_completed": 3, "train_seconds": 10.0, "attempts": 1, **result}, epochs_of(trial))
     Publisher(run).catch_up()
     return run
 

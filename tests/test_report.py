@@ -572,14 +572,8 @@ def test_plot_of_a_count_that_starts_again_goes_on_after_its_last_epoch_not_a_me
     from orchestrator.results import plots
 
     grid = "name: ft\ncommand:\n  run: python t.py --seed {seed}\nmetric: val_loss\n"
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "grid.yaml").write_text(grid)
-    loaded, run = load_grid(tmp_path / "run" / "grid.yaml"), RunDir(str(tmp_path / "run"))
-    for trial in loaded.trials:
-        epochs = [{"epoch": e, "val_loss": phase / e} for phase in (1.0, 0.1) for e in (1, 2)]
-        records.write_record(run, records.trial_schema(loaded.workload.config), trial.trial_id, trial.config,
-                             {"status": "completed", "epochs_completed": 4, "val_loss": 0.05}, epochs)
-    records.Publisher(run).catch_up()
+    run = write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "epochs_completed": 4, "val_loss": 0.05},
+                    lambda t: [{"epoch": e, "val_loss": phase / e} for phase in (1.0, 0.1) for e in (1, 2)])
     results = load(run)
     curves, _ = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
     (line,) = curves.lines
@@ -593,13 +587,8 @@ def test_plot_of_a_metric_reported_every_n_steps_beside_epochs_is_over_steps(tmp
 
     grid = ("name: mix\ncommand:\n  run: python t.py --steps {steps} --seed {seed}\n  parameters:\n    steps: 40\n"
             "  steps: steps\nmetric: val_loss\n")
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "grid.yaml").write_text(grid)
-    loaded, run = load_grid(tmp_path / "run" / "grid.yaml"), RunDir(str(tmp_path / "run"))
     epochs = [{"step": 10, "val_loss": 0.4}, {"step": 20, "val_loss": 0.3}, {"step": 20, "epoch": 1, "val_acc": 0.5}]
-    records.write_record(run, records.trial_schema(loaded.workload.config), loaded.trials[0].trial_id,
-                         loaded.trials[0].config, {"status": "completed", "epochs_completed": 3, "val_loss": 0.3}, epochs)
-    records.Publisher(run).catch_up()
+    run = write_run(tmp_path / "run", grid, lambda t: {"status": "completed", "val_loss": 0.3}, lambda t: epochs)
     results = load(run)
     curves, _ = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
     (line,) = curves.lines
@@ -614,14 +603,9 @@ def test_plot_of_trials_of_one_epoch_draws_each_cell_s_point(tmp_path):
 
     grid = ("name: one\ncommand:\n  run: python t.py --lr {lr} --seed {seed}\n  parameters:\n    lr: 0.1\n"
             "metric: val_loss\naxes:\n  lr: [0.1, 0.01]\n")
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "grid.yaml").write_text(grid)
-    loaded, run = load_grid(tmp_path / "run" / "grid.yaml"), RunDir(str(tmp_path / "run"))
-    for trial in loaded.trials:
-        records.write_record(run, records.trial_schema(loaded.workload.config), trial.trial_id, trial.config,
-                             {"status": "completed", "epochs_completed": 1, "val_loss": trial.config["lr"]},
-                             [{"epoch": 1, "val_loss": trial.config["lr"]}])
-    records.Publisher(run).catch_up()
+    run = write_run(tmp_path / "run", grid,
+                    lambda t: {"status": "completed", "epochs_completed": 1, "val_loss": t.config["lr"]},
+                    lambda t: [{"epoch": 1, "val_loss": t.config["lr"]}])
     results = load(run)
     curves, _ = plots.plot(results, summarize(results, layout_for(results)), tmp_path / "p.png").axes
     assert [(list(line.get_xdata()), line.get_marker()) for line in curves.lines] == [([1], "o"), ([1], "o")]
