@@ -766,11 +766,12 @@ def test_a_metric_that_is_not_a_number_is_one_line_naming_it(run_dir, tmp_path):
         result = invoke("summarize", run_dir, "--metric", metric)
         assert result.exit_code == 1
         assert result.stderr == f"error: {run_dir}: {metric} {NOT_NUMERIC.format(value)}\n"
-    # A script that prints its metrics as text (ABLATE {"val_loss": "0.4321"}); a grid judged by status.
+    # A script that prints its metrics as text (ABLATE {"val_loss": "0.4321"}); a grid judged by status
+    # (refused at plan now, but an older ablate ran it).
     write_run(tmp_path / "text", SCRIPT_GRID + "metric: val_loss\nreport: [test_loss]\n",
               lambda t: {"status": "completed", "val_loss": "0.4321", "test_loss": "0.5321"})
-    write_run(tmp_path / "status", SCRIPT_GRID + "metric: status\nmode: min\n",
-              lambda t: {"status": "completed", "val_error": 0.2, "test_error": 0.3})
+    write_run(tmp_path / "status", SCRIPT_GRID, lambda t: {"status": "completed", "val_error": 0.2, "test_error": 0.3})
+    (tmp_path / "status" / "grid.yaml").write_text(SCRIPT_GRID + "metric: status\nmode: min\n")
     for command in (["summarize", tmp_path / "text"], ["compare", tmp_path / "text", "--baseline", "lr=0.1"]):
         result = invoke(*command)
         assert result.exit_code == 1
