@@ -113,8 +113,9 @@ def test_a_head_that_asks_for_a_token_is_named(tmp_path, monkeypatch):
     head = FakeCluster.start(tmp_path, autoscaling=False, watch=False)
     try:
         command = ("run", probe_grid(tmp_path), "--address", head.address, "--storage", tmp_path / "runs")
-        none = ablate(*command, env={"RAY_AUTH_MODE": "disabled"})
-        wrong = ablate(*command, env={"RAY_AUTH_TOKEN": "fedcba9876543210fedcba9876543210"})
+        tries = {"RAY_gcs_server_port_wait_time_s": "2"}  # Ray's 20 tries a second apart, each refused alike
+        none = ablate(*command, env={"RAY_AUTH_MODE": "disabled", **tries})
+        wrong = ablate(*command, env={"RAY_AUTH_TOKEN": "fedcba9876543210fedcba9876543210", **tries})
     finally:
         head.stop()
     assert none.returncode == 1 and wrong.returncode == 1
