@@ -225,7 +225,7 @@ def _results(run: str, storage: str, where: list[str] | None, all_trials: bool =
     if loaded.trials.empty and loaded.others:  # its grid was edited since and not run again
         raise AblateError(f"{run_dir.display()}: none of the trials of its grid as it is now has finished; "
                           f"--all-trials shows the {loaded.others} trials of an earlier version of the grid")
-    results = select.where(loaded, where or [])
+    results = select.where(loaded, where or [], _note)
     if results.untrusted:
         _untrusted(run_dir, results.untrusted, "the tables are laid out by the axes that vary, without its "
                                               "published numbers and claims")

@@ -781,6 +781,17 @@ def test_a_metric_that_is_not_a_number_is_one_line_naming_it(run_dir, tmp_path):
     assert result.stderr == f"error: {tmp_path / 'status'}: status {NOT_NUMERIC.format('completed')}\n"
 
 
+def test_where_on_a_result_says_how_many_trials_it_leaves_out_for_having_none(tmp_path):
+    # A seed that failed before its data was recorded has no synthetic_data: --where
+    # synthetic_data=false leaves it out, so its cell rests on the other seed without a word.
+    write_run(tmp_path / "run", SCRIPT_GRID, lambda t: {"status": "failed", "error": "boom"} if t.config["seed"] else
+              {"status": "completed", "val_error": 0.2, "test_error": 0.3, "synthetic_data": False})
+    result = invoke("summarize", tmp_path / "run", "--where", "synthetic_data=false", "-f", "csv")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == "note: --where synthetic_data=false leaves out 2 trials without a synthetic_data (2 failed)\n"
+    assert invoke("summarize", tmp_path / "run", "--where", "lr=0.1", "-f", "csv").stderr == ""
+
+
 def test_a_text_value_a_grid_also_reports_is_left_out_with_a_note(tmp_path):
     write_run(tmp_path / "run", SCRIPT_GRID + "report: [val_error, best_checkpoint]\n",
               lambda t: {"status": "completed", "val_error": 0.2 + 0.01 * t.config["seed"], "test_error": 0.3,

@@ -12,9 +12,10 @@ from orchestrator.errors import ResultsError
 from orchestrator.results.tables import Results, as_written
 
 
-def where(results: Results, conditions: list[str]) -> Results:
+def where(results: Results, conditions: list[str], notify=lambda message: None) -> Results:
     """Keep the trials matching every `column=value` / `column!=value` condition, the value
-    written as in a grid file (matches)."""
+    written as in a grid file (matches). Trials without a value of the column (a result a failed
+    one never reported) match no `=`: `notify` is told how many, and of which status."""
     trials, planned = results.trials, results.planned
     for i, condition in enumerate(conditions):
         negate = "!=" in condition
@@ -35,6 +36,10 @@ def where(results: Results, conditions: list[str]) -> Results:
         elif planned:  # a column of the rows alone (a status): the grid's trials whose rows it leaves out go too
             left_out = {trial_id for trial_id, m in zip(trials["trial_id"], match) if m == negate}
             planned = tuple(t for t in planned if t["trial_id"] not in left_out)
+        if not negate and (unknown := [status for status, v in zip(trials["status"], trials[column]) if v is None]):
+            statuses = ", ".join(f"{unknown.count(st)} {st}" for st in dict.fromkeys(unknown))
+            notify(f"--where {condition} leaves out {len(unknown)} trial{'s' * (len(unknown) > 1)} without a "
+                   f"{column} ({statuses})")
         trials = trials.where([not m for m in match] if negate else match)
     return dataclasses.replace(results, trials=trials, planned=planned)
 
