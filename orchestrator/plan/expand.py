@@ -121,14 +121,18 @@ def cells(spec: Spec) -> list[dict[str, Any]]:
     return out
 
 
+def identity_fields(config_type) -> set[str]:
+    """The parameters a trial's id is made of: all but those marked `identity: False` (a data path)."""
+    return {f.name for f in dataclasses.fields(config_type) if f.metadata.get("identity", True)}
+
+
 def expand(spec: Spec) -> list[Trial]:
     """Every trial of the grid: each cell once per seed, over the workload's defaults and the
     fixed values. A trial given twice (an include that repeats a cell of the axes) is one."""
     workload = spec.workload
     defaults = dataclasses.asdict(workload.config())
-    identity = {f.name for f in dataclasses.fields(workload.config) if f.metadata.get("identity", True)}
     base = {**defaults, **spec.fixed}
-    ids = _TrialIds(workload.name, base, identity)
+    ids = _TrialIds(workload.name, base, identity_fields(workload.config))
     trials, seen = [], set()
     for cell in cells(spec):
         cell_ids = ids.of_cell(cell)

@@ -16,13 +16,13 @@ that rung against it and kept where it is at least as good as the worst setting 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import statistics
 from typing import Any
 
+from orchestrator.plan.expand import identity_fields
 from orchestrator.plan.grid import Grid
 from orchestrator.plan.halving import DECISIONS, cell_key, read_decisions, setting_key
 from orchestrator.plan.params import fmt
@@ -53,7 +53,7 @@ class Halver:
         """A hash of what a cell's trials share beyond its axes' values: the workload, and the fixed
         values and defaults that count for a trial's id. A decision holds for those only: the grid
         run again with another fixed value (new trials) decides anew."""
-        identity = {f.name for f in dataclasses.fields(self.grid.workload.config) if f.metadata.get("identity", True)}
+        identity = identity_fields(self.grid.workload.config)
         shared = {k: v for k, v in trial.config.items() if k in identity and k not in trial.cell}
         text = json.dumps({"workload": self.grid.workload.name, "config": shared}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
