@@ -27,7 +27,7 @@ from orchestrator.store import records
 from orchestrator.store.records import trial_schema, write_record
 from orchestrator.store.rundir import RunDir
 from tests.results_fixture import write_run
-from tests.runs import probe_grid, quiet, trials
+from tests.runs import executions, probe_grid, quiet, trials
 
 ABLATE = os.path.join(os.path.dirname(sys.executable), "ablate")
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,6 +230,24 @@ def test_each_cell_trains_one_lr_to_the_end_and_stops_the_others_at_the_rungs(tm
         [(0.0, "completed", 8)] * 3 + [(0.45, "stopped", 2)] * 3
     assert epochs_trained(tmp_path) - trained == 3 * (8 + 2)
     assert set(decisions) < set(kept(storage / "probe"))  # the earlier decisions stand; the new lr's are added
+
+
+@pytest.mark.usefixtures("local_ray")
+def test_a_cell_with_one_setting_or_one_left_trains_straight_through(tmp_path):
+    # Target 0.45 has one lr; target 0 keeps one of its two at 2. Each paused at every rung all the
+    # same, waiting for a decision that could stop nothing, and started again from its checkpoint.
+    path = probe_grid(tmp_path, axes={"target": [0.0, 0.45], "lr": [0.1, 0.2]}, fixed={"epochs": 6},
+                      exclude=[{"target": 0.45, "lr": 0.2}], halving={"over": ["lr"], "rungs": [2, 4], "keep": 0.5})
+    output = io.StringIO()
+    grid = load_grid(path)
+    summary = run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet(output))
+    assert summary.counts == {"completed": 2, "stopped": 1}
+    # Started once, and again after the one rung where its cell had two settings to compare.
+    assert sorted((key, epoch) for key, epoch, _ in executions(tmp_path)) == [
+        ("lr0.1-seed0-never", 0), ("lr0.1-seed0-never", 2), ("lr0.1-seed0-never-target0.45", 0),
+        ("lr0.2-seed0-never", 0)]
+    assert output.getvalue().count("paused: at 2") == 2 and "paused: at 4" not in output.getvalue()
+    assert kept(tmp_path / "runs" / "probe") == [(json.dumps({"target": 0.0}), 2, (json.dumps({"lr": 0.1}),))]
 
 
 @pytest.mark.usefixtures("local_ray")

@@ -5,7 +5,7 @@ asks for), made from what is on storage so that any driver arrives at the same d
     plan = halver.next(final)   # trial_id -> the epoch it trains until (None: to its end)
 
 A cell's settings train to its next rung, where each trial pauses from its checkpoint without a
-record (run/session.py, Paused). Once all of them are there (or ended: failed, diverged), the cell
+record (run/session.py, Paused); a cell with one setting left trains straight through. Once all of them are there (or ended: failed, diverged), the cell
 ranks its settings by the mean over seeds of the grid's metric at the rung (the best report up to
 it, for a metric declared `summary: best`), keeps the best `keep` of them, records the decision
 in the run's halving.json, and records the others' trials as `stopped` at the rung: final, like
@@ -70,6 +70,8 @@ class Halver:
         plan: dict[str, int | None] = {}
         alive = list(settings)
         for rung in self.halving.rungs:
+            if len(alive) < 2:  # nothing to compare: it trains straight through
+                break
             made = [d for d in self.decisions if d["cell_key"] == cell and d["rung"] == rung
                     and d.get("basis", self.basis[cell]) == self.basis[cell]]  # one of an older ablate holds
             ranked = {entry["setting"] for d in made for entry in d["ranking"]}
