@@ -179,7 +179,9 @@ def run(grid_file: GridPath,
                   f"run the same command again to resume", soft_wrap=True)
         raise typer.Exit(130) from None
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items()) or "no results"
-    console.print(f"{grid.name}: {counts} ({summary.ran} run now, {summary.skipped} already done)")
+    unrun = f", {summary.stopped_unrun} stopped by halving without running again" if summary.stopped_unrun else ""
+    console.print(f"{grid.name}: {counts} ({summary.ran} run now{unrun}, {summary.skipped} already done)",
+                  soft_wrap=True)
     if summary.failed_earlier:
         console.print(f"{trials(summary.failed_earlier)} failed in an earlier run; --retry-failed runs them again")
     if summary.unfinished:

@@ -251,6 +251,26 @@ def test_a_cell_with_one_setting_or_one_left_trains_straight_through(tmp_path):
 
 
 @pytest.mark.usefixtures("local_ray")
+def test_a_trial_stopped_where_an_earlier_run_paused_it_is_counted_in_the_runs_last_line(tmp_path, monkeypatch):
+    # The driver died after its decision, before the record of the trial it stopped: the next run
+    # said "(1 run now, 0 already done)" of 2 trials, the stopped one in neither count.
+    path, storage = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]}, fixed={"epochs": 4},
+                               halving={"over": ["lr"], "rungs": [2], "keep": 0.5}), tmp_path / "runs"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr("orchestrator.run.halving.write_stopped", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(path, storage)
+    assert kept(storage / "probe") == [("{}", 2, (json.dumps({"lr": 0.1}),))]
+    shown = CliRunner().invoke(app, ["run", str(path), "--storage", str(storage), "--quiet"])
+    assert "probe: 1 completed, 1 stopped (1 run now, 1 stopped by halving without running again, 0 already done)" \
+        in shown.stdout, shown.stdout
+
+
+@pytest.mark.usefixtures("local_ray")
 def test_a_failed_trial_that_retry_failed_runs_again_pauses_at_its_rung_and_goes_on_as_decided(tmp_path):
     # Both settings fail before the rung, and the cell, where every setting failed, keeps the first.
     # Run again by --retry-failed, lr 0.2 paused at the rung while its record still held the earlier

@@ -56,6 +56,9 @@ class RunSummary:
     counts: dict[str, int]  # status -> trials, over the whole grid
     ran: int  # trials this invocation started
     skipped: int  # trials that already had a result
+    # Trials halving stopped at the rung where an earlier run paused them (a driver killed or
+    # interrupted there): neither run now nor done before.
+    stopped_unrun: int
     unfinished: int  # trials without a row after this invocation (interrupted, or not retried)
     failed_earlier: int  # failed trials left alone because --retry-failed was not given
     ray_log: str | None = None  # where Ray's own messages went, when Ray was used
@@ -153,11 +156,13 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                     for trial_id in tracking.left_open():
                         tracking.recorded(trial_id)
 
-    finished = records.statuses(publisher.trials)
+    before, finished = finished, records.statuses(publisher.trials)
     statuses = [finished.get(t.trial_id) for t in grid.trials]
     counts = {s: statuses.count(s) for s in STATUSES if statuses.count(s)}
-    return RunSummary(run, counts, ran=len(ran), skipped=skipped, unfinished=statuses.count(None),
-                      failed_earlier=failed_earlier, ray_log=ray_log)
+    stopped_unrun = sum(1 for t in todo if t.trial_id not in ran and finished.get(t.trial_id) == STOPPED
+                        and before.get(t.trial_id) != STOPPED)
+    return RunSummary(run, counts, ran=len(ran), skipped=skipped, stopped_unrun=stopped_unrun,
+                      unfinished=statuses.count(None), failed_earlier=failed_earlier, ray_log=ray_log)
 
 
 def _sigterm_as_ctrl_c(run: RunDir, notify):
