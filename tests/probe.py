@@ -79,7 +79,8 @@ def train(config: Config, session) -> dict:
         # Better with more epochs and with an lr nearer the target: something for a scheduler to compare.
         spike = 1.0 if config.lr == config.spike_lr and epoch + 1 == 2 else 0.0
         session.report({"epoch": epoch + 1, "val_error": abs(config.lr - config.target) + 1 / (epoch + 2) + spike},
-                       checkpoint=state if (epoch + 1) % config.checkpoint_every == 0 else None)
+                       checkpoint=state if (epoch + 1) % config.checkpoint_every == 0 or session.pauses_at_next_report()
+                       else None)
     if config.fail in ("kill_after_record", "kill_driver_after_record"):
         log = session.log
 

@@ -369,6 +369,10 @@ def test_a_trial_stopped_after_its_last_checkpoint_keeps_its_epochs_up_to_the_ru
     # The value it was ranked by, at the rung, is its row's and its last epoch's.
     assert rows.val_error[0.4] == stopped.val_error.iloc[-1] == pytest.approx(0.4 + 1 / 4)
     assert list(epochs[epochs.trial_id == rows.trial_id[0.1]].epoch) == [1, 2, 3, 4, 5, 6]
+    # Its pause at 3 is checkpointed: kept, it goes on from there, training epoch 3 once, not again
+    # from its checkpoint of epoch 2.
+    trained = [line.split()[:2] for line in (tmp_path / "markers" / "epochs.log").read_text().splitlines()]
+    assert sorted(int(epoch) for key, epoch in trained if key.startswith("lr0.1-")) == [1, 2, 3, 4, 5, 6]
 
 
 # A script that reports every 10 steps and resumes from the last step it reported.

@@ -128,6 +128,15 @@ def test_checkpoint_frequency_is_configurable(data_dir):
     train(Config(**SMALL, model="A", variant="base", epochs=5, checkpoint_every=2), session)
     assert session.saved == [2, 4, 5]  # and always the last epoch
 
+    class Pausing(Counting):  # pauses at epoch 3, a rung of halving: it goes on from there
+        def pauses_at_next_report(self):
+            return len(self.epochs) + 1 == 3
+
+    session = Pausing()
+    session.saved = []
+    train(Config(**SMALL, model="A", variant="base", epochs=5, checkpoint_every=2), session)
+    assert session.saved == [2, 3, 4, 5]
+
 
 @pytest.mark.parametrize("fast_path", [{"channels_last": False}, {"compile": "default"}], ids=["channels_last", "compile"])
 def test_each_fast_path_can_be_switched_and_trains_the_same(data_dir, fast_path):

@@ -107,6 +107,11 @@ class Session(Protocol):
         """From the training thread: the epochs recorded since the last call are reported (where
         the trial is to stop, it stops here)."""
 
+    def pauses_at_next_report(self) -> bool:
+        """Whether the trial pauses at its next epoch's report (a rung of halving), to go on later
+        from its last checkpoint: a workload that checkpoints every few epochs checkpoints that
+        one too, or it trains again the epochs since."""
+
     def restore(self) -> dict[str, Any] | None:
         """The last checkpoint handed to `report`, or None for a fresh start."""
 
@@ -142,6 +147,9 @@ class MemorySession:
 
     def announce(self):
         pass
+
+    def pauses_at_next_report(self):
+        return False
 
     def restore(self):
         return copy.deepcopy(self.checkpoint)

@@ -247,6 +247,9 @@ class StoredSession:
                 self.paused_at = at
             return not pausing
 
+    def pauses_at_next_report(self) -> bool:
+        return self.until is not None and len(self.epochs) + 1 >= self.until  # as record() counts an epoch
+
     def announce(self) -> None:
         """The epochs recorded since the last call go on to the driver, in order (`on_report`:
         Tune's, which waits for the driver to take each); Paused once the trial reached `until`."""

@@ -195,7 +195,9 @@ def train(config, session) -> dict:
         last = epoch == config.epochs or status != "completed"
         checkpoint = None
         # A restart is always checkpointed: a resumed trial continues the new start, not the dead one.
-        if last or epoch == 0 or (config.checkpoint_every and epoch % config.checkpoint_every == 0):
+        # So is the epoch a trial pauses at (halving): it goes on from there, training no epoch twice.
+        if last or epoch == 0 or (config.checkpoint_every and epoch % config.checkpoint_every == 0) \
+                or session.pauses_at_next_report():
             checkpoint = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                           "schedule": schedule.state_dict(), "generator": generator.get_state(),
                           "rng": _rng_state(device), "epoch": epoch, "best_train_acc": best_train_acc,
