@@ -76,7 +76,10 @@ def halving_lines(grid: Grid) -> list[str]:
     epochs = planned(grid.trials, h, grid.planned_epochs)
     if epochs is None:
         return [f"{h.describe()}; {h.unit}s saved: not known (the workload does not say how many its trials train)"]
-    lines = [f"{h.describe()}: at most {epochs[0]:,.0f} of {epochs[1]:,.0f} {h.unit}s ({epochs[0] / epochs[1]:.0%}); "
+    # A script that reports every N steps pauses at its first report at or past a rung, which
+    # plan cannot know: what it trains past the rung is said, not counted.
+    past = " and what a script trains from a rung to its next report" if h.unit == "step" else ""
+    lines = [f"{h.describe()}: at most {epochs[0]:,.0f} of {epochs[1]:,.0f} {h.unit}s ({epochs[0] / epochs[1]:.0%}){past}; "
              "compute and time below are of the full grid"]
     if grid.workload.cost is not None:
         workload = grid.workload
