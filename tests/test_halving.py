@@ -235,21 +235,31 @@ def test_each_cell_trains_one_lr_to_the_end_and_stops_the_others_at_the_rungs(tm
 
 
 @pytest.mark.usefixtures("local_ray")
-def test_a_cell_with_one_setting_or_one_left_trains_straight_through(tmp_path):
+def test_a_cell_with_one_setting_or_one_left_waits_for_no_decision(tmp_path):
     # Target 0.45 has one lr; target 0 keeps one of its two at 2. Each paused at every rung all the
     # same, waiting for a decision that could stop nothing, and started again from its checkpoint.
-    path = probe_grid(tmp_path, axes={"target": [0.0, 0.45], "lr": [0.1, 0.2]}, fixed={"epochs": 6},
-                      exclude=[{"target": 0.45, "lr": 0.2}], halving={"over": ["lr"], "rungs": [2, 4], "keep": 0.5})
-    output = io.StringIO()
-    grid = load_grid(path)
-    summary = run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet(output))
+    def halved(name, **spec):
+        path = probe_grid(tmp_path, name=name, fixed={"epochs": 6}, **spec,
+                          halving={"over": ["lr"], "rungs": [2, 4], "keep": 0.5})
+        output, grid = io.StringIO(), load_grid(path)
+        summary = run_grid(grid, RunDir.for_grid(str(tmp_path / "runs"), grid.name), quiet(output))
+        return summary, output.getvalue()
+
+    summary, shown = halved("one", axes={"lr": [0.1]})  # a grid of one lr: halving has nothing to do
+    assert summary.counts == {"completed": 1} and "paused" not in shown
+    assert [(key, epoch) for key, epoch, _ in executions(tmp_path)] == [("lr0.1-seed0-never", 0)]  # started once
+
+    (tmp_path / "markers" / "executions.log").unlink()
+    summary, shown = halved("mixed", axes={"target": [0.0, 0.45], "lr": [0.1, 0.2]},
+                            exclude=[{"target": 0.45, "lr": 0.2}])
     assert summary.counts == {"completed": 2, "stopped": 1}
-    # Started once, and again after the one rung where its cell had two settings to compare.
+    # Past the one rung where its cell had two settings to compare, lr 0.1 trains straight through;
+    # the cell of one lr goes with the other's round to that rung, so as not to hold it up there.
     assert sorted((key, epoch) for key, epoch, _ in executions(tmp_path)) == [
         ("lr0.1-seed0-never", 0), ("lr0.1-seed0-never", 2), ("lr0.1-seed0-never-target0.45", 0),
-        ("lr0.2-seed0-never", 0)]
-    assert output.getvalue().count("paused: at 2") == 2 and "paused: at 4" not in output.getvalue()
-    assert kept(tmp_path / "runs" / "probe") == [(json.dumps({"target": 0.0}), 2, (json.dumps({"lr": 0.1}),))]
+        ("lr0.1-seed0-never-target0.45", 2), ("lr0.2-seed0-never", 0)]
+    assert shown.count("paused: at 2") == 3 and "paused: at 4" not in shown
+    assert kept(tmp_path / "runs" / "mixed") == [(json.dumps({"target": 0.0}), 2, (json.dumps({"lr": 0.1}),))]
 
 
 @pytest.mark.usefixtures("local_ray")
@@ -493,7 +503,7 @@ def paused_at_rung(run: RunDir, trial, errors: list[float]) -> None:
     run.write_progress(trial.trial_id, {"epoch": len(errors), "paused_at": len(errors),
                                         "metrics": {"val_error": errors[-1]}})
     run.write_bytes(run.trial_file(trial.trial_id, "trial.log"),
-                    f"2026-12-07 19:00:00 paused after {len(errors)} for its cell's halving decision\n".encode())
+                    f"2026-12-07 19:00:00 paused after {len(errors)} until its round of halving ends\n".encode())
 
 
 def test_a_new_setting_stopped_at_a_decided_rung_is_said_to_rank_where_its_score_places_it(tmp_path):
@@ -513,7 +523,7 @@ def test_a_new_setting_stopped_at_a_decided_rung_is_said_to_rank_where_its_score
     assert reasons == {0.25: "stopped by halving at 2: lr=0.25 ranked 3 of 5 by val_error (0.25)",
                        0.3: "stopped by halving at 2: lr=0.3 ranked 3 of 4 by val_error (0.3)",
                        0.4: "stopped by halving at 2: lr=0.4 ranked 4 of 4 by val_error (0.4)"}
-    # Its log, which ended at its pause ("paused after 2 for its cell's halving decision"), says so too.
+    # Its log, which ended at its pause ("paused after 2 until its round of halving ends"), says so too.
     assert (tmp_path / "runs" / "probe" / "trials" / new.trial_id / "trial.log").read_text().endswith(
         " stopped by halving at 2: lr=0.25 ranked 3 of 5 by val_error (0.25)\n")
 

@@ -34,7 +34,7 @@ class Active:
     train_seconds: float  # wall time of its epochs so far, every attempt
     updated: datetime
     interrupted: bool  # no driver holds the run, or no progress for a long while: its run was stopped
-    paused: bool = False  # at a rung of halving, until its cell decides
+    paused: bool = False  # at a rung of halving, until its round ends
 
 
 @dataclass

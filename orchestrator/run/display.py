@@ -86,7 +86,7 @@ class Display:
     def trial_paused(self, trial_id: str, at: int) -> None:
         """At a rung of halving, until every setting of its cell is there too."""
         self.paused[trial_id] = self.running.pop(trial_id, None)
-        self.show(trial_id, "paused", f"at {at}, until its cell decides which settings go on")
+        self.show(trial_id, "paused", f"at {at}, until its round of halving ends")
 
     def trial_finished(self, trial_id: str, status: str, detail: str) -> None:
         self._ended(trial_id)

@@ -205,7 +205,7 @@ class Events(tune.Callback):
         if row is None and self.stopping():  # stopped with the run: it resumes at the next `ablate run`
             return
         until = trial.config["trial"].get("until")
-        # At a rung, for its cell's decision (halving.py). A failed trial that --retry-failed runs
+        # At a rung, until its round ends (halving.py). A failed trial that --retry-failed runs
         # again keeps its record of the earlier failure until it has a result.
         if (row is None or row["status"] == "failed") and until is not None \
                 and self.run.progress(trial_id).get("paused_at", 0) >= until:

@@ -5,7 +5,8 @@ asks for), made from what is on storage so that any driver arrives at the same d
     plan = halver.next(final)   # trial_id -> the epoch it trains until (None: to its end)
 
 A cell's settings train to its next rung, where each trial pauses from its checkpoint without a
-record (run/session.py, Paused); a cell with one setting left trains straight through. Once all of them are there (or ended: failed, diverged), the cell
+record (run/session.py, Paused). A cell with one setting left has nothing to compare: it trains
+straight through, or where other cells still decide, to their rungs with them. Once all of them are there (or ended: failed, diverged), the cell
 ranks its settings by the mean over seeds of the grid's metric at the rung (the best report up to
 it, for a metric declared `summary: best`), keeps the best `keep` of them, records the decision
 in the run's halving.json, and records the others' trials as `stopped` at the rung: final, like
@@ -62,16 +63,28 @@ class Halver:
         """Make every decision that can be made now, given `final` (trial_id -> status of each
         trial that has a result), and say which trials to run next and until where."""
         plan: dict[str, int | None] = {}
+        along: set[str] = set()  # trials of cells with one setting left: nothing to compare
         for cell, settings in self.cells.items():
-            plan.update(self._cell(cell, settings, final))
+            plan.update(self._cell(cell, settings, final, along))
+        # Those go with the round, to the furthest rung its other trials train to, or to their end
+        # where none stops at a rung: they wait for no decision, and hold up none at its rung.
+        bounds = [until for trial_id, until in plan.items() if trial_id not in along]
+        reach = None if not bounds or None in bounds else max(bounds)
+        for trial_id in along:
+            if reach is not None and position(self.run.progress(trial_id)) >= reach:
+                del plan[trial_id]  # there already: it goes on with a later round
+            else:
+                plan[trial_id] = reach
         return plan
 
-    def _cell(self, cell: str, settings: dict[str, list], final: dict[str, str]) -> dict[str, int | None]:
+    def _cell(self, cell: str, settings: dict[str, list], final: dict[str, str], along: set[str]) -> dict[str, int | None]:
         plan: dict[str, int | None] = {}
         alive = list(settings)
         for rung in self.halving.rungs:
-            if len(alive) < 2:  # nothing to compare: it trains straight through
-                break
+            if len(alive) < 2:  # nothing to compare: it goes with the round (next())
+                left = [t.trial_id for s in alive for t in settings[s] if t.trial_id not in final]
+                along.update(left)
+                return {**plan, **dict.fromkeys(left)}
             made = [d for d in self.decisions if d["cell_key"] == cell and d["rung"] == rung
                     and d.get("basis", self.basis[cell]) == self.basis[cell]]  # one of an older ablate holds
             ranked = {entry["setting"] for d in made for entry in d["ranking"]}

@@ -150,7 +150,7 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
         write_failed(run, workload, grid_name, trial_id, config, str(e), session.progress)
         session.log(f"failed: {e} (not retried: each retry would read the same file)")
     except Paused as paused:
-        session.log(f"paused after {paused.args[0]} for its cell's halving decision")
+        session.log(f"paused after {paused.args[0]} until its round of halving ends")
     except SystemExit:  # how Tune ends the training thread of a trial it stops, whatever the reason
         # A scheduler's decision, or the run stopping (Ctrl-C, --fail-fast): the worker cannot tell which.
         _log_if_possible(session, "stopped by the driver (a scheduler's decision, or the run stopping: "
