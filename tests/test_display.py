@@ -52,6 +52,24 @@ def test_eta_counts_the_epochs_left():
     assert "1 diverged" in p.counts_line()
 
 
+def test_the_eta_of_a_run_with_halving_counts_the_epochs_halving_trains():
+    # 4 trials of 8 epochs, at most 16 with halving (ablate plan): the run's ETA counted 32, so it
+    # said three times the time left once every trial had reached the rung at 2, where 8 are left.
+    p = PlainDisplay(console(), total=4, skipped=0, planned_epochs={t: 8 for t in "abcd"})
+    p.halved(16)
+    p.started -= 80
+    for t in "abcd":
+        p.trial_started(t, {})
+        p.trial_result(t, {"epoch": 1})
+        p.trial_result(t, {"epoch": 2})
+    assert p.eta() == pytest.approx(80 * 8 / 8, rel=1e-3)
+    p.trial_finished("c", "stopped", "stopped by halving at 2: ...")  # those 8 never counted its last 6
+    p.trial_finished("d", "stopped", "stopped by halving at 2: ...")
+    assert p.eta() == pytest.approx(80 * 8 / 8, rel=1e-3)
+    p.trial_finished("b", "diverged", "")  # ended early itself: its last 6 never come
+    assert p.eta() == pytest.approx(80 * 2 / 8, rel=1e-3)
+
+
 def test_a_trial_left_unfinished_before_it_started_counts_no_epochs_left_and_is_not_pending():
     # Its reused worker died while idle: it never runs in this run (the next `ablate run` runs it).
     p = PlainDisplay(console(), total=3, skipped=0, planned_epochs={"a": 10, "b": 10, "c": 10})

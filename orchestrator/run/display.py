@@ -56,8 +56,15 @@ class Display:
         self.ran: set[str] = set()  # trials that began an attempt in this run
         known = list(planned_epochs.values())
         self.epochs_left = None if None in known else sum(known)
+        self.halving = False  # whether epochs_left counts only what halving trains (halved())
         self.epochs_trained = 0
         self.started = time.monotonic()
+
+    def halved(self, at_most: float | None) -> None:
+        """With halving, the epochs left are `at_most` (plan/halving.py, as `ablate plan` counts them):
+        not the full grid's, and a trial it stops at a rung leaves none of them untrained."""
+        if at_most is not None and self.epochs_left is not None:
+            self.epochs_left, self.halving = at_most, True
 
     # -- events --------------------------------------------------------------------------------
     def trial_started(self, trial_id: str, cell: dict[str, Any]) -> None:
@@ -89,7 +96,7 @@ class Display:
         self.show(trial_id, "paused", f"at {at}, until its round of halving ends")
 
     def trial_finished(self, trial_id: str, status: str, detail: str) -> None:
-        self._ended(trial_id)
+        self._ended(trial_id, untrained=not (self.halving and status == "stopped"))
         self.counts[status] = self.counts.get(status, 0) + 1
         self.show(trial_id, status, detail)
 
@@ -99,12 +106,12 @@ class Display:
         self.unfinished += 1
         self.show(trial_id, "unfinished", detail)
 
-    def _ended(self, trial_id: str) -> None:
+    def _ended(self, trial_id: str, untrained: bool = True) -> None:
         # One that never started in this run (its worker died first, or it paused in an earlier one):
         # none of its epochs come.
         run = self.running.pop(trial_id, None) or self.paused.pop(trial_id, None) \
             or Running({}, self.planned_epochs.get(trial_id))
-        if run.planned and self.epochs_left is not None:
+        if untrained and run.planned and self.epochs_left is not None:
             self.epochs_left -= max(0, run.planned - run.epoch)  # stopped early: those epochs never come
 
     def stop_asked(self) -> None:

@@ -25,6 +25,7 @@ from ray import tune
 
 from orchestrator.errors import RunError, StorageError
 from orchestrator.plan.grid import GRID_FILE, Grid, Resources
+from orchestrator.plan.halving import planned as planned_with_halving
 from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, head_watched, ray_log_path,
                                       ray_messages_to, sigterm_as_ctrl_c)
 from orchestrator.run.events import Events, NoTuneProgress, StopAll
@@ -144,6 +145,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                                             local=address is None, hangs=Hangs(trial_timeout, planned),
                                             notify=notify)
                     if grid.halving and not resume_stopped:
+                        most = planned_with_halving(todo, grid.halving, grid.planned_epochs)
+                        display.halved(most[0] if most else None)
                         _halve(grid, run, fit, publisher, display, retry_failed, tracking, notify)
                     else:
                         fit(todo)
