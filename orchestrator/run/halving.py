@@ -5,8 +5,7 @@ asks for), made from what is on storage so that any driver arrives at the same d
     plan = halver.next(final)   # trial_id -> the epoch it trains until (None: to its end)
 
 A cell's settings train to its next rung, where each trial pauses from its checkpoint without a
-record (run/session.py, Paused). A cell with one setting left has nothing to compare: it trains
-straight through, or where other cells still decide, to their rungs with them. Once all of them are there (or ended: failed, diverged), the cell
+record (run/session.py, Paused). Once all of them are there (or ended: failed, diverged), the cell
 ranks its settings by the mean over seeds of the grid's metric at the rung (the best report up to
 it, for a metric declared `summary: best`), keeps the best `keep` of them, records the decision
 in the run's halving.json, and records the others' trials as `stopped` at the rung: final, like
@@ -14,6 +13,8 @@ every result. A decision once recorded is never made again: a rerun, a driver th
 or one that took the run over reads it. Trials added later (a new seed of a setting) follow their
 cell's decisions; a setting a decision did not rank (a new value of a halved axis) is ranked at
 that rung against it and kept where it is at least as good as the worst setting the decision kept.
+A cell with one setting left has nothing to compare: it trains straight through, or, while other
+cells still decide, to their rungs with them, so that it holds none of them up at its own.
 """
 from __future__ import annotations
 
