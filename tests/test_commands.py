@@ -473,6 +473,41 @@ def test_a_progress_bar_redrawing_an_epochs_metrics_is_one_report_an_epoch_with_
     assert result == {"status": "completed", "val_loss": 0.333}
 
 
+def test_pytorch_lightnings_bars_are_one_report_an_epoch_with_its_own_validation(tmp_path):
+    # PyTorch Lightning's TQDMProgressBar, byte for byte as 2.6 writes it to a pipe: the training
+    # bar redrawn after each "\r" with the epoch before's validation in its postfix; a "\n" to draw
+    # the validation bar on the line below, which moves the cursor back up ("\x1b[A") after each
+    # draw; then the training bar again, with this epoch's validation. The "\n" made two reports an
+    # epoch, the first with the epoch before's val_loss (and a line matching both patterns, two more).
+    script = """\
+        import sys
+        out, shown = sys.stdout, ""
+        for epoch in range(3):
+            for batch in range(1, 5):
+                train = f"train_loss={1 / (epoch + batch):.3f}"
+                out.write(f"\\rEpoch {epoch}: {batch * 25}%| | {batch}/4 [00:00<00:00, {train}{shown}]")
+                out.flush()
+            for batch in range(5):
+                out.write(f"\\n\\rValidation DataLoader 0: {batch * 25}%| | {batch}/4 [00:00<00:00]\\x1b[A")
+                out.flush()
+            out.write("\\n\\r" + " " * 40 + "\\x1b[A")
+            shown = f", val_loss={0.5 / (epoch + 1):.3f}, val_acc={0.5 + epoch / 10:.3f}"
+            for _ in range(2):
+                out.write(f"\\rEpoch {epoch}: 100%| | 4/4 [00:00<00:00, {train}{shown}]")
+            out.flush()
+        out.write("\\n")
+        print("`Trainer.fit` stopped: `max_epochs=3` reached.", file=sys.stderr)
+        """
+    path = script_grid(tmp_path, {"lightning.py": script}, {"run": [sys.executable, "lightning.py", "{seed}"], "metrics": {
+        "patterns": [r"Epoch (?P<epoch>\d+):.*train_loss=(?P<train_loss>[\d.]+)",
+                     r"Epoch (?P<epoch>\d+):.*val_loss=(?P<val_loss>[\d.]+), val_acc=(?P<val_acc>[\d.]+)"]}},
+        metric="val_loss")
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": e, "train_loss": round(1 / (e + 4), 3), "val_loss": round(0.5 / (e + 1), 3),
+                               "val_acc": 0.5 + e / 10} for e in range(3)]
+    assert result == {"status": "completed", **{k: v for k, v in session.epochs[-1].items() if k != "epoch"}}
+
+
 def test_a_script_printing_both_ways_has_one_report_a_step(tmp_path):
     script = """\
         import json
