@@ -208,10 +208,13 @@ BAD = [
      "must tell their values apart (a format spec may round them to one)"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "error", "mode": "min"},
      "metric: 'error' is a column ablate writes for every trial, in words; name a metric its trials report (a "
-     "script's own 'error' can be read under another name by a metrics pattern, (?P<my_error>...))"),
+     "script's own 'error' is kept as 'script_error')"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "host"]},
      "report[1]: 'host' is a column ablate writes for every trial, in words; name a metric its trials report (a "
-     "script's own 'host' can be read under another name by a metrics pattern, (?P<my_host>...))"),
+     "script's own 'host' is kept as 'script_host')"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["params"]},
+     "report[0]: 'params' is the column of a Python workload's parameter count, empty for a command's trials; name a "
+     "metric its trials report (a script's own 'params' is kept as 'script_params')"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},
      "metric: 'lr' is a parameter of the command; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},
@@ -506,6 +509,25 @@ def test_pytorch_lightnings_bars_are_one_report_an_epoch_with_its_own_validation
     assert session.epochs == [{"epoch": e, "train_loss": round(1 / (e + 4), 3), "val_loss": round(0.5 / (e + 1), 3),
                                "val_acc": 0.5 + e / 10} for e in range(3)]
     assert result == {"status": "completed", **{k: v for k, v in session.epochs[-1].items() if k != "epoch"}}
+
+
+def test_a_scripts_metrics_named_like_columns_ablate_writes_are_kept_beside_them(tmp_path):
+    # A script's own `params` (a parameter count it prints), `epochs_completed` or `error` took
+    # ablate's columns: the row said 7 epochs for 2 reported, and `error: none` on a completed trial.
+    script = """\
+        import json
+        for epoch in (1, 2):
+            print("ABLATE " + json.dumps({"epoch": epoch, "val_loss": 1 / epoch, "trial_id": "mine"}))
+        print("ABLATE " + json.dumps({"params": 11935, "epochs_completed": 7, "train_seconds": 0.5, "error": "none"}))
+        """
+    path = script_grid(tmp_path, {"columns.py": script}, {"run": [sys.executable, "columns.py", "{seed}"]})
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": e, "val_loss": 1 / e, "script_trial_id": "mine"} for e in (1, 2)]
+    assert result == {"status": "completed", "val_loss": 0.5, "script_trial_id": "mine", "script_params": 11935,
+                      "script_epochs_completed": 7, "script_train_seconds": 0.5, "script_error": "none"}
+    assert ("ablate writes columns named trial_id, params, epochs_completed, train_seconds, error: the script's own "
+            "are kept as script_trial_id, script_params, script_epochs_completed, script_train_seconds, "
+            "script_error") in session.lines
 
 
 def test_a_script_printing_both_ways_has_one_report_a_step(tmp_path):

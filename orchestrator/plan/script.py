@@ -75,6 +75,9 @@ PARAMETER_KEYS = ("type", "default", "choices", "identity", *BOUNDS, *LENGTHS)
 PREFIX = script_metrics.PREFIX
 TRIAL_DIR = "trial_dir"  # the placeholder for the trial's own directory
 SHOWN_TRIAL_DIR = "$ABLATE_TRIAL_DIR"  # how `ablate plan` shows it: the path depends on --storage
+# The columns ablate writes for every trial, which a script's metrics of those names would take
+# (`status` is a script's to give: RESULT_STATUSES).
+TAKEN = frozenset(RESERVED - {"status"} | {"steps_completed"})
 
 
 @dataclass(frozen=True)
@@ -335,7 +338,7 @@ def build(script: Script) -> Workload:
         def args_for(trial_dir: str, resuming: bool) -> list[str]:
             return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
-        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session)
+        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, TAKEN)
 
     length = script.epochs or script.steps
     return Workload(

@@ -67,8 +67,11 @@ class Metrics:
     one passes it. After that a count may start again (a second phase of training).
     """
 
-    def __init__(self, prefix: str = PREFIX, patterns=(), resumed_at: int | None = None):
+    def __init__(self, prefix: str = PREFIX, patterns=(), resumed_at: int | None = None, taken=frozenset()):
         self.prefix, self.patterns = prefix, [re.compile(p) for p in patterns]
+        # Columns ablate writes for every trial (its `params`, `epochs_completed`, `error`): a
+        # metric of the script's so named is kept beside them, as `renamed` says.
+        self.taken, self.renamed = taken, {}
         groups = [set(p.groupindex) for p in self.patterns]
         # Headers alone never complete an epoch: its metrics are on the lines that follow.
         self.headers = {i for i, names in enumerate(groups) if names == {"epoch"}}
@@ -126,8 +129,15 @@ class Metrics:
         done = (self.end() if self.held and not below and not any(self._at_pending(metrics) for metrics, _, _ in found)
                 else [])
         for metrics, pattern, texts in found:
-            done += self._add(metrics, pattern, texts, redrawn)
+            done += self._add(self._own(metrics), pattern, self._own(texts), redrawn)
         return done
+
+    def _own(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """`metrics` with each name ablate has taken made the script's own (`script_params`)."""
+        for name in metrics:
+            if name in self.taken:
+                self.renamed.setdefault(name, f"script_{name}")
+        return {self.renamed.get(k, k): v for k, v in metrics.items()}
 
     def _problem(self, text: str) -> None:
         """Kept where it is among the first few: a Hugging Face script has one at every logging step."""

@@ -149,10 +149,12 @@ def _result(final: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session) -> dict[str, Any]:
+def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session,
+          taken=frozenset()) -> dict[str, Any]:
     """One attempt of a trial: run the command `args_for(trial_dir, resuming)` in `workdir`
     (resuming: an earlier attempt reported, so its checkpoint is there), report its epochs, return
-    its last values; CommandFailed if it ends without a result.
+    its last values; CommandFailed if it ends without a result. Its metrics named like the columns
+    ablate writes (`taken`) are kept as `script_<name>`.
 
     Its output is read, and its epochs recorded, in a thread of their own: the session's report
     to Tune waits for the driver, and the script trains on meanwhile. A script saves its own
@@ -160,7 +162,7 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
     attempt that ends (a killed worker or driver) with printed epochs unrecorded is resumed from
     a checkpoint past them, and they would never be printed again."""
     state = session.restore()
-    metrics = Metrics(prefix, patterns, resumed_at=state["epoch"] if state else None)
+    metrics = Metrics(prefix, patterns, resumed_at=state["epoch"] if state else None, taken=taken)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     with session.files() as trial_dir:
         # Told to resume once an attempt has reported: its script saved the checkpoint before printing.
@@ -194,6 +196,9 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
         session.log(problem)
     if metrics.more_problems:
         session.log(f"(and {metrics.more_problems} more like these)")
+    if metrics.renamed:
+        session.log(f"ablate writes columns named {', '.join(metrics.renamed)}: the script's own are kept as "
+                    f"{', '.join(metrics.renamed.values())}")
     if code != 0:
         raise CommandFailed(f"{_exit(code)}{_last_output(tail, 600)}")
     if not metrics.seen and not state:
