@@ -249,14 +249,21 @@ def test_seeds_a_command_never_sees_are_said_to_run_the_same_command_line(tmp_pa
 
 # -- a trial, without Ray --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("run, missing", [("python trian.py --seed {seed}", "trian.py"),
-                                          ("python3 -u scripts/train.py --seed {seed}", "scripts/train.py")])
-def test_a_script_that_is_not_there_is_one_line_before_any_trial_runs(tmp_path, run, missing):
-    (tmp_path / "train.py").write_text("print(0)\n")  # in the grid's folder, not in scripts/
-    path = script_grid(tmp_path, {}, {"run": run}, seeds=[0, 1])
+@pytest.mark.parametrize("command, message", [
+    ({"run": "python trian.py --seed {seed}"}, "command.run: trian.py: the command's script is not found (in {dir})"),
+    ({"run": "python3 -u scripts/train.py --seed {seed}"},
+     "command.run: scripts/train.py: the command's script is not found (in {dir})"),
+    ({"run": "./train --seed {seed}"}, "command.run: ./train: the command's program is not found (in {dir} or on PATH)"),
+    ({"run": "python train.py --seed {seed}", "workdir": "src"},
+     "command.workdir: {dir}/src: the command's working directory does not exist"),
+])
+def test_a_script_that_is_not_there_is_one_line_before_any_trial_runs(tmp_path, command, message):
+    # It named the path alone (`error: trian.py: ...`), not the grid's file and key as every other grid error does.
+    (tmp_path / "train.py").write_text("print(0)\n")  # in the grid's folder, not in scripts/ or src/
+    path = script_grid(tmp_path, {}, command, seeds=[0, 1])
     result = CliRunner().invoke(app, ["run", str(path), "--storage", str(tmp_path / "runs")])
-    assert result.exit_code == 1
-    assert result.stderr == f"error: {missing}: the command's script is not found (in {tmp_path})\n"
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {path}: {message.format(dir=tmp_path)}\n"
 
 
 def test_metrics_from_regular_expressions(tmp_path):

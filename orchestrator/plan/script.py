@@ -59,7 +59,7 @@ import annotated_types as at
 from orchestrator.errors import GridError
 from orchestrator.plan.params import Parameters, fmt
 from orchestrator.store.columns import RESERVED
-from workloads.base import Workload, WorkloadError
+from workloads.base import Workload
 from workloads.script import metrics as script_metrics
 from workloads.script import train as script_train
 
@@ -158,7 +158,7 @@ def load(path: Path, section) -> tuple[Workload, str]:
         if "choices" in p:
             p["choices"] = [params.value(f"{key}.choices[{i}]", name, c) for i, c in enumerate(p["choices"])]
         p["default"] = params.value(f"{key}.default", name, p["default"])
-    return build(script), ref(script)
+    return build(script, path), ref(script)
 
 
 # A shell's operators, outside quotes and escapes: `2>&1 | tee log`, `cd src && python ...`.
@@ -313,9 +313,9 @@ def _annotation(spec: dict[str, Any]):
     return Annotated[(kind, *constraints)] if constraints else kind
 
 
-def build(script: Script) -> Workload:
+def build(script: Script, path: Path | None = None) -> Workload:
     """The workload that runs `script`: a config dataclass of its parameters, and a `train` that
-    runs its command once per trial attempt."""
+    runs its command once per trial attempt. `path`: the grid file its errors before a run name."""
     fields = []
     for name, spec in script.parameters.items():
         default = spec["default"]
@@ -344,7 +344,7 @@ def build(script: Script) -> Workload:
     return Workload(
         name="command", config=config, train=train,
         epochs=(lambda c: getattr(c, length)) if length else None, unit="step" if script.steps else "epoch",
-        metrics=script.show, check=check, prepare=lambda configs: prepare(script, configs),
+        metrics=script.show, check=check, prepare=lambda configs: prepare(script, configs, path),
         invocation=lambda c: command_line(script, dataclasses.asdict(c)))
 
 
@@ -392,18 +392,20 @@ def command_line(script: Script, values: dict[str, Any]) -> str:
     return shlex.join(argv(script, values, marker)).replace(marker, SHOWN_TRIAL_DIR)
 
 
-def prepare(script: Script, configs: list) -> None:
-    """Before a local run: one error now rather than every trial failing."""
+def prepare(script: Script, configs: list, path: Path | None = None) -> None:
+    """Before a local run: one error now rather than every trial failing (a GridError naming the
+    grid file `path`)."""
     if not os.path.isdir(script.workdir):
-        raise WorkloadError(f"{script.workdir}: the command's working directory does not exist")
+        raise GridError(path, "command.workdir", f"{script.workdir}: the command's working directory does not exist")
     program = argv(script, dataclasses.asdict(configs[0]), "")[0]
     found = (os.access(os.path.join(script.workdir, program), os.X_OK) if os.sep in program
              else shutil.which(program) is not None)
     if not found:
-        raise WorkloadError(f"{program}: the command's program is not found (in {script.workdir} or on PATH)")
+        raise GridError(path, "command.run",
+                        f"{program}: the command's program is not found (in {script.workdir} or on PATH)")
     # The script the program runs (`python train.py`, `python -u train.py`): a typo would fail every
     # trial. Not one in the trial's directory, which the command itself may write.
     for config in configs:
         first = next((arg for arg in argv(script, dataclasses.asdict(config), "\0")[1:] if not arg.startswith("-")), "")
         if first.endswith(".py") and "\0" not in first and not os.path.isfile(os.path.join(script.workdir, first)):
-            raise WorkloadError(f"{first}: the command's script is not found (in {script.workdir})")
+            raise GridError(path, "command.run", f"{first}: the command's script is not found (in {script.workdir})")
