@@ -215,6 +215,8 @@ BAD = [
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["params"]},
      "report[0]: 'params' is the column of a Python workload's parameter count, empty for a command's trials; name a "
      "metric its trials report (a script's own 'params' is kept as 'script_params')"),
+    ({"command": {"run": "python train.py", "metrics": {"files": ["/tmp/all_results.json"]}}},
+     "command.metrics.files[0]: expected a path relative to the trial's directory ({trial_dir}), got '/tmp/all_results.json'"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},
      "metric: 'lr' is a parameter of the command; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},
@@ -535,6 +537,52 @@ def test_a_scripts_metrics_named_like_columns_ablate_writes_are_kept_beside_them
     assert ("ablate writes columns named trial_id, params, epochs_completed, train_seconds, error: the script's own "
             "are kept as script_trial_id, script_params, script_epochs_completed, script_train_seconds, "
             "script_error") in session.lines
+
+
+HF_SCRIPT = """\
+    import json, os, sys
+    out = os.path.join(os.environ["ABLATE_TRIAL_DIR"], "out")
+    os.makedirs(out, exist_ok=True)
+    print({"loss": 0.61, "epoch": 0.5})  # Hugging Face's Trainer logs for people, at fractions of an epoch
+    if sys.argv[1] == "write":
+        with open(os.path.join(out, "all_results.json"), "w") as f:
+            json.dump({"epoch": 2.0, "eval_loss": 0.25, "train_loss": 0.4, "params": 5}, f)
+    elif sys.argv[1] == "damage":
+        with open(os.path.join(out, "all_results.json"), "w") as f:
+            f.write('{"epoch": 2.0, "eval_lo')
+    """
+
+
+def test_metrics_a_script_writes_to_a_file_in_its_trial_directory_reach_its_row(tmp_path):
+    # Hugging Face's Trainer writes its final metrics to all_results.json, not to its output.
+    path = script_grid(tmp_path, {"hf.py": HF_SCRIPT}, {"run": [sys.executable, "hf.py", "write", "{seed}"],
+                                                        "metrics": {"files": ["out/all_results.json"]}},
+                       metric="eval_loss")
+    result, session = train_once(path)
+    assert session.epochs == []
+    assert result == {"status": "completed", "eval_loss": 0.25, "train_loss": 0.4, "script_params": 5}
+
+
+@pytest.mark.parametrize("how, problem", [("nothing", "not in the trial's directory after the command ended"),
+                                          ("damage", "not a JSON object (Unterminated string starting at: line 1 "
+                                                     "column 16 (char 15))")])
+def test_a_metrics_file_missing_or_damaged_fails_the_trial_in_one_line_naming_it(tmp_path, how, problem):
+    from orchestrator.run.trial import run_trial
+    from orchestrator.store import records
+
+    path = script_grid(tmp_path, {"hf.py": HF_SCRIPT}, {"run": [sys.executable, "hf.py", how, "{seed}"],
+                                                        "metrics": {"files": ["out/all_results.json"]}})
+    grid = load_grid(path)
+    trial = grid.trials[0]
+    # Recorded failed without raising, so not retried: each retry would train it again to end the same way.
+    run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
+              workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
+              objective=grid.objective)
+    said = f"command.metrics.files: out/all_results.json: {problem}"
+    (row,) = records.read_trials(RunDir(str(tmp_path / "runs"))).to_pylist()
+    assert (row["status"], row["error"]) == ("failed", said)
+    log = (tmp_path / "runs" / "trials" / trial.trial_id / "trial.log").read_text()
+    assert log.endswith(f" failed: {said} (not retried: each retry would end the same way)\n")
 
 
 def test_a_script_printing_both_ways_has_one_report_a_step(tmp_path):

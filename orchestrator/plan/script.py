@@ -64,7 +64,7 @@ from workloads.script import metrics as script_metrics
 from workloads.script import train as script_train
 
 KEYS = ("run", "workdir", "parameters", "epochs", "steps", "resume", "metrics")
-METRIC_KEYS = ("prefix", "patterns", "show")
+METRIC_KEYS = ("prefix", "patterns", "show", "files")
 TYPES = {"int": int, "float": float, "str": str, "bool": bool,
          "list[int]": list[int], "list[float]": list[float], "list[str]": list[str]}
 # annotated-types constraints by the names a grid gives them. On a list the bounds (gt...
@@ -94,6 +94,7 @@ class Script:
     prefix: str = PREFIX
     patterns: tuple[str, ...] = ()
     show: tuple[str, ...] = ()  # the live table's columns beside the grid's metric
+    files: tuple[str, ...] = ()  # JSON files of final metrics the command leaves in its trial directory
 
     @property
     def template(self) -> str:
@@ -137,6 +138,11 @@ def load(path: Path, section) -> tuple[Workload, str]:
         if not groups:
             fail(f"metrics.patterns[{i}]", "has no named group; (?P<val_error>[0-9.]+) makes a metric val_error")
     show = _strings(fail, "metrics.show", metrics.get("show", []))
+    files = _strings(fail, "metrics.files", metrics.get("files", []))
+    for i, name in enumerate(files):
+        if os.path.isabs(os.path.expanduser(name)):
+            fail(f"metrics.files[{i}]", f"expected a path relative to the trial's directory ({{{TRIAL_DIR}}}), "
+                                        f"got {fmt(name)}")
     if "epochs" in section and "steps" in section:
         fail("steps", "give either epochs (a script that reports every epoch) or steps (every N steps), not both")
     length = {key: section[key] for key in ("epochs", "steps") if section.get(key) is not None}
@@ -149,7 +155,7 @@ def load(path: Path, section) -> tuple[Workload, str]:
     _placeholders(fail, run, parameters, resume)
     script = Script(run=run, workdir=os.path.abspath(os.path.join(os.path.dirname(path), os.path.expanduser(workdir))),
                     parameters=parameters, epochs=length.get("epochs"), steps=length.get("steps"), resume=resume,
-                    prefix=prefix, patterns=tuple(patterns), show=tuple(show))
+                    prefix=prefix, patterns=tuple(patterns), show=tuple(show), files=tuple(files))
     # Defaults and choices are values the grid gives: checked as such, and made the declared type
     # (a float's default `1` is 1.0, or trial ids would depend on how it was written).
     params = Parameters(path, build(script))
@@ -338,7 +344,8 @@ def build(script: Script, path: Path | None = None) -> Workload:
         def args_for(trial_dir: str, resuming: bool) -> list[str]:
             return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
-        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, TAKEN)
+        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, TAKEN,
+                                  script.files)
 
     length = script.epochs or script.steps
     return Workload(
@@ -355,7 +362,7 @@ def ref(script: Script) -> str:
 
 def from_ref(text: str) -> Workload:
     data = json.loads(text.removeprefix("command:"))
-    return build(Script(**{**data, **{key: tuple(data[key]) for key in ("run", "resume", "patterns", "show")}}))
+    return build(Script(**{**data, **{key: tuple(data[key]) for key in ("run", "resume", "patterns", "show", "files")}}))
 
 
 def _text(value, spec: str | None = None) -> str:

@@ -139,6 +139,11 @@ class Metrics:
                 self.renamed.setdefault(name, f"script_{name}")
         return {self.renamed.get(k, k): v for k, v in metrics.items()}
 
+    def add_final(self, values: dict[str, Any]) -> None:
+        """Final values from elsewhere (a file the script wrote): its epoch or step is no report."""
+        self.seen = True
+        self.final.update({k: v for k, v in self._own(values).items() if k not in ("epoch", "step")})
+
     def _problem(self, text: str) -> None:
         """Kept where it is among the first few: a Hugging Face script has one at every logging step."""
         if len(self.problems) < PROBLEMS:

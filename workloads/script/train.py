@@ -13,6 +13,7 @@ and stderr, goes to the trial's log.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import queue
 import re
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workloads.base import RESULT_STATUSES, WorkloadError
+from workloads.base import RESULT_STATUSES, FinalFailure, WorkloadError
 from workloads.script import launch
 from workloads.script.metrics import Metrics, place
 
@@ -150,11 +151,12 @@ def _result(final: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session,
-          taken=frozenset()) -> dict[str, Any]:
+          taken=frozenset(), files=()) -> dict[str, Any]:
     """One attempt of a trial: run the command `args_for(trial_dir, resuming)` in `workdir`
     (resuming: an earlier attempt reported, so its checkpoint is there), report its epochs, return
     its last values; CommandFailed if it ends without a result. Its metrics named like the columns
-    ablate writes (`taken`) are kept as `script_<name>`.
+    ablate writes (`taken`) are kept as `script_<name>`. The JSON objects it leaves in its trial
+    directory at `files` are its final values too, read once it ended well (FinalFailure if one is not there).
 
     Its output is read, and its epochs recorded, in a thread of their own: the session's report
     to Tune waits for the driver, and the script trains on meanwhile. A script saves its own
@@ -192,6 +194,9 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                 recorder.stop.set()
                 recorder.join()
             code = process.popen.wait()
+        if code == 0:
+            for name in files:
+                metrics.add_final(_read_json(os.path.join(trial_dir, name), name))
     for problem in metrics.problems:
         session.log(problem)
     if metrics.more_problems:
@@ -204,6 +209,23 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
     if not metrics.seen and not state:
         raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){_last_output(tail, 400)}")
     return _result(metrics.final)
+
+
+def _read_json(path: str, name: str) -> dict[str, Any]:
+    """The metrics a script wrote to the file at `path` (Hugging Face's all_results.json)."""
+    def fail(problem):
+        raise FinalFailure(f"command.metrics.files: {name}: {problem}")
+
+    try:
+        with open(path, "rb") as f:
+            values = json.loads(f.read())
+    except FileNotFoundError:
+        fail("not in the trial's directory after the command ended")
+    except (OSError, ValueError) as e:
+        fail(f"not a JSON object ({e})")
+    if not isinstance(values, dict):
+        fail(f"not a JSON object (a {type(values).__name__})")
+    return values
 
 
 class _Recorder(threading.Thread):
