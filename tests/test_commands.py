@@ -215,6 +215,9 @@ BAD = [
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["params"]},
      "report[0]: 'params' is the column of a Python workload's parameter count, empty for a command's trials; name a "
      "metric its trials report (a script's own 'params' is kept as 'script_params')"),
+    ({"command": {"run": "python train.py", "metrics": {"show": ["loss", "params"]}}},
+     "command.metrics.show[1]: 'params' is a column ablate writes for every trial; the script's own 'params' is kept "
+     "as 'script_params': show that"),
     ({"command": {"run": "python train.py", "metrics": {"files": ["/tmp/all_results.json"]}}},
      "command.metrics.files[0]: expected a path relative to the trial's directory ({trial_dir}), got '/tmp/all_results.json'"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},

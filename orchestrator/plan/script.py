@@ -138,6 +138,10 @@ def load(path: Path, section) -> tuple[Workload, str]:
         if not groups:
             fail(f"metrics.patterns[{i}]", "has no named group; (?P<val_error>[0-9.]+) makes a metric val_error")
     show = _strings(fail, "metrics.show", metrics.get("show", []))
+    for i, name in enumerate(show):
+        if name in TAKEN:
+            fail(f"metrics.show[{i}]", f"'{name}' is a column ablate writes for every trial; the script's own "
+                                       f"'{name}' is kept as 'script_{name}': show that")
     files = _strings(fail, "metrics.files", metrics.get("files", []))
     for i, name in enumerate(files):
         if os.path.isabs(os.path.expanduser(name)):
