@@ -318,6 +318,17 @@ def test_an_epoch_among_steps_sits_at_the_step_before_it_and_a_value_after_the_l
     assert metrics.final["test_error"] == 0.08  # the test set's number: no step's row
 
 
+def test_a_bar_s_epoch_whose_line_ends_is_recorded_at_a_pause_unless_a_bar_below_it_is_drawn():
+    # Its line's end may be a bar below it beginning (Lightning's validation bar, drawn on the next
+    # line and back up with "\x1b[A"): held through that bar's pauses, but not for ever without one.
+    metrics = Metrics(patterns=[r"Epoch (?P<epoch>\d+):.*\| loss=(?P<loss>[\d.]+)"])
+    assert metrics.feed("Epoch 1: 50%| loss=0.5", redrawn=True) == metrics.feed("Epoch 1: 100%| loss=0.4") == []
+    assert metrics.feed("Validation: 10%|\x1b[A") == metrics.idle() == []  # a slow validation batch
+    assert metrics.feed("Epoch 1: 100%| loss=0.4 val_loss=0.3", redrawn=True) == []
+    assert metrics.feed("Epoch 1: 100%| loss=0.4 val_loss=0.3") == []
+    assert metrics.idle() == [{"epoch": 1, "loss": 0.4}]
+
+
 def test_a_step_a_pattern_captures_is_complete_as_it_is_printed_not_when_the_next_is():
     # The script saved its checkpoint before printing step 300: a record that waits for step 400
     # is a step behind it, and lost if the attempt ends there.
