@@ -17,6 +17,7 @@ to call it and what its parameters are:
         prefix: "ABLATE "           # the default: `ABLATE {"epoch": 1, "val_error": 0.3}` lines
         patterns: ['Epoch (?P<epoch>\\d+) .* val error (?P<val_error>[\\d.]+)']
         show: [train_loss, val_error]   # the live table's columns
+        files: [all_results.json]   # JSON files of final metrics it leaves in its trial directory
     axes:
       lr: [0.1, 0.01]
 
