@@ -208,10 +208,18 @@ BAD = [
      "must tell their values apart (a format spec may round them to one)"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "error", "mode": "min"},
      "metric: 'error' is a column ablate writes for every trial, in words; name a metric its trials report (a "
-     "script's own 'error' can be read under another name by a metrics pattern, (?P<my_error>...))"),
+     "script's own 'error' is kept as 'script_error')"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "host"]},
      "report[1]: 'host' is a column ablate writes for every trial, in words; name a metric its trials report (a "
-     "script's own 'host' can be read under another name by a metrics pattern, (?P<my_host>...))"),
+     "script's own 'host' is kept as 'script_host')"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["params"]},
+     "report[0]: 'params' is the column of a Python workload's parameter count, empty for a command's trials; name a "
+     "metric its trials report (a script's own 'params' is kept as 'script_params')"),
+    ({"command": {"run": "python train.py", "metrics": {"show": ["loss", "params"]}}},
+     "command.metrics.show[1]: 'params' is a column ablate writes for every trial; the script's own 'params' is kept "
+     "as 'script_params': show that"),
+    ({"command": {"run": "python train.py", "metrics": {"files": ["/tmp/all_results.json"]}}},
+     "command.metrics.files[0]: expected a path relative to the trial's directory ({trial_dir}), got '/tmp/all_results.json'"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},
      "metric: 'lr' is a parameter of the command; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},
@@ -246,14 +254,21 @@ def test_seeds_a_command_never_sees_are_said_to_run_the_same_command_line(tmp_pa
 
 # -- a trial, without Ray --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("run, missing", [("python trian.py --seed {seed}", "trian.py"),
-                                          ("python3 -u scripts/train.py --seed {seed}", "scripts/train.py")])
-def test_a_script_that_is_not_there_is_one_line_before_any_trial_runs(tmp_path, run, missing):
-    (tmp_path / "train.py").write_text("print(0)\n")  # in the grid's folder, not in scripts/
-    path = script_grid(tmp_path, {}, {"run": run}, seeds=[0, 1])
+@pytest.mark.parametrize("command, message", [
+    ({"run": "python trian.py --seed {seed}"}, "command.run: trian.py: the command's script is not found (in {dir})"),
+    ({"run": "python3 -u scripts/train.py --seed {seed}"},
+     "command.run: scripts/train.py: the command's script is not found (in {dir})"),
+    ({"run": "./train --seed {seed}"}, "command.run: ./train: the command's program is not found (in {dir} or on PATH)"),
+    ({"run": "python train.py --seed {seed}", "workdir": "src"},
+     "command.workdir: {dir}/src: the command's working directory does not exist"),
+])
+def test_a_script_that_is_not_there_is_one_line_before_any_trial_runs(tmp_path, command, message):
+    # It named the path alone (`error: trian.py: ...`), not the grid's file and key as every other grid error does.
+    (tmp_path / "train.py").write_text("print(0)\n")  # in the grid's folder, not in scripts/ or src/
+    path = script_grid(tmp_path, {}, command, seeds=[0, 1])
     result = CliRunner().invoke(app, ["run", str(path), "--storage", str(tmp_path / "runs")])
-    assert result.exit_code == 1
-    assert result.stderr == f"error: {missing}: the command's script is not found (in {tmp_path})\n"
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {path}: {message.format(dir=tmp_path)}\n"
 
 
 def test_metrics_from_regular_expressions(tmp_path):
@@ -301,6 +316,17 @@ def test_an_epoch_among_steps_sits_at_the_step_before_it_and_a_value_after_the_l
     assert rows == [{"step": 100, "loss": 1.0}, {"step": 200, "loss": 0.9}, {"epoch": 1, "val_error": 0.4, "step": 200},
                     {"step": 300, "loss": 0.8}]
     assert metrics.final["test_error"] == 0.08  # the test set's number: no step's row
+
+
+def test_a_bar_s_epoch_whose_line_ends_is_recorded_at_a_pause_unless_a_bar_below_it_is_drawn():
+    # Its line's end may be a bar below it beginning (Lightning's validation bar, drawn on the next
+    # line and back up with "\x1b[A"): held through that bar's pauses, but not for ever without one.
+    metrics = Metrics(patterns=[r"Epoch (?P<epoch>\d+):.*\| loss=(?P<loss>[\d.]+)"])
+    assert metrics.feed("Epoch 1: 50%| loss=0.5", redrawn=True) == metrics.feed("Epoch 1: 100%| loss=0.4") == []
+    assert metrics.feed("Validation: 10%|\x1b[A") == metrics.idle() == []  # a slow validation batch
+    assert metrics.feed("Epoch 1: 100%| loss=0.4 val_loss=0.3", redrawn=True) == []
+    assert metrics.feed("Epoch 1: 100%| loss=0.4 val_loss=0.3") == []
+    assert metrics.idle() == [{"epoch": 1, "loss": 0.4}]
 
 
 def test_a_step_a_pattern_captures_is_complete_as_it_is_printed_not_when_the_next_is():
@@ -471,6 +497,106 @@ def test_a_progress_bar_redrawing_an_epochs_metrics_is_one_report_an_epoch_with_
     assert session.epochs == [{"epoch": 0, "val_loss": 1.0}, {"epoch": 1, "val_loss": 0.5},
                               {"epoch": 2, "val_loss": 0.333}]
     assert result == {"status": "completed", "val_loss": 0.333}
+
+
+def test_pytorch_lightnings_bars_are_one_report_an_epoch_with_its_own_validation(tmp_path):
+    # PyTorch Lightning's TQDMProgressBar, byte for byte as 2.6 writes it to a pipe: the training
+    # bar redrawn after each "\r" with the epoch before's validation in its postfix; a "\n" to draw
+    # the validation bar on the line below, which moves the cursor back up ("\x1b[A") after each
+    # draw; then the training bar again, with this epoch's validation. The "\n" made two reports an
+    # epoch, the first with the epoch before's val_loss (and a line matching both patterns, two more).
+    script = """\
+        import sys
+        out, shown = sys.stdout, ""
+        for epoch in range(3):
+            for batch in range(1, 5):
+                train = f"train_loss={1 / (epoch + batch):.3f}"
+                out.write(f"\\rEpoch {epoch}: {batch * 25}%| | {batch}/4 [00:00<00:00, {train}{shown}]")
+                out.flush()
+            for batch in range(5):
+                out.write(f"\\n\\rValidation DataLoader 0: {batch * 25}%| | {batch}/4 [00:00<00:00]\\x1b[A")
+                out.flush()
+            out.write("\\n\\r" + " " * 40 + "\\x1b[A")
+            shown = f", val_loss={0.5 / (epoch + 1):.3f}, val_acc={0.5 + epoch / 10:.3f}"
+            for _ in range(2):
+                out.write(f"\\rEpoch {epoch}: 100%| | 4/4 [00:00<00:00, {train}{shown}]")
+            out.flush()
+        out.write("\\n")
+        print("`Trainer.fit` stopped: `max_epochs=3` reached.", file=sys.stderr)
+        """
+    path = script_grid(tmp_path, {"lightning.py": script}, {"run": [sys.executable, "lightning.py", "{seed}"], "metrics": {
+        "patterns": [r"Epoch (?P<epoch>\d+):.*train_loss=(?P<train_loss>[\d.]+)",
+                     r"Epoch (?P<epoch>\d+):.*val_loss=(?P<val_loss>[\d.]+), val_acc=(?P<val_acc>[\d.]+)"]}},
+        metric="val_loss")
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": e, "train_loss": round(1 / (e + 4), 3), "val_loss": round(0.5 / (e + 1), 3),
+                               "val_acc": 0.5 + e / 10} for e in range(3)]
+    assert result == {"status": "completed", **{k: v for k, v in session.epochs[-1].items() if k != "epoch"}}
+
+
+def test_a_scripts_metrics_named_like_columns_ablate_writes_are_kept_beside_them(tmp_path):
+    # A script's own `params` (a parameter count it prints), `epochs_completed` or `error` took
+    # ablate's columns: the row said 7 epochs for 2 reported, and `error: none` on a completed trial.
+    script = """\
+        import json
+        for epoch in (1, 2):
+            print("ABLATE " + json.dumps({"epoch": epoch, "val_loss": 1 / epoch, "trial_id": "mine"}))
+        print("ABLATE " + json.dumps({"params": 11935, "epochs_completed": 7, "train_seconds": 0.5, "error": "none"}))
+        """
+    path = script_grid(tmp_path, {"columns.py": script}, {"run": [sys.executable, "columns.py", "{seed}"]})
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": e, "val_loss": 1 / e, "script_trial_id": "mine"} for e in (1, 2)]
+    assert result == {"status": "completed", "val_loss": 0.5, "script_trial_id": "mine", "script_params": 11935,
+                      "script_epochs_completed": 7, "script_train_seconds": 0.5, "script_error": "none"}
+    assert ("ablate writes columns named trial_id, params, epochs_completed, train_seconds, error: the script's own "
+            "are kept as script_trial_id, script_params, script_epochs_completed, script_train_seconds, "
+            "script_error") in session.lines
+
+
+HF_SCRIPT = """\
+    import json, os, sys
+    out = os.path.join(os.environ["ABLATE_TRIAL_DIR"], "out")
+    os.makedirs(out, exist_ok=True)
+    print({"loss": 0.61, "epoch": 0.5})  # Hugging Face's Trainer logs for people, at fractions of an epoch
+    if sys.argv[1] == "write":
+        with open(os.path.join(out, "all_results.json"), "w") as f:
+            json.dump({"epoch": 2.0, "eval_loss": 0.25, "train_loss": 0.4, "params": 5}, f)
+    elif sys.argv[1] == "damage":
+        with open(os.path.join(out, "all_results.json"), "w") as f:
+            f.write('{"epoch": 2.0, "eval_lo')
+    """
+
+
+def test_metrics_a_script_writes_to_a_file_in_its_trial_directory_reach_its_row(tmp_path):
+    # Hugging Face's Trainer writes its final metrics to all_results.json, not to its output.
+    path = script_grid(tmp_path, {"hf.py": HF_SCRIPT}, {"run": [sys.executable, "hf.py", "write", "{seed}"],
+                                                        "metrics": {"files": ["out/all_results.json"]}},
+                       metric="eval_loss")
+    result, session = train_once(path)
+    assert session.epochs == []
+    assert result == {"status": "completed", "eval_loss": 0.25, "train_loss": 0.4, "script_params": 5}
+
+
+@pytest.mark.parametrize("how, problem", [("nothing", "not in the trial's directory after the command ended"),
+                                          ("damage", "not a JSON object (Unterminated string starting at: line 1 "
+                                                     "column 16 (char 15))")])
+def test_a_metrics_file_missing_or_damaged_fails_the_trial_in_one_line_naming_it(tmp_path, how, problem):
+    from orchestrator.run.trial import run_trial
+    from orchestrator.store import records
+
+    path = script_grid(tmp_path, {"hf.py": HF_SCRIPT}, {"run": [sys.executable, "hf.py", how, "{seed}"],
+                                                        "metrics": {"files": ["out/all_results.json"]}})
+    grid = load_grid(path)
+    trial = grid.trials[0]
+    # Recorded failed without raising, so not retried: each retry would train it again to end the same way.
+    run_trial({"trial": {"trial_id": trial.trial_id, "config": trial.config}}, run_uri=str(tmp_path / "runs"),
+              workload_ref=grid.workload_ref, grid_name=grid.name, report=lambda metrics: None,
+              objective=grid.objective)
+    said = f"command.metrics.files: out/all_results.json: {problem}"
+    (row,) = records.read_trials(RunDir(str(tmp_path / "runs"))).to_pylist()
+    assert (row["status"], row["error"]) == ("failed", said)
+    log = (tmp_path / "runs" / "trials" / trial.trial_id / "trial.log").read_text()
+    assert log.endswith(f" failed: {said} (not retried: each retry would end the same way)\n")
 
 
 def test_a_script_printing_both_ways_has_one_report_a_step(tmp_path):

@@ -87,6 +87,11 @@ class WorkloadError(Exception):
     download): shown as one line, not a traceback."""
 
 
+class FinalFailure(WorkloadError):
+    """A failure every retry would meet again, after training to its end (a script's metrics file
+    missing when it ended well): the trial fails at once, not trained again."""
+
+
 class Session(Protocol):
     """What a training function talks to while it runs."""
 

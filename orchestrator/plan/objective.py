@@ -133,10 +133,15 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
         if isinstance(name, str) and name in parameters:
             owner = "the command" if workload.invocation else f"workload '{workload.name}'"
             raise GridError(path, key, f"'{name}' is a parameter of {owner}; name a metric its trials report")
-        if strict and isinstance(name, str) and name in WRITTEN:  # (a run an older ablate let be is read as it ran)
+        if not (strict and isinstance(name, str)):  # (a run an older ablate let be is read as it ran)
+            continue
+        own = f" (a script's own '{name}' is kept as 'script_{name}')" if workload.invocation else ""
+        if name in WRITTEN:
             raise GridError(path, key, f"'{name}' is a column ablate writes for every trial, in words; name a metric "
-                                       f"its trials report (a script's own '{name}' can be read under another name "
-                                       f"by a metrics pattern, (?P<my_{name}>...))")
+                                       f"its trials report{own}")
+        if name == "params" and workload.invocation:  # a Python workload's parameter count: none for a script
+            raise GridError(path, key, f"'params' is the column of a Python workload's parameter count, empty for "
+                                       f"a command's trials; name a metric its trials report{own}")
     metric, report = declared(path, data, default(workload), strict)
     for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
         if workload.produces is not None and m.name not in workload.produces:

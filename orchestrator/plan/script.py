@@ -17,6 +17,7 @@ to call it and what its parameters are:
         prefix: "ABLATE "           # the default: `ABLATE {"epoch": 1, "val_error": 0.3}` lines
         patterns: ['Epoch (?P<epoch>\\d+) .* val error (?P<val_error>[\\d.]+)']
         show: [train_loss, val_error]   # the live table's columns
+        files: [all_results.json]   # JSON files of final metrics it leaves in its trial directory
     axes:
       lr: [0.1, 0.01]
 
@@ -59,12 +60,12 @@ import annotated_types as at
 from orchestrator.errors import GridError
 from orchestrator.plan.params import Parameters, fmt
 from orchestrator.store.columns import RESERVED
-from workloads.base import Workload, WorkloadError
+from workloads.base import Workload
 from workloads.script import metrics as script_metrics
 from workloads.script import train as script_train
 
 KEYS = ("run", "workdir", "parameters", "epochs", "steps", "resume", "metrics")
-METRIC_KEYS = ("prefix", "patterns", "show")
+METRIC_KEYS = ("prefix", "patterns", "show", "files")
 TYPES = {"int": int, "float": float, "str": str, "bool": bool,
          "list[int]": list[int], "list[float]": list[float], "list[str]": list[str]}
 # annotated-types constraints by the names a grid gives them. On a list the bounds (gt...
@@ -75,6 +76,9 @@ PARAMETER_KEYS = ("type", "default", "choices", "identity", *BOUNDS, *LENGTHS)
 PREFIX = script_metrics.PREFIX
 TRIAL_DIR = "trial_dir"  # the placeholder for the trial's own directory
 SHOWN_TRIAL_DIR = "$ABLATE_TRIAL_DIR"  # how `ablate plan` shows it: the path depends on --storage
+# The columns ablate writes for every trial, which a script's metrics of those names would take
+# (`status` is a script's to give: RESULT_STATUSES).
+TAKEN = frozenset(RESERVED - {"status"} | {"steps_completed"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Script:
     prefix: str = PREFIX
     patterns: tuple[str, ...] = ()
     show: tuple[str, ...] = ()  # the live table's columns beside the grid's metric
+    files: tuple[str, ...] = ()  # JSON files of final metrics the command leaves in its trial directory
 
     @property
     def template(self) -> str:
@@ -134,6 +139,15 @@ def load(path: Path, section) -> tuple[Workload, str]:
         if not groups:
             fail(f"metrics.patterns[{i}]", "has no named group; (?P<val_error>[0-9.]+) makes a metric val_error")
     show = _strings(fail, "metrics.show", metrics.get("show", []))
+    for i, name in enumerate(show):
+        if name in TAKEN:
+            fail(f"metrics.show[{i}]", f"'{name}' is a column ablate writes for every trial; the script's own "
+                                       f"'{name}' is kept as 'script_{name}': show that")
+    files = _strings(fail, "metrics.files", metrics.get("files", []))
+    for i, name in enumerate(files):
+        if os.path.isabs(os.path.expanduser(name)):
+            fail(f"metrics.files[{i}]", f"expected a path relative to the trial's directory ({{{TRIAL_DIR}}}), "
+                                        f"got {fmt(name)}")
     if "epochs" in section and "steps" in section:
         fail("steps", "give either epochs (a script that reports every epoch) or steps (every N steps), not both")
     length = {key: section[key] for key in ("epochs", "steps") if section.get(key) is not None}
@@ -146,7 +160,7 @@ def load(path: Path, section) -> tuple[Workload, str]:
     _placeholders(fail, run, parameters, resume)
     script = Script(run=run, workdir=os.path.abspath(os.path.join(os.path.dirname(path), os.path.expanduser(workdir))),
                     parameters=parameters, epochs=length.get("epochs"), steps=length.get("steps"), resume=resume,
-                    prefix=prefix, patterns=tuple(patterns), show=tuple(show))
+                    prefix=prefix, patterns=tuple(patterns), show=tuple(show), files=tuple(files))
     # Defaults and choices are values the grid gives: checked as such, and made the declared type
     # (a float's default `1` is 1.0, or trial ids would depend on how it was written).
     params = Parameters(path, build(script))
@@ -155,7 +169,7 @@ def load(path: Path, section) -> tuple[Workload, str]:
         if "choices" in p:
             p["choices"] = [params.value(f"{key}.choices[{i}]", name, c) for i, c in enumerate(p["choices"])]
         p["default"] = params.value(f"{key}.default", name, p["default"])
-    return build(script), ref(script)
+    return build(script, path), ref(script)
 
 
 # A shell's operators, outside quotes and escapes: `2>&1 | tee log`, `cd src && python ...`.
@@ -310,9 +324,9 @@ def _annotation(spec: dict[str, Any]):
     return Annotated[(kind, *constraints)] if constraints else kind
 
 
-def build(script: Script) -> Workload:
+def build(script: Script, path: Path | None = None) -> Workload:
     """The workload that runs `script`: a config dataclass of its parameters, and a `train` that
-    runs its command once per trial attempt."""
+    runs its command once per trial attempt. `path`: the grid file its errors before a run name."""
     fields = []
     for name, spec in script.parameters.items():
         default = spec["default"]
@@ -335,13 +349,14 @@ def build(script: Script) -> Workload:
         def args_for(trial_dir: str, resuming: bool) -> list[str]:
             return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
-        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session)
+        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, TAKEN,
+                                  script.files)
 
     length = script.epochs or script.steps
     return Workload(
         name="command", config=config, train=train,
         epochs=(lambda c: getattr(c, length)) if length else None, unit="step" if script.steps else "epoch",
-        metrics=script.show, check=check, prepare=lambda configs: prepare(script, configs),
+        metrics=script.show, check=check, prepare=lambda configs: prepare(script, configs, path),
         invocation=lambda c: command_line(script, dataclasses.asdict(c)))
 
 
@@ -352,7 +367,7 @@ def ref(script: Script) -> str:
 
 def from_ref(text: str) -> Workload:
     data = json.loads(text.removeprefix("command:"))
-    return build(Script(**{**data, **{key: tuple(data[key]) for key in ("run", "resume", "patterns", "show")}}))
+    return build(Script(**{**data, **{key: tuple(data[key]) for key in ("run", "resume", "patterns", "show", "files")}}))
 
 
 def _text(value, spec: str | None = None) -> str:
@@ -389,18 +404,20 @@ def command_line(script: Script, values: dict[str, Any]) -> str:
     return shlex.join(argv(script, values, marker)).replace(marker, SHOWN_TRIAL_DIR)
 
 
-def prepare(script: Script, configs: list) -> None:
-    """Before a local run: one error now rather than every trial failing."""
+def prepare(script: Script, configs: list, path: Path | None = None) -> None:
+    """Before a local run: one error now rather than every trial failing (a GridError naming the
+    grid file `path`)."""
     if not os.path.isdir(script.workdir):
-        raise WorkloadError(f"{script.workdir}: the command's working directory does not exist")
+        raise GridError(path, "command.workdir", f"{script.workdir}: the command's working directory does not exist")
     program = argv(script, dataclasses.asdict(configs[0]), "")[0]
     found = (os.access(os.path.join(script.workdir, program), os.X_OK) if os.sep in program
              else shutil.which(program) is not None)
     if not found:
-        raise WorkloadError(f"{program}: the command's program is not found (in {script.workdir} or on PATH)")
+        raise GridError(path, "command.run",
+                        f"{program}: the command's program is not found (in {script.workdir} or on PATH)")
     # The script the program runs (`python train.py`, `python -u train.py`): a typo would fail every
     # trial. Not one in the trial's directory, which the command itself may write.
     for config in configs:
         first = next((arg for arg in argv(script, dataclasses.asdict(config), "\0")[1:] if not arg.startswith("-")), "")
         if first.endswith(".py") and "\0" not in first and not os.path.isfile(os.path.join(script.workdir, first)):
-            raise WorkloadError(f"{first}: the command's script is not found (in {script.workdir})")
+            raise GridError(path, "command.run", f"{first}: the command's script is not found (in {script.workdir})")

@@ -26,7 +26,7 @@ from orchestrator.run.session import Paused, StoredSession, last_values
 from orchestrator.store import records
 from orchestrator.store.columns import RESERVED
 from orchestrator.store.rundir import RunDir, now, up_to
-from workloads.base import RESULT_STATUSES, Workload, WorkloadError
+from workloads.base import RESULT_STATUSES, FinalFailure, Workload, WorkloadError
 
 
 def _version(package: str) -> str | None:
@@ -156,6 +156,9 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
         _log_if_possible(session, "stopped by the driver (a scheduler's decision, or the run stopping: "
                                   "Ctrl-C, --fail-fast)")
         raise
+    except FinalFailure as e:  # a script's metrics file missing when it ended well
+        write_failed(run, workload, grid_name, trial_id, config, str(e), session.progress)
+        session.log(f"failed: {e} (not retried: each retry would end the same way)")
     except WorkloadError as e:  # what the user can fix, said in one line (a script's exit and last output)
         _log_if_possible(session, f"failed: {e}")
         raise

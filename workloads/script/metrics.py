@@ -16,6 +16,7 @@ from typing import Any
 
 PREFIX = "ABLATE "  # what a line of metrics starts with, unless a grid says otherwise
 PROBLEMS = 3  # how many of its output's problems a trial's log says in full
+UP = "\x1b[A"  # the terminal's cursor up a line: a progress bar below another returns to the line above
 
 
 def _value(text: str):
@@ -57,15 +58,20 @@ class Metrics:
     A report on a part of a line that is drawn again after a "\r" (a progress bar's) is held
     until a part or line follows that is not for its place, not ended by a pause: one for its place
     draws it again (a bar may show the last validation's metrics at every batch, the epoch
-    before's until this one's ends), and its last values are the report.
+    before's until this one's ends), and its last values are the report. Where that line then ends,
+    the report is held until a pause too, and through the parts of a bar drawn below it that
+    return to its line (`UP`: PyTorch Lightning's validation bar, under its training bar).
 
     An attempt resumed from a checkpoint at `resumed_at` (an epoch, or a step) repeats what its
     script's own checkpoint is behind: reports at or before it are `repeats`, not reported, until
     one passes it. After that a count may start again (a second phase of training).
     """
 
-    def __init__(self, prefix: str = PREFIX, patterns=(), resumed_at: int | None = None):
+    def __init__(self, prefix: str = PREFIX, patterns=(), resumed_at: int | None = None, taken=frozenset()):
         self.prefix, self.patterns = prefix, [re.compile(p) for p in patterns]
+        # Columns ablate writes for every trial (its `params`, `epochs_completed`, `error`): a
+        # metric of the script's so named is kept beside them, as `renamed` says.
+        self.taken, self.renamed = taken, {}
         groups = [set(p.groupindex) for p in self.patterns]
         # Headers alone never complete an epoch: its metrics are on the lines that follow.
         self.headers = {i for i, names in enumerate(groups) if names == {"epoch"}}
@@ -80,6 +86,7 @@ class Metrics:
         self.matched: set[int | None] = set()  # the patterns that matched for the pending epoch (None: a JSON line)
         self.held = False  # whether the pending epoch is complete but for a line of its place the other way
         self.redrawn = False  # or for the part of a line drawn again after it (held until its place changes)
+        self.line_ended = False  # and that line ended since (held until a pause, but for a bar below it)
         self.kind = "epoch"  # what the pending report belongs to: an epoch, or a step
         self.ways: dict[str, set[str]] = {"epoch": set(), "step": set()}  # "json", "patterns": how each kind is printed
         self.reported: set[str] = set()  # the kinds of place reported so far
@@ -116,10 +123,26 @@ class Metrics:
             if match := self.patterns[i].search(line):
                 texts = {k: v for k, v in match.groupdict().items() if v is not None}
                 found.append(({k: _value(v) for k, v in texts.items()}, i, texts))
-        done = self.end() if self.held and not any(self._at_pending(metrics) for metrics, _, _ in found) else []
+        below = self.redrawn and UP in line  # the pending report's line is drawn again after this part
+        if below:
+            self.line_ended = False
+        done = (self.end() if self.held and not below and not any(self._at_pending(metrics) for metrics, _, _ in found)
+                else [])
         for metrics, pattern, texts in found:
-            done += self._add(metrics, pattern, texts, redrawn)
+            done += self._add(self._own(metrics), pattern, self._own(texts), redrawn)
         return done
+
+    def _own(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """`metrics` with each name ablate has taken made the script's own (`script_params`)."""
+        for name in metrics:
+            if name in self.taken:
+                self.renamed.setdefault(name, f"script_{name}")
+        return {self.renamed.get(k, k): v for k, v in metrics.items()}
+
+    def add_final(self, values: dict[str, Any]) -> None:
+        """Final values from elsewhere (a file the script wrote): its epoch or step is no report."""
+        self.seen = True
+        self.final.update({k: v for k, v in self._own(values).items() if k not in ("epoch", "step")})
 
     def _problem(self, text: str) -> None:
         """Kept where it is among the first few: a Hugging Face script has one at every logging step."""
@@ -130,7 +153,7 @@ class Metrics:
 
     def idle(self) -> list[dict[str, Any]]:
         """The epoch held for a line of its place the other way, once the output pauses without it."""
-        return self.end() if self.held and not self.redrawn else []
+        return self.end() if self.held and (not self.redrawn or self.line_ended) else []
 
     def _at_pending(self, metrics: dict[str, Any]) -> bool:
         key = next((k for k in ("epoch", "step") if k in metrics), None)
@@ -171,9 +194,9 @@ class Metrics:
         by_patterns = bool(patterns) and patterns <= self.matched
         if not (by_json or by_patterns):  # its patterns' other lines, or the next place, are still to come
             return done
-        self.redrawn = redrawn
-        if redrawn:  # its place may be drawn again, with its latest values
-            self.held = True
+        if redrawn or self.redrawn:  # its place may be drawn again, with its latest values
+            self.line_ended = not redrawn
+            self.held = self.redrawn = True
             return done
         if by_json and (by_patterns or not patterns):
             if self.pending_json < self.json_lines[key]:  # its other JSON lines, or the next place, are to come
@@ -210,7 +233,7 @@ class Metrics:
     def end(self) -> list[dict[str, Any]]:
         """The pending epoch, unless it repeats what the checkpoint this attempt resumed from has."""
         row, self.pending, self.matched = self.pending, {}, set()
-        self.held, self.redrawn, self.from_json, self.texts = False, False, set(), {}
+        self.held, self.redrawn, self.line_ended, self.from_json, self.texts = False, False, False, set(), {}
         if not row:
             return []
         self.last, self.last_json, self.pending_json = (self.kind, row.get(self.kind)), self.pending_json, 0

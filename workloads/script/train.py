@@ -13,6 +13,7 @@ and stderr, goes to the trial's log.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import queue
 import re
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workloads.base import RESULT_STATUSES, WorkloadError
+from workloads.base import RESULT_STATUSES, FinalFailure, WorkloadError
 from workloads.script import launch
 from workloads.script.metrics import Metrics, place
 
@@ -149,10 +150,13 @@ def _result(final: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session) -> dict[str, Any]:
+def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session,
+          taken=frozenset(), files=()) -> dict[str, Any]:
     """One attempt of a trial: run the command `args_for(trial_dir, resuming)` in `workdir`
     (resuming: an earlier attempt reported, so its checkpoint is there), report its epochs, return
-    its last values; CommandFailed if it ends without a result.
+    its last values; CommandFailed if it ends without a result. Its metrics named like the columns
+    ablate writes (`taken`) are kept as `script_<name>`. The JSON objects it leaves in its trial
+    directory at `files` are its final values too, read once it ended well (FinalFailure if one is not there).
 
     Its output is read, and its epochs recorded, in a thread of their own: the session's report
     to Tune waits for the driver, and the script trains on meanwhile. A script saves its own
@@ -160,7 +164,7 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
     attempt that ends (a killed worker or driver) with printed epochs unrecorded is resumed from
     a checkpoint past them, and they would never be printed again."""
     state = session.restore()
-    metrics = Metrics(prefix, patterns, resumed_at=state["epoch"] if state else None)
+    metrics = Metrics(prefix, patterns, resumed_at=state["epoch"] if state else None, taken=taken)
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     with session.files() as trial_dir:
         # Told to resume once an attempt has reported: its script saved the checkpoint before printing.
@@ -190,15 +194,38 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                 recorder.stop.set()
                 recorder.join()
             code = process.popen.wait()
+        if code == 0:
+            for name in files:
+                metrics.add_final(_read_json(os.path.join(trial_dir, name), name))
     for problem in metrics.problems:
         session.log(problem)
     if metrics.more_problems:
         session.log(f"(and {metrics.more_problems} more like these)")
+    if metrics.renamed:
+        session.log(f"ablate writes columns named {', '.join(metrics.renamed)}: the script's own are kept as "
+                    f"{', '.join(metrics.renamed.values())}")
     if code != 0:
         raise CommandFailed(f"{_exit(code)}{_last_output(tail, 600)}")
     if not metrics.seen and not state:
         raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){_last_output(tail, 400)}")
     return _result(metrics.final)
+
+
+def _read_json(path: str, name: str) -> dict[str, Any]:
+    """The metrics a script wrote to the file at `path` (Hugging Face's all_results.json)."""
+    def fail(problem):
+        raise FinalFailure(f"command.metrics.files: {name}: {problem}")
+
+    try:
+        with open(path, "rb") as f:
+            values = json.loads(f.read())
+    except FileNotFoundError:
+        fail("not in the trial's directory after the command ended")
+    except (OSError, ValueError) as e:
+        fail(f"not a JSON object ({e})")
+    if not isinstance(values, dict):
+        fail(f"not a JSON object (a {type(values).__name__})")
+    return values
 
 
 class _Recorder(threading.Thread):
