@@ -108,7 +108,7 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
             or (resume_stopped and finished[t.trial_id] == STOPPED)]
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
     skipped = len(grid.trials) - len(todo) - failed_earlier
-    run.write_bytes(run.child(GRID_FILE), grid.path.read_bytes())
+    run.write_bytes(run.child(GRID_FILE), grid.content)
 
     ray_log, ran = None, set()
     if todo and lock.previous is not None:
