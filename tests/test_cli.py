@@ -283,7 +283,24 @@ def test_an_output_file_that_cannot_be_written_is_one_line(tmp_path, args, where
             (folder / "filler").write_bytes(b"x" * 64 * 1024)
         output = folder / "out.png"
         result = CliRunner().invoke(app, [args[0], str(tmp_path / "run"), *args[1:], "-o", str(output)])
+        left = output.exists()  # a file cut short by the full disk, which the error line disowns
     finally:
         subprocess.run(undo, check=True)
     assert result.exit_code == 1
     assert result.stderr == f"error: --output {output}: cannot write it ({why})\n"
+    assert not left
+
+
+def test_a_disk_full_before_the_output_was_reached_leaves_the_file_that_was_there(tmp_path):
+    # A full disk met elsewhere (a dataset's cache) is said as the output's; the figure written
+    # there before is the user's, whole, and stays.
+    import errno
+
+    from orchestrator.cli import _writing
+    from orchestrator.errors import AblateError
+
+    output = tmp_path / "units.png"
+    output.write_bytes(b"an earlier figure")
+    with pytest.raises(AblateError), _writing(output):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert output.read_bytes() == b"an earlier figure"

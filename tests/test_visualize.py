@@ -325,7 +325,9 @@ def test_a_figure_on_a_full_disk_is_one_line(trained, tmp_path, suffix):
         (folder / "filler").write_bytes(b"x" * 64 * 1024)
         output = folder / f"units{suffix}"
         result = invoke(trained, "--trial", "t1", "--output", output, "--units", 2, "--images", 50)
+        left = output.exists()
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=True)
     assert result.exit_code == 1
     assert result.stderr == f"error: --output {output}: cannot write it (No space left on device)\n"
+    assert not left  # no file cut short
