@@ -86,13 +86,26 @@ def _check_output(output: Path) -> None:
 @contextlib.contextmanager
 def _writing(output: Path | None):
     """Writing `output`: where it cannot be written (a read-only folder, a full disk), one line naming it.
-    Only the output's own errors: one naming it, or a full disk (a read of the run is never that)."""
+    Only the output's own errors: one naming it, or a full disk (a read of the run is never that),
+    which leaves no file cut short behind: one the command wrote to (a file it never reached stays)."""
+    before = _version(output)
     try:
         yield
     except OSError as e:
-        if output is None or not (e.filename == str(output) or e.errno in (errno.ENOSPC, errno.EDQUOT)):
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        if output is None or not (e.filename == str(output) or full):
             raise
+        if full and _version(output) not in (before, None):
+            output.unlink()
         raise AblateError(f"--output {output}: cannot write it ({e.strerror or e})") from None
+
+
+def _version(path: Path | None) -> tuple | None:
+    """Which version of a file is there: None where there is none."""
+    if path is None or not path.exists():
+        return None
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 @command

@@ -100,7 +100,7 @@ def _hours(h: float) -> str:
 
 def _estimate(e: Estimate) -> str:
     unit, per = ("GPU-hours", "per GPU") if e.kind == "gpu" else ("hours", "at once")
-    covered = (f" for {e.trials} of {e.total} trials (the others' networks have no rate measured there)"
+    covered = (f" for {e.trials} of {e.total} trials (the others have no rate measured there)"
                if e.trials < e.total else "")
     (m, *more) = e.measured
     rate = f"{m['images_per_second']:,.0f} images/s" if not more else f"the rates of {len(e.measured)} networks"

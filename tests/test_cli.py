@@ -114,12 +114,13 @@ def h200(trials, images_per_second, device="NVIDIA H200"):
             **MEASURED}
 
 
-def plan_time(tmp_path, monkeypatch, measured, resources, variants="[all]"):
-    """The time lines of `ablate plan` for 2 learning rates x `variants` of Model C, 350 epochs."""
+def plan_time(tmp_path, monkeypatch, measured, resources, variants="[all]", fixed=""):
+    """The time lines of `ablate plan` for 2 learning rates x `variants` of Model C, 350 epochs
+    (`fixed`: more lines of its `fixed:`)."""
     (tmp_path / "rates.json").write_text(json.dumps({"rates": measured}))
     monkeypatch.setattr(rates, "RATES", tmp_path / "rates.json")
     (tmp_path / "g.yaml").write_text(f"name: g\nworkload: allcnn\naxes:\n  variant: {variants}\n  lr: [0.1, 0.01]\n"
-                                     f"fixed:\n  model: C\n  epochs: 350\nresources: {resources}\n")
+                                     f"fixed:\n  model: C\n  epochs: 350\n{fixed}resources: {resources}\n")
     result = CliRunner().invoke(app, ["plan", str(tmp_path / "g.yaml")])
     assert result.exit_code == 0, result.output
     return [line for line in result.stdout.splitlines() if line.startswith(("time", "  on "))]
@@ -129,8 +130,8 @@ def test_plan_estimates_gpu_hours_from_the_rate_measured_with_as_many_trials_per
     lines = plan_time(tmp_path, monkeypatch, [h200(1, 64_506.0), h200(4, 93_700.0)], "{gpus: 0.25}",
                       variants="[all, base]")
     # 2 trials x 15,724,800 images / 93,700 images/s = 0.0932 h; Model C base has no rate.
-    assert lines == ["time on NVIDIA H200: 0.0932 GPU-hours for 2 of 4 trials (the others' networks have no rate "
-                     "measured there), from 93,700 images/s with 4 trials per GPU, measured 2026-12-03 by "
+    assert lines == ["time on NVIDIA H200: 0.0932 GPU-hours for 2 of 4 trials (the others have no rate measured "
+                     "there), from 93,700 images/s with 4 trials per GPU, measured 2026-12-03 by "
                      "benchmarks/gpu_check.py on gpu-1"]
 
 
@@ -167,9 +168,24 @@ def test_plan_with_rates_of_several_gpus_estimates_each(tmp_path, monkeypatch):
         "benchmarks/gpu_check.py on gpu-1"]
 
 
+@pytest.mark.parametrize("fixed", ["compile: 'off'", "precision: fp32", "channels_last: false", "device: cpu"])
+def test_plan_takes_no_rate_measured_with_other_settings_than_the_trials_train_with(tmp_path, monkeypatch, fixed):
+    # The rates are of the trainer's defaults (compiled, bf16 on a GPU): eager fp32 trials trained
+    # at less than half the speed the plan's hours were computed from.
+    lines = plan_time(tmp_path, monkeypatch, [h200(4, 93_700.0)], "{gpus: 0.25}", fixed=f"  {fixed}\n")
+    assert lines == ["time: not estimated, FLOPs only: no training rate of these trials' networks is measured on a GPU "
+                     "with their settings"]
+    # Set to what the trainer does by default there: the rate holds.
+    same = {"compile: 'off'": "compile: reduce-overhead", "precision: fp32": "precision: bf16",
+            "channels_last: false": "channels_last: true", "device: cpu": "device: cuda"}[fixed]
+    assert plan_time(tmp_path, monkeypatch, [h200(4, 93_700.0)], "{gpus: 0.25}", fixed=f"  {same}\n")[0].startswith(
+        "time on NVIDIA H200: 0.0932 GPU-hours, from 93,700 images/s")
+
+
 def test_plan_without_a_measured_rate_has_flops_only(tmp_path, monkeypatch):
     lines = plan_time(tmp_path, monkeypatch, [], "{gpus: 0.25}")
-    assert lines == ["time: not estimated, FLOPs only: no training rate of these trials' networks is measured on a GPU"]
+    assert lines == ["time: not estimated, FLOPs only: no training rate of these trials' networks is measured on a GPU "
+                     "with their settings"]
 
 
 def test_plan_of_cpu_trials_uses_the_rate_of_this_kind_of_machine(tmp_path, monkeypatch):
@@ -187,7 +203,7 @@ def test_plan_of_cpu_trials_uses_the_rate_of_this_kind_of_machine(tmp_path, monk
         "(this grid: 4), measured 2026-12-03 by benchmarks/gpu_check.py on gpu-1"]
     assert plan_time(tmp_path, monkeypatch, cpu[1:], "{cpus: 1}") == [
         "time: not estimated, FLOPs only: no training rate of these trials' networks is measured on this "
-        "machine's CPU (cpu: Test CPU x2)"]
+        "machine's CPU (cpu: Test CPU x2) with their settings"]
 
 
 def test_models_json_has_the_paper_parameter_counts():
@@ -267,7 +283,24 @@ def test_an_output_file_that_cannot_be_written_is_one_line(tmp_path, args, where
             (folder / "filler").write_bytes(b"x" * 64 * 1024)
         output = folder / "out.png"
         result = CliRunner().invoke(app, [args[0], str(tmp_path / "run"), *args[1:], "-o", str(output)])
+        left = output.exists()  # a file cut short by the full disk, which the error line disowns
     finally:
         subprocess.run(undo, check=True)
     assert result.exit_code == 1
     assert result.stderr == f"error: --output {output}: cannot write it ({why})\n"
+    assert not left
+
+
+def test_a_disk_full_before_the_output_was_reached_leaves_the_file_that_was_there(tmp_path):
+    # A full disk met elsewhere (a dataset's cache) is said as the output's; the figure written
+    # there before is the user's, whole, and stays.
+    import errno
+
+    from orchestrator.cli import _writing
+    from orchestrator.errors import AblateError
+
+    output = tmp_path / "units.png"
+    output.write_bytes(b"an earlier figure")
+    with pytest.raises(AblateError), _writing(output):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert output.read_bytes() == b"an earlier figure"

@@ -56,3 +56,18 @@ def test_local_cluster_lists_machines_instead_of_node_types():
     config = yaml.safe_load((ROOT / "docs" / "cluster-local.yaml").read_text())
     assert config["provider"]["type"] == "local" and "available_node_types" not in config
     assert config["provider"]["head_ip"] and config["provider"]["worker_ips"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_setup_run_again_adds_nothing_more_to_bashrc(path, tmp_path):
+    # `ray up` runs setup_commands again on every call: cluster.yaml added `cd ~/ablate` each time.
+    import subprocess
+
+    commands = [c for c in yaml.safe_load(path.read_text())["setup_commands"] if ".bashrc" in c]
+    assert commands
+    (tmp_path / ".bashrc").write_text("# the image's own\n")
+    for _ in range(3):  # three `ray up`s
+        for c in commands:
+            subprocess.run(["bash", "-c", c], env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, check=True)
+    lines = (tmp_path / ".bashrc").read_text().splitlines()
+    assert len(lines) == 2 and "cd ~/ablate" in lines[1]

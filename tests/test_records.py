@@ -163,3 +163,18 @@ def test_rewriting_the_results_takes_a_bounded_share_of_the_driver_however_many_
     assert spent <= clock.now / records.REWRITE_PACE
     if every_s >= 60:  # long trials: the file follows every one of them
         assert written == trials
+
+
+@pytest.mark.parametrize("suffix", [".arrow", ".parquet"])
+def test_a_damaged_record_of_an_older_ablate_is_a_note_as_a_damaged_json_one_is(tmp_path, suffix):
+    # It stopped every reader, and `ablate run`, with its error: the other trials unseen.
+    run = RunDir(str(tmp_path))
+    records.write_record(run, SCHEMA, "new", {"lr": 0.1}, {"status": "completed", "val_error": 0.2})
+    old = tmp_path / "records" / f"old{suffix}"
+    write_old(old, pa.Table.from_pylist([{"trial_id": "old", "status": "completed", "lr": 0.2}], SCHEMA))
+    old.write_bytes(old.read_bytes()[:100])  # a copy cut short
+    notes = []
+    assert records.statuses(records.read_trials(run, notes.append)) == {"new": "completed"}
+    (note,) = notes
+    assert note.startswith(f"{old}: unreadable {'Arrow' if suffix == '.arrow' else 'Parquet'} (")
+    assert note.endswith("; its trial counts as unfinished and runs again at the next `ablate run`")

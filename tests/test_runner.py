@@ -368,3 +368,35 @@ def test_a_trial_a_scheduler_stops_is_recorded_with_every_epoch_its_row_counts(t
     row = records.read_trials(run).to_pylist()[0]
     assert (row["status"], row["epochs_completed"], row["val_error"]) == ("stopped", 3, pytest.approx(1 / 3))
     assert [e["epoch"] for e in records.read_epochs(run, ["t"]).to_pylist()] == [1, 2, 3]
+
+
+def test_the_grid_saved_with_the_run_is_the_one_it_ran_though_the_file_changed_since_it_was_read(tmp_path):
+    # The file was read again to save it: edited while `ablate run --wait` waited (or Ray started),
+    # the run's grid.yaml named other trials than those run, and status and summarize showed those.
+    from orchestrator.plan.grid import read_saved_grid
+    from tests.probe import Config
+
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]})
+    grid = load_grid(path)
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    for trial in grid.trials:  # every trial done: nothing for Ray to do
+        records.write_record(run, records.trial_schema(Config), trial.trial_id, trial.config, {"status": "completed"})
+    path.write_text(path.read_text().replace("0.2", "0.3"))  # the next study, edited meanwhile
+    run_grid(grid, run, quiet())
+    saved, _ = read_saved_grid(run, trust_workload=True)
+    assert [t.trial_id for t in saved.trials] == [t.trial_id for t in grid.trials]
+
+
+def test_a_damaged_progress_file_of_an_older_ablate_stops_the_run_in_its_one_line_before_any_trial(tmp_path):
+    # Read by the trial's worker and by the driver's Tune callbacks, it ended the run with Tune's traceback.
+    from orchestrator.errors import ResultsError
+
+    path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]})
+    grid = load_grid(path)
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    damaged = tmp_path / "runs" / "probe" / "trials" / grid.trials[0].trial_id / "progress.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text('{"attempt": 2, "train_sec')
+    with pytest.raises(ResultsError, match=f"^{damaged}: an older ablate's progress file, unreadable "):
+        run_grid(grid, run, quiet())
+    assert executions(tmp_path) == []

@@ -218,6 +218,21 @@ def test_a_results_file_replaced_while_it_is_read_is_read_whole(s3, monkeypatch)
     assert table.num_rows in (1000, 3000) and len(set(table["val_error"].to_pylist())) == 1
 
 
+def test_the_lock_of_a_run_under_a_percent_encoded_prefix_sits_with_its_files(s3):
+    # s3://results/a%20b: pyarrow writes the run's files under `a b/`, and the lock went to `a%20b/`,
+    # where deleting or copying the run's folder would not find it.
+    from orchestrator.run.lock import DriverLock
+
+    client, query = s3
+    run = RunDir(f"s3://results/a%20b/probe?{query}")
+    run.write_bytes(run.child("grid.yaml"), b"name: probe\n")
+    lock = DriverLock(run).acquire()
+    try:
+        assert sorted(_keys(client, "")) == ["a b/probe/grid.yaml", "a b/probe/lock"]
+    finally:
+        lock.release()
+
+
 def test_a_bucket_that_does_not_exist_is_one_line(tmp_path, s3):
     _, query = s3
     path = probe_grid(tmp_path)

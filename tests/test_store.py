@@ -379,3 +379,20 @@ def test_an_older_ablates_plain_pickle_of_plain_values_still_resumes(tmp_path):
     session.report({"epoch": 3}, checkpoint={"epoch": 3, "seen": [1, 2, 3]})
     session.close()
     assert RunDir(str(tmp_path)).checkpoint("t")["epochs"] == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
+
+
+@pytest.mark.parametrize("damaged", [b'{"attempt": 2, "train_sec', b"[1, 2]\n"])
+def test_a_damaged_progress_file_of_an_older_ablate_is_one_line_naming_it(tmp_path, damaged):
+    # `ablate status` of such a run ended in json's traceback.
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    (tmp_path / "trials" / "t").mkdir(parents=True)
+    (tmp_path / "trials" / "t" / "progress.json").write_bytes(damaged)
+    result = CliRunner().invoke(app, ["status", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {tmp_path / 'trials' / 't' / 'progress.json'}: an older ablate's "
+                                    "progress file, unreadable (")
+    assert result.output.endswith("delete it to count the trial's attempts and time afresh\n")
+    assert len(result.output.splitlines()) == 1

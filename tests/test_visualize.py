@@ -1,6 +1,8 @@
 """Guided backpropagation: the ReLU rules, and `ablate visualize` on a trained trial."""
 from __future__ import annotations
 
+import subprocess
+
 import matplotlib.image
 import pytest
 import torch
@@ -309,3 +311,23 @@ def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(trained, tmp_pa
                              "holds only tensors and plain values (delete the file to train the trial from its start)\n")
     shutil.copy(trained / "trials" / "t1" / "checkpoint.pt", checkpoint)  # the trial's own: drawn again
     assert invoke(run, "--trial", "t1", "--output", tmp_path / "x.png", "--units", 2).exit_code == 0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf"])
+def test_a_figure_on_a_full_disk_is_one_line(trained, tmp_path, suffix):
+    # matplotlib's PDF writer met the full disk with an AttributeError of its own: a traceback.
+    folder = tmp_path / "out"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        (folder / "filler").write_bytes(b"x" * 64 * 1024)
+        output = folder / f"units{suffix}"
+        result = invoke(trained, "--trial", "t1", "--output", output, "--units", 2, "--images", 50)
+        left = output.exists()
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: --output {output}: cannot write it (No space left on device)\n"
+    assert not left  # no file cut short

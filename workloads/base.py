@@ -205,7 +205,7 @@ class Workload:
     produces: tuple[str, ...] | None = None
     # Optional: {"images": training images seen, "flops": training FLOPs or None}, for `ablate plan`.
     cost: Callable[[Any], dict[str, Any]] | None = None
-    # Optional: training rates measured for a config's network, for `ablate plan` to estimate hours:
+    # Optional: training rates measured for a config's network as it trains, for `ablate plan` to estimate hours:
     # a list of {"device": a GPU's name (torch.cuda.get_device_name) or cpu_name(), "kind": "gpu" or
     # "cpu", "trials": how many trials shared the device, "images_per_second": all of them together,
     # "date", "where": what measured it, on which host}. Without one, a plan has FLOPs only.

@@ -70,7 +70,7 @@ def estimate(grid) -> list[Estimate] | str:
                 (images, _pick([m for m in measured if m["device"] == device], n)))
     if not per_device:
         where = "a GPU" if kind == "gpu" else f"this machine's CPU ({here})"
-        return f"no training rate of these trials' networks is measured on {where}"
+        return f"no training rate of these trials' networks is measured on {where} with their settings"
     scale = r.gpus if r.gpus >= 1 else 1.0  # a trial holding several GPUs uses them all its time
     out = []
     for device, rows in per_device.items():

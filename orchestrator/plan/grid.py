@@ -21,7 +21,7 @@ from typing import Any
 import workloads
 from orchestrator.errors import GridError
 from orchestrator.plan.expand import Spec, Trial, expand, hashable
-from orchestrator.plan.gridfile import read_yaml
+from orchestrator.plan.gridfile import read_file, read_yaml
 from orchestrator.plan.halving import Halving, halving
 from orchestrator.plan.objective import INTERFACE, Objective, declared, default, objective
 from orchestrator.plan.params import INT64, Parameters, fmt
@@ -55,6 +55,7 @@ class Resources:
 class Grid:
     name: str
     path: Path
+    content: bytes  # the file as read, saved in the run as its grid.yaml
     workload: Workload
     workload_ref: str  # as the file names it: a registered name or module:object; or a `command:` (script.ref)
     axes: dict[str, list]
@@ -114,6 +115,7 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
     the need for a `mode` its metric's name does not say: for readers of a grid that ran, checked
     when it did."""
     path = Path(path)
+    content = read_file(path) if content is None else content  # read once: what runs is what the run saves
     data = _read(path, content)
     workload, ref = _workload(path, data)
     params = Parameters(path, workload)
@@ -129,7 +131,7 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
         _distinct_commands(path, workload, trials)
     epochs = ([workload.epochs(workload.config(**t.config)) for t in trials]
               if workload.epochs and data.get("halving") is not None else [])
-    return Grid(name=data["name"], path=path, workload=workload, workload_ref=ref, axes=spec.axes, trials=trials,
+    return Grid(name=data["name"], path=path, content=content, workload=workload, workload_ref=ref, axes=spec.axes, trials=trials,
                 resources=resources(_mapping(path, "resources", data.get("resources") or {},
                                              f"a mapping with keys {', '.join(RESOURCE_KEYS)}"),
                                     "resources.{}".format, path),

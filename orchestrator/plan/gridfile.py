@@ -90,16 +90,19 @@ class GridLoader(Composer, _Parser, SafeConstructor, Resolver):
             raise ConstructorError(problem=str(e), problem_mark=node.start_mark) from None
 
 
+def read_file(path: Path) -> bytes:
+    """The file's bytes, or GridError."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_BYTES + 1)  # bounded, even for /dev/zero
+    except OSError as e:
+        raise GridError(path, "", f"cannot read the grid file ({e.strerror or e})") from None
+
+
 def read_yaml(path: Path, content: bytes | None = None) -> object:
     """The file's YAML document (`content`, where given, is what the file holds), or GridError
     with one line saying what is wrong and where."""
-    try:
-        if content is None:
-            with open(path, "rb") as f:
-                content = f.read(MAX_BYTES + 1)  # bounded, even for /dev/zero
-    except OSError as e:
-        raise GridError(path, "", f"cannot read the grid file ({e.strerror or e})") from None
-    raw = content
+    raw = read_file(path) if content is None else content
     if len(raw) > MAX_BYTES:
         raise GridError(path, "", f"larger than {MAX_BYTES >> 20} MiB; a grid file is a few kilobytes of YAML")
     try:

@@ -357,7 +357,7 @@ class _S3Store:
     def __init__(self, run: RunDir, token: str):
         self.run, self.token = run, token
         self.bucket = Bucket(run)
-        self.key = "/".join(p for p in (self.bucket.prefix.strip("/"), "lock") if p)
+        self.key = self.bucket.key(run.child("lock"))  # as the run's files are: `s3://b/a%20b` is `a b/...`
 
     def _call(self, method, **kwargs):
         return self.bucket.call(method, self.key, **kwargs)

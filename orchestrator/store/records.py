@@ -172,16 +172,18 @@ def _read_record(run: RunDir, trial_id: str, notify=None) -> Record | None:
     is a ResultsError, or with `notify`, a note and None: its trial counts as unfinished."""
     path = run.child("records", trial_id + RECORD)
     data = run.read_bytes(path)
-    if data is None:
-        return _read_old_record(run, trial_id)
     try:
-        body = json.loads(data)
-        schema = _schema(tuple(body["types"].items()))
-    except (ValueError, KeyError, TypeError) as e:
-        error = f"{run.display('records', trial_id + RECORD)}: unreadable record ({e!r})"
+        if data is None:
+            return _read_old_record(run, trial_id)
+        try:
+            body = json.loads(data)
+            schema = _schema(tuple(body["types"].items()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ResultsError(f"{run.display('records', trial_id + RECORD)}: unreadable record ({e!r})") from None
+    except ResultsError as e:  # an older ablate's record (Arrow, Parquet) too
         if notify is None:
-            raise ResultsError(error) from None
-        notify(f"{error}; its trial counts as unfinished and runs again at the next `ablate run`")
+            raise
+        notify(f"{e}; its trial counts as unfinished and runs again at the next `ablate run`")
         return None
     row = body["row"]
     for field in schema:

@@ -209,10 +209,20 @@ class RunDir:
     def progress(self, trial_id: str) -> dict[str, Any]:
         """A trial's latest progress: the last whole line of its progress file; {} if it has none."""
         data = self.read_bytes(self.trial_file(trial_id, PROGRESS))
-        if data is None:
-            data = self.read_bytes(self.trial_file(trial_id, OLD_PROGRESS))
-            return json.loads(data) if data else {}
-        return _last_progress(data)
+        if data is not None:
+            return _last_progress(data)
+        data = self.read_bytes(self.trial_file(trial_id, OLD_PROGRESS))
+        if not data:
+            return {}
+        try:  # a disk fault or a copy cut short makes it unreadable
+            progress = json.loads(data)
+            why = "not a JSON object"
+        except ValueError as e:
+            progress, why = None, str(e)
+        if not isinstance(progress, dict):
+            raise ResultsError(f"{self.display('trials', trial_id, OLD_PROGRESS)}: an older ablate's progress file, "
+                               f"unreadable ({why}); delete it to count the trial's attempts and time afresh")
+        return progress
 
     def write_progress(self, trial_id: str, progress: dict[str, Any]) -> None:
         """A trial's progress file holding `progress` alone, written whole."""

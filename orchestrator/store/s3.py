@@ -27,7 +27,7 @@ class Bucket:
             endpoint = f"{options.get('scheme', 'https')}://{endpoint}"
         self.run = run
         self.client = boto3.client("s3", endpoint_url=endpoint, region_name=options.get("region"))
-        self.name, _, self.prefix = base.partition("://")[2].partition("/")
+        self.name = base.partition("://")[2].partition("/")[0]
 
     def key(self, path: str) -> str:
         """The key of a path of the run's filesystem (`bucket/prefix/...`)."""

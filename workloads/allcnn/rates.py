@@ -31,9 +31,20 @@ def _read(path: Path, mtime_ns: int) -> list[dict[str, Any]]:
     return json.loads(path.read_text())["rates"]
 
 
+# gpu_check.py's trainer processes train with the trainer's defaults, which on each kind of device
+# mean these (train.py): a rate says nothing of a trial set to train otherwise (eager fp32 on a GPU
+# is less than half as fast: ../shared/PERFORMANCE.md).
+AS_MEASURED = {"gpu": {"precision": ("auto", "bf16"), "compile": ("auto", "reduce-overhead"), "channels_last": (True,)},
+               "cpu": {"compile": ("auto", "off"), "channels_last": (True,)}}  # precision: bf16 is for CUDA only
+
+
 def rates(config) -> list[dict[str, Any]]:
-    """The rates measured for this config's network (Workload.rates)."""
-    return [r for r in load() if all(r[k] == getattr(config, k) for k in NETWORK)]
+    """The rates measured for this config's network on the kinds of device it can train on,
+    training as it would there (Workload.rates)."""
+    kinds = ("gpu", "cpu") if config.device == "auto" else ("cpu",) if config.device == "cpu" else \
+        ("gpu",) if config.device.startswith("cuda") else ()
+    return [r for r in load() if all(r[k] == getattr(config, k) for k in NETWORK) and r["kind"] in kinds
+            and all(getattr(config, k) in values for k, values in AS_MEASURED[r["kind"]].items())]
 
 
 def record(check: dict[str, Any], where: str, path: Path | None = None) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ Max-pooling passes the gradient back through its argmax ("switches") under every
 """
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 from pathlib import Path
 
@@ -122,7 +123,11 @@ def figure(image_rows: list[list[torch.Tensor]], columns: list[str], row_labels:
                 ax.set_ylabel(row_labels[r], fontsize=7)
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.01, top=1 - 0.4 / (1.2 * rows + 0.4), wspace=0.05, hspace=0.1)
     # The format named: with none, matplotlib would add ".png" and write a file other than `output`.
-    fig.savefig(output, dpi=100, format=Path(output).suffix[1:] or "png")
+    # Drawn in memory, then written: matplotlib's PDF writer meeting a full disk raises an
+    # AttributeError of its own instead of the OSError the CLI names the file by.
+    drawn = io.BytesIO()
+    fig.savefig(drawn, dpi=100, format=Path(output).suffix[1:] or "png")
+    Path(output).write_bytes(drawn.getvalue())
 
 
 def _show_image(x: torch.Tensor) -> torch.Tensor:
