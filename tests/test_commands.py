@@ -212,6 +212,9 @@ BAD = [
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "host"]},
      "report[1]: 'host' is a column ablate writes for every trial, in words; name a metric its trials report (a "
      "script's own 'host' is kept as 'script_host')"),
+    # A script's own status (and why) is the row's, not kept as script_status: the line said it was.
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "status"]},
+     "report[1]: 'status' is a column ablate writes for every trial, in words; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["params"]},
      "report[0]: 'params' is the column of a Python workload's parameter count, empty for a command's trials; name a "
      "metric its trials report (a script's own 'params' is kept as 'script_params')"),
@@ -551,6 +554,18 @@ def test_a_scripts_metrics_named_like_columns_ablate_writes_are_kept_beside_them
     assert ("ablate writes columns named trial_id, params, epochs_completed, train_seconds, error: the script's own "
             "are kept as script_trial_id, script_params, script_epochs_completed, script_train_seconds, "
             "script_error") in session.lines
+
+
+def test_a_script_that_gives_its_status_gives_its_reason_too(tmp_path):
+    # Its status_reason was kept as script_status_reason: the row of a trial it said diverged had none.
+    script = """\
+        import json
+        print("ABLATE " + json.dumps({"epoch": 1, "val_loss": 2.5}))
+        print("ABLATE " + json.dumps({"status": "diverged", "status_reason": "loss is inf at step 300"}))
+        """
+    path = script_grid(tmp_path, {"diverges.py": script}, {"run": [sys.executable, "diverges.py", "{seed}"]})
+    result, _ = train_once(path)
+    assert result == {"status": "diverged", "status_reason": "loss is inf at step 300", "val_loss": 2.5}
 
 
 HF_SCRIPT = """\
