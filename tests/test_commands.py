@@ -32,7 +32,7 @@ from workloads.script.metrics import Metrics
 from workloads.script.train import CommandFailed
 from tests.conftest import ROOT, ablate
 from tests.test_storage_s3 import s3  # noqa: F401 - a fixture
-from workloads.base import MemorySession
+from workloads.base import FinalFailure, MemorySession
 
 # The scripts' `python` is the one running the tests, with torch and scikit-learn.
 PATH = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
@@ -554,6 +554,22 @@ def test_a_scripts_metrics_named_like_columns_ablate_writes_are_kept_beside_them
     assert ("ablate writes columns named trial_id, params, epochs_completed, train_seconds, error: the script's own "
             "are kept as script_trial_id, script_params, script_epochs_completed, script_train_seconds, "
             "script_error") in session.lines
+
+
+def test_a_missing_metrics_file_leaves_what_the_trials_log_says_of_its_output(tmp_path):
+    # The failure for the file came before the log's lines on the script's output (a line with the
+    # prefix and no JSON object, its names kept as script_<name>): the log had none of them.
+    script = """\
+        print("ABLATE not json")
+        print('ABLATE {"epoch": 1, "error": "none"}')
+        """
+    path = script_grid(tmp_path, {"nofile.py": script}, {"run": [sys.executable, "nofile.py", "{seed}"],
+                                                         "metrics": {"files": ["all_results.json"]}})
+    session = MemorySession()
+    with pytest.raises(FinalFailure, match="all_results.json: not in the trial's directory"):
+        train_once(path, session)
+    assert "not metrics: ABLATE not json" in session.lines
+    assert "ablate writes columns named error: the script's own are kept as script_error" in session.lines
 
 
 def test_a_script_that_gives_its_status_gives_its_reason_too(tmp_path):
