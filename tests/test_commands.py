@@ -332,6 +332,20 @@ def test_a_bar_s_epoch_whose_line_ends_is_recorded_at_a_pause_unless_a_bar_below
     assert metrics.idle() == [{"epoch": 1, "loss": 0.4}]
 
 
+def test_a_line_written_over_a_cleared_bar_leaves_its_epoch_one_report():
+    # tqdm.write (Lightning's `self.print`) clears the bar ("\r" + spaces + "\r"), writes its line and
+    # draws the bar again: the blank part ended the epoch's report, and the bar drawn again made a
+    # second report of the same epoch, which the trial counted as one more epoch.
+    metrics = Metrics(patterns=[r"Epoch (?P<epoch>\d+):.*\| loss=(?P<loss>[\d.]+)"])
+    assert metrics.feed("Epoch 1: 50%| loss=0.5", redrawn=True) == []
+    assert metrics.feed(" " * 40, redrawn=True) == metrics.feed("saved checkpoint") == []
+    assert metrics.feed("Epoch 1: 100%| loss=0.4", redrawn=True) == []
+    assert metrics.feed("Epoch 2: 50%| loss=0.3", redrawn=True) == [{"epoch": 1, "loss": 0.4}]
+    # A bar cleared for good (tqdm's leave=False) is recorded at a pause.
+    assert metrics.feed(" " * 40, redrawn=True) == metrics.feed("evaluating") == []
+    assert metrics.idle() == [{"epoch": 2, "loss": 0.3}]
+
+
 def test_a_step_a_pattern_captures_is_complete_as_it_is_printed_not_when_the_next_is():
     # The script saved its checkpoint before printing step 300: a record that waits for step 400
     # is a step behind it, and lost if the attempt ends there.
