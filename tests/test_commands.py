@@ -32,7 +32,7 @@ from workloads.script.metrics import Metrics
 from workloads.script.train import CommandFailed
 from tests.conftest import ROOT, ablate
 from tests.test_storage_s3 import s3  # noqa: F401 - a fixture
-from workloads.base import MemorySession
+from workloads.base import FinalFailure, MemorySession
 
 # The scripts' `python` is the one running the tests, with torch and scikit-learn.
 PATH = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
@@ -212,6 +212,9 @@ BAD = [
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "host"]},
      "report[1]: 'host' is a column ablate writes for every trial, in words; name a metric its trials report (a "
      "script's own 'host' is kept as 'script_host')"),
+    # A script's own status (and why) is the row's, not kept as script_status: the line said it was.
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "status"]},
+     "report[1]: 'status' is a column ablate writes for every trial, in words; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["params"]},
      "report[0]: 'params' is the column of a Python workload's parameter count, empty for a command's trials; name a "
      "metric its trials report (a script's own 'params' is kept as 'script_params')"),
@@ -327,6 +330,20 @@ def test_a_bar_s_epoch_whose_line_ends_is_recorded_at_a_pause_unless_a_bar_below
     assert metrics.feed("Epoch 1: 100%| loss=0.4 val_loss=0.3", redrawn=True) == []
     assert metrics.feed("Epoch 1: 100%| loss=0.4 val_loss=0.3") == []
     assert metrics.idle() == [{"epoch": 1, "loss": 0.4}]
+
+
+def test_a_line_written_over_a_cleared_bar_leaves_its_epoch_one_report():
+    # tqdm.write (Lightning's `self.print`) clears the bar ("\r" + spaces + "\r"), writes its line and
+    # draws the bar again: the blank part ended the epoch's report, and the bar drawn again made a
+    # second report of the same epoch, which the trial counted as one more epoch.
+    metrics = Metrics(patterns=[r"Epoch (?P<epoch>\d+):.*\| loss=(?P<loss>[\d.]+)"])
+    assert metrics.feed("Epoch 1: 50%| loss=0.5", redrawn=True) == []
+    assert metrics.feed(" " * 40, redrawn=True) == metrics.feed("saved checkpoint") == []
+    assert metrics.feed("Epoch 1: 100%| loss=0.4", redrawn=True) == []
+    assert metrics.feed("Epoch 2: 50%| loss=0.3", redrawn=True) == [{"epoch": 1, "loss": 0.4}]
+    # A bar cleared for good (tqdm's leave=False) is recorded at a pause.
+    assert metrics.feed(" " * 40, redrawn=True) == metrics.feed("evaluating") == []
+    assert metrics.idle() == [{"epoch": 2, "loss": 0.3}]
 
 
 def test_a_step_a_pattern_captures_is_complete_as_it_is_printed_not_when_the_next_is():
@@ -551,6 +568,34 @@ def test_a_scripts_metrics_named_like_columns_ablate_writes_are_kept_beside_them
     assert ("ablate writes columns named trial_id, params, epochs_completed, train_seconds, error: the script's own "
             "are kept as script_trial_id, script_params, script_epochs_completed, script_train_seconds, "
             "script_error") in session.lines
+
+
+def test_a_missing_metrics_file_leaves_what_the_trials_log_says_of_its_output(tmp_path):
+    # The failure for the file came before the log's lines on the script's output (a line with the
+    # prefix and no JSON object, its names kept as script_<name>): the log had none of them.
+    script = """\
+        print("ABLATE not json")
+        print('ABLATE {"epoch": 1, "error": "none"}')
+        """
+    path = script_grid(tmp_path, {"nofile.py": script}, {"run": [sys.executable, "nofile.py", "{seed}"],
+                                                         "metrics": {"files": ["all_results.json"]}})
+    session = MemorySession()
+    with pytest.raises(FinalFailure, match="all_results.json: not in the trial's directory"):
+        train_once(path, session)
+    assert "not metrics: ABLATE not json" in session.lines
+    assert "ablate writes columns named error: the script's own are kept as script_error" in session.lines
+
+
+def test_a_script_that_gives_its_status_gives_its_reason_too(tmp_path):
+    # Its status_reason was kept as script_status_reason: the row of a trial it said diverged had none.
+    script = """\
+        import json
+        print("ABLATE " + json.dumps({"epoch": 1, "val_loss": 2.5}))
+        print("ABLATE " + json.dumps({"status": "diverged", "status_reason": "loss is inf at step 300"}))
+        """
+    path = script_grid(tmp_path, {"diverges.py": script}, {"run": [sys.executable, "diverges.py", "{seed}"]})
+    result, _ = train_once(path)
+    assert result == {"status": "diverged", "status_reason": "loss is inf at step 300", "val_loss": 2.5}
 
 
 HF_SCRIPT = """\

@@ -63,8 +63,8 @@ def test_the_eta_of_a_run_with_halving_counts_the_epochs_halving_trains():
         p.trial_result(t, {"epoch": 1})
         p.trial_result(t, {"epoch": 2})
     assert p.eta() == pytest.approx(80 * 8 / 8, rel=1e-3)
-    p.trial_finished("c", "stopped", "stopped by halving at 2: ...")  # those 8 never counted its last 6
-    p.trial_finished("d", "stopped", "stopped by halving at 2: ...")
+    p.trial_finished("c", "stopped", "stopped by halving at 2: ...", rung=2)  # those 8 never counted its last 6
+    p.trial_finished("d", "stopped", "stopped by halving at 2: ...", rung=2)
     assert p.eta() == pytest.approx(80 * 8 / 8, rel=1e-3)
     p.trial_finished("b", "diverged", "")  # ended early itself: its last 6 never come
     assert p.eta() == pytest.approx(80 * 2 / 8, rel=1e-3)

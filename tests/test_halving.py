@@ -21,6 +21,7 @@ from orchestrator.cli import app
 from orchestrator.errors import GridError, ResultsError
 from orchestrator.plan.grid import load_grid
 from orchestrator.plan.halving import planned, read_decisions
+from orchestrator.run import runner
 from orchestrator.run.halving import Halver
 from orchestrator.run.runner import run_grid
 from orchestrator.store import records
@@ -280,6 +281,43 @@ def test_a_trial_stopped_where_an_earlier_run_paused_it_is_counted_in_the_runs_l
     shown = CliRunner().invoke(app, ["run", str(path), "--storage", str(storage), "--quiet"])
     assert "probe: 1 completed, 1 stopped (1 run now, 1 stopped by halving without running again, 0 already done)" \
         in shown.stdout, shown.stdout
+
+
+@pytest.mark.usefixtures("local_ray")
+@pytest.mark.parametrize("lrs, interrupted", [([0.1, 0.2], "orchestrator.run.halving.write_stopped"),
+                                              ([0.1, 0.2, 0.3, 0.4], "second round")])
+def test_a_run_resumed_under_halving_counts_the_epochs_left_for_its_eta(tmp_path, monkeypatch, lrs, interrupted):
+    # A run of the trials left halved them again as a grid of their own (2 kept lrs: 6 epochs for the
+    # 8 they train from their start, so its ETA said no time left while 2 were), and a trial paused
+    # in the run before that halving then stopped left its epochs to the rung counted as still to come.
+    path, storage = probe_grid(tmp_path, axes={"lr": lrs}, fixed={"epochs": 4},
+                               halving={"over": ["lr"], "rungs": [2], "keep": 0.5}), tmp_path / "runs"
+    fit, rounds = runner._fit, []
+
+    def second_round(*args, **kwargs):
+        rounds.append(kwargs.get("until"))
+        if len(rounds) == 2:
+            raise KeyboardInterrupt
+        return fit(*args, **kwargs)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(*(("orchestrator.run.runner._fit", second_round) if interrupted == "second round"
+                          else (interrupted, killed)))
+        with pytest.raises(KeyboardInterrupt):
+            run(path, storage)
+    displays = []
+
+    def display(*args):
+        displays.append(quiet()(*args))
+        return displays[-1]
+
+    grid = load_grid(path)
+    summary = run_grid(grid, RunDir.for_grid(str(storage), grid.name), display)
+    assert summary.counts == {"completed": len(lrs) // 2, "stopped": len(lrs) // 2}
+    assert displays[0].epochs_left == 0  # every epoch trained: none left for the ETA
 
 
 @pytest.mark.usefixtures("local_ray")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import GridError
 from orchestrator.plan.params import fmt
-from orchestrator.store.columns import RESULT_COLUMNS
+from orchestrator.store.columns import RESULT_COLUMNS, SCRIPT_TAKEN
 
 # Columns ablate writes in words or times for every trial (a failed one's `error`, its `host`): a
 # metric of the same name would share a column with them, numbers beside text.
@@ -135,7 +135,8 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
             raise GridError(path, key, f"'{name}' is a parameter of {owner}; name a metric its trials report")
         if not (strict and isinstance(name, str)):  # (a run an older ablate let be is read as it ran)
             continue
-        own = f" (a script's own '{name}' is kept as 'script_{name}')" if workload.invocation else ""
+        own = f" (a script's own '{name}' is kept as 'script_{name}')" if workload.invocation and name in SCRIPT_TAKEN \
+            else ""
         if name in WRITTEN:
             raise GridError(path, key, f"'{name}' is a column ablate writes for every trial, in words; name a metric "
                                        f"its trials report{own}")

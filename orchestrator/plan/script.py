@@ -59,7 +59,7 @@ import annotated_types as at
 
 from orchestrator.errors import GridError
 from orchestrator.plan.params import Parameters, fmt
-from orchestrator.store.columns import RESERVED
+from orchestrator.store.columns import RESERVED, SCRIPT_TAKEN
 from workloads.base import Workload
 from workloads.script import metrics as script_metrics
 from workloads.script import train as script_train
@@ -76,9 +76,6 @@ PARAMETER_KEYS = ("type", "default", "choices", "identity", *BOUNDS, *LENGTHS)
 PREFIX = script_metrics.PREFIX
 TRIAL_DIR = "trial_dir"  # the placeholder for the trial's own directory
 SHOWN_TRIAL_DIR = "$ABLATE_TRIAL_DIR"  # how `ablate plan` shows it: the path depends on --storage
-# The columns ablate writes for every trial, which a script's metrics of those names would take
-# (`status` is a script's to give: RESULT_STATUSES).
-TAKEN = frozenset(RESERVED - {"status"} | {"steps_completed"})
 
 
 @dataclass(frozen=True)
@@ -140,7 +137,7 @@ def load(path: Path, section) -> tuple[Workload, str]:
             fail(f"metrics.patterns[{i}]", "has no named group; (?P<val_error>[0-9.]+) makes a metric val_error")
     show = _strings(fail, "metrics.show", metrics.get("show", []))
     for i, name in enumerate(show):
-        if name in TAKEN:
+        if name in SCRIPT_TAKEN:
             fail(f"metrics.show[{i}]", f"'{name}' is a column ablate writes for every trial; the script's own "
                                        f"'{name}' is kept as 'script_{name}': show that")
     files = _strings(fail, "metrics.files", metrics.get("files", []))
@@ -349,7 +346,7 @@ def build(script: Script, path: Path | None = None) -> Workload:
         def args_for(trial_dir: str, resuming: bool) -> list[str]:
             return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
-        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, TAKEN,
+        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, SCRIPT_TAKEN,
                                   script.files)
 
     length = script.epochs or script.steps

@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from orchestrator.plan import halving
 from orchestrator.plan.grid import read_saved_grid, saved_objective
-from orchestrator.store.records import STATUSES, statuses
+from orchestrator.store.records import STATUSES, statuses, trained
 from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now, position
 
 # A trial counts as running while its progress moved within max(this, 3 epochs).
@@ -126,14 +126,9 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
                     metric=saved_objective(run, grid, untrusted).metric.name, untrusted=untrusted)
     if planned and per_unit and running:
         if grid.halving and (most := halving.planned(grid.trials, grid.halving, grid.planned_epochs)):
-            # At most what halving trains (as `ablate plan` counts it), less what the finished trained:
-            # their epochs, or steps where a row has them (a script that reports every N steps).
-            trained = {}
-            for column in ("epochs_completed", "steps_completed"):
-                if trials is not None and column in trials.column_names:
-                    trained.update((i, n) for i, n in zip(trials["trial_id"].to_pylist(), trials[column].to_pylist())
-                                   if n is not None)
-            epochs_left = most[0] - sum(trained.get(i) or 0 for i in finished)
+            # At most what halving trains (as `ablate plan` counts it), less what the finished trained.
+            done = trained(trials)
+            epochs_left = most[0] - sum(done.get(i) or 0 for i in finished)
         else:
             epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)
         epochs_left -= sum(a.epoch for a in active)

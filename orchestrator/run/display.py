@@ -56,15 +56,14 @@ class Display:
         self.ran: set[str] = set()  # trials that began an attempt in this run
         known = list(planned_epochs.values())
         self.epochs_left = None if None in known else sum(known)
-        self.halving = False  # whether epochs_left counts only what halving trains (halved())
         self.epochs_trained = 0
         self.started = time.monotonic()
 
     def halved(self, at_most: float | None) -> None:
-        """With halving, the epochs left are `at_most` (plan/halving.py, as `ablate plan` counts them):
-        not the full grid's, and a trial it stops at a rung leaves none of them untrained."""
+        """With halving, the epochs left are `at_most` (runner.py, as `ablate plan` counts them):
+        not the full grid's, and a trial it stops at a rung is counted to there."""
         if at_most is not None and self.epochs_left is not None:
-            self.epochs_left, self.halving = at_most, True
+            self.epochs_left = at_most
 
     # -- events --------------------------------------------------------------------------------
     def trial_started(self, trial_id: str, cell: dict[str, Any]) -> None:
@@ -95,8 +94,9 @@ class Display:
         self.paused[trial_id] = self.running.pop(trial_id, None)
         self.show(trial_id, "paused", f"at {at}, until its round of halving ends")
 
-    def trial_finished(self, trial_id: str, status: str, detail: str) -> None:
-        self._ended(trial_id, untrained=not (self.halving and status == "stopped"))
+    def trial_finished(self, trial_id: str, status: str, detail: str, rung: int | None = None) -> None:
+        """`rung`: where halving stopped it (maybe without running it again, where an earlier run paused it)."""
+        self._ended(trial_id, counted=rung)
         self.counts[status] = self.counts.get(status, 0) + 1
         self.show(trial_id, status, detail)
 
@@ -106,13 +106,14 @@ class Display:
         self.unfinished += 1
         self.show(trial_id, "unfinished", detail)
 
-    def _ended(self, trial_id: str, untrained: bool = True) -> None:
+    def _ended(self, trial_id: str, counted: int | None = None) -> None:
         # One that never started in this run (its worker died first, or it paused in an earlier one):
-        # none of its epochs come.
+        # none of its epochs come. `counted`: where the epochs left count it to, if not its end.
         run = self.running.pop(trial_id, None) or self.paused.pop(trial_id, None) \
             or Running({}, self.planned_epochs.get(trial_id))
-        if untrained and run.planned and self.epochs_left is not None:
-            self.epochs_left -= max(0, run.planned - run.epoch)  # stopped early: those epochs never come
+        until = run.planned if counted is None else counted
+        if until and self.epochs_left is not None:
+            self.epochs_left -= max(0, until - run.epoch)  # stopped early: those epochs never come
 
     def stop_asked(self) -> None:
         """The run was told to stop (Ctrl-C, SIGTERM): said at once, as Tune then gives the running

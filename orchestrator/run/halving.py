@@ -38,9 +38,10 @@ from orchestrator.store.rundir import EPOCHS, RunDir, now, position, up_to
 class Halver:
     """The halving of one run's grid: its cells, their settings and the decisions made so far."""
 
-    def __init__(self, grid: Grid, run: RunDir, on_stopped=lambda trial_id, reason: None, notify=lambda message: None):
+    def __init__(self, grid: Grid, run: RunDir, on_stopped=lambda trial_id, rung, reason: None,
+                 notify=lambda message: None):
         self.grid, self.run, self.halving, self.metric = grid, run, grid.halving, grid.objective.metric
-        self.on_stopped = on_stopped  # each trial recorded as stopped, once its record is written
+        self.on_stopped = on_stopped  # each trial recorded as stopped (at a rung), once its record is written
         self.notify = notify  # told of a paused trial whose epochs file is damaged
         self.cells: dict[str, dict[str, list]] = {}  # cell -> setting -> its trials, in the grid's order
         self.basis: dict[str, str] = {}  # cell -> what its trials share beyond the axes (_basis)
@@ -208,4 +209,4 @@ class Halver:
             log.close()
         write_stopped(self.run, self.grid.workload, self.grid.name, trial.trial_id, trial.config,
                       self.run.progress(trial.trial_id), rung, reason)
-        self.on_stopped(trial.trial_id, reason)
+        self.on_stopped(trial.trial_id, rung, reason)

@@ -149,8 +149,7 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                                             local=address is None, hangs=Hangs(trial_timeout, planned),
                                             notify=notify)
                     if grid.halving and not resume_stopped:
-                        most = planned_with_halving(todo, grid.halving, grid.planned_epochs)
-                        display.halved(most[0] if most else None)
+                        display.halved(_halving_left(grid, todo, publisher.trials))
                         _halve(grid, run, fit, publisher, display, retry_failed, tracking, notify)
                     else:
                         fit(todo)
@@ -205,14 +204,25 @@ def _prepare(grid: Grid, todo) -> None:
         raise RunError(str(e)) from None
 
 
+def _halving_left(grid, todo, trials) -> float | None:
+    """The epochs (steps) halving trains at most over the grid, as `ablate plan` counts them, less
+    those of the trials that ended before this run (`trials`: their rows); each of `todo` counts
+    from its start, as the display counts a resumed trial's epochs."""
+    most = planned_with_halving(grid.trials, grid.halving, grid.planned_epochs)
+    if most is None:
+        return None
+    done, to_run = records.trained(trials), {t.trial_id for t in todo}
+    return most[0] - sum(done.get(t.trial_id) or 0 for t in grid.trials if t.trial_id not in to_run)
+
+
 def _halve(grid, run, fit, publisher, display, retry_failed, tracking, notify) -> None:
     """Rounds of trials, each up to its cell's next rung, until every cell has decided them all
     or a round ends with a trial that neither paused nor has a result (the run was interrupted)."""
-    def stopped(trial_id, reason):
+    def stopped(trial_id, rung, reason):
         publisher.publish(trial_id)
         if tracking:
             tracking.recorded(trial_id)  # its tracker run ends too (MLflow: KILLED), at the rung
-        display.trial_finished(trial_id, STOPPED, reason)
+        display.trial_finished(trial_id, STOPPED, reason, rung=rung)
 
     halver = Halver(grid, run, on_stopped=stopped, notify=notify)
     retried: set[str] = set()  # a failed trial is retried once per `ablate run`, not once per round

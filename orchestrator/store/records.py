@@ -298,6 +298,17 @@ def statuses(table: pa.Table | None) -> dict[str, str]:
     return {} if table is None else dict(zip(table["trial_id"].to_pylist(), table["status"].to_pylist()))
 
 
+def trained(table: pa.Table | None) -> dict[str, int]:
+    """trial_id -> the epochs of every row of a trials table that says them, or its steps where it
+    has them (a script that reports every N steps)."""
+    done: dict[str, int] = {}
+    for column in ("epochs_completed", "steps_completed"):
+        if table is not None and column in table.column_names:
+            done.update((i, n) for i, n in zip(table["trial_id"].to_pylist(), table[column].to_pylist())
+                        if n is not None)
+    return done
+
+
 def unpublished(run: RunDir, published: pa.Table | None) -> list[str]:
     """Records not in `published` yet, and records of published failures (a retry may have
     replaced them)."""

@@ -60,7 +60,9 @@ class Metrics:
     draws it again (a bar may show the last validation's metrics at every batch, the epoch
     before's until this one's ends), and its last values are the report. Where that line then ends,
     the report is held until a pause too, and through the parts of a bar drawn below it that
-    return to its line (`UP`: PyTorch Lightning's validation bar, under its training bar).
+    return to its line (`UP`: PyTorch Lightning's validation bar, under its training bar); and
+    where the bar is cleared (a blank part), through the lines written in its place until it is
+    drawn again (tqdm.write, Lightning's `print`).
 
     An attempt resumed from a checkpoint at `resumed_at` (an epoch, or a step) repeats what its
     script's own checkpoint is behind: reports at or before it are `repeats`, not reported, until
@@ -87,6 +89,7 @@ class Metrics:
         self.held = False  # whether the pending epoch is complete but for a line of its place the other way
         self.redrawn = False  # or for the part of a line drawn again after it (held until its place changes)
         self.line_ended = False  # and that line ended since (held until a pause, but for a bar below it)
+        self.cleared = False  # or its bar was cleared (held until a pause, but for lines written where it was)
         self.kind = "epoch"  # what the pending report belongs to: an epoch, or a step
         self.ways: dict[str, set[str]] = {"epoch": set(), "step": set()}  # "json", "patterns": how each kind is printed
         self.reported: set[str] = set()  # the kinds of place reported so far
@@ -126,8 +129,10 @@ class Metrics:
         below = self.redrawn and UP in line  # the pending report's line is drawn again after this part
         if below:
             self.line_ended = False
-        done = (self.end() if self.held and not below and not any(self._at_pending(metrics) for metrics, _, _ in found)
-                else [])
+        # tqdm.write clears a bar ("\r" + spaces + "\r"), writes its lines where it was, draws it again.
+        self.cleared = self.redrawn and (self.cleared or (redrawn and not line.strip())) and not found
+        done = (self.end() if self.held and not below and not self.cleared
+                and not any(self._at_pending(metrics) for metrics, _, _ in found) else [])
         for metrics, pattern, texts in found:
             done += self._add(self._own(metrics), pattern, self._own(texts), redrawn)
         return done
@@ -153,7 +158,7 @@ class Metrics:
 
     def idle(self) -> list[dict[str, Any]]:
         """The epoch held for a line of its place the other way, once the output pauses without it."""
-        return self.end() if self.held and (not self.redrawn or self.line_ended) else []
+        return self.end() if self.held and (not self.redrawn or self.line_ended or self.cleared) else []
 
     def _at_pending(self, metrics: dict[str, Any]) -> bool:
         key = next((k for k in ("epoch", "step") if k in metrics), None)
@@ -233,7 +238,8 @@ class Metrics:
     def end(self) -> list[dict[str, Any]]:
         """The pending epoch, unless it repeats what the checkpoint this attempt resumed from has."""
         row, self.pending, self.matched = self.pending, {}, set()
-        self.held, self.redrawn, self.line_ended, self.from_json, self.texts = False, False, False, set(), {}
+        self.held, self.redrawn, self.line_ended, self.cleared = False, False, False, False
+        self.from_json, self.texts = set(), {}
         if not row:
             return []
         self.last, self.last_json, self.pending_json = (self.kind, row.get(self.kind)), self.pending_json, 0

@@ -194,9 +194,20 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                 recorder.stop.set()
                 recorder.join()
             code = process.popen.wait()
-        if code == 0:
-            for name in files:
-                metrics.add_final(_read_json(os.path.join(trial_dir, name), name))
+        try:
+            if code == 0:
+                for name in files:
+                    metrics.add_final(_read_json(os.path.join(trial_dir, name), name))
+        finally:  # a file missing or damaged fails the trial: what its output showed is logged first
+            _log_problems(metrics, session)
+    if code != 0:
+        raise CommandFailed(f"{_exit(code)}{_last_output(tail, 600)}")
+    if not metrics.seen and not state:
+        raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){_last_output(tail, 400)}")
+    return _result(metrics.final)
+
+
+def _log_problems(metrics: Metrics, session) -> None:
     for problem in metrics.problems:
         session.log(problem)
     if metrics.more_problems:
@@ -204,11 +215,6 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
     if metrics.renamed:
         session.log(f"ablate writes columns named {', '.join(metrics.renamed)}: the script's own are kept as "
                     f"{', '.join(metrics.renamed.values())}")
-    if code != 0:
-        raise CommandFailed(f"{_exit(code)}{_last_output(tail, 600)}")
-    if not metrics.seen and not state:
-        raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){_last_output(tail, 400)}")
-    return _result(metrics.final)
 
 
 def _read_json(path: str, name: str) -> dict[str, Any]:
