@@ -28,7 +28,7 @@ from orchestrator.plan.grid import GRID_FILE, Grid, Resources
 from orchestrator.plan.halving import planned as planned_with_halving
 from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, head_watched, ray_log_path,
                                       ray_messages_to, sigterm_as_ctrl_c)
-from orchestrator.run.events import Events, NoTuneProgress, StopAll
+from orchestrator.run.events import Events, NoTuneProgress, StopAll, out_of_memory_as_death
 from orchestrator.run.halving import Halver
 from orchestrator.run.hangs import Hangs
 from orchestrator.run.lock import DriverLock
@@ -281,7 +281,8 @@ def _experiment(grid, run, trainable, trials: GridTrials, events: Events, resour
     # a Ctrl-C after it would say "stopping" and be swallowed.
     ctrl_c = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
-        with environment(tune_environment(len(trials.trials), ray.cluster_resources().get("CPU", 1))):
+        with environment(tune_environment(len(trials.trials), ray.cluster_resources().get("CPU", 1))), \
+                out_of_memory_as_death():
             tuner.fit()
     except (OSError, EOFError) as e:
         # Tune's own files (its experiment state, a trial's error) are in the run's storage too: a
