@@ -348,6 +348,30 @@ def test_a_driver_killed_mid_run_then_rerun_keeps_one_mlflow_run_per_trial_and_e
         assert steps(client, r) == [1, 2, 3, 4] and r.info.status == "FINISHED"
 
 
+def test_a_trial_that_finished_as_its_driver_was_killed_has_its_mlflow_run_ended_by_the_next_run(
+        tmp_path, mlflow_server):
+    # The driver is killed (SIGKILL) once the trial's worker has written its record, before the driver
+    # ended its MLflow run. The next run skips the trial as finished: its run stayed RUNNING, and the
+    # next run said only "1 completed (0 run now, 1 already done)".
+    path = probe_grid(tmp_path, name="mlf-left", axes={"lr": [0.1]}, fixed={"epochs": 2, "fail": "kill_driver_after_record"},
+                      tracking={"mlflow": {"tracking_uri": mlflow_server}})
+    storage = tmp_path / "runs"
+    driver = subprocess.Popen([str(Path(sys.executable).parent / "ablate"), "run", str(path), "--storage", str(storage)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tmp_path / "markers" / "driver.pid").write_text(str(driver.pid))
+    assert driver.wait(timeout=300) == -signal.SIGKILL
+    client, (r,) = runs_of(mlflow_server, "mlf-left")
+    assert r.info.status == "RUNNING"
+    again = ablate("run", path, "--storage", storage, "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "mlf-left: 1 completed (0 run now, 1 already done)" in again.stdout
+    assert "note: the driver before this one left the tracker runs of 1 finished trial(s) open; they are ended now" \
+        in again.stderr
+    client, (r,) = runs_of(mlflow_server, "mlf-left")
+    assert r.info.status == "FINISHED" and r.data.tags["ablate.status"] == "completed"
+    assert steps(client, r) == [1, 2] and len(client.get_metric_history(r.info.run_id, "final/val_error")) == 1
+
+
 def test_ablate_run_track_an_unknown_tracker_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["run", str(probe_grid(tmp_path)), "--storage", str(tmp_path / "runs"),
                                       "--track", "comet"])

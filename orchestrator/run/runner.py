@@ -117,9 +117,14 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     ray_log, ran = None, set()
     if todo and lock.previous is not None:
         _let_workers_end(run, todo, lock.stale_s, notify)
-    if todo:
+    todo_ids = {t.trial_id for t in todo}
+    if todo or (lock.previous is not None and grid.tracking):
         # Every tracker checked before any trial starts: one that cannot be used is one line now.
         tracking = Tracking.start(grid, run, notify)
+        if lock.previous is not None:  # taken over from a driver that was killed
+            with environment_for_tracking():
+                tracking.end_left_open([t.trial_id for t in grid.trials if t.trial_id in finished.keys() - todo_ids])
+    if todo:
         # The dataset cache, for workloads that have one: workers run elsewhere (in a trial's folder).
         env = {"ABLATE_DATA": os.path.abspath(data_dir)} if data_dir else {}
         if address is None:

@@ -415,9 +415,25 @@ class Tracking:
         self._each(trial_id, action, done)
 
     def left_open(self) -> list[str]:
-        """The trials whose tracker run this driver has logged to and not ended."""
-        return [trial_id for trial_id, states in self.states.items()
-                if any(not state.get("finished") for state in states.values())]
+        """The trials whose tracker run this driver has read or logged to and not ended, in a
+        tracker it logs to."""
+        return [trial_id for trial_id, states in self.states.items() if self._open_in(states)]
+
+    def _open_in(self, states: dict) -> set[str]:
+        """The trackers in use in which `states` (a trial's) has a run not ended."""
+        return {t.name for t in self.trackers if t.name in states and not states[t.name].get("finished")
+                and states[t.name].get("where") == t.where()}
+
+    def end_left_open(self, trial_ids) -> None:
+        """After a driver killed with SIGKILL: the tracker runs it left open of trials that have a
+        result now (their workers wrote it as or after the driver died), ended with their records.
+        A run skips those trials, so they would stay running (MLflow: RUNNING) until `ablate track`."""
+        ended = [trial_id for trial_id in trial_ids if self._open_in(self._state(trial_id))]
+        for trial_id in ended:
+            self.recorded(trial_id)
+        if ended:
+            self.notify(f"the driver before this one left the tracker runs of {len(ended)} finished trial(s) "
+                        "open; they are ended now")
 
     def recorded(self, trial_id: str) -> None:
         """`finished` with the record the trial has now, where it has one."""
