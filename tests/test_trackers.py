@@ -214,11 +214,15 @@ def test_the_results_do_not_depend_on_tracking(tmp_path, mlflow_server, local_ra
     assert trials(tmp_path / "runs" / "mlf-rows")["status"].tolist() == ["completed", "completed"]
 
 
-def tensorboard_scalars(path: Path) -> dict[str, list[int]]:
+def tensorboard_values(path: Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
-    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def tensorboard_scalars(path: Path) -> dict[str, list[int]]:
+    return {tag: [step for step, _ in values] for tag, values in tensorboard_values(path).items()}
 
 
 def test_tensorboard_one_log_dir_per_trial_each_step_once_across_a_retry_and_reruns(tmp_path, local_ray):
@@ -506,17 +510,43 @@ def test_a_count_that_starts_again_goes_on_after_the_last_step_in_every_tracker(
     trial_id, run = grid.trials[0].trial_id, RunDir(str(tmp_path / "run"))
     epochs = [{"epoch": e, "val_loss": 1 / e} for e in (1, 2, 3)] + \
              [{"epoch": e, "val_loss": 0.1 / e} for e in (1, 2, 3, 4, 5)]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def logged():
+        client, (r,) = runs_of(mlflow_server, "again")
+        events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / trial_id), size_guidance={"scalars": 0})
+        events.Reload()
+        return [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "val_loss")], \
+            [(e.step, pytest.approx(e.value)) for e in events.Scalars("val_loss")]
+
     live = tracking.Tracking.start(grid, run)
     for epoch in epochs:
         live.epoch(trial_id, epoch)
-    live.finished(trial_id, Record({"trial_id": trial_id, "status": "completed", "val_loss": 0.02}, None, epochs))
     curve = [(step, e["val_loss"]) for step, e in enumerate(epochs, 1)]
-    client, (r,) = runs_of(mlflow_server, "again")
-    assert [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "val_loss")] == curve
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / trial_id), size_guidance={"scalars": 0})
-    events.Reload()
-    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("val_loss")] == curve
+    assert logged() == (curve, curve)  # as it trains, fine-tuning too, not only once the trial has ended
+    live.finished(trial_id, Record({"trial_id": trial_id, "status": "completed", "val_loss": 0.02}, None, epochs))
+    assert logged() == (curve, curve)  # each step once
+
+
+def test_a_retry_of_a_trial_whose_count_started_again_logs_each_epoch_at_its_step(tmp_path):
+    # Pretraining's epochs 1-3 and fine-tuning's 1 were logged at steps 1-4; the retry resumes from
+    # fine-tuning's checkpoint after epoch 1, and its epoch 5 is not step 5: where its reports go
+    # depends on the epochs before its checkpoint, which the record has (steps 5-8).
+    pytest.importorskip("tensorboard")
+    grid = load_grid(script_grid(tmp_path, "again-retry", "print('trained')\n", tracking={"tensorboard": {}}))
+    trial_id, run = grid.trials[0].trial_id, RunDir(str(tmp_path / "run"))
+    epochs = [{"epoch": e, "val_loss": 1 / e} for e in (1, 2, 3)] + \
+             [{"epoch": e, "val_loss": 0.1 / e} for e in (1, 2, 3, 4, 5)]
+    live = tracking.Tracking.start(grid, run)
+    live.attempt(trial_id)
+    for epoch in epochs[:5]:
+        live.epoch(trial_id, epoch)
+    live.attempt(trial_id)  # the retry, from the checkpoint after fine-tuning's epoch 1
+    for epoch in epochs[4:]:
+        live.epoch(trial_id, epoch)
+    live.finished(trial_id, Record({"trial_id": trial_id, "status": "completed", "val_loss": 0.02}, None, epochs))
+    scalars = tensorboard_values(tmp_path / "run" / "tensorboard" / trial_id)["val_loss"]
+    assert scalars == [(step, pytest.approx(e["val_loss"])) for step, e in enumerate(epochs, 1)]
 
 
 def test_a_wandb_mode_that_is_none_of_its_modes_is_a_grid_error(tmp_path):
