@@ -117,13 +117,12 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     ray_log, ran = None, set()
     if todo and lock.previous is not None:
         _let_workers_end(run, todo, lock.stale_s, notify)
-    todo_ids = {t.trial_id for t in todo}
-    if todo or (lock.previous is not None and grid.tracking):
-        # Every tracker checked before any trial starts: one that cannot be used is one line now.
-        tracking = Tracking.start(grid, run, notify)
-        if lock.previous is not None:  # taken over from a driver that was killed
-            with environment_for_tracking():
-                tracking.end_left_open([t.trial_id for t in grid.trials if t.trial_id in finished.keys() - todo_ids])
+    # Every tracker checked before any trial starts: one that cannot be used is one line now.
+    tracking = Tracking.start(grid, run, notify) if todo else None
+    if lock.previous is not None and grid.tracking:  # taken over from a driver that was killed
+        todo_ids = {t.trial_id for t in todo}
+        _end_left_open(grid, run, tracking, [t.trial_id for t in grid.trials
+                                             if t.trial_id in finished and t.trial_id not in todo_ids], notify)
     if todo:
         # The dataset cache, for workloads that have one: workers run elsewhere (in a trial's folder).
         env = {"ABLATE_DATA": os.path.abspath(data_dir)} if data_dir else {}
@@ -175,6 +174,19 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
 
 def _sigterm_as_ctrl_c(run: RunDir, notify):
     return sigterm_as_ctrl_c(lambda: notify(RAY_LOST.format(run.display())))
+
+
+def _end_left_open(grid: Grid, run: RunDir, tracking: Tracking | None, trial_ids: list[str], notify) -> None:
+    """The tracker runs a killed driver left open of trials that have a result (Tracking.end_left_open).
+    With nothing to run, a tracker that cannot be used is a note, not the run's failure."""
+    try:
+        tracking = tracking or Tracking.start(grid, run, notify)
+    except RunError as e:
+        notify(f"{e}; any tracker runs the driver before this one left open are ended by "
+               f"`ablate track {run.display()}` once it can be used")
+        return
+    with environment_for_tracking():
+        tracking.end_left_open(trial_ids)
 
 
 def _let_workers_end(run: RunDir, todo, within_s: float, notify) -> None:
