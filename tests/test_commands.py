@@ -1225,6 +1225,7 @@ def test_a_script_that_hangs_is_ended_at_its_trial_timeout_retried_and_leaves_no
     assert result.returncode == 1, result.stderr
     assert not left, "processes of a timed-out trial outlived it"
     assert "scripts: 1 completed, 1 failed (2 run now, 0 already done)" in result.stdout
+    assert "retrying: timed out after 8 s (trial_timeout), from its last checkpoint\n" in result.stdout
     rows = pd.read_parquet(storage / "scripts" / "trials.parquet").set_index("seed")
     assert rows.loc[0, "status"] == "failed" and rows.loc[0, "attempts"] == 2  # retried once, under max_failures
     assert rows.loc[0, "error"] == "timed out after 8 s (trial_timeout)"

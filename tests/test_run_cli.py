@@ -167,6 +167,29 @@ def test_a_trial_whose_worker_died_leaves_rays_message_in_the_driver_log_not_amo
     assert "(raylet) A worker died or was killed" in (tmp_path / "runs" / "probe" / "driver.log").read_text()
 
 
+def test_a_trial_ray_kills_for_running_out_of_memory_is_one_line_and_retried_not_the_run_s_end(tmp_path):
+    # Ray's memory monitor (on by default) kills a worker past a share of the node's memory; Tune's
+    # actor manager raised the OutOfMemoryError this gives, and the run ended with a traceback.
+    # Here the share is what the machine uses now plus 1 GiB, and the trial takes 2 GB more.
+    meminfo = dict(line.split(":") for line in open("/proc/meminfo"))
+    total, available = (int(meminfo[key].split()[0]) * 1024 for key in ("MemTotal", "MemAvailable"))
+    threshold = (total - available + 2**30) / total
+    path = probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 4, "sleep": 1, "ballast": 2_000_000,
+                                                            "checkpoint_every": 100}, max_failures=1)
+    result = ablate("run", path, "--storage", tmp_path / "runs", "--quiet",
+                    env={"RAY_memory_monitor_refresh_ms": "100", "RAY_memory_usage_threshold": f"{threshold:.3f}"})
+    said = "its worker process was killed for running out of memory (Ray's memory monitor)"
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.returncode == 1 and "probe: 1 failed (1 run now, 0 already done)" in result.stdout, result.stdout
+    row = trials(tmp_path / "runs" / "probe").iloc[0]
+    assert row["status"] == "failed" and row["error"] == said
+    # Retried: killed as it trains, or (memory not yet given back) as its next worker starts.
+    assert f"retrying: {said}, from its " in result.stdout
+    assert f"failed: {said} (log: " in result.stdout
+    log = open(row["log"]).read()
+    assert f"failed: {said}; Ray said:\n" in log and "killed due to the node running low on memory" in log
+
+
 def test_sigkill_of_the_driver_loses_nothing_and_runs_nothing_twice(tmp_path):
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}, fixed={"epochs": 4, "sleep": 0.4},
                       resources={"cpus": 1})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import threading
 import time
@@ -67,11 +68,20 @@ def test_a_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path):
     assert epochs["epoch"].tolist() == [1, 2, 3]  # each epoch once, though two attempts ran
 
 
-def test_a_killed_worker_process_is_retried(tmp_path):
+WORKER_DIED = "its worker process died (the kernel's OOM killer, a kill or a crash: dmesg on its node says which)"
+
+
+def test_a_killed_worker_process_is_retried_and_said_to_have_died_in_one_line(tmp_path):
+    # As the kernel's OOM killer does: SIGKILL. Ray says so in a paragraph of possible causes.
     path = probe_grid(tmp_path, axes={"fail": ["kill_once"]}, fixed={"epochs": 3}, max_failures=2)
-    summary = run(path, tmp_path / "runs")
+    output = io.StringIO()
+    summary = run(path, tmp_path / "runs", output)
     assert summary.counts == {"completed": 1}
     assert [epoch for _, epoch, _ in executions(tmp_path)] == [0, 1]
+    assert f"retrying: {WORKER_DIED}, from its last checkpoint\n" in output.getvalue()
+    assert "Some common causes" not in output.getvalue()
+    log = (tmp_path / "runs" / "probe" / "trials" / trials(tmp_path / "runs" / "probe").trial_id[0] / "trial.log")
+    assert f"failed: {WORKER_DIED}; Ray said:\n" in log.read_text()  # Ray's own words follow, for the details
 
 
 def test_a_trial_that_stops_reporting_is_ended_as_hung_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
@@ -80,8 +90,12 @@ def test_a_trial_that_stops_reporting_is_ended_as_hung_and_resumes_from_its_chec
     monkeypatch.setattr(hangs, "SILENT_MIN_S", 1.0)
     path = probe_grid(tmp_path, axes={"fail": ["hang_once", "never"]}, fixed={"epochs": 4, "sleep": 0.5},
                       max_failures=1)
-    summary = run(path, tmp_path / "runs")
+    output = io.StringIO()
+    summary = run(path, tmp_path / "runs", output)
     assert summary.counts == {"completed": 2}
+    # One line says why it is retried, as its log does.
+    assert re.search(r"retrying: reported nothing for \d+ s after epoch 2, more than 10 times its slowest epoch so far "
+                     r"\([\d.]+ s\): taken for hung, from its last checkpoint\n", output.getvalue()), output.getvalue()
     # Ended after its second epoch and resumed from it; the other trial ran once.
     assert sorted((key, epoch) for key, epoch, _ in executions(tmp_path)) == [
         ("lr0.1-seed0-hang_once", 0), ("lr0.1-seed0-hang_once", 2), ("lr0.1-seed0-never", 0)]
@@ -154,10 +168,13 @@ def test_a_trial_handed_a_reused_worker_that_died_while_idle_starts_again_and_is
 
 def test_a_trial_whose_worker_dies_as_it_trains_with_no_retry_left_is_recorded_failed(tmp_path):
     path = probe_grid(tmp_path, axes={"fail": ["kill_once"]}, max_failures=0)
-    summary = run(path, tmp_path / "runs")
+    output = io.StringIO()
+    summary = run(path, tmp_path / "runs", output)
     assert summary.counts == {"failed": 1} and summary.unfinished == 0
     row = trials(tmp_path / "runs" / "probe").iloc[0]
-    assert row["error"].startswith("The actor is dead because its worker process has died.")
+    assert row["error"] == WORKER_DIED
+    assert f"failed: {WORKER_DIED} (log: " in output.getvalue()
+    assert Path(row["log"]).read_text().count(f"failed: {WORKER_DIED}; Ray said:") == 1
 
 
 def test_failed_trials_wait_for_retry_failed(tmp_path):

@@ -214,11 +214,15 @@ def test_the_results_do_not_depend_on_tracking(tmp_path, mlflow_server, local_ra
     assert trials(tmp_path / "runs" / "mlf-rows")["status"].tolist() == ["completed", "completed"]
 
 
-def tensorboard_scalars(path: Path) -> dict[str, list[int]]:
+def tensorboard_values(path: Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
-    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def tensorboard_scalars(path: Path) -> dict[str, list[int]]:
+    return {tag: [step for step, _ in values] for tag, values in tensorboard_values(path).items()}
 
 
 def test_tensorboard_one_log_dir_per_trial_each_step_once_across_a_retry_and_reruns(tmp_path, local_ray):
@@ -346,6 +350,30 @@ def test_a_driver_killed_mid_run_then_rerun_keeps_one_mlflow_run_per_trial_and_e
     assert sorted(r.data.tags["ablate.trial_id"] for r in runs) == sorted(trials(storage / "mlf-kill")["trial_id"])
     for r in runs:
         assert steps(client, r) == [1, 2, 3, 4] and r.info.status == "FINISHED"
+
+
+def test_a_trial_that_finished_as_its_driver_was_killed_has_its_mlflow_run_ended_by_the_next_run(
+        tmp_path, mlflow_server):
+    # The driver is killed (SIGKILL) once the trial's worker has written its record, before the driver
+    # ended its MLflow run. The next run skips the trial as finished: its run stayed RUNNING, and the
+    # next run said only "1 completed (0 run now, 1 already done)".
+    path = probe_grid(tmp_path, name="mlf-left", axes={"lr": [0.1]}, fixed={"epochs": 2, "fail": "kill_driver_after_record"},
+                      tracking={"mlflow": {"tracking_uri": mlflow_server}})
+    storage = tmp_path / "runs"
+    driver = subprocess.Popen([str(Path(sys.executable).parent / "ablate"), "run", str(path), "--storage", str(storage)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tmp_path / "markers" / "driver.pid").write_text(str(driver.pid))
+    assert driver.wait(timeout=300) == -signal.SIGKILL
+    client, (r,) = runs_of(mlflow_server, "mlf-left")
+    assert r.info.status == "RUNNING"
+    again = ablate("run", path, "--storage", storage, "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "mlf-left: 1 completed (0 run now, 1 already done)" in again.stdout
+    assert "note: the driver before this one left the tracker runs of 1 finished trial(s) open; they are ended now" \
+        in again.stderr
+    client, (r,) = runs_of(mlflow_server, "mlf-left")
+    assert r.info.status == "FINISHED" and r.data.tags["ablate.status"] == "completed"
+    assert steps(client, r) == [1, 2] and len(client.get_metric_history(r.info.run_id, "final/val_error")) == 1
 
 
 def test_ablate_run_track_an_unknown_tracker_is_one_line(tmp_path):
@@ -482,17 +510,43 @@ def test_a_count_that_starts_again_goes_on_after_the_last_step_in_every_tracker(
     trial_id, run = grid.trials[0].trial_id, RunDir(str(tmp_path / "run"))
     epochs = [{"epoch": e, "val_loss": 1 / e} for e in (1, 2, 3)] + \
              [{"epoch": e, "val_loss": 0.1 / e} for e in (1, 2, 3, 4, 5)]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def logged():
+        client, (r,) = runs_of(mlflow_server, "again")
+        events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / trial_id), size_guidance={"scalars": 0})
+        events.Reload()
+        return [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "val_loss")], \
+            [(e.step, pytest.approx(e.value)) for e in events.Scalars("val_loss")]
+
     live = tracking.Tracking.start(grid, run)
     for epoch in epochs:
         live.epoch(trial_id, epoch)
-    live.finished(trial_id, Record({"trial_id": trial_id, "status": "completed", "val_loss": 0.02}, None, epochs))
     curve = [(step, e["val_loss"]) for step, e in enumerate(epochs, 1)]
-    client, (r,) = runs_of(mlflow_server, "again")
-    assert [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "val_loss")] == curve
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard" / trial_id), size_guidance={"scalars": 0})
-    events.Reload()
-    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("val_loss")] == curve
+    assert logged() == (curve, curve)  # as it trains, fine-tuning too, not only once the trial has ended
+    live.finished(trial_id, Record({"trial_id": trial_id, "status": "completed", "val_loss": 0.02}, None, epochs))
+    assert logged() == (curve, curve)  # each step once
+
+
+def test_a_retry_of_a_trial_whose_count_started_again_logs_each_epoch_at_its_step(tmp_path):
+    # Pretraining's epochs 1-3 and fine-tuning's 1 were logged at steps 1-4; the retry resumes from
+    # fine-tuning's checkpoint after epoch 1, and its epoch 5 is not step 5: where its reports go
+    # depends on the epochs before its checkpoint, which the record has (steps 5-8).
+    pytest.importorskip("tensorboard")
+    grid = load_grid(script_grid(tmp_path, "again-retry", "print('trained')\n", tracking={"tensorboard": {}}))
+    trial_id, run = grid.trials[0].trial_id, RunDir(str(tmp_path / "run"))
+    epochs = [{"epoch": e, "val_loss": 1 / e} for e in (1, 2, 3)] + \
+             [{"epoch": e, "val_loss": 0.1 / e} for e in (1, 2, 3, 4, 5)]
+    live = tracking.Tracking.start(grid, run)
+    live.attempt(trial_id)
+    for epoch in epochs[:5]:
+        live.epoch(trial_id, epoch)
+    live.attempt(trial_id)  # the retry, from the checkpoint after fine-tuning's epoch 1
+    for epoch in epochs[4:]:
+        live.epoch(trial_id, epoch)
+    live.finished(trial_id, Record({"trial_id": trial_id, "status": "completed", "val_loss": 0.02}, None, epochs))
+    scalars = tensorboard_values(tmp_path / "run" / "tensorboard" / trial_id)["val_loss"]
+    assert scalars == [(step, pytest.approx(e["val_loss"])) for step, e in enumerate(epochs, 1)]
 
 
 def test_a_wandb_mode_that_is_none_of_its_modes_is_a_grid_error(tmp_path):

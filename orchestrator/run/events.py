@@ -146,13 +146,20 @@ class Events(tune.Callback):
             self.notify(waiting_note(pending[0].placement_group_factory.required_resources,
                                      time.monotonic() - self.waiting_since))
 
-    def _ended_by_driver(self, trial_id: str) -> str | None:
-        """Why the driver ended the trial's last attempt, written to its log; None if it did not."""
+    def _why(self, trial) -> str | None:
+        """Why the trial's attempt failed where its worker could not say so itself: the driver ended
+        it (hangs.py), or its worker process died (_death). Written to its log in one line; None
+        for any other failure, which its worker logged with its traceback."""
+        trial_id = self._id(trial)
         reason = self.ended.pop(trial_id, None)
-        if reason is not None:
+        lines = [f"failed: {reason}; its worker was ended"] if reason else []
+        if reason is None and (reason := _death(trial)) is not None:
+            said = "\n".join(f"    {line}" for line in _last_error(trial).splitlines()[1:] if line.strip())
+            lines = [f"failed: {reason}; Ray said:\n{said}"]
+        if lines:
             log = Lines(self.run, self.run.trial_file(trial_id, "trial.log"))
             try:
-                log.add(f"{now():%Y-%m-%d %H:%M:%S} failed: {reason}; its worker was ended\n".encode())
+                log.add("".join(f"{now():%Y-%m-%d %H:%M:%S} {line}\n" for line in lines).encode())
             finally:
                 log.close()
         return reason
@@ -160,21 +167,21 @@ class Events(tune.Callback):
     def on_trial_recover(self, iteration, trials, trial, **info):
         began = self._id(trial) in self.began
         self.began.discard(self._id(trial))
-        with self._storage_kept():
-            self._ended_by_driver(self._id(trial))
+        why = None
+        if began:  # not one whose worker died before it started: Tune may not retry it at all (see _error)
+            with self._storage_kept():
+                why = self._why(trial)
         self.hangs.ended(self._id(trial))
         if self._storage_failed(trial):
             return
         self.failures[self._id(trial)] = self.failures.get(self._id(trial), 0) + 1
-        if began:  # not one whose worker died before it started: Tune may not retry it at all (see _error)
+        if began:
             # A trial that failed before its first report (a script's startup) has no checkpoint.
             reported = None
             with self._storage_kept():
                 reported = self.run.progress(self._id(trial)).get("epoch")
-            if reported:
-                self.display.trial_retrying(self._id(trial))
-            else:
-                self.display.trial_retrying(self._id(trial), "after a failure, from its start")
+            self.display.trial_retrying(self._id(trial), f"{why or 'after a failure'}, from "
+                                                         f"{'its last checkpoint' if reported else 'its start'}")
 
     def _storage_failed(self, trial) -> bool:
         """Whether the trial failed because the run's storage could not be written: the storage's
@@ -240,11 +247,11 @@ class Events(tune.Callback):
 
     def _error(self, trial) -> None:
         trial_id = self._id(trial)
-        ended = self._ended_by_driver(trial_id)
         # A worker lost after writing its result (a node gone before the trial returned) is an
         # error to Tune, but the trial finished: a record that holds a result is never replaced.
         row = self._publish(trial_id)
         if row is not None and row["status"] != "failed":
+            self.ended.pop(trial_id, None)
             self._finished(trial_id, row)
             return
         if self._storage_failed(trial):
@@ -260,7 +267,7 @@ class Events(tune.Callback):
                 self.display.trial_unfinished(trial_id, "its worker died before it could start; "
                                                         "the next `ablate run` runs it")
             return
-        message = ended or _as_said(last_line(_error_text(trial))) or "the trial failed"
+        message = self._why(trial) or _as_said(last_line(_error_text(trial))) or "the trial failed"
         write_failed(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"], message,
                      self.run.progress(trial_id))
         self._finished(trial_id, self._publish(trial_id))
@@ -302,6 +309,11 @@ def _error_text(trial) -> str:
         return f.read()
 
 
+def _last_error(trial) -> str:
+    """The error of the trial's last attempt, under its `Failure # N (occurred at ...)` line."""
+    return "Failure # " + _error_text(trial).rpartition("Failure # ")[2]
+
+
 def _worker_died(trial) -> bool:
     """Whether the trial's last error is its Ray worker's death, as Tune pickled it on this machine.
     Not one of the worker's creation task: code that cannot be loaded there fails again."""
@@ -313,6 +325,42 @@ def _worker_died(trial) -> bool:
     except Exception:  # a trial's own exception this driver cannot import: not a worker's death
         return False
     return isinstance(error, RayActorError) and not error.actor_init_failed
+
+
+def _death(trial) -> str | None:
+    """The trial's last error in one line where it is its worker's death, which Ray says in a
+    paragraph of possible causes; None where it is not. Ray knows an out-of-memory death only where
+    its own memory monitor killed the worker; the kernel's OOM killer is a death like any other."""
+    said = _last_error(trial)
+    if "killed due to the node running low on memory" in said or "NODE_OUT_OF_MEMORY" in said:
+        return "its worker process was killed for running out of memory (Ray's memory monitor)"
+    if not _worker_died(trial):
+        return None
+    if "because its node has died" in said:
+        return "its node died, and its worker process with it"
+    return "its worker process died (the kernel's OOM killer, a kill or a crash: dmesg on its node says which)"
+
+
+@contextlib.contextmanager
+def out_of_memory_as_death():
+    """Ray's memory monitor killing a trial's worker as it trains fails the trial's task with an
+    OutOfMemoryError (ray-project/ray#28937), which Tune's actor manager (ray 2.60) does not expect:
+    it raises it, and the whole run ends with a traceback. Handed on as the worker's death, the
+    trial fails and is retried as when any other death ends its worker."""
+    from ray.air.execution._internal.actor_manager import RayActorManager
+    from ray.exceptions import OutOfMemoryError
+
+    failed = RayActorManager._actor_task_failed
+
+    def task_failed(self, tracked_actor_task, exception):
+        if isinstance(exception, OutOfMemoryError):
+            exception = RayActorError(error_msg=str(exception))
+        return failed(self, tracked_actor_task=tracked_actor_task, exception=exception)
+    RayActorManager._actor_task_failed = task_failed
+    try:
+        yield
+    finally:
+        RayActorManager._actor_task_failed = failed
 
 
 class StopAll(tune.Stopper):

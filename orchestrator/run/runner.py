@@ -28,7 +28,7 @@ from orchestrator.plan.grid import GRID_FILE, Grid, Resources
 from orchestrator.plan.halving import planned as planned_with_halving
 from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, head_watched, ray_log_path,
                                       ray_messages_to, sigterm_as_ctrl_c)
-from orchestrator.run.events import Events, NoTuneProgress, StopAll
+from orchestrator.run.events import Events, NoTuneProgress, StopAll, out_of_memory_as_death
 from orchestrator.run.halving import Halver
 from orchestrator.run.hangs import Hangs
 from orchestrator.run.lock import DriverLock
@@ -121,9 +121,13 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     ray_log, ran = None, set()
     if todo and lock.previous is not None:
         _let_workers_end(progress, lock.stale_s, notify)
+    # Every tracker checked before any trial starts: one that cannot be used is one line now.
+    tracking = Tracking.start(grid, run, notify) if todo else None
+    if lock.previous is not None and grid.tracking:  # taken over from a driver that was killed
+        todo_ids = {t.trial_id for t in todo}
+        _end_left_open(grid, run, tracking, [t.trial_id for t in grid.trials
+                                             if t.trial_id in finished and t.trial_id not in todo_ids], notify)
     if todo:
-        # Every tracker checked before any trial starts: one that cannot be used is one line now.
-        tracking = Tracking.start(grid, run, notify)
         # The dataset cache, for workloads that have one: workers run elsewhere (in a trial's folder).
         env = {"ABLATE_DATA": os.path.abspath(data_dir)} if data_dir else {}
         if address is None:
@@ -173,6 +177,19 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
 
 def _sigterm_as_ctrl_c(run: RunDir, notify):
     return sigterm_as_ctrl_c(lambda: notify(RAY_LOST.format(run.display())))
+
+
+def _end_left_open(grid: Grid, run: RunDir, tracking: Tracking | None, trial_ids: list[str], notify) -> None:
+    """The tracker runs a killed driver left open of trials that have a result (Tracking.end_left_open).
+    With nothing to run, a tracker that cannot be used is a note, not the run's failure."""
+    try:
+        tracking = tracking or Tracking.start(grid, run, notify)
+    except RunError as e:
+        notify(f"{e}; any tracker runs the driver before this one left open are ended by "
+               f"`ablate track {run.display()}` once it can be used")
+        return
+    with environment_for_tracking():
+        tracking.end_left_open(trial_ids)
 
 
 def _let_workers_end(progress: dict[str, dict], within_s: float, notify) -> None:
@@ -294,7 +311,8 @@ def _experiment(grid, run, trainable, trials: GridTrials, events: Events, resour
     # a Ctrl-C after it would say "stopping" and be swallowed.
     ctrl_c = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
-        with environment(tune_environment(len(trials.trials), ray.cluster_resources().get("CPU", 1))):
+        with environment(tune_environment(len(trials.trials), ray.cluster_resources().get("CPU", 1))), \
+                out_of_memory_as_death():
             tuner.fit()
     except (OSError, EOFError) as e:
         # Tune's own files (its experiment state, a trial's error) are in the run's storage too: a

@@ -315,9 +315,11 @@ class Tracking:
         self.trials = {t.trial_id: t for t in grid.trials}
         self.states: dict[str, dict] = {}  # trial_id -> tracker name -> its state, as stored
         self.resumed: set[tuple[str, str]] = set()  # (trial_id, tracker name) this driver has found its run of
-        # trial_id -> the step of its attempt's last report: a step before it is a count that started
-        # again; an attempt's first report is not, where it goes back (a retry from its checkpoint).
-        self.heard: dict[str, int] = {}
+        # trial_id -> (what its attempt adds to the steps it reports, the tracker's step of its last
+        # report): a step before that is a count that started again (steps_of), which goes on past it;
+        # an attempt's first report is not, where it goes back (a retry from its checkpoint).
+        self.heard: dict[str, tuple[int, int]] = {}
+        self.again: set[str] = set()  # trials whose count started again in their attempt now
 
     @classmethod
     def start(cls, grid: Grid, run: RunDir, notify=lambda message: None, names=None) -> "Tracking":
@@ -375,26 +377,37 @@ class Tracking:
             self._save(trial_id)
 
     def epoch(self, trial_id: str, result: dict[str, Any]) -> None:
-        """A reported epoch, live, where it is the next step after those logged. Any other (one
-        without an `epoch` or `step`, one after a gap: epochs a killed driver never heard of, before
-        the trial resumed from its checkpoint) waits for the trial's record, where every epoch is."""
+        """A reported epoch, live, where it is the next step after those logged; in an attempt whose
+        count starts again (fine-tuning after pretraining), one past the step before, as steps_of
+        puts it. Any other (one without an `epoch` or `step`, one after a gap: epochs a killed driver
+        never heard of, before the trial resumed from its checkpoint; a retry of a trial whose count
+        started again before it) waits for the trial's record, where every epoch is."""
         if not self.trackers or (step := step_of(result, None)) is None:
             return
-        back, self.heard[trial_id] = step < self.heard.get(trial_id, step), step
-        self._log(trial_id, [(step, numbers(result, TUNE_KEYS | {"epoch", "step"}))], next_only=True, back=back)
+        offset, before = self.heard.get(trial_id, (0, None))
+        if before is not None and step + offset < before:  # the count started again: on past its last step
+            offset = before + 1 - step
+            self.again.add(trial_id)
+        self.heard[trial_id] = (offset, step + offset)
+        self._log(trial_id, [(step + offset, numbers(result, TUNE_KEYS | {"epoch", "step"}))], next_only=True,
+                  again=trial_id in self.again)
 
     def attempt(self, trial_id: str) -> None:
         """An attempt of the trial began (its first, a retry, a resumption)."""
         self.heard.pop(trial_id, None)
+        self.again.discard(trial_id)
 
     def _log(self, trial_id: str, epochs: list[tuple[int, dict[str, float]]], done=lambda state: False,
-             next_only=False, back=False) -> None:
+             next_only=False, again=False) -> None:
         def action(tracker, state) -> bool:
             last, at_last = state["last_step"], state.get("at_last")
-            if next_only and (state.get("restarted") or back):
-                # A count that started again: where it goes on in the tracker is the record's (steps_of).
-                restarted, state["restarted"] = state.get("restarted", False), True
-                return not restarted
+            if next_only and state.get("restarted") and not again:
+                # A count that started again in an attempt before: where this attempt's go in the
+                # tracker depends on epochs before its checkpoint, which the record has (steps_of).
+                return False
+            restarted = again and not state.get("restarted")
+            if restarted:
+                state["restarted"] = True
             new: list[tuple[int, dict[str, float]]] = []
             for step, values in epochs:
                 if step == last and at_last is not None:  # an epoch's row at the step just logged
@@ -411,13 +424,29 @@ class Tracking:
             if new:
                 tracker.log_epochs(state, new)
                 state.update(last_step=last, at_last=at_last, finished=False)
-            return bool(new)
+            return bool(new) or restarted
         self._each(trial_id, action, done)
 
     def left_open(self) -> list[str]:
-        """The trials whose tracker run this driver has logged to and not ended."""
-        return [trial_id for trial_id, states in self.states.items()
-                if any(not state.get("finished") for state in states.values())]
+        """The trials whose tracker run this driver has read or logged to and not ended, in a
+        tracker it logs to."""
+        return [trial_id for trial_id, states in self.states.items() if self._open_in(states)]
+
+    def _open_in(self, states: dict) -> set[str]:
+        """The trackers in use in which `states` (a trial's) has a run not ended."""
+        return {t.name for t in self.trackers if t.name in states and not states[t.name].get("finished")
+                and states[t.name].get("where") == t.where()}
+
+    def end_left_open(self, trial_ids) -> None:
+        """After a driver killed with SIGKILL: the tracker runs it left open of trials that have a
+        result now (their workers wrote it as or after the driver died), ended with their records.
+        A run skips those trials, so they would stay running (MLflow: RUNNING) until `ablate track`."""
+        ended = [trial_id for trial_id in trial_ids if self._open_in(self._state(trial_id))]
+        for trial_id in ended:
+            self.recorded(trial_id)
+        if ended:
+            self.notify(f"the driver before this one left the tracker runs of {len(ended)} finished trial(s) "
+                        "open; they are ended now")
 
     def recorded(self, trial_id: str) -> None:
         """`finished` with the record the trial has now, where it has one."""
