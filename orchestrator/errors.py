@@ -60,6 +60,11 @@ class ResultsError(AblateError):
     """Results that cannot be read: a missing, empty or unreadable run directory."""
 
 
+class DamagedFile(ResultsError):
+    """A file of the run read whole whose bytes make no record or table (cut short by a bad copy):
+    a reader may note it and read past; a fault of the read itself is no such thing."""
+
+
 def last_line(text: str) -> str:
     """The last line of a multi-line message (a traceback, Ray's errors) that says anything."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]

@@ -224,7 +224,11 @@ BAD = [
     ({"command": {"run": "python train.py", "metrics": {"files": ["/tmp/all_results.json"]}}},
      "command.metrics.files[0]: expected a path relative to the trial's directory ({trial_dir}), got '/tmp/all_results.json'"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},
-     "metric: 'lr' is a parameter of the command; name a metric its trials report"),
+     "metric: 'lr' is a parameter of the command; name a metric its trials report (a script's own 'lr' is kept as "
+     "'script_lr')"),
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "metrics": {"show": ["lr"]}}},
+     "command.metrics.show[0]: 'lr' is a parameter of the command; the script's own 'lr' is kept as 'script_lr': "
+     "show that"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},
      "command.steps: give either epochs (a script that reports every epoch) or steps (every N steps), not both"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "resume": "--from {checkpoint}"}},
@@ -568,6 +572,26 @@ def test_a_scripts_metrics_named_like_columns_ablate_writes_are_kept_beside_them
     assert ("ablate writes columns named trial_id, params, epochs_completed, train_seconds, error: the script's own "
             "are kept as script_trial_id, script_params, script_epochs_completed, script_train_seconds, "
             "script_error") in session.lines
+
+
+def test_a_scripts_metrics_named_like_its_parameters_are_kept_beside_them(tmp_path):
+    # A scheduler's current `lr` each epoch, an early stop's final `epochs`: the row kept the
+    # parameter's value and dropped the script's without a word, while epochs.parquet had the
+    # script's under the parameter's name (lr=0.05 at epoch 3 of the trial with lr=0.2).
+    script = """\
+        import json, sys
+        lr = float(sys.argv[1])
+        for epoch in (1, 2, 3):
+            print("ABLATE " + json.dumps({"epoch": epoch, "lr": lr / 2 ** (epoch - 1), "val_loss": 1 / epoch}))
+        print("ABLATE " + json.dumps({"epochs": 3}))
+        """
+    path = script_grid(tmp_path, {"sched.py": script}, {"run": [sys.executable, "sched.py", "{lr}", "{epochs}"],
+                                                        "parameters": {"lr": 0.2, "epochs": 100}, "epochs": "epochs"})
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": e, "script_lr": 0.2 / 2 ** (e - 1), "val_loss": 1 / e} for e in (1, 2, 3)]
+    assert result == {"status": "completed", "script_lr": 0.05, "val_loss": 1 / 3, "script_epochs": 3}
+    assert "ablate writes columns named lr, epochs: the script's own are kept as script_lr, script_epochs" \
+        in session.lines
 
 
 def test_a_missing_metrics_file_leaves_what_the_trials_log_says_of_its_output(tmp_path):

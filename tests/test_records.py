@@ -10,6 +10,7 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
+from orchestrator.errors import ResultsError
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir
 from workloads.allcnn import RESULTS, Config
@@ -178,3 +179,28 @@ def test_a_damaged_record_of_an_older_ablate_is_a_note_as_a_damaged_json_one_is(
     (note,) = notes
     assert note.startswith(f"{old}: unreadable {'Arrow' if suffix == '.arrow' else 'Parquet'} (")
     assert note.endswith("; its trial counts as unfinished and runs again at the next `ablate run`")
+
+
+@pytest.mark.parametrize("suffix", [".arrow", ".parquet"])
+def test_an_older_ablates_record_the_disk_cannot_read_stops_the_reader_not_noted_as_damaged(tmp_path, monkeypatch,
+                                                                                              suffix):
+    # A read fault (EIO of a disk or NFS) made its finished trial count as unfinished: `ablate run`
+    # trained it again. A JSON record's fault stops the reader too.
+    import errno
+
+    run = RunDir(str(tmp_path))
+    old = tmp_path / "records" / f"old{suffix}"
+    write_old(old, pa.Table.from_pylist([{"trial_id": "old", "status": "completed", "lr": 0.2}], SCHEMA))
+    read = RunDir._read_buffer
+
+    def faulty(self, path):
+        if path == str(old):
+            raise OSError(errno.EIO, "Input/output error", path)
+        return read(self, path)
+
+    monkeypatch.setattr(RunDir, "_read_buffer", faulty)
+    notes = []
+    kind = "Arrow" if suffix == ".arrow" else "Parquet"
+    with pytest.raises(ResultsError, match=f"^{old}: unreadable {kind} \\(\\[Errno 5\\] "):
+        records.read_trials(run, notes.append)
+    assert notes == []

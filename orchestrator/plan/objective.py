@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import GridError
 from orchestrator.plan.params import fmt
-from orchestrator.store.columns import RESULT_COLUMNS, SCRIPT_TAKEN
+from orchestrator.store.columns import RESULT_COLUMNS, SCRIPT_TAKEN, script_taken
 
 # Columns ablate writes in words or times for every trial (a failed one's `error`, its `host`): a
 # metric of the same name would share a column with them, numbers beside text.
@@ -132,7 +132,9 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
         name = given.get("name") if isinstance(given, dict) else given
         if isinstance(name, str) and name in parameters:
             owner = "the command" if workload.invocation else f"workload '{workload.name}'"
-            raise GridError(path, key, f"'{name}' is a parameter of {owner}; name a metric its trials report")
+            own = f" (a script's own '{name}' is kept as 'script_{name}')" \
+                if workload.invocation and name in script_taken(parameters) else ""
+            raise GridError(path, key, f"'{name}' is a parameter of {owner}; name a metric its trials report{own}")
         if not (strict and isinstance(name, str)):  # (a run an older ablate let be is read as it ran)
             continue
         own = f" (a script's own '{name}' is kept as 'script_{name}')" if workload.invocation and name in SCRIPT_TAKEN \

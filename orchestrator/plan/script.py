@@ -59,7 +59,7 @@ import annotated_types as at
 
 from orchestrator.errors import GridError
 from orchestrator.plan.params import Parameters, fmt
-from orchestrator.store.columns import RESERVED, SCRIPT_TAKEN
+from orchestrator.store.columns import RESERVED, script_taken
 from workloads.base import Workload
 from workloads.script import metrics as script_metrics
 from workloads.script import train as script_train
@@ -137,9 +137,10 @@ def load(path: Path, section) -> tuple[Workload, str]:
             fail(f"metrics.patterns[{i}]", "has no named group; (?P<val_error>[0-9.]+) makes a metric val_error")
     show = _strings(fail, "metrics.show", metrics.get("show", []))
     for i, name in enumerate(show):
-        if name in SCRIPT_TAKEN:
-            fail(f"metrics.show[{i}]", f"'{name}' is a column ablate writes for every trial; the script's own "
-                                       f"'{name}' is kept as 'script_{name}': show that")
+        if name in script_taken(parameters):
+            what = "a parameter of the command" if name in parameters else "a column ablate writes for every trial"
+            fail(f"metrics.show[{i}]", f"'{name}' is {what}; the script's own '{name}' is kept as 'script_{name}': "
+                                       "show that")
     files = _strings(fail, "metrics.files", metrics.get("files", []))
     for i, name in enumerate(files):
         if os.path.isabs(os.path.expanduser(name)):
@@ -339,6 +340,8 @@ def build(script: Script, path: Path | None = None) -> Workload:
                                                      metadata={"choices": (script.template,)})))
     config = dataclasses.make_dataclass("CommandConfig", fields)
 
+    taken = script_taken(f.name for f in dataclasses.fields(config))  # its metrics' names kept as script_<name>
+
     def check(c):  # every trial's command line can be written (a format spec suits its value)
         argv(script, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
 
@@ -346,8 +349,9 @@ def build(script: Script, path: Path | None = None) -> Workload:
         def args_for(trial_dir: str, resuming: bool) -> list[str]:
             return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
-        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, SCRIPT_TAKEN,
+        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, taken,
                                   script.files)
+
 
     length = script.epochs or script.steps
     return Workload(

@@ -22,6 +22,14 @@ RESERVED = frozenset({"trial_id", "status", *(name for name, _ in RESULT_COLUMNS
 # Those a training script's metrics of the same names would take, kept as `script_<name>` instead:
 # not `status` and `status_reason`, a script's to give (a status of RESULT_STATUSES, and why).
 SCRIPT_TAKEN = frozenset(RESERVED - {"status", "status_reason"} | {"steps_completed"})
+
 # Columns that rows of older ablates had for every workload: metrics, where no saved grid says so.
 OLD_METRICS = frozenset({"val_error", "test_error", "images_per_second", "train_examples", "test_examples",
                          "data_fingerprint", "synthetic_data", "restarts", "trained_on"})
+
+
+def script_taken(parameters) -> frozenset[str]:
+    """The names a script's metrics are kept as `script_<name>` under: ablate's columns, and the
+    command's `parameters` (a scheduler's current `lr` would lose to the parameter in the row, and
+    mean another thing under its name in epochs.parquet); not `epoch` and `step`, which place a report."""
+    return SCRIPT_TAKEN | (set(parameters) - {"epoch", "step"})

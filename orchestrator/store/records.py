@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from orchestrator.errors import ResultsError
+from orchestrator.errors import DamagedFile, ResultsError
 from orchestrator.store import arrays, columns
 from orchestrator.store.rundir import RunDir
 from workloads.base import RESULT_STATUSES
@@ -170,17 +170,12 @@ def _schema(types: tuple[tuple[str, str], ...]) -> pa.Schema:
 def _read_record(run: RunDir, trial_id: str, notify=None) -> Record | None:
     """A finished trial's record; None if it has none. A damaged one (cut short by a bad copy)
     is a ResultsError, or with `notify`, a note and None: its trial counts as unfinished."""
-    path = run.child("records", trial_id + RECORD)
-    data = run.read_bytes(path)
+    data = run.read_bytes(run.child("records", trial_id + RECORD))
     try:
         if data is None:
             return _read_old_record(run, trial_id)
-        try:
-            body = json.loads(data)
-            schema = _schema(tuple(body["types"].items()))
-        except (ValueError, KeyError, TypeError) as e:
-            raise ResultsError(f"{run.display('records', trial_id + RECORD)}: unreadable record ({e!r})") from None
-    except ResultsError as e:  # an older ablate's record (Arrow, Parquet) too
+        body, schema = _parsed(run, trial_id, data)
+    except DamagedFile as e:  # an older ablate's record (Arrow, Parquet) too; not a fault of the disk's read
         if notify is None:
             raise
         notify(f"{e}; its trial counts as unfinished and runs again at the next `ablate run`")
@@ -190,6 +185,15 @@ def _read_record(run: RunDir, trial_id: str, notify=None) -> Record | None:
         if field.type == _TIMESTAMP and isinstance(row.get(field.name), str):
             row[field.name] = datetime.fromisoformat(row[field.name])
     return Record(row, schema, body["epochs"])
+
+
+def _parsed(run: RunDir, trial_id: str, data: bytes) -> tuple[dict, pa.Schema]:
+    """A JSON record's body and the schema of its row, or DamagedFile."""
+    try:
+        body = json.loads(data)
+        return body, _schema(tuple(body["types"].items()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise DamagedFile(f"{run.display('records', trial_id + RECORD)}: unreadable record ({e!r})") from None
 
 
 def read_record(run: RunDir, trial_id: str, notify=None) -> Record | None:

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from orchestrator.errors import ResultsError, RunError, StorageError
+from orchestrator.errors import DamagedFile, ResultsError, RunError, StorageError
 from orchestrator.store.checkpoint import deserialize, unreadable
 from orchestrator.store.lines import read_lines
 from orchestrator.store.s3 import Bucket
@@ -160,18 +160,22 @@ class RunDir:
         Of a Parquet file, `columns`: only those of them it has (the file is read in one piece all the
         same); `dictionary`: columns read as dictionary arrays (few distinct values, many rows)."""
         arrow = path.endswith(".arrow")
+        shown = path if self.local else f"{self.uri.partition('://')[0]}://{path}"
+        unreadable = f"{shown}: unreadable {'Arrow' if arrow else 'Parquet'}"
         try:
-            data = self._read_buffer(path)  # a folder in the file's place (a dataset written there) too is unreadable
-            if data is None:
-                return None
+            data = self._read_buffer(path)
+        except OSError as e:  # the disk's fault (EIO), or a folder in the file's place: no damaged file
+            raise ResultsError(f"{unreadable} ({e})") from None
+        if data is None:
+            return None
+        try:
             if arrow:
                 return pa.ipc.open_file(pa.BufferReader(data)).read_all()
             # Not read_table: its dataset layer costs more than the read.
             file = pq.ParquetFile(pa.BufferReader(data), read_dictionary=dictionary)
             return file.read([c for c in columns if c in file.schema_arrow.names] if columns is not None else None)
         except (pa.ArrowInvalid, OSError) as e:
-            shown = path if self.local else f"{self.uri.partition('://')[0]}://{path}"
-            raise ResultsError(f"{shown}: unreadable {'Arrow' if arrow else 'Parquet'} ({e})") from None
+            raise DamagedFile(f"{unreadable} ({e})") from None
 
     def _read_buffer(self, path: str) -> pa.Buffer | bytes | None:
         """A file's bytes for pyarrow. On a local disk, mapped into memory: the reader then touches
