@@ -131,7 +131,8 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
         _distinct_commands(path, workload, trials)
     epochs = ([workload.epochs(workload.config(**t.config)) for t in trials]
               if workload.epochs and data.get("halving") is not None else [])
-    return Grid(name=data["name"], path=path, content=content, workload=workload, workload_ref=ref, axes=spec.axes, trials=trials,
+    return Grid(name=data["name"], path=path, content=content, workload=workload, workload_ref=ref,
+                axes=spec.axes, trials=trials,
                 resources=resources(_mapping(path, "resources", data.get("resources") or {},
                                              f"a mapping with keys {', '.join(RESOURCE_KEYS)}"),
                                     "resources.{}".format, path),

@@ -352,7 +352,6 @@ def build(script: Script, path: Path | None = None) -> Workload:
         return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, taken,
                                   script.files)
 
-
     length = script.epochs or script.steps
     return Workload(
         name="command", config=config, train=train,
