@@ -204,3 +204,29 @@ def test_an_older_ablates_record_the_disk_cannot_read_stops_the_reader_not_noted
     with pytest.raises(ResultsError, match=f"^{old}: unreadable {kind} \\(\\[Errno 5\\] "):
         records.read_trials(run, notes.append)
     assert notes == []
+
+
+@pytest.mark.parametrize("fault", ["EIO", "a folder in its place"])
+def test_a_json_record_the_disk_cannot_read_stops_the_reader_in_one_line_naming_it(tmp_path, monkeypatch, fault):
+    # It ended `ablate summarize` and `ablate run` in a raw OSError traceback; noted as damaged
+    # instead, its finished trial would count as unfinished and be trained again.
+    import errno
+
+    run = RunDir(str(tmp_path))
+    records.write_record(run, SCHEMA, "done", {"lr": 0.1}, {"status": "completed", "val_error": 0.2})
+    path = tmp_path / "records" / "done.json"
+    if fault == "EIO":
+        read = RunDir.read_bytes
+
+        def faulty(self, at):
+            if at == str(path):
+                raise OSError(errno.EIO, "Input/output error", at)
+            return read(self, at)
+        monkeypatch.setattr(RunDir, "read_bytes", faulty)
+    else:
+        path.unlink()
+        path.mkdir()
+    notes = []
+    with pytest.raises(ResultsError, match=f"^{path}: unreadable record \\(.+\\)$"):
+        records.read_trials(run, notes.append)
+    assert notes == []
