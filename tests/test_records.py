@@ -181,26 +181,48 @@ def test_a_damaged_record_of_an_older_ablate_is_a_note_as_a_damaged_json_one_is(
     assert note.endswith("; its trial counts as unfinished and runs again at the next `ablate run`")
 
 
+def fail_reads_of(monkeypatch, method: str, path) -> None:
+    """RunDir.<method> raising EIO (a disk's or NFS's read fault) for `path` only."""
+    import errno
+
+    read = getattr(RunDir, method)
+
+    def faulty(self, at, *args, **kwargs):
+        if at == str(path):
+            raise OSError(errno.EIO, "Input/output error", at)
+        return read(self, at, *args, **kwargs)
+    monkeypatch.setattr(RunDir, method, faulty)
+
+
 @pytest.mark.parametrize("suffix", [".arrow", ".parquet"])
 def test_an_older_ablates_record_the_disk_cannot_read_stops_the_reader_not_noted_as_damaged(tmp_path, monkeypatch,
                                                                                               suffix):
     # A read fault (EIO of a disk or NFS) made its finished trial count as unfinished: `ablate run`
     # trained it again. A JSON record's fault stops the reader too.
-    import errno
-
     run = RunDir(str(tmp_path))
     old = tmp_path / "records" / f"old{suffix}"
     write_old(old, pa.Table.from_pylist([{"trial_id": "old", "status": "completed", "lr": 0.2}], SCHEMA))
-    read = RunDir._read_buffer
-
-    def faulty(self, path):
-        if path == str(old):
-            raise OSError(errno.EIO, "Input/output error", path)
-        return read(self, path)
-
-    monkeypatch.setattr(RunDir, "_read_buffer", faulty)
+    fail_reads_of(monkeypatch, "_read_buffer", old)
     notes = []
     kind = "Arrow" if suffix == ".arrow" else "Parquet"
     with pytest.raises(ResultsError, match=f"^{old}: unreadable {kind} \\(\\[Errno 5\\] "):
+        records.read_trials(run, notes.append)
+    assert notes == []
+
+
+@pytest.mark.parametrize("fault", ["EIO", "a folder in its place"])
+def test_a_json_record_the_disk_cannot_read_stops_the_reader_in_one_line_naming_it(tmp_path, monkeypatch, fault):
+    # It ended `ablate summarize` and `ablate run` in a raw OSError traceback; noted as damaged
+    # instead, its finished trial would count as unfinished and be trained again.
+    run = RunDir(str(tmp_path))
+    records.write_record(run, SCHEMA, "done", {"lr": 0.1}, {"status": "completed", "val_error": 0.2})
+    path = tmp_path / "records" / "done.json"
+    if fault == "EIO":
+        fail_reads_of(monkeypatch, "read_bytes", path)
+    else:
+        path.unlink()
+        path.mkdir()
+    notes = []
+    with pytest.raises(ResultsError, match=f"^{path}: unreadable record \\(.+\\)$"):
         records.read_trials(run, notes.append)
     assert notes == []

@@ -166,6 +166,25 @@ def test_a_trial_handed_a_reused_worker_that_died_while_idle_starts_again_and_is
     assert starts(tmp_path) == {"lr0.1-seed0-never": 1, "lr0.2-seed0-never": 1}  # nothing trained twice
 
 
+def test_a_ray_without_the_private_method_the_out_of_memory_patch_replaces_still_runs_trials(tmp_path, monkeypatch):
+    # events.out_of_memory_as_death patches RayActorManager._actor_task_failed, a private name a
+    # later Ray may rename: without it, the run keeps Ray's own behaviour, not a traceback for every run.
+    from ray.air.execution._internal.actor_manager import RayActorManager
+    monkeypatch.delattr(RayActorManager, "_actor_task_failed")
+    summary = run(probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 1}), tmp_path / "runs")
+    assert summary.counts == {"completed": 1}
+
+
+def test_the_out_of_memory_patch_leaves_a_method_of_other_parameters_alone(monkeypatch):
+    from ray.air.execution._internal.actor_manager import RayActorManager
+
+    def renamed(self, task, error):  # as a later Ray might call it: the patch's keywords would not fit
+        pass
+    monkeypatch.setattr(RayActorManager, "_actor_task_failed", renamed)
+    with events.out_of_memory_as_death():
+        assert RayActorManager._actor_task_failed is renamed
+
+
 def test_a_trial_whose_worker_dies_as_it_trains_with_no_retry_left_is_recorded_failed(tmp_path):
     path = probe_grid(tmp_path, axes={"fail": ["kill_once"]}, max_failures=0)
     output = io.StringIO()

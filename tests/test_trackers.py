@@ -601,3 +601,23 @@ def test_a_retried_trial_goes_on_logging_live_past_the_epochs_logged_before(tmp_
     for epoch in (3, 4, 5, 6, 7):
         live.epoch(trial_id, {"epoch": epoch, "val_error": 0.1})
     assert logged == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_tracker_runs_a_killed_driver_left_open_are_said_ended_only_where_they_were(tmp_path, monkeypatch):
+    # The next run ends them (Tracking.end_left_open); a tracker that fails as it ends one says so in
+    # its own note, and the run did not say "they are ended now" of a run left open.
+    pytest.importorskip("tensorboard")
+    grid = load_grid(script_grid(tmp_path, "left-open", "print('trained')\n", tracking={"tensorboard": {}}))
+    trial_id, run = grid.trials[0].trial_id, RunDir(str(tmp_path / "run"))
+    killed = tracking.Tracking.start(grid, run)
+    killed.epoch(trial_id, {"epoch": 1, "val_loss": 0.5})  # the driver is killed before the trial's end
+    record = Record({"trial_id": trial_id, "status": "completed", "val_loss": 0.5}, None, [{"epoch": 1, "val_loss": 0.5}])
+    monkeypatch.setattr(tracking.records, "read_record", lambda run, trial_id, notify=None: record)
+
+    def full(self, state, status, final):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(tracking.TensorBoard, "finish", full)
+    notes = []
+    tracking.Tracking.start(grid, run, notes.append).end_left_open([trial_id])
+    assert notes[-1].startswith("tracking with tensorboard stopped (")
+    assert not any("they are ended now" in note for note in notes), notes

@@ -10,6 +10,7 @@ It also feeds the run's trackers (tracking.py), here on the driver: workers need
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import pickle
 import signal
@@ -346,11 +347,17 @@ def out_of_memory_as_death():
     """Ray's memory monitor killing a trial's worker as it trains fails the trial's task with an
     OutOfMemoryError (ray-project/ray#28937), which Tune's actor manager (ray 2.60) does not expect:
     it raises it, and the whole run ends with a traceback. Handed on as the worker's death, the
-    trial fails and is retried as when any other death ends its worker."""
-    from ray.air.execution._internal.actor_manager import RayActorManager
-    from ray.exceptions import OutOfMemoryError
-
-    failed = RayActorManager._actor_task_failed
+    trial fails and is retried as when any other death ends its worker. A Ray whose private names
+    differ keeps its own behaviour: the patch is left out, not every run failed."""
+    try:
+        from ray.air.execution._internal.actor_manager import RayActorManager
+        from ray.exceptions import OutOfMemoryError
+    except ImportError:
+        RayActorManager = None
+    failed = getattr(RayActorManager, "_actor_task_failed", None)
+    if failed is None or list(inspect.signature(failed).parameters) != ["self", "tracked_actor_task", "exception"]:
+        yield
+        return
 
     def task_failed(self, tracked_actor_task, exception):
         if isinstance(exception, OutOfMemoryError):

@@ -440,10 +440,13 @@ class Tracking:
     def end_left_open(self, trial_ids) -> None:
         """After a driver killed with SIGKILL: the tracker runs it left open of trials that have a
         result now (their workers wrote it as or after the driver died), ended with their records.
-        A run skips those trials, so they would stay running (MLflow: RUNNING) until `ablate track`."""
-        ended = [trial_id for trial_id in trial_ids if self._open_in(self._state(trial_id))]
-        for trial_id in ended:
+        A run skips those trials, so they would stay running (MLflow: RUNNING) until `ablate track`.
+        Those a tracker failed to end are not said ended: its own note names `ablate track`."""
+        left = {trial_id: names for trial_id in trial_ids if (names := self._open_in(self._state(trial_id)))}
+        for trial_id in left:
             self.recorded(trial_id)
+        ended = [trial_id for trial_id, names in left.items()
+                 if all(self._state(trial_id)[name].get("finished") for name in names)]
         if ended:
             self.notify(f"the driver before this one left the tracker runs of {len(ended)} finished trial(s) "
                         "open; they are ended now")

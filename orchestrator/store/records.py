@@ -169,8 +169,12 @@ def _schema(types: tuple[tuple[str, str], ...]) -> pa.Schema:
 
 def _read_record(run: RunDir, trial_id: str, notify=None) -> Record | None:
     """A finished trial's record; None if it has none. A damaged one (cut short by a bad copy)
-    is a ResultsError, or with `notify`, a note and None: its trial counts as unfinished."""
-    data = run.read_bytes(run.child("records", trial_id + RECORD))
+    is a ResultsError, or with `notify`, a note and None: its trial counts as unfinished. One the
+    disk cannot read is a ResultsError even so: its trial has finished, and would be trained again."""
+    try:
+        data = run.read_bytes(run.child("records", trial_id + RECORD))
+    except OSError as e:  # the disk's fault (EIO), or a folder in the file's place: no damaged file
+        raise ResultsError(f"{run.display('records', trial_id + RECORD)}: unreadable record ({e})") from None
     try:
         if data is None:
             return _read_old_record(run, trial_id)
