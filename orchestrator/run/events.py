@@ -345,8 +345,8 @@ def _death(trial) -> str | None:
 @contextlib.contextmanager
 def out_of_memory_as_death():
     """Ray's memory monitor killing a trial's worker as it trains fails the trial's task with an
-    OutOfMemoryError (ray-project/ray#28937), which Tune's actor manager (ray 2.60) does not expect:
-    it raises it, and the whole run ends with a traceback. Handed on as the worker's death, the
+    OutOfMemoryError, which Tune's actor manager (ray 2.60, seen here) does not expect: it raises
+    it, and the whole run ends with a traceback. Handed on as the worker's death, the
     trial fails and is retried as when any other death ends its worker. A Ray whose private names
     differ keeps its own behaviour: the patch is left out, not every run failed."""
     try:
