@@ -342,14 +342,14 @@ def test_resume_stopped_refused_before_any_trial_leaves_the_stopped_rows_in_tria
     # A run that stops before training (a tracker that cannot be used) leaves the files as they were:
     # trials.parquet is what users read, and it kept no row of the stopped trial.
     from orchestrator.errors import RunError
-    from orchestrator.run import tracking
+    from orchestrator.run import trackers
     from orchestrator.store.records import Publisher
 
     class Unusable:
         def __init__(self, grid, run, settings):
             raise RunError("tracking with mlflow: no server")
 
-    monkeypatch.setitem(tracking.TRACKERS, "mlflow", Unusable)
+    monkeypatch.setitem(trackers.TRACKERS, "mlflow", Unusable)
     grid = load_grid(probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 4}, tracking=["mlflow"]))
     run, (trial,) = RunDir.for_grid(str(tmp_path / "runs"), grid.name), grid.trials
     write_record(run, trial_schema(grid.workload.config), trial.trial_id, trial.config,

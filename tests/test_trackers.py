@@ -1,4 +1,4 @@
-"""Trials in experiment trackers (run/tracking.py): a real MLflow tracking server, read back with
+"""Trials in experiment trackers (run/tracking.py, run/trackers.py): a real MLflow tracking server, read back with
 MlflowClient; one tracker run per trial across retries and reruns, each step once."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from orchestrator.cli import app
 from orchestrator.errors import GridError, RunError
 from orchestrator.plan.grid import load_grid
-from orchestrator.run import tracking
+from orchestrator.run import trackers, tracking
 from orchestrator.run.runner import run_grid
 from orchestrator.store.records import Record
 from orchestrator.store.rundir import RunDir
@@ -195,7 +195,7 @@ def test_a_tracker_failing_mid_run_is_one_warning_and_tracking_stops(tmp_path, m
         def start_or_resume(self, *args):
             raise ConnectionError("server went away")
 
-    monkeypatch.setitem(tracking.TRACKERS, "mlflow", Failing)
+    monkeypatch.setitem(trackers.TRACKERS, "mlflow", Failing)
     grid = load_grid(probe_grid(tmp_path, tracking=["mlflow"]))
     notes = []
     t = tracking.Tracking.start(grid, RunDir(str(tmp_path / "run")), notes.append)
@@ -462,11 +462,11 @@ def test_a_name_mlflow_refuses_beside_the_name_it_would_become_is_a_metric_of_it
 
 
 def test_a_name_mlflow_takes_keeps_it_unless_a_refused_name_reported_before_took_it():
-    given = tracking.mlflow_names(["acc@1", "val//x"], {})
+    given = trackers.mlflow_names(["acc@1", "val//x"], {})
     assert given == {"acc@1": "acc_1", "val//x": "val/_/x"}
-    assert tracking.mlflow_names(["acc@1", "acc_1", "acc#1", "val/_/x"], given) == \
+    assert trackers.mlflow_names(["acc@1", "acc_1", "acc#1", "val/_/x"], given) == \
         {"acc@1": "acc_1", "val//x": "val/_/x", "acc_1": "acc_1-2", "acc#1": "acc-1", "val/_/x": "val/_/x-2"}
-    assert tracking.mlflow_names(["acc#1", "acc@1", "acc 1", "acc_1"], {}) == \
+    assert trackers.mlflow_names(["acc#1", "acc@1", "acc 1", "acc_1"], {}) == \
         {"acc 1": "acc 1", "acc_1": "acc_1", "acc#1": "acc-1", "acc@1": "acc_1-2"}
 
 
@@ -586,12 +586,12 @@ def test_a_retried_trial_goes_on_logging_live_past_the_epochs_logged_before(tmp_
 
     class Recording(FakeTracker):
         def start_or_resume(self, trial_id, cell, config, state):
-            return {"last_step": (state or {}).get("last_step", tracking.NOTHING)}
+            return {"last_step": (state or {}).get("last_step", trackers.NOTHING)}
 
         def log_epochs(self, state, epochs):
             logged.extend(step for step, _ in epochs)
 
-    monkeypatch.setitem(tracking.TRACKERS, "mlflow", Recording)
+    monkeypatch.setitem(trackers.TRACKERS, "mlflow", Recording)
     grid = load_grid(probe_grid(tmp_path, tracking=["mlflow"]))
     trial_id = grid.trials[0].trial_id
     live = tracking.Tracking.start(grid, RunDir(str(tmp_path / "run")))
@@ -616,7 +616,7 @@ def test_tracker_runs_a_killed_driver_left_open_are_said_ended_only_where_they_w
 
     def full(self, state, status, final):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(tracking.TensorBoard, "finish", full)
+    monkeypatch.setattr(trackers.TensorBoard, "finish", full)
     notes = []
     tracking.Tracking.start(grid, run, notes.append).end_left_open([trial_id])
     assert notes[-1].startswith("tracking with tensorboard stopped (")

@@ -32,7 +32,7 @@ TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seed
             "include", "metric", "mode", "report", "resources", "max_failures", "max_trials", "trial_timeout",
             "tracking", "halving")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
-# The trackers a grid can log its trials to (run/tracking.py), and what each may say of where it
+# The trackers a grid can log its trials to (run/trackers.py), and what each may say of where it
 # writes; unsaid, each follows its own conventions (MLFLOW_TRACKING_URI; TensorBoard: <run>/tensorboard;
 # WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE).
 TRACKERS = {"mlflow": ("tracking_uri", "experiment"), "tensorboard": ("log_dir",),
