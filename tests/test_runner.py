@@ -423,19 +423,23 @@ def test_the_grid_saved_with_the_run_is_the_one_it_ran_though_the_file_changed_s
     assert [t.trial_id for t in saved.trials] == [t.trial_id for t in grid.trials]
 
 
-def test_a_damaged_progress_file_of_an_older_ablate_stops_the_run_in_its_one_line_before_any_trial(tmp_path):
+def test_a_damaged_progress_file_of_an_older_ablate_stops_the_run_in_its_one_line_and_nothing_is_lost(tmp_path):
     # Read by the trial's worker and by the driver's Tune callbacks, it ended the run with Tune's traceback.
-    from orchestrator.errors import ResultsError
-
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]})
     grid = load_grid(path)
     run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
     damaged = tmp_path / "runs" / "probe" / "trials" / grid.trials[0].trial_id / "progress.json"
     damaged.parent.mkdir(parents=True)
     damaged.write_text('{"attempt": 2, "train_sec')
-    with pytest.raises(ResultsError, match=f"^{damaged}: an older ablate's progress file, unreadable "):
+    with pytest.raises(RunError, match=f"^{damaged}: an older ablate's progress file, unreadable .*; delete it "
+                                       "to count the trial's attempts and time afresh$"):
         run_grid(grid, run, quiet())
-    assert executions(tmp_path) == []
+    assert grid.trials[0].trial_id not in records.statuses(records.read_trials(run))  # not recorded failed
+
+    damaged.unlink()
+    assert run_grid(grid, run, quiet()).counts == {"completed": 2}
+    # Its worker failed before training it: it trained once, in the run after the file was deleted.
+    assert starts(tmp_path)[f"lr{grid.trials[0].config['lr']}-seed0-never"] == 1
 
 
 @pytest.mark.parametrize("times", [1, None], ids=["once", "always"])
