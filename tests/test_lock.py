@@ -390,6 +390,7 @@ def test_a_run_directory_copied_while_it_ran_is_free_and_runs_at_once(tmp_path):
 def test_a_driver_taking_over_waits_for_the_dead_drivers_trial_workers_on_this_machine(local_run):
     """Ray ends a dead driver's workers within seconds, not at once: one still training a trial must
     not meet the new driver's attempt of it."""
+    from types import SimpleNamespace
 
     from orchestrator.run import processes
     from orchestrator.run.runner import _let_workers_end
@@ -400,7 +401,7 @@ def test_a_driver_taking_over_waits_for_the_dead_drivers_trial_workers_on_this_m
         local_run.write_progress("t1", {"attempt": 1, "epoch": 1, "worker": identity})
         notes = []
         threading.Timer(0.5, worker.kill).start()
-        _let_workers_end({"t1": local_run.progress("t1")}, 30, notes.append)
+        _let_workers_end(local_run, [SimpleNamespace(trial_id="t1")], 30, notes.append)
         assert worker.poll() is not None  # returned once the worker had ended, not before
         assert notes == [f"waiting for 1 trial worker(s) of the previous driver to end (pid {worker.pid})"]
     finally:

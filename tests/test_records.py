@@ -181,14 +181,17 @@ def test_a_damaged_record_of_an_older_ablate_is_a_note_as_a_damaged_json_one_is(
     assert note.endswith("; its trial counts as unfinished and runs again at the next `ablate run`")
 
 
-def fail_reads_of(monkeypatch, method: str, path) -> None:
-    """RunDir.<method> raising EIO (a disk's or NFS's read fault) for `path` only."""
+def fail_reads_of(monkeypatch, method: str, path, times: int | None = None) -> None:
+    """RunDir.<method> raising EIO (a disk's or NFS's read fault) for `path` only: every read, or
+    the first `times` (a fault that passes). In this process only: Ray workers read as usual."""
     import errno
 
     read = getattr(RunDir, method)
+    left = [times]
 
     def faulty(self, at, *args, **kwargs):
-        if at == str(path):
+        if at == str(path) and left[0] != 0:
+            left[0] = None if left[0] is None else left[0] - 1
             raise OSError(errno.EIO, "Input/output error", at)
         return read(self, at, *args, **kwargs)
     monkeypatch.setattr(RunDir, method, faulty)

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from orchestrator.errors import RunError
+from orchestrator.errors import AblateError, RunError
 from orchestrator.plan.grid import Resources, load_grid
 from orchestrator.run import events, hangs, scheduling
 from orchestrator.run.cluster import check_resources
@@ -423,16 +423,55 @@ def test_the_grid_saved_with_the_run_is_the_one_it_ran_though_the_file_changed_s
     assert [t.trial_id for t in saved.trials] == [t.trial_id for t in grid.trials]
 
 
-def test_a_damaged_progress_file_of_an_older_ablate_stops_the_run_in_its_one_line_before_any_trial(tmp_path):
+def test_a_damaged_progress_file_of_an_older_ablate_stops_the_run_in_its_one_line_and_nothing_is_lost(tmp_path):
     # Read by the trial's worker and by the driver's Tune callbacks, it ended the run with Tune's traceback.
-    from orchestrator.errors import ResultsError
-
     path = probe_grid(tmp_path, axes={"lr": [0.1, 0.2]})
     grid = load_grid(path)
     run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
     damaged = tmp_path / "runs" / "probe" / "trials" / grid.trials[0].trial_id / "progress.json"
     damaged.parent.mkdir(parents=True)
     damaged.write_text('{"attempt": 2, "train_sec')
-    with pytest.raises(ResultsError, match=f"^{damaged}: an older ablate's progress file, unreadable "):
+    with pytest.raises(RunError, match=f"^{damaged}: an older ablate's progress file, unreadable .*; delete it "
+                                       "to count the trial's attempts and time afresh$"):
         run_grid(grid, run, quiet())
-    assert executions(tmp_path) == []
+    assert grid.trials[0].trial_id not in records.statuses(records.read_trials(run))  # not recorded failed
+
+    damaged.unlink()
+    assert run_grid(grid, run, quiet()).counts == {"completed": 2}
+    # Its worker failed before training it: it trained once, in the run after the file was deleted.
+    assert starts(tmp_path)[f"lr{grid.trials[0].config['lr']}-seed0-never"] == 1
+
+
+@pytest.mark.parametrize("times", [1, None], ids=["once", "always"])
+def test_a_finished_trials_record_the_driver_cannot_read_stops_the_run_in_its_one_line(tmp_path, monkeypatch, times):
+    # Read in a Tune callback as the trial completed: Tune took the ResultsError for the trial's
+    # failure and ran the finished trial again (a fault that passed: the run went on without a word).
+    from tests.test_records import fail_reads_of
+
+    path = probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 2})
+    grid = load_grid(path)
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    record = run.child("records", grid.trials[0].trial_id + ".json")
+    fail_reads_of(monkeypatch, "read_bytes", record, times)
+    with pytest.raises(AblateError, match=f"^{record}: unreadable record \\(\\[Errno 5\\] Input/output error"):
+        run_grid(grid, run, quiet())
+    monkeypatch.undo()
+    summary = run_grid(grid, run, quiet())
+    assert summary.counts == {"completed": 1} and summary.ran == 0  # kept: the next run goes on
+    assert starts(tmp_path) == {"lr0.1-seed0-never": 1}  # trained once
+
+
+def test_a_progress_file_the_driver_cannot_read_as_a_trial_fails_stops_the_run_in_its_one_line(tmp_path, monkeypatch):
+    # Read in a Tune callback to say where the trial resumes: the OSError ended the run with Tune's traceback.
+    from tests.test_records import fail_reads_of
+
+    path = probe_grid(tmp_path, axes={"fail": ["once"]}, fixed={"epochs": 3}, max_failures=1)
+    grid = load_grid(path)
+    run = RunDir.for_grid(str(tmp_path / "runs"), grid.name)
+    progress = run.trial_file(grid.trials[0].trial_id, "progress.jsonl")
+    fail_reads_of(monkeypatch, "read_bytes", progress)
+    with pytest.raises(RunError, match=f"^{progress}: unreadable progress file \\(\\[Errno 5\\] "):
+        run_grid(grid, run, quiet())
+    monkeypatch.undo()
+    assert run_grid(grid, run, quiet()).counts == {"completed": 1}
+    assert [epoch for _, epoch, _ in executions(tmp_path)] == [0, 1]  # the next run resumed it from its checkpoint

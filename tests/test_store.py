@@ -396,3 +396,24 @@ def test_a_damaged_progress_file_of_an_older_ablate_is_one_line_naming_it(tmp_pa
                                     "progress file, unreadable (")
     assert result.output.endswith("delete it to count the trial's attempts and time afresh\n")
     assert len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("fault", ["EIO", "a folder"])
+def test_a_progress_file_the_disk_cannot_read_is_one_line_naming_it(tmp_path, monkeypatch, fault):
+    # A raw OSError: read by a trial's worker or the driver's Tune callbacks, it ended the run with
+    # Tune's traceback; by `ablate status`, with Python's.
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from tests.test_records import fail_reads_of
+
+    path = tmp_path / "trials" / "t" / "progress.jsonl"
+    if fault == "EIO":
+        RunDir(str(tmp_path)).write_progress("t", {"attempt": 1})
+        fail_reads_of(monkeypatch, "read_bytes", path)
+    else:
+        path.mkdir(parents=True)
+    result = CliRunner().invoke(app, ["status", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: {path}: unreadable progress file (")
+    assert len(result.output.splitlines()) == 1

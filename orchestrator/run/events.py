@@ -23,7 +23,7 @@ from ray import tune
 from ray.exceptions import RayActorError
 from ray.tune.progress_reporter import TrialProgressCallback
 
-from orchestrator.errors import StorageError, last_line
+from orchestrator.errors import ResultsError, StorageError, last_line
 from orchestrator.plan.grid import Grid
 from orchestrator.run.cluster import waiting_note
 from orchestrator.run.display import Display, describe
@@ -39,6 +39,9 @@ from workloads.base import WorkloadError
 
 # How long trials may all wait for resources, none running, before the run says so.
 WAIT_NOTE_S = 60.0
+# What stops the run, met by a trial's worker or a callback here: its storage cannot be written or
+# reached, or a file of it cannot be read (the disk's EIO, an older ablate's damaged progress.json).
+STORAGE_FAULTS = (StorageError, ResultsError)
 
 
 class Events(tune.Callback):
@@ -64,8 +67,9 @@ class Events(tune.Callback):
         self.start_again, self.unstarted = start_again, []
         # A finished trial's line shows its first reported metric, or else the grid's metric.
         self.shown = (grid.objective.report[0].name, grid.objective.metric.name)
-        # The first error of the run's storage a trial met (a full disk, an object store that does
-        # not answer): the run stops (StopAll), and no trial is recorded for it.
+        # The first error of the run's storage a trial or the driver met (a full disk, an object store
+        # that does not answer, a file it cannot read): the run stops (StopAll), no trial is recorded
+        # for it, and the next `ablate run` goes on once the storage can be used.
         self.storage_error: str | None = None
         # Whether a trial was recorded failed, for --fail-fast: Tune's own refuses retries, and sees
         # no error of a trial whose worker recorded its failure.
@@ -95,12 +99,13 @@ class Events(tune.Callback):
 
     @contextlib.contextmanager
     def _storage_kept(self):
-        """The run's storage failing the driver's own writes here (a failed trial's record, a log
-        line, the trackers' file) stops the run as a trial's StorageError does, with its one line:
-        raised in a Tune callback, it would end the run with Tune's traceback."""
+        """The run's storage failing the driver's own writes and reads here (a failed trial's record,
+        a log line, the trackers' file; a record or progress file it cannot read) stops the run as a
+        trial's does (_storage_failed), with its one line: raised in a Tune callback, it would end
+        the run with Tune's traceback."""
         try:
             yield
-        except StorageError as e:
+        except STORAGE_FAULTS as e:
             self.storage_error = self.storage_error or str(e)
 
     def on_trial_start(self, iteration, trials, trial, **info):  # each attempt
@@ -177,20 +182,20 @@ class Events(tune.Callback):
             return
         self.failures[self._id(trial)] = self.failures.get(self._id(trial), 0) + 1
         if began:
-            # A trial that failed before its first report (a script's startup) has no checkpoint.
-            reported = None
-            with self._storage_kept():
+            with self._storage_kept():  # a progress file it cannot read stops the run: no retry to show
+                # A trial that failed before its first report (a script's startup) has no checkpoint.
                 reported = self.run.progress(self._id(trial)).get("epoch")
-            self.display.trial_retrying(self._id(trial), f"{why or 'after a failure'}, from "
-                                                         f"{'its last checkpoint' if reported else 'its start'}")
+                self.display.trial_retrying(self._id(trial), f"{why or 'after a failure'}, from "
+                                                             f"{'its last checkpoint' if reported else 'its start'}")
 
     def _storage_failed(self, trial) -> bool:
-        """Whether the trial failed because the run's storage could not be written: the storage's
-        fault, not the trial's, so it neither counts as a failure nor uses up a retry."""
-        error = last_line(_error_text(trial))
-        if "StorageError: " not in error:
+        """Whether the trial failed because the run's storage could not be written or read (a
+        StorageError, a ResultsError of a file its worker read): the storage's fault, not the
+        trial's, so it neither counts as a failure nor uses up a retry."""
+        kind, message = _said_by(last_line(_error_text(trial)))
+        if kind is None or not issubclass(kind, STORAGE_FAULTS):
             return False
-        self.storage_error = self.storage_error or error.split("StorageError: ", 1)[1]
+        self.storage_error = self.storage_error or message
         return True
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -290,14 +295,21 @@ def progress_after(run: RunDir, trial_id: str, reports: int, timeout_s: float = 
     return progress
 
 
+def _said_by(error: str) -> tuple[type | None, str]:
+    """The class of a trial's error as its last line names it (`module.Class: message`) and its
+    message; None where it names none this driver has imported."""
+    kind, sep, message = error.partition(": ")
+    module, _, name = kind.rpartition(".")
+    cls = getattr(sys.modules.get(module), name, None) if sep else None
+    return (cls if isinstance(cls, type) else None), message
+
+
 def _as_said(error: str) -> str:
     """A trial's error as a user reads it: a WorkloadError's message alone (something to fix outside
     the code, `the command exited with code 3; ...`: its class adds nothing), any other error as
-    Python names it (`RuntimeError: ...`). Only a class this driver has imported is looked up."""
-    kind, sep, message = error.partition(": ")
-    module, _, name = kind.rpartition(".")
-    cls = getattr(sys.modules.get(module), name, None)
-    return message if sep and isinstance(cls, type) and issubclass(cls, WorkloadError) else error
+    Python names it (`RuntimeError: ...`)."""
+    kind, message = _said_by(error)
+    return message if kind is not None and issubclass(kind, WorkloadError) else error
 
 
 def _error_text(trial) -> str:

@@ -113,14 +113,10 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
     skipped = len(grid.trials) - len(todo) - failed_earlier
     run.write_bytes(run.child(GRID_FILE), grid.content)
-    # Read before Tune starts: a damaged progress file (an older ablate's) is its one line here,
-    # where Tune would end the run with its traceback of a trial's or a callback's read of it.
-    started = set(run.names(run.child("trials")))
-    progress = {t.trial_id: run.progress(t.trial_id) for t in todo if t.trial_id in started}
 
     ray_log, ran = None, set()
     if todo and lock.previous is not None:
-        _let_workers_end(progress, lock.stale_s, notify)
+        _let_workers_end(run, todo, lock.stale_s, notify)
     # Every tracker checked before any trial starts: one that cannot be used is one line now.
     tracking = Tracking.start(grid, run, notify) if todo else None
     if lock.previous is not None and grid.tracking:  # taken over from a driver that was killed
@@ -192,12 +188,13 @@ def _end_left_open(grid: Grid, run: RunDir, tracking: Tracking | None, trial_ids
         tracking.end_left_open(trial_ids)
 
 
-def _let_workers_end(progress: dict[str, dict], within_s: float, notify) -> None:
+def _let_workers_end(run: RunDir, todo, within_s: float, notify) -> None:
     """After taking the run over: wait, up to `within_s`, for the trial workers of the driver before
-    that still run on this machine (their trials' `progress` names them). Ray ends them within
-    seconds of their driver; until then one may still write a checkpoint or a record, which this
-    driver's attempt of the same trial must not meet."""
-    workers = {trial_id: worker for trial_id, p in progress.items() if (worker := p.get("worker")) and alive(worker)}
+    that still run on this machine. Ray ends them within seconds of their driver; until then one may
+    still write a checkpoint or a record, which this driver's attempt of the same trial must not meet."""
+    started = set(run.names(run.child("trials")))
+    workers = {t.trial_id: worker for t in todo if t.trial_id in started
+               and (worker := run.progress(t.trial_id).get("worker")) and alive(worker)}
     if not workers:
         return
     notify(f"waiting for {len(workers)} trial worker(s) of the previous driver to end "

@@ -211,11 +211,13 @@ class RunDir:
         return self.display("trials", trial_id, "trial.log")
 
     def progress(self, trial_id: str) -> dict[str, Any]:
-        """A trial's latest progress: the last whole line of its progress file; {} if it has none."""
-        data = self.read_bytes(self.trial_file(trial_id, PROGRESS))
+        """A trial's latest progress: the last whole line of its progress file; {} if it has none.
+        ResultsError, one line naming it, for a file the disk cannot read (EIO) or an older
+        ablate's damaged one."""
+        data = self._read_progress(trial_id, PROGRESS)
         if data is not None:
             return _last_progress(data)
-        data = self.read_bytes(self.trial_file(trial_id, OLD_PROGRESS))
+        data = self._read_progress(trial_id, OLD_PROGRESS)
         if not data:
             return {}
         try:  # a disk fault or a copy cut short makes it unreadable
@@ -227,6 +229,12 @@ class RunDir:
             raise ResultsError(f"{self.display('trials', trial_id, OLD_PROGRESS)}: an older ablate's progress file, "
                                f"unreadable ({why}); delete it to count the trial's attempts and time afresh")
         return progress
+
+    def _read_progress(self, trial_id: str, name: str) -> bytes | None:
+        try:
+            return self.read_bytes(self.trial_file(trial_id, name))
+        except OSError as e:  # the disk's fault (EIO), or a folder in the file's place
+            raise ResultsError(f"{self.display('trials', trial_id, name)}: unreadable progress file ({e})") from None
 
     def write_progress(self, trial_id: str, progress: dict[str, Any]) -> None:
         """A trial's progress file holding `progress` alone, written whole."""
