@@ -302,8 +302,11 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(tmp_path, stop, 
         assert started[key] == started_before[key] == 1
 
 
-def test_sigterm_before_any_trial_runs_says_how_to_resume(tmp_path):
-    # Waiting for another driver of the run (this test's process holds it): no Ray yet.
+@pytest.mark.parametrize("ctrl_c", [signal.default_int_handler, signal.SIG_IGN], ids=["", "ctrl-c-ignored"])
+def test_sigterm_before_any_trial_runs_says_how_to_resume(tmp_path, ctrl_c):
+    # Waiting for another driver of the run (this test's process holds it): no Ray yet. A driver
+    # started in the background by a script (`nohup ablate run ... &`) has Ctrl-C ignored; a
+    # SIGTERM stops it all the same (it waited on, and took the run once the hold went stale).
     from tests.test_lock import plant_hold
 
     path, storage = probe_grid(tmp_path), tmp_path / "runs"
@@ -312,7 +315,8 @@ def test_sigterm_before_any_trial_runs_says_how_to_resume(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "ablate")
     with open(errors, "w") as stderr:
         driver = subprocess.Popen([exe, "run", str(path), "--storage", str(storage), "--wait"], cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=stderr)
+                                  stdout=subprocess.DEVNULL, stderr=stderr,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, ctrl_c))
     try:
         deadline = time.monotonic() + 60
         while "waiting for it" not in errors.read_text() and time.monotonic() < deadline:

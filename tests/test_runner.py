@@ -47,12 +47,17 @@ def test_four_trials_packed_on_one_gpu_run_at_once(tmp_path):
 def test_ctrl_c_after_the_run_is_the_caller_s_again(tmp_path):
     # Tune sets its Ctrl-C handler in Tuner.fit and leaves it set once the experiment ends; wrapped
     # to say "stopping", a Ctrl-C after the run (or between halving's rounds) said the run stopped
-    # and was swallowed.
-    output = io.StringIO()
-    summary = run(probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 1}), tmp_path / "runs", output)
-    assert summary.counts == {"completed": 1}
-    with pytest.raises(KeyboardInterrupt):
-        signal.raise_signal(signal.SIGINT)
+    # and was swallowed. (Python's own handler first: pytest started in the background by a script
+    # has Ctrl-C ignored, which the run gives back as it found it.)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        output = io.StringIO()
+        summary = run(probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 1}), tmp_path / "runs", output)
+        assert summary.counts == {"completed": 1}
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "stopping" not in output.getvalue()
 
 

@@ -92,7 +92,10 @@ def sigterm_as_ctrl_c(on_ray_lost):
 
     def stop(*_):
         threading.Thread(target=_exit_if_ray_ends, args=(on_ray_lost,), daemon=True).start()
-        signal.raise_signal(signal.SIGINT)
+        if callable(signal.getsignal(signal.SIGINT)):  # Python's, or Tune's, which ends the trials in order
+            signal.raise_signal(signal.SIGINT)
+        else:  # Ctrl-C ignored (`nohup ablate run ... &` from a script): SIGTERM stops the run all the same
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
