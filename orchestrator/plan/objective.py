@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import GridError
 from orchestrator.plan.params import fmt
-from orchestrator.store.columns import RESULT_COLUMNS, SCRIPT_TAKEN, script_taken
+from orchestrator.store.columns import RESULT_COLUMNS, script_taken
 
 # Columns ablate writes in words or times for every trial (a failed one's `error`, its `host`): a
 # metric of the same name would share a column with them, numbers beside text.
@@ -126,19 +126,18 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
         return default(workload)
     # A parameter given as the metric (`metric: lr`) is said first: its name says no mode either.
     parameters = {f.name for f in dataclasses.fields(workload.config)}
+    kept_apart = script_taken(parameters) if workload.invocation else frozenset()  # as script_<name>
     report = data.get("report", [])
     for key, given in [("metric", data.get("metric")),
                        *((f"report[{i}]", m) for i, m in enumerate(report if isinstance(report, list) else [report]))]:
         name = given.get("name") if isinstance(given, dict) else given
+        own = f" (a script's own '{name}' is kept as 'script_{name}')" if isinstance(name, str) and name in kept_apart \
+            else ""
         if isinstance(name, str) and name in parameters:
             owner = "the command" if workload.invocation else f"workload '{workload.name}'"
-            own = f" (a script's own '{name}' is kept as 'script_{name}')" \
-                if workload.invocation and name in script_taken(parameters) else ""
             raise GridError(path, key, f"'{name}' is a parameter of {owner}; name a metric its trials report{own}")
         if not (strict and isinstance(name, str)):  # (a run an older ablate let be is read as it ran)
             continue
-        own = f" (a script's own '{name}' is kept as 'script_{name}')" if workload.invocation and name in SCRIPT_TAKEN \
-            else ""
         if name in WRITTEN:
             raise GridError(path, key, f"'{name}' is a column ablate writes for every trial, in words; name a metric "
                                        f"its trials report{own}")
