@@ -1,4 +1,4 @@
-"""What the `plan`, `status` and `models` commands print on a terminal (cli.py calls these; the
+"""What the `plan`, `status` and `models` commands print on a terminal (the cli package calls these; the
 result tables of `summarize` and `compare` are results/formats.py's)."""
 from __future__ import annotations
 

@@ -296,11 +296,11 @@ def test_a_disk_full_before_the_output_was_reached_leaves_the_file_that_was_ther
     # there before is the user's, whole, and stays.
     import errno
 
-    from orchestrator.cli import _writing
+    from orchestrator.cli.common import writing
     from orchestrator.errors import AblateError
 
     output = tmp_path / "units.png"
     output.write_bytes(b"an earlier figure")
-    with pytest.raises(AblateError), _writing(output):
+    with pytest.raises(AblateError), writing(output):
         raise OSError(errno.ENOSPC, "No space left on device")
     assert output.read_bytes() == b"an earlier figure"
