@@ -132,3 +132,13 @@ def planned(trials: list[Trial], halving: Halving, epochs_of, per_epoch=lambda t
             alive = alive[:halving.kept(len(alive))]
         halved += sum((epochs - reached) * w for seeds in alive for epochs, w in seeds)
     return halved, float(sum(full[t.trial_id] * per_epoch(t) for t in trials))
+
+
+def planned_left(trials: list[Trial], halving: Halving, epochs_of, trained: dict[str, int], ended) -> float | None:
+    """The epochs (steps) halving trains at most over `trials`, as `ablate plan` counts them, less
+    those the `ended` trials (their ids) trained (`trained`: trial_id -> epochs, records.trained):
+    the ETA of `ablate run` and of `ablate status`. None where a trial's epochs are not known."""
+    most = planned(trials, halving, epochs_of)
+    if most is None:
+        return None
+    return most[0] - sum(trained.get(trial_id) or 0 for trial_id in ended)

@@ -125,10 +125,9 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
                     unit="GPU" if gpus else "CPU", finished=len(finished), others=others,
                     metric=saved_objective(run, grid, untrusted).metric.name, untrusted=untrusted)
     if planned and per_unit and running:
-        if grid.halving and (most := halving.planned(grid.trials, grid.halving, grid.planned_epochs)):
-            # At most what halving trains (as `ablate plan` counts it), less what the finished trained.
-            done = trained(trials)
-            epochs_left = most[0] - sum(done.get(i) or 0 for i in finished)
+        if grid.halving and (left := halving.planned_left(grid.trials, grid.halving, grid.planned_epochs,
+                                                          trained(trials), finished)) is not None:
+            epochs_left = left  # at most what halving trains, less what the finished trained
         else:
             epochs_left = sum(grid.planned_epochs(t) or 0 for i, t in planned.items() if i not in finished)
         epochs_left -= sum(a.epoch for a in active)

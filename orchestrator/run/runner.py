@@ -25,7 +25,7 @@ from ray import tune
 
 from orchestrator.errors import RunError, StorageError
 from orchestrator.plan.grid import GRID_FILE, Grid, Resources
-from orchestrator.plan.halving import planned as planned_with_halving
+from orchestrator.plan.halving import planned_left
 from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, head_watched, ray_log_path,
                                       ray_messages_to, sigterm_as_ctrl_c)
 from orchestrator.run.events import Events, NoTuneProgress, StopAll, out_of_memory_as_death
@@ -222,11 +222,9 @@ def _halving_left(grid, todo, trials) -> float | None:
     """The epochs (steps) halving trains at most over the grid, as `ablate plan` counts them, less
     those of the trials that ended before this run (`trials`: their rows); each of `todo` counts
     from its start, as the display counts a resumed trial's epochs."""
-    most = planned_with_halving(grid.trials, grid.halving, grid.planned_epochs)
-    if most is None:
-        return None
-    done, to_run = records.trained(trials), {t.trial_id for t in todo}
-    return most[0] - sum(done.get(t.trial_id) or 0 for t in grid.trials if t.trial_id not in to_run)
+    to_run = {t.trial_id for t in todo}
+    return planned_left(grid.trials, grid.halving, grid.planned_epochs, records.trained(trials),
+                        [t.trial_id for t in grid.trials if t.trial_id not in to_run])
 
 
 def _halve(grid, run, fit, publisher, display, retry_failed, tracking, notify) -> None:
