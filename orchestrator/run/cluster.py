@@ -308,8 +308,8 @@ def check_resources(resources: Resources, autoscaling: bool = False) -> list[str
     On a cluster that was joined (`--address`) an autoscaler may still add the nodes that are
     missing, so there the problems come back as notes to show instead of errors.
     """
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    nodes = _alive_resources()
+    most_cpus = _largest(nodes, "CPU")
     problems = []
     if resources.gpus and not sum(n.get("GPU", 0) for n in nodes):
         problems.append(f"each trial asks for {resources.gpus:g} GPU but the Ray cluster has no GPU; "
@@ -329,13 +329,22 @@ def waiting_note(asked: dict[str, float], waited_s: float) -> str:
     """What a run says where no trial has started for `waited_s` while trials wait for the CPUs
     and GPUs each asks for (`asked`, Tune's {"CPU": c, "GPU": g}): Tune only logs it, and on a
     cluster whose autoscaler cannot add such a node (or that has none) they wait forever."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    most = {r: max((n.get(r, 0) for n in nodes), default=0) for r in ("CPU", "GPU")}
+    nodes = _alive_resources()
+    most = {r: _largest(nodes, r) for r in ("CPU", "GPU")}
     return (f"no trial has started in {waited_s:.0f} s: each asks for {_amount(asked.get('CPU', 0), 'CPU')} and "
             f"{_amount(asked.get('GPU', 0), 'GPU')}, which no Ray node has free ({len(nodes)} node(s), the largest with "
             f"{_amount(most['CPU'], 'CPU')} and {_amount(most['GPU'], 'GPU')}); they start once a node has them, but if no "
             "autoscaler can add one (`ray status` on the head shows what waits), stop the run with Ctrl-C and "
             "ask for less (--cpus, --gpus)")
+
+
+def _alive_resources() -> list[dict[str, float]]:
+    """What each Ray node now alive has in all ({"CPU": 8, "GPU": 1, ...})."""
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def _largest(nodes: list[dict[str, float]], resource: str) -> float:
+    return max((n.get(resource, 0) for n in nodes), default=0)
 
 
 def _amount(n: float, unit: str) -> str:
