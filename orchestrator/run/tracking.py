@@ -47,7 +47,8 @@ def step_of(epoch: dict[str, Any], index: int | None) -> int | None:
 
 def steps_of(epochs: list[dict[str, Any]]) -> list[tuple[int, dict[str, float]]]:
     """A trial's reports, each at its step in a tracker, whose steps only go forward: a count that
-    starts again (fine-tuning after pretraining, both from epoch 1) goes on one past the step before."""
+    starts again (fine-tuning after pretraining, both from epoch 1) goes on one past the step before.
+    results/plots.py (_continued) draws curves by the same rule, over a whole epochs table at once."""
     logged, offset = [], 0
     for i, epoch in enumerate(epochs):
         step = step_of(epoch, i)
