@@ -176,6 +176,14 @@ def test_an_unknown_tracker_is_a_grid_error(tmp_path):
         load_grid(probe_grid(tmp_path, tracking=["comet"]))
 
 
+def test_every_tracker_a_grid_may_name_has_a_client():
+    # A name plan/grid.py accepts without a client in run/trackers.py would pass `ablate plan`, then
+    # fail `ablate run` with a KeyError; a client without the name could never be asked for.
+    from orchestrator.plan.grid import TRACKER_SETTINGS
+
+    assert list(trackers.TRACKERS) == list(TRACKER_SETTINGS)
+
+
 class FakeTracker:
     """In MLflow's place, for a test to say what starting or logging a trial does."""
     name = "mlflow"

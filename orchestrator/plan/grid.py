@@ -32,11 +32,12 @@ TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seed
             "include", "metric", "mode", "report", "resources", "max_failures", "max_trials", "trial_timeout",
             "tracking", "halving")
 RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
-# The trackers a grid can log its trials to (run/trackers.py), and what each may say of where it
-# writes; unsaid, each follows its own conventions (MLFLOW_TRACKING_URI; TensorBoard: <run>/tensorboard;
-# WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE).
-TRACKERS = {"mlflow": ("tracking_uri", "experiment"), "tensorboard": ("log_dir",),
-            "wandb": ("project", "entity", "mode", "dir")}
+# The trackers a grid can log its trials to, and what each may say of where it writes; unsaid, each
+# follows its own conventions (MLFLOW_TRACKING_URI; TensorBoard: <run>/tensorboard; WANDB_PROJECT,
+# WANDB_ENTITY, WANDB_MODE). Each has a client that reads these settings, under the same name, in
+# run/trackers.py's TRACKERS (tests/test_trackers.py holds the two to the same names).
+TRACKER_SETTINGS = {"mlflow": ("tracking_uri", "experiment"), "tensorboard": ("log_dir",),
+                    "wandb": ("project", "entity", "mode", "dir")}
 TRACKER_CHOICES = {("wandb", "mode"): ("online", "offline", "disabled")}  # settings with a few values
 GRID_FILE = "grid.yaml"  # a run's copy of its grid file, as last run
 # More trials than any study runs on purpose: past it a grid is most likely a typo (`repeats: 100000000`),
@@ -66,7 +67,7 @@ class Grid:
     description: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
     objective: Objective | None = None  # what trials are judged by; None: the workload's
-    tracking: dict[str, dict[str, str]] = field(default_factory=dict)  # tracker -> its settings (TRACKERS)
+    tracking: dict[str, dict[str, str]] = field(default_factory=dict)  # tracker -> its settings (TRACKER_SETTINGS)
     halving: Halving | None = None  # successive halving inside each cell (plan/halving.py)
     # The file's rules, checked: each {parameter: [values]} (expand.py's Spec).
     exclude: list[dict[str, list]] = field(default_factory=list)
@@ -340,21 +341,23 @@ def tracking(given, path: Path | None = None, key: str = "tracking") -> dict[str
     if isinstance(given, list):
         for i, name in enumerate(given):
             if not isinstance(name, str):
-                raise GridError(path, f"{key}[{i}]", f"expected a tracker's name ({', '.join(TRACKERS)}), got {fmt(name)}")
+                raise GridError(path, f"{key}[{i}]",
+                                f"expected a tracker's name ({', '.join(TRACKER_SETTINGS)}), got {fmt(name)}")
         given = {name: {} for name in given}
     if not isinstance(given, dict):
         raise GridError(path, key, f"expected a list of trackers or a mapping of tracker: settings, got {fmt(given)}")
     out = {}
     for name, settings in given.items():
-        if name not in TRACKERS:
+        if name not in TRACKER_SETTINGS:
             raise GridError(path, f"{key}.{name}" if isinstance(name, str) and not key.startswith("--") else key,
-                            f"unknown tracker {fmt(name)} (known: {', '.join(TRACKERS)})")
+                            f"unknown tracker {fmt(name)} (known: {', '.join(TRACKER_SETTINGS)})")
         settings = settings or {}
         if not isinstance(settings, dict):
             raise GridError(path, f"{key}.{name}", f"expected a mapping of setting: value, got {fmt(settings)}")
         for setting, value in settings.items():
-            if setting not in TRACKERS[name]:
-                raise GridError(path, f"{key}.{name}.{setting}", f"unknown key (allowed: {', '.join(TRACKERS[name])})")
+            if setting not in TRACKER_SETTINGS[name]:
+                raise GridError(path, f"{key}.{name}.{setting}",
+                                f"unknown key (allowed: {', '.join(TRACKER_SETTINGS[name])})")
             if not isinstance(value, str) or not value:
                 raise GridError(path, f"{key}.{name}.{setting}", f"expected a text, got {fmt(value)}")
             if value not in TRACKER_CHOICES.get((name, setting), (value,)):
