@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.plan.grid import RESOURCE_KEYS, TOP_KEYS
+from orchestrator.plan.execution import RESOURCE_KEYS
+from orchestrator.plan.grid import TOP_KEYS
 from workloads.allcnn import Config
 
 PARAMS = [f.name for f in dataclasses.fields(Config)]

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.errors import AblateError, RunError
-from orchestrator.plan.grid import Resources, load_grid
+from orchestrator.plan.execution import Resources
+from orchestrator.plan.grid import load_grid
 from orchestrator.run import events, hangs, scheduling
 from orchestrator.run.cluster import check_resources
 from orchestrator.run.processes import alive

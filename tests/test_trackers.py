@@ -177,9 +177,9 @@ def test_an_unknown_tracker_is_a_grid_error(tmp_path):
 
 
 def test_every_tracker_a_grid_may_name_has_a_client():
-    # A name plan/grid.py accepts without a client in run/trackers.py would pass `ablate plan`, then
+    # A name plan/execution.py accepts without a client in run/trackers.py would pass `ablate plan`, then
     # fail `ablate run` with a KeyError; a client without the name could never be asked for.
-    from orchestrator.plan.grid import TRACKER_SETTINGS
+    from orchestrator.plan.execution import TRACKER_SETTINGS
 
     assert list(trackers.TRACKERS) == list(TRACKER_SETTINGS)
 

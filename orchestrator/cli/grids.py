@@ -60,7 +60,8 @@ def run(grid_file: GridPath,
     """
     import dataclasses
 
-    from orchestrator.plan.grid import load_grid, resources as checked_resources, tracking, trial_timeout as checked_timeout
+    from orchestrator.plan.execution import resources as checked_resources, tracking, trial_timeout as checked_timeout
+    from orchestrator.plan.grid import load_grid
     from orchestrator.run.display import LiveDisplay, PlainDisplay, trials
     from orchestrator.run.runner import run_grid
     from orchestrator.store.rundir import RunDir

@@ -256,7 +256,8 @@ def track(run: RunArg, to: Annotated[list[str], typer.Option(
     Where it writes follows the run's grid (`tracking:`) and the tracker's own settings
     (MLFLOW_TRACKING_URI). Run it again and what the tracker holds is not sent twice.
     """
-    from orchestrator.plan.grid import read_saved_grid, tracking
+    from orchestrator.plan.execution import tracking
+    from orchestrator.plan.grid import read_saved_grid
     from orchestrator.run.display import trials
     from orchestrator.run.tracking import track_run
 

@@ -10,46 +10,31 @@ checked spec is expanded by a pure function (expand.py).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import workloads
 from orchestrator.errors import GridError
+from orchestrator.plan.execution import RESOURCE_KEYS, Resources, number, resources, tracking, trial_timeout
 from orchestrator.plan.expand import Spec, Trial, expand, hashable
 from orchestrator.plan.gridfile import read_file, read_yaml
 from orchestrator.plan.halving import Halving, halving
 from orchestrator.plan.objective import INTERFACE, Objective, declared, default, objective
-from orchestrator.plan.params import INT64, Parameters, fmt
+from orchestrator.plan.params import Parameters, fmt
 from orchestrator.plan.script import load as load_script
 from workloads.base import Workload
 
 TOP_KEYS = ("name", "description", "workload", "command", "axes", "fixed", "seeds", "repeats", "exclude",
             "include", "metric", "mode", "report", "resources", "max_failures", "max_trials", "trial_timeout",
             "tracking", "halving")
-RESOURCE_KEYS = ("cpus", "gpus", "trials_per_gpu", "max_concurrent")
-# The trackers a grid can log its trials to, and what each may say of where it writes; unsaid, each
-# follows its own conventions (MLFLOW_TRACKING_URI; TensorBoard: <run>/tensorboard; WANDB_PROJECT,
-# WANDB_ENTITY, WANDB_MODE). Each has a client that reads these settings, under the same name, in
-# run/trackers.py's TRACKERS (tests/test_trackers.py holds the two to the same names).
-TRACKER_SETTINGS = {"mlflow": ("tracking_uri", "experiment"), "tensorboard": ("log_dir",),
-                    "wandb": ("project", "entity", "mode", "dir")}
-TRACKER_CHOICES = {("wandb", "mode"): ("online", "offline", "disabled")}  # settings with a few values
 GRID_FILE = "grid.yaml"  # a run's copy of its grid file, as last run
 # More trials than any study runs on purpose: past it a grid is most likely a typo (`repeats: 100000000`),
 # and expanding it would take minutes. A grid's own `max_trials: N` raises it.
 MAX_TRIALS = 100_000
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpus: float = 1.0
-    gpus: float = 0.0  # a fraction packs several trials on one GPU
-    max_concurrent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +52,7 @@ class Grid:
     description: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
     objective: Objective | None = None  # what trials are judged by; None: the workload's
-    tracking: dict[str, dict[str, str]] = field(default_factory=dict)  # tracker -> its settings (TRACKER_SETTINGS)
+    tracking: dict[str, dict[str, str]] = field(default_factory=dict)  # tracker -> its settings (execution.py)
     halving: Halving | None = None  # successive halving inside each cell (plan/halving.py)
     # The file's rules, checked: each {parameter: [values]} (expand.py's Spec).
     exclude: list[dict[str, list]] = field(default_factory=list)
@@ -121,7 +106,7 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
     workload, ref = _workload(path, data)
     params = Parameters(path, workload)
     spec = _spec(path, data, params)
-    _check_count(spec, _number(path, "max_trials", data.get("max_trials", MAX_TRIALS), integer=True, minimum=1))
+    _check_count(spec, number(path, "max_trials", data.get("max_trials", MAX_TRIALS), integer=True, minimum=1))
     trials = expand(spec)
     if check_trials:
         for trial in trials:
@@ -137,7 +122,7 @@ def load_grid(path: str | Path, content: bytes | None = None, check_trials: bool
                 resources=resources(_mapping(path, "resources", data.get("resources") or {},
                                              f"a mapping with keys {', '.join(RESOURCE_KEYS)}"),
                                     "resources.{}".format, path),
-                max_failures=_number(path, "max_failures", data.get("max_failures", 1), integer=True),
+                max_failures=number(path, "max_failures", data.get("max_failures", 1), integer=True),
                 trial_timeout=trial_timeout(data.get("trial_timeout"), "trial_timeout", path),
                 description=str(data.get("description") or ""), fixed=spec.fixed,
                 objective=objective(path, data, workload, strict=check_trials), tracking=tracking(data.get("tracking") or {}, path),
@@ -173,16 +158,6 @@ def _mapping(path, key, value, expected: str = "a mapping of parameter: value") 
 def _list(path, key, value) -> list:
     if not isinstance(value, list):
         raise GridError(path, key, f"expected a list, got {fmt(value)}")
-    return value
-
-
-def _number(path, key, value, *, integer=False, minimum=0.0, strict=False):
-    kinds = (int,) if integer else (int, float)
-    bad = (not isinstance(value, kinds) or isinstance(value, bool) or not -INT64 < value < INT64
-           or value < minimum or (strict and value == minimum))  # the bounds also refuse NaN and inf
-    if bad:
-        bound = f"{'>' if strict else '>='} {minimum:g}"
-        raise GridError(path, key, f"expected {'an integer' if integer else 'a number'} {bound}, got {fmt(value)}")
     return value
 
 
@@ -271,7 +246,7 @@ def _seeds(path, data, params: Parameters) -> Sequence[int]:
     if "seeds" in data and "repeats" in data:
         raise GridError(path, "repeats", "give either 'seeds' or 'repeats', not both")
     if "repeats" in data:  # a range, not a list: counted before it is expanded
-        return range(_number(path, "repeats", data["repeats"], integer=True, minimum=1))
+        return range(number(path, "repeats", data["repeats"], integer=True, minimum=1))
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
         raise GridError(path, "seeds", f"expected a non-empty list of integers, got {fmt(seeds)}")
@@ -304,66 +279,6 @@ def _rule(params: Parameters, key: str, rule, axes: dict, axes_only: bool) -> di
         if not values:
             params.fail(k, "expected a value or a non-empty list of values, got []")
         out[name] = [params.value(k if len(values) == 1 else f"{k}[{i}]", name, v) for i, v in enumerate(values)]
-    return out
-
-
-def trial_timeout(value, key: str, path: Path | None = None) -> float | None:
-    """A grid's `trial_timeout` or `ablate run --trial-timeout` (key), checked: seconds > 0, or None."""
-    return None if value is None else _number(path, key, value, strict=True)
-
-
-def resources(given: dict, key: Callable[[str], str], path: Path | None = None,
-              base: Resources = Resources()) -> Resources:
-    """`base` with the requests in `given` applied, each checked. The one owner of these rules:
-    a grid's `resources` mapping and `ablate run --cpus/--gpus/...` both come through here, and
-    `key` names a request as its source does (`resources.gpus`, `--gpus`)."""
-    for name in given:
-        if name not in RESOURCE_KEYS:
-            raise GridError(path, key(name), f"unknown key (allowed: {', '.join(RESOURCE_KEYS)})")
-    if "gpus" in given and "trials_per_gpu" in given:
-        raise GridError(path, key("trials_per_gpu"), f"give either {key('gpus')} or {key('trials_per_gpu')}, not both")
-    changes = {}
-    if "cpus" in given:
-        changes["cpus"] = _number(path, key("cpus"), given["cpus"], strict=True)
-    if "gpus" in given:
-        gpus = changes["gpus"] = _number(path, key("gpus"), given["gpus"])
-        if gpus > 1 and gpus != int(gpus):  # Ray packs fractions onto one GPU, but cannot split 1.5
-            raise GridError(path, key("gpus"), f"expected a fraction up to 1 or a whole number, got {fmt(gpus)}")
-    if "trials_per_gpu" in given:
-        changes["gpus"] = 1 / _number(path, key("trials_per_gpu"), given["trials_per_gpu"], integer=True, minimum=1)
-    if given.get("max_concurrent") is not None:
-        changes["max_concurrent"] = _number(path, key("max_concurrent"), given["max_concurrent"], integer=True, minimum=1)
-    return dataclasses.replace(base, **changes)
-
-
-def tracking(given, path: Path | None = None, key: str = "tracking") -> dict[str, dict[str, str]]:
-    """A grid's `tracking`: a list of tracker names, or a mapping of each to its settings."""
-    if isinstance(given, list):
-        for i, name in enumerate(given):
-            if not isinstance(name, str):
-                raise GridError(path, f"{key}[{i}]",
-                                f"expected a tracker's name ({', '.join(TRACKER_SETTINGS)}), got {fmt(name)}")
-        given = {name: {} for name in given}
-    if not isinstance(given, dict):
-        raise GridError(path, key, f"expected a list of trackers or a mapping of tracker: settings, got {fmt(given)}")
-    out = {}
-    for name, settings in given.items():
-        if name not in TRACKER_SETTINGS:
-            raise GridError(path, f"{key}.{name}" if isinstance(name, str) and not key.startswith("--") else key,
-                            f"unknown tracker {fmt(name)} (known: {', '.join(TRACKER_SETTINGS)})")
-        settings = settings or {}
-        if not isinstance(settings, dict):
-            raise GridError(path, f"{key}.{name}", f"expected a mapping of setting: value, got {fmt(settings)}")
-        for setting, value in settings.items():
-            if setting not in TRACKER_SETTINGS[name]:
-                raise GridError(path, f"{key}.{name}.{setting}",
-                                f"unknown key (allowed: {', '.join(TRACKER_SETTINGS[name])})")
-            if not isinstance(value, str) or not value:
-                raise GridError(path, f"{key}.{name}.{setting}", f"expected a text, got {fmt(value)}")
-            if value not in TRACKER_CHOICES.get((name, setting), (value,)):
-                raise GridError(path, f"{key}.{name}.{setting}",
-                                f"expected one of {', '.join(TRACKER_CHOICES[name, setting])}, got {fmt(value)}")
-        out[name] = dict(settings)
     return out
 
 

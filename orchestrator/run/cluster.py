@@ -23,7 +23,7 @@ import uuid
 import ray
 
 from orchestrator.errors import RunError, last_line
-from orchestrator.plan.grid import Resources
+from orchestrator.plan.execution import Resources
 from orchestrator.run.settings import environment
 from orchestrator.store.rundir import RunDir
 

@@ -24,7 +24,8 @@ import ray
 from ray import tune
 
 from orchestrator.errors import RunError, StorageError
-from orchestrator.plan.grid import GRID_FILE, Grid, Resources
+from orchestrator.plan.execution import Resources
+from orchestrator.plan.grid import GRID_FILE, Grid
 from orchestrator.plan.halving import planned_left
 from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, head_watched, ray_log_path,
                                       ray_messages_to, sigterm_as_ctrl_c)

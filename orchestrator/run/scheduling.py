@@ -12,7 +12,7 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from orchestrator.plan.grid import Resources
+from orchestrator.plan.execution import Resources
 
 
 class GridTrials(Searcher):

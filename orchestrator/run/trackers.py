@@ -256,7 +256,7 @@ def _wandb_logged_in(wandb) -> bool:
         return True
 
 
-# The client of each tracker a grid may name, by the name plan/grid.py's TRACKER_SETTINGS gives it
+# The client of each tracker a grid may name, by the name plan/execution.py's TRACKER_SETTINGS gives it
 # with the settings the client reads.
 TRACKERS = {"mlflow": MLflow, "tensorboard": TensorBoard, "wandb": WandB}
 
