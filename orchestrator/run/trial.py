@@ -45,9 +45,9 @@ def software() -> dict[str, str | None]:
 
 def workload_of(ref: str) -> Workload:
     """The workload a grid names (Grid.workload_ref): registered, module:object, or a grid's
-    `command:` section as plan/script.py hands it over."""
+    `command:` section as plan/script_workload.py hands it over."""
     if ref.startswith("command:{"):
-        from orchestrator.plan.script import from_ref
+        from orchestrator.plan.script_workload import from_ref
 
         return from_ref(ref)
     return workloads.get(ref)
