@@ -59,7 +59,7 @@ import annotated_types as at
 
 from orchestrator.errors import GridError
 from orchestrator.plan.params import Parameters, fmt
-from orchestrator.store.columns import RESERVED, script_taken
+from orchestrator.store.columns import RESERVED, kept_as, taken
 from workloads.base import Workload
 from workloads.script import metrics as script_metrics
 from workloads.script import train as script_train
@@ -137,9 +137,9 @@ def load(path: Path, section) -> tuple[Workload, str]:
             fail(f"metrics.patterns[{i}]", "has no named group; (?P<val_error>[0-9.]+) makes a metric val_error")
     show = _strings(fail, "metrics.show", metrics.get("show", []))
     for i, name in enumerate(show):
-        if name in script_taken(parameters):
+        if name in taken(parameters):
             what = "a parameter of the command" if name in parameters else "a column ablate writes for every trial"
-            fail(f"metrics.show[{i}]", f"'{name}' is {what}; the script's own '{name}' is kept as 'script_{name}': "
+            fail(f"metrics.show[{i}]", f"'{name}' is {what}; the script's own '{name}' is kept as '{kept_as(name)}': "
                                        "show that")
     files = _strings(fail, "metrics.files", metrics.get("files", []))
     for i, name in enumerate(files):
@@ -340,7 +340,7 @@ def build(script: Script, path: Path | None = None) -> Workload:
                                                      metadata={"choices": (script.template,)})))
     config = dataclasses.make_dataclass("CommandConfig", fields)
 
-    taken = script_taken(f.name for f in dataclasses.fields(config))  # its metrics' names kept as script_<name>
+    kept = {name: kept_as(name) for name in taken(f.name for f in dataclasses.fields(config))}  # its metrics' own
 
     def check(c):  # every trial's command line can be written (a format spec suits its value)
         argv(script, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
@@ -349,7 +349,7 @@ def build(script: Script, path: Path | None = None) -> Workload:
         def args_for(trial_dir: str, resuming: bool) -> list[str]:
             return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
-        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, taken,
+        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, kept,
                                   script.files)
 
     length = script.epochs or script.steps

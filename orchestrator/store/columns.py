@@ -19,17 +19,27 @@ RESULT_COLUMNS = (
 )
 # Names no parameter may have: every column that is not a parameter or a metric.
 RESERVED = frozenset({"trial_id", "status", *(name for name, _ in RESULT_COLUMNS)})
-# Those a training script's metrics of the same names would take, kept as `script_<name>` instead:
-# not `status` and `status_reason`, a script's to give (a status of RESULT_STATUSES, and why).
-SCRIPT_TAKEN = frozenset(RESERVED - {"status", "status_reason"} | {"steps_completed"})
+# Those a trial's own metrics of the same names would take, kept as `reported_<name>` instead
+# (kept_as): not `status` and `status_reason`, a workload's or a script's to give (a status of
+# RESULT_STATUSES, and why).
+TAKEN = frozenset(RESERVED - {"status", "status_reason"} | {"steps_completed"})
+# Those of them a Python workload's `train` may return as the row's own (workloads/base.py).
+RETURNED = frozenset({"params", "epochs_completed", "train_seconds"})
+KEPT_PREFIX = "reported_"
+OLD_KEPT_PREFIX = "script_"  # a script's, in an older ablate's runs
 
 # Columns that rows of older ablates had for every workload: metrics, where no saved grid says so.
 OLD_METRICS = frozenset({"val_error", "test_error", "images_per_second", "train_examples", "test_examples",
                          "data_fingerprint", "synthetic_data", "restarts", "trained_on"})
 
 
-def script_taken(parameters) -> frozenset[str]:
-    """The names a script's metrics are kept as `script_<name>` under: ablate's columns, and the
-    command's `parameters` (a scheduler's current `lr` would lose to the parameter in the row, and
+def taken(parameters) -> frozenset[str]:
+    """The names a trial's metrics are kept as `reported_<name>` under: ablate's columns, and the
+    workload's `parameters` (a scheduler's current `lr` would lose to the parameter in the row, and
     mean another thing under its name in epochs.parquet); not `epoch` and `step`, which place a report."""
-    return SCRIPT_TAKEN | (set(parameters) - {"epoch", "step"})
+    return TAKEN | (set(parameters) - {"epoch", "step"})
+
+
+def kept_as(name: str) -> str:
+    """The column a trial's own metric named like a taken column is kept in."""
+    return KEPT_PREFIX + name
