@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from orchestrator.plan.grid import load_grid
 from orchestrator.run.trial import run_trial
 from orchestrator.store import records
+from orchestrator.store.columns import workload_columns
 from orchestrator.store.rundir import RunDir
 from workloads.base import Workload
 
@@ -25,7 +26,7 @@ def _train(config, session):
 
 
 SCHEDULED = Workload(name="scheduled", config=Config, train=_train, epochs=lambda c: c.epochs,
-                     produces=("val_error", "test_error", "lr", "epochs"))
+                     metrics=("lr", "val_error"), produces=("val_error", "test_error", "lr", "epochs", "params"))
 
 
 def test_a_python_workloads_metrics_named_like_its_parameters_are_kept_beside_them(tmp_path):
@@ -54,3 +55,9 @@ def test_a_python_workloads_metrics_named_like_its_parameters_are_kept_beside_th
     log = (tmp_path / "runs" / "trials" / trial.trial_id / "trial.log").read_text()
     assert "ablate writes columns named lr, host: the trial's own are kept as reported_lr, reported_host" in log
     assert "ablate writes columns named epochs: the trial's own are kept as reported_epochs" in log
+
+
+def test_the_live_table_shows_a_python_workloads_own_metric_named_like_its_parameter():
+    # `Workload.metrics` naming its scheduler's `lr`: the column of `ablate run` is the one its
+    # reports are kept in, not a column they never fill; `params`, which `train` returns, is its own.
+    assert workload_columns(SCHEDULED, (*SCHEDULED.metrics, "params")) == ("reported_lr", "val_error", "params")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import GridError
 from orchestrator.plan.params import fmt
-from orchestrator.store.columns import OLD_KEPT_PREFIX, RESULT_COLUMNS, RETURNED, kept_as, taken
+from orchestrator.store.columns import OLD_KEPT_PREFIX, RESULT_COLUMNS, kept_as, taken, workload_columns
 
 # Columns ablate writes in words or times for every trial (a failed one's `error`, its `host`): a
 # metric of the same name would share a column with them, numbers beside text.
@@ -149,8 +149,7 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
                                        f"as '{kept_as(old)}' now: name that")
     metric, report = declared(path, data, default(workload), strict)
     # What a workload says it produces, under the columns its trials' rows keep them in (run/trial.py).
-    own = kept_apart - RETURNED
-    produced = None if workload.produces is None else [kept_as(n) if n in own else n for n in workload.produces]
+    produced = None if workload.produces is None else workload_columns(workload, workload.produces)
     for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
         if produced is not None and m.name not in produced:
             raise GridError(path, key, f"workload '{workload.name}' reports no metric '{m.name}' "

@@ -8,6 +8,8 @@ every other value it returned or reported last, typed by its value (records.py).
 """
 from __future__ import annotations
 
+import dataclasses
+
 RESULT_COLUMNS = (
     ("params", "int64"), ("epochs_completed", "int64"), ("train_seconds", "double"),
     # Why a result is not `completed`, in words.
@@ -43,3 +45,12 @@ def taken(parameters) -> frozenset[str]:
 def kept_as(name: str) -> str:
     """The column a trial's own metric named like a taken column is kept in."""
     return KEPT_PREFIX + name
+
+
+def workload_columns(workload, names) -> tuple[str, ...]:
+    """The columns a Python workload's metrics `names` (its `metrics`, `produces`) are kept in
+    (run/trial.py): `reported_lr` for its `lr`; but the columns its `train` may return as its own."""
+    if workload.invocation:  # a script's names are the columns already (plan/script.py refuses taken ones)
+        return tuple(names)
+    own = taken(f.name for f in dataclasses.fields(workload.config)) - RETURNED
+    return tuple(kept_as(name) if name in own else name for name in names)
