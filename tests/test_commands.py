@@ -208,26 +208,30 @@ BAD = [
      "must tell their values apart (a format spec may round them to one)"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "error", "mode": "min"},
      "metric: 'error' is a column ablate writes for every trial, in words; name a metric its trials report (a "
-     "script's own 'error' is kept as 'script_error')"),
+     "trial's own 'error' is kept as 'reported_error')"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "host"]},
      "report[1]: 'host' is a column ablate writes for every trial, in words; name a metric its trials report (a "
-     "script's own 'host' is kept as 'script_host')"),
-    # A script's own status (and why) is the row's, not kept as script_status: the line said it was.
+     "trial's own 'host' is kept as 'reported_host')"),
+    # A script's own status (and why) is the row's, not kept as reported_status: the line said it was.
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "status"]},
      "report[1]: 'status' is a column ablate writes for every trial, in words; name a metric its trials report"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["params"]},
      "report[0]: 'params' is the column of a Python workload's parameter count, empty for a command's trials; name a "
-     "metric its trials report (a script's own 'params' is kept as 'script_params')"),
+     "metric its trials report (a trial's own 'params' is kept as 'reported_params')"),
     ({"command": {"run": "python train.py", "metrics": {"show": ["loss", "params"]}}},
      "command.metrics.show[1]: 'params' is a column ablate writes for every trial; the script's own 'params' is kept "
-     "as 'script_params': show that"),
+     "as 'reported_params': show that"),
     ({"command": {"run": "python train.py", "metrics": {"files": ["/tmp/all_results.json"]}}},
      "command.metrics.files[0]: expected a path relative to the trial's directory ({trial_dir}), got '/tmp/all_results.json'"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "metric": "lr", "mode": "min"},
-     "metric: 'lr' is a parameter of the command; name a metric its trials report (a script's own 'lr' is kept as "
-     "'script_lr')"),
+     "metric: 'lr' is a parameter of the command; name a metric its trials report (a trial's own 'lr' is kept as "
+     "'reported_lr')"),
+    # An older ablate's name of it, in a grid run again: every trial would end without it.
+    ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}}, "report": ["val_loss", "script_lr"]},
+     "report[1]: 'script_lr' is where an older ablate kept a script's own 'lr'; it is kept as 'reported_lr' now: name "
+     "that"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "metrics": {"show": ["lr"]}}},
-     "command.metrics.show[0]: 'lr' is a parameter of the command; the script's own 'lr' is kept as 'script_lr': "
+     "command.metrics.show[0]: 'lr' is a parameter of the command; the script's own 'lr' is kept as 'reported_lr': "
      "show that"),
     ({"command": {"run": "python train.py --lr {lr}", "parameters": {"lr": 0.1}, "epochs": "lr", "steps": "lr"}},
      "command.steps: give either epochs (a script that reports every epoch) or steps (every N steps), not both"),
@@ -566,12 +570,12 @@ def test_a_scripts_metrics_named_like_columns_ablate_writes_are_kept_beside_them
         """
     path = script_grid(tmp_path, {"columns.py": script}, {"run": [sys.executable, "columns.py", "{seed}"]})
     result, session = train_once(path)
-    assert session.epochs == [{"epoch": e, "val_loss": 1 / e, "script_trial_id": "mine"} for e in (1, 2)]
-    assert result == {"status": "completed", "val_loss": 0.5, "script_trial_id": "mine", "script_params": 11935,
-                      "script_epochs_completed": 7, "script_train_seconds": 0.5, "script_error": "none"}
+    assert session.epochs == [{"epoch": e, "val_loss": 1 / e, "reported_trial_id": "mine"} for e in (1, 2)]
+    assert result == {"status": "completed", "val_loss": 0.5, "reported_trial_id": "mine", "reported_params": 11935,
+                      "reported_epochs_completed": 7, "reported_train_seconds": 0.5, "reported_error": "none"}
     assert ("ablate writes columns named trial_id, params, epochs_completed, train_seconds, error: the script's own "
-            "are kept as script_trial_id, script_params, script_epochs_completed, script_train_seconds, "
-            "script_error") in session.lines
+            "are kept as reported_trial_id, reported_params, reported_epochs_completed, reported_train_seconds, "
+            "reported_error") in session.lines
 
 
 def test_a_scripts_metrics_named_like_its_parameters_are_kept_beside_them(tmp_path):
@@ -588,9 +592,9 @@ def test_a_scripts_metrics_named_like_its_parameters_are_kept_beside_them(tmp_pa
     path = script_grid(tmp_path, {"sched.py": script}, {"run": [sys.executable, "sched.py", "{lr}", "{epochs}"],
                                                         "parameters": {"lr": 0.2, "epochs": 100}, "epochs": "epochs"})
     result, session = train_once(path)
-    assert session.epochs == [{"epoch": e, "script_lr": 0.2 / 2 ** (e - 1), "val_loss": 1 / e} for e in (1, 2, 3)]
-    assert result == {"status": "completed", "script_lr": 0.05, "val_loss": 1 / 3, "script_epochs": 3}
-    assert "ablate writes columns named lr, epochs: the script's own are kept as script_lr, script_epochs" \
+    assert session.epochs == [{"epoch": e, "reported_lr": 0.2 / 2 ** (e - 1), "val_loss": 1 / e} for e in (1, 2, 3)]
+    assert result == {"status": "completed", "reported_lr": 0.05, "val_loss": 1 / 3, "reported_epochs": 3}
+    assert "ablate writes columns named lr, epochs: the script's own are kept as reported_lr, reported_epochs" \
         in session.lines
 
 
@@ -607,7 +611,7 @@ def test_a_missing_metrics_file_leaves_what_the_trials_log_says_of_its_output(tm
     with pytest.raises(FinalFailure, match="all_results.json: not in the trial's directory"):
         train_once(path, session)
     assert "not metrics: ABLATE not json" in session.lines
-    assert "ablate writes columns named error: the script's own are kept as script_error" in session.lines
+    assert "ablate writes columns named error: the script's own are kept as reported_error" in session.lines
 
 
 def test_a_script_that_gives_its_status_gives_its_reason_too(tmp_path):
@@ -643,7 +647,7 @@ def test_metrics_a_script_writes_to_a_file_in_its_trial_directory_reach_its_row(
                        metric="eval_loss")
     result, session = train_once(path)
     assert session.epochs == []
-    assert result == {"status": "completed", "eval_loss": 0.25, "train_loss": 0.4, "script_params": 5}
+    assert result == {"status": "completed", "eval_loss": 0.25, "train_loss": 0.4, "reported_params": 5}
 
 
 @pytest.mark.parametrize("how, problem", [("nothing", "not in the trial's directory after the command ended"),

@@ -190,12 +190,14 @@ ERRORS = [
     ("name: t\nmetric: 5\n", "metric: expected a metric name or {name, summary, mode, format}, got 5"),
     ("name: t\nmetric: reward\n", "mode: missing: expected min or max (the name 'reward' does not say which way is "
                                    "better)"),
-    ("name: t\nmetric: lr\n", "metric: 'lr' is a parameter of workload 'allcnn'; name a metric its trials report"),
+    ("name: t\nmetric: lr\n", "metric: 'lr' is a parameter of workload 'allcnn'; name a metric its trials report (a "
+                              "trial's own 'lr' is kept as 'reported_lr')"),
     ("name: t\nmetric: val_error\nreport: [{name: width}]\n",
-     "report[0]: 'width' is a parameter of workload 'allcnn'; name a metric its trials report"),
+     "report[0]: 'width' is a parameter of workload 'allcnn'; name a metric its trials report (a trial's own 'width' "
+     "is kept as 'reported_width')"),
     ("name: t\nmetric: val_loss\n", "metric: workload 'allcnn' reports no metric 'val_loss' (it reports: val_error, "
                                      "test_error, images_per_second, trained_on, restarts, train_examples, test_examples, "
-                                     "data_fingerprint, synthetic_data, train_loss, train_error, lr, seconds, restart)"),
+                                     "data_fingerprint, synthetic_data, train_loss, train_error, reported_lr, seconds, restart)"),
     ("name: t\nreport: [{name: test_error, summary: first}]\n",
      "report[0].summary: expected last or best or at_best, got 'first'"),
     ("name: t\nmetric: {name: val_error, summary: at_best}\n", "metric.summary: expected last or best, got 'at_best'"),

@@ -502,6 +502,22 @@ def test_what_a_script_printed_past_a_rung_before_it_was_stopped_is_recorded_and
         assert epochs[epochs.trial_id == rows.trial_id[lr]].step.max() == step
 
 
+def test_a_script_stopped_past_its_rung_says_the_step_its_row_names(tmp_path):
+    # The rung, 25, falls between reports: its row said `steps_completed` 30 and `stopped by halving at 25`.
+    grid = load_grid(steps_grid(tmp_path))
+    run = RunDir(str(tmp_path / "runs" / "steps"))
+    for trial in grid.trials:
+        lr = trial.config["lr"]
+        run.write_bytes(run.trial_file(trial.trial_id, "epochs.jsonl"), b"".join(
+            json.dumps({"step": step, "val_error": lr + 1 / step}).encode() + b"\n" for step in (10, 20, 30)))
+        run.write_progress(trial.trial_id, {"epoch": 3, "paused_at": 30, "metrics": {"step": 30, "val_error": lr + 1 / 30}})
+    Halver(grid, run).next({})
+    (row,) = records.read_trials(run).to_pylist()
+    assert (row["lr"], row["steps_completed"]) == (0.4, 30)
+    assert row["status_reason"] == ("stopped by halving at 25, at step 30 (its first report past it): lr=0.4 "
+                                    "ranked 2 of 2 by val_error (0.4333)")
+
+
 def test_a_finished_trial_is_ranked_by_its_report_where_it_would_have_paused(tmp_path):
     # Halving given to a grid whose trials finished without it: ranked at step 25 by their report
     # of step 30, as trials that paused there are, not as trials without a val_error at 25.

@@ -1014,6 +1014,32 @@ def test_a_metric_an_unimported_workload_returned_is_not_taken_for_a_parameter(t
     assert "train_loss chosen" not in invoke("summarize", tmp_path / "mine").stdout
 
 
+def test_readers_read_an_unimported_workloads_grid_yaml_once(tmp_path, monkeypatch):
+    # Its grid.yaml was read up to three times a command (the grid, its objective, its parameters):
+    # a GET each on S3, and three files where it changed meanwhile.
+    run = RunDir(str(tmp_path / "mine"))
+    run.write_bytes(run.child("grid.yaml"), b"name: mine\nworkload: mywork:WORKLOAD\naxes:\n  lr: [0.1, 0.5]\n"
+                                            b"metric: val_loss\nreport: [val_loss]\n")
+    schema = pa.schema([("trial_id", pa.string()), ("status", pa.string()), ("lr", pa.float64()),
+                        ("seed", pa.int64()), *records.RESULT_COLUMNS])
+    for i, lr in enumerate((0.1, 0.5)):
+        records.write_record(run, schema, f"t{i}", {"lr": lr, "seed": 0}, {"status": "completed", "val_loss": lr},
+                             [{"epoch": 1, "val_loss": lr}])
+    records.Publisher(run).catch_up()
+    reads = []
+    read_bytes = RunDir.read_bytes
+    monkeypatch.setattr(RunDir, "read_bytes", lambda self, path: (
+        reads.append(path) if path.endswith("grid.yaml") else None, read_bytes(self, path))[1])
+    for command in (["summarize", "-f", "csv"], ["status"], ["compare", "--baseline", "lr=0.1"],
+                    ["plot", "-o", tmp_path / "p.png"]):
+        reads.clear()
+        result = invoke(command[0], tmp_path / "mine", *command[1:])
+        assert result.exit_code == 0, result.output
+        assert len(reads) == 1, command[0]
+    assert [c["mean"] for c in csv.DictReader(io.StringIO(invoke("summarize", tmp_path / "mine", "-f", "csv").stdout))] \
+        == ["0.1", "0.5"]  # by val_loss, as its grid.yaml declares
+
+
 def test_plot_curves_are_the_mean_over_seeds_at_each_epoch_leaving_out_missing_values():
     import math
 
@@ -1039,13 +1065,13 @@ def test_plot_of_a_count_that_starts_again_after_a_row_without_an_epoch_goes_on_
 
 
 def test_an_unimported_workloads_run_is_judged_by_what_its_grid_declares(tmp_path):
-    from orchestrator.plan.grid import saved_objective
+    from orchestrator.plan.grid import read_saved_grid, saved_objective
     from orchestrator.plan.objective import INTERFACE
 
     run = RunDir(str(tmp_path))
     (tmp_path / "grid.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\nmetric: val_bleu\nmode: max\n"
                                         "report: [{name: test_bleu, summary: at_best}]\n")
-    found = saved_objective(run, None, "mywork:WORKLOAD")
+    found = saved_objective(run, read_saved_grid(run))
     assert (found.metric.name, found.metric.mode, found.report[0].name, found.report[0].summary) == \
         ("val_bleu", "max", "test_bleu", "at_best")
     # `ablate status` shows a running trial's value of that metric, not of the interface's val_error
@@ -1056,7 +1082,7 @@ def test_an_unimported_workloads_run_is_judged_by_what_its_grid_declares(tmp_pat
     assert re.search(r"trial +state +epoch +val_bleu", result.stdout)
     assert re.search(r"t1 +running +2/\? +31\.25", result.stdout)
     (tmp_path / "grid.yaml").write_text("name: mine\nworkload: mywork:WORKLOAD\nmode: sideways\n")
-    assert saved_objective(run, None, "mywork:WORKLOAD") == INTERFACE
+    assert saved_objective(run, read_saved_grid(run)) == INTERFACE
 
 
 def test_a_parameter_named_like_an_export_column_keeps_its_values_beside_the_statistics(tmp_path):

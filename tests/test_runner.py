@@ -425,7 +425,7 @@ def test_the_grid_saved_with_the_run_is_the_one_it_ran_though_the_file_changed_s
         records.write_record(run, records.trial_schema(Config), trial.trial_id, trial.config, {"status": "completed"})
     path.write_text(path.read_text().replace("0.2", "0.3"))  # the next study, edited meanwhile
     run_grid(grid, run, quiet())
-    saved, _ = read_saved_grid(run, trust_workload=True)
+    saved = read_saved_grid(run, trust_workload=True).grid
     assert [t.trial_id for t in saved.trials] == [t.trial_id for t in grid.trials]
 
 

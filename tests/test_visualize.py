@@ -120,6 +120,7 @@ def test_visualize_shows_what_units_respond_to_in_real_photos(trained_on_photos,
 
 def test_the_input_patch_is_the_photo_itself_after_zca_whitening(data_dir, monkeypatch):
     # The network sees ZCA-whitened images (edges and stripes); the figure shows the test photo.
+    from workloads.allcnn import data
     from workloads.allcnn import visualize as vis
     from workloads.allcnn.data import synthetic
     from workloads.base import MemorySession
@@ -128,9 +129,12 @@ def test_the_input_patch_is_the_photo_itself_after_zca_whitening(data_dir, monke
                     train_size=300, val_size=50, test_size=40, preprocessing="zca", device="cpu")
     session = MemorySession()
     train(config, session)
-    drawn = []
+    drawn, loads = [], []
     monkeypatch.setattr(vis, "figure", lambda rows, columns, labels, output: drawn.extend(rows))
+    load_arrays = data.load_arrays
+    monkeypatch.setattr(data, "load_arrays", lambda *args, **kwargs: (loads.append(args), load_arrays(*args, **kwargs))[1])
     vis.visualize_state(config, session.checkpoint, data_dir / "x.png", units=3, images=40, methods=("guided",))
+    assert len(loads) == 1  # the dataset's arrays, loaded once for the network's input and the photos (were twice)
 
     photos = torch.from_numpy(synthetic(10, 300, 40)["x_test"]).float() / 255
     for tile, _ in drawn:

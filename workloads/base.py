@@ -53,7 +53,9 @@ What the orchestrator reads, and nothing else:
   display shows epochs without a total. The orchestrator times epochs itself.
 - `Workload.metrics` names the reported metrics the live display and `ablate status` show.
 - `train` returns `status` (one of RESULT_STATUSES) and its final metrics: every value it
-  returns, and the last value of every metric it reported, becomes a column of the trial's row.
+  returns, and the last value of every metric it reported, becomes a column of the trial's row;
+  one named like a parameter (a scheduler's current `lr`) or like a column ablate writes (`host`)
+  is kept beside it as `reported_lr`, in the row and the epochs alike.
   `Workload.metric` names the metric that chooses among settings (e.g. a learning rate; measured
   on validation data, never test; `val_error` unless it says otherwise), `mode` which way is
   better, and `report` the metrics a table shows (`test_error`); a grid may declare its own. It

@@ -263,9 +263,10 @@ def track(run: RunArg, to: Annotated[list[str], typer.Option(
 
     run_dir = open_run(run, storage)
     # Like `ablate run`, it needs the run's workload (its config names the tracker's parameters).
-    grid, untrusted = read_saved_grid(run_dir, trust_workload)
-    if untrusted:
-        raise AblateError(f"{_not_imported(run_dir, untrusted)}; track needs it to send the trials")
+    saved = read_saved_grid(run_dir, trust_workload)
+    if saved.untrusted:
+        raise AblateError(f"{_not_imported(run_dir, saved.untrusted)}; track needs it to send the trials")
+    grid = saved.grid
     if grid is None:
         raise AblateError(f"{run_dir.display('grid.yaml')}: the run's grid is missing or does not load here")
     names = list(tracking({name: {} for name in to}, key="--to"))

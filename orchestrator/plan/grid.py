@@ -282,7 +282,15 @@ def _rule(params: Parameters, key: str, rule, axes: dict, axes_only: bool) -> di
     return out
 
 
-def read_saved_grid(run, trust_workload: bool = False, notify=None) -> tuple[Grid | None, str | None]:
+@dataclass(frozen=True)
+class SavedGrid:
+    """What a run's grid.yaml says, read once (read_saved_grid)."""
+    grid: Grid | None  # where it loads here
+    untrusted: str | None = None  # the workload it names, where that was not imported
+    data: dict | None = None  # then, the file as data (a readable mapping), read without the workload
+
+
+def read_saved_grid(run, trust_workload: bool = False, notify=None) -> SavedGrid:
     """The grid a run (store.RunDir) was last run with, from its grid.yaml (None where there is
     none, or it no longer loads here: with `notify`, said in a note), and the workload it names
     where that was not imported: a module that is not a registered workload, which only
@@ -291,7 +299,7 @@ def read_saved_grid(run, trust_workload: bool = False, notify=None) -> tuple[Gri
     registered workload is part of this installation, and a `command:` grid runs nothing here."""
     content = run.read_bytes(run.child(GRID_FILE))
     if content is None:
-        return None, None
+        return SavedGrid(None)
     path = run.display(GRID_FILE)
     try:
         if not trust_workload:
@@ -299,22 +307,22 @@ def read_saved_grid(run, trust_workload: bool = False, notify=None) -> tuple[Gri
             ref = data.get("workload", workloads.DEFAULT) if isinstance(data, dict) else None
             if (isinstance(ref, str) and "command" not in data
                     and ref not in workloads.REGISTRY and ref not in workloads.REGISTRY.values()):
-                return None, ref
-        return load_grid(path, content, check_trials=False), None
+                return SavedGrid(None, ref, data)
+        return SavedGrid(load_grid(path, content, check_trials=False))
     except GridError as e:  # a damaged copy, or a grid this installation no longer takes
         if notify is not None:
             notify(f"{e}; the run is shown without its grid")
-        return None, None
+        return SavedGrid(None)
 
 
-def saved_objective(run, grid: Grid | None, untrusted: str | None) -> Objective:
+def saved_objective(run, saved: SavedGrid) -> Objective:
     """What a run's trials are judged by, from read_saved_grid's answer: its grid's objective; for
     a run whose workload was not imported, what its grid.yaml declares, read without the workload
     (the interface's defaults for what it leaves out, or where it says nothing that can be read);
     else the interface's defaults."""
-    if grid:
-        return grid.objective
-    data = _untrusted_data(run, untrusted)
+    if saved.grid:
+        return saved.grid.objective
+    data = saved.data
     if data is None or not any(key in data for key in ("metric", "mode", "report")):
         return INTERFACE
     try:
@@ -323,25 +331,14 @@ def saved_objective(run, grid: Grid | None, untrusted: str | None) -> Objective:
         return INTERFACE
 
 
-def saved_parameters(run, untrusted: str | None) -> list[str] | None:
+def saved_parameters(saved: SavedGrid) -> list[str] | None:
     """For a run whose workload was not imported (read_saved_grid), the parameters its grid.yaml
     names, read as data: axes, fixed values, include rules and the seed. Without the workload's
     config they tell a parameter from a metric its trials returned (a train_loss taken for a
     parameter would split every setting into single seeds). None otherwise."""
-    data = _untrusted_data(run, untrusted)
+    data = saved.data
     if data is None:
         return None
     include = data.get("include")
     named = [data.get("axes"), data.get("fixed"), *(include if isinstance(include, list) else [])]
     return list(dict.fromkeys([name for part in named if isinstance(part, dict) for name in part] + ["seed"]))
-
-
-def _untrusted_data(run, untrusted: str | None) -> dict | None:
-    """A run's grid.yaml as data, for a run whose workload was not imported (read_saved_grid);
-    None otherwise, or where it is not a readable mapping."""
-    content = run.read_bytes(run.child(GRID_FILE)) if untrusted else None
-    try:
-        data = read_yaml(Path(run.display(GRID_FILE)), content) if content is not None else None
-    except GridError:
-        return None
-    return data if isinstance(data, dict) else None

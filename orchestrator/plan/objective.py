@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import GridError
 from orchestrator.plan.params import fmt
-from orchestrator.store.columns import RESULT_COLUMNS, script_taken
+from orchestrator.store.columns import OLD_KEPT_PREFIX, RESULT_COLUMNS, kept_as, taken, workload_columns
 
 # Columns ablate writes in words or times for every trial (a failed one's `error`, its `host`): a
 # metric of the same name would share a column with them, numbers beside text.
@@ -126,12 +126,12 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
         return default(workload)
     # A parameter given as the metric (`metric: lr`) is said first: its name says no mode either.
     parameters = {f.name for f in dataclasses.fields(workload.config)}
-    kept_apart = script_taken(parameters) if workload.invocation else frozenset()  # as script_<name>
+    kept_apart = taken(parameters)  # a trial's own metrics of these names are kept as reported_<name>
     report = data.get("report", [])
     for key, given in [("metric", data.get("metric")),
                        *((f"report[{i}]", m) for i, m in enumerate(report if isinstance(report, list) else [report]))]:
         name = given.get("name") if isinstance(given, dict) else given
-        own = f" (a script's own '{name}' is kept as 'script_{name}')" if isinstance(name, str) and name in kept_apart \
+        own = f" (a trial's own '{name}' is kept as '{kept_as(name)}')" if isinstance(name, str) and name in kept_apart \
             else ""
         if isinstance(name, str) and name in parameters:
             owner = "the command" if workload.invocation else f"workload '{workload.name}'"
@@ -144,11 +144,16 @@ def objective(path, data: dict, workload, strict: bool = True) -> Objective:
         if name == "params" and workload.invocation:  # a Python workload's parameter count: none for a script
             raise GridError(path, key, f"'params' is the column of a Python workload's parameter count, empty for "
                                        f"a command's trials; name a metric its trials report{own}")
+        if workload.invocation and (old := name.removeprefix(OLD_KEPT_PREFIX)) != name and old in kept_apart:
+            raise GridError(path, key, f"'{name}' is where an older ablate kept a script's own '{old}'; it is kept "
+                                       f"as '{kept_as(old)}' now: name that")
     metric, report = declared(path, data, default(workload), strict)
+    # What a workload says it produces, under the columns its trials' rows keep them in (run/trial.py).
+    produced = None if workload.produces is None else workload_columns(workload, workload.produces)
     for key, m in [("metric", metric), *((f"report[{i}]", m) for i, m in enumerate(report))]:
-        if workload.produces is not None and m.name not in workload.produces:
+        if produced is not None and m.name not in produced:
             raise GridError(path, key, f"workload '{workload.name}' reports no metric '{m.name}' "
-                                       f"(it reports: {', '.join(workload.produces)})")
+                                       f"(it reports: {', '.join(produced)})")
     return Objective(metric, report, declared=True)
 
 

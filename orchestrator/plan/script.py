@@ -45,7 +45,7 @@ from typing import Any
 from orchestrator.errors import GridError
 from orchestrator.plan.params import Parameters, fmt
 from orchestrator.plan.script_workload import BOUNDS, LENGTHS, PREFIX, TRIAL_DIR, TYPES, Script, build, ref
-from orchestrator.store.columns import RESERVED, script_taken
+from orchestrator.store.columns import RESERVED, kept_as, taken
 from workloads.base import Workload
 
 KEYS = ("run", "workdir", "parameters", "epochs", "steps", "resume", "metrics")
@@ -88,9 +88,9 @@ def load(path: Path, section) -> tuple[Workload, str]:
             fail(f"metrics.patterns[{i}]", "has no named group; (?P<val_error>[0-9.]+) makes a metric val_error")
     show = _strings(fail, "metrics.show", metrics.get("show", []))
     for i, name in enumerate(show):
-        if name in script_taken(parameters):
+        if name in taken(parameters):
             what = "a parameter of the command" if name in parameters else "a column ablate writes for every trial"
-            fail(f"metrics.show[{i}]", f"'{name}' is {what}; the script's own '{name}' is kept as 'script_{name}': "
+            fail(f"metrics.show[{i}]", f"'{name}' is {what}; the script's own '{name}' is kept as '{kept_as(name)}': "
                                        "show that")
     files = _strings(fail, "metrics.files", metrics.get("files", []))
     for i, name in enumerate(files):

@@ -29,7 +29,7 @@ from typing import Annotated, Any
 import annotated_types as at
 
 from orchestrator.errors import GridError
-from orchestrator.store.columns import script_taken
+from orchestrator.store.columns import kept_as, taken
 from workloads.base import Workload
 from workloads.script import metrics as script_metrics
 from workloads.script import train as script_train
@@ -97,7 +97,7 @@ def build(script: Script, path: Path | None = None) -> Workload:
                                                      metadata={"choices": (script.template,)})))
     config = dataclasses.make_dataclass("CommandConfig", fields)
 
-    taken = script_taken(f.name for f in dataclasses.fields(config))  # its metrics' names kept as script_<name>
+    kept = {name: kept_as(name) for name in taken(f.name for f in dataclasses.fields(config))}  # its metrics' own
 
     def check(c):  # every trial's command line can be written (a format spec suits its value)
         argv(script, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
@@ -106,7 +106,7 @@ def build(script: Script, path: Path | None = None) -> Workload:
         def args_for(trial_dir: str, resuming: bool) -> list[str]:
             return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
-        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, taken,
+        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, kept,
                                   script.files)
 
     length = script.epochs or script.steps

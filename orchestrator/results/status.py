@@ -67,7 +67,8 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     `driven`: whether a driver holds the run (run/lock.py); False: none of its trials is running,
     however recent its progress (a driver stopped a minute ago); None: not known, judged by age.
     `notify`: told of a grid.yaml that does not load (read_saved_grid)."""
-    grid, untrusted = read_saved_grid(run, trust_workload, notify)
+    saved = read_saved_grid(run, trust_workload, notify)
+    grid = saved.grid
     planned = {t.trial_id: t for t in grid.trials} if grid else {}
     recorded = finished = statuses(trials)
     others = 0
@@ -123,7 +124,7 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
                     unit="GPU" if gpus else "CPU", finished=len(finished), others=others,
-                    metric=saved_objective(run, grid, untrusted).metric.name, untrusted=untrusted)
+                    metric=saved_objective(run, saved).metric.name, untrusted=saved.untrusted)
     if planned and per_unit and running:
         if grid.halving and (left := halving.planned_left(grid.trials, grid.halving, grid.planned_epochs,
                                                           trained(trials), finished)) is not None:

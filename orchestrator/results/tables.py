@@ -214,8 +214,8 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
         damaged = run.fs.get_file_info(run.child("trials.parquet")).is_file  # and no record to read instead
         raise ResultsError(f"{run.display()}: no results yet (" + (
             "no readable trials.parquet, no record" if damaged else f"no {run.display('trials.parquet')}") + ")")
-    grid, untrusted = read_saved_grid(run, trust_workload, notify)
-    objective = saved_objective(run, grid, untrusted)
+    saved = read_saved_grid(run, trust_workload, notify)
+    grid, objective = saved.grid, saved_objective(run, saved)
     ids = table["trial_id"].to_pylist()
     planned = {t.trial_id for t in grid.trials} if grid else set(ids)
     mine = [i in planned for i in ids]
@@ -228,8 +228,8 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
     objective = _shown_as_recorded(objective, table)
     planned_trials = tuple({**{k: hashable(v) for k, v in t.config.items()}, "trial_id": t.trial_id}
                            for t in grid.trials) if grid else None
-    return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False), untrusted=untrusted,
-                   parameters=saved_parameters(run, untrusted), planned=planned_trials)
+    return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False),
+                   untrusted=saved.untrusted, parameters=saved_parameters(saved), planned=planned_trials)
 
 
 def _shown_as_recorded(objective: Objective, table: pa.Table) -> Objective:

@@ -22,7 +22,8 @@ def trained_trial(run: RunDir, trial: str, workload_name: str, tool: str) -> tup
         known = table["trial_id"].to_pylist()[:5] if table is not None else []
         raise AblateError(f"{run.display()}: unknown trial '{trial}'"
                           + (f" (for example: {', '.join(known)})" if known else " (the run has no finished trials)"))
-    grid, untrusted = read_saved_grid(run)
+    saved = read_saved_grid(run)
+    grid, untrusted = saved.grid, saved.untrusted
     if grid is None or grid.workload.name != workload_name:
         ran = (f"workload '{grid.workload.name}'" if grid else f"workload '{untrusted}' (not registered)" if untrusted
                else "a workload that cannot be loaded here")

@@ -186,6 +186,16 @@ class Halver:
         self.run.write_bytes(self.run.child(DECISIONS), json.dumps(self.decisions, indent=1).encode())
         return decision
 
+    def _stopped_at(self, trial, rung: int) -> int | None:
+        """The step of the trial's first report at or past the rung, where it reports steps (None
+        where its epochs cannot be read: its row goes without them, write_stopped)."""
+        try:
+            reported = self.run.reported(trial.trial_id)
+        except CheckpointError:
+            return None
+        reached, there = up_to(reported or [], rung)
+        return reached[-1].get("step") if there else None
+
     def _ranked(self, entries: list[dict]) -> list[dict]:
         """Ranking entries best first by score, in the metric's mode; those without one last, as they were."""
         scored = sorted((e for e in entries if e["score"] is not None),
@@ -199,7 +209,10 @@ class Halver:
         score = entries[place]["score"]
         values = ", ".join(f"{k}={fmt(v)}" for k, v in json.loads(setting).items())
         by = f"best {self.metric.name} up to it" if self.metric.summary == "best" else self.metric.name
-        reason = (f"stopped by halving at {rung}: {values} ranked {place + 1} of {len(entries)} by {by}"
+        # A script that reports every N steps stops at its first report past the rung, as its row says.
+        past = self._stopped_at(trial, rung)
+        at = f"{rung}, at step {past} (its first report past it)" if past not in (None, rung) else f"{rung}"
+        reason = (f"stopped by halving at {at}: {values} ranked {place + 1} of {len(entries)} by {by}"
                   + (f" ({score:.4g})" if score is not None else f" ({entries[place]['why']})"))
         # Its log ends at its pause otherwise; said before the record, so that a driver killed between says it again.
         log = Lines(self.run, self.run.trial_file(trial.trial_id, "trial.log"))

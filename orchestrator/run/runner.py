@@ -39,6 +39,7 @@ from orchestrator.run.settings import environment, tune_environment
 from orchestrator.run.tracking import Tracking, environment_for_tracking
 from orchestrator.run.trial import run_trial
 from orchestrator.store import records
+from orchestrator.store.columns import workload_columns
 from orchestrator.store.records import STATUSES, STOPPED, Publisher
 from orchestrator.store.rundir import RunDir, join_uri
 from workloads.base import WorkloadError
@@ -140,7 +141,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
             try:
                 if resume_stopped:  # the published rows of stopped trials would hide the results they train to
                     publisher.withdraw([t.trial_id for t in todo if finished.get(t.trial_id) == STOPPED])
-                shown = tuple(dict.fromkeys([*grid.workload.metrics, grid.objective.metric.name]))
+                shown = tuple(dict.fromkeys([*workload_columns(grid.workload, grid.workload.metrics),
+                                             grid.objective.metric.name]))
                 watched = contextlib.nullcontext() if address is None else \
                     head_watched(lambda head: notify(HEAD_LOST.format(head, run.display())))
                 with display_factory(len(todo), skipped, planned, shown) as display, environment_for_tracking(), \

@@ -101,9 +101,13 @@ class StoredSession:
     for them all. What failed in writing them is raised by the next report, log line or `flush()`.
     The driver, which can see a result before its files, waits for them (events.py)."""
 
-    def __init__(self, run: RunDir, trial_id: str, on_report=None, until: int | None = None):
+    def __init__(self, run: RunDir, trial_id: str, on_report=None, until: int | None = None,
+                 kept: dict[str, str] | None = None):
         self.run, self.trial_id, self.on_report = run, trial_id, on_report
         self.until = until  # the epoch (or step) after which the trial pauses (Paused); None: to its end
+        # Names ablate writes (a parameter, `host`), each with the column a metric reported under it
+        # is kept in (`reported_lr`), and those renamed so far, for the log.
+        self.kept, self.renamed = kept or {}, set()
         self.epochs: list[dict[str, Any]] = []
         self.checkpoint_path = run.trial_file(trial_id, CHECKPOINT)
         self.progress = run.progress(trial_id)
@@ -229,6 +233,7 @@ class StoredSession:
         trial reached the epoch it trains `until`: it pauses there. False again for each epoch
         recorded after that (a script printed it before it could be stopped)."""
         with self.lock:
+            metrics = self.own(metrics)
             if self.paused_at is not None:
                 # What a script printed past the rung before it was killed there: recorded, as all
                 # it printed is, but the trial is ranked (and, if stopped, recorded) at the rung (halving.py),
@@ -246,6 +251,15 @@ class StoredSession:
                 self.flush()
                 self.paused_at = at
             return not pausing
+
+    def own(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """`metrics` with each name ablate has taken made the trial's own (`reported_lr`), said in its
+        log the first time."""
+        if new := [name for name in metrics if name in self.kept and name not in self.renamed]:
+            self.renamed.update(new)
+            self.log(f"ablate writes columns named {', '.join(new)}: the trial's own are kept as "
+                     f"{', '.join(map(self.kept.get, new))}")
+        return {self.kept.get(k, k): v for k, v in metrics.items()}
 
     def pauses_at_next_report(self) -> bool:
         return self.until is not None and len(self.epochs) + 1 >= self.until  # as record() counts an epoch

@@ -10,6 +10,7 @@ and drops when a reused actor takes the trial instead.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -24,7 +25,7 @@ from orchestrator.errors import CheckpointError, StorageError, UnloadableCheckpo
 from orchestrator.plan.objective import INTERFACE, Objective
 from orchestrator.run.session import Paused, StoredSession, last_values
 from orchestrator.store import records
-from orchestrator.store.columns import RESERVED
+from orchestrator.store.columns import RESERVED, RETURNED, kept_as, taken
 from orchestrator.store.rundir import RunDir, now, up_to
 from workloads.base import RESULT_STATUSES, FinalFailure, Workload, WorkloadError
 
@@ -116,10 +117,16 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
     run, workload = RunDir(run_uri), workload_of(workload_ref)
     trial_id, config = tune_config["trial"]["trial_id"], tune_config["trial"]["config"]
     trial_config = workload.config(**config)
-    session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"))
+    # A Python workload's metrics named like ablate's columns (its parameters too) are kept apart,
+    # as a script's are (plan/script.py); but for those its `train` may return as the row's own.
+    kept = {} if workload.invocation else {name: kept_as(name)
+                                           for name in taken(f.name for f in dataclasses.fields(workload.config))}
+    session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"), kept=kept)
     session.start()
     try:
         result = workload.train(trial_config, session)
+        result = {**session.own({k: v for k, v in result.items() if k not in RETURNED}),
+                  **{k: v for k, v in result.items() if k in RETURNED}}
         session.flush()  # the last epoch's files, before the record that says the trial is done
         if result.get("status", "completed") not in RESULT_STATUSES:
             raise ValueError(f"workload returned status {result.get('status')!r} "

@@ -314,9 +314,12 @@ def load_arrays(dataset: str, *, train_size: int = 0, test_size: int = 0, split_
 
 
 def prepare(dataset: str, *, val_size: int = 5000, train_size: int = 0, test_size: int = 0,
-            preprocessing: str = "channel", split_seed: int = 0, root: str = "") -> Splits:
-    """Float32 splits of `load_arrays`'s images, preprocessed with statistics of the training split only."""
-    arrays = load_arrays(dataset, train_size=train_size, test_size=test_size, split_seed=split_seed, root=root)
+            preprocessing: str = "channel", split_seed: int = 0, root: str = "",
+            arrays: dict[str, np.ndarray] | None = None) -> Splits:
+    """Float32 splits of `load_arrays`'s images, preprocessed with statistics of the training split only.
+    `arrays`: those images, where the caller has loaded them already (they are left as they are)."""
+    if arrays is None:
+        arrays = load_arrays(dataset, train_size=train_size, test_size=test_size, split_seed=split_seed, root=root)
     train_idx, val_idx = split(len(arrays["y_train"]), val_size, split_seed)
     x_all = torch.from_numpy(arrays["x_train"]).float() / 255
     x_train, x_val = x_all[train_idx], x_all[val_idx]

@@ -181,14 +181,14 @@ def visualize_state(config, state: dict, output: Path, layer: str | None = None,
     from workloads.allcnn.data import load_arrays, prepare
     from workloads.allcnn.models import build
 
+    arrays = load_arrays(config.dataset, train_size=config.train_size, test_size=config.test_size,
+                         split_seed=config.split_seed, root=config.data_dir)
     data = prepare(config.dataset, val_size=config.val_size, train_size=config.train_size,
                    test_size=config.test_size, preprocessing=config.preprocessing, split_seed=config.split_seed,
-                   root=config.data_dir)
+                   root=config.data_dir, arrays=arrays)
     net = build(config.model, config.variant, data.classes, config.width)
     net.load_state_dict(state["model"])
     # The paper shows the image patches themselves: after ZCA whitening the network's input is
     # edges and stripes, not the photo.
-    raw = load_arrays(config.dataset, train_size=config.train_size, test_size=config.test_size,
-                      split_seed=config.split_seed, root=config.data_dir)["x_test"][:images]
-    photos = torch.from_numpy(raw).float() / 255
+    photos = torch.from_numpy(arrays["x_test"][:images]).float() / 255
     return visualize(net, data.x_test[:images], output, layer, units, methods, photos)

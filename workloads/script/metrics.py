@@ -69,11 +69,12 @@ class Metrics:
     one passes it. After that a count may start again (a second phase of training).
     """
 
-    def __init__(self, prefix: str = PREFIX, patterns=(), resumed_at: int | None = None, taken=frozenset()):
+    def __init__(self, prefix: str = PREFIX, patterns=(), resumed_at: int | None = None,
+                 taken: dict[str, str] | None = None):
         self.prefix, self.patterns = prefix, [re.compile(p) for p in patterns]
-        # Columns ablate writes for every trial (its `params`, `epochs_completed`, `error`): a
-        # metric of the script's so named is kept beside them, as `renamed` says.
-        self.taken, self.renamed = taken, {}
+        # Columns ablate writes for every trial (its `params`, `epochs_completed`, `error`), each with
+        # the column a metric of the script's so named is kept in beside it, as `renamed` says.
+        self.taken, self.renamed = taken or {}, {}
         groups = [set(p.groupindex) for p in self.patterns]
         # Headers alone never complete an epoch: its metrics are on the lines that follow.
         self.headers = {i for i, names in enumerate(groups) if names == {"epoch"}}
@@ -138,10 +139,10 @@ class Metrics:
         return done
 
     def _own(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """`metrics` with each name ablate has taken made the script's own (`script_params`)."""
+        """`metrics` with each name ablate has taken made the script's own (`reported_params`)."""
         for name in metrics:
             if name in self.taken:
-                self.renamed.setdefault(name, f"script_{name}")
+                self.renamed.setdefault(name, self.taken[name])
         return {self.renamed.get(k, k): v for k, v in metrics.items()}
 
     def add_final(self, values: dict[str, Any]) -> None:

@@ -151,11 +151,11 @@ def _result(final: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session,
-          taken=frozenset(), files=()) -> dict[str, Any]:
+          taken: dict[str, str] | None = None, files=()) -> dict[str, Any]:
     """One attempt of a trial: run the command `args_for(trial_dir, resuming)` in `workdir`
     (resuming: an earlier attempt reported, so its checkpoint is there), report its epochs, return
     its last values; CommandFailed if it ends without a result. Its metrics named like the columns
-    ablate writes (`taken`) are kept as `script_<name>`. The JSON objects it leaves in its trial
+    ablate writes are kept in the columns `taken` maps their names to (`reported_<name>`). The JSON objects it leaves in its trial
     directory at `files` are its final values too, read once it ended well (FinalFailure if one is not there).
 
     Its output is read, and its epochs recorded, in a thread of their own: the session's report
