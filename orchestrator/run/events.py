@@ -222,7 +222,7 @@ class Events(tune.Callback):
 
     def _publish(self, trial_id: str) -> dict | None:
         """The trial's record published: its status and what its line shows; None if it has none."""
-        return self.publisher.publish(trial_id, (*self.shown, "error"))
+        return self.publisher.publish(trial_id, (*self.shown, "error", "status_reason"))
 
     def _complete(self, trial) -> None:
         trial_id = self._id(trial)
@@ -248,7 +248,8 @@ class Events(tune.Callback):
             detail = f"{row['error']} (log: {self.run.log_path(trial_id)})"
         else:
             name = next((name for name in self.shown if isinstance(row.get(name), (int, float))), None)
-            detail = describe(self.cells[trial_id]) + ("" if name is None else f" -> {name} {row[name]:.4g}")
+            detail = describe(self.cells[trial_id]) + ("" if name is None else f" -> {name} {row[name]:.4g}") \
+                + (f"; {row['status_reason']}" if row.get("status_reason") else "")
         self.display.trial_finished(trial_id, row["status"], detail)
 
     def _record_stopped(self, trial_id: str, config: dict, last: dict) -> None:
