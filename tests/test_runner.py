@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.errors import AblateError, RunError
 from orchestrator.plan.grid import Resources, load_grid
-from orchestrator.run import events, hangs, runner, scheduling
+from orchestrator.run import events, hangs, out_of_memory, runner, scheduling
 from orchestrator.run.cluster import check_resources
 from orchestrator.run.processes import alive
 from orchestrator.run.runner import run_grid
@@ -188,7 +188,7 @@ def test_a_trial_handed_a_reused_worker_that_died_while_idle_starts_again_and_is
 
 
 def test_a_ray_without_the_private_method_the_out_of_memory_patch_replaces_still_runs_trials(tmp_path, monkeypatch):
-    # events.out_of_memory_as_death patches RayActorManager._actor_task_failed, a private name a
+    # out_of_memory.out_of_memory_as_death patches RayActorManager._actor_task_failed, a private name a
     # later Ray may rename: without it, the run keeps Ray's own behaviour, not a traceback for every run.
     from ray.air.execution._internal.actor_manager import RayActorManager
     monkeypatch.delattr(RayActorManager, "_actor_task_failed")
@@ -202,7 +202,7 @@ def test_the_out_of_memory_patch_leaves_a_method_of_other_parameters_alone(monke
     def renamed(self, task, error):  # as a later Ray might call it: the patch's keywords would not fit
         pass
     monkeypatch.setattr(RayActorManager, "_actor_task_failed", renamed)
-    with events.out_of_memory_as_death():
+    with out_of_memory.out_of_memory_as_death():
         assert RayActorManager._actor_task_failed is renamed
 
 
