@@ -734,6 +734,41 @@ def test_a_failing_script_says_its_exit_code_and_last_lines(tmp_path):
         train_once(path)
 
 
+# Trains its epochs (or its steps, reporting every 100), then crashes as it tears down (NCCL's
+# destroy_process_group, a logger's last upload): exit code 3 after all, or `--crash-before` the last one.
+TEARDOWN = """\
+    import sys
+    total, unit = int(sys.argv[1]), sys.argv[2]
+    every = 100 if unit == "step" else 1
+    for n in range(every, total + 1 - every * ("--crash-before" in sys.argv), every):
+        print('ABLATE {"%s": %d, "val_error": %.3f}' % (unit, n, 0.5 * every / n))
+    print("Segmentation fault (core dumped) in destroy_process_group", file=sys.stderr)
+    sys.exit(3)
+    """
+
+
+@pytest.mark.parametrize("unit, total", [("epoch", 3), ("step", 300)])
+def test_a_script_that_exits_non_zero_after_its_planned_training_keeps_it_and_says_so(tmp_path, unit, total):
+    # It was retried and trained everything again (and failed the same way).
+    path = script_grid(tmp_path, {"teardown.py": TEARDOWN}, {
+        "run": [sys.executable, "teardown.py", "{total}", unit, "{seed}"], "parameters": {"total": total},
+        "epochs" if unit == "epoch" else "steps": "total"})
+    result, session = train_once(path)
+    said = f"the command exited with code 3 after its last report ({unit} {total} of {total})"
+    assert result["status"] == "completed" and result["status_reason"] == said
+    assert result["val_error"] == 0.167 and [e["val_error"] for e in session.epochs] == [0.5, 0.25, 0.167]
+    assert any(line.startswith(f"{said}: its reports are kept, and it is not trained again; its last output: ")
+               and line.endswith("Segmentation fault (core dumped) in destroy_process_group") for line in session.lines)
+
+
+def test_a_script_that_exits_non_zero_before_its_last_planned_epoch_still_fails_to_be_retried(tmp_path):
+    path = script_grid(tmp_path, {"teardown.py": TEARDOWN}, {
+        "run": [sys.executable, "teardown.py", "{epochs}", "epoch", "--crash-before", "{seed}"],
+        "parameters": {"epochs": 3}, "epochs": "epochs"})
+    with pytest.raises(CommandFailed, match=r"^the command exited with code 3; its last output: "):
+        train_once(path)
+
+
 def test_a_failure_s_message_ends_with_the_script_s_last_line_after_long_ones(tmp_path):
     # `print(args)` of a script with many options, then the error that ended it.
     script = """\
@@ -1223,6 +1258,20 @@ def test_a_retry_after_a_failure_before_any_report_is_shown_from_its_start(tmp_p
     result = ablate("run", path, "--storage", tmp_path / "runs", "--quiet")
     assert result.returncode == 0, result.stderr
     assert re.search(r"\] \w+ retrying: after a failure, from its start\n", result.stdout), result.stdout
+
+
+def test_a_script_that_crashes_in_its_teardown_after_its_training_runs_once_and_the_run_says_so(tmp_path):
+    # Retried with max_failures, it trained both epochs again, then was recorded failed.
+    path = script_grid(tmp_path, {"teardown.py": TEARDOWN}, {
+        "run": [sys.executable, "teardown.py", "{epochs}", "epoch", "{seed}"], "parameters": {"epochs": 2},
+        "epochs": "epochs"}, max_failures=1)
+    result = ablate("run", path, "--storage", tmp_path / "runs", "--quiet")
+    assert result.returncode == 0, result.stderr
+    said = "the command exited with code 3 after its last report (epoch 2 of 2)"
+    assert re.search(rf"\] \w+ completed: seed=0 -> val_error 0\.25; {re.escape(said)}\n", result.stdout), result.stdout
+    assert "retrying" not in result.stdout and "scripts: 1 completed (1 run now, 0 already done)" in result.stdout
+    row = pd.read_parquet(tmp_path / "runs" / "scripts" / "trials.parquet").iloc[0]
+    assert (row.status, row.status_reason, row.attempts, row.epochs_completed) == ("completed", said, 1, 2)
 
 
 def test_a_script_that_hangs_is_ended_at_its_trial_timeout_retried_and_leaves_no_process(tmp_path):

@@ -194,6 +194,26 @@ def test_a_trial_ray_kills_for_running_out_of_memory_is_one_line_and_retried_not
     assert f"failed: {said}; Ray said:\n" in log and "killed due to the node running low on memory" in log
 
 
+def test_a_trial_whose_workers_ray_kills_for_memory_as_they_start_is_retried_in_one_line_then_failed(tmp_path):
+    # Killed by Ray's memory monitor in its actor's creation, before it began: the retry went unsaid,
+    # and the last line read "1 failed (0 run now, ...)". Here the share allowed is less than the
+    # machine uses before Ray starts: every worker is killed as soon as it is given a task.
+    meminfo = dict(line.split(":") for line in open("/proc/meminfo"))
+    total, available = (int(meminfo[key].split()[0]) * 1024 for key in ("MemTotal", "MemAvailable"))
+    if _memory_limit() < total:  # Ray's monitor would count a container's limit
+        pytest.skip("needs no container memory limit, to set the share Ray's monitor allows")
+    threshold = max(0.001, (total - available) / total / 2)
+    path = probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 2, "sleep": 1}, max_failures=1)
+    result = ablate("run", path, "--storage", tmp_path / "runs", "--quiet",
+                    env={"RAY_memory_monitor_refresh_ms": "20", "RAY_memory_usage_threshold": f"{threshold:.3f}"})
+    said = "its worker process was killed for running out of memory (Ray's memory monitor)"
+    assert "Traceback" not in result.stdout + result.stderr
+    assert f"retrying: {said}, from its start\n" in result.stdout, result.stdout
+    assert f"failed: {said} (log: " in result.stdout
+    assert result.returncode == 1 and "probe: 1 failed (1 run now, 0 already done)" in result.stdout, result.stdout
+    assert not executions(tmp_path)  # it never began
+
+
 def _memory_limit() -> float:
     """The memory limit of this machine's container (cgroup v2 or v1), inf where it has none."""
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):

@@ -16,12 +16,13 @@ import pytest
 from orchestrator.errors import AblateError, RunError
 from orchestrator.plan.execution import Resources
 from orchestrator.plan.grid import load_grid
-from orchestrator.run import events, hangs, scheduling
+from orchestrator.run import events, hangs, out_of_memory, runner, scheduling
 from orchestrator.run.cluster import check_resources
 from orchestrator.run.processes import alive
 from orchestrator.run.runner import run_grid
 from orchestrator.store import records
 from orchestrator.store.rundir import RunDir
+from tests import probe
 from tests.runs import executions, probe_grid, quiet, starts, trials
 
 pytestmark = pytest.mark.usefixtures("local_ray")
@@ -88,6 +89,21 @@ def test_a_killed_worker_process_is_retried_and_said_to_have_died_in_one_line(tm
     assert "Some common causes" not in output.getvalue()
     log = (tmp_path / "runs" / "probe" / "trials" / trials(tmp_path / "runs" / "probe").trial_id[0] / "trial.log")
     assert f"failed: {WORKER_DIED}; Ray said:\n" in log.read_text()  # Ray's own words follow, for the details
+
+
+def test_a_worker_killed_as_it_starts_is_retried_in_one_line_and_the_trial_trains_once(tmp_path, monkeypatch):
+    # Killed as its actor is created (the OOM killer, as the worker's imports take the last memory),
+    # before the trial began: Tune retried it, but the driver said nothing of it.
+    monkeypatch.setattr(runner, "run_trial", probe.KilledAsItStarts(str(tmp_path / "killed")))
+    path = probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 2}, max_failures=1)
+    output = io.StringIO()
+    summary = run(path, tmp_path / "runs", output)
+    assert (tmp_path / "killed").exists()
+    assert summary.counts == {"completed": 1} and summary.ran == 1
+    assert f"retrying: {WORKER_DIED}, from its start\n" in output.getvalue()
+    assert starts(tmp_path) == {"lr0.1-seed0-never": 1}
+    log = (tmp_path / "runs" / "probe" / "trials" / trials(tmp_path / "runs" / "probe").trial_id[0] / "trial.log")
+    assert f"failed: {WORKER_DIED}; Ray said:\n" in log.read_text()
 
 
 def test_a_trial_that_stops_reporting_is_ended_as_hung_and_resumes_from_its_checkpoint(tmp_path, monkeypatch):
@@ -173,7 +189,7 @@ def test_a_trial_handed_a_reused_worker_that_died_while_idle_starts_again_and_is
 
 
 def test_a_ray_without_the_private_method_the_out_of_memory_patch_replaces_still_runs_trials(tmp_path, monkeypatch):
-    # events.out_of_memory_as_death patches RayActorManager._actor_task_failed, a private name a
+    # out_of_memory.out_of_memory_as_death patches RayActorManager._actor_task_failed, a private name a
     # later Ray may rename: without it, the run keeps Ray's own behaviour, not a traceback for every run.
     from ray.air.execution._internal.actor_manager import RayActorManager
     monkeypatch.delattr(RayActorManager, "_actor_task_failed")
@@ -187,7 +203,7 @@ def test_the_out_of_memory_patch_leaves_a_method_of_other_parameters_alone(monke
     def renamed(self, task, error):  # as a later Ray might call it: the patch's keywords would not fit
         pass
     monkeypatch.setattr(RayActorManager, "_actor_task_failed", renamed)
-    with events.out_of_memory_as_death():
+    with out_of_memory.out_of_memory_as_death():
         assert RayActorManager._actor_task_failed is renamed
 
 

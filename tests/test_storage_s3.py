@@ -25,7 +25,7 @@ from orchestrator.store.checkpoint import serialize
 from orchestrator.store.lines import Lines, read_lines
 from orchestrator.store.rundir import RunDir
 from tests.conftest import ablate
-from tests.runs import probe_grid
+from tests.runs import probe_grid, starts
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -270,6 +270,35 @@ def test_reading_a_store_that_does_not_answer_is_one_line_saying_to_run_again_on
     assert result.stderr == (f'error: s3://results/studies/probe: cannot reach it (Could not connect to the endpoint '
                              f'URL: "http://127.0.0.1:{port}/results/studies/probe/trials.parquet"); what finished is '
                              "kept: run the same command again once it can be reached\n")
+
+
+def test_an_error_response_to_the_drivers_read_of_a_record_stops_the_run_in_one_line_and_the_next_run_goes_on(
+        tmp_path, s3, monkeypatch):
+    # An error response Bucket.call has no case of (InternalError, after botocore's retries), met by
+    # a Tune callback reading a finished trial's record, was a plain RunError raised inside Tune: its
+    # traceback, or the trial's failure with a retry used up. It is the storage's fault, not the trial's.
+    _, query = s3
+    get_object, failures = S3Response.get_object, [1]
+
+    def internal_error(self):
+        if "/records/" in self.path and failures[0]:
+            failures[0] -= 1
+            return 500, {}, ("<?xml version='1.0' encoding='UTF-8'?><Error><Code>InternalError</Code>"
+                             "<Message>We encountered an internal error. Please try again.</Message></Error>")
+        return get_object(self)
+
+    monkeypatch.setattr(S3Response, "get_object", internal_error)
+    path = probe_grid(tmp_path, axes={"lr": [0.1]}, fixed={"epochs": 2}, max_failures=1)
+    storage = f"s3://results/studies?{query}"
+    result = ablate("run", path, "--storage", storage, "--quiet", env={"AWS_MAX_ATTEMPTS": "1"})
+    assert not failures[0] and result.returncode == 1
+    assert result.stderr == ("error: s3://results/studies/probe: cannot reach it (InternalError in GetObject: We "
+                             "encountered an internal error. Please try again.); what finished is kept: run the same "
+                             "command again once it can be reached\n")
+    assert "retrying" not in result.stdout and "failed" not in result.stdout
+    again = ablate("run", path, "--storage", storage, "--quiet")
+    assert again.returncode == 0 and "probe: 1 completed (0 run now, 1 already done)" in again.stdout, again.stderr
+    assert starts(tmp_path) == {"lr0.1-seed0-never": 1}  # its result kept, not trained again
 
 
 def test_an_object_whose_transfer_is_cut_short_is_one_line(monkeypatch):

@@ -102,14 +102,15 @@ def build(script: Script, path: Path | None = None) -> Workload:
     def check(c):  # every trial's command line can be written (a format spec suits its value)
         argv(script, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
 
+    length = script.epochs or script.steps
+
     def train(c, session):
         def args_for(trial_dir: str, resuming: bool) -> list[str]:
             return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
         return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, kept,
-                                  script.files)
-
-    length = script.epochs or script.steps
+                                  script.files, planned=getattr(c, length) if length else None,
+                                  unit="step" if script.steps else "epoch")
     return Workload(
         name="command", config=config, train=train,
         epochs=(lambda c: getattr(c, length)) if length else None, unit="step" if script.steps else "epoch",

@@ -84,6 +84,10 @@ class Display:
                 self.epochs_left -= at - run.epoch
             run.epoch, run.metrics = at, metrics
 
+    def tried(self, trial_id: str) -> None:
+        """Ray gave the trial a worker in this run, though it may have died before the trial began."""
+        self.ran.add(trial_id)
+
     def trial_retrying(self, trial_id: str, detail: str = "after a failure, from its last checkpoint") -> None:
         if trial_id in self.running:
             self.running[trial_id].retries += 1

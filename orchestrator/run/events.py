@@ -10,7 +10,6 @@ It also feeds the run's trackers (tracking.py), here on the driver: workers need
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import pickle
 import signal
@@ -62,6 +61,7 @@ class Events(tune.Callback):
         self.hangs = hangs or Hangs(None, {})
         self.ended: dict[str, str] = {}  # trial_id -> why the driver ended its attempt
         self.began: set[str] = set()  # trials whose current attempt Tune started (on_trial_start)
+        self.workers: set[str] = set()  # the Ray actors (ids) that began a trial: Tune may reuse them
         # Trials handed a worker that had died before they began, for the runner to start again
         # (`start_again`); else they are left unfinished, to the next `ablate run`.
         self.start_again, self.unstarted = start_again, []
@@ -113,6 +113,8 @@ class Events(tune.Callback):
             trial.max_failures = self.retries[self._id(trial)]
         self.trials.started(trial.trial_id)
         self.began.add(self._id(trial))
+        if (actor_id := getattr(trial.temporary_state.ray_actor, "_actor_id", None)) is not None:
+            self.workers.add(actor_id.hex())
         self.hangs.started(self._id(trial))
         if self.tracking:
             self.tracking.attempt(self._id(trial))
@@ -170,18 +172,27 @@ class Events(tune.Callback):
                 log.close()
         return reason
 
+    def _handed_dead(self, trial) -> bool:
+        """Whether the trial failed before it began because Tune handed it a reused worker, one that
+        began a trial before, that had died while idle: Tune then errors it whatever its retries (see
+        _error). A new worker dying as it starts (the OOM killer, Ray's memory monitor as its imports
+        take the node's memory) is an attempt like any other, retried and counted."""
+        death = self._id(trial) not in self.began and _worker_died(trial)
+        return bool(death) and death.actor_id in self.workers
+
     def on_trial_recover(self, iteration, trials, trial, **info):
-        began = self._id(trial) in self.began
+        tried = not self._handed_dead(trial)
         self.began.discard(self._id(trial))
         why = None
-        if began:  # not one whose worker died before it started: Tune may not retry it at all (see _error)
+        if tried:
+            self.display.tried(self._id(trial))
             with self._storage_kept():
                 why = self._why(trial)
         self.hangs.ended(self._id(trial))
         if self._storage_failed(trial):
             return
         self.failures[self._id(trial)] = self.failures.get(self._id(trial), 0) + 1
-        if began:
+        if tried:
             with self._storage_kept():  # a progress file it cannot read stops the run: no retry to show
                 # A trial that failed before its first report (a script's startup) has no checkpoint.
                 reported = self.run.progress(self._id(trial)).get("epoch")
@@ -210,7 +221,7 @@ class Events(tune.Callback):
 
     def _publish(self, trial_id: str) -> dict | None:
         """The trial's record published: its status and what its line shows; None if it has none."""
-        return self.publisher.publish(trial_id, (*self.shown, "error"))
+        return self.publisher.publish(trial_id, (*self.shown, "error", "status_reason"))
 
     def _complete(self, trial) -> None:
         trial_id = self._id(trial)
@@ -236,7 +247,8 @@ class Events(tune.Callback):
             detail = f"{row['error']} (log: {self.run.log_path(trial_id)})"
         else:
             name = next((name for name in self.shown if isinstance(row.get(name), (int, float))), None)
-            detail = describe(self.cells[trial_id]) + ("" if name is None else f" -> {name} {row[name]:.4g}")
+            detail = describe(self.cells[trial_id]) + ("" if name is None else f" -> {name} {row[name]:.4g}") \
+                + (f"; {row['status_reason']}" if row.get("status_reason") else "")
         self.display.trial_finished(trial_id, row["status"], detail)
 
     def _record_stopped(self, trial_id: str, config: dict, last: dict) -> None:
@@ -262,7 +274,7 @@ class Events(tune.Callback):
             return
         if self._storage_failed(trial):
             return
-        if trial_id not in self.began and _worker_died(trial):
+        if self._handed_dead(trial):
             # Tune hands a trial the worker a finished one left; one that died meanwhile (the OOM
             # killer, a user's kill) errors the trial whatever its max_failures (its death and its
             # failed reset both count). The trial did not run: it is started again.
@@ -273,6 +285,7 @@ class Events(tune.Callback):
                 self.display.trial_unfinished(trial_id, "its worker died before it could start; "
                                                         "the next `ablate run` runs it")
             return
+        self.display.tried(trial_id)  # also one whose every worker died as it started
         message = self._why(trial) or _as_said(last_line(_error_text(trial))) or "the trial failed"
         write_failed(self.run, self.grid.workload, self.grid.name, trial_id, trial.config["trial"]["config"], message,
                      self.run.progress(trial_id))
@@ -327,17 +340,21 @@ def _last_error(trial) -> str:
     return "Failure # " + _error_text(trial).rpartition("Failure # ")[2]
 
 
-def _worker_died(trial) -> bool:
-    """Whether the trial's last error is its Ray worker's death, as Tune pickled it on this machine.
-    Not one of the worker's creation task: code that cannot be loaded there fails again."""
+def _worker_died(trial) -> RayActorError | None:
+    """The trial's last error where it is its Ray worker's death, as Tune pickled it on this machine;
+    None where it is not. Not one of the worker's creation task: code that cannot be loaded there fails again."""
     if not trial.pickled_error_file or not os.path.exists(trial.pickled_error_file):
-        return False
+        return None
     try:
         with open(trial.pickled_error_file, "rb") as f:
             error = pickle.load(f)
     except Exception:  # a trial's own exception this driver cannot import: not a worker's death
-        return False
-    return isinstance(error, RayActorError) and not error.actor_init_failed
+        return None
+    if not isinstance(error, RayActorError) or error.actor_init_failed:
+        return None
+    # Tune pickles only Ray's own errors: one of an earlier attempt stays where the last is another
+    # (an OutOfMemoryError as its worker was created).
+    return error if str(error).strip() in _last_error(trial) else None
 
 
 def _death(trial) -> str | None:
@@ -352,34 +369,6 @@ def _death(trial) -> str | None:
     if "because its node has died" in said:
         return "its node died, and its worker process with it"
     return "its worker process died (the kernel's OOM killer, a kill or a crash: dmesg on its node says which)"
-
-
-@contextlib.contextmanager
-def out_of_memory_as_death():
-    """Ray's memory monitor killing a trial's worker as it trains fails the trial's task with an
-    OutOfMemoryError, which Tune's actor manager (ray 2.60, seen here) does not expect: it raises
-    it, and the whole run ends with a traceback. Handed on as the worker's death, the
-    trial fails and is retried as when any other death ends its worker. A Ray whose private names
-    differ keeps its own behaviour: the patch is left out, not every run failed."""
-    try:
-        from ray.air.execution._internal.actor_manager import RayActorManager
-        from ray.exceptions import OutOfMemoryError
-    except ImportError:
-        RayActorManager = None
-    failed = getattr(RayActorManager, "_actor_task_failed", None)
-    if failed is None or list(inspect.signature(failed).parameters) != ["self", "tracked_actor_task", "exception"]:
-        yield
-        return
-
-    def task_failed(self, tracked_actor_task, exception):
-        if isinstance(exception, OutOfMemoryError):
-            exception = RayActorError(error_msg=str(exception))
-        return failed(self, tracked_actor_task=tracked_actor_task, exception=exception)
-    RayActorManager._actor_task_failed = task_failed
-    try:
-        yield
-    finally:
-        RayActorManager._actor_task_failed = failed
 
 
 class StopAll(tune.Stopper):

@@ -29,10 +29,11 @@ from orchestrator.plan.grid import GRID_FILE, Grid
 from orchestrator.plan.halving import planned_left
 from orchestrator.run.cluster import (check_resources, check_storage_shared, connect, head_watched, ray_log_path,
                                       ray_messages_to, sigterm_as_ctrl_c)
-from orchestrator.run.events import Events, NoTuneProgress, StopAll, out_of_memory_as_death
+from orchestrator.run.events import Events, NoTuneProgress, StopAll
 from orchestrator.run.halving import Halver
 from orchestrator.run.hangs import Hangs
 from orchestrator.run.lock import DriverLock
+from orchestrator.run.out_of_memory import out_of_memory_as_death
 from orchestrator.run.processes import alive
 from orchestrator.run.scheduling import GridTrials, slots, tune_config
 from orchestrator.run.settings import environment, tune_environment

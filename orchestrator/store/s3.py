@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from urllib.parse import parse_qs
 
-from orchestrator.errors import RunError, StorageError
+from orchestrator.errors import StorageError
 
 
 class Bucket:
@@ -41,8 +41,8 @@ class Bucket:
 
     def call(self, method: str, key: str | None, **kwargs):
         """One S3 request (of an object where `key` is not None); None where its condition failed
-        (someone else wrote first) or the object does not exist; RunError, one line, for what the
-        user must fix."""
+        (someone else wrote first) or the object does not exist. Any other failure is a StorageError,
+        one line: the storage's fault, which stops a run without failing the trial that met it."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
@@ -51,19 +51,20 @@ class Bucket:
                 response["Body"] = io.BytesIO(response["Body"].read())
             return response
         except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            error = e.response.get("Error", {})
+            code, status = error.get("Code", ""), e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             # 412: the condition failed; 409: a concurrent conditional write won; NoSuchKey: gone
             if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey") or status in (409, 412):
                 return None
             if code == "NoSuchBucket":
-                raise RunError(f"{self.run.display()}: no such bucket '{self.name}'") from None
+                raise StorageError(f"{self.run.display()}: no such bucket '{self.name}'") from None
             if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise RunError(f"{self.run.display()}: access denied "
-                               f"({code}: {e.response.get('Error', {}).get('Message', '')})") from None
-            raise RunError(f"{self.run.display()}: {e}") from None
+                raise StorageError(f"{self.run.display()}: access denied ({code}: {error.get('Message', '')})") from None
+            # Any other error response, after botocore's retries (InternalError, SlowDown, ExpiredToken)
+            raise StorageError.at(self.run.display(), f"{code or status} in {e.operation_name}: "
+                                                      f"{error.get('Message', '')}", doing="reach it") from None
         except NoCredentialsError:
-            raise RunError(f"{self.run.display()}: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID "
-                           "and AWS_SECRET_ACCESS_KEY, or run on a node whose instance profile gives them)") from None
+            raise StorageError(f"{self.run.display()}: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID "
+                               "and AWS_SECRET_ACCESS_KEY, or run on a node whose instance profile gives them)") from None
         except BotoCoreError as e:  # no route to the endpoint, after botocore's retries
             raise StorageError.at(self.run.display(), str(e), doing="reach it") from None

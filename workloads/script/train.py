@@ -151,12 +151,18 @@ def _result(final: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str, patterns, session,
-          taken: dict[str, str] | None = None, files=()) -> dict[str, Any]:
+          taken: dict[str, str] | None = None, files=(), planned: int | None = None,
+          unit: str = "epoch") -> dict[str, Any]:
     """One attempt of a trial: run the command `args_for(trial_dir, resuming)` in `workdir`
     (resuming: an earlier attempt reported, so its checkpoint is there), report its epochs, return
     its last values; CommandFailed if it ends without a result. Its metrics named like the columns
     ablate writes are kept in the columns `taken` maps their names to (`reported_<name>`). The JSON objects it leaves in its trial
     directory at `files` are its final values too, read once it ended well (FinalFailure if one is not there).
+
+    A command that exits non-zero after reporting the `planned` epochs (or steps: `unit`) of its
+    grid ended well all the same, its exit in the row's `status_reason` and its log: a crash in its
+    teardown (a process group's destruction, a logger's last upload) says nothing of what it
+    reported, and a retry would train it all again.
 
     Its output is read, and its epochs recorded, in a thread of their own: the session's report
     to Tune waits for the driver, and the script trains on meanwhile. A script saves its own
@@ -194,17 +200,24 @@ def train(args_for: Callable[[str, bool], list[str]], workdir: str, prefix: str,
                 recorder.stop.set()
                 recorder.join()
             code = process.popen.wait()
+        # Where it got to, with what earlier attempts reported (the checkpoint it resumed from).
+        trained = (f"{_exit(code)} after its last report ({unit} {recorder.reached} of {planned})"
+                   if code != 0 and planned is not None and recorder.reached >= planned else None)
         try:
-            if code == 0:
+            if code == 0 or trained:
                 for name in files:
-                    metrics.add_final(_read_json(os.path.join(trial_dir, name), name))
+                    metrics.add_final(_read_json(os.path.join(trial_dir, name), name, trained))
         finally:  # a file missing or damaged fails the trial: what its output showed is logged first
             _log_problems(metrics, session)
-    if code != 0:
+    if code != 0 and not trained:
         raise CommandFailed(f"{_exit(code)}{_last_output(tail, 600)}")
     if not metrics.seen and not state:
         raise CommandFailed(f"the command printed no metric (expected {metrics.expected()}){_last_output(tail, 400)}")
-    return _result(metrics.final)
+    result = _result(metrics.final)
+    if trained:
+        session.log(f"{trained}: its reports are kept, and it is not trained again{_last_output(tail, 600)}")
+        result["status_reason"] = "; ".join(filter(None, [result.get("status_reason"), trained]))
+    return result
 
 
 def _log_problems(metrics: Metrics, session) -> None:
@@ -217,10 +230,11 @@ def _log_problems(metrics: Metrics, session) -> None:
                     f"{', '.join(metrics.renamed.values())}")
 
 
-def _read_json(path: str, name: str) -> dict[str, Any]:
-    """The metrics a script wrote to the file at `path` (Hugging Face's all_results.json)."""
+def _read_json(path: str, name: str, exited: str | None = None) -> dict[str, Any]:
+    """The metrics a script wrote to the file at `path` (Hugging Face's all_results.json); `exited`:
+    how the script ended, where it did not end well but after its training."""
     def fail(problem):
-        raise FinalFailure(f"command.metrics.files: {name}: {problem}")
+        raise FinalFailure(f"{exited + '; ' if exited else ''}command.metrics.files: {name}: {problem}")
 
     try:
         with open(path, "rb") as f:
@@ -247,6 +261,7 @@ class _Recorder(threading.Thread):
         self.logged_at = time.monotonic()
         self.failure: BaseException | None = None
         self.paused = False  # at a rung, before the session says so: its training thread waits for what is left
+        self.reached = state["epoch"] if state else 0  # the place of its last report (an epoch, or a step)
 
     def run(self):
         try:
@@ -303,4 +318,5 @@ class _Recorder(threading.Thread):
             self._flush()
             # The checkpoint: where a retry takes up its output.
             self.session.record(epoch, checkpoint={"epoch": place(epoch)}, on_pause=self._pause)
+            self.reached = place(epoch)  # not the most: a count may start again (fine-tuning after pretraining)
             self.recorded.set()
