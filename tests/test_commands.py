@@ -276,6 +276,9 @@ def test_a_script_that_is_not_there_is_one_line_before_any_trial_runs(tmp_path, 
     result = CliRunner().invoke(app, ["run", str(path), "--storage", str(tmp_path / "runs")])
     assert result.exit_code == 2
     assert result.stderr == f"error: {path}: {message.format(dir=tmp_path)}\n"
+    # The refused grid is not the run's grid as last run: the readers of a run it was a typo away
+    # from said that none of its trials had finished.
+    assert not (tmp_path / "runs" / "scripts" / "grid.yaml").exists()
 
 
 def test_metrics_from_regular_expressions(tmp_path):
