@@ -291,6 +291,29 @@ def test_metrics_from_regular_expressions(tmp_path):
     assert "| test error 0.125" in session.lines  # the output is in the trial's log
 
 
+def test_a_script_printing_plain_json_lines_is_read_with_an_empty_prefix(tmp_path):
+    # `print(json.dumps(metrics))`, unchanged: `prefix: ""` was refused, so such a script could not be
+    # read without editing it to print "ABLATE " first.
+    script = """\
+        import json
+        print("loading data")
+        for epoch in (1, 2):
+            print(json.dumps({"epoch": epoch, "neg_elbo": 1 / epoch}))
+        print(json.dumps({"test_neg_elbo": 0.4}))
+        print("{not json, said for people}")
+        """
+    path = script_grid(tmp_path, {"vae.py": script}, {"run": [sys.executable, "vae.py", "{seed}"],
+                                                      "metrics": {"prefix": ""}}, metric="neg_elbo", mode="min")
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": 1, "neg_elbo": 1.0}, {"epoch": 2, "neg_elbo": 0.5}]
+    assert result == {"status": "completed", "neg_elbo": 0.5, "test_neg_elbo": 0.4}
+    blank = script_grid(tmp_path, {}, {"run": [sys.executable, "vae.py", "{seed}"], "metrics": {"prefix": " "}})
+    result = CliRunner().invoke(app, ["plan", str(blank)])
+    assert result.exit_code == 2 and result.stderr == (
+        f"error: {blank}: command.metrics.prefix: expected the text before each JSON line of metrics "
+        f"(\"\": a line that is a JSON object alone), got ' '\n")
+
+
 def test_metrics_under_an_epoch_header_belong_to_that_epoch(tmp_path):
     # Keras prints `Epoch 3/10`, then the epoch's metrics on a line of their own, then the test's.
     script = """\

@@ -125,8 +125,9 @@ def load(path: Path, section) -> tuple[Workload, str]:
         if key not in METRIC_KEYS:
             fail(f"metrics.{key}", f"unknown key (allowed: {', '.join(METRIC_KEYS)})")
     prefix = metrics.get("prefix", PREFIX)
-    if not isinstance(prefix, str) or not prefix.strip():
-        fail("metrics.prefix", f"expected the text before each JSON line of metrics, got {fmt(prefix)}")
+    if not isinstance(prefix, str) or (prefix and not prefix.strip()):
+        fail("metrics.prefix", f"expected the text before each JSON line of metrics (\"\": a line that is a JSON "
+                               f"object alone), got {fmt(prefix)}")
     patterns = _strings(fail, "metrics.patterns", metrics.get("patterns", []))
     for i, pattern in enumerate(patterns):
         try:
