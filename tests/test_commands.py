@@ -167,6 +167,10 @@ BAD = [
      "command.resume: '&&' is shell syntax, but no shell runs the command: the program would get it as an argument; "
      "put what needs a shell in a script (`workdir` says where the command runs, and each trial's output is kept in "
      "its trial.log), or quote it to pass it as text"),
+    # The program was `LR=0.1`, which `ablate run` could not find.
+    ({"command": {"run": "LR={lr} python train.py", "parameters": {"lr": 0.1}}},
+     "command.run: 'LR={lr}' sets an environment variable, as a shell would, but no shell runs the command: "
+     "write 'env LR={lr} ...' to set it"),
     ({"command": {"run": "python train.py", "parameters": {"lr": 0.1}}},
      "command.parameters.lr: not used in command.run; a parameter the command never sees would only change "
      "trial ids (add {lr} to the command line)"),
