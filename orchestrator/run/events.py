@@ -176,7 +176,7 @@ class Events(tune.Callback):
         why = None
         if began:  # not one whose worker died before it started: Tune may not retry it at all (see _error)
             with self._storage_kept():
-                why = self._why(trial)
+                why = self._why(trial) or _as_said(last_line(_error_text(trial)))
         self.hangs.ended(self._id(trial))
         if self._storage_failed(trial):
             return
