@@ -167,6 +167,10 @@ BAD = [
      "command.resume: '&&' is shell syntax, but no shell runs the command: the program would get it as an argument; "
      "put what needs a shell in a script (`workdir` says where the command runs, and each trial's output is kept in "
      "its trial.log), or quote it to pass it as text"),
+    # The program was `LR=0.1`, which `ablate run` could not find.
+    ({"command": {"run": "LR={lr} python train.py", "parameters": {"lr": 0.1}}},
+     "command.run: 'LR={lr}' sets an environment variable, as a shell would, but no shell runs the command: "
+     "write 'env LR={lr} ...' to set it"),
     ({"command": {"run": "python train.py", "parameters": {"lr": 0.1}}},
      "command.parameters.lr: not used in command.run; a parameter the command never sees would only change "
      "trial ids (add {lr} to the command line)"),
@@ -280,6 +284,9 @@ def test_a_script_that_is_not_there_is_one_line_before_any_trial_runs(tmp_path, 
     result = CliRunner().invoke(app, ["run", str(path), "--storage", str(tmp_path / "runs")])
     assert result.exit_code == 2
     assert result.stderr == f"error: {path}: {message.format(dir=tmp_path)}\n"
+    # The refused grid is not the run's grid as last run: the readers of a run it was a typo away
+    # from said that none of its trials had finished.
+    assert not (tmp_path / "runs" / "scripts" / "grid.yaml").exists()
 
 
 def test_metrics_from_regular_expressions(tmp_path):
@@ -290,6 +297,29 @@ def test_metrics_from_regular_expressions(tmp_path):
     # Every metric the script printed, by its last value.
     assert result == {"status": "completed", "train_loss": 0.333, "val_error": 0.167, "test_error": 0.125}
     assert "| test error 0.125" in session.lines  # the output is in the trial's log
+
+
+def test_a_script_printing_plain_json_lines_is_read_with_an_empty_prefix(tmp_path):
+    # `print(json.dumps(metrics))`, unchanged: `prefix: ""` was refused, so such a script could not be
+    # read without editing it to print "ABLATE " first.
+    script = """\
+        import json
+        print("loading data")
+        for epoch in (1, 2):
+            print(json.dumps({"epoch": epoch, "neg_elbo": 1 / epoch}))
+        print(json.dumps({"test_neg_elbo": 0.4}))
+        print("{not json, said for people}")
+        """
+    path = script_grid(tmp_path, {"vae.py": script}, {"run": [sys.executable, "vae.py", "{seed}"],
+                                                      "metrics": {"prefix": ""}}, metric="neg_elbo", mode="min")
+    result, session = train_once(path)
+    assert session.epochs == [{"epoch": 1, "neg_elbo": 1.0}, {"epoch": 2, "neg_elbo": 0.5}]
+    assert result == {"status": "completed", "neg_elbo": 0.5, "test_neg_elbo": 0.4}
+    blank = script_grid(tmp_path, {}, {"run": [sys.executable, "vae.py", "{seed}"], "metrics": {"prefix": " "}})
+    result = CliRunner().invoke(app, ["plan", str(blank)])
+    assert result.exit_code == 2 and result.stderr == (
+        f"error: {blank}: command.metrics.prefix: expected the text before each JSON line of metrics "
+        f"(\"\": a line that is a JSON object alone), got ' '\n")
 
 
 def test_metrics_under_an_epoch_header_belong_to_that_epoch(tmp_path):
@@ -1257,7 +1287,9 @@ def test_a_retry_after_a_failure_before_any_report_is_shown_from_its_start(tmp_p
     path = script_grid(tmp_path, {"flaky.py": script}, {"run": [sys.executable, "flaky.py", "{seed}"]}, max_failures=1)
     result = ablate("run", path, "--storage", tmp_path / "runs", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert re.search(r"\] \w+ retrying: after a failure, from its start\n", result.stdout), result.stdout
+    # Why, as its failure would say it: it said `retrying: after a failure`, which the log alone explained.
+    assert re.search(r"\] \w+ retrying: the command exited with code 1; its last output: RuntimeError: CUDA error: "
+                     r"initialization error, from its start\n", result.stdout), result.stdout
 
 
 def test_a_script_that_crashes_in_its_teardown_after_its_training_runs_once_and_the_run_says_so(tmp_path):

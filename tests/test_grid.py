@@ -219,6 +219,8 @@ ERRORS = [
     (BASE + "include:\n  - {model: C}\n", "include[0]: must give every axis; missing lr"),
     (BASE + "seeds: [0, 0]\n", "seeds[1]: duplicate value 0"),
     (BASE + "seeds: [0]\nrepeats: 2\n", "repeats: give either 'seeds' or 'repeats', not both"),
+    # How many seeds, written where the seeds go: said how.
+    (BASE + "seeds: 3\n", "seeds: expected a non-empty list of integers, got 3 (3 seeds from 0: repeats: 3)"),
     (BASE + "resources:\n  gpus: -1\n", "resources.gpus: expected a number >= 0, got -1"),
     (BASE + "resources:\n  gpu: 1\n", "resources.gpu: unknown key (allowed: cpus, gpus, trials_per_gpu, max_concurrent)"),
     (BASE + "resources:\n  trials_per_gpu: 0\n", "resources.trials_per_gpu: expected an integer >= 1, got 0"),

@@ -249,7 +249,8 @@ def _seeds(path, data, params: Parameters) -> Sequence[int]:
         return range(number(path, "repeats", data["repeats"], integer=True, minimum=1))
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
-        raise GridError(path, "seeds", f"expected a non-empty list of integers, got {fmt(seeds)}")
+        count = f" ({seeds} seeds from 0: repeats: {seeds})" if isinstance(seeds, int) and seeds > 0 else ""
+        raise GridError(path, "seeds", f"expected a non-empty list of integers, got {fmt(seeds)}{count}")
     for i, s in enumerate(seeds):
         if not isinstance(s, int) or isinstance(s, bool):
             raise GridError(path, f"seeds[{i}]", f"expected an integer, got {fmt(s)}")

@@ -65,6 +65,9 @@ def load(path: Path, section) -> tuple[Workload, str]:
         if key not in KEYS:
             fail(str(key), f"unknown key (allowed: {', '.join(KEYS)})")
     run = _run(fail, section.get("run"))
+    if re.match(r"[A-Za-z_]\w*=", run[0]):  # `LR={lr} python train.py`: the program would be `LR=0.1`
+        fail("run", f"'{run[0]}' sets an environment variable, as a shell would, but no shell runs the command: "
+                    f"write 'env {run[0]} ...' to set it")
     workdir = section.get("workdir", ".")
     if not isinstance(workdir, str) or not workdir:
         fail("workdir", f"expected a directory, relative to the grid file, got {fmt(workdir)}")
@@ -76,8 +79,9 @@ def load(path: Path, section) -> tuple[Workload, str]:
         if key not in METRIC_KEYS:
             fail(f"metrics.{key}", f"unknown key (allowed: {', '.join(METRIC_KEYS)})")
     prefix = metrics.get("prefix", PREFIX)
-    if not isinstance(prefix, str) or not prefix.strip():
-        fail("metrics.prefix", f"expected the text before each JSON line of metrics, got {fmt(prefix)}")
+    if not isinstance(prefix, str) or (prefix and not prefix.strip()):
+        fail("metrics.prefix", f"expected the text before each JSON line of metrics (\"\": a line that is a JSON "
+                               f"object alone), got {fmt(prefix)}")
     patterns = _strings(fail, "metrics.patterns", metrics.get("patterns", []))
     for i, pattern in enumerate(patterns):
         try:

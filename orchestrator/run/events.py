@@ -187,7 +187,7 @@ class Events(tune.Callback):
         if tried:
             self.display.tried(self._id(trial))
             with self._storage_kept():
-                why = self._why(trial)
+                why = self._why(trial) or _as_said(last_line(_error_text(trial)))
         self.hangs.ended(self._id(trial))
         if self._storage_failed(trial):
             return

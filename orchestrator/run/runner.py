@@ -115,7 +115,8 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
             or (resume_stopped and finished[t.trial_id] == STOPPED)]
     failed_earlier = sum(1 for t in grid.trials if finished.get(t.trial_id) == "failed") if not retry_failed else 0
     skipped = len(grid.trials) - len(todo) - failed_earlier
-    run.write_bytes(run.child(GRID_FILE), grid.content)
+    if not todo:
+        run.write_bytes(run.child(GRID_FILE), grid.content)
 
     ray_log, ran = None, set()
     if todo and lock.previous is not None:
@@ -138,6 +139,9 @@ def _run_unfinished(grid, run, display_factory, *, address, resources, retry_fai
                 check_storage_shared(run)
             for note in check_resources(resources, autoscaling=address is not None):
                 notify(note)
+            # Only now, once nothing refused the run (a script not found, a tracker, resources): the
+            # readers show the trials of the grid as last run, not of one that never ran.
+            run.write_bytes(run.child(GRID_FILE), grid.content)
             planned = {t.trial_id: grid.planned_epochs(t) for t in todo}
             try:
                 if resume_stopped:  # the published rows of stopped trials would hide the results they train to

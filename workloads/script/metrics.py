@@ -111,7 +111,8 @@ class Metrics:
     def feed(self, line: str, redrawn: bool = False) -> list[dict[str, Any]]:
         """The epochs this line completes (`redrawn`: a part of a line that a "\r" follows)."""
         found = []  # (metrics, the pattern or None for JSON, the pattern's text of each)
-        at = line.find(self.prefix)
+        # No prefix: a line that is a JSON object alone (`print(json.dumps(metrics))`).
+        at = line.find(self.prefix) if self.prefix else (0 if line.lstrip().startswith("{") else -1)
         if at >= 0:
             try:
                 metrics = json.loads(line[at + len(self.prefix):])
@@ -256,7 +257,7 @@ class Metrics:
         return [row]
 
     def expected(self) -> str:
-        said = f"lines with {self.prefix.strip()!r} and a JSON object"
+        said = f"lines with {self.prefix.strip()!r} and a JSON object" if self.prefix else "lines of a JSON object"
         return said + "".join(f", or matching {p.pattern!r}" for p in self.patterns)
 
 
