@@ -166,6 +166,22 @@ def test_a_finished_cell_shown_by_its_stopped_trials_alone_is_stopped_not_waitin
     assert "| mid | no result yet<br>stopped early: lr 0.3, 0.4 at 2 |" in shown.stdout, shown.stdout
 
 
+def test_a_grid_whose_rungs_were_edited_after_its_decisions_is_titled_by_the_rung_they_were_made_at(tmp_path):
+    # `rungs: [3]` run to its end, then edited to [4] and run again (nothing to do): the title said
+    # "chosen ... at epoch 4" over cells that say "stopped early ... at 3".
+    grid_text = ("name: edited\ncommand:\n  run: python train.py --lr {lr} --seed {seed}\n  parameters:\n    lr: 0.1\n"
+                 "metric: val_error\naxes:\n  lr: [0.1, 0.2, 0.3, 0.4]\nseeds: [0, 1]\n"
+                 "halving: {over: [lr], rungs: [4], keep: 0.5}\n")
+    run = write_run(tmp_path / "edited", grid_text, lambda t: {"status": "stopped", "epochs_completed": 3, "val_error": 0.5,
+                                                               "grid": "edited"}
+                    if t.config["lr"] > 0.2 else {"status": "completed", "val_error": 0.3, "grid": "edited"})
+    (tmp_path / "edited" / "halving.json").write_text(json.dumps([{"cell": {}, "cell_key": "{}", "rung": 3, "ranking": [],
+                                                                   "kept": ['{"lr": 0.1}', '{"lr": 0.2}']}]))
+    shown = CliRunner().invoke(app, ["summarize", run.display(), "--format", "markdown"])
+    assert "lr chosen by successive halving on val_error at epoch 3**" in shown.stdout, shown.stdout
+    assert "stopped early: lr 0.3, 0.4 at 3" in shown.stdout, shown.stdout
+
+
 def test_plan_counts_the_epochs_halving_trains(tmp_path):
     grid = load_grid(halved_grid(tmp_path))
     # Per cell: 4 lrs x 2 seeds to epoch 2, 2 lrs on to 4, 1 lr on to 8.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orchestrator.errors import GridError, ResultsError
 from orchestrator.plan.expand import Trial
@@ -60,6 +60,13 @@ def read_decisions(run) -> list[dict]:
         raise ResultsError(f"{run.display(DECISIONS)}: unreadable halving decisions ({e}); restore it from where "
                            "the run was copied") from None
     return decisions
+
+
+def as_decided(halving: Halving, decisions: list[dict]) -> Halving:
+    """The halving with the rungs its recorded decisions were made at, where any were: a grid whose
+    rungs were edited after its run decided at others still says where its settings were stopped."""
+    rungs = sorted({d["rung"] for d in decisions if isinstance(d.get("rung"), int)})
+    return replace(halving, rungs=tuple(rungs)) if rungs else halving
 
 
 def cell_key(trial: Trial, halving: Halving) -> str:

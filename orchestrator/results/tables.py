@@ -30,7 +30,7 @@ import pyarrow as pa
 from orchestrator.errors import ResultsError
 from orchestrator.plan.expand import hashable
 from orchestrator.plan.grid import Grid, read_saved_grid, saved_objective, saved_parameters
-from orchestrator.plan.halving import Halving
+from orchestrator.plan.halving import Halving, as_decided, read_decisions
 from orchestrator.plan.objective import INTERFACE, Metric, Objective
 from orchestrator.results import stats
 from orchestrator.results.references import REFERENCE_KEYS, differences, reference
@@ -52,6 +52,7 @@ class Results:
     parameters: list[str] | None = None  # then, the parameters its grid.yaml names (saved_parameters)
     # The grid's trials, each its config and trial_id, as the rows have them: a cell counts those with no row yet.
     planned: tuple[dict, ...] | None = None
+    decisions: list[dict] = field(default_factory=list)  # its halving's, as recorded (halving.json)
 
     @property
     def axes(self) -> dict[str, list]:
@@ -229,7 +230,22 @@ def load(run: RunDir, all_trials: bool = False, notify=None, trust_workload: boo
     planned_trials = tuple({**{k: hashable(v) for k, v in t.config.items()}, "trial_id": t.trial_id}
                            for t in grid.trials) if grid else None
     return Results(trials, run, grid, objective, others=0 if all_trials else mine.count(False),
-                   untrusted=saved.untrusted, parameters=saved_parameters(saved), planned=planned_trials)
+                   untrusted=saved.untrusted, parameters=saved_parameters(saved), planned=planned_trials,
+                   decisions=_decisions(run, grid, notify))
+
+
+def _decisions(run: RunDir, grid: Grid | None, notify=None) -> list[dict]:
+    """The run's halving decisions, which say where its settings were stopped. Damaged, with
+    `notify`: a note, and the table says the grid's rungs."""
+    if grid is None or grid.halving is None:
+        return []
+    try:
+        return read_decisions(run)
+    except ResultsError as e:
+        if notify is None:
+            raise
+        notify(str(e))
+        return []
 
 
 def _shown_as_recorded(objective: Objective, table: pa.Table) -> Objective:
@@ -294,7 +310,7 @@ def layout_for(results: Results, workload_layout: dict | None = None, **override
                                 "grid" if "grid" in results.trials.columns else "seed")
     base["tables"] = [t for t in base.get("tables", []) if t in results.trials.columns]
     objective = results.objective
-    halving = results.grid.halving if results.grid else None
+    halving = as_decided(results.grid.halving, results.decisions) if results.grid and results.grid.halving else None
     if halving and "steps_completed" in results.trials.columns \
             and not _all_missing(results.trials["steps_completed"]):  # its rungs were steps
         halving = replace(halving, unit="step")
