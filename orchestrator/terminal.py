@@ -144,8 +144,11 @@ def show_status(console: Console, where: str, s: Status) -> None:
             out.add_row(a.trial_id, state, f"{a.epoch}/{a.epochs or '?'}",
                         number(a.metrics.get(s.metric)), f"{duration((now() - a.updated).total_seconds())} ago")
         console.print(out)
-    if s.counts.get("interrupted"):
+    if s.counts.get("interrupted") and s.resumes:
         console.print("interrupted trials resume from their checkpoints at the next `ablate run`")
+    elif s.counts.get("interrupted"):  # a script given no `command.resume`
+        console.print("interrupted trials run their command again at the next `ablate run`: from its start, "
+                      "unless the script loads its own checkpoint from its trial directory")
     if s.counts.get("paused"):
         console.print("paused trials wait at a rung of halving for the other settings of their cell")
 

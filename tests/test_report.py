@@ -1171,10 +1171,17 @@ def test_a_seed_not_run_yet_in_any_setting_of_a_cell_is_said(tmp_path):
         "compare", tmp_path / "run", "--baseline", "width=16", "-f", "markdown").stdout
 
 
-def test_status_says_a_trial_of_a_run_no_driver_holds_is_not_running(tmp_path):
+@pytest.mark.parametrize("resume, then", [
+    # A script given no `command.resume` was said to "resume from its checkpoint": it runs its command again.
+    ("", "interrupted trials run their command again at the next `ablate run`: from its start, unless the script "
+         "loads its own checkpoint from its trial directory"),
+    ("  resume: --resume\n", "interrupted trials resume from their checkpoints at the next `ablate run`"),
+])
+def test_status_says_a_trial_of_a_run_no_driver_holds_is_not_running(tmp_path, resume, then):
     # `ablate run` stopped with Ctrl-C a few seconds after the trial's last report: it released its
-    # lock, and nothing trains; the trial resumes at the next run. Not "running", and no ETA.
-    run = write_run(tmp_path / "run", steps_grid(1000, "axes:\n  lr: [0.1]\n"), lambda t: None)
+    # lock, and nothing trains; the trial runs again at the next run. Not "running", and no ETA.
+    grid = steps_grid(1000, "axes:\n  lr: [0.1]\n").replace("  steps: steps\n", "  steps: steps\n" + resume)
+    run = write_run(tmp_path / "run", grid, lambda t: None)
     trial = load_grid(tmp_path / "run" / "grid.yaml").trials[0]
     running_at(run, trial.trial_id, step=300, reports=3)
     with DriverLock(run).acquire():
@@ -1182,7 +1189,7 @@ def test_status_says_a_trial_of_a_run_no_driver_holds_is_not_running(tmp_path):
     assert "1 running" in held and "ETA: -" not in held
     released = invoke("status", tmp_path / "run").stdout
     assert "1 interrupted" in released and "ETA: -" in released and "running" not in released
-    assert "interrupted trials resume from their checkpoints at the next `ablate run`" in released
+    assert then in " ".join(released.split()), released
 
 
 def test_status_names_a_damaged_lock_record_and_what_it_means(tmp_path):

@@ -128,6 +128,12 @@ def from_ref(text: str) -> Workload:
     return build(Script(**{**data, **{key: tuple(data[key]) for key in ("run", "resume", "patterns", "show", "files")}}))
 
 
+def told_to_resume(text: str) -> bool:
+    """Whether the script of a grid's `command:` (its ref) is given `resume` arguments: one that
+    is not runs its command again after an interruption, resuming only where it loads its own checkpoint."""
+    return bool(json.loads(text.removeprefix("command:")).get("resume"))
+
+
 def _text(value, spec: str | None = None) -> str:
     if spec:
         return format(value, spec)

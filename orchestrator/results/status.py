@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 
 from orchestrator.plan import halving
 from orchestrator.plan.grid import read_saved_grid, saved_objective
+from orchestrator.plan.script_workload import told_to_resume
 from orchestrator.store.records import STATUSES, statuses, trained
 from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now, position
 
@@ -50,6 +51,9 @@ class Status:
     others: int = 0  # finished trials of the run directory that are not the grid's (it was edited since)
     metric: str = "val_error"  # the grid's metric, shown for running trials
     untrusted: str | None = None  # the workload grid.yaml names, where it was not imported (plan/grid.py)
+    # Whether interrupted trials resume from a checkpoint: a Python workload's own, or a script's told
+    # to (`command.resume`); another script runs its command again.
+    resumes: bool = True
 
 
 def progress_files(run: RunDir, finished) -> dict[str, dict]:
@@ -124,7 +128,8 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
     result = Status({k: v for k, v in counts.items() if v}, active, len(planned) or None,
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
                     unit="GPU" if gpus else "CPU", finished=len(finished), others=others,
-                    metric=saved_objective(run, saved).metric.name, untrusted=saved.untrusted)
+                    metric=saved_objective(run, saved).metric.name, untrusted=saved.untrusted,
+                    resumes=not grid or not grid.workload_ref.startswith("command:") or told_to_resume(grid.workload_ref))
     if planned and per_unit and running:
         if grid.halving and (left := halving.planned_left(grid.trials, grid.halving, grid.planned_epochs,
                                                           trained(trials), finished)) is not None:
