@@ -29,7 +29,7 @@ from typing import Annotated, Any
 import annotated_types as at
 
 from orchestrator.errors import GridError
-from orchestrator.store.columns import kept_as, taken
+from orchestrator.store.columns import kept
 from workloads.base import Workload
 from workloads.script import metrics as script_metrics
 from workloads.script import train as script_train
@@ -97,7 +97,7 @@ def build(script: Script, path: Path | None = None) -> Workload:
                                                      metadata={"choices": (script.template,)})))
     config = dataclasses.make_dataclass("CommandConfig", fields)
 
-    kept = {name: kept_as(name) for name in taken(f.name for f in dataclasses.fields(config))}  # its metrics' own
+    own = kept(f.name for f in dataclasses.fields(config))  # its metrics named like ablate's columns
 
     def check(c):  # every trial's command line can be written (a format spec suits its value)
         argv(script, dataclasses.asdict(c), SHOWN_TRIAL_DIR)
@@ -108,7 +108,7 @@ def build(script: Script, path: Path | None = None) -> Workload:
         def args_for(trial_dir: str, resuming: bool) -> list[str]:
             return argv(script, dataclasses.asdict(c), trial_dir, resuming)
 
-        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, kept,
+        return script_train.train(args_for, script.workdir, script.prefix, script.patterns, session, own,
                                   script.files, planned=getattr(c, length) if length else None,
                                   unit="step" if script.steps else "epoch")
     return Workload(
@@ -128,10 +128,13 @@ def from_ref(text: str) -> Workload:
     return build(Script(**{**data, **{key: tuple(data[key]) for key in ("run", "resume", "patterns", "show", "files")}}))
 
 
-def told_to_resume(text: str) -> bool:
-    """Whether the script of a grid's `command:` (its ref) is given `resume` arguments: one that
-    is not runs its command again after an interruption, resuming only where it loads its own checkpoint."""
-    return bool(json.loads(text.removeprefix("command:")).get("resume"))
+def resumes(workload_ref: str) -> bool:
+    """Whether a workload's interrupted trials resume from a checkpoint: a Python workload's do; a
+    script's only where its grid gives `resume` arguments. Another script runs its command again
+    after an interruption, resuming only where it loads its own checkpoint."""
+    if not workload_ref.startswith("command:"):
+        return True
+    return bool(json.loads(workload_ref.removeprefix("command:")).get("resume"))
 
 
 def _text(value, spec: str | None = None) -> str:

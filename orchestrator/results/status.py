@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from orchestrator.plan import halving
 from orchestrator.plan.grid import read_saved_grid, saved_objective
-from orchestrator.plan.script_workload import told_to_resume
+from orchestrator.plan.script_workload import resumes
 from orchestrator.store.records import STATUSES, statuses, trained
 from orchestrator.store.rundir import OLD_PROGRESS, PROGRESS, RunDir, now, position
 
@@ -129,7 +129,7 @@ def read_status(run: RunDir, trials: pa.Table | None, trust_workload: bool = Fal
                     used_hours=seconds * (gpus or (grid.resources.cpus if grid else 1)) / 3600,
                     unit="GPU" if gpus else "CPU", finished=len(finished), others=others,
                     metric=saved_objective(run, saved).metric.name, untrusted=saved.untrusted,
-                    resumes=not grid or not grid.workload_ref.startswith("command:") or told_to_resume(grid.workload_ref))
+                    resumes=not grid or resumes(grid.workload_ref))
     if planned and per_unit and running:
         if grid.halving and (left := halving.planned_left(grid.trials, grid.halving, grid.planned_epochs,
                                                           trained(trials), finished)) is not None:

@@ -25,7 +25,7 @@ from orchestrator.errors import CheckpointError, StorageError, UnloadableCheckpo
 from orchestrator.plan.objective import INTERFACE, Objective
 from orchestrator.run.session import Paused, StoredSession, last_values
 from orchestrator.store import records
-from orchestrator.store.columns import RESERVED, RETURNED, kept_as, taken
+from orchestrator.store.columns import RESERVED, RETURNED, kept
 from orchestrator.store.rundir import RunDir, now, up_to
 from workloads.base import RESULT_STATUSES, FinalFailure, Workload, WorkloadError
 
@@ -119,9 +119,8 @@ def run_trial(tune_config, run_uri: str, workload_ref: str, grid_name: str, repo
     trial_config = workload.config(**config)
     # A Python workload's metrics named like ablate's columns (its parameters too) are kept apart,
     # as a script's are (plan/script.py); but for those its `train` may return as the row's own.
-    kept = {} if workload.invocation else {name: kept_as(name)
-                                           for name in taken(f.name for f in dataclasses.fields(workload.config))}
-    session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"), kept=kept)
+    own = {} if workload.invocation else kept(f.name for f in dataclasses.fields(workload.config))
+    session = StoredSession(run, trial_id, on_report=report, until=tune_config["trial"].get("until"), kept=own)
     session.start()
     try:
         result = workload.train(trial_config, session)

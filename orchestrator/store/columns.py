@@ -47,6 +47,12 @@ def kept_as(name: str) -> str:
     return KEPT_PREFIX + name
 
 
+def kept(parameters) -> dict[str, str]:
+    """Each name taken from a trial whose config has `parameters`, with the column its own metric
+    of that name is kept in: {"lr": "reported_lr", "host": "reported_host", ...}."""
+    return {name: kept_as(name) for name in taken(parameters)}
+
+
 def workload_columns(workload, names) -> tuple[str, ...]:
     """The columns a Python workload's metrics `names` (its `metrics`, `produces`) are kept in
     (run/trial.py): `reported_lr` for its `lr`; but the columns its `train` may return as its own."""
